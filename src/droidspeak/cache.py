@@ -1,0 +1,206 @@
+"""ContextCache: what a sender computed for one context, in the form a receiver consumes.
+
+Holds the context token ids, per-layer K/V exactly as the sender's attention consumed them (after RoPE,
+shape [kv_heads, tokens, head_dim]), the hidden states entering chosen layers (the E cache, [tokens, hidden]),
+and the sender's fingerprint. On disk it is one safetensors file, readable layer by layer, never pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from droidspeak.errors import CacheFormatError, CacheMismatchError
+
+FORMAT = "droidspeak.context_cache"
+FORMAT_VERSION = 1
+
+
+def token_digest(token_ids: Sequence[int] | torch.Tensor) -> str:
+    """sha256 of the token ids as little-endian int64: stable across processes (never Python's hash())."""
+    ids = torch.as_tensor(token_ids, dtype=torch.int64).cpu().contiguous()
+    return hashlib.sha256(ids.numpy().astype("<i8").tobytes()).hexdigest()
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """blake2b of a tensor's raw bytes: lets a reader reject a flipped byte in any single layer."""
+    data = tensor.detach().contiguous().cpu().reshape(-1).view(torch.uint8)
+    return hashlib.blake2b(data.numpy().tobytes(), digest_size=16).hexdigest()
+
+
+def cache_key(sender_digest: str, token_ids: Sequence[int] | torch.Tensor) -> str:
+    """Store key of a context cache: the sender's identity and the exact tokens it read."""
+    return hashlib.sha256(f"{sender_digest}:{token_digest(token_ids)}".encode()).hexdigest()
+
+
+@dataclass
+class ContextCache:
+    """One context as prefilled by a sender model."""
+
+    token_ids: torch.Tensor  # [T] int64, on CPU
+    keys: list[torch.Tensor]  # per layer [kv_heads, T, head_dim]
+    values: list[torch.Tensor]
+    hidden: dict[int, torch.Tensor]  # layer -> E[layer], [T, hidden]; E[0] is never needed (embeddings suffice)
+    sender: str  # the sender's fingerprint digest
+    meta: dict = field(default_factory=dict)  # human-readable provenance (fingerprint fields, dtype)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.token_ids.numel())
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.keys)
+
+    @property
+    def context_digest(self) -> str:
+        return token_digest(self.token_ids)
+
+    @property
+    def key(self) -> str:
+        return cache_key(self.sender, self.token_ids)
+
+    def nbytes(self) -> int:
+        tensors = [*self.keys, *self.values, *self.hidden.values()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def prefix(self, length: int) -> "ContextCache":
+        """The cache of the first ``length`` tokens: exact for causal models, a view, no copy."""
+        if not 0 < length <= self.num_tokens:
+            raise CacheMismatchError(f"prefix length {length} outside 1..{self.num_tokens}")
+        return ContextCache(
+            token_ids=self.token_ids[:length],
+            keys=[k[:, :length] for k in self.keys],
+            values=[v[:, :length] for v in self.values],
+            hidden={layer: e[:length] for layer, e in self.hidden.items()},
+            sender=self.sender,
+            meta=dict(self.meta),
+        )
+
+    def to(self, device: torch.device | str) -> "ContextCache":
+        return ContextCache(
+            token_ids=self.token_ids,
+            keys=[k.to(device) for k in self.keys],
+            values=[v.to(device) for v in self.values],
+            hidden={layer: e.to(device) for layer, e in self.hidden.items()},
+            sender=self.sender,
+            meta=dict(self.meta),
+        )
+
+    def check_for(self, *, sender: str, token_ids: Sequence[int] | torch.Tensor | None = None) -> None:
+        """Refuse a cache computed by another sender or for another context."""
+        if self.sender != sender:
+            raise CacheMismatchError(
+                f"cache was computed by sender {self.sender[:12]}… ({self.meta.get('sender_name', '?')}), "
+                f"not by this pair's sender {sender[:12]}…; recompute it with this sender"
+            )
+        if token_ids is not None and token_digest(token_ids) != self.context_digest:
+            raise CacheMismatchError(
+                f"cache holds another context ({self.num_tokens} tokens, digest {self.context_digest[:12]}…) "
+                "than the one requested"
+            )
+
+    def require_hidden(self, layers: Iterable[int]) -> None:
+        missing = sorted(set(layers) - set(self.hidden))
+        if missing:
+            raise CacheMismatchError(
+                f"the plan starts groups at layers {missing}, but this cache holds E only for layers "
+                f"{sorted(self.hidden) or 'none'}; prefill the sender with e_layers covering them (or 'all')"
+            )
+
+    # ---- disk -------------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write one safetensors file atomically (temp file + rename), so a crash never leaves half a cache."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {"token_ids": self.token_ids.contiguous()}
+        for layer, (k, v) in enumerate(zip(self.keys, self.values)):
+            tensors[f"k.{layer}"] = k.contiguous().cpu()
+            tensors[f"v.{layer}"] = v.contiguous().cpu()
+        for layer, e in self.hidden.items():
+            tensors[f"e.{layer}"] = e.contiguous().cpu()
+        metadata = {
+            "format": FORMAT,
+            "version": str(FORMAT_VERSION),
+            "sender": self.sender,
+            "context_digest": self.context_digest,
+            "num_layers": str(self.num_layers),
+            "meta": json.dumps(self.meta, sort_keys=True),
+            "checksums": json.dumps({name: tensor_digest(t) for name, t in tensors.items()}),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "ContextCache":
+        """Read a whole cache file; every tensor is checked against the header's promises."""
+        with CacheFile(path) as f:
+            return ContextCache(
+                token_ids=f.token_ids(),
+                keys=[f.tensor(f"k.{i}", device) for i in range(f.num_layers)],
+                values=[f.tensor(f"v.{i}", device) for i in range(f.num_layers)],
+                hidden={layer: f.tensor(f"e.{layer}", device) for layer in f.hidden_layers},
+                sender=f.sender,
+                meta=f.meta,
+            )
+
+
+class CacheFile:
+    """A cache file opened for layer-by-layer reads (what a pipelined loader needs)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            self._file = safe_open(str(self.path), framework="pt")
+            metadata = self._file.metadata() or {}
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CacheFormatError(f"{self.path}: not a readable safetensors cache ({err})") from None
+        if metadata.get("format") != FORMAT:
+            raise CacheFormatError(f"{self.path}: not a droidspeak context cache (format={metadata.get('format')!r})")
+        if metadata.get("version") != str(FORMAT_VERSION):
+            raise CacheFormatError(f"{self.path}: cache format version {metadata.get('version')}, expected {FORMAT_VERSION}")
+        self.sender = metadata["sender"]
+        self.num_layers = int(metadata["num_layers"])
+        self.meta = json.loads(metadata.get("meta", "{}"))
+        self._digest = metadata["context_digest"]
+        self._checksums = json.loads(metadata.get("checksums", "{}"))
+        names = set(self._file.keys())
+        expected = {"token_ids"} | {f"{kv}.{i}" for kv in "kv" for i in range(self.num_layers)}
+        if not expected <= names:
+            raise CacheFormatError(f"{self.path}: truncated cache, missing {sorted(expected - names)[:4]}…")
+        self.hidden_layers = sorted(int(n.split(".")[1]) for n in names if n.startswith("e."))
+
+    def token_ids(self) -> torch.Tensor:
+        ids = self.tensor("token_ids")
+        if token_digest(ids) != self._digest:
+            raise CacheFormatError(f"{self.path}: token ids do not match the digest in the header (corrupt file)")
+        return ids
+
+    def tensor(self, name: str, device: str | torch.device = "cpu") -> torch.Tensor:
+        """Read one tensor, verified against its checksum before it can be used."""
+        try:
+            tensor = self._file.get_tensor(name)
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CacheFormatError(f"{self.path}: cannot read {name} ({err})") from None
+        if tensor_digest(tensor) != self._checksums.get(name):
+            raise CacheFormatError(f"{self.path}: {name} fails its checksum (corrupt file); recompute this cache")
+        return tensor.to(device)
+
+    def close(self) -> None:
+        self._file = None
+
+    def __enter__(self) -> "CacheFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

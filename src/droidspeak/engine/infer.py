@@ -1,0 +1,128 @@
+"""Receiver-side inference on top of a prefilled context batch: log-likelihoods and generation.
+
+The tail (query suffix, then any continuation) is receiver-only: it runs through the receiver's own forward
+against the mixed cache. Tails are left-padded after the right-padded contexts, so every row ends on a real
+token (generation appends there) and no query row is ever fully masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from droidspeak.engine.prefill import PrefilledBatch
+from droidspeak.pair import LoadedModel
+
+
+@dataclass
+class TailBatch:
+    input_ids: torch.Tensor  # [B, S] left-padded tail ids
+    attention_mask: torch.Tensor  # [B, T + S] context mask then tail mask
+    position_ids: torch.Tensor  # [B, S] true positions (context length + offset)
+
+
+def tail_batch(prefilled: PrefilledBatch, tails: Sequence[torch.Tensor], pad_id: int = 0) -> TailBatch:
+    if len(tails) != prefilled.token_ids.shape[0]:
+        raise ValueError(f"{len(tails)} tails for a batch of {prefilled.token_ids.shape[0]} contexts")
+    if any(t.numel() == 0 for t in tails):
+        raise ValueError("every tail needs at least one token")
+    device = prefilled.token_ids.device
+    longest = max(t.numel() for t in tails)
+    ids = torch.full((len(tails), longest), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for row, tail in enumerate(tails):
+        ids[row, longest - tail.numel() :] = tail.to(device)
+        mask[row, longest - tail.numel() :] = 1
+    positions = prefilled.lengths[:, None] + (mask.cumsum(-1) - 1).clamp(min=0)
+    return TailBatch(ids, torch.cat([prefilled.attention_mask, mask], dim=-1), positions)
+
+
+def rewind(prefilled: PrefilledBatch) -> None:
+    """Drop whatever a tail appended, so the context cache can serve the next tails of the same contexts."""
+    extra = prefilled.cache.get_seq_length() - prefilled.token_ids.shape[1]
+    if extra > 0:
+        prefilled.cache.crop(-extra)
+
+
+@torch.inference_mode()
+def tail_logits(receiver: LoadedModel, prefilled: PrefilledBatch, tails: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Logits of every tail position, [B, S, vocab]; the cache is cropped back so it can serve the next tails."""
+    batch = tail_batch(prefilled, tails)
+    out = receiver.model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        cache=prefilled.cache,
+        use_cache=True,
+    )
+    rewind(prefilled)
+    return out.logits
+
+
+def continuation_logprobs(
+    receiver: LoadedModel,
+    prefilled: PrefilledBatch,
+    suffixes: Sequence[torch.Tensor],
+    continuations: Sequence[torch.Tensor],
+) -> list[tuple[float, bool]]:
+    """log P(continuation | context, suffix) and whether it is the greedy continuation, per row (lm-eval's pair)."""
+    tails = [torch.cat([s, c]) for s, c in zip(suffixes, continuations)]
+    logits = tail_logits(receiver, prefilled, tails).float()
+    width = logits.shape[1]
+    results = []
+    for row, continuation in enumerate(continuations):
+        n = continuation.numel()
+        predicted = logits[row, width - n - 1 : width - 1].log_softmax(-1)
+        target = continuation.to(predicted.device)
+        logprob = predicted.gather(-1, target[:, None]).sum().item()
+        results.append((logprob, bool((predicted.argmax(-1) == target).all())))
+    return results
+
+
+@torch.inference_mode()
+def generate(
+    receiver: LoadedModel,
+    prefilled: PrefilledBatch,
+    suffixes: Sequence[torch.Tensor],
+    *,
+    max_new_tokens: int = 32,
+    do_sample: bool = False,
+    seed: int | None = None,
+    **generation_kwargs,
+) -> list[torch.Tensor]:
+    """Generate the receiver's answer after each suffix with transformers' own ``generate``; new tokens only.
+
+    ``generation_kwargs`` go to ``model.generate`` (temperature, top_p, eos_token_id, stop_strings...).
+    Sampling is reproducible from ``seed`` without touching the caller's global RNG state.
+    """
+    batch = tail_batch(prefilled, suffixes)
+    input_ids = torch.cat([prefilled.token_ids, batch.input_ids], dim=-1)
+    config = receiver.model.generation_config
+    pad_id = config.pad_token_id if config.pad_token_id is not None else 0
+    devices = [receiver.device] if receiver.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        sequences = receiver.model.generate(
+            input_ids=input_ids,
+            attention_mask=batch.attention_mask,
+            cache=prefilled.cache,
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            pad_token_id=pad_id,
+            **generation_kwargs,
+        )
+    rewind(prefilled)
+    new_tokens = sequences[:, input_ids.shape[1] :].cpu()
+    eos = receiver.model.generation_config.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    return [_cut_at_eos(row, eos_ids) for row in new_tokens]
+
+
+def _cut_at_eos(tokens: torch.Tensor, eos_ids: set[int]) -> torch.Tensor:
+    for index, token in enumerate(tokens.tolist()):
+        if token in eos_ids:
+            return tokens[:index]
+    return tokens

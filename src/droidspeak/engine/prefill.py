@@ -1,0 +1,213 @@
+"""Sender prefill (capture K/V and E) and receiver partial prefill (recompute chosen layer groups).
+
+Batches are laid out with contexts right-padded: every real token keeps position = index, so a cache sliced
+back to its own length is the cache an unbatched prefill would have produced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from droidspeak.cache import ContextCache
+from droidspeak.errors import CacheMismatchError, DroidSpeakError
+from droidspeak.pair import LoadedModel
+from droidspeak.plan import PrefillCost, RecomputePlan, layer_groups, parse_plan, prefill_cost
+
+
+@dataclass
+class PrefilledBatch:
+    """A receiver-ready batch: a standard transformers cache over right-padded contexts, and its cost."""
+
+    cache: DynamicCache
+    token_ids: torch.Tensor  # [B, T] right-padded context ids
+    attention_mask: torch.Tensor  # [B, T] 1 for real tokens
+    cost: PrefillCost
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.attention_mask.sum(-1)
+
+
+def _as_ids(tokens: Sequence[int] | torch.Tensor, vocab_size: int) -> torch.Tensor:
+    ids = torch.as_tensor(tokens, dtype=torch.long).reshape(-1).cpu()
+    if ids.numel() == 0:
+        raise DroidSpeakError("a context must hold at least one token")
+    if int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
+        raise DroidSpeakError(f"token ids must lie in [0, {vocab_size}); got {int(ids.min())}..{int(ids.max())}")
+    return ids
+
+
+def right_pad(rows: Sequence[torch.Tensor], dim: int = 0, value: float = 0) -> torch.Tensor:
+    """Stack tensors of different lengths along ``dim`` (the token axis), padding at the end."""
+    longest = max(r.shape[dim] for r in rows)
+    padded = []
+    for row in rows:
+        missing = longest - row.shape[dim]
+        if missing:
+            shape = list(row.shape)
+            shape[dim] = missing
+            row = torch.cat([row, row.new_full(shape, value)], dim=dim)
+        padded.append(row)
+    return torch.stack(padded)
+
+
+def _context_batch(token_lists: Sequence[torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = right_pad(token_lists).to(device)
+    mask = right_pad([torch.ones_like(t) for t in token_lists]).to(device)
+    return ids, mask
+
+
+def _check_window(model: LoadedModel, length: int) -> None:
+    window = getattr(model.config, "sliding_window", None)
+    if window and "sliding_attention" in model.stack.layer_types and length > window:
+        raise DroidSpeakError(
+            f"context of {length} tokens exceeds the sliding window ({window}): sliding-window layers keep only "
+            "the last window of K/V, which droidspeak does not share yet; shorten the context"
+        )
+
+
+def _resolve_e_layers(e_layers: str | Iterable[int] | RecomputePlan, num_layers: int) -> set[int]:
+    if isinstance(e_layers, str) and e_layers == "all":
+        return set(range(1, num_layers))
+    if isinstance(e_layers, (str, RecomputePlan)):
+        return set(parse_plan(e_layers, num_layers).e_layers)
+    layers = {int(layer) for layer in e_layers}
+    bad = sorted(layer for layer in layers if not 0 <= layer < num_layers)
+    if bad:
+        raise DroidSpeakError(f"e_layers {bad} out of range for a model with {num_layers} layers")
+    return layers - {0}
+
+
+@torch.inference_mode()
+def sender_prefill(
+    sender: LoadedModel,
+    contexts: Sequence[Sequence[int] | torch.Tensor],
+    *,
+    e_layers: str | Iterable[int] | RecomputePlan = "all",
+    batch_size: int = 8,
+) -> list[ContextCache]:
+    """Prefill contexts with the sender's own forward; capture per-layer K/V and E at ``e_layers``.
+
+    ``e_layers`` is ``"all"``, a plan (its group starts), or layer indices. E[0] is never stored: a group
+    starting at layer 0 uses the receiver's own embeddings.
+    """
+    stack, vocab = sender.stack, sender.config.vocab_size
+    wanted = _resolve_e_layers(e_layers, stack.num_layers)
+    ids_list = [_as_ids(c, vocab) for c in contexts]
+    for ids in ids_list:
+        _check_window(sender, ids.numel())
+    meta = {"sender_name": sender.fingerprint.name, "sender_adapter": sender.fingerprint.adapter, "dtype": sender.fingerprint.dtype}
+    caches: list[ContextCache] = []
+    for start in range(0, len(ids_list), batch_size):
+        chunk = ids_list[start : start + batch_size]
+        ids, mask = _context_batch(chunk, sender.device)
+        captured: dict[int, torch.Tensor] = {}
+        hooks = [
+            stack.layers[layer].register_forward_pre_hook(_capture_input(captured, layer)) for layer in sorted(wanted)
+        ]
+        try:
+            out = sender.model.model(input_ids=ids, attention_mask=mask, use_cache=True)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        for row, tokens in enumerate(chunk):
+            n = tokens.numel()
+            caches.append(
+                ContextCache(
+                    token_ids=tokens,
+                    keys=[layer.keys[row, :, :n].clone() for layer in out.cache.layers],
+                    values=[layer.values[row, :, :n].clone() for layer in out.cache.layers],
+                    hidden={layer: e[row, :n].clone() for layer, e in captured.items()},
+                    sender=sender.fingerprint.digest,
+                    meta=meta,
+                )
+            )
+    return caches
+
+
+def _capture_input(store: dict[int, torch.Tensor], layer: int):
+    def hook(module, args):
+        store[layer] = args[0].detach()
+
+    return hook
+
+
+def check_cache_fits(receiver: LoadedModel, cache: ContextCache) -> None:
+    """A cache must match the receiver's shape (it may still come from a compatible sender)."""
+    config = receiver.config
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    expected = (kv_heads, cache.num_tokens, head_dim)
+    if cache.num_layers != receiver.stack.num_layers:
+        raise CacheMismatchError(f"cache has {cache.num_layers} layers, receiver has {receiver.stack.num_layers}")
+    if tuple(cache.keys[0].shape) != expected:
+        raise CacheMismatchError(f"cache K/V shape {tuple(cache.keys[0].shape)} != receiver's {expected}")
+    for layer, e in cache.hidden.items():
+        if e.shape[-1] != config.hidden_size:
+            raise CacheMismatchError(f"E[{layer}] hidden size {e.shape[-1]} != receiver's {config.hidden_size}")
+
+
+def cost_of(receiver: LoadedModel, plan: RecomputePlan, context_tokens: int) -> PrefillCost:
+    config, elem = receiver.config, receiver.dtype.itemsize
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return prefill_cost(
+        plan,
+        num_layers=receiver.stack.num_layers,
+        context_tokens=context_tokens,
+        kv_bytes_per_token_layer=2 * kv_heads * head_dim * elem,
+        e_bytes_per_token=config.hidden_size * elem,
+    )
+
+
+@torch.inference_mode()
+def receiver_prefill(
+    receiver: LoadedModel,
+    contexts: Sequence[ContextCache | Sequence[int] | torch.Tensor],
+    plan: str | RecomputePlan,
+) -> PrefilledBatch:
+    """Build the receiver's cache over a batch of contexts for ``plan``.
+
+    ``full_prefill`` runs the receiver's own forward (token ids suffice). Otherwise every context must be a
+    ContextCache: each group [s, e] runs the receiver's layers s..e starting from the sender's E[s] (or the
+    receiver's embeddings when s = 0); all other layers keep the sender's K/V.
+    """
+    stack = receiver.stack
+    plan = parse_plan(plan, stack.num_layers)
+    groups = layer_groups(plan, stack.num_layers)
+    if not contexts:
+        raise DroidSpeakError("receiver_prefill needs at least one context")
+    device = receiver.device
+    if not plan.uses_cache:
+        token_lists = [c.token_ids if isinstance(c, ContextCache) else _as_ids(c, receiver.config.vocab_size) for c in contexts]
+        ids, mask = _context_batch(token_lists, device)
+        out = receiver.model.model(input_ids=ids, attention_mask=mask, use_cache=True)
+        return PrefilledBatch(out.cache, ids, mask, cost_of(receiver, plan, int(mask.sum())))
+
+    if not all(isinstance(c, ContextCache) for c in contexts):
+        raise DroidSpeakError(f"plan {plan} reuses the sender's cache: pass ContextCache objects, not token ids")
+    for cache in contexts:
+        check_cache_fits(receiver, cache)
+        cache.require_hidden(plan.e_layers)
+    ids, mask = _context_batch([c.token_ids for c in contexts], device)
+    recomputed = set(plan.recomputed_layers)
+
+    def padded(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
+        return right_pad([t.to(device=device, dtype=receiver.dtype) for t in tensors], dim=dim)
+
+    data = [
+        (None, None) if layer in recomputed else (padded([c.keys[layer] for c in contexts], 1), padded([c.values[layer] for c in contexts], 1))
+        for layer in range(stack.num_layers)
+    ]
+    cache = DynamicCache(ddp_cache_data=data, config=receiver.config)
+    positions = torch.arange(ids.shape[1], device=device).unsqueeze(0).expand(ids.shape[0], -1)
+    for start, end in groups:
+        hidden = stack.embed(ids) if start == 0 else padded([c.hidden[start] for c in contexts], 0)
+        stack.run_layers(hidden, start, end, attention_mask=mask, position_ids=positions, cache=cache)
+    return PrefilledBatch(cache, ids, mask, cost_of(receiver, plan, int(mask.sum())))

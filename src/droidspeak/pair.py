@@ -1,0 +1,193 @@
+"""Load a sender/receiver pair, fingerprint each model, and check that they can share KV caches.
+
+A cache is only meaningful for the exact weights that computed it, so every loaded model carries a
+fingerprint (name, revision or weights hash, adapter, dtype); cache keys and provenance use its digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from droidspeak.arch import DecoderStack, decoder_stack
+from droidspeak.errors import DroidSpeakError, PairMismatchError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise DroidSpeakError(f"unknown dtype {dtype!r}: choose one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Identity of the exact weights behind a cache."""
+
+    name: str
+    revision: str  # hub commit, or sha256 of the weight files / in-memory parameters
+    adapter: str | None
+    dtype: str
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM ready for the engine: the model, its tokenizer (if any) and its fingerprint."""
+
+    model: nn.Module
+    tokenizer: object | None
+    fingerprint: Fingerprint
+
+    def __post_init__(self) -> None:
+        self.stack: DecoderStack = decoder_stack(self.model)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    adapter: str | None = None,
+    dtype: str | torch.dtype = "float32",
+    device: str | torch.device = "cpu",
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load an HF causal LM (hub id or local directory), optionally merging a peft adapter into it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = resolve_dtype(dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path, dtype=torch_dtype, revision=revision, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        raise DroidSpeakError(f"cannot load model {name_or_path!r}: {err}") from None
+    decoder_stack(model)  # fail on an unsupported architecture before spending time on adapters
+    if adapter is not None:
+        model = merge_adapter(model, adapter)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):
+        tokenizer = None
+    model.to(device).eval()
+    fingerprint = Fingerprint(
+        name=str(name_or_path),
+        revision=getattr(model.config, "_commit_hash", None) or weights_digest(name_or_path, model),
+        adapter=None if adapter is None else f"{adapter}@{weights_digest(adapter, None)}",
+        dtype=str(torch_dtype).removeprefix("torch."),
+    )
+    return LoadedModel(model, tokenizer, fingerprint)
+
+
+def merge_adapter(model: nn.Module, adapter: str) -> nn.Module:
+    """Merge a peft (e.g. LoRA) adapter into the base weights, so the engine sees plain layers."""
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    except (OSError, ValueError) as err:
+        raise DroidSpeakError(f"cannot load adapter {adapter!r}: {err}") from None
+
+
+def from_module(model: nn.Module, tokenizer=None, name: str = "in-memory") -> LoadedModel:
+    """Wrap a model built in Python (tests, freshly trained weights); its fingerprint hashes its parameters."""
+    model.eval()
+    fingerprint = Fingerprint(
+        name=name,
+        revision=parameters_digest(model),
+        adapter=None,
+        dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+    )
+    return LoadedModel(model, tokenizer, fingerprint)
+
+
+def parameters_digest(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def weights_digest(path: str, model: nn.Module | None) -> str:
+    """sha256 of a local directory's weight files; for a hub id without a commit, of the loaded parameters."""
+    folder = Path(path)
+    files = sorted(p for p in folder.glob("*") if p.suffix in (".safetensors", ".bin", ".json")) if folder.is_dir() else []
+    if not files:
+        if model is None:
+            raise DroidSpeakError(f"cannot fingerprint {path!r}: no weight files found")
+        return parameters_digest(model)
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ---- compatibility ----------------------------------------------------------------------------------------
+def _shape_facts(config) -> dict[str, object]:
+    heads = config.num_attention_heads
+    rope = getattr(config, "rope_parameters", None)
+    return {
+        "architecture": config.model_type,
+        "layers": config.num_hidden_layers,
+        "hidden size": config.hidden_size,
+        "attention heads": heads,
+        "kv heads": getattr(config, "num_key_value_heads", None) or heads,
+        "head dim": getattr(config, "head_dim", None) or config.hidden_size // heads,
+        "RoPE": json.dumps(rope, sort_keys=True, default=str) if rope else None,
+        "sliding window": getattr(config, "sliding_window", None),
+        "layer types": tuple(getattr(config, "layer_types", None) or ()),
+        "vocab size": config.vocab_size,
+    }
+
+
+def pair_mismatches(sender: LoadedModel, receiver: LoadedModel) -> list[str]:
+    """Every reason the two models cannot share a KV cache (empty when they can)."""
+    ours, theirs = _shape_facts(sender.config), _shape_facts(receiver.config)
+    problems = [f"{key}: sender {ours[key]} vs receiver {theirs[key]}" for key in ours if ours[key] != theirs[key]]
+    if sender.tokenizer is not None and receiver.tokenizer is not None:
+        vocab_s, vocab_r = sender.tokenizer.get_vocab(), receiver.tokenizer.get_vocab()
+        if vocab_s != vocab_r:
+            differing = len(set(vocab_s.items()) ^ set(vocab_r.items()))
+            problems.append(f"tokenizer vocabulary: {differing} entries differ (same text would give other token ids)")
+    if sender.dtype != receiver.dtype:
+        problems.append(f"dtype: sender {sender.dtype} vs receiver {receiver.dtype}")
+    if sender.device != receiver.device:
+        problems.append(f"device: sender {sender.device} vs receiver {receiver.device}")
+    return problems
+
+
+def check_compatible(sender: LoadedModel, receiver: LoadedModel) -> None:
+    """Raise one PairMismatchError listing every mismatch, before any compute."""
+    problems = pair_mismatches(sender, receiver)
+    if problems:
+        raise PairMismatchError(
+            f"sender {sender.fingerprint.name!r} and receiver {receiver.fingerprint.name!r} cannot share KV caches "
+            "(same architecture and base model required):\n  - " + "\n  - ".join(problems)
+        )
