@@ -78,17 +78,35 @@ class ReusePair:
         return sender_prefill(self.sender, ids, e_layers=e_layers, batch_size=batch_size)
 
     # ---- receiver side ------------------------------------------------------------------------------------
-    def prepare(self, caches: Sequence[ContextCache], plan: str | RecomputePlan) -> PrefilledBatch:
-        """Receiver cache over ``caches`` for ``plan`` (refuses caches from another sender)."""
-        for cache in caches:
-            cache.check_for(sender=self.sender.fingerprint.digest)
+    def prepare(
+        self, caches: Sequence[ContextCache], plan: str | RecomputePlan, *, contexts: Sequence[Tokens] | None = None
+    ) -> PrefilledBatch:
+        """Receiver cache over ``caches`` for ``plan``.
+
+        Refuses caches from another sender and, when ``contexts`` are given, caches of other contexts.
+        """
+        self.check_caches(caches, contexts)
         return receiver_prefill(self.receiver, caches, self.plan(plan))
 
+    def check_caches(self, caches: Sequence[ContextCache], contexts: Sequence[Tokens] | None = None) -> None:
+        """Refuse caches computed by another sender, or (given ``contexts``) for other contexts."""
+        if contexts is not None and len(contexts) != len(caches):
+            raise DroidSpeakError(f"{len(contexts)} contexts for {len(caches)} caches")
+        for row, cache in enumerate(caches):
+            expected = None if contexts is None else self.encode(contexts[row], context=True)
+            cache.check_for(sender=self.sender.fingerprint.digest, token_ids=expected)
+
     def generate(
-        self, caches: Sequence[ContextCache], suffixes: Sequence[Tokens], plan: str | RecomputePlan, **kwargs
+        self,
+        caches: Sequence[ContextCache],
+        suffixes: Sequence[Tokens],
+        plan: str | RecomputePlan,
+        *,
+        contexts: Sequence[Tokens] | None = None,
+        **kwargs,
     ) -> list[str] | list[torch.Tensor]:
         """Receiver's answer after each suffix (text in → text out; ids in → ids out). kwargs: see engine.generate."""
-        prefilled = self.prepare(caches, plan)
+        prefilled = self.prepare(caches, plan, contexts=contexts)
         tokens = generate(self.receiver, prefilled, [self.encode(s) for s in suffixes], **kwargs)
         return [self.decode(t) for t in tokens] if all(isinstance(s, str) for s in suffixes) else tokens
 
@@ -98,12 +116,15 @@ class ReusePair:
         suffixes: Sequence[Tokens],
         continuations: Sequence[Tokens],
         plan: str | RecomputePlan,
+        *,
+        contexts: Sequence[Tokens] | None = None,
     ) -> list[tuple[float, bool]]:
         """(log P(continuation | context + suffix), is_greedy) per row.
 
         An empty suffix borrows the context's last token, so the first continuation token is still scored by
         the receiver's own forward (the context cache is cut to its prefix, which is exact).
         """
+        self.check_caches(caches, contexts)
         suffix_ids = [self.encode(s) for s in suffixes]
         caches = list(caches)
         for row, (cache, suffix) in enumerate(zip(caches, suffix_ids)):

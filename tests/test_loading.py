@@ -1,0 +1,69 @@
+"""Loading pairs from local HF directories and peft adapters (the path real models take, minus the download)."""
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from conftest import VOCAB, fine_tune_of, tiny_model
+from droidspeak.errors import DroidSpeakError
+from droidspeak.pair import load_model
+from droidspeak.reuse import ReusePair
+
+
+def word_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {"[UNK]": 0, **{f"w{i}": i for i in range(1, VOCAB)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[UNK]")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    base = tiny_model("llama", seed=0)
+    base.save_pretrained(root / "base")
+    word_tokenizer().save_pretrained(root / "base")
+    tuned = fine_tune_of(base, seed=1)
+    tuned.save_pretrained(root / "tuned")
+    word_tokenizer().save_pretrained(root / "tuned")
+    lora = get_peft_model(tiny_model("llama", seed=0), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(root / "lora")
+    return root
+
+
+def test_local_directories_and_adapters_load_into_a_working_pair(checkpoints):
+    pair = ReusePair.from_pretrained(
+        receiver=str(checkpoints / "base"), receiver_adapter=str(checkpoints / "lora"), sender=str(checkpoints / "tuned")
+    )
+    assert pair.receiver.fingerprint.adapter.startswith(str(checkpoints / "lora"))
+    caches = pair.prefill(["w1 w2 w3 w4 w5 w6"])
+    assert caches[0].num_tokens == 6
+    answer = pair.generate(caches, ["w7 w8"], "recompute:0-1", max_new_tokens=3)
+    assert isinstance(answer[0], str)
+
+
+def test_the_adapter_changes_weights_and_fingerprint(checkpoints):
+    plain = load_model(str(checkpoints / "base"))
+    adapted = load_model(str(checkpoints / "base"), adapter=str(checkpoints / "lora"))
+    assert plain.fingerprint.digest != adapted.fingerprint.digest
+    q_plain = plain.model.model.layers[0].self_attn.q_proj.weight
+    q_adapted = adapted.model.model.layers[0].self_attn.q_proj.weight
+    assert not torch.equal(q_plain, q_adapted)
+
+
+def test_fingerprints_are_stable_across_loads_and_distinguish_checkpoints(checkpoints):
+    first, second = load_model(str(checkpoints / "base")), load_model(str(checkpoints / "base"))
+    assert first.fingerprint == second.fingerprint
+    assert load_model(str(checkpoints / "tuned")).fingerprint.digest != first.fingerprint.digest
+    assert load_model(str(checkpoints / "base"), dtype="bfloat16").fingerprint.digest != first.fingerprint.digest
+
+
+def test_missing_model_or_adapter_is_a_clear_error(tmp_path, checkpoints):
+    with pytest.raises(DroidSpeakError, match="cannot load model"):
+        load_model(str(tmp_path / "nowhere"))
+    with pytest.raises(DroidSpeakError, match="cannot load adapter"):
+        load_model(str(checkpoints / "base"), adapter=str(tmp_path / "no-adapter"))
+    with pytest.raises(DroidSpeakError, match="unknown dtype"):
+        load_model(str(checkpoints / "base"), dtype="float8")
