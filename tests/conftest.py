@@ -1,10 +1,10 @@
 """Tiny random-init models of every supported architecture (no download), built in milliseconds."""
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
-
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub; set before transformers reads it
 
 import pytest
 import torch
