@@ -66,6 +66,24 @@ def family(arch) -> tuple[LoadedModel, LoadedModel]:
     return from_module(base, name=f"{arch}-base"), from_module(fine_tune_of(base, seed=1), name=f"{arch}-tuned")
 
 
+def word_tokenizer():
+    """A real `tokenizers` WordLevel tokenizer over words w1..w100 (whitespace split, so prompts split exactly)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, **{f"w{i}": i for i in range(1, VOCAB)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[UNK]", eos_token="w100")
+
+
+def save_checkpoint(model, path):
+    """A standard HF directory (weights + tokenizer), as a user's local model would be."""
+    model.save_pretrained(path)
+    word_tokenizer().save_pretrained(path)
+    return str(path)
+
+
 def random_ids(lengths, seed=0) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     return [torch.randint(0, VOCAB, (n,), generator=generator) for n in lengths]

@@ -3,31 +3,18 @@
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
-
-from conftest import VOCAB, fine_tune_of, tiny_model
+from conftest import fine_tune_of, save_checkpoint, tiny_model
 from droidspeak.errors import DroidSpeakError
 from droidspeak.pair import load_model
 from droidspeak.reuse import ReusePair
-
-
-def word_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {"[UNK]": 0, **{f"w{i}": i for i in range(1, VOCAB)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[UNK]")
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpt")
     base = tiny_model("llama", seed=0)
-    base.save_pretrained(root / "base")
-    word_tokenizer().save_pretrained(root / "base")
-    tuned = fine_tune_of(base, seed=1)
-    tuned.save_pretrained(root / "tuned")
-    word_tokenizer().save_pretrained(root / "tuned")
+    save_checkpoint(base, root / "base")
+    save_checkpoint(fine_tune_of(base, seed=1), root / "tuned")
     lora = get_peft_model(tiny_model("llama", seed=0), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     lora.save_pretrained(root / "lora")
     return root

@@ -92,7 +92,9 @@ def generate(
     seed: int | None = None,
     **generation_kwargs,
 ) -> list[torch.Tensor]:
-    """Generate the receiver's answer after each suffix with transformers' own ``generate``; new tokens only.
+    """Generate the receiver's answer after each suffix with transformers' own ``generate``.
+
+    Returns the new tokens of each row, through its first EOS if one was generated.
 
     ``generation_kwargs`` go to ``model.generate`` (temperature, top_p, eos_token_id, stop_strings...).
     Sampling is reproducible from ``seed`` without touching the caller's global RNG state.
@@ -122,7 +124,8 @@ def generate(
 
 
 def _cut_at_eos(tokens: torch.Tensor, eos_ids: set[int]) -> torch.Tensor:
+    """Keep tokens through the first EOS (as transformers returns them), dropping the padding after it."""
     for index, token in enumerate(tokens.tolist()):
         if token in eos_ids:
-            return tokens[:index]
+            return tokens[: index + 1]
     return tokens

@@ -211,3 +211,15 @@ def receiver_prefill(
         hidden = stack.embed(ids) if start == 0 else padded([c.hidden[start] for c in contexts], 0)
         stack.run_layers(hidden, start, end, attention_mask=mask, position_ids=positions, cache=cache)
     return PrefilledBatch(cache, ids, mask, cost_of(receiver, plan, int(mask.sum())))
+
+
+def select_rows(receiver: LoadedModel, prefilled: PrefilledBatch, rows: Sequence[int]) -> PrefilledBatch:
+    """A batch whose row i is row ``rows[i]`` of ``prefilled``: one receiver prefill can serve many queries."""
+    index = torch.as_tensor(list(rows), dtype=torch.long, device=prefilled.token_ids.device)
+    data = [(layer.keys.index_select(0, index), layer.values.index_select(0, index)) for layer in prefilled.cache.layers]
+    return PrefilledBatch(
+        cache=DynamicCache(ddp_cache_data=data, config=receiver.config),
+        token_ids=prefilled.token_ids.index_select(0, index),
+        attention_mask=prefilled.attention_mask.index_select(0, index),
+        cost=prefilled.cost,
+    )

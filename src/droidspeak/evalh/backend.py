@@ -1,0 +1,233 @@
+"""The ``droidspeak`` lm-eval backend: the receiver answers, reusing the sender's cache of the shared context.
+
+Built like lm-eval's ``hf_steered``: subclass ``HFLM`` (so tokenization, batching, truncation, stop handling and
+request bookkeeping are exactly the ``hf`` backend's) and replace only the two model calls. Each prompt splits at
+the LAST ``context_delimiter``: the tokens before it are the shared context, whose sender cache is computed once
+per distinct context and reused by every request (and, with ``cache_dir``, every receiver) that shares it; the
+rest of the prompt and the continuation run through the receiver's own forward on top of the mixed cache.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+from lm_eval.models.utils_hf import stop_sequences_criteria
+
+from droidspeak.cache import ContextCache, cache_key
+from droidspeak.engine import generate, receiver_prefill, tail_logits
+from droidspeak.engine.prefill import select_rows
+from droidspeak.errors import DroidSpeakError
+from droidspeak.plan import PrefillCost
+from droidspeak.reuse import ReusePair
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@register_model("droidspeak")
+class DroidSpeakLM(HFLM):
+    """lm-eval model ``droidspeak``: see the module docstring and README for ``model_args``."""
+
+    def __init__(
+        self,
+        receiver: str,
+        sender: str | None = None,
+        receiver_adapter: str | None = None,
+        sender_adapter: str | None = None,
+        plan: str = "full_prefill",
+        context_delimiter: str = "\n\n",
+        device: str = "cpu",
+        dtype: str = "float32",
+        batch_size: int | str = 1,
+        e_layers: str = "plan",
+        cache_dir: str | None = None,
+        max_cached_contexts: int = 4096,
+        trust_remote_code: bool = False,
+        **kwargs,
+    ):
+        self.pair = ReusePair.from_pretrained(
+            receiver=receiver,
+            sender=sender or receiver,
+            receiver_adapter=receiver_adapter,
+            sender_adapter=sender_adapter if sender else (sender_adapter or receiver_adapter),
+            dtype=dtype,
+            device=device,
+            trust_remote_code=trust_remote_code,
+        )
+        if self.pair.receiver.tokenizer is None:
+            raise DroidSpeakError(f"receiver {receiver!r} ships no tokenizer; lm-eval needs one")
+        self.plan = self.pair.plan(plan)
+        if self.plan.kind not in ("full_prefill", "full_reuse", "recompute"):
+            from droidspeak.profile.profile_file import resolve_profile_plan  # profile plans only
+
+            self.plan = resolve_profile_plan(self.plan, self.pair.num_layers)
+        if not context_delimiter:
+            raise DroidSpeakError("context_delimiter must be a non-empty string")
+        self.context_delimiter = context_delimiter
+        self.e_layers = "all" if e_layers == "all" else self.plan
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.max_cached_contexts = int(max_cached_contexts)
+        self._sender_caches: OrderedDict[str, ContextCache] = OrderedDict()
+        self._shared_lengths: dict[tuple[int, ...], int] = {}
+        self.stats = {"sender_prefills": 0, "sender_cache_hits": 0, "receiver_prefill_seconds": 0.0, "costs": []}
+        super().__init__(
+            pretrained=self.pair.receiver.model, tokenizer=self.pair.receiver.tokenizer, batch_size=batch_size, **kwargs
+        )
+
+    # ---- where the prompt splits ----------------------------------------------------------------------------
+    def _shared_tokens(self, context: str, context_enc: Sequence[int]) -> int:
+        """How many leading tokens of ``context_enc`` are the shared context (text before the last delimiter)."""
+        cut = context.rfind(self.context_delimiter)
+        if cut < 0:
+            return len(context_enc)
+        return common_prefix_length(self.tok_encode(context[:cut]), context_enc)
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
+        for key, context_enc, continuation_enc in requests:
+            whole = list(context_enc) + list(continuation_enc)
+            row = whole[-(self.max_length + 1) :][:-1]  # exactly what HFLM feeds the model
+            dropped = len(whole) - 1 - len(row)
+            shared = self._shared_tokens(key[0], context_enc) if key is not None else len(context_enc)
+            # the receiver must itself run the position that predicts the first continuation token
+            self._shared_lengths[tuple(row)] = max(0, min(shared, len(context_enc) - 1) - dropped)
+        return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+
+    def generate_until(self, requests, disable_tqdm: bool = False):
+        for request in requests:
+            context = request.args[0]
+            encoded = self.tok_encode(context)
+            self._shared_lengths[tuple(encoded)] = self._shared_tokens(context, encoded)
+        return super().generate_until(requests, disable_tqdm=disable_tqdm)
+
+    def _lookup_shared(self, row: list[int]) -> int:
+        key = tuple(row)
+        while key not in self._shared_lengths and key and key[-1] == 0:  # HFLM right-pads with 0
+            key = key[:-1]
+        if key in self._shared_lengths:
+            return self._shared_lengths[key]
+        for tokens, shared in self._shared_lengths.items():  # left-truncated by HFLM
+            if len(tokens) > len(row) and tuple(tokens[len(tokens) - len(row) :]) == tuple(row):
+                return max(0, shared - (len(tokens) - len(row)))
+        raise DroidSpeakError("internal: a model call for a request this backend never saw; please report it")
+
+    # ---- sender side: one cache per distinct context --------------------------------------------------------
+    def _sender_caches_for(self, contexts: list[tuple[int, ...]]) -> list[ContextCache]:
+        sender_digest = self.pair.sender.fingerprint.digest
+        keys = [cache_key(sender_digest, ids) for ids in contexts]
+        missing = {}
+        for key, ids in zip(keys, contexts):
+            if key in self._sender_caches:
+                self._sender_caches.move_to_end(key)
+                self.stats["sender_cache_hits"] += 1
+            elif self.cache_dir is not None and (self.cache_dir / f"{key}.safetensors").exists():
+                self._remember(key, ContextCache.load(self.cache_dir / f"{key}.safetensors", device=self.pair.sender.device))
+                self.stats["sender_cache_hits"] += 1
+            else:
+                missing[key] = ids
+        if missing:
+            fresh = self.pair.prefill([torch.tensor(ids) for ids in missing.values()], e_layers=self.e_layers, batch_size=self.batch_size)
+            self.stats["sender_prefills"] += len(fresh)
+            for key, cache in zip(missing, fresh):
+                if self.cache_dir is not None:
+                    cache.save(self.cache_dir / f"{key}.safetensors")
+                self._remember(key, cache)
+        return [self._sender_caches[key] for key in keys]
+
+    def _remember(self, key: str, cache: ContextCache) -> None:
+        self._sender_caches[key] = cache
+        while len(self._sender_caches) > self.max_cached_contexts:
+            self._sender_caches.popitem(last=False)
+
+    # ---- receiver side ------------------------------------------------------------------------------------
+    def _prefill(self, contexts: list[tuple[int, ...]]):
+        """Receiver cache for each row's shared context; distinct contexts are prefilled once."""
+        distinct = list(dict.fromkeys(contexts))
+        inputs = self._sender_caches_for(distinct) if self.plan.uses_cache else [torch.tensor(c) for c in distinct]
+        start = time.perf_counter()
+        prefilled = receiver_prefill(self.pair.receiver, inputs, self.plan)
+        self.stats["receiver_prefill_seconds"] += time.perf_counter() - start
+        self.stats["costs"].append(prefilled.cost)
+        return select_rows(self.pair.receiver, prefilled, [distinct.index(c) for c in contexts])
+
+    def _model_call(self, inps: torch.Tensor, attn_mask=None, labels=None) -> torch.Tensor:
+        rows = inps.tolist()
+        shared = [self._lookup_shared(row) for row in rows]
+        logits = None
+        reuse = [i for i, n in enumerate(shared) if n > 0]
+        own = [i for i, n in enumerate(shared) if n == 0]
+        if own:  # nothing to share (e.g. a one-token context): the receiver reads the whole row
+            own_logits = super()._model_call(inps[own])
+            logits = own_logits.new_zeros((len(rows), *own_logits.shape[1:]))
+            logits[own] = own_logits
+        if reuse:
+            prefilled = self._prefill([tuple(rows[i][: shared[i]]) for i in reuse])
+            tails = [inps[i, shared[i] :] for i in reuse]
+            out = tail_logits(self.pair.receiver, prefilled, tails)
+            if logits is None:
+                logits = out.new_zeros((len(rows), inps.shape[1], out.shape[-1]))
+            width = out.shape[1]
+            for j, i in enumerate(reuse):
+                n_tail = inps.shape[1] - shared[i]
+                logits[i, shared[i] :] = out[j, width - n_tail :]
+        return logits
+
+    def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str], **generation_kwargs):
+        attention_mask = generation_kwargs.pop("attention_mask")
+        rows = [context[i][attention_mask[i].bool()].tolist() for i in range(context.shape[0])]
+        shared = [min(self._lookup_shared(row), len(row) - 1) for row in rows]
+        if min(shared) < 1:  # a one-token prompt has nothing to share
+            return super()._model_generate(context, max_length, stop, attention_mask=attention_mask, **generation_kwargs)
+        prefilled = self._prefill([tuple(row[:n]) for row, n in zip(rows, shared)])
+        tails = [torch.tensor(row[n:]) for row, n in zip(rows, shared)]
+        input_length = prefilled.token_ids.shape[1] + max(t.numel() for t in tails)
+        temperature = generation_kwargs.pop("temperature", 0.0)
+        do_sample = generation_kwargs.pop("do_sample", None)
+        if do_sample is None:
+            do_sample = temperature > 0.0
+        if do_sample:
+            generation_kwargs["temperature"] = temperature
+        new = generate(
+            self.pair.receiver,
+            prefilled,
+            tails,
+            max_new_tokens=max_length - context.shape[1],
+            do_sample=do_sample,
+            stopping_criteria=stop_sequences_criteria(self.tokenizer, stop, input_length, context.shape[0]),
+            **generation_kwargs,
+        )
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
+        width = max(t.numel() for t in new)
+        padded = torch.full((len(new), width), pad, dtype=context.dtype)
+        for i, tokens in enumerate(new):
+            padded[i, : tokens.numel()] = tokens
+        return torch.cat([context.cpu(), padded], dim=1)
+
+    def prefill_cost_total(self) -> PrefillCost | None:
+        """Summed cost of every receiver prefill this backend ran (None before the first)."""
+        costs = self.stats["costs"]
+        if not costs:
+            return None
+        total = lambda field: sum(getattr(c, field) for c in costs)  # noqa: E731
+        tokens = total("context_tokens")
+        return PrefillCost(
+            context_tokens=tokens,
+            num_layers=costs[0].num_layers,
+            recomputed_layers=costs[0].recomputed_layers,
+            recomputed_layer_tokens=total("recomputed_layer_tokens"),
+            compute_fraction=costs[0].compute_fraction,
+            transitions=costs[0].transitions,
+            e_bytes=total("e_bytes"),
+            kv_bytes=total("kv_bytes"),
+        )

@@ -1,0 +1,116 @@
+"""The droidspeak lm-eval backend scores exactly like lm-eval's own `hf` backend when nothing is reused."""
+
+import json
+import random
+
+import pytest
+
+from conftest import fine_tune_of, save_checkpoint, tiny_model
+
+lm_eval = pytest.importorskip("lm_eval")
+from lm_eval import simple_evaluate  # noqa: E402
+from lm_eval.tasks import TaskManager  # noqa: E402
+
+import droidspeak  # noqa: E402,F401  (registers the backend)
+
+
+def words(rng, n):
+    return " ".join(f"w{rng.randint(1, 99)}" for _ in range(n))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lmeval")
+    base = tiny_model("llama", seed=0)
+    receiver = save_checkpoint(fine_tune_of(base, seed=1), root / "receiver")
+    sender = save_checkpoint(base, root / "sender")
+    rng = random.Random(0)
+    rows = []
+    for c in range(4):
+        context = words(rng, 12) + "\n\n" + words(rng, 20)  # a delimiter inside the context too
+        for q in range(3):
+            rows.append({"context": context, "question": words(rng, 3), "answer": words(rng, 1), "choices": [words(rng, 1), words(rng, 2)], "label": q % 2})
+    data = root / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tasks = root / "tasks"
+    tasks.mkdir()
+    common = f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\n"
+    (tasks / "gen.yaml").write_text(
+        "task: ds_gen\n" + common + 'output_type: generate_until\ndoc_to_text: "{{context}}\\n\\n{{question}}"\n'
+        'doc_to_target: "{{answer}}"\ngeneration_kwargs:\n  until: ["w7"]\n  max_gen_toks: 4\n  do_sample: false\n'
+        "metric_list:\n  - metric: exact_match\n"
+    )
+    (tasks / "mc.yaml").write_text(
+        "task: ds_mc\n" + common + 'output_type: multiple_choice\ndoc_to_text: "{{context}}\\n\\n{{question}}"\n'
+        'doc_to_choice: "{{choices}}"\ndoc_to_target: "{{label}}"\nmetric_list:\n  - metric: acc\n'
+    )
+    (tasks / "roll.yaml").write_text(
+        "task: ds_roll\n" + common + 'output_type: loglikelihood_rolling\ndoc_to_text: ""\ndoc_to_target: "{{context}}"\n'
+        "metric_list:\n  - metric: word_perplexity\n"
+    )
+    return receiver, sender, TaskManager(include_path=str(tasks))
+
+
+def run(setup, model, model_args):
+    _, _, tasks = setup
+    return simple_evaluate(
+        model=model, model_args=model_args, tasks=["ds_gen", "ds_mc", "ds_roll"], task_manager=tasks,
+        log_samples=True, batch_size=4, device="cpu",
+    )
+
+
+def per_sample(results, task):
+    return [s["resps"] for s in sorted(results["samples"][task], key=lambda s: s["doc_id"])]
+
+
+@pytest.fixture(scope="module")
+def hf_results(setup):
+    receiver, _, _ = setup
+    return run(setup, "hf", f"pretrained={receiver},dtype=float32")
+
+
+def assert_same_scores(ours, reference):
+    for task in ("ds_gen", "ds_mc", "ds_roll"):
+        for metric, value in reference["results"][task].items():
+            if isinstance(value, float) and "stderr" not in metric:
+                assert ours["results"][task][metric] == pytest.approx(value, rel=1e-6), (task, metric)
+    assert per_sample(ours, "ds_gen") == per_sample(reference, "ds_gen")
+    for task in ("ds_mc", "ds_roll"):
+        for mine, theirs in zip(per_sample(ours, task), per_sample(reference, task)):
+            for a, b in zip(mine, theirs):
+                a, b = a[0], b[0]
+                a_ll = a[0] if isinstance(a, (list, tuple)) else a
+                b_ll = b[0] if isinstance(b, (list, tuple)) else b
+                assert a_ll == pytest.approx(b_ll, abs=1e-4)
+
+
+def test_full_prefill_scores_exactly_like_hf(setup, hf_results):
+    receiver, sender, _ = setup
+    ours = run(setup, "droidspeak", f"receiver={receiver},sender={sender},plan=full_prefill")
+    assert_same_scores(ours, hf_results)
+
+
+def test_recomputing_every_layer_scores_exactly_like_hf(setup, hf_results):
+    receiver, sender, _ = setup
+    ours = run(setup, "droidspeak", f"receiver={receiver},sender={sender},plan=recompute:0-5")
+    assert_same_scores(ours, hf_results)
+
+
+def test_self_reuse_scores_exactly_like_hf(setup, hf_results):
+    receiver, _, _ = setup
+    ours = run(setup, "droidspeak", f"receiver={receiver},sender={receiver},plan=full_reuse")
+    assert_same_scores(ours, hf_results)
+
+
+def test_reuse_from_another_sender_changes_scores_and_shares_caches(setup, hf_results):
+    from lm_eval.api.registry import get_model
+
+    receiver, sender, tasks = setup
+    lm = get_model("droidspeak")(receiver=receiver, sender=sender, plan="full_reuse", batch_size=4)
+    ours = simple_evaluate(model=lm, tasks=["ds_mc"], task_manager=tasks, log_samples=True)
+    mine = [choice[0][0] for sample in per_sample(ours, "ds_mc") for choice in sample]
+    theirs = [choice[0][0] for sample in per_sample(hf_results, "ds_mc") for choice in sample]
+    assert max(abs(a - b) for a, b in zip(mine, theirs)) > 1e-3
+    # 4 distinct contexts, 12 questions x 2 choices: each shared context is prefilled by the sender once
+    assert lm.stats["sender_prefills"] == 4
+    assert lm.stats["sender_cache_hits"] > 0
