@@ -79,7 +79,7 @@ class DroidSpeakLM(HFLM):
         self.e_layers = "all" if e_layers == "all" else self.plan
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.max_cached_contexts = int(max_cached_contexts)
-        self._sender_caches: OrderedDict[str, ContextCache] = OrderedDict()
+        self._pool: OrderedDict[str, ContextCache] = OrderedDict()
         self._shared_lengths: dict[tuple[int, ...], int] = {}
         self.stats = {"sender_prefills": 0, "sender_cache_hits": 0, "receiver_prefill_seconds": 0.0, "costs": []}
         super().__init__(
@@ -123,16 +123,22 @@ class DroidSpeakLM(HFLM):
         raise DroidSpeakError("internal: a model call for a request this backend never saw; please report it")
 
     # ---- sender side: one cache per distinct context --------------------------------------------------------
-    def _sender_caches_for(self, contexts: list[tuple[int, ...]]) -> list[ContextCache]:
+    def sender_caches(self, contexts: list[tuple[int, ...]]) -> list[ContextCache]:
+        """The sender's cache of each context: from memory, then ``cache_dir``, else prefilled now (batched).
+
+        A stored cache that lacks an E layer this plan needs is prefilled again and the two are merged.
+        """
         sender_digest = self.pair.sender.fingerprint.digest
+        needed = set(self.plan.e_layers)
         keys = [cache_key(sender_digest, ids) for ids in contexts]
-        missing = {}
+        missing: dict[str, tuple[int, ...]] = {}
         for key, ids in zip(keys, contexts):
-            if key in self._sender_caches:
-                self._sender_caches.move_to_end(key)
-                self.stats["sender_cache_hits"] += 1
-            elif self.cache_dir is not None and (self.cache_dir / f"{key}.safetensors").exists():
-                self._remember(key, ContextCache.load(self.cache_dir / f"{key}.safetensors", device=self.pair.sender.device))
+            cache = self._pool.get(key)
+            path = None if self.cache_dir is None else self.cache_dir / f"{key}.safetensors"
+            if cache is None and path is not None and path.exists():
+                cache = self._remember(key, ContextCache.load(path, device=self.pair.sender.device))
+            if cache is not None and needed <= set(cache.hidden):
+                self._pool.move_to_end(key)
                 self.stats["sender_cache_hits"] += 1
             else:
                 missing[key] = ids
@@ -140,21 +146,29 @@ class DroidSpeakLM(HFLM):
             fresh = self.pair.prefill([torch.tensor(ids) for ids in missing.values()], e_layers=self.e_layers, batch_size=self.batch_size)
             self.stats["sender_prefills"] += len(fresh)
             for key, cache in zip(missing, fresh):
+                if key in self._pool:  # keep the E layers the older copy had
+                    cache.hidden = {**self._pool[key].hidden, **cache.hidden}
                 if self.cache_dir is not None:
                     cache.save(self.cache_dir / f"{key}.safetensors")
                 self._remember(key, cache)
-        return [self._sender_caches[key] for key in keys]
+        return [self._pool[key] for key in keys]
 
-    def _remember(self, key: str, cache: ContextCache) -> None:
-        self._sender_caches[key] = cache
-        while len(self._sender_caches) > self.max_cached_contexts:
-            self._sender_caches.popitem(last=False)
+    def shared_contexts(self) -> list[tuple[int, ...]]:
+        """Every distinct shared context this backend has seen, in a stable order."""
+        return sorted({tokens[:n] for tokens, n in self._shared_lengths.items() if n > 0})
+
+    def _remember(self, key: str, cache: ContextCache) -> ContextCache:
+        self._pool[key] = cache
+        self._pool.move_to_end(key)
+        while len(self._pool) > self.max_cached_contexts:
+            self._pool.popitem(last=False)
+        return cache
 
     # ---- receiver side ------------------------------------------------------------------------------------
     def _prefill(self, contexts: list[tuple[int, ...]]):
         """Receiver cache for each row's shared context; distinct contexts are prefilled once."""
         distinct = list(dict.fromkeys(contexts))
-        inputs = self._sender_caches_for(distinct) if self.plan.uses_cache else [torch.tensor(c) for c in distinct]
+        inputs = self.sender_caches(distinct) if self.plan.uses_cache else [torch.tensor(c) for c in distinct]
         start = time.perf_counter()
         prefilled = receiver_prefill(self.pair.receiver, inputs, self.plan)
         self.stats["receiver_prefill_seconds"] += time.perf_counter() - start

@@ -1,0 +1,55 @@
+"""Evaluate one point (pair × task × method) through lm-eval; sweep with -m.
+
+    python experiments/evaluate.py pair=mdqa_from_base method=recompute method.layers=2-3
+    python experiments/evaluate.py -m pair=mdqa_from_base,twohop_from_mdqa method=full_prefill,full_reuse
+
+Appends one line to <results_dir>/results.jsonl (the source of truth) and mirrors it to a W&B run.
+A point already in the file is skipped, so a killed sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+import droidspeak.config  # noqa: F401  (registers the structured config schemas)
+from droidspeak.evalh.point import evaluate_point, point_identity, uses_zoo
+from droidspeak.track.logger import check_mode, make_logger
+from droidspeak.track.results import RESULTS_FILE, append_row, finished_keys, point_key
+from droidspeak.zoo.family import build_family
+
+log = logging.getLogger("evaluate")
+
+
+@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    check_mode(cfg.logger.mode)  # a missing W&B login fails before any compute
+    family = build_family(cfg.zoo, progress=cfg.progress, log=log.info) if uses_zoo(cfg) else None
+    results = Path(cfg.results_dir) / RESULTS_FILE
+    key = point_key(point_identity(cfg, family))
+    if key in finished_keys(results):
+        log.info("skip %s / %s / %s: already in %s", cfg.pair.name, cfg.task.name, cfg.method.plan, results)
+        return
+    logger = make_logger(
+        cfg.logger.mode,
+        project=cfg.logger.project,
+        entity=cfg.logger.entity,
+        name=f"{cfg.pair.name}|{cfg.task.name}|{cfg.method.plan}",
+        group=cfg.run_name,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        directory=cfg.results_dir,
+    )
+    try:
+        row = evaluate_point(cfg, family)
+        append_row(results, row)
+        logger.log({k: v for k, v in row.items() if isinstance(v, (int, float))} | {f"metric/{k}": v for k, v in row["metrics"].items()})
+        log.info("%s | %s | %s: %s=%.3f, speedup %.2fx", row["pair"], row["task"], row["plan"], row["metric"], row["quality"], row["speedup"])
+    finally:
+        logger.finish()
+
+
+if __name__ == "__main__":
+    main()

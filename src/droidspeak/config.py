@@ -1,0 +1,100 @@
+"""Typed schemas of the main job's Hydra config (registered in Hydra's ConfigStore).
+
+Config groups map one-to-one onto these dataclasses: ``pair``, ``task``, ``method``, ``logger``; the family
+recipe is ``zoo`` (droidspeak.zoo.config). A misspelt key or a wrong type fails when the config is composed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+
+from droidspeak.zoo.config import ZooConfig
+
+
+@dataclass
+class PairConfig:
+    """Receiver and sender: ``zoo:NAME`` (the embedded family) or an HF id / local path, each with an adapter."""
+
+    name: str = "???"
+    receiver: str = "???"
+    sender: str = "???"
+    receiver_adapter: str | None = None
+    sender_adapter: str | None = None
+    task: str | None = None  # the receiver's own task, where the pair has one
+
+
+@dataclass
+class TaskConfig:
+    """An lm-eval task: ``source: zoo`` (generated from the family's JSONL) or ``lm_eval`` (shipped with it)."""
+
+    name: str = "???"
+    source: str = "zoo"
+    lm_eval_task: str | None = None  # defaults to droidspeak_<name> for zoo tasks
+    include_path: str | None = None  # extra lm-eval YAML folder (e.g. a local stand-in dataset)
+    metric: str = "auto"  # the metric that is "quality"; auto: the embedded task's own metric
+    split: str = "test"  # zoo tasks: which split to score
+    limit: int | None = None  # at most this many documents
+    context_delimiter: str = "\n\n"
+
+
+@dataclass
+class MethodConfig:
+    """How the receiver gets its context cache; ``plan`` is in the contract syntax (droidspeak.plan)."""
+
+    name: str = "???"  # full_prefill | full_reuse | recompute | cacheblend | profile | sender
+    plan: str = "???"
+    layers: str | None = None  # recompute: "A-B[+C-D...]"
+    ratio: float | None = None  # cacheblend: fraction of context tokens recomputed
+    path: str | None = None  # profile: the profile JSON
+    tolerance: float | None = None  # profile: allowed relative quality loss
+
+
+@dataclass
+class LoggerConfig:
+    """W&B mirror of the JSONL results; ``mode``: offline (default), online, disabled."""
+
+    mode: str = "offline"
+    project: str = "droidspeak"
+    entity: str | None = None
+
+
+@dataclass
+class TimingConfig:
+    """Receiver prefill time of the plan vs full prefill, same process, interleaved repeats."""
+
+    contexts: int = 8
+    repeats: int = 5
+    warmup: int = 1
+
+
+@dataclass
+class EvaluateConfig:
+    pair: PairConfig = field(default_factory=PairConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    zoo: ZooConfig = field(default_factory=ZooConfig)
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    run_name: str = "default"
+    output_root: str = "outputs"
+    results_dir: str = "${output_root}/${run_name}"
+    device: str = "cpu"
+    dtype: str = "float32"
+    batch_size: int = 16
+    seed: int = 0
+    cache_dir: str | None = None  # sender caches on disk, shared by every point and receiver (None: in memory)
+    progress: bool = True
+
+
+def register_configs() -> None:
+    store = ConfigStore.instance()
+    store.store(name="evaluate_schema", node=EvaluateConfig)
+    store.store(group="pair", name="pair_schema", node=PairConfig)
+    store.store(group="task", name="task_schema", node=TaskConfig)
+    store.store(group="method", name="method_schema", node=MethodConfig)
+    store.store(group="logger", name="logger_schema", node=LoggerConfig)
+
+
+register_configs()

@@ -1,0 +1,208 @@
+"""One evaluated point: (pair, task, plan) → lm-eval metrics, prefill cost and timing → one results row.
+
+Model references are ``zoo:NAME`` (the embedded family, built or reused from its cache) or an HF id / local path.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from droidspeak.errors import DroidSpeakError
+from droidspeak.evalh.tasks import LONGBENCH, embedded_task_name, write_embedded_tasks
+from droidspeak.plan import parse_plan
+from droidspeak.track.results import git_sha, point_key
+from droidspeak.zoo.tasks import TASKS
+
+ZOO_PREFIX = "zoo:"
+
+
+def resolve_model(reference: str, adapter: str | None, family) -> tuple[str, str | None]:
+    """(path or HF id, adapter) for a model reference; ``zoo:`` names come from the embedded family."""
+    if not reference.startswith(ZOO_PREFIX):
+        return reference, adapter
+    name = reference[len(ZOO_PREFIX) :]
+    if family is None:
+        raise DroidSpeakError(f"model {reference!r} refers to the embedded family, but no family was built")
+    if name not in family.models:
+        raise DroidSpeakError(f"the embedded family has no model {name!r}; it has {sorted(family.models)}")
+    args = family.load_args(name)
+    return args["path"], args["adapter"]
+
+
+def uses_zoo(cfg) -> bool:
+    return cfg.task.source == "zoo" or any(str(ref).startswith(ZOO_PREFIX) for ref in (cfg.pair.receiver, cfg.pair.sender))
+
+
+def point_identity(cfg, family) -> dict:
+    """Everything that determines the point's result (its resume key); not where it is written or logged."""
+    return {
+        "pair": OmegaConf.to_container(cfg.pair, resolve=True),
+        "task": {k: cfg.task[k] for k in ("name", "source", "lm_eval_task", "split", "limit", "context_delimiter")},
+        "method": cfg.method.name,
+        "plan": cfg.method.plan,
+        "seed": cfg.seed,
+        "dtype": cfg.dtype,
+        "family": None if family is None else family.root.name,
+    }
+
+
+def task_metric(task) -> str:
+    """The metric that counts as quality: an embedded task's own metric unless the config names one."""
+    if task.metric != "auto":
+        return task.metric
+    if task.source != "zoo":
+        raise DroidSpeakError(f"task {task.name!r} comes from lm-eval: set task.metric to one of its metrics")
+    return TASKS[task.name].metric
+
+
+def task_setup(cfg, family) -> tuple[str, str | None]:
+    """lm-eval task name and include path for the configured task."""
+    task = cfg.task
+    if task.source == "zoo":
+        if task.name not in family.task_files:
+            raise DroidSpeakError(
+                f"unknown embedded task {task.name!r}; the family has {sorted(family.task_files)} "
+                "(LongBench tasks are task=longbench_<name>)"
+            )
+        include = write_embedded_tasks(family.task_files, family.root / "lm_eval_tasks" / task.split, split=task.split)
+        return task.lm_eval_task or embedded_task_name(task.name), str(include)
+    if task.source == "lm_eval":
+        return task.lm_eval_task or LONGBENCH.get(task.name, task.name), task.include_path
+    raise DroidSpeakError(f"task source must be 'zoo' or 'lm_eval', not {task.source!r}")
+
+
+def model_args(cfg, family) -> dict:
+    """The droidspeak backend's model_args for this point (the 'sender' method: the sender answers itself)."""
+    receiver, receiver_adapter = resolve_model(cfg.pair.receiver, cfg.pair.receiver_adapter, family)
+    sender, sender_adapter = resolve_model(cfg.pair.sender, cfg.pair.sender_adapter, family)
+    if cfg.method.name == "sender":
+        receiver, receiver_adapter = sender, sender_adapter
+    return dict(
+        receiver=receiver,
+        sender=sender,
+        receiver_adapter=receiver_adapter,
+        sender_adapter=sender_adapter,
+        plan=cfg.method.plan,
+        context_delimiter=cfg.task.context_delimiter,
+        device=cfg.device,
+        dtype=cfg.dtype,
+        batch_size=cfg.batch_size,
+        cache_dir=cfg.cache_dir,
+    )
+
+
+def time_prefill(lm, contexts: list[list[int]], repeats: int, warmup: int) -> tuple[float, float]:
+    """Median receiver prefill seconds over ``contexts``: (this plan, every layer recomputed), interleaved.
+
+    Both go through the same engine path (recomputing every layer reproduces the receiver's own prefill, which
+    the oracle tests assert), so the ratio is the compute the plan saves, not framework overhead. Sender caches
+    exist before timing starts: the receiver-side cost is what a plan changes.
+    """
+    from droidspeak.engine import receiver_prefill
+
+    receiver = lm.pair.receiver
+    caches = lm.sender_caches([tuple(c) for c in contexts])
+    baseline = f"recompute:0-{lm.pair.num_layers - 1}"
+    timed = baseline if lm.plan.kind == "full_prefill" else lm.plan
+
+    def once(inputs, plan) -> float:
+        if receiver.device.type == "cuda":
+            torch.cuda.synchronize(receiver.device)
+        start = time.perf_counter()
+        receiver_prefill(receiver, inputs, plan)
+        if receiver.device.type == "cuda":
+            torch.cuda.synchronize(receiver.device)
+        return time.perf_counter() - start
+
+    ours, theirs = [], []
+    for step in range(warmup + repeats):
+        a, b = once(caches, timed), once(caches, baseline)
+        if step >= warmup:
+            ours.append(a)
+            theirs.append(b)
+    return statistics.median(ours), statistics.median(theirs)
+
+
+def evaluate_point(cfg, family) -> dict:
+    """Run lm-eval for one point and return its results row (without writing it anywhere)."""
+    from lm_eval import simple_evaluate
+    from lm_eval.api.registry import get_model
+    from lm_eval.tasks import TaskManager
+
+    task_name, include_path = task_setup(cfg, family)
+    args = model_args(cfg, family)
+    lm = get_model("droidspeak")(**args)
+    parse_plan(cfg.method.plan, lm.pair.num_layers)
+    started = time.perf_counter()
+    out = simple_evaluate(
+        model=lm,
+        tasks=[task_name],
+        # our own tasks need no index of lm-eval's hundreds of built-in YAMLs (seconds per point)
+        task_manager=TaskManager(include_path=include_path, include_defaults=cfg.task.source != "zoo"),
+        limit=cfg.task.limit,
+        random_seed=cfg.seed,
+        numpy_random_seed=cfg.seed,
+        torch_random_seed=cfg.seed,
+        fewshot_random_seed=cfg.seed,
+        log_samples=False,
+        verbosity="WARNING",
+    )
+    eval_seconds = time.perf_counter() - started
+    metrics = {  # lm-eval keys metrics as "name,filter"; stderr and bookkeeping entries are not metrics
+        k.split(",")[0]: v for k, v in out["results"][task_name].items() if "," in k and "stderr" not in k and isinstance(v, (int, float))
+    }
+    metric = task_metric(cfg.task)
+    if metric not in metrics:
+        raise DroidSpeakError(f"task {task_name} reported {sorted(metrics)}, not the configured metric {metric!r}")
+    contexts = lm.shared_contexts()[: cfg.timing.contexts]
+    prefill_s, baseline_s = time_prefill(lm, [list(c) for c in contexts], cfg.timing.repeats, cfg.timing.warmup)
+    cost = lm.prefill_cost_total()
+    identity = point_identity(cfg, family)
+    return {
+        "kind": "eval",
+        "key": point_key(identity),
+        "pair": cfg.pair.name,
+        "receiver": cfg.pair.receiver if cfg.method.name != "sender" else cfg.pair.sender,
+        "sender": cfg.pair.sender,
+        "task": cfg.task.name,
+        "lm_eval_task": task_name,
+        "method": cfg.method.name,
+        "plan": str(lm.plan) if cfg.method.name != "profile" else cfg.method.plan,
+        "resolved_plan": str(lm.plan),
+        "metrics": metrics,
+        "metric": metric,
+        "quality": metrics[metric],
+        "n_samples": out["n-samples"][task_name]["effective"],
+        "num_layers": lm.pair.num_layers,
+        "recomputed_layers": cost.recomputed_layers if cost else None,
+        "recomputed_fraction": cost.compute_fraction if cost else None,
+        "transitions": cost.transitions if cost else None,
+        "bytes_loaded": cost.bytes_to_load if cost else None,
+        "cost": asdict(cost) if cost else None,
+        "prefill_seconds": prefill_s,
+        "baseline_prefill_seconds": baseline_s,
+        "speedup": baseline_s / prefill_s if prefill_s > 0 else None,
+        "timed_contexts": len(contexts),
+        "eval_seconds": eval_seconds,
+        "sender_prefills": lm.stats["sender_prefills"],
+        "sender_cache_hits": lm.stats["sender_cache_hits"],
+        "device": _device_name(cfg.device),
+        "dtype": cfg.dtype,
+        "seed": cfg.seed,
+        "git_sha": git_sha(),
+        "family": identity["family"],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

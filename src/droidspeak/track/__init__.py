@@ -1,0 +1,1 @@
+"""Results: JSONL is the source of truth (one line per evaluated point); W&B mirrors it."""

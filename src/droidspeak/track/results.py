@@ -1,0 +1,70 @@
+"""The results JSONL: append-only, one line per evaluated point, safe under parallel sweep jobs.
+
+A point's identity (``point_key``) is what determines its result; a rerun of a sweep skips points whose key
+is already in the file, so a killed sweep resumes with nothing lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+RESULTS_FILE = "results.jsonl"
+
+
+def point_key(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def append_row(path: str | os.PathLike, row: dict) -> None:
+    """Append one JSON line atomically with respect to other writers of the same file."""
+    path = Path(path)
+    line = json.dumps(row, sort_keys=True, default=str) + "\n"
+    with _locked(path), open(path, "a") as handle:
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_rows(path: str | os.PathLike) -> list[dict]:
+    """Every complete row; a torn last line (a job killed mid-write) is ignored, never fatal."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def finished_keys(path: str | os.PathLike) -> set[str]:
+    return {row["key"] for row in read_rows(path) if "key" in row}
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
