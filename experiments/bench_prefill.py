@@ -1,0 +1,61 @@
+"""Prefill benchmark (DroidSpeak Figs. 13 and 20): full vs partial prefill on a Llama-3-8B-shaped model.
+
+    python experiments/bench_prefill.py                 # GPU: contexts 2K/8K/16K, k = 4/8/16 of 32 layers
+    python experiments/bench_prefill.py --tiny          # CPU smoke run with a tiny model (what the tests call)
+
+Prints progress, a markdown table, and one JSON line last. Imports only torch, transformers and droidspeak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from droidspeak.bench.prefill import PrefillBenchConfig, markdown, run
+
+TINY = dict(shape="tiny", dtype="float32", device="cpu", contexts=(48, 96), recompute=(2, 4), group_start=2, suffix=8,
+            warmup=1, repeats=2, bandwidth_context=96, bandwidth_k=4, bandwidths_gbps=(0.5,))
+
+
+def ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="tiny model on CPU: a smoke run that checks the numbers appear")
+    parser.add_argument("--contexts", type=ints, help="context lengths, e.g. 2048,8192,16384")
+    parser.add_argument("--recompute", type=ints, help="numbers of recomputed layers, e.g. 4,8,16")
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--bandwidths", type=lambda t: tuple(float(x) for x in t.split(",") if x),
+                        help="emulated link rates in GB/s for the TTFT-vs-bandwidth sweep ('' to skip)")
+    parser.add_argument("--markdown", type=Path, help="also write the table here")
+    parser.add_argument("--json", type=Path, help="also write the full result here")
+    args = parser.parse_args(argv)
+    cfg = PrefillBenchConfig(**TINY) if args.tiny else PrefillBenchConfig()
+    for name, value in (("contexts", args.contexts), ("recompute", args.recompute), ("repeats", args.repeats),
+                        ("bandwidths_gbps", args.bandwidths)):
+        if value is not None:
+            setattr(cfg, name, value)
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        result = {"bench": "prefill", "skipped": "no CUDA device: the 8B-shaped benchmark needs a GPU (try --tiny)"}
+        print(result["skipped"], file=sys.stderr)
+        print(json.dumps(result))
+        return result
+    result = run(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
+    table = markdown(result)
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(table)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

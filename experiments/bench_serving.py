@@ -1,0 +1,59 @@
+"""Serving benchmark (DroidSpeak Figs. 15 and 21): several receivers over shared contexts, Poisson arrivals at
+rising QPS, batched prefill + decode; full prefill vs droidspeak vs adaptive plan choice.
+
+    python experiments/bench_serving.py            # GPU: Llama-3-8B shape, 8K contexts, 8 of 32 layers recomputed
+    python experiments/bench_serving.py --tiny     # CPU smoke run with a tiny model (what the tests call)
+
+Step costs are measured on the device with the real model; queueing is simulated over them (see
+droidspeak.bench.serving). Prints progress, a markdown table, and one JSON line last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from droidspeak.bench.serving import ServingBenchConfig, markdown, run
+
+TINY = dict(shape="tiny", dtype="float32", device="cpu", context=48, suffix=8, output_tokens=4, shared_contexts=3,
+            options=(("full_prefill", 1.0), ("recompute:2-5", 1.0), ("recompute:2-3", 0.99), ("recompute:2-2", 0.95),
+                     ("full_reuse", 0.6)),
+            droidspeak_plan="recompute:2-3", batches=(1, 2), max_batch=2, repeats=2, requests=60,
+            load_factors=(0.5, 1.0, 2.0, 4.0), bandwidths_gbps=(None, 0.01))
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="tiny model on CPU: a smoke run that checks the numbers appear")
+    parser.add_argument("--requests", type=int, help="requests per simulated QPS point")
+    parser.add_argument("--context", type=int, help="shared context length in tokens")
+    parser.add_argument("--markdown", type=Path, help="also write the table here")
+    parser.add_argument("--json", type=Path, help="also write the full result here")
+    args = parser.parse_args(argv)
+    cfg = ServingBenchConfig(**TINY) if args.tiny else ServingBenchConfig()
+    if args.requests:
+        cfg.requests = args.requests
+    if args.context:
+        cfg.context = args.context
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        result = {"bench": "serving", "skipped": "no CUDA device: the 8B-shaped benchmark needs a GPU (try --tiny)"}
+        print(result["skipped"], file=sys.stderr)
+        print(json.dumps(result))
+        return result
+    result = run(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
+    table = markdown(result)
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(table)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Plan choice for serving: a latency model calibrated from measurements, and planners that pick a recompute plan
+per batch — fixed, or adaptive to load (the paper's appendix) and to link bandwidth (its stated open limit).
+
+Latency of a droidspeak prefill at link bandwidth ``bw`` (E-first pipelined):
+    E bytes / bw  +  max(recompute time, reused K/V bytes / bw)  +  suffix time
+where recompute and suffix times come from measurements on the serving device; a full prefill moves no bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class PlanOption:
+    plan: str  # contract syntax
+    quality: float  # relative to the receiver's own full prefill (1.0), from the pair's profile
+    recomputed_layers: int
+    e_bytes_per_token: int = 0
+    kv_bytes_per_token: int = 0  # reused layers' K/V
+
+    @property
+    def uses_cache(self) -> bool:
+        return self.plan != "full_prefill"
+
+
+@dataclass
+class LatencyModel:
+    """Seconds for a prefill batch or one decode step, from measured points, linear in batch size per plan.
+
+    ``prefill[plan] = (a, b)``: compute seconds of a batch of n = a + b·n (at native bandwidth, transfers hidden);
+    ``suffix = (a, b)``; ``decode = (a, b, c)``: a + b·n + c·(context tokens summed over the batch).
+    """
+
+    prefill: dict[str, tuple[float, float]]
+    suffix: tuple[float, float] = (0.0, 0.0)
+    decode: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    options: dict[str, PlanOption] = field(default_factory=dict)
+
+    def prefill_seconds(self, plan: str, batch: int, tokens_per_request: int, bandwidth_gbps: float | None = None) -> float:
+        a, b = self.prefill[plan]
+        compute = a + b * batch
+        option = self.options.get(plan)
+        if option is None or not option.uses_cache or bandwidth_gbps is None:
+            return compute
+        suffix = self.suffix[0] + self.suffix[1] * batch
+        rate = bandwidth_gbps * 1e9
+        e_load = option.e_bytes_per_token * tokens_per_request * batch / rate
+        kv_load = option.kv_bytes_per_token * tokens_per_request * batch / rate
+        return e_load + max(compute - suffix, kv_load) + suffix
+
+    def decode_seconds(self, batch: int, context_tokens: int) -> float:
+        a, b, c = self.decode
+        return a + b * batch + c * context_tokens
+
+
+def fit_line(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares (intercept, slope) through (x, y) points; a single point gives a line through the origin.
+
+    Costs never fall as batches grow: a negative slope (noise) becomes a flat line at the mean."""
+    if len(points) == 1:
+        x, y = points[0]
+        return 0.0, y / x if x else y
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    slope = sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
+    if slope < 0:
+        return my, 0.0
+    intercept = my - slope * mx
+    return (intercept, slope) if intercept >= 0 else (0.0, sum(y for _, y in points) / sum(x for x, _ in points))
+
+
+class FixedPlanner:
+    """Always the same plan (the baselines: full prefill, or one droidspeak plan)."""
+
+    def __init__(self, plan: str):
+        self.plan = plan
+
+    def choose(self, *, batch: int, tokens: int, queued: int, waited: float, bandwidth_gbps: float | None) -> str:
+        return self.plan
+
+
+class AdaptivePlanner:
+    """Pick a plan per batch among ``options`` that meet ``min_quality``.
+
+    Busy (requests queued behind this batch): the plan with the lowest predicted latency at the current link
+    bandwidth — usually the fewest recomputed layers, but at a slow link the one that loads fewer bytes.
+    Idle: the plan with the most recompute (highest quality) whose predicted TTFT still meets the SLO.
+    """
+
+    def __init__(self, latency: LatencyModel, options: list[PlanOption], *, min_quality: float, slo_ttft: float,
+                 busy_queue: int = 1):
+        self.latency, self.slo_ttft, self.busy_queue = latency, slo_ttft, busy_queue
+        self.options = [o for o in options if o.quality >= min_quality and o.plan in latency.prefill]
+        if not self.options:
+            raise ValueError(f"no plan option reaches quality {min_quality}: {[(o.plan, o.quality) for o in options]}")
+
+    def choose(self, *, batch: int, tokens: int, queued: int, waited: float, bandwidth_gbps: float | None) -> str:
+        predict = lambda o: self.latency.prefill_seconds(o.plan, batch, tokens, bandwidth_gbps)  # noqa: E731
+        fastest = min(self.options, key=predict)
+        if queued >= self.busy_queue:
+            return fastest.plan
+        within = [o for o in self.options if waited + predict(o) <= self.slo_ttft]
+        if not within:
+            return fastest.plan
+        return max(within, key=lambda o: (o.quality, o.recomputed_layers, -predict(o))).plan

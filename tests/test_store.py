@@ -1,0 +1,246 @@
+"""Cache store tiers: keys, bounded LRU eviction, layer-by-layer reads, corruption rejection, the remote tier."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from droidspeak.cache import ContextCache, cache_key
+from droidspeak.errors import CacheFormatError, CacheMismatchError
+from droidspeak.store import DiskStore, MemoryStore, RemoteStore, StoreError, TieredStore, gpu_store, host_store
+
+TESTS = Path(__file__).parent
+
+
+def make_cache(seed: int = 0, layers: int = 4, tokens: int = 10, kv_heads: int = 2, head_dim: int = 8,
+               hidden: int = 16, dtype=torch.float32, sender: str = "s" * 64) -> ContextCache:
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda *shape: torch.randn(*shape, generator=g).to(dtype)  # noqa: E731
+    return ContextCache(
+        token_ids=torch.randint(0, 100, (tokens,), generator=g),
+        keys=[rand(kv_heads, tokens, head_dim) for _ in range(layers)],
+        values=[rand(kv_heads, tokens, head_dim) for _ in range(layers)],
+        hidden={1: rand(tokens, hidden), 3: rand(tokens, hidden)},
+        sender=sender,
+        meta={"sender_name": "tiny"},
+    )
+
+
+def assert_same(a: ContextCache, b: ContextCache) -> None:
+    assert torch.equal(a.token_ids, b.token_ids) and a.sender == b.sender
+    for x, y in zip(a.keys + a.values, b.keys + b.values):
+        assert x.dtype == y.dtype and torch.equal(x, y)
+    assert sorted(a.hidden) == sorted(b.hidden)
+    assert all(torch.equal(a.hidden[layer], b.hidden[layer]) for layer in a.hidden)
+
+
+@pytest.fixture(params=["memory", "disk"])
+def store(request, tmp_path):
+    s = host_store() if request.param == "memory" else DiskStore(tmp_path / "caches")
+    yield s
+    s.close()
+
+
+def test_keys_are_sha256_of_sender_and_tokens(store):
+    cache = make_cache()
+    key = store.put(cache)
+    assert key == cache_key(cache.sender, cache.token_ids) and len(key) == 64
+    assert store.contains(key) and key in store and store.keys() == [key]
+    with pytest.raises(CacheMismatchError):
+        store.put(cache, key="0" * 64)
+
+
+def test_roundtrip_whole_and_layer_by_layer(store):
+    cache = make_cache(dtype=torch.bfloat16)
+    key = store.put(cache)
+    assert_same(store.get(key), cache)
+    for layer in range(cache.num_layers):
+        k, v = store.get_layer(key, layer)
+        assert torch.equal(k, cache.keys[layer]) and torch.equal(v, cache.values[layer])
+    assert torch.equal(store.get_hidden(key, 3), cache.hidden[3])
+    assert torch.equal(store.get_tokens(key), cache.token_ids)
+    info = store.info(key)
+    assert (info.num_layers, info.num_tokens, info.kv_heads, info.head_dim, info.hidden_size) == (4, 10, 2, 8, 16)
+    assert info.hidden_layers == (1, 3) and info.dtype == torch.bfloat16
+    view = store.view(key)
+    assert torch.equal(view.kv(2)[0], cache.keys[2]) and torch.equal(view.token_ids, cache.token_ids)
+
+
+def test_remove_and_missing_key(store):
+    key = store.put(make_cache())
+    assert store.remove(key) and not store.contains(key) and not store.remove(key)
+    with pytest.raises(StoreError, match="no cache under key"):
+        store.get_layer(key, 0)
+
+
+def test_bounded_lru_eviction(store):
+    caches = [make_cache(seed) for seed in range(3)]
+    size = caches[0].nbytes()
+    store.capacity_bytes = 2 * size
+    k0, k1 = store.put(caches[0]), store.put(caches[1])
+    store.get_layer(k0, 0)  # k0 becomes most recently used, so k1 is the one evicted
+    k2 = store.put(caches[2])
+    assert store.contains(k0) and store.contains(k2) and not store.contains(k1)
+    assert store.evictions == 1 and store.nbytes <= 2 * size
+    with pytest.raises(StoreError, match="does not fit"):
+        store.put(make_cache(tokens=100))
+
+
+def test_gpu_tier_needs_cuda():
+    if torch.cuda.is_available():
+        s = gpu_store()
+        key = s.put(make_cache())
+        assert s.get_layer(key, 0)[0].is_cuda
+    else:
+        with pytest.raises(StoreError, match="needs CUDA"):
+            gpu_store()
+        assert not host_store().pinned  # pinning needs a CUDA runtime; the host tier still works
+
+
+def test_disk_lru_survives_reopen(tmp_path):
+    first = DiskStore(tmp_path)
+    keys = [first.put(make_cache(seed)) for seed in range(2)]
+    os.utime(first.path(keys[0]), (1, 1))  # make keys[0] the oldest on disk
+    reopened = DiskStore(tmp_path)
+    assert reopened.keys() == keys and reopened.contains(keys[1])
+    assert_same(reopened.get(keys[1]), make_cache(1))
+
+
+def _flip_byte(path: Path, offset_from_end: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[-offset_from_end] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_disk_rejects_flipped_byte(tmp_path):
+    store = DiskStore(tmp_path)
+    key = store.put(make_cache())
+    _flip_byte(store.path(key), 5)  # inside the last tensor's data
+    with pytest.raises(CacheFormatError, match="checksum"):
+        store.get(key)
+    assert not store.contains(key)
+    assert store.path(key).with_name(store.path(key).name + ".corrupt").exists()
+    with pytest.raises(StoreError):
+        store.get(key)  # never served again
+
+
+def test_disk_rejects_flipped_byte_on_layer_read(tmp_path):
+    store = DiskStore(tmp_path)
+    cache = make_cache()
+    key = store.put(cache)
+    store.get_layer(key, 0)  # file already open when the damage happens
+    _flip_byte(store.path(key), 5)
+    store._open.clear()  # a fresh handle, as after a restart
+    hits = []
+    with pytest.raises(CacheFormatError):
+        for layer in range(4):
+            hits.append(store.get_layer(key, layer))
+        for layer in (1, 3):
+            store.get_hidden(key, layer)
+    assert not store.contains(key)
+
+
+def test_disk_rejects_truncated_file(tmp_path):
+    store = DiskStore(tmp_path)
+    key = store.put(make_cache())
+    path = store.path(key)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CacheFormatError):
+        store.get_layer(key, 0)
+    assert not store.contains(key)
+
+
+def test_disk_rejects_file_under_wrong_name(tmp_path):
+    store = DiskStore(tmp_path)
+    a, b = make_cache(0), make_cache(1)
+    key_a, key_b = store.put(a), store.put(b)
+    os.replace(store.path(key_b), store.path(key_a))
+    store._lru.pop(key_b)
+    with pytest.raises(CacheFormatError, match="not the one its name says"):
+        store.get_layer(key_a, 0)
+
+
+def test_disk_rejects_garbage(tmp_path):
+    (tmp_path / ("a" * 64 + ".safetensors")).write_bytes(b"not a cache at all")
+    store = DiskStore(tmp_path)
+    with pytest.raises(CacheFormatError, match="not a readable safetensors cache"):
+        store.info("a" * 64)
+
+
+def test_tiered_promotes_hits(tmp_path):
+    fast, slow = MemoryStore("cpu", capacity_bytes=10**6), DiskStore(tmp_path)
+    cache = make_cache()
+    key = slow.put(cache)
+    tiered = TieredStore([fast, slow])
+    assert tiered.contains(key) and not fast.contains(key)
+    assert torch.equal(tiered.get_layer(key, 1)[1], cache.values[1])
+    assert_same(tiered.get(key), cache)
+    assert fast.contains(key)
+
+
+# ---- remote tier over torch.distributed (gloo, two local processes) ----------------------------------------
+SERVER = textwrap.dedent(
+    """
+    import sys, datetime, torch.distributed as dist
+    sys.path.insert(0, {tests!r})
+    from test_store import make_cache
+    from droidspeak.store import CacheServer, MemoryStore
+    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{port}", rank=0, world_size=2,
+                            timeout=datetime.timedelta(seconds=30))
+    store = MemoryStore("cpu", capacity_bytes=3 * make_cache().nbytes())
+    store.put(make_cache(7, dtype=__import__("torch").bfloat16))  # the sender's own cache
+    CacheServer(store).serve(peer=1)
+    dist.destroy_process_group()
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_remote_tier_over_gloo():
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS.parent / "src"), os.environ.get("PYTHONPATH", "")]))
+    server = subprocess.Popen([sys.executable, "-c", SERVER.format(tests=str(TESTS), port=port)], env=env)
+    try:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=1, world_size=2,
+                                timeout=timedelta(seconds=30))
+        remote = RemoteStore(server_rank=0)
+        sender_cache = make_cache(7, dtype=torch.bfloat16)
+        key = sender_cache.key
+        assert remote.contains(key) and remote.keys() == [key]
+        info = remote.info(key)
+        assert info.dtype == torch.bfloat16 and info.hidden_layers == (1, 3) and info.num_layers == 4
+        # layer-by-layer fetch, E first, as the pipelined prefill reads it
+        assert torch.equal(remote.get_hidden(key, 3), sender_cache.hidden[3])
+        for layer in range(4):
+            k, v = remote.get_layer(key, layer)
+            assert torch.equal(k, sender_cache.keys[layer]) and torch.equal(v, sender_cache.values[layer])
+        assert_same(remote.get(key), sender_cache)
+        # the receiver can push too; the server's bounded LRU store evicts
+        pushed = [make_cache(seed) for seed in range(3)]
+        keys = [remote.put(c) for c in pushed]
+        assert not remote.contains(key) and all(remote.contains(k) for k in keys)
+        assert_same(remote.get(keys[1]), pushed[1])
+        with pytest.raises(StoreError, match="no cache under key"):
+            remote.get_layer(key, 0)  # errors cross the wire as messages; the server keeps serving
+        assert remote.remove(keys[0]) and not remote.contains(keys[0])
+        remote.close()
+        assert server.wait(timeout=30) == 0
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        if server.poll() is None:
+            server.kill()
