@@ -1,0 +1,92 @@
+"""The headline table of a sweep, from its JSONL rows: per (pair, task), receiver / sender / full-reuse quality
+and the fewest recomputed layers within the tolerance of the receiver (the paper's plan choice)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from droidspeak.figures.plots import eval_rows
+from droidspeak.profile.search import ProfilePoint, choose_point
+
+
+def _mean(rows: list[Mapping], field: str = "quality") -> float | None:
+    values = [float(r[field]) for r in rows if isinstance(r.get(field), (int, float))]
+    return statistics.fmean(values) if values else None
+
+
+def summarize(rows: Iterable[Mapping], tolerance: float = 0.05) -> list[dict]:
+    """One entry per (pair, task) that has at least the receiver's own (full_prefill) result."""
+    panels: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
+    for row in eval_rows(rows):
+        panels[(row["pair"], row["task"])].append(row)
+    summary = []
+    for (pair, task), panel in sorted(panels.items()):
+        by_method: dict[str, list[Mapping]] = defaultdict(list)
+        by_plan: dict[str, list[Mapping]] = defaultdict(list)
+        for row in panel:
+            by_method[row["method"]].append(row)
+            if row["method"] in ("recompute", "full_reuse", "full_prefill"):
+                by_plan[row["resolved_plan"]].append(row)
+        receiver = _mean(by_method["full_prefill"])
+        if receiver is None:
+            continue
+        num_layers = int(panel[0]["num_layers"])
+        points = [ProfilePoint.from_plan(plan, _mean(rs), num_layers=num_layers) for plan, rs in by_plan.items()]
+        chosen = choose_point(points, receiver, tolerance)
+        entry = {
+            "pair": pair,
+            "task": task,
+            "metric": panel[0]["metric"],
+            "num_layers": num_layers,
+            "receiver": receiver,
+            "sender": _mean(by_method["sender"]),
+            "full_reuse": _mean(by_method["full_reuse"]),
+            "tolerance": tolerance,
+            "plans_measured": len(points),
+            "chosen_plan": chosen.plan if chosen else None,
+            "chosen_layers": chosen.recomputed_layers if chosen else None,
+            "chosen_quality": chosen.quality if chosen else None,
+            "chosen_speedup": _mean(by_plan[chosen.plan], "speedup") if chosen else None,
+            "full_reuse_speedup": _mean(by_method["full_reuse"], "speedup"),
+        }
+        summary.append(entry)
+    return summary
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def write_summary(summary: list[dict], out_dir: str | Path, *, source: str = "") -> tuple[Path, Path]:
+    """summary.json (machine-readable) and summary.md (the table a reader sees first)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "summary.json"
+    json_path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    lines = [
+        "# Sweep summary",
+        "",
+        f"Rebuilt by `experiments/figures.py` from {source or 'the results JSONL'}. Quality is the task's own metric;",
+        "*fewest layers* is the plan with the fewest recomputed layers whose quality is within the tolerance of the",
+        "receiver's own (full prefill) quality; *speedup* is receiver prefill time of full recompute over that plan,",
+        "measured in the same process.",
+        "",
+        "| pair (receiver<-sender) | task | metric | receiver | sender | full reuse | fewest layers within tol. | its quality | its speedup | full-reuse speedup |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in summary:
+        chosen = "–" if e["chosen_plan"] is None else f"{e['chosen_layers']}/{e['num_layers']} (`{e['chosen_plan']}`)"
+        lines.append(
+            f"| {e['pair']} | {e['task']} | {e['metric']} | {_fmt(e['receiver'])} | {_fmt(e['sender'])} | "
+            f"{_fmt(e['full_reuse'])} | {chosen} | {_fmt(e['chosen_quality'])} | {_fmt(e['chosen_speedup'], 2)}× | "
+            f"{_fmt(e['full_reuse_speedup'], 2)}× |"
+        )
+    md_path = out / "summary.md"
+    md_path.write_text("\n".join(lines) + "\n")
+    return json_path, md_path
