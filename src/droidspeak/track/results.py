@@ -34,11 +34,19 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def append_row(path: str | os.PathLike, row: dict) -> None:
-    """Append one JSON line atomically with respect to other writers of the same file."""
+    """Append one JSON line atomically with respect to other writers of the same file.
+
+    A torn last line (a writer killed mid-line) is closed first, so it never swallows this row.
+    """
     path = Path(path)
     line = json.dumps(row, sort_keys=True, default=str) + "\n"
-    with _locked(path), open(path, "a") as handle:
-        handle.write(line)
+    with _locked(path), open(path, "a+b") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() > 0:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                line = "\n" + line
+        handle.write(line.encode())
         handle.flush()
         os.fsync(handle.fileno())
 

@@ -1,0 +1,92 @@
+"""Rebuild reports/ from the results JSONL alone: figures (PNG + PDF), summary.md, summary.json.
+
+    python experiments/figures.py results=outputs/demo/results.jsonl out_dir=reports
+
+Also logs, per (pair, task), a W&B Table with scatter plots of quality vs speedup and vs recomputed fraction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+import droidspeak.config  # noqa: F401  (registers the logger schema)
+from droidspeak.figures import plots
+from droidspeak.figures.summary import summarize, write_summary
+from droidspeak.track.logger import check_mode, make_logger
+from droidspeak.track.results import read_rows
+
+log = logging.getLogger("figures")
+PARETO_COLUMNS = ["plan", "method", "recomputed_layers", "recomputed_fraction", "speedup", "quality"]
+
+
+def eval_figures(rows, out_dir: Path) -> list[Path]:
+    written = []
+    for name, draw in (
+        ("quality bars", lambda: plots.plot_quality_bars(rows, out_dir)),
+        ("quality vs speedup", lambda: plots.plot_quality_vs_cost(rows, out_dir, x="speedup", stem="fig14_quality_vs_speedup")),
+        ("quality vs recomputed fraction", lambda: plots.plot_quality_vs_cost(rows, out_dir, x="recomputed_fraction", stem="fig14_quality_vs_fraction")),
+        ("quality vs prefill time", lambda: plots.plot_quality_vs_cost(rows, out_dir, x="prefill_seconds")),
+    ):
+        try:
+            written += draw()
+        except plots.FigureDataError as err:
+            log.warning("skipped %s: %s", name, err)
+    return written
+
+
+def profile_figures(profiles: list[str], out_dir: Path, tolerance: float) -> list[Path]:
+    if not profiles:
+        return []
+    written = []
+    for name, draw in (
+        ("layer sensitivity", lambda: plots.plot_layer_sensitivity(profiles, out_dir)),
+        ("input spread", lambda: plots.plot_input_spread(profiles, out_dir)),
+        ("transitions", lambda: plots.plot_transitions(profiles, out_dir)),
+        ("profiling Pareto", lambda: plots.plot_profile_pareto(profiles, out_dir, tolerance=tolerance)),
+        ("profile transfer", lambda: plots.plot_profile_transfer(profiles, out_dir)),
+    ):
+        try:
+            written += draw()
+        except plots.FigureDataError as err:
+            log.warning("skipped %s: %s", name, err)
+    return written
+
+
+@hydra.main(config_path="../conf", config_name="figures", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    check_mode(cfg.logger.mode)
+    rows = read_rows(cfg.results)
+    if not rows:
+        raise SystemExit(f"no results in {cfg.results}: run experiments/evaluate.py first")
+    out_dir = Path(cfg.out_dir)
+    written = eval_figures(rows, out_dir) + profile_figures(list(cfg.profiles), out_dir, cfg.tolerance)
+    summary = summarize(rows, cfg.tolerance)
+    written += write_summary(summary, out_dir, source=f"`{cfg.results}`")
+    logger = make_logger(cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity, name=f"{cfg.run_name}-pareto",
+                         group=cfg.run_name, config={"results": cfg.results}, directory=Path(cfg.results).parent, job_type="report")
+    try:
+        panels = defaultdict(list)
+        for row in rows:
+            if row.get("kind") == "eval":
+                panels[(row["pair"], row["task"])].append([row.get(c) for c in PARETO_COLUMNS])
+        for (pair, task), table_rows in panels.items():
+            key = f"pareto/{pair}/{task}"
+            table = logger.table(key, PARETO_COLUMNS, table_rows)
+            logger.scatter(f"{key}/quality_vs_speedup", table, "speedup", "quality", f"{pair} on {task}: quality vs speedup")
+            logger.scatter(f"{key}/quality_vs_fraction", table, "recomputed_fraction", "quality", f"{pair} on {task}: quality vs recomputed fraction")
+        for path in written:
+            if path.suffix == ".png":
+                logger.image(f"figures/{path.stem}", path)
+    finally:
+        logger.finish()
+    for path in written:
+        log.info("wrote %s", path)
+
+
+if __name__ == "__main__":
+    main()

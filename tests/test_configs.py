@@ -1,0 +1,80 @@
+"""Every config in conf/ composes against its schema; typos and unknown choices fail at startup."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+import droidspeak.config  # noqa: F401  (registers the schemas)
+import droidspeak.zoo.config  # noqa: F401
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def hydra_conf():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        yield
+
+
+@pytest.mark.parametrize("group", ["pair", "task", "method", "logger", "zoo", "experiment"])
+def test_every_option_of_every_group_composes(hydra_conf, group):
+    for option in options(group):
+        overrides = [f"{group}={option}"]
+        if option == "profile":
+            overrides.append("method.path=/tmp/profile.json")
+        cfg = compose(config_name="evaluate", overrides=overrides)
+        if group in ("pair", "task", "method", "logger"):
+            assert cfg[group].name if group != "logger" else cfg.logger.mode
+
+
+def test_plans_of_method_configs_parse(hydra_conf):
+    from droidspeak.plan import parse_plan
+
+    for option in options("method"):
+        extra = ["method.path=/tmp/p.json"] if option == "profile" else []
+        cfg = compose(config_name="evaluate", overrides=[f"method={option}", *extra])
+        parse_plan(cfg.method.plan)
+
+
+def test_the_own_task_follows_the_pair(hydra_conf):
+    cfg = compose(config_name="evaluate", overrides=["pair=twohop_from_mdqa"])
+    assert cfg.task.name == "twohop"
+
+
+@pytest.mark.parametrize("launcher", ["basic", "local_parallel", "slurm"])
+def test_launchers_compose(hydra_conf, launcher):
+    cfg = compose(config_name="evaluate", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_
+
+
+def test_ray_launcher_composes_when_installed(hydra_conf):
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    cfg = compose(config_name="evaluate", overrides=["hydra/launcher=ray_cluster"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_
+
+
+def test_build_zoo_and_figures_configs_compose(hydra_conf):
+    assert compose(config_name="build_zoo", overrides=["zoo=mini"]).zoo.name == "mini"
+    assert compose(config_name="figures").out_dir == "reports"
+
+
+def test_a_typo_fails_at_startup(hydra_conf):
+    with pytest.raises((ConfigCompositionException, ConfigKeyError, ValidationError)):
+        compose(config_name="evaluate", overrides=["method.plann=full_reuse"])
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        compose(config_name="evaluate", overrides=["batch_size=many"])
+
+
+@pytest.mark.parametrize("group", ["pair", "task", "method"])
+def test_an_unknown_choice_names_the_available_ones(hydra_conf, group):
+    with pytest.raises((MissingConfigException, ConfigCompositionException)) as err:
+        compose(config_name="evaluate", overrides=[f"{group}=no_such_{group}"])
+    assert f"no_such_{group}" in str(err.value)
+    assert options(group)[0] in str(err.value)  # Hydra lists the available options

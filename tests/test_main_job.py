@@ -1,0 +1,104 @@
+"""The main job end to end on the miniature family: sweeps, resume after a kill, W&B offline, clear errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from droidspeak.track.results import read_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    return {**os.environ, "DROIDSPEAK_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "", "WANDB_SILENT": "true",
+            "PYTHONUNBUFFERED": "1"}
+
+
+def evaluate(env, out, *overrides, multirun=False, check=True, popen=False):
+    cmd = [sys.executable, str(ROOT / "experiments" / "evaluate.py"), *(["-m"] if multirun else []), "zoo=mini",
+           f"output_root={out}", "timing.repeats=1", *overrides]
+    env = {k: v for k, v in env.items() if v != ""}
+    if popen:
+        return subprocess.Popen(cmd, env=env, cwd=out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    done = subprocess.run(cmd, env=env, cwd=out, capture_output=True, text=True, timeout=600)
+    if check and done.returncode != 0:
+        raise AssertionError(done.stdout[-3000:] + done.stderr[-3000:])
+    return done
+
+
+def test_two_point_sweep_writes_jsonl_and_offline_wandb_and_resumes(env, tmp_path):
+    evaluate(env, tmp_path, "method=full_prefill,full_reuse", multirun=True)
+    rows = read_rows(tmp_path / "default" / "results.jsonl")
+    assert sorted(r["method"] for r in rows) == ["full_prefill", "full_reuse"]
+    for row in rows:
+        for field in ("pair", "task", "plan", "metrics", "recomputed_fraction", "prefill_seconds", "baseline_prefill_seconds",
+                      "device", "seed", "git_sha", "quality"):
+            assert field in row, field
+    assert {r["recomputed_fraction"] for r in rows} == {0.0, 1.0}
+    runs = list((tmp_path / "default" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(any(run.glob("*.wandb")) for run in runs)
+    # a rerun of the same sweep evaluates nothing and duplicates nothing
+    again = evaluate(env, tmp_path, "method=full_prefill,full_reuse", multirun=True)
+    assert again.stdout.count("skip") + again.stderr.count("skip") == 2
+    assert len(read_rows(tmp_path / "default" / "results.jsonl")) == 2
+
+
+def test_a_killed_sweep_resumes_without_loss_or_duplicates(env, tmp_path):
+    layers = "0-0,1-1,2-2,3-3"
+    results = tmp_path / "default" / "results.jsonl"
+    proc = evaluate(env, tmp_path, "logger=none", "method=recompute", f"method.layers={layers}", multirun=True, popen=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(read_rows(results)) < 1:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(read_rows(results))
+    assert 1 <= done_before < 4, "the kill must land mid-sweep"
+    with results.open("a") as handle:  # a job killed mid-write leaves a torn line
+        handle.write('{"kind": "eval", "key": "torn')
+    evaluate(env, tmp_path, "logger=none", "method=recompute", f"method.layers={layers}", multirun=True)
+    rows = read_rows(results)
+    assert sorted(r["plan"] for r in rows) == [f"recompute:{g}-{g}" for g in range(4)]
+    assert len({r["key"] for r in rows}) == 4
+
+
+def test_unknown_task_and_out_of_range_plan_fail_clearly(env, tmp_path):
+    bad_task = evaluate(env, tmp_path, "logger=none", "pair.task=no_such_task", check=False)
+    assert bad_task.returncode != 0 and "unknown embedded task 'no_such_task'" in bad_task.stderr
+    bad_plan = evaluate(env, tmp_path, "logger=none", "method=recompute", "method.layers=2-9", check=False)
+    assert bad_plan.returncode != 0 and "4 layers" in bad_plan.stderr
+    unknown_pair = evaluate(env, tmp_path, "pair=no_such_pair", check=False)
+    assert unknown_pair.returncode != 0 and "no_such_pair" in unknown_pair.stderr
+
+
+def test_online_wandb_without_login_fails_before_any_compute(env, tmp_path):
+    bare = {**env, "HOME": str(tmp_path), "WANDB_API_KEY": "", "NETRC": str(tmp_path / "none")}
+    done = evaluate(bare, tmp_path, "logger=wandb_online", check=False)
+    assert done.returncode != 0 and "wandb login" in done.stderr
+    assert not (tmp_path / "default" / "results.jsonl").exists()
+
+
+def test_figures_rebuild_reports_from_the_jsonl_alone(env, tmp_path):
+    evaluate(env, tmp_path, "logger=none", "method=full_prefill,full_reuse,sender", multirun=True)
+    evaluate(env, tmp_path, "logger=none", "method=recompute", "method.layers=0-1,2-3", multirun=True)
+    results = tmp_path / "default" / "results.jsonl"
+    out = tmp_path / "reports"
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "figures.py"), f"results={results}", f"out_dir={out}",
+                           "logger=wandb_offline", "run_name=test"], env={k: v for k, v in env.items() if v != ""},
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary and summary[0]["plans_measured"] == 4  # full reuse, two groups, full prefill
+    for stem in ("fig06_quality_bars", "fig14_quality_vs_speedup", "fig14_quality_vs_fraction"):
+        assert (out / f"{stem}.png").stat().st_size > 0 and (out / f"{stem}.pdf").exists()
+    assert "| ft-mdqa<-base | mdqa |" in (out / "summary.md").read_text()
+    assert list((tmp_path / "default" / "wandb").glob("offline-run-*"))
