@@ -114,3 +114,16 @@ def test_reuse_from_another_sender_changes_scores_and_shares_caches(setup, hf_re
     # 4 distinct contexts, 12 questions x 2 choices: each shared context is prefilled by the sender once
     assert lm.stats["sender_prefills"] == 4
     assert lm.stats["sender_cache_hits"] > 0
+
+
+def test_a_cache_dir_shares_sender_caches_across_receivers(setup, tmp_path):
+    from lm_eval.api.registry import get_model
+
+    receiver, sender, tasks = setup
+    first = get_model("droidspeak")(receiver=receiver, sender=sender, plan="recompute:2-3", cache_dir=str(tmp_path))
+    simple_evaluate(model=first, tasks=["ds_mc"], task_manager=tasks)
+    # another receiver (here: the sender's own sibling, the same base) reading the same contexts
+    second = get_model("droidspeak")(receiver=sender, sender=sender, plan="recompute:2-3", cache_dir=str(tmp_path))
+    simple_evaluate(model=second, tasks=["ds_mc"], task_manager=tasks)
+    assert first.stats["sender_prefills"] == 4
+    assert second.stats["sender_prefills"] == 0 and second.stats["sender_cache_hits"] > 0

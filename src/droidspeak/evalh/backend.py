@@ -10,9 +10,7 @@ rest of the prompt and the continuation run through the receiver's own forward o
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from lm_eval.api.registry import register_model
@@ -25,6 +23,7 @@ from droidspeak.engine.prefill import select_rows
 from droidspeak.errors import DroidSpeakError
 from droidspeak.plan import PrefillCost
 from droidspeak.reuse import ReusePair
+from droidspeak.store import DiskStore, MemoryStore, TieredStore
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -53,7 +52,7 @@ class DroidSpeakLM(HFLM):
         batch_size: int | str = 1,
         e_layers: str = "plan",
         cache_dir: str | None = None,
-        max_cached_contexts: int = 4096,
+        max_cache_gb: float = 4.0,
         trust_remote_code: bool = False,
         **kwargs,
     ):
@@ -69,17 +68,16 @@ class DroidSpeakLM(HFLM):
         if self.pair.receiver.tokenizer is None:
             raise DroidSpeakError(f"receiver {receiver!r} ships no tokenizer; lm-eval needs one")
         self.plan = self.pair.plan(plan)
-        if self.plan.kind not in ("full_prefill", "full_reuse", "recompute"):
-            from droidspeak.profile.profile_file import resolve_profile_plan  # profile plans only
+        if self.plan.kind == "profile":  # cacheblend plans run as they are (they need K/V only, no E)
+            from droidspeak.profile.profile_file import resolve_profile_plan
 
             self.plan = resolve_profile_plan(self.plan, self.pair.num_layers)
         if not context_delimiter:
             raise DroidSpeakError("context_delimiter must be a non-empty string")
         self.context_delimiter = context_delimiter
         self.e_layers = "all" if e_layers == "all" else self.plan
-        self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.max_cached_contexts = int(max_cached_contexts)
-        self._pool: OrderedDict[str, ContextCache] = OrderedDict()
+        memory = MemoryStore(self.pair.sender.device, pin=False, capacity_bytes=int(float(max_cache_gb) * 2**30))
+        self.store = TieredStore([memory, *([DiskStore(cache_dir)] if cache_dir else [])])
         self._shared_lengths: dict[tuple[int, ...], int] = {}
         self.stats = {"sender_prefills": 0, "sender_cache_hits": 0, "receiver_prefill_seconds": 0.0, "costs": []}
         super().__init__(
@@ -124,21 +122,16 @@ class DroidSpeakLM(HFLM):
 
     # ---- sender side: one cache per distinct context --------------------------------------------------------
     def sender_caches(self, contexts: list[tuple[int, ...]]) -> list[ContextCache]:
-        """The sender's cache of each context: from memory, then ``cache_dir``, else prefilled now (batched).
+        """The sender's cache of each context: from the store (memory, then ``cache_dir``), else prefilled now.
 
-        A stored cache that lacks an E layer this plan needs is prefilled again and the two are merged.
+        A stored cache that lacks an E layer this plan needs is prefilled again, keeping the E layers it had.
         """
         sender_digest = self.pair.sender.fingerprint.digest
         needed = set(self.plan.e_layers)
         keys = [cache_key(sender_digest, ids) for ids in contexts]
         missing: dict[str, tuple[int, ...]] = {}
         for key, ids in zip(keys, contexts):
-            cache = self._pool.get(key)
-            path = None if self.cache_dir is None else self.cache_dir / f"{key}.safetensors"
-            if cache is None and path is not None and path.exists():
-                cache = self._remember(key, ContextCache.load(path, device=self.pair.sender.device))
-            if cache is not None and needed <= set(cache.hidden):
-                self._pool.move_to_end(key)
+            if key in self.store and needed <= set(self.store.info(key).hidden_layers):
                 self.stats["sender_cache_hits"] += 1
             else:
                 missing[key] = ids
@@ -146,23 +139,15 @@ class DroidSpeakLM(HFLM):
             fresh = self.pair.prefill([torch.tensor(ids) for ids in missing.values()], e_layers=self.e_layers, batch_size=self.batch_size)
             self.stats["sender_prefills"] += len(fresh)
             for key, cache in zip(missing, fresh):
-                if key in self._pool:  # keep the E layers the older copy had
-                    cache.hidden = {**self._pool[key].hidden, **cache.hidden}
-                if self.cache_dir is not None:
-                    cache.save(self.cache_dir / f"{key}.safetensors")
-                self._remember(key, cache)
-        return [self._pool[key] for key in keys]
+                if key in self.store:
+                    cache.hidden = {**self.store.get(key).hidden, **cache.hidden}
+                for tier in self.store.tiers:  # write through: the disk tier is what other runs share
+                    tier.put(cache, key)
+        return [self.store.get(key, device=self.pair.sender.device) for key in keys]
 
     def shared_contexts(self) -> list[tuple[int, ...]]:
         """Every distinct shared context this backend has seen, in a stable order."""
         return sorted({tokens[:n] for tokens, n in self._shared_lengths.items() if n > 0})
-
-    def _remember(self, key: str, cache: ContextCache) -> ContextCache:
-        self._pool[key] = cache
-        self._pool.move_to_end(key)
-        while len(self._pool) > self.max_cached_contexts:
-            self._pool.popitem(last=False)
-        return cache
 
     # ---- receiver side ------------------------------------------------------------------------------------
     def _prefill(self, contexts: list[tuple[int, ...]]):
@@ -240,7 +225,7 @@ class DroidSpeakLM(HFLM):
             num_layers=costs[0].num_layers,
             recomputed_layers=costs[0].recomputed_layers,
             recomputed_layer_tokens=total("recomputed_layer_tokens"),
-            compute_fraction=costs[0].compute_fraction,
+            compute_fraction=total("recomputed_layer_tokens") / max(1, tokens * costs[0].num_layers),
             transitions=costs[0].transitions,
             e_bytes=total("e_bytes"),
             kv_bytes=total("kv_bytes"),
