@@ -9,13 +9,10 @@ Prints progress, a markdown table, and one JSON line last. Imports only torch, t
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
-import torch
-
 from droidspeak.bench.prefill import PrefillBenchConfig, markdown, run
+from droidspeak.bench.report import execute
 
 TINY = dict(shape="tiny", dtype="float32", device="cpu", contexts=(48, 96), recompute=(2, 4), group_start=2, suffix=8,
             warmup=1, repeats=2, bandwidth_context=96, bandwidth_k=4, bandwidths_gbps=(0.5,))
@@ -41,20 +38,7 @@ def main(argv=None) -> dict:
                         ("bandwidths_gbps", args.bandwidths)):
         if value is not None:
             setattr(cfg, name, value)
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        result = {"bench": "prefill", "skipped": "no CUDA device: the 8B-shaped benchmark needs a GPU (try --tiny)"}
-        print(result["skipped"], file=sys.stderr)
-        print(json.dumps(result))
-        return result
-    result = run(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
-    table = markdown(result)
-    print(table)
-    if args.markdown:
-        args.markdown.write_text(table)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
-    print(json.dumps(result))
-    return result
+    return execute("prefill", cfg, run, markdown, markdown_path=args.markdown, json_path=args.json)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,10 @@ droidspeak.bench.serving). Prints progress, a markdown table, and one JSON line 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
-import torch
-
 from droidspeak.bench.serving import ServingBenchConfig, markdown, run
+from droidspeak.bench.report import execute
 
 TINY = dict(shape="tiny", dtype="float32", device="cpu", context=48, suffix=8, output_tokens=4, shared_contexts=3,
             options=(("full_prefill", 1.0), ("recompute:2-5", 1.0), ("recompute:2-3", 0.99), ("recompute:2-2", 0.95),
@@ -39,20 +36,7 @@ def main(argv=None) -> dict:
         cfg.requests = args.requests
     if args.context:
         cfg.context = args.context
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        result = {"bench": "serving", "skipped": "no CUDA device: the 8B-shaped benchmark needs a GPU (try --tiny)"}
-        print(result["skipped"], file=sys.stderr)
-        print(json.dumps(result))
-        return result
-    result = run(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
-    table = markdown(result)
-    print(table)
-    if args.markdown:
-        args.markdown.write_text(table)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
-    print(json.dumps(result))
-    return result
+    return execute("serving", cfg, run, markdown, markdown_path=args.markdown, json_path=args.json)
 
 
 if __name__ == "__main__":

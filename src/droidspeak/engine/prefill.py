@@ -176,13 +176,18 @@ def receiver_prefill(
 
     ``full_prefill`` runs the receiver's own forward (token ids suffice). Otherwise every context must be a
     ContextCache: each group [s, e] runs the receiver's layers s..e starting from the sender's E[s] (or the
-    receiver's embeddings when s = 0); all other layers keep the sender's K/V.
+    receiver's embeddings when s = 0); all other layers keep the sender's K/V. ``cacheblend:R`` plans go to
+    :func:`droidspeak.engine.cacheblend.cacheblend_prefill`.
     """
     stack = receiver.stack
     plan = parse_plan(plan, stack.num_layers)
-    groups = layer_groups(plan, stack.num_layers)
     if not contexts:
         raise DroidSpeakError("receiver_prefill needs at least one context")
+    if plan.kind == "cacheblend":  # token-level recompute: its own path
+        from droidspeak.engine.cacheblend import cacheblend_prefill
+
+        return cacheblend_prefill(receiver, contexts, plan.token_fraction)
+    groups = layer_groups(plan, stack.num_layers)
     device = receiver.device
     if not plan.uses_cache:
         token_lists = [c.token_ids if isinstance(c, ContextCache) else _as_ids(c, receiver.config.vocab_size) for c in contexts]

@@ -1,0 +1,149 @@
+"""Beyond the paper, each measured against the paper's exhaustive single-group profile of the same pair.
+
+a) ``compare_multigroup`` — several groups, searched by dynamic programming with the transition cost counted
+   (search.search_groups), under two additive models fitted from the profile itself: per-layer harms from the
+   single-layer table (calibrated to full reuse) with a transition penalty from the Fig. 10 points, and
+   measured single-group gains. Each DP plan is then MEASURED and compared with the best measured single group
+   at the same recomputed-layer count.
+b) ``compare_proxy`` — output-level proxies (profile.proxy) on few samples: rank correlation with the task
+   metric over every profiled plan, cost ratio, and whether the plan the proxy alone chooses is as good.
+c) ``compare_hybrid`` — at equal compute fraction: the best single layer group, CacheBlend cross-model, and a
+   hybrid (the best group one granularity step smaller plus token recompute in the other layers filling the budget).
+Every function returns plain dict rows (one JSON line each).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+from droidspeak.engine.cacheblend import cacheblend_prefill
+from droidspeak.plan import parse_plan
+from droidspeak.profile.profile_file import Profile
+from droidspeak.profile.proxy import ProxyScorer
+from droidspeak.profile.run import Profiler
+from droidspeak.profile.search import (
+    ProfilePoint,
+    best_by_budget,
+    choose_point,
+    estimate_transition_penalty,
+    harm_from_single_layer,
+    quality_target,
+    rank_agreement,
+    search_additive,
+    search_groups,
+)
+
+
+def _r(x: float | None, digits: int = 4):
+    """Rounded for the JSONL; NaN (e.g. a rank correlation over constant scores) becomes null."""
+    return None if x is None or math.isnan(float(x)) else round(float(x), digits)
+
+
+def compare_multigroup(profiler: Profiler, profile: Profile, *, max_groups: int | None = 3) -> list[dict]:
+    layers, ref = profile.num_layers, profile.reference_quality
+    single = best_by_budget(profile.points)
+    reuse_q = profile.full_reuse_quality if profile.full_reuse_quality is not None else single[0].quality
+    harm = harm_from_single_layer(profile.single_layer_table, ref, num_layers=layers, full_reuse_quality=reuse_q)
+    penalty = estimate_transition_penalty(profile.transitions)
+    models = {
+        "dp_single_layer_harm": search_additive(
+            harm, penalty, reference_quality=ref, granularity=profile.granularity, max_groups=max_groups
+        ),
+    }
+    gains = {(p.plan): p.quality - reuse_q for p in profile.points}
+
+    def group_gain(s: int, e: int) -> float:
+        plan = "full_prefill" if (s, e) == (0, layers - 1) else f"recompute:{s}-{e}"
+        return gains.get(plan, 0.0)
+
+    models["dp_measured_groups"] = search_groups(
+        layers, group_gain, granularity=profile.granularity, max_groups=max_groups, base_score=reuse_q
+    )
+    rows = []
+    for name, results in models.items():
+        for k, res in results.items():
+            if k in (0, layers) or k not in single:
+                continue
+            measured = profiler.point(res.plan)
+            best = single[k]
+            rows.append({
+                "comparison": "multigroup", "search": name, "recomputed_layers": k,
+                "plan": res.plan, "groups": len(res.groups), "transitions": res.transitions,
+                "predicted_quality": _r(res.predicted_quality), "quality": _r(measured.quality),
+                "best_single_plan": best.plan, "best_single_quality": _r(best.quality),
+                "delta_vs_best_single": _r(measured.quality - best.quality),
+                "transition_penalty": _r(penalty), "reference_quality": _r(ref),
+            })
+    return rows
+
+
+def compare_proxy(
+    profiler: Profiler, profile: Profile, proxy: ProxyScorer, *, tolerance: float, progress: bool = True
+) -> dict:
+    plans = [p.plan for p in profile.points]
+    iterator: Iterable[str] = plans
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(plans, desc="proxy", unit="plan", dynamic_ncols=True, leave=False)
+    scores = {p: proxy.score(p) for p in iterator}
+    task = {p.plan: p.quality for p in profile.points}
+    top1 = rank_agreement({p: s.top1 for p, s in scores.items()}, task)
+    kl = rank_agreement({p: -s.kl for p, s in scores.items()}, task)
+    proxy_seconds = proxy.setup_seconds + sum(s.seconds for s in scores.values())
+    task_seconds = sum(profiler.results[p].seconds for p in plans)
+    layers = profile.num_layers
+    ref = profile.reference_quality
+    exhaustive = choose_point(profile.points, ref, tolerance)
+    proxy_points = [ProfilePoint.from_plan(p, s.top1, num_layers=layers) for p, s in scores.items()]
+    chosen = choose_point(proxy_points, 1.0, tolerance)
+    chosen_plan = chosen.plan if chosen else "full_prefill"
+    chosen_quality = task.get(chosen_plan, ref)
+    chosen_layers = chosen.recomputed_layers if chosen else layers
+    return {
+        "comparison": "proxy", "plans": len(plans), "samples": len(proxy.index), "task_samples": len(profiler.rows.rows),
+        "spearman_top1": _r(top1["spearman"]), "kendall_top1": _r(top1["kendall"]),
+        "spearman_kl": _r(kl["spearman"]), "kendall_kl": _r(kl["kendall"]),
+        "same_best_top1": top1["same_best"], "same_best_kl": kl["same_best"],
+        "proxy_seconds": _r(proxy_seconds, 3), "task_seconds": _r(task_seconds, 3),
+        "cost_ratio": _r(task_seconds / max(proxy_seconds, 1e-9), 2),
+        "tolerance": tolerance, "reference_quality": _r(ref),
+        "exhaustive_plan": exhaustive.plan if exhaustive else "full_prefill",
+        "exhaustive_layers": exhaustive.recomputed_layers if exhaustive else layers,
+        "exhaustive_quality": _r(exhaustive.quality if exhaustive else ref),
+        "proxy_plan": chosen_plan, "proxy_layers": chosen_layers, "proxy_quality": _r(chosen_quality),
+        "proxy_within_tolerance": chosen_quality >= quality_target(ref, tolerance) - 1e-12,
+        "proxy_scores": {p: {"top1": _r(s.top1), "kl": _r(s.kl, 6)} for p, s in scores.items()},
+    }
+
+
+def compare_hybrid(profiler: Profiler, profile: Profile, fractions: Sequence[float]) -> list[dict]:
+    layers = profile.num_layers
+    single = best_by_budget(profile.points)
+    receiver = profiler.receiver
+    rows = []
+    for fraction in fractions:
+        k = round(fraction * layers)
+        if not 1 <= k < layers or k not in single:
+            continue
+        budget = k / layers
+        entries = {"group": (single[k].plan, profiler.evaluate(single[k].plan))}
+        entries["cacheblend"] = (f"cacheblend:{budget:g}", profiler.evaluate(f"cacheblend:{budget:g}"))
+        smaller = [j for j in single if 1 <= j < k]
+        if smaller:  # the best group one granularity step smaller; tokens fill the rest of the budget
+            j = max(smaller)
+            base = single[j].plan
+            groups = parse_plan(base, layers).groups
+            ratio = (k - j) / (layers - j)
+            name = f"hybrid:{base}+tokens:{ratio:.4g}"
+            entries["hybrid"] = (name, profiler.evaluate(
+                name, prefill=lambda caches, g=groups, r=ratio: cacheblend_prefill(receiver, caches, r, groups=g)
+            ))
+        for method, (plan, ev) in entries.items():
+            rows.append({
+                "comparison": "hybrid", "budget_fraction": _r(budget), "method": method, "plan": plan,
+                "quality": _r(ev.quality), "compute_fraction": _r(ev.compute_fraction),
+                "prefill_seconds": _r(ev.prefill_seconds, 4), "reference_quality": _r(profile.reference_quality),
+            })
+    return rows

@@ -1,0 +1,149 @@
+"""The profiling job behind ``experiments/profile_pair.py``: config schema, and pair × task → files.
+
+Writes, for one pair on one embedded task's profiling split:
+- ``<output_root>/profiles/<pair>/<task>.json`` — the profile (what ``profile:PATH@TOL`` reads);
+- ``<output_root>/profiles/<pair>/<task>.beyond.jsonl`` — the beyond-the-paper comparisons, one row each;
+- ``<output_root>/profiles/results.jsonl`` — eval rows (kind "eval") of the baselines, the frontier, the chosen
+  plan, CacheBlend and the hybrid, for the quality-vs-cost figures (6, 14); a point already there is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+
+from droidspeak.config import PairConfig, TaskConfig
+from droidspeak.errors import DroidSpeakError
+from droidspeak.evalh.point import ZOO_PREFIX, resolve_model
+from droidspeak.pair import load_model
+from droidspeak.profile.profile_file import save_profile
+from droidspeak.profile.run import Profiler, profile_pair, select_profile_rows
+from droidspeak.track.results import append_row, finished_keys, git_sha, point_key
+from droidspeak.zoo.config import ZooConfig
+from droidspeak.zoo.tasks import TASKS, read_jsonl
+
+log = logging.getLogger("profile")
+
+
+@dataclass
+class ProfileJobConfig:
+    pair: PairConfig = field(default_factory=PairConfig)
+    zoo: ZooConfig = field(default_factory=ZooConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)  # the task group, as in the main job (default: own)
+    split: str = "profile"
+    contexts: int = 50  # profiling contexts (the paper: 50); every question of each is scored
+    granularity: int = 1
+    tolerance: float = 0.05
+    transition_layers: int | None = None  # Fig. 10: recomputed layers held fixed (default L/2)
+    max_transitions: int = 3
+    max_groups: int | None = 3  # multi-group DP: at most this many groups (None: unlimited)
+    proxy_samples: int = 8
+    beyond: bool = True  # run the multi-group, proxy and hybrid comparisons
+    hybrid_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5])
+    cacheblend_ratios: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5])
+    batch_size: int = 32
+    device: str = "cpu"
+    dtype: str = "float32"
+    output_root: str = "outputs"
+    output: str | None = None  # profile path (default <output_root>/profiles/<pair>/<task>.json)
+    progress: bool = True
+
+
+ConfigStore.instance().store(name="profile_schema", node=ProfileJobConfig)
+
+
+def safe_name(pair: str) -> str:
+    return pair.replace("<-", "_from_").replace("/", "_")
+
+
+def _load(reference: str, adapter: str | None, family, cfg):
+    path, adapter = resolve_model(reference, adapter, family)
+    return load_model(path, adapter=adapter, dtype=cfg.dtype, device=cfg.device)
+
+
+def run_job(cfg, family) -> dict[str, Path]:
+    task = cfg.task.name or cfg.pair.task
+    if task not in TASKS or family is None or task not in family.task_files:
+        raise DroidSpeakError(f"profiling runs on the embedded tasks {sorted(TASKS)} of a zoo family; got task {task!r}")
+    rows = select_profile_rows(read_jsonl(family.task_files[task][cfg.split]), cfg.contexts)
+    receiver = _load(cfg.pair.receiver, cfg.pair.receiver_adapter, family, cfg)
+    sender = _load(cfg.pair.sender, cfg.pair.sender_adapter, family, cfg)
+    profiler = Profiler(receiver, sender, task, rows, batch_size=cfg.batch_size)
+    log.info("%s on %s/%s: %d contexts, %d questions", cfg.pair.name, task, cfg.split, len(profiler.caches), len(rows))
+    name = lambda ref: ref[len(ZOO_PREFIX):] if ref.startswith(ZOO_PREFIX) else ref  # noqa: E731
+    profile = profile_pair(
+        profiler, receiver_name=name(cfg.pair.receiver), sender_name=name(cfg.pair.sender), granularity=cfg.granularity,
+        transition_layers=cfg.transition_layers, max_transitions=cfg.max_transitions, progress=cfg.progress,
+    )
+    out = Path(cfg.output) if cfg.output else Path(cfg.output_root) / "profiles" / safe_name(cfg.pair.name) / f"{task}.json"
+    beyond: list[dict] = []
+    if cfg.beyond:
+        from droidspeak.profile.beyond import compare_hybrid, compare_multigroup, compare_proxy
+        from droidspeak.profile.proxy import ProxyScorer
+
+        started = time.perf_counter()
+        beyond += compare_multigroup(profiler, profile, max_groups=cfg.max_groups)
+        proxy = compare_proxy(profiler, profile, ProxyScorer(profiler, cfg.proxy_samples), tolerance=cfg.tolerance, progress=cfg.progress)
+        profile.extra["proxy_scores"] = proxy.pop("proxy_scores")
+        beyond.append(proxy)
+        beyond += compare_hybrid(profiler, profile, cfg.hybrid_fractions)
+        for ratio in cfg.cacheblend_ratios:
+            profiler.evaluate(f"cacheblend:{ratio:g}")
+        profile.timing["beyond_seconds"] = round(time.perf_counter() - started, 3)
+    profile.git_sha = git_sha()
+    profile.extra["split"] = cfg.split
+    save_profile(out, profile)
+    comparisons = out.with_suffix(".beyond.jsonl")
+    with comparisons.open("w") as handle:
+        for row in beyond:
+            handle.write(json.dumps({"pair": cfg.pair.name, "task": task, **row}) + "\n")
+    results = Path(cfg.output_root) / "profiles" / "results.jsonl"
+    _write_eval_rows(results, cfg, profiler, profile, task)
+    log.info("profile %s: reference %.3f, full reuse %s, chosen @%.2f: %s", out, profile.reference_quality,
+             profile.full_reuse_quality, cfg.tolerance, profile.choose(cfg.tolerance))
+    return {"profile": out, "comparisons": comparisons, "results": results}
+
+
+def _method(name: str) -> str:
+    if name.startswith("hybrid:"):
+        return "hybrid"
+    if name.startswith("cacheblend:"):
+        return "cacheblend"
+    return "recompute" if name.startswith("recompute:") else name
+
+
+def _write_eval_rows(path: Path, cfg, profiler: Profiler, profile, task: str) -> None:
+    """Eval rows (the figures' input) for the baselines, frontier, chosen plan, CacheBlend and hybrids."""
+    frontier = {p.plan for p in profile.frontier}
+    chosen = profile.choose(cfg.tolerance)
+    baseline = profiler.results["full_prefill"].prefill_seconds
+    done = finished_keys(path)
+    for key, ev in profiler.results.items():
+        if key.endswith(f"@{profiler.sender.fingerprint.name}"):
+            method, plan = "sender", "full_prefill"
+        else:
+            method, plan = _method(key), key
+            if method == "recompute" and plan not in frontier and plan != chosen:
+                continue
+        entries = [(method, plan)] + ([("profile", plan)] if plan == chosen and method != "sender" else [])
+        for method_name, plan_name in entries:
+            identity = {"pair": cfg.pair.name, "task": task, "split": cfg.split, "method": method_name, "plan": plan_name,
+                        "contexts": len(profiler.caches), "zoo": profile.receiver_fingerprint, "sender": profile.sender_fingerprint}
+            row_key = point_key(identity)
+            if row_key in done:
+                continue
+            append_row(path, {
+                "kind": "eval", "key": row_key, "source": "profile", "pair": cfg.pair.name, "task": task, "split": cfg.split,
+                "method": method_name, "plan": plan_name, "resolved_plan": plan_name, "metric": profile.metric, "quality": ev.quality,
+                "n_samples": len(ev.per_input), "num_layers": profile.num_layers,
+                "recomputed_fraction": ev.compute_fraction if method_name != "sender" else 1.0,
+                "prefill_seconds": ev.prefill_seconds, "baseline_prefill_seconds": baseline,
+                "speedup": baseline / ev.prefill_seconds if ev.prefill_seconds > 0 else None,
+                "eval_seconds": ev.seconds, "device": cfg.device, "dtype": cfg.dtype, "git_sha": profile.git_sha,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            })

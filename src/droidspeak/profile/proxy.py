@@ -1,0 +1,98 @@
+"""Cheap output-level proxies of a plan's task quality: does the receiver still say what it would say itself?
+
+Why it exists: profiling with the task metric generates answers for every input under every plan. A proxy
+needs neither gold answers nor generation: on a few samples, the receiver's own greedy answer (from its full
+prefill, computed once) is teacher-forced after the question, and each plan is scored by how far the
+receiver's next-token distributions at those answer positions move:
+
+- ``kl``: mean KL(P_full_prefill || P_plan) over answer positions (lower is better; score = -kl);
+- ``top1``: share of answer positions whose argmax is unchanged (higher is better; 1.0 = the receiver's own).
+
+One receiver prefill of the sampled contexts plus one forward of question + answer per plan. (A first
+exploration found that the size of a layer's K/V deviation does not predict harm; these proxies look at the
+output instead.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from droidspeak.engine import generate, receiver_prefill, tail_logits
+from droidspeak.engine.prefill import PrefilledBatch, select_rows
+from droidspeak.profile.run import Profiler
+from droidspeak.zoo.tasks import TASKS
+
+
+@dataclass(frozen=True)
+class ProxyScore:
+    name: str
+    kl: float
+    top1: float
+    seconds: float
+
+
+def spread_rows(contexts: Sequence[str], samples: int) -> list[int]:
+    """Indices of ``samples`` rows taken round-robin over contexts (one question per context first)."""
+    by_context: dict[str, list[int]] = {}
+    for index, context in enumerate(contexts):
+        by_context.setdefault(context, []).append(index)
+    picked, depth = [], 0
+    while len(picked) < min(samples, len(contexts)):
+        for rows in by_context.values():
+            if depth < len(rows) and len(picked) < samples:
+                picked.append(rows[depth])
+        depth += 1
+    return sorted(picked)
+
+
+class ProxyScorer:
+    """Scores plans by output agreement with the receiver's full prefill on ``samples`` rows of a profiler."""
+
+    def __init__(self, profiler: Profiler, samples: int = 8):
+        self.profiler = profiler
+        rows = profiler.rows.rows
+        self.index = spread_rows([r["context_id"] for r in rows], samples)
+        self.context_ids = [rows[i]["context_id"] for i in self.index]
+        self.distinct = list(dict.fromkeys(self.context_ids))
+        self.suffixes = [profiler.rows.suffixes[i] for i in self.index]
+        self.results: dict[str, ProxyScore] = {}
+        start = time.perf_counter()
+        receiver = profiler.receiver
+        own = self._rows(lambda caches: receiver_prefill(receiver, caches, "full_prefill"))
+        answers = generate(receiver, own, self.suffixes, max_new_tokens=TASKS[profiler.task].max_new_tokens)
+        self.answers = [a if a.numel() else torch.tensor([0]) for a in answers]
+        self.reference = self._answer_logprobs(own)
+        self.setup_seconds = time.perf_counter() - start
+
+    def _rows(self, prefill: Callable) -> PrefilledBatch:
+        prefilled = prefill([self.profiler.caches[c] for c in self.distinct])
+        return select_rows(self.profiler.receiver, prefilled, [self.distinct.index(c) for c in self.context_ids])
+
+    @torch.inference_mode()
+    def _answer_logprobs(self, prefilled: PrefilledBatch) -> list[torch.Tensor]:
+        """log P(next token) at each position that predicts an answer token, per row ([n_answer, vocab])."""
+        tails = [torch.cat([s, a]) for s, a in zip(self.suffixes, self.answers)]
+        logits = tail_logits(self.profiler.receiver, prefilled, tails).float()
+        width = logits.shape[1]
+        return [logits[row, width - a.numel() - 1 : width - 1].log_softmax(-1) for row, a in enumerate(self.answers)]
+
+    def score(self, plan: str, *, prefill: Callable | None = None) -> ProxyScore:
+        """Proxy of ``plan`` (or of a custom ``prefill`` named ``plan``), memoised."""
+        if plan in self.results:
+            return self.results[plan]
+        receiver = self.profiler.receiver
+        start = time.perf_counter()
+        with torch.inference_mode():
+            ours = self._answer_logprobs(self._rows(prefill or (lambda caches: receiver_prefill(receiver, caches, plan))))
+        kl = top1 = positions = 0.0
+        for ref, got in zip(self.reference, ours):
+            kl += float((ref.exp() * (ref - got)).sum())
+            top1 += float((ref.argmax(-1) == got.argmax(-1)).sum())
+            positions += ref.shape[0]
+        result = ProxyScore(plan, kl / positions, top1 / positions, time.perf_counter() - start)
+        self.results[plan] = result
+        return result

@@ -1,0 +1,189 @@
+"""The model-running side of profiling: score reuse plans of one pair on a task's profiling rows, fast.
+
+Why it exists: profiling evaluates hundreds of plans (paper: 3 h on an A100), so it drives the engine
+directly instead of going through lm-eval — the sender's caches are computed once, every distinct context
+is prefilled once per plan and serves all its questions, answers are generated in batches and scored with
+the task's own metric (droidspeak.zoo.tasks.score, as lm-eval's zoo tasks score them). Every evaluation
+keeps its per-input scores and its wall time (total, and the receiver prefill part alone).
+
+:func:`profile_pair` runs the paper's profiling (reference, single-layer sensitivity, every aligned contiguous
+group, transitions at a fixed layer count) and returns a :class:`~droidspeak.profile.profile_file.Profile`;
+the search and choice logic stays in the pure ``search`` module.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from droidspeak.cache import ContextCache
+from droidspeak.engine import generate, receiver_prefill
+from droidspeak.engine.prefill import PrefilledBatch, select_rows
+from droidspeak.pair import LoadedModel, check_compatible
+from droidspeak.profile.profile_file import LayerSensitivity, Profile
+from droidspeak.profile.search import ProfilePoint, single_group_plans, single_layer_plan, transition_plans
+from droidspeak.zoo.measure import TaskRows, prefill_contexts
+from droidspeak.zoo.tasks import TASKS, score
+
+Prefill = Callable[[Sequence[ContextCache]], PrefilledBatch]
+
+
+@dataclass
+class Evaluation:
+    """One plan scored on the profiling rows."""
+
+    name: str
+    quality: float
+    per_input: list[float]
+    seconds: float  # wall time of the whole evaluation (prefill + generation + scoring)
+    prefill_seconds: float  # receiver prefill only, summed over batches
+    compute_fraction: float  # recomputed layer-tokens / a full prefill's
+    answers: list[str] = field(repr=False, default_factory=list)
+
+
+def select_profile_rows(rows: Sequence[dict], contexts: int) -> list[dict]:
+    """The rows of the first ``contexts`` distinct contexts (file order); every question of a context is kept."""
+    chosen: list[str] = []
+    for row in rows:
+        if row["context_id"] not in chosen:
+            if len(chosen) == contexts:
+                continue
+            chosen.append(row["context_id"])
+    keep = set(chosen)
+    return [r for r in rows if r["context_id"] in keep]
+
+
+class Profiler:
+    """Scores plans of ``receiver`` reusing ``sender``'s caches on ``rows`` of ``task`` (zoo JSONL rows)."""
+
+    def __init__(
+        self,
+        receiver: LoadedModel,
+        sender: LoadedModel,
+        task: str,
+        rows: Sequence[dict],
+        *,
+        batch_size: int = 32,
+        tokenizer=None,
+    ):
+        check_compatible(sender, receiver)
+        self.receiver, self.sender, self.task = receiver, sender, task
+        self.metric = TASKS[task].metric
+        self.rows = TaskRows(task, rows, tokenizer or receiver.tokenizer)
+        self.batch_size = batch_size
+        start = time.perf_counter()
+        self.caches = prefill_contexts(sender, self.rows, batch_size)
+        self.sender_seconds = time.perf_counter() - start
+        self.results: dict[str, Evaluation] = {}
+
+    @property
+    def num_layers(self) -> int:
+        return self.receiver.stack.num_layers
+
+    @property
+    def inputs(self) -> list[str]:
+        return [r["id"] for r in self.rows.rows]
+
+    def evaluate(self, plan: str, *, prefill: Prefill | None = None, model: LoadedModel | None = None) -> Evaluation:
+        """Score ``plan`` (a contract string; with ``prefill`` just a name for that custom prefill, e.g. a hybrid).
+
+        ``model`` answers instead of the receiver (the sender's own quality: plan ``full_prefill``). Results are
+        memoised by name (and model).
+        """
+        model = model or self.receiver
+        key = plan if model is self.receiver else f"{plan}@{model.fingerprint.name}"
+        if key in self.results:
+            return self.results[key]
+        run = prefill or (lambda caches: receiver_prefill(model, caches, plan))
+        rows, suffixes = self.rows.rows, self.rows.suffixes
+        answers: list[str] = []
+        prefill_seconds, layer_tokens, tokens = 0.0, 0, 0
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for first in range(0, len(rows), self.batch_size):
+                chunk = rows[first : first + self.batch_size]
+                distinct = list(dict.fromkeys(r["context_id"] for r in chunk))
+                t0 = time.perf_counter()
+                prefilled = run([self.caches[c] for c in distinct])
+                prefill_seconds += time.perf_counter() - t0
+                layer_tokens += prefilled.cost.recomputed_layer_tokens
+                tokens += prefilled.cost.context_tokens * prefilled.cost.num_layers
+                batch = select_rows(model, prefilled, [distinct.index(r["context_id"]) for r in chunk])
+                new = generate(model, batch, suffixes[first : first + len(chunk)], max_new_tokens=TASKS[self.task].max_new_tokens)
+                answers += [self.rows.decode(t) for t in new]
+        per_input = [score(self.task, a, r["answers"]) for a, r in zip(answers, rows)]
+        result = Evaluation(
+            name=key,
+            quality=sum(per_input) / max(1, len(per_input)),
+            per_input=per_input,
+            seconds=time.perf_counter() - start,
+            prefill_seconds=prefill_seconds,
+            compute_fraction=layer_tokens / max(1, tokens),
+            answers=answers,
+        )
+        self.results[key] = result
+        return result
+
+    def point(self, plan: str) -> ProfilePoint:
+        """A profile point of a layer plan (cost = evaluation wall seconds)."""
+        ev = self.evaluate(plan)
+        return ProfilePoint.from_plan(plan, ev.quality, num_layers=self.num_layers, per_input=ev.per_input, cost=ev.seconds)
+
+    def evaluate_all(self, plans: Iterable[str], desc: str, progress: bool = True) -> list[ProfilePoint]:
+        plans = list(plans)
+        if progress:
+            from tqdm.auto import tqdm
+
+            plans = tqdm(plans, desc=desc, unit="plan", dynamic_ncols=True, leave=False)
+        return [self.point(p) for p in plans]
+
+
+def profile_pair(
+    profiler: Profiler,
+    *,
+    receiver_name: str,
+    sender_name: str,
+    granularity: int = 1,
+    transition_layers: int | None = None,
+    max_transitions: int = 3,
+    progress: bool = True,
+) -> Profile:
+    """The paper's profiling of one pair: reference, sender, single-layer sensitivity, every aligned contiguous
+    group (Fig. 11), and quality vs transitions at ``transition_layers`` recomputed layers (Fig. 10; default L/2)."""
+    start = time.perf_counter()
+    layers = profiler.num_layers
+    reference = profiler.evaluate("full_prefill")
+    sender = profiler.evaluate("full_prefill", model=profiler.sender)
+    points = profiler.evaluate_all(single_group_plans(layers, granularity), "contiguous groups", progress)
+    single = profiler.evaluate_all([single_layer_plan(l, layers) for l in range(layers)], "single layers", progress)
+    k = transition_layers or max(granularity, (layers // 2) // granularity * granularity)
+    trans = profiler.evaluate_all(transition_plans(layers, k, max_transitions, granularity=granularity).values(), "transitions", progress)
+    evaluations = [e for e in profiler.results.values()]
+    return Profile(
+        receiver=receiver_name,
+        sender=sender_name,
+        receiver_fingerprint=profiler.receiver.fingerprint.digest,
+        sender_fingerprint=profiler.sender.fingerprint.digest,
+        task=profiler.task,
+        metric=profiler.metric,
+        num_layers=layers,
+        granularity=granularity,
+        n_samples=len(profiler.rows.rows),
+        inputs=profiler.inputs,
+        reference_quality=reference.quality,
+        reference_per_input=list(reference.per_input),
+        sender_quality=sender.quality,
+        points=points,
+        single_layer=[LayerSensitivity(l, p.quality, p.per_input) for l, p in enumerate(single)],
+        transitions=trans,
+        timing={
+            "total_seconds": round(time.perf_counter() - start + profiler.sender_seconds, 3),
+            "sender_prefill_seconds": round(profiler.sender_seconds, 3),
+            "evaluations": len(evaluations),
+            "seconds_per_evaluation": round(sum(e.seconds for e in evaluations) / max(1, len(evaluations)), 4),
+            "contexts": len(profiler.caches),
+        },
+    )

@@ -1,0 +1,104 @@
+"""Oracles of the CacheBlend cross-model baseline and the layer-group + token hybrid, in float32."""
+
+import pytest
+import torch
+
+from conftest import random_ids
+from droidspeak.engine import receiver_prefill, tail_logits
+from droidspeak.engine.cacheblend import cacheblend_prefill, select_tokens
+from droidspeak.engine.prefill import _context_batch
+from droidspeak.errors import DroidSpeakError
+from droidspeak.reuse import ReusePair
+
+ATOL = 1e-5
+CONTEXTS, SUFFIXES = (23, 9, 16), (4, 6, 1)
+
+
+@pytest.fixture
+def inputs():
+    return random_ids(CONTEXTS, seed=1), random_ids(SUFFIXES, seed=2)
+
+
+def logits_of(receiver, prefilled, suffixes):
+    out = tail_logits(receiver, prefilled, suffixes)
+    return [out[row, -s.numel() :] for row, s in enumerate(suffixes)]
+
+
+def assert_rows_close(a, b, atol=ATOL):
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, atol=atol, rtol=0)
+
+
+def test_ratio_one_is_the_receivers_full_prefill(family, inputs):
+    sender, receiver = family
+    contexts, suffixes = inputs
+    caches = ReusePair(sender, receiver).prefill(contexts)
+    ours = logits_of(receiver, receiver_prefill(receiver, caches, "cacheblend:1"), suffixes)
+    assert_rows_close(ours, logits_of(receiver, receiver_prefill(receiver, contexts, "full_prefill"), suffixes))
+
+
+def test_ratio_zero_is_full_reuse_bit_exactly(family, inputs):
+    sender, receiver = family
+    contexts, _ = inputs
+    caches = ReusePair(sender, receiver).prefill(contexts)
+    ours, theirs = receiver_prefill(receiver, caches, "cacheblend:0"), receiver_prefill(receiver, caches, "full_reuse")
+    for a, b in zip(ours.cache.layers, theirs.cache.layers):
+        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+    assert ours.cost.compute_fraction == 0
+
+
+def test_self_reuse_is_full_prefill_at_any_ratio(family, inputs):
+    _, receiver = family
+    contexts, suffixes = inputs
+    caches = ReusePair(receiver, receiver).prefill(contexts)
+    own = logits_of(receiver, receiver_prefill(receiver, contexts, "full_prefill"), suffixes)
+    for ratio in (0.2, 0.5):
+        assert_rows_close(logits_of(receiver, receiver_prefill(receiver, caches, f"cacheblend:{ratio}"), suffixes), own)
+
+
+def test_batched_equals_one_context_at_a_time(family, inputs):
+    sender, receiver = family
+    contexts, suffixes = inputs
+    caches = ReusePair(sender, receiver).prefill(contexts)
+    batched = logits_of(receiver, cacheblend_prefill(receiver, caches, 0.3, groups=[(2, 3)]), suffixes)
+    for row, (cache, suffix) in enumerate(zip(caches, suffixes)):
+        (alone,) = logits_of(receiver, cacheblend_prefill(receiver, [cache], 0.3, groups=[(2, 3)]), [suffix])
+        torch.testing.assert_close(batched[row], alone, atol=ATOL, rtol=0)
+
+
+def test_hybrid_endpoints(family, inputs):
+    """groups + ratio 0 = the groups-only plan; groups + ratio 1 = full prefill."""
+    sender, receiver = family
+    contexts, suffixes = inputs
+    caches = ReusePair(sender, receiver).prefill(contexts)
+    groups_only = logits_of(receiver, receiver_prefill(receiver, caches, "recompute:2-3"), suffixes)
+    assert_rows_close(logits_of(receiver, cacheblend_prefill(receiver, caches, 0.0, groups=[(2, 3)]), suffixes), groups_only)
+    own = logits_of(receiver, receiver_prefill(receiver, contexts, "full_prefill"), suffixes)
+    assert_rows_close(logits_of(receiver, cacheblend_prefill(receiver, caches, 1.0, groups=[(2, 3)]), suffixes), own)
+
+
+def test_only_chosen_tokens_change_and_sender_caches_stay_intact(family):
+    sender, receiver = family
+    (context,) = random_ids([20], seed=4)
+    (cache,) = ReusePair(sender, receiver).prefill([context])
+    before = [k.clone() for k in cache.keys]
+    ids, mask = _context_batch([cache.token_ids], receiver.device)
+    index, valid = select_tokens(receiver, [cache], 0.25, ids, mask)
+    assert int(valid.sum()) == 5  # ceil(0.25 * 20)
+    prefilled = cacheblend_prefill(receiver, [cache], 0.25)
+    chosen = set(index[0].tolist())
+    for layer, kv in enumerate(prefilled.cache.layers):
+        changed = (kv.keys[0] != cache.keys[layer]).any(-1).any(0).nonzero().flatten().tolist()
+        assert set(changed) <= chosen
+    assert all(torch.equal(a, b) for a, b in zip(before, cache.keys))
+    assert prefilled.cost.compute_fraction == pytest.approx(5 / 20)
+
+
+def test_bad_ratio_and_missing_E_are_refused(family):
+    sender, receiver = family
+    (context,) = random_ids([12], seed=5)
+    (cache,) = ReusePair(sender, receiver).prefill([context], e_layers=[])
+    with pytest.raises(DroidSpeakError):
+        cacheblend_prefill(receiver, [cache], 1.5)
+    with pytest.raises(DroidSpeakError, match="E only for layers"):
+        cacheblend_prefill(receiver, [cache], 0.1, groups=[(2, 3)])

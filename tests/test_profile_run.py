@@ -1,0 +1,101 @@
+"""The profiler, the output-level proxy and the beyond-the-paper comparisons, on tiny models; the profiling job
+end to end on the mini family, resolved by the main job's ``profile:PATH@TOL`` plan."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import fine_tune_of, tiny_model, word_tokenizer
+from droidspeak.pair import from_module
+from droidspeak.plan import parse_plan
+from droidspeak.profile import load_profile, resolve_profile_plan, save_profile
+from droidspeak.profile.beyond import compare_hybrid, compare_multigroup, compare_proxy
+from droidspeak.profile.proxy import ProxyScorer, spread_rows
+from droidspeak.profile.run import Profiler, profile_pair, select_profile_rows
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def rows(n_contexts=2, questions=2, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for c in range(n_contexts):
+        context = " ".join(f"w{int(i)}" for i in torch.randint(1, 99, (14,), generator=generator))
+        for q in range(questions):
+            question = " ".join(f"w{int(i)}" for i in torch.randint(1, 99, (3,), generator=generator))
+            out.append({"id": f"c{c}-{q}", "context_id": f"c{c}", "context": context, "question": question,
+                        "answers": [f"w{c + 1} w{q + 2}"]})
+    return out
+
+
+@pytest.fixture(scope="module")
+def models():
+    base = tiny_model("llama", seed=0)
+    tokenizer = word_tokenizer()
+    return (from_module(base, tokenizer, name="base"), from_module(fine_tune_of(base, seed=1), tokenizer, name="tuned"))
+
+
+def test_select_profile_rows_keeps_whole_contexts():
+    picked = select_profile_rows(rows(3, 2), 2)
+    assert [r["id"] for r in picked] == ["c0-0", "c0-1", "c1-0", "c1-1"]
+    assert spread_rows(["a", "a", "b", "b", "c"], 3) == [0, 2, 4]
+
+
+def test_self_reuse_profile_is_flat_and_round_trips(models, tmp_path):
+    """sender = receiver: every plan answers exactly like full prefill; the profile saves, loads and resolves."""
+    base, _ = models
+    profiler = Profiler(base, base, "mdqa", rows())
+    profile = profile_pair(profiler, receiver_name="base", sender_name="base", granularity=2, progress=False)
+    assert profile.num_layers == 6 and len(profile.single_layer) == 6 and profile.transitions
+    assert {p.plan for p in profile.points} >= {"full_reuse", "recompute:0-1", "recompute:2-5", "full_prefill"}
+    reference = profiler.results["full_prefill"].answers
+    for name, ev in profiler.results.items():
+        assert ev.answers == reference, name
+        assert ev.seconds > 0 and 0 <= ev.compute_fraction <= 1
+    path = save_profile(tmp_path / "p.json", profile)
+    assert load_profile(path).choose(0.05) == "full_reuse"
+    assert str(resolve_profile_plan(f"profile:{path}@0.05", 6)) == "full_reuse"
+
+
+def test_proxy_and_comparisons(models):
+    sender, receiver = models
+    profiler = Profiler(receiver, sender, "mdqa", rows())
+    profile = profile_pair(profiler, receiver_name="tuned", sender_name="base", granularity=2, progress=False)
+    proxy = ProxyScorer(profiler, samples=3)
+    assert len(proxy.index) == 3
+    own = proxy.score("full_prefill")
+    assert own.kl == pytest.approx(0, abs=1e-6) and own.top1 == 1.0
+    assert proxy.score("full_reuse").kl > 1e-4
+    report = compare_proxy(profiler, profile, proxy, tolerance=0.05, progress=False)
+    assert report["plans"] == len(profile.points) and report["cost_ratio"] > 0
+    assert report["proxy_plan"] in {p.plan for p in profile.points} | {"full_prefill"}
+    multi = compare_multigroup(profiler, profile, max_groups=2)
+    assert multi and all(r["plan"] in profiler.results for r in multi)
+    hybrid = compare_hybrid(profiler, profile, [2 / 3])  # 4 layers: group of 2 + tokens
+    by_method = {r["method"]: r for r in hybrid}
+    assert set(by_method) == {"group", "cacheblend", "hybrid"}
+    assert by_method["group"]["compute_fraction"] == pytest.approx(2 / 3, abs=1e-3)
+    assert by_method["hybrid"]["compute_fraction"] == pytest.approx(2 / 3, abs=0.05)
+
+
+def test_profile_job_on_the_mini_family_feeds_the_profile_plan(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    import droidspeak.config  # noqa: F401
+    from droidspeak.profile.job import run_job
+    from droidspeak.zoo.family import build_family
+
+    monkeypatch.setenv("DROIDSPEAK_CACHE", str(tmp_path / "cache"))
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("profile", overrides=["zoo=mini", "contexts=1", "granularity=2", "beyond=false", "progress=false",
+                                            f"output_root={tmp_path}"])
+        family = build_family(cfg.zoo, progress=False)
+        written = run_job(cfg, family)
+        profile = load_profile(written["profile"])
+        assert written["profile"] == tmp_path / "profiles" / "ft-mdqa_from_base" / "mdqa.json"
+        assert profile.pair == "ft-mdqa<-base" and profile.n_samples == 2 and written["results"].exists()
+        main = compose("evaluate", overrides=["zoo=mini", "method=profile", f"method.path={written['profile']}",
+                                              "method.tolerance=0.1"])
+    plan = resolve_profile_plan(parse_plan(main.method.plan), profile.num_layers)
+    assert str(plan) == profile.choose(0.1)
