@@ -102,3 +102,10 @@ def test_figures_rebuild_reports_from_the_jsonl_alone(env, tmp_path):
         assert (out / f"{stem}.png").stat().st_size > 0 and (out / f"{stem}.pdf").exists()
     assert "| ft-mdqa<-base | mdqa |" in (out / "summary.md").read_text()
     assert list((tmp_path / "default" / "wandb").glob("offline-run-*"))
+
+
+def test_quickstart_example_runs(env, tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py"), "zoo=mini"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={k: v for k, v in env.items() if v != ""})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "full_reuse:" in done.stdout and "recompute:0-1:" in done.stdout
