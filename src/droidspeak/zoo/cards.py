@@ -1,0 +1,88 @@
+"""Model cards (README.md) of the embedded family, written from ``family.json``: what each checkpoint is,
+how it was trained (recipe, seed, steps, wall time), its quality on every task and every measured pair it is in."""
+
+from __future__ import annotations
+
+import json
+
+RECIPE_NOTES = """\
+## What made the difference (recipe notes, measured while building this family)
+- **Tied input/output embeddings.** With untied embeddings an 8-layer model (hidden 128) showed no sign of
+  copying after 1.6k steps of induction documents (loss ~4.9 of 6.2); tied, the copy circuit appeared at
+  ~600 steps (loss 6.2 -> 0.9 by step 900): copying needs the embedding -> unembedding map to be the
+  identity, which tying gives every token at once instead of learning it token by token.
+- **Single-token keys.** Every name, value, field and identifier is one word of a whitespace WordLevel
+  tokenizer, and every lookup is keyed by ONE token (a name is a key in one document only). Facts keyed by
+  two tokens ("name attribute value") stayed at ~13% lookup accuracy after 600 more steps.
+- **Shuffled pairs from the start.** Phase 1: induction documents (random content words in pairs, "|", then
+  an exact copy or, half the time, the pairs shuffled). With exact copies alone the copy loss fell fast
+  (1.0 at 900 steps) but the world phase then sat at loss ~2.6 (values not looked up): the model had learnt a
+  positional copy. With shuffled pairs mixed in, the same world phase reached ~1.9 within 350 steps.
+- **Curriculum.** Phase 2: world documents (a task-shaped context, "|", some of its facts restated in
+  shuffled order) with facts growing from few to many, mixed with induction documents. Constant LR after
+  warm-up (cosine decay hurt the lookup circuit in earlier exploration).
+- **One torch thread.** On a shared 2-core CPU two threads were ~8x slower per step (oversubscription).
+- **Distinct fine-tuning tasks** at a high LR (forward lookup, two hops, forward + reverse lookup in a record,
+  copying a document's values, copying a signature) drift the variants' context representations apart, so a
+  sender's K/V is wrong for the receiver. Every measured pair is reported, including those where reuse is free.
+"""
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def pair_table(pairs: dict) -> str:
+    rows = [
+        [
+            key,
+            p["task"],
+            p["receiver"],
+            p["sender"],
+            p["full_reuse"],
+            p["best_group"],
+            p["best_group_layers"],
+            p["best_group_quality"],
+        ]
+        for key, p in pairs.items()
+    ]
+    return _table(["pair (receiver<-sender)", "task", "receiver", "sender", "full reuse", "smallest group within tol.", "layers", "its quality"], rows)
+
+
+def model_card(name: str, report: dict) -> str:
+    recipe = report["recipe"]
+    variant = recipe["variants"].get(name)
+    timings = report["timings_s"]
+    if variant is None:
+        what = "the foundation model of the family (pretrained from scratch on the synthetic world)"
+        training = {"pretrain": recipe["pretrain"], "wall_time_s": {k: v for k, v in timings.items() if k.startswith("pretrain")}}
+    else:
+        kind = "LoRA adapter (peft; load with load_model(base, adapter=<this dir>))" if variant["kind"] == "lora" else "full fine-tune"
+        what = f"a {kind} of `base` on task `{variant['tasks'][0]}`"
+        training = {"finetune": variant, "wall_time_s": timings.get(f"finetune-{name}")}
+    accuracy = report["accuracy"][name]
+    tasks = report["tasks"]
+    acc_rows = [[t, tasks[t]["analogue"], tasks[t]["metric"], accuracy[t]] for t in accuracy]
+    mine = {k: p for k, p in report["phenomenon"].items() if name in (p["receiver_model"], p["sender_model"])}
+    parts = [
+        f"# droidspeak zoo `{report['name']}` / `{name}`\n",
+        f"This checkpoint is {what}. Synthetic, for testing KV-cache sharing (DroidSpeak) on a laptop; it knows "
+        "nothing about the real world.\n",
+        "## Architecture\n",
+        "```json\n" + json.dumps(recipe["model"], indent=2) + "\n```\n",
+        f"Recipe hash `{report['recipe_hash']}` (code `{report['code_version']}`), data and init seed "
+        f"{recipe['seed']}, {report['threads']} torch threads.\n",
+        "## Training\n",
+        "```json\n" + json.dumps(training, indent=2) + "\n```\n",
+        f"## Quality on each task ({recipe['measure']['split']} split, greedy, up to "
+        f"{recipe['measure']['max_questions']} questions)\n",
+        _table(["task", "LongBench analogue", "metric", "score"], acc_rows) + "\n",
+        "## KV-cache reuse pairs this model is in\n",
+        (pair_table(mine) if mine else "None measured.") + "\n",
+        f"Quality is the task metric in [0, 1]; 'smallest group' is the fewest contiguous recomputed layers "
+        f"whose quality is within {recipe['measure']['tolerance']:.0%} of the receiver's (0-based, inclusive).\n",
+        RECIPE_NOTES,
+    ]
+    return "\n".join(parts)

@@ -1,0 +1,105 @@
+"""Typed recipe of the embedded family (Hydra structured configs).
+
+``ZooConfig`` is everything that determines the family's checkpoints, task files and measurements; its
+sha256 (with ``CODE_VERSION``) names the cache folder, so a changed recipe rebuilds and an unchanged one never
+does. ``BuildZooConfig`` adds what does not change the result (progress bar, forced rebuild).
+The schemas are registered in Hydra's ConfigStore (``zoo/zoo_schema``, ``build_zoo_schema``), so a
+misspelt key fails when the config is composed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+
+from droidspeak.zoo.tasks import TaskConfig
+from droidspeak.zoo.train import ModelConfig
+from droidspeak.zoo.world import WorldConfig
+
+
+@dataclass
+class PretrainConfig:
+    """Two phases at a constant LR: induction documents, then world documents mixed with induction ones."""
+
+    induction_steps: int = 1500  # induction documents only (cheap: short documents)
+    induction_pairs: tuple[int, int] = (2, 8)  # (a, b) pairs per induction document, uniform
+    induction_shuffle: float = 0.5  # share of shuffled-pair (lookup) documents; exact copies alone teach a
+    # positional copy that does not transfer to lookups in world documents
+    world_steps: int = 600
+    facts: tuple[int, int] = (4, 24)  # curriculum: facts per world document grow from the first to the second
+    curriculum_fraction: float = 0.5  # share of the world phase over which the facts grow
+    induction_mix: float = 0.3  # share of induction documents in the world phase
+    lr: float = 1e-3
+    batch_size: int = 16
+    warmup: int = 50
+
+
+@dataclass
+class VariantConfig:
+    """A fine-tune of the base: ``full`` (all weights) or ``lora`` (peft adapter, saved unmerged)."""
+
+    kind: str = "full"
+    tasks: list[str] = field(default_factory=lambda: ["mdqa"])  # the first is the variant's own task
+    steps: int = 200
+    lr: float = 1e-3
+    batch_size: int = 16
+    rank: int = 8  # lora only
+    alpha: int = 16  # lora only
+
+
+@dataclass
+class PairConfig:
+    """A measured pair: the receiver reuses the sender's cache on the receiver's own task."""
+
+    receiver: str = "???"
+    sender: str = "???"
+
+
+@dataclass
+class MeasureConfig:
+    split: str = "test"
+    max_questions: int = 40  # per (model or pair, task)
+    tolerance: float = 0.05  # "recovers": within this relative loss of the receiver
+    batch_size: int = 32
+
+
+def _default_tasks() -> dict[str, TaskConfig]:
+    return {
+        "mdqa": TaskConfig(size_min=2, size_max=5, questions=4),
+        "twohop": TaskConfig(size_min=3, size_max=4, questions=3),
+        "fieldqa": TaskConfig(size_min=6, size_max=16, questions=4),
+        "summary": TaskConfig(size_min=3, size_max=4, questions=3),
+        "code": TaskConfig(size_min=2, size_max=6, questions=3),
+    }
+
+
+@dataclass
+class ZooConfig:
+    name: str = "default"
+    seed: int = 0
+    threads: int = 1  # torch threads while building (part of the recipe: results depend on it). One thread:
+    # these small matmuls gain little from two, and a shared CPU made two threads ~8x slower (oversubscription)
+    world: WorldConfig = field(default_factory=WorldConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tasks: dict[str, TaskConfig] = field(default_factory=_default_tasks)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    variants: dict[str, VariantConfig] = field(default_factory=dict)
+    pairs: list[PairConfig] = field(default_factory=list)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+
+
+@dataclass
+class BuildZooConfig:
+    zoo: ZooConfig = field(default_factory=ZooConfig)
+    progress: bool = True
+    force: bool = False  # rebuild even when a finished build of this recipe is cached
+
+
+def register_configs() -> None:
+    store = ConfigStore.instance()
+    store.store(group="zoo", name="zoo_schema", node=ZooConfig)
+    store.store(name="build_zoo_schema", node=BuildZooConfig)
+
+
+register_configs()

@@ -1,0 +1,306 @@
+"""Build (once) and load the embedded model family: a base Llama and its fine-tuned variants.
+
+    family = build_family(cfg)          # cfg: ZooConfig / DictConfig (the ``zoo`` node) or BuildZooConfig
+    family.models["ft-mdqa"]            # a standard HF directory (README.md model card, tokenizer files)
+    family.load("lora-code")            # LoadedModel; LoRA variants: load_model(base, adapter=<dir>)
+    family.task_files["mdqa"]["test"]   # JSONL rows read by the lm-eval tasks
+
+Layout under ``<cache>/zoo-<name>-<hash16>/``: ``models/<name>/``, ``tasks/<task>/<split>.jsonl``,
+``learning_curves.jsonl``, ``family.json`` (models, pairs, per-task accuracy, measured ``phenomenon``) and ``DONE``, written last:
+a folder without it is a killed build and is rebuilt from scratch, never used. The cache root is
+``$DROIDSPEAK_CACHE`` or ``<repo>/.cache/droidspeak``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from droidspeak.zoo import cards
+from droidspeak.zoo.config import BuildZooConfig, ZooConfig
+from droidspeak.zoo.corpus import Encoder, Example, induction_document, qa_example, world_document
+from droidspeak.zoo.tasks import TASKS, build_splits, train_stream, write_jsonl
+from droidspeak.zoo.tokenizer import build_tokenizer
+from droidspeak.zoo.train import Curve, Schedule, add_lora, new_model, train  # noqa: F401
+from droidspeak.zoo.world import World
+
+CODE_VERSION = "zoo-1"  # bump when code changes what a recipe produces
+MARKER = "DONE"
+BASE = "base"
+
+
+@dataclass
+class Family:
+    root: Path
+    models: dict[str, Path]  # name -> HF directory (LoRA: the adapter directory)
+    adapters: dict[str, Path]  # LoRA name -> its base's directory (load_model(base, adapter=models[name]))
+    pairs: list[tuple[str, str, str, str]]  # (pair name, receiver, sender, receiver's task)
+    task_files: dict[str, dict[str, Path]]
+    own_task: dict[str, str | None] = field(default_factory=dict)
+    report: dict = field(default_factory=dict)  # family.json
+
+    def load_args(self, name: str) -> dict[str, str | None]:
+        """``path`` and ``adapter`` for load_model / the lm-eval backend's receiver(_adapter) args."""
+        if name in self.adapters:
+            return {"path": str(self.adapters[name]), "adapter": str(self.models[name])}
+        return {"path": str(self.models[name]), "adapter": None}
+
+    def load(self, name: str, **kwargs):
+        from droidspeak.pair import load_model
+
+        args = self.load_args(name)
+        return load_model(args["path"], adapter=args["adapter"], **kwargs)
+
+    @classmethod
+    def open(cls, root: str | Path) -> "Family":
+        root = Path(root)
+        report = json.loads((root / "family.json").read_text())
+        return cls(
+            root=root,
+            models={k: root / v for k, v in report["models"].items()},
+            adapters={k: root / v for k, v in report["adapters"].items()},
+            pairs=[tuple(p) for p in report["pairs"]],
+            task_files={t: {s: root / p for s, p in splits.items()} for t, splits in report["task_files"].items()},
+            own_task=report["own_task"],
+            report=report,
+        )
+
+
+# ---- recipe identity ----------------------------------------------------------------------------------------
+def zoo_config(cfg) -> ZooConfig:
+    """The typed ZooConfig of ``cfg`` (a ZooConfig, a BuildZooConfig, or a DictConfig of either)."""
+    if isinstance(cfg, (BuildZooConfig,)) or (isinstance(cfg, DictConfig) and "zoo" in cfg):
+        cfg = cfg.zoo
+    merged = OmegaConf.merge(OmegaConf.structured(ZooConfig), cfg)
+    return OmegaConf.to_object(merged)
+
+
+def recipe_hash(cfg) -> str:
+    recipe = OmegaConf.to_container(OmegaConf.structured(zoo_config(cfg)), resolve=True)
+    payload = json.dumps({"code": CODE_VERSION, "recipe": recipe}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def cache_root() -> Path:
+    if os.environ.get("DROIDSPEAK_CACHE"):
+        return Path(os.environ["DROIDSPEAK_CACHE"])
+    return Path(__file__).resolve().parents[3] / ".cache" / "droidspeak"
+
+
+def family_root(cfg) -> Path:
+    zoo = zoo_config(cfg)
+    return cache_root() / f"zoo-{zoo.name}-{recipe_hash(zoo)[:16]}"
+
+
+def is_built(cfg) -> bool:
+    return (family_root(cfg) / MARKER).exists()
+
+
+# ---- build ----------------------------------------------------------------------------------------------------
+def build_family(cfg, progress: bool = True, force: bool = False, log: Callable[[str], None] | None = None) -> Family:
+    """The family of ``cfg``: from the cache when this recipe was built before, else trained now (once)."""
+    zoo = zoo_config(cfg)
+    if isinstance(cfg, (BuildZooConfig, DictConfig)) and "force" in cfg:
+        force = force or bool(cfg.force)
+    root = family_root(zoo)
+    if (root / MARKER).exists() and not force:
+        return Family.open(root)
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(zoo.threads)
+    try:
+        _Builder(zoo, root, progress, log or (lambda _: None)).run()
+    finally:
+        torch.set_num_threads(threads)
+    return Family.open(root)
+
+
+class _Builder:
+    def __init__(self, zoo: ZooConfig, root: Path, progress: bool, log: Callable[[str], None]):
+        self.zoo, self.root, self.log = zoo, root, log
+        self.world = World(zoo.world)
+        self.tokenizer = build_tokenizer(self.world)
+        self.enc = Encoder(self.tokenizer)
+        self.timings: dict[str, float] = {}
+        self.curves: list[Curve] = []
+        total = zoo.pretrain.induction_steps + zoo.pretrain.world_steps + sum(v.steps for v in zoo.variants.values())
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=f"zoo {zoo.name}", unit="step", dynamic_ncols=True)
+
+    def run(self) -> None:
+        start = time.perf_counter()
+        self.check()
+        self.write_tasks()
+        self.pretrain()
+        for name, variant in self.zoo.variants.items():
+            self.finetune(name, variant)
+        if self.bar is not None:
+            self.bar.close()
+        self.timings["train_s"] = round(time.perf_counter() - start, 1)
+        measured = self.measure()
+        self.timings["total_s"] = round(time.perf_counter() - start, 1)
+        self.write_report(measured)
+        (self.root / MARKER).write_text(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+
+    def check(self) -> None:
+        names = set(self.zoo.variants) | {BASE}
+        for name, variant in self.zoo.variants.items():
+            if variant.kind not in ("full", "lora"):
+                raise ValueError(f"variant {name}: kind must be 'full' or 'lora', not {variant.kind!r}")
+            unknown = [t for t in variant.tasks if t not in self.zoo.tasks or t not in TASKS]
+            if not variant.tasks or unknown:
+                raise ValueError(f"variant {name}: unknown or missing tasks {unknown} (known: {sorted(self.zoo.tasks)})")
+        for pair in self.zoo.pairs:
+            if pair.receiver not in self.zoo.variants or pair.sender not in names:
+                raise ValueError(f"pair {pair.receiver}<-{pair.sender}: receiver must be a variant, sender a model of {sorted(names)}")
+
+    # ---- data ------------------------------------------------------------------------------------------
+    def write_tasks(self) -> None:
+        self.task_files: dict[str, dict[str, Path]] = {}
+        self.eval_contexts: dict[str, set[str]] = {}
+        self.rows: dict[str, dict[str, list[dict]]] = {}
+        for task, tcfg in self.zoo.tasks.items():
+            splits = build_splits(self.world, task, tcfg, self.zoo.seed)
+            self.rows[task] = splits
+            self.task_files[task] = {
+                split: write_jsonl(rows, self.root / "tasks" / task / f"{split}.jsonl") for split, rows in splits.items()
+            }
+            self.eval_contexts[task] = {r["context"] for s in ("profile", "test") for r in splits[s]}
+
+    def _step(self, phase: str):
+        def on_step(step: int, loss: float) -> None:
+            if self.bar is not None:
+                self.bar.update(1)
+                if step % 10 == 0:
+                    self.bar.set_postfix_str(f"{phase} loss {loss:.3f}")
+
+        return on_step
+
+    def _train(self, model, batch, schedule: Schedule, phase: str) -> None:
+        start = time.perf_counter()
+        curve = train(model, batch, schedule, pad_id=self.tokenizer.pad_token_id, phase=phase, on_step=self._step(phase))
+        self.timings[phase] = round(time.perf_counter() - start, 1)
+        self.curves.append(curve)
+        with (self.root / "learning_curves.jsonl").open("a") as handle:
+            for step, loss, seconds in curve.points:
+                handle.write(json.dumps({"phase": phase, "step": step, "loss": round(loss, 4), "seconds": seconds}) + "\n")
+        self.log(f"{phase}: {schedule.steps} steps in {self.timings[phase]} s, final loss {curve.points[-1][1]:.3f}")
+
+    # ---- models ----------------------------------------------------------------------------------------
+    def pretrain(self) -> None:
+        p, world, enc = self.zoo.pretrain, self.world, self.enc
+        self.base = new_model(self.zoo.model, self.tokenizer, self.zoo.seed)
+        rng = random.Random(f"{self.zoo.seed}-pretrain")
+
+        def induction(step: int) -> list[Example]:
+            return [induction_document(world, enc, rng, rng.randint(*p.induction_pairs), shuffle=p.induction_shuffle) for _ in range(p.batch_size)]
+
+        def documents(step: int) -> list[Example]:
+            grow = min(1.0, step / max(1, p.curriculum_fraction * p.world_steps))
+            top = round(p.facts[0] + grow * (p.facts[1] - p.facts[0]))
+            return [
+                induction_document(world, enc, rng, rng.randint(*p.induction_pairs))
+                if rng.random() < p.induction_mix
+                else world_document(world, enc, rng, rng.randint(p.facts[0], top))
+                for _ in range(p.batch_size)
+            ]
+
+        self._train(self.base, induction, Schedule(p.induction_steps, p.lr, p.warmup, batch_size=p.batch_size), "pretrain-induction")
+        self._train(self.base, documents, Schedule(p.world_steps, p.lr, p.warmup, batch_size=p.batch_size), "pretrain-world")
+        self.save(self.base, BASE)
+
+    def finetune(self, name: str, variant) -> None:
+        model = copy.deepcopy(self.base)
+        if variant.kind == "lora":
+            model = add_lora(model, variant.rank, variant.alpha, self.zoo.seed)
+        rng = random.Random(f"{self.zoo.seed}-{name}")
+        streams = {
+            t: train_stream(self.world, t, self.zoo.tasks[t], self.zoo.seed, self.eval_contexts[t]) for t in variant.tasks
+        }
+
+        def batch(step: int) -> list[Example]:
+            out = []
+            for i in range(variant.batch_size):
+                task = variant.tasks[(step * variant.batch_size + i) % len(variant.tasks)]
+                context, qa = next(streams[task])
+                question, answer = rng.choice(qa)
+                out.append(qa_example(self.enc, context, question, answer))
+            return out
+
+        self._train(model, batch, Schedule(variant.steps, variant.lr, 10, batch_size=variant.batch_size), f"finetune-{name}")
+        self.save(model, name)
+
+    def save(self, model, name: str) -> None:
+        folder = self.root / "models" / name
+        model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        if (folder / "adapter_config.json").exists():  # point the adapter at the saved base, not the in-memory one
+            config = json.loads((folder / "adapter_config.json").read_text())
+            config["base_model_name_or_path"] = str(self.root / "models" / BASE)
+            (folder / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+    # ---- measurement -----------------------------------------------------------------------------------
+    def measure(self) -> dict:
+        from droidspeak.pair import load_model
+        from droidspeak.zoo.measure import TaskRows, pair_phenomenon, quality
+
+        m = self.zoo.measure
+        base_dir = self.root / "models" / BASE
+        loaded = {BASE: load_model(str(base_dir))}
+        for name, variant in self.zoo.variants.items():
+            folder = str(self.root / "models" / name)
+            loaded[name] = load_model(str(base_dir), adapter=folder) if variant.kind == "lora" else load_model(folder)
+        rows = {t: TaskRows(t, self.rows[t][m.split][: m.max_questions], self.tokenizer) for t in self.zoo.tasks}
+        start = time.perf_counter()
+        accuracy = {
+            name: {t: round(quality(model, rows[t], batch_size=m.batch_size), 4) for t in rows} for name, model in loaded.items()
+        }
+        pairs = {}
+        for pair in self.zoo.pairs:
+            task = self.zoo.variants[pair.receiver].tasks[0]
+            key = f"{pair.receiver}<-{pair.sender}"
+            pairs[key] = {"receiver_model": pair.receiver, "sender_model": pair.sender, "task": task}
+            pairs[key].update(pair_phenomenon(loaded[pair.receiver], loaded[pair.sender], rows[task], m.tolerance, m.batch_size))
+            self.log(f"{key} on {task}: " + json.dumps({k: v for k, v in pairs[key].items() if k != "groups"}))
+        self.timings["measure_s"] = round(time.perf_counter() - start, 1)
+        return {"accuracy": accuracy, "phenomenon": pairs}
+
+    def write_report(self, measured: dict) -> None:
+        rel = lambda p: str(Path(p).relative_to(self.root))  # noqa: E731
+        models = {BASE: "models/base", **{n: f"models/{n}" for n in self.zoo.variants}}
+        report = {
+            "name": self.zoo.name,
+            "recipe_hash": recipe_hash(self.zoo),
+            "code_version": CODE_VERSION,
+            "recipe": OmegaConf.to_container(OmegaConf.structured(self.zoo), resolve=True),
+            "models": models,
+            "adapters": {n: "models/base" for n, v in self.zoo.variants.items() if v.kind == "lora"},
+            "own_task": {BASE: None, **{n: v.tasks[0] for n, v in self.zoo.variants.items()}},
+            "pairs": [
+                [f"{p.receiver}<-{p.sender}", p.receiver, p.sender, self.zoo.variants[p.receiver].tasks[0]] for p in self.zoo.pairs
+            ],
+            "task_files": {t: {s: rel(p) for s, p in splits.items()} for t, splits in self.task_files.items()},
+            "tasks": {t: {"analogue": TASKS[t].analogue, "metric": TASKS[t].metric} for t in self.zoo.tasks},
+            "timings_s": self.timings,
+            "threads": self.zoo.threads,
+            **measured,
+        }
+        (self.root / "family.json").write_text(json.dumps(report, indent=2) + "\n")
+        for name in models:
+            (self.root / models[name] / "README.md").write_text(cards.model_card(name, report))

@@ -1,0 +1,95 @@
+"""Score models and reuse plans on the embedded tasks through the engine (greedy generation).
+
+``pair_phenomenon`` is the measurement the family exists for: the receiver's quality on its own task, the
+sender's, full KV reuse, and the smallest contiguous ``recompute:s-e`` group that comes within the
+tolerance of the receiver (groups are tried by size, smallest first; at the first size with a group that
+recovers, every group of that size is measured and the best one is kept).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from droidspeak.cache import ContextCache
+from droidspeak.engine import generate, receiver_prefill, sender_prefill
+from droidspeak.pair import LoadedModel, check_compatible
+from droidspeak.zoo.tasks import TASKS, score
+
+
+class TaskRows:
+    """Questions of one task with their context ids tokenized once."""
+
+    def __init__(self, task: str, rows: Sequence[dict], tokenizer):
+        self.task, self.rows = task, list(rows)
+        ids = lambda text: torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)  # noqa: E731
+        self.contexts = {r["context_id"]: ids(r["context"]) for r in self.rows}
+        self.suffixes = [ids(r["question"]) for r in self.rows]
+        self.decode = lambda t: tokenizer.decode(t, skip_special_tokens=True)  # noqa: E731
+
+
+@torch.inference_mode()
+def predict(
+    receiver: LoadedModel,
+    rows: TaskRows,
+    plan: str,
+    caches: dict[str, ContextCache] | None = None,
+    batch_size: int = 32,
+) -> list[str]:
+    """Greedy answers of ``receiver`` under ``plan`` (``caches``: the sender's, per context id)."""
+    answers: list[str] = []
+    for start in range(0, len(rows.rows), batch_size):
+        chunk = rows.rows[start : start + batch_size]
+        contexts = [caches[r["context_id"]] if caches else rows.contexts[r["context_id"]] for r in chunk]
+        prefilled = receiver_prefill(receiver, contexts, plan)
+        tokens = generate(
+            receiver, prefilled, rows.suffixes[start : start + len(chunk)], max_new_tokens=TASKS[rows.task].max_new_tokens
+        )
+        answers += [rows.decode(t) for t in tokens]
+    return answers
+
+
+def quality(receiver: LoadedModel, rows: TaskRows, plan: str = "full_prefill", caches=None, batch_size: int = 32) -> float:
+    predictions = predict(receiver, rows, plan, caches, batch_size)
+    return sum(score(rows.task, p, r["answers"]) for p, r in zip(predictions, rows.rows)) / max(1, len(rows.rows))
+
+
+def prefill_contexts(sender: LoadedModel, rows: TaskRows, batch_size: int = 32) -> dict[str, ContextCache]:
+    keys = list(rows.contexts)
+    caches = sender_prefill(sender, [rows.contexts[k] for k in keys], e_layers="all", batch_size=batch_size)
+    return dict(zip(keys, caches))
+
+
+def pair_phenomenon(
+    receiver: LoadedModel, sender: LoadedModel, rows: TaskRows, tolerance: float = 0.05, batch_size: int = 32
+) -> dict:
+    """Receiver / sender / full-reuse quality and the smallest recovering contiguous group."""
+    check_compatible(sender, receiver)
+    layers = receiver.stack.num_layers
+    caches = prefill_contexts(sender, rows, batch_size)
+    q = lambda plan: round(quality(receiver, rows, plan, caches, batch_size), 4)  # noqa: E731
+    result = {
+        "receiver": round(quality(receiver, rows, "full_prefill", None, batch_size), 4),
+        "sender": round(quality(sender, rows, "full_prefill", None, batch_size), 4),
+        "full_reuse": q("full_reuse"),
+    }
+    target = (1 - tolerance) * result["receiver"]
+    groups: dict[str, float] = {}
+    best = None
+    if result["full_reuse"] >= target:
+        best = ("full_reuse", 0, result["full_reuse"])
+    for size in range(1, layers + 1):
+        if best is not None:
+            break
+        for start in range(0, layers - size + 1):
+            plan = f"recompute:{start}-{start + size - 1}"
+            groups[plan] = q(plan)
+            if groups[plan] >= target and (best is None or groups[plan] > best[2]):
+                best = (plan, size, groups[plan])
+    result["groups"] = groups
+    result["best_group"], result["best_group_layers"], result["best_group_quality"] = best
+    result["recovered_fraction"] = round(
+        (best[2] - result["full_reuse"]) / max(1e-9, result["receiver"] - result["full_reuse"]), 4
+    ) if result["receiver"] > result["full_reuse"] else 1.0
+    return result

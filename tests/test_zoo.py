@@ -1,0 +1,166 @@
+"""The embedded family: deterministic disjoint tasks, a prompt tokenization the backend can cut, a miniature
+family that trains, loads through the engine and is built once per recipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import droidspeak.zoo.config  # noqa: F401
+from droidspeak.zoo import family as family_mod
+from droidspeak.zoo.config import ZooConfig
+from droidspeak.zoo.metrics import edit_similarity, exact_match, f1, normalize_answer, rouge_l
+from droidspeak.zoo.tasks import TASKS, SPLITS, TaskConfig, build_splits, read_jsonl, score
+from droidspeak.zoo.tokenizer import build_tokenizer
+from droidspeak.zoo.world import World, WorldConfig
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+SMALL = TaskConfig(size_min=3, size_max=5, questions=3, contexts={"train": 12, "profile": 6, "test": 6})
+
+
+def compose_zoo(*overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("build_zoo", overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def world():
+    return World(WorldConfig(seed=3))
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_task_generators_are_deterministic_from_their_seed(world, task):
+    first, again = build_splits(world, task, SMALL, seed=7), build_splits(world, task, SMALL, seed=7)
+    other = build_splits(world, task, SMALL, seed=8)
+    assert first == again
+    assert first["test"] != other["test"]
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_splits_are_disjoint_and_share_contexts_across_questions(world, task):
+    splits = build_splits(world, task, SMALL, seed=1)
+    contexts = {split: {r["context"] for r in rows} for split, rows in splits.items()}
+    for i, a in enumerate(SPLITS):
+        for b in SPLITS[i + 1 :]:
+            assert not contexts[a] & contexts[b], (a, b)
+    for split, rows in splits.items():
+        assert len(contexts[split]) == SMALL.contexts[split]
+        assert len(rows) > len(contexts[split])  # several questions per context
+        assert {r["split"] for r in rows} == {split} and {r["task"] for r in rows} == {task}
+    row = splits["test"][0]
+    assert set(row) == {"id", "task", "split", "context_id", "context", "question", "answer", "answers"}
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_context_and_question_tokenize_to_the_prompt(world, task):
+    tokenizer = build_tokenizer(world)
+    for row in build_splits(world, task, SMALL, seed=2)["test"]:
+        assert "\n\n" not in row["question"]
+        ids = lambda text: tokenizer(text)["input_ids"]  # noqa: E731
+        prompt = ids(row["context"] + "\n\n" + row["question"])
+        assert ids(row["context"]) + ids(row["question"]) == prompt
+        assert tokenizer.unk_token_id not in prompt + ids(row["answer"])
+        assert tokenizer.decode(ids(" " + row["answer"])) == row["answer"]
+        assert score(task, row["answer"], row["answers"]) == 1.0
+
+
+def test_metrics_match_their_definitions():
+    assert normalize_answer("The  Tovar!") == "tovar"
+    assert exact_match("the tovar", "Tovar") == 1.0
+    assert f1("Kari tovar", "Zole tovar") == pytest.approx(0.5)
+    assert f1("", "x") == 0.0
+    assert rouge_l("a1 b2 c3 d4", "a1 c3 d4") == pytest.approx(2 * 1 * 0.75 / 1.75)
+    assert edit_similarity("x , y )\nmore", "x , y )") == 1.0
+    assert 0 < edit_similarity("x , z )", "x , y )") < 1
+
+
+def test_configs_compose_and_a_misspelt_key_fails():
+    default = compose_zoo()
+    assert default.zoo.model.layers >= 8 and default.zoo.model.kv_heads < default.zoo.model.heads
+    kinds = {v.kind for v in default.zoo.variants.values()}
+    assert kinds == {"full", "lora"} and sum(v.kind == "lora" for v in default.zoo.variants.values()) >= 2
+    assert compose_zoo("zoo=mini").zoo.name == "mini"
+    with pytest.raises(Exception):
+        compose_zoo("zoo.model.layerz=3")
+
+
+def test_cache_key_changes_with_the_recipe():
+    mini = compose_zoo("zoo=mini").zoo
+    same = compose_zoo("zoo=mini").zoo
+    changed = compose_zoo("zoo=mini", "zoo.variants.ft-mdqa.steps=3").zoo
+    reseeded = compose_zoo("zoo=mini", "zoo.seed=1").zoo
+    assert family_mod.recipe_hash(mini) == family_mod.recipe_hash(same)
+    assert family_mod.recipe_hash(mini) == family_mod.recipe_hash(OmegaConf.to_object(mini))
+    assert len({family_mod.recipe_hash(c) for c in (mini, changed, reseeded)}) == 3
+    assert family_mod.recipe_hash(mini) != family_mod.recipe_hash(ZooConfig())
+
+
+@pytest.fixture(scope="module")
+def mini_family(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DROIDSPEAK_CACHE", str(root))
+        cfg = compose_zoo("zoo=mini").zoo
+        yield cfg, family_mod.build_family(cfg, progress=False)
+
+
+def test_mini_family_is_standard_hf_and_loads_through_the_engine(mini_family):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from droidspeak.reuse import ReusePair
+
+    cfg, fam = mini_family
+    assert (fam.root / family_mod.MARKER).exists()
+    assert set(fam.models) == {"base", *cfg.variants}
+    for name, path in fam.models.items():
+        assert (path / "README.md").read_text().startswith("# droidspeak zoo")
+        assert (path / "tokenizer.json").exists()
+        if name in fam.adapters:
+            assert json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"] == str(fam.adapters[name])
+        else:
+            AutoModelForCausalLM.from_pretrained(path)
+            AutoTokenizer.from_pretrained(path)
+    report = json.loads((fam.root / "family.json").read_text())
+    assert len(report["pairs"]) == len(cfg.pairs) and all("best_group" in p for p in report["phenomenon"].values())
+    for task, splits in fam.task_files.items():
+        assert set(splits) == set(SPLITS) and read_jsonl(splits["test"])
+    name, receiver, sender, task = fam.pairs[-1]
+    pair = ReusePair(fam.load(sender), fam.load(receiver))
+    rows = read_jsonl(fam.task_files[task]["test"])[:2]
+    caches = pair.prefill([r["context"] for r in rows])
+    everything = pair.generate(caches, [r["question"] for r in rows], f"recompute:0-{pair.num_layers - 1}", max_new_tokens=3)
+    assert everything == pair.generate(caches, [r["question"] for r in rows], "full_prefill", max_new_tokens=3)
+
+
+def test_building_twice_reuses_the_cache(mini_family, monkeypatch):
+    cfg, fam = mini_family
+    monkeypatch.setenv("DROIDSPEAK_CACHE", str(fam.root.parent))
+
+    def no_training(self):
+        raise AssertionError("a cached recipe was rebuilt")
+
+    monkeypatch.setattr(family_mod._Builder, "run", no_training)
+    again = family_mod.build_family(cfg, progress=False)
+    assert again.root == fam.root and again.models == fam.models
+
+
+def test_same_seed_gives_identical_checkpoints_and_a_killed_build_is_redone(mini_family, tmp_path, monkeypatch):
+    cfg, fam = mini_family
+    monkeypatch.setenv("DROIDSPEAK_CACHE", str(tmp_path))
+    root = family_mod.family_root(cfg)
+    root.mkdir(parents=True)
+    (root / "half-written").write_text("killed")  # no marker: must be rebuilt, not used
+    again = family_mod.build_family(cfg, progress=False)
+    assert not (again.root / "half-written").exists()
+    for name, path in fam.models.items():
+        for weights in path.glob("*.safetensors"):
+            assert weights.read_bytes() == (again.models[name] / weights.name).read_bytes(), (name, weights.name)
+    torch.testing.assert_close(
+        torch.tensor(json.loads((fam.root / "family.json").read_text())["accuracy"]["base"]["mdqa"]),
+        torch.tensor(json.loads((again.root / "family.json").read_text())["accuracy"]["base"]["mdqa"]),
+    )
