@@ -23,8 +23,17 @@ test: $(STAMP)  ## run the whole test suite
 test-fast: $(STAMP)  ## tests without the slow end-to-end ones
 	$(BIN)/python -m pytest -q -m "not slow"
 
-demo: $(STAMP)  ## run the main job on the embedded default and write reports/
-	$(BIN)/python experiments/demo.py
+DEMO := outputs/demo
+DEMO_PROFILE := pair=mdqa_from_fieldqa granularity=2 contexts=16 proxy_samples=8 output_root=$(DEMO) progress=false
+
+demo: $(STAMP)  ## the main job on the embedded default: family, sweeps via lm-eval, profile, reports/
+	$(BIN)/python experiments/build_zoo.py
+	$(BIN)/python experiments/evaluate.py -m experiment=demo_baselines
+	$(BIN)/python experiments/evaluate.py -m experiment=demo_groups
+	$(BIN)/python experiments/profile_pair.py $(DEMO_PROFILE)
+	$(BIN)/python experiments/profile_pair.py $(DEMO_PROFILE) task=fieldqa beyond=false
+	$(BIN)/python experiments/figures.py results=$(DEMO)/results.jsonl out_dir=reports \
+	  'profiles=[$(DEMO)/profiles/ft-mdqa_from_ft-fieldqa/mdqa.json,$(DEMO)/profiles/ft-mdqa_from_ft-fieldqa/fieldqa.json]'
 
 clean:  ## remove run outputs (keeps .venv and the model cache)
 	rm -rf outputs multirun wandb

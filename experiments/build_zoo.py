@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import droidspeak.zoo.config  # noqa: F401  (registers the structured config schemas)
@@ -24,7 +26,7 @@ def main(cfg: DictConfig) -> None:
     family = build_family(cfg.zoo, progress=cfg.progress, force=cfg.force, log=log.info)
     curves = family.root / "learning_curves.jsonl"
     if curves.exists():
-        shutil.copy(curves, "learning_curves.jsonl")
+        shutil.copy(curves, Path(HydraConfig.get().runtime.output_dir) / "learning_curves.jsonl")
     log.info("family %s at %s (built in %s s)", family.report["name"], family.root, family.report["timings_s"].get("total_s"))
     print(pair_table(family.report["phenomenon"]))
     print(family.root)

@@ -96,6 +96,12 @@ def test_recomputing_every_layer_scores_exactly_like_hf(setup, hf_results):
     assert_same_scores(ours, hf_results)
 
 
+def test_cacheblend_recomputing_every_token_scores_like_hf(setup, hf_results):
+    receiver, sender, _ = setup
+    ours = run(setup, "droidspeak", f"receiver={receiver},sender={sender},plan=cacheblend:1.0")
+    assert_same_scores(ours, hf_results)
+
+
 def test_self_reuse_scores_exactly_like_hf(setup, hf_results):
     receiver, _, _ = setup
     ours = run(setup, "droidspeak", f"receiver={receiver},sender={receiver},plan=full_reuse")

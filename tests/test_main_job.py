@@ -109,3 +109,24 @@ def test_quickstart_example_runs(env, tmp_path):
                           text=True, timeout=300, env={k: v for k, v in env.items() if v != ""})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "full_reuse:" in done.stdout and "recompute:0-1:" in done.stdout
+
+
+def test_a_longbench_task_config_runs_through_lm_eval_on_a_local_stand_in(env, tmp_path):
+    """task=longbench_hotpotqa, with lm-eval's own prompt and metric, reading a local JSONL instead of the hub."""
+    import lm_eval
+
+    shipped = Path(lm_eval.__file__).parent / "tasks" / "longbench" / "hotpotqa.yaml"
+    rows = [{"context": f"record {i} : alpha beta gamma", "question": f"what is {i}", "answers": ["alpha"]} for i in range(3)]
+    data = tmp_path / "hotpotqa.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tasks = tmp_path / "standin"
+    tasks.mkdir()
+    (tasks / "hotpotqa_standin.yaml").write_text(
+        f"include: {shipped}\ntask: longbench_hotpotqa_standin\ntag: []\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\ngeneration_kwargs:\n  max_gen_toks: 4\n  do_sample: false\n  until: []\n"
+    )
+    evaluate(env, tmp_path, "logger=none", "task=longbench_hotpotqa", "task.lm_eval_task=longbench_hotpotqa_standin",
+             f"task.include_path={tasks}", "method=recompute", "method.layers=1-2")
+    (row,) = read_rows(tmp_path / "default" / "results.jsonl")
+    assert row["lm_eval_task"] == "longbench_hotpotqa_standin" and row["metric"] == "qa_f1_score"
+    assert row["n_samples"] == 3 and 0.0 <= row["quality"] <= 1.0

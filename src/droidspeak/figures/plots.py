@@ -385,7 +385,7 @@ def plot_quality_vs_cost(
     """Fig. 14: quality vs prefill cost for ours (recompute / profile), full prefill, full reuse, CacheBlend.
 
     Rows with method ``hybrid`` (layer groups + CacheBlend-style token recompute, beyond the paper) are drawn
-    too when present.
+    too when present. Each family of plans is a scatter with its Pareto frontier (best quality at that cost).
 
     One panel per (pair, task); ``x`` is a numeric row field (prefill_seconds, recomputed_fraction, speedup,
     bytes_loaded). Repeated (method, plan) rows (seeds) are averaged; recompute and CacheBlend points are
@@ -413,15 +413,29 @@ def plot_quality_vs_cost(
                 if not pts:
                     continue
                 label, colour, marker = METHOD_STYLE[method]
-                line = "-" if method in ("recompute", "cacheblend", "hybrid") and len(pts) > 1 else "none"
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], ls=line, lw=1, marker=marker,
-                        ms=7 if method == "profile" else 4.5, color=colour, label=label)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], ls="none", marker=marker,
+                        ms=7 if method == "profile" else 4.5, color=colour, label=label, alpha=0.85)
+                if method in ("recompute", "cacheblend", "hybrid") and len(pts) > 1:
+                    front = _envelope(pts, higher_x_is_better=x == "speedup")
+                    ax.plot([p[0] for p in front], [p[1] for p in front], lw=1, color=colour, drawstyle="steps-post"
+                            if x != "speedup" else "steps-pre")
             ax.set_xlabel(x_label)
             ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
             ax.set_ylabel(_pretty_metric(_metric_label(panel_rows)))
             ax.set_title(f"{key[0]} · {key[1]}")
         _unique_legend(fig, axes, ncols=3)
         return _save(fig, out_dir, stem)
+
+
+def _envelope(points: list[tuple[float, float]], *, higher_x_is_better: bool) -> list[tuple[float, float]]:
+    """The best quality reachable at each x (the Pareto frontier), as points sorted by x."""
+    ordered = sorted(points, reverse=higher_x_is_better)
+    front, best = [], float("-inf")
+    for x, quality in ordered:
+        if quality > best:
+            front.append((x, quality))
+            best = quality
+    return sorted(front)
 
 
 # ---- Fig. 17: cross-dataset profile transfer -----------------------------------------------------------
