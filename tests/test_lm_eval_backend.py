@@ -84,27 +84,18 @@ def assert_same_scores(ours, reference):
                 assert a_ll == pytest.approx(b_ll, abs=1e-4)
 
 
-def test_full_prefill_scores_exactly_like_hf(setup, hf_results):
+@pytest.mark.parametrize(
+    "plan, self_reuse",
+    [
+        ("full_prefill", False),  # the contract: the receiver alone, scored like lm-eval's hf backend
+        ("recompute:0-5", False),  # every layer recomputed from the receiver's embeddings
+        ("cacheblend:1.0", False),  # every token recomputed
+        ("full_reuse", True),  # the receiver reusing its own cache
+    ],
+)
+def test_plans_that_change_nothing_score_exactly_like_hf(setup, hf_results, plan, self_reuse):
     receiver, sender, _ = setup
-    ours = run(setup, "droidspeak", f"receiver={receiver},sender={sender},plan=full_prefill")
-    assert_same_scores(ours, hf_results)
-
-
-def test_recomputing_every_layer_scores_exactly_like_hf(setup, hf_results):
-    receiver, sender, _ = setup
-    ours = run(setup, "droidspeak", f"receiver={receiver},sender={sender},plan=recompute:0-5")
-    assert_same_scores(ours, hf_results)
-
-
-def test_cacheblend_recomputing_every_token_scores_like_hf(setup, hf_results):
-    receiver, sender, _ = setup
-    ours = run(setup, "droidspeak", f"receiver={receiver},sender={sender},plan=cacheblend:1.0")
-    assert_same_scores(ours, hf_results)
-
-
-def test_self_reuse_scores_exactly_like_hf(setup, hf_results):
-    receiver, _, _ = setup
-    ours = run(setup, "droidspeak", f"receiver={receiver},sender={receiver},plan=full_reuse")
+    ours = run(setup, "droidspeak", f"receiver={receiver},sender={receiver if self_reuse else sender},plan={plan}")
     assert_same_scores(ours, hf_results)
 
 
