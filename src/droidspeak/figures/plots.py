@@ -208,7 +208,7 @@ def plot_quality_bars(
             if xs:
                 ax.bar(xs, means, width, yerr=stds, label=label, color=colour, capsize=2, edgecolor="white", linewidth=0.5)
         ax.set_xticks(range(len(panels)))
-        ax.set_xticklabels([f"{pair}\n{task}" for pair, task in panels], rotation=0)
+        ax.set_xticklabels([_pair_label(pair, task) for pair, task in panels], rotation=0, fontsize=8)
         ax.set_ylabel(_pretty_metric(_metric_label(rows)))
         ax.set_ylim(bottom=0)
         ax.grid(axis="x", visible=False)
@@ -425,6 +425,12 @@ def plot_quality_vs_cost(
             ax.set_title(f"{key[0]} · {key[1]}")
         _unique_legend(fig, axes, ncols=3)
         return _save(fig, out_dir, stem)
+
+
+def _pair_label(pair: str, task: str) -> str:
+    """'receiver<-sender' on two lines, then the task: long pair names must not collide on a shared axis."""
+    receiver, _, sender = pair.partition("<-")
+    return f"{receiver}\n← {sender}\n({task})" if sender else f"{pair}\n({task})"
 
 
 def _envelope(points: list[tuple[float, float]], *, higher_x_is_better: bool) -> list[tuple[float, float]]:
