@@ -9,7 +9,6 @@ import platform
 import statistics
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
