@@ -15,7 +15,6 @@ from omegaconf import OmegaConf
 
 from droidspeak.errors import DroidSpeakError
 from droidspeak.evalh.tasks import LONGBENCH, embedded_task_name, write_embedded_tasks
-from droidspeak.plan import parse_plan
 from droidspeak.track.results import git_sha, point_key
 from droidspeak.zoo.tasks import TASKS
 
@@ -138,7 +137,6 @@ def evaluate_point(cfg, family) -> dict:
     task_name, include_path = task_setup(cfg, family)
     args = model_args(cfg, family)
     lm = get_model("droidspeak")(**args)
-    parse_plan(cfg.method.plan, lm.pair.num_layers)
     started = time.perf_counter()
     out = simple_evaluate(
         model=lm,
