@@ -1,7 +1,12 @@
 """The droidspeak lm-eval backend scores exactly like lm-eval's own `hf` backend when nothing is reused."""
 
 import json
+import os
 import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +129,19 @@ def test_a_cache_dir_shares_sender_caches_across_receivers(setup, tmp_path):
     simple_evaluate(model=second, tasks=["ds_mc"], task_manager=tasks)
     assert first.stats["sender_prefills"] == 4
     assert second.stats["sender_prefills"] == 0 and second.stats["sender_cache_hits"] > 0
+
+
+def test_the_droidspeak_eval_cli_takes_lm_evals_own_flags(setup, tmp_path):
+    """As a user runs it: lm-eval's CLI flags (its --device defaults to cuda:0; here there is none) + model_args."""
+    receiver, sender, tasks = setup
+    cli = shutil.which("droidspeak-eval", path=str(Path(sys.executable).parent))
+    assert cli, "the droidspeak-eval console script is installed with the package"
+    include = tasks.include_path if isinstance(tasks.include_path, str) else tasks.include_path[0]
+    done = subprocess.run(
+        [cli, "--model", "droidspeak", "--model_args", f"receiver={receiver},sender={sender},plan=recompute:1-2,batch_size=4",
+         "--tasks", "ds_mc", "--include_path", str(include), "--output_path", str(tmp_path), "--batch_size", "2"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ds_mc" in done.stdout and "acc" in done.stdout
+    assert list(tmp_path.rglob("results_*.json"))

@@ -9,6 +9,7 @@ rest of the prompt and the continuation run through the receiver's own forward o
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 
@@ -24,6 +25,8 @@ from droidspeak.errors import DroidSpeakError
 from droidspeak.plan import PrefillCost
 from droidspeak.reuse import ReusePair
 from droidspeak.store import DiskStore, MemoryStore, TieredStore
+
+eval_logger = logging.getLogger(__name__)
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -56,6 +59,9 @@ class DroidSpeakLM(HFLM):
         trust_remote_code: bool = False,
         **kwargs,
     ):
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            eval_logger.warning("device %s requested but CUDA is not available: running on cpu", device)
+            device = "cpu"
         self.pair = ReusePair.from_pretrained(
             receiver=receiver,
             sender=sender or receiver,
@@ -83,6 +89,19 @@ class DroidSpeakLM(HFLM):
         super().__init__(
             pretrained=self.pair.receiver.model, tokenizer=self.pair.receiver.tokenizer, batch_size=batch_size, **kwargs
         )
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> "DroidSpeakLM":
+        """``model_args`` win over the CLI's own flags: lm-eval always passes --device (default cuda:0) and
+        --batch_size, which would otherwise collide with the contract's ``device=`` / ``batch_size=`` model_args."""
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in arg_dict}
+        return cls(**arg_dict, **extra)
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "DroidSpeakLM":
+        from lm_eval.utils import simple_parse_args_string
+
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
 
     # ---- where the prompt splits ----------------------------------------------------------------------------
     def _shared_tokens(self, context: str, context_enc: Sequence[int]) -> int:
