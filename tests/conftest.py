@@ -28,6 +28,7 @@ ARCHITECTURES = {
     "mistral": {"sliding_window": None},
     "qwen2": {},
     "qwen3": {"head_dim": 16},
+    "phi3": {"sliding_window": None, "pad_token_id": 0},
 }
 
 
