@@ -112,6 +112,13 @@ def decoder_stack(model: nn.Module) -> DecoderStack:
     )
 
 
+def kv_shape(config) -> tuple[int, int]:
+    """(kv heads, head dim) of a config: GQA configs name the first, some name the second explicitly."""
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    return kv_heads, getattr(config, "head_dim", None) or config.hidden_size // heads
+
+
 def _layer_types(config, num_layers: int) -> tuple[str, ...]:
     """Attention type of each layer, as the model's forward picks its mask."""
     declared = getattr(config, "layer_types", None)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from droidspeak.arch import DecoderStack, decoder_stack
+from droidspeak.arch import DecoderStack, decoder_stack, kv_shape
 from droidspeak.errors import DroidSpeakError, PairMismatchError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -151,15 +151,15 @@ def weights_digest(path: str, model: nn.Module | None) -> str:
 
 # ---- compatibility ----------------------------------------------------------------------------------------
 def _shape_facts(config) -> dict[str, object]:
-    heads = config.num_attention_heads
+    kv_heads, head_dim = kv_shape(config)
     rope = getattr(config, "rope_parameters", None)
     return {
         "architecture": config.model_type,
         "layers": config.num_hidden_layers,
         "hidden size": config.hidden_size,
-        "attention heads": heads,
-        "kv heads": getattr(config, "num_key_value_heads", None) or heads,
-        "head dim": getattr(config, "head_dim", None) or config.hidden_size // heads,
+        "attention heads": config.num_attention_heads,
+        "kv heads": kv_heads,
+        "head dim": head_dim,
         "RoPE": json.dumps(rope, sort_keys=True, default=str) if rope else None,
         "sliding window": getattr(config, "sliding_window", None),
         "layer types": tuple(getattr(config, "layer_types", None) or ()),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+from droidspeak.arch import kv_shape
 from droidspeak.bench.shapes import random_model
 from droidspeak.bench.timing import environment, measure
 from droidspeak.engine.pipeline import pipelined_prefill
@@ -108,9 +109,7 @@ def calibrate(cfg: ServingBenchConfig, model, options: list[PlanOption], log=pri
 def _decode_step_seconds(model, n: int, context: int, timing: dict) -> float:
     """One decode step of n requests over ``context`` cached tokens each (random K/V), HF forward."""
     config, device, dtype = model.config, model.device, model.dtype
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv_heads, head_dim = kv_shape(config)
     shape = (n, kv_heads, context, head_dim)
     data = [(torch.randn(shape, device=device, dtype=dtype), torch.randn(shape, device=device, dtype=dtype))
             for _ in range(model.stack.num_layers)]

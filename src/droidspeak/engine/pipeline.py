@@ -25,6 +25,7 @@ from transformers import DynamicCache
 from droidspeak.cache import ContextCache
 from droidspeak.engine.prefill import PrefilledBatch, cost_of, receiver_prefill
 from droidspeak.errors import CacheMismatchError, DroidSpeakError
+from droidspeak.arch import kv_shape
 from droidspeak.pair import LoadedModel
 from droidspeak.plan import RecomputePlan, layer_groups, parse_plan
 
@@ -99,9 +100,7 @@ class PipelineTrace:
 
 def _check_sources(receiver: LoadedModel, sources: Sequence[Source], plan: RecomputePlan) -> None:
     config = receiver.config
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv_heads, head_dim = kv_shape(config)
     for source in sources:
         if source.num_layers != receiver.stack.num_layers:
             raise CacheMismatchError(f"cache has {source.num_layers} layers, receiver has {receiver.stack.num_layers}")
@@ -178,9 +177,7 @@ def pipelined_prefill(
     reused = [layer for layer in range(stack.num_layers) if layer not in recomputed]
     loaded = list(range(stack.num_layers)) if strategy == "load_all" else reused
     config = receiver.config
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv_heads, head_dim = kv_shape(config)
 
     # ---- destinations, allocated on the compute stream ------------------------------------------------
     trace and trace.mark("start", compute)

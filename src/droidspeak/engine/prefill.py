@@ -14,6 +14,7 @@ from transformers import DynamicCache
 
 from droidspeak.cache import ContextCache
 from droidspeak.errors import CacheMismatchError, DroidSpeakError
+from droidspeak.arch import kv_shape
 from droidspeak.pair import LoadedModel
 from droidspeak.plan import PrefillCost, RecomputePlan, layer_groups, parse_plan, prefill_cost
 
@@ -139,9 +140,7 @@ def _capture_input(store: dict[int, torch.Tensor], layer: int):
 def check_cache_fits(receiver: LoadedModel, cache: ContextCache) -> None:
     """A cache must match the receiver's shape (it may still come from a compatible sender)."""
     config = receiver.config
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv_heads, head_dim = kv_shape(config)
     expected = (kv_heads, cache.num_tokens, head_dim)
     if cache.num_layers != receiver.stack.num_layers:
         raise CacheMismatchError(f"cache has {cache.num_layers} layers, receiver has {receiver.stack.num_layers}")
@@ -154,9 +153,7 @@ def check_cache_fits(receiver: LoadedModel, cache: ContextCache) -> None:
 
 def cost_of(receiver: LoadedModel, plan: RecomputePlan, context_tokens: int) -> PrefillCost:
     config, elem = receiver.config, receiver.dtype.itemsize
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv_heads, head_dim = kv_shape(config)
     return prefill_cost(
         plan,
         num_layers=receiver.stack.num_layers,

@@ -24,20 +24,15 @@ import torch
 
 from droidspeak.engine.prefill import PrefilledBatch
 from droidspeak.errors import DroidSpeakError
+from droidspeak.arch import kv_shape
 from droidspeak.pair import LoadedModel
-
-
-def _kv_shape(config) -> tuple[int, int]:
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    return kv_heads, getattr(config, "head_dim", None) or config.hidden_size // heads
 
 
 class SuffixWorkspace:
     """Preallocated per-layer K/V for one shape bucket: ``batch`` rows, ``capacity`` context slots, ``suffix`` slots."""
 
     def __init__(self, receiver: LoadedModel, *, batch: int, capacity: int, suffix: int):
-        kv_heads, head_dim = _kv_shape(receiver.config)
+        kv_heads, head_dim = kv_shape(receiver.config)
         self.batch, self.capacity, self.suffix = batch, capacity, suffix
         shape = (batch, kv_heads, capacity + suffix, head_dim)
         make = lambda: torch.zeros(shape, device=receiver.device, dtype=receiver.dtype)  # noqa: E731  (finite: masked slots must not hold NaN)
