@@ -113,7 +113,7 @@ class TaskConfig:
     size_min: int = 8
     size_max: int = 12
     questions: int = 4  # questions per context
-    contexts: dict[str, int] = field(default_factory=lambda: {"train": 64, "profile": 16, "test": 16})
+    contexts: dict[str, int] = field(default_factory=lambda: {"train": 64, "profile": 50, "test": 16})  # profile: the paper profiles on 50
 
 
 def context_id(task: str, context: str) -> str:
