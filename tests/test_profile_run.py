@@ -62,14 +62,18 @@ def test_proxy_and_comparisons(models):
     sender, receiver = models
     profiler = Profiler(receiver, sender, "mdqa", rows())
     profile = profile_pair(profiler, receiver_name="tuned", sender_name="base", granularity=2, progress=False)
-    proxy = ProxyScorer(profiler, samples=3)
-    assert len(proxy.index) == 3
+    proxy = ProxyScorer(receiver, sender, "mdqa", rows(), samples=3)
+    assert len(proxy.index) == 3 and len(proxy.caches) == 2  # the sender prefills only the sampled contexts
     own = proxy.score("full_prefill")
     assert own.kl == pytest.approx(0, abs=1e-6) and own.top1 == 1.0
     assert proxy.score("full_reuse").kl > 1e-4
     report = compare_proxy(profiler, profile, proxy, tolerance=0.05, progress=False)
     assert report["plans"] == len(profile.points) and report["cost_ratio"] > 0
+    assert report["task_seconds"] > profiler.sender_seconds and report["proxy_seconds"] > proxy.setup_seconds
     assert report["proxy_plan"] in {p.plan for p in profile.points} | {"full_prefill"}
+    assert report["budgets"] == len({p.recomputed_layers for p in profile.points})
+    assert report["budget_regret_max"] >= report["budget_regret_mean"] >= 0  # vs the best task quality per budget
+    assert 2 <= report["budgets_same_quality"] <= report["budgets"]  # 0 and L layers: one plan each
     multi = compare_multigroup(profiler, profile, max_groups=2)
     assert multi and all(r["plan"] in profiler.results for r in multi)
     hybrid = compare_hybrid(profiler, profile, [2 / 3])  # 4 layers: group of 2 + tokens

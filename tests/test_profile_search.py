@@ -98,10 +98,29 @@ def test_single_layer_plan_reuses_exactly_one_layer():
 
 
 def test_transition_plans_hold_layers_fixed_and_vary_transitions():
-    plans = transition_plans(32, 12, 4, granularity=2)
+    plans = transition_plans(32, 12, 4, granularity=2, per_count=5)
     assert sorted(plans) == [0, 1, 2, 3, 4]
-    for t, plan in plans.items():
-        assert plan_layers(plan, 32) == (12, t)
+    assert plans[0] == ["recompute:0-11"]  # the only 0-transition layout
+    for t, by_count in plans.items():
+        assert 1 <= len(by_count) <= 5 and len(set(by_count)) == len(by_count)
+        for plan in by_count:
+            assert plan_layers(plan, 32) == (12, t)
+            assert all(s % 2 == 0 and (e + 1) % 2 == 0 for s, e in parse_plan(plan, 32).groups)  # aligned
+    assert transition_plans(32, 12, 4, granularity=2, per_count=5) == plans  # seeded
+
+
+def test_transition_plans_enumerate_a_small_space_completely():
+    plans = transition_plans(8, 4, 4, per_count=100)
+    assert sum(len(v) for v in plans.values()) == math.comb(8, 4)  # every 4-of-8 layout, bucketed by count
+    assert {t: len(v) for t, v in plans.items()} == {0: 1, 1: 16, 2: 36, 3: 16, 4: 1}
+
+
+def test_transition_plans_can_hold_the_critical_layers_fixed():
+    plans = transition_plans(8, 4, 4, per_count=100, include=[0, 1])
+    assert sum(len(v) for v in plans.values()) == math.comb(6, 2)  # 0 and 1, plus any 2 of the other 6
+    for by_count in plans.values():
+        assert all({0, 1} <= set(parse_plan(p, 8).recomputed_layers) for p in by_count)
+    assert 4 not in plans  # four 1-layer groups off layer 0 cannot include layer 0
 
 
 # ---- frontier and choice ---------------------------------------------------------------------------------

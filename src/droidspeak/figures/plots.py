@@ -29,7 +29,14 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from droidspeak.profile.profile_file import Profile, load_profile
-from droidspeak.profile.search import choose_point, critical_layers, frontier_difference, frontier_step, quality_target
+from droidspeak.profile.search import (
+    choose_point,
+    critical_layers,
+    frontier_difference,
+    frontier_step,
+    quality_target,
+    recomputes_all,
+)
 
 # Okabe & Ito (2008): distinguishable under every common colour-vision deficiency.
 OKABE_ITO = {
@@ -297,40 +304,66 @@ def plot_input_spread(profiles, out_dir: str | os.PathLike, *, stem: str = "fig0
 
 
 # ---- Fig. 10: transitions -------------------------------------------------------------------------------
-def plot_transitions(profiles, out_dir: str | os.PathLike, *, stem: str = "fig10_transitions") -> list[Path]:
-    """Fig. 10: relative quality loss vs number of transitions, one line per recomputed-layer count.
+def transition_strata(prof: Profile) -> tuple[int, dict[str, dict[int, list[float]]]]:
+    """(k, {stratum label: {transitions: [relative loss % of each plan]}}) for the profile's transition study.
 
-    Uses each profile's ``transitions`` table; without one, any recomputed-layer count among ``points`` that
-    was measured at two or more transition counts (best plan per count).
+    k is the recomputed-layer count the study holds fixed (the one with the most plans). Plans that recompute
+    every critical layer form one stratum and the rest another, so a transition effect can be read within a
+    stratum instead of being confounded with which layers a plan recomputes.
     """
-    profiles = as_profiles(profiles)
-    series_by_profile = []
-    for prof in profiles:
-        source = prof.transitions or prof.points
-        by_k: dict[int, dict[int, float]] = defaultdict(dict)
-        for p in source:
-            if p.transitions is None or p.plan in ("full_prefill", "full_reuse"):
-                continue
-            best = by_k[p.recomputed_layers].get(p.transitions)
-            by_k[p.recomputed_layers][p.transitions] = p.quality if best is None else max(best, p.quality)
-        series = {k: v for k, v in sorted(by_k.items()) if len(v) >= 2}
-        if series:
-            series_by_profile.append((prof, series))
-    if not series_by_profile:
+    source = [p for p in (prof.transitions or prof.points) if p.transitions is not None
+              and p.plan not in ("full_prefill", "full_reuse")]
+    counts = defaultdict(set)
+    for p in source:
+        counts[p.recomputed_layers].add(p.transitions)
+    studied = [k for k, ts in counts.items() if len(ts) >= 2]
+    if not studied:
+        return 0, {}
+    k = max(studied, key=lambda n: (sum(p.recomputed_layers == n for p in source), n))
+    critical = set(prof.critical_layers()) if prof.single_layer else set()
+    ref = prof.reference_quality
+    strata: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for p in source:
+        if p.recomputed_layers != k:
+            continue
+        holds = bool(critical) and recomputes_all(p.plan, critical, prof.num_layers)
+        label = (f"recomputes critical {_layer_list(critical)}" if holds else
+                 "misses a critical layer" if critical else "all layouts")
+        strata[label][p.transitions].append(100 * (ref - p.quality) / abs(ref) if ref else 0.0)
+    return k, {label: dict(by_t) for label, by_t in sorted(strata.items())}
+
+
+def _layer_list(layers: Iterable[int]) -> str:
+    return "{" + ",".join(str(layer) for layer in sorted(layers)) + "}"
+
+
+def plot_transitions(profiles, out_dir: str | os.PathLike, *, stem: str = "fig10_transitions") -> list[Path]:
+    """Fig. 10: relative quality loss vs number of transitions at a fixed number of recomputed layers.
+
+    Every plan of the profile's transition study is a dot (jittered); lines join each stratum's mean per count.
+    Strata: plans that recompute all critical layers, and the others (see :func:`transition_strata`).
+    """
+    studies = [(prof, *transition_strata(prof)) for prof in as_profiles(profiles)]
+    studies = [s for s in studies if s[2]]
+    if not studies:
         raise FigureDataError("transitions need points at one recomputed-layer count with 2+ transition counts")
     with matplotlib.rc_context(STYLE):
-        fig, axes = _new_figure(len(series_by_profile), panel_size=(3.2, 2.5))
-        for ax, (prof, series) in zip(axes, series_by_profile):
-            ref = prof.reference_quality
-            for idx, (k, by_t) in enumerate(series.items()):
+        fig, axes = _new_figure(len(studies), panel_size=(3.4, 2.7))
+        for ax, (prof, k, strata) in zip(axes, studies):
+            for idx, (label, by_t) in enumerate(strata.items()):
+                colour = CYCLE[idx % len(CYCLE)]
+                offset = 0.12 * (idx - (len(strata) - 1) / 2)
+                for t, losses in by_t.items():
+                    jitter = [offset + 0.05 * ((i * 0.618) % 1 - 0.5) for i in range(len(losses))]
+                    ax.scatter([t + j for j in jitter], losses, s=9, alpha=0.45, color=colour, linewidths=0)
                 ts = sorted(by_t)
-                loss = [100 * (ref - by_t[t]) / abs(ref) if ref else 0.0 for t in ts]
-                ax.plot(ts, loss, marker="o", ms=3.5, color=CYCLE[idx % len(CYCLE)], label=f"{k} layers recomputed")
+                ax.plot([t + offset for t in ts], [sum(by_t[t]) / len(by_t[t]) for t in ts], marker="o", ms=4,
+                        color=colour, label=f"{label} (mean)")
             ax.set_xlabel("Transitions (groups loading the sender's E)")
             ax.set_ylabel(f"Relative {_pretty_metric(prof.metric)} loss (%)")
             ax.xaxis.get_major_locator().set_params(integer=True)
-            ax.set_title(f"{prof.pair} · {prof.task}")
-            ax.legend(frameon=False)
+            ax.set_title(f"{prof.pair} · {prof.task} · {k}/{prof.num_layers} layers")
+            ax.legend(frameon=False, fontsize=7)
         return _save(fig, out_dir, stem)
 
 

@@ -6,7 +6,8 @@ a) ``compare_multigroup`` — several groups, searched by dynamic programming wi
    measured single-group gains. Each DP plan is then MEASURED and compared with the best measured single group
    at the same recomputed-layer count.
 b) ``compare_proxy`` — output-level proxies (profile.proxy) on few samples: rank correlation with the task
-   metric over every profiled plan, cost ratio, and whether the plan the proxy alone chooses is as good.
+   metric over every profiled plan, cost ratio (wall time of each search from scratch, sender prefill included),
+   and whether the plan the proxy alone chooses is as good.
 c) ``compare_hybrid`` — at equal compute fraction: the best single layer group, CacheBlend cross-model, and a
    hybrid (the best group one granularity step smaller plus token recompute in the other layers filling the budget).
 Every function returns plain dict rows (one JSON line each).
@@ -30,6 +31,7 @@ from droidspeak.profile.search import (
     harm_from_single_layer,
     quality_target,
     rank_agreement,
+    recomputes_all,
     search_additive,
     search_groups,
 )
@@ -45,7 +47,11 @@ def compare_multigroup(profiler: Profiler, profile: Profile, *, max_groups: int 
     single = best_by_budget(profile.points)
     reuse_q = profile.full_reuse_quality if profile.full_reuse_quality is not None else single[0].quality
     harm = harm_from_single_layer(profile.single_layer_table, ref, num_layers=layers, full_reuse_quality=reuse_q)
-    penalty = estimate_transition_penalty(profile.transitions)
+    # The penalty from the layouts that all recompute the critical layers, where transitions are not confounded
+    # with skipping a critical layer (see search.transition_plans); the whole study where there are none.
+    critical = profile.critical_layers()
+    held = [p for p in profile.transitions if critical and recomputes_all(p.plan, critical, layers)]
+    penalty = estimate_transition_penalty(held or profile.transitions)
     models = {
         "dp_single_layer_harm": search_additive(
             harm, penalty, reference_quality=ref, granularity=profile.granularity, max_groups=max_groups
@@ -91,18 +97,24 @@ def compare_proxy(
     task = {p.plan: p.quality for p in profile.points}
     top1 = rank_agreement({p: s.top1 for p, s in scores.items()}, task)
     kl = rank_agreement({p: -s.kl for p, s in scores.items()}, task)
+    # Both from scratch: the sender's prefill of the contexts each search uses, then every plan (and reference).
     proxy_seconds = proxy.setup_seconds + sum(s.seconds for s in scores.values())
-    task_seconds = sum(profiler.results[p].seconds for p in plans)
+    task_seconds = profiler.sender_seconds + sum(profiler.results[p].seconds for p in plans)
     layers = profile.num_layers
     ref = profile.reference_quality
     exhaustive = choose_point(profile.points, ref, tolerance)
-    proxy_points = [ProfilePoint.from_plan(p, s.top1, num_layers=layers) for p, s in scores.items()]
+    # quality = top-1 agreement; cost = KL, so agreement ties fall to the plan whose distributions moved least
+    proxy_points = [ProfilePoint.from_plan(p, s.top1, num_layers=layers, cost=s.kl) for p, s in scores.items()]
     chosen = choose_point(proxy_points, 1.0, tolerance)
+    # At a fixed budget (recomputed layers), how much task quality does trusting the proxy's best plan give up?
+    task_best, proxy_best = best_by_budget(profile.points), best_by_budget(proxy_points)
+    regret = [(task_best[k].quality - task[proxy_best[k].plan]) / abs(ref) if ref else 0.0 for k in proxy_best]
     chosen_plan = chosen.plan if chosen else "full_prefill"
     chosen_quality = task.get(chosen_plan, ref)
     chosen_layers = chosen.recomputed_layers if chosen else layers
     return {
         "comparison": "proxy", "plans": len(plans), "samples": len(proxy.index), "task_samples": len(profiler.rows.rows),
+        "proxy_contexts": len(proxy.distinct), "task_contexts": len(profiler.caches),
         "spearman_top1": _r(top1["spearman"]), "kendall_top1": _r(top1["kendall"]),
         "spearman_kl": _r(kl["spearman"]), "kendall_kl": _r(kl["kendall"]),
         "same_best_top1": top1["same_best"], "same_best_kl": kl["same_best"],
@@ -114,6 +126,8 @@ def compare_proxy(
         "exhaustive_quality": _r(exhaustive.quality if exhaustive else ref),
         "proxy_plan": chosen_plan, "proxy_layers": chosen_layers, "proxy_quality": _r(chosen_quality),
         "proxy_within_tolerance": chosen_quality >= quality_target(ref, tolerance) - 1e-12,
+        "budgets": len(regret), "budget_regret_mean": _r(sum(regret) / len(regret)), "budget_regret_max": _r(max(regret)),
+        "budgets_same_quality": sum(r <= 1e-12 for r in regret),
         "proxy_scores": {p: {"top1": _r(s.top1), "kl": _r(s.kl, 6)} for p, s in scores.items()},
     }
 

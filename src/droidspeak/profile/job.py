@@ -21,7 +21,7 @@ from droidspeak.config import PairConfig, TaskConfig
 from droidspeak.errors import DroidSpeakError
 from droidspeak.evalh.point import ZOO_PREFIX, resolve_model
 from droidspeak.pair import load_model
-from droidspeak.profile.profile_file import save_profile
+from droidspeak.profile.profile_file import beyond_path, save_profile
 from droidspeak.profile.run import Profiler, profile_pair, select_profile_rows
 from droidspeak.track.results import append_row, finished_keys, git_sha, point_key
 from droidspeak.zoo.config import ZooConfig
@@ -41,6 +41,7 @@ class ProfileJobConfig:
     tolerance: float = 0.05
     transition_layers: int | None = None  # Fig. 10: recomputed layers held fixed (default L/2)
     max_transitions: int = 3
+    transition_plans_per_count: int = 8  # Fig. 10: layouts per transition count (free, and holding the critical layers)
     max_groups: int | None = 3  # multi-group DP: at most this many groups (None: unlimited)
     proxy_samples: int = 8
     beyond: bool = True  # run the multi-group, proxy and hybrid comparisons
@@ -78,7 +79,8 @@ def run_job(cfg, family) -> dict[str, Path]:
     name = lambda ref: ref[len(ZOO_PREFIX):] if ref.startswith(ZOO_PREFIX) else ref  # noqa: E731
     profile = profile_pair(
         profiler, receiver_name=name(cfg.pair.receiver), sender_name=name(cfg.pair.sender), granularity=cfg.granularity,
-        transition_layers=cfg.transition_layers, max_transitions=cfg.max_transitions, progress=cfg.progress,
+        transition_layers=cfg.transition_layers, max_transitions=cfg.max_transitions,
+        transition_plans_per_count=cfg.transition_plans_per_count, progress=cfg.progress,
     )
     out = Path(cfg.output) if cfg.output else Path(cfg.output_root) / "profiles" / safe_name(cfg.pair.name) / f"{task}.json"
     beyond: list[dict] = []
@@ -88,7 +90,8 @@ def run_job(cfg, family) -> dict[str, Path]:
 
         started = time.perf_counter()
         beyond += compare_multigroup(profiler, profile, max_groups=cfg.max_groups)
-        proxy = compare_proxy(profiler, profile, ProxyScorer(profiler, cfg.proxy_samples), tolerance=cfg.tolerance, progress=cfg.progress)
+        scorer = ProxyScorer(receiver, sender, task, rows, samples=cfg.proxy_samples, batch_size=cfg.batch_size)
+        proxy = compare_proxy(profiler, profile, scorer, tolerance=cfg.tolerance, progress=cfg.progress)
         profile.extra["proxy_scores"] = proxy.pop("proxy_scores")
         beyond.append(proxy)
         beyond += compare_hybrid(profiler, profile, cfg.hybrid_fractions)
@@ -98,7 +101,7 @@ def run_job(cfg, family) -> dict[str, Path]:
     profile.git_sha = git_sha()
     profile.extra["split"] = cfg.split
     save_profile(out, profile)
-    comparisons = out.with_suffix(".beyond.jsonl")
+    comparisons = beyond_path(out)
     with comparisons.open("w") as handle:
         for row in beyond:
             handle.write(json.dumps({"pair": cfg.pair.name, "task": task, **row}) + "\n")

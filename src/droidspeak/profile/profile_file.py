@@ -264,6 +264,11 @@ def save_profile(path: str | os.PathLike, profile: Profile) -> Path:
     return path
 
 
+def beyond_path(profile_path: str | os.PathLike) -> Path:
+    """Where profiling writes a profile's beyond-the-paper comparisons: beside it, same stem, ``.beyond.jsonl``."""
+    return Path(profile_path).with_suffix(".beyond.jsonl")
+
+
 def load_profile(path: str | os.PathLike) -> Profile:
     """Read and validate a profile file; a missing, corrupt or foreign file raises :class:`ProfileError`."""
     path = Path(path).expanduser()

@@ -8,9 +8,12 @@ receiver's next-token distributions at those answer positions move:
 - ``kl``: mean KL(P_full_prefill || P_plan) over answer positions (lower is better; score = -kl);
 - ``top1``: share of answer positions whose argmax is unchanged (higher is better; 1.0 = the receiver's own).
 
-One receiver prefill of the sampled contexts plus one forward of question + answer per plan. (A first
-exploration found that the size of a layer's K/V deviation does not predict harm; these proxies look at the
-output instead.)
+The scorer stands alone, as it would when a new pair is profiled with the proxy only: it prefills the
+sender over just its sampled contexts, runs the receiver's reference once, then costs one receiver prefill of
+those contexts plus one forward of question + answer per plan. ``setup_seconds`` counts all of that setup, so
+its cost compares fairly with a task-metric search that prefills the sender over every profiling context.
+(A first exploration found that the size of a layer's K/V deviation does not predict harm; these proxies look
+at the output instead.)
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import torch
 
 from droidspeak.engine import generate, receiver_prefill, tail_logits
 from droidspeak.engine.prefill import PrefilledBatch, select_rows
-from droidspeak.profile.run import Profiler
+from droidspeak.pair import LoadedModel, check_compatible
+from droidspeak.zoo.measure import TaskRows, prefill_contexts
 from droidspeak.zoo.tasks import TASKS
 
 
@@ -50,33 +54,35 @@ def spread_rows(contexts: Sequence[str], samples: int) -> list[int]:
 
 
 class ProxyScorer:
-    """Scores plans by output agreement with the receiver's full prefill on ``samples`` rows of a profiler."""
+    """Scores plans of ``receiver`` reusing ``sender``'s caches by output agreement with the receiver's full
+    prefill, on ``samples`` of ``rows`` (zoo JSONL rows of ``task``) spread over their contexts."""
 
-    def __init__(self, profiler: Profiler, samples: int = 8):
-        self.profiler = profiler
-        rows = profiler.rows.rows
-        self.index = spread_rows([r["context_id"] for r in rows], samples)
-        self.context_ids = [rows[i]["context_id"] for i in self.index]
-        self.distinct = list(dict.fromkeys(self.context_ids))
-        self.suffixes = [profiler.rows.suffixes[i] for i in self.index]
-        self.results: dict[str, ProxyScore] = {}
+    def __init__(self, receiver: LoadedModel, sender: LoadedModel, task: str, rows: Sequence[dict], *,
+                 samples: int = 8, batch_size: int = 32):
         start = time.perf_counter()
-        receiver = profiler.receiver
+        check_compatible(sender, receiver)
+        self.receiver, self.task = receiver, task
+        self.index = spread_rows([r["context_id"] for r in rows], samples)
+        self.rows = TaskRows(task, [rows[i] for i in self.index], receiver.tokenizer)
+        self.context_ids = [r["context_id"] for r in self.rows.rows]
+        self.distinct = list(dict.fromkeys(self.context_ids))
+        self.caches = prefill_contexts(sender, self.rows, batch_size)
+        self.results: dict[str, ProxyScore] = {}
         own = self._rows(lambda caches: receiver_prefill(receiver, caches, "full_prefill"))
-        answers = generate(receiver, own, self.suffixes, max_new_tokens=TASKS[profiler.task].max_new_tokens)
+        answers = generate(receiver, own, self.rows.suffixes, max_new_tokens=TASKS[task].max_new_tokens)
         self.answers = [a if a.numel() else torch.tensor([0]) for a in answers]
         self.reference = self._answer_logprobs(own)
         self.setup_seconds = time.perf_counter() - start
 
     def _rows(self, prefill: Callable) -> PrefilledBatch:
-        prefilled = prefill([self.profiler.caches[c] for c in self.distinct])
-        return select_rows(self.profiler.receiver, prefilled, [self.distinct.index(c) for c in self.context_ids])
+        prefilled = prefill([self.caches[c] for c in self.distinct])
+        return select_rows(self.receiver, prefilled, [self.distinct.index(c) for c in self.context_ids])
 
     @torch.inference_mode()
     def _answer_logprobs(self, prefilled: PrefilledBatch) -> list[torch.Tensor]:
         """log P(next token) at each position that predicts an answer token, per row ([n_answer, vocab])."""
-        tails = [torch.cat([s, a]) for s, a in zip(self.suffixes, self.answers)]
-        logits = tail_logits(self.profiler.receiver, prefilled, tails).float()
+        tails = [torch.cat([s, a]) for s, a in zip(self.rows.suffixes, self.answers)]
+        logits = tail_logits(self.receiver, prefilled, tails).float()
         width = logits.shape[1]
         return [logits[row, width - a.numel() - 1 : width - 1].log_softmax(-1) for row, a in enumerate(self.answers)]
 
@@ -84,7 +90,7 @@ class ProxyScorer:
         """Proxy of ``plan`` (or of a custom ``prefill`` named ``plan``), memoised."""
         if plan in self.results:
             return self.results[plan]
-        receiver = self.profiler.receiver
+        receiver = self.receiver
         start = time.perf_counter()
         with torch.inference_mode():
             ours = self._answer_logprobs(self._rows(prefill or (lambda caches: receiver_prefill(receiver, caches, plan))))

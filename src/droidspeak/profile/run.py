@@ -24,7 +24,13 @@ from droidspeak.engine import generate, receiver_prefill
 from droidspeak.engine.prefill import PrefilledBatch, select_rows
 from droidspeak.pair import LoadedModel, check_compatible
 from droidspeak.profile.profile_file import LayerSensitivity, Profile
-from droidspeak.profile.search import ProfilePoint, single_group_plans, single_layer_plan, transition_plans
+from droidspeak.profile.search import (
+    ProfilePoint,
+    critical_layers,
+    single_group_plans,
+    single_layer_plan,
+    transition_plans,
+)
 from droidspeak.zoo.measure import TaskRows, prefill_contexts
 from droidspeak.zoo.tasks import TASKS, score
 
@@ -149,10 +155,15 @@ def profile_pair(
     granularity: int = 1,
     transition_layers: int | None = None,
     max_transitions: int = 3,
+    transition_plans_per_count: int = 8,
     progress: bool = True,
 ) -> Profile:
     """The paper's profiling of one pair: reference, sender, single-layer sensitivity, every aligned contiguous
-    group (Fig. 11), and quality vs transitions at ``transition_layers`` recomputed layers (Fig. 10; default L/2)."""
+    group (Fig. 11), and quality vs transitions at ``transition_layers`` recomputed layers (Fig. 10; default L/2).
+
+    The transition study scores up to ``transition_plans_per_count`` layouts per transition count twice: drawn
+    freely, and holding the critical layers (single-layer sensitivity) in every plan, which isolates the layout
+    from the choice of layers."""
     start = time.perf_counter()
     layers = profiler.num_layers
     reference = profiler.evaluate("full_prefill")
@@ -160,7 +171,13 @@ def profile_pair(
     points = profiler.evaluate_all(single_group_plans(layers, granularity), "contiguous groups", progress)
     single = profiler.evaluate_all([single_layer_plan(l, layers) for l in range(layers)], "single layers", progress)
     k = transition_layers or max(granularity, (layers // 2) // granularity * granularity)
-    trans = profiler.evaluate_all(transition_plans(layers, k, max_transitions, granularity=granularity).values(), "transitions", progress)
+    critical = critical_layers([p.quality for p in single], reference.quality)
+    studies = [transition_plans(layers, k, max_transitions, granularity=granularity, per_count=transition_plans_per_count)]
+    if 0 < len(critical) < k:
+        studies.append(transition_plans(layers, k, max_transitions, granularity=granularity,
+                                        per_count=transition_plans_per_count, include=critical))
+    plans = dict.fromkeys(plan for study in studies for by_count in study.values() for plan in by_count)
+    trans = profiler.evaluate_all(plans, "transitions", progress)
     evaluations = [e for e in profiler.results.values()]
     return Profile(
         receiver=receiver_name,

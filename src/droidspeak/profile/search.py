@@ -17,6 +17,7 @@ Conventions used throughout:
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -149,12 +150,25 @@ def single_layer_plan(layer: int, num_layers: int) -> str:
     return group_plan(groups, num_layers)
 
 
-def transition_plans(num_layers: int, recomputed: int, max_transitions: int, *, granularity: int = 1) -> dict[int, str]:
-    """For Fig. 10: one plan per transition count t = 0..max_transitions, each recomputing ``recomputed`` layers.
+def transition_plans(
+    num_layers: int,
+    recomputed: int,
+    max_transitions: int,
+    *,
+    granularity: int = 1,
+    per_count: int = 8,
+    include: Iterable[int] = (),
+    seed: int = 0,
+) -> dict[int, list[str]]:
+    """For Fig. 10: up to ``per_count`` plans per transition count t = 0..max_transitions, each recomputing exactly
+    ``recomputed`` layers, every layer of ``include`` among them.
 
-    Deterministic layout: t = 0 is the single group starting at layer 0 (no E load); t >= 1 splits the
-    layers into t near-equal groups, none starting at layer 0, spread over the model with equal gaps, all
-    aligned to ``granularity``. Counts that cannot be laid out (too few free layers for the gaps) are skipped.
+    Why ``include``: a fixed layer count does not isolate the transitions. Which layers a plan recomputes matters
+    far more (a plan that skips a critical layer loses whatever its layout), so one plan per count confounds the
+    two. Holding the critical layers in every plan leaves only the layout of the others to vary.
+    Layouts are drawn at random (seeded; random group sizes and gaps on the ``granularity``-aligned blocks) and
+    deduplicated, so a small space comes out complete and a 32-layer model stays tractable. Counts with no
+    feasible layout are absent.
     """
     units = _units(num_layers, granularity)
     if recomputed % granularity and recomputed != num_layers:
@@ -162,21 +176,54 @@ def transition_plans(num_layers: int, recomputed: int, max_transitions: int, *, 
     if not 0 < recomputed < num_layers:
         raise ValueError(f"recomputed must lie in 1..{num_layers - 1} to vary transitions, got {recomputed}")
     n_take = -(-recomputed // granularity)
-    free = len(units) - n_take
-    out: dict[int, str] = {0: group_plan([(0, units[n_take - 1][1])], num_layers)}
-    for t in range(1, max_transitions + 1):
-        if t > n_take or free < t:
-            break
-        sizes = [n_take // t + (1 if i < n_take % t else 0) for i in range(t)]
-        base = free // (t + 1)
-        gaps = [base] * t if base else [1] * t  # the gap before each group (>= 1: no group starts at 0)
-        groups, pos = [], 0
-        for gap, size in zip(gaps, sizes):
-            pos += gap
-            groups.append((units[pos][0], units[pos + size - 1][1]))
-            pos += size
-        out[t] = group_plan(groups, num_layers)
-    return out
+    required = set(include)
+    rng = random.Random(seed)
+    found: dict[int, set[tuple[Group, ...]]] = {t: set() for t in range(max_transitions + 1)}
+    for _ in range(200 * per_count * (max_transitions + 1)):
+        t = rng.randint(0, max_transitions)
+        blocks = _random_layout(rng, n_take, len(units) - n_take, t) if len(found[t]) < per_count else None
+        if blocks is None:
+            continue
+        groups = tuple((units[a][0], units[b][1]) for a, b in blocks)
+        if required <= {layer for s, e in groups for layer in range(s, e + 1)}:
+            found[t].add(groups)
+    return {t: sorted(group_plan(g, num_layers) for g in layouts) for t, layouts in found.items() if layouts}
+
+
+def recomputes_all(plan: str, layers: Iterable[int], num_layers: int) -> bool:
+    """Whether the layer plan ``plan`` recomputes every one of ``layers`` (e.g. the critical ones)."""
+    parsed = parse_plan(plan, num_layers)
+    return parsed.kind == "full_prefill" or set(layers) <= set(parsed.recomputed_layers)
+
+
+def _random_layout(rng: random.Random, n_take: int, n_free: int, transitions: int) -> list[Group] | None:
+    """``n_take`` of ``n_take + n_free`` blocks as groups (block indices) with ``transitions`` groups not at block 0.
+
+    Either the first group starts at block 0 (``transitions + 1`` groups) or none does (``transitions`` groups);
+    group sizes are a random composition, and the free blocks are spread over the gaps (inner gaps >= 1).
+    """
+    at_zero = transitions == 0 or rng.random() < 0.5
+    n_groups = transitions + 1 if at_zero else transitions
+    spare = n_free - (n_groups - 1) - (0 if at_zero else 1)  # free blocks left after the mandatory gaps
+    if not 1 <= n_groups <= n_take or spare < 0:
+        return None
+    sizes = _composition(rng, n_take, n_groups, minimum=1)
+    slack = _composition(rng, spare, n_groups if at_zero else n_groups + 1, minimum=0)
+    gaps = ([0] if at_zero else [1 + slack.pop(0)]) + [1 + x for x in slack[: n_groups - 1]]
+    groups, pos = [], 0
+    for gap, size in zip(gaps, sizes):
+        pos += gap
+        groups.append((pos, pos + size - 1))
+        pos += size
+    return groups
+
+
+def _composition(rng: random.Random, total: int, parts: int, *, minimum: int) -> list[int]:
+    """``total`` split into ``parts`` random parts, each >= ``minimum`` (stars and bars)."""
+    spare = total - minimum * parts
+    cuts = sorted(rng.sample(range(spare + parts - 1), parts - 1))
+    edges = [-1, *cuts, spare + parts - 1]
+    return [minimum + edges[i + 1] - edges[i] - 1 for i in range(parts)]
 
 
 # ---- frontier and choice -----------------------------------------------------------------------------------
