@@ -24,16 +24,17 @@ test-fast: $(STAMP)  ## tests without the slow end-to-end ones
 	$(BIN)/python -m pytest -q -m "not slow"
 
 DEMO := outputs/demo
-DEMO_PROFILE := pair=mdqa_from_fieldqa granularity=2 contexts=16 proxy_samples=8 output_root=$(DEMO) progress=false
+DEMO_PAIRS := mdqa_from_base,mdqa_from_twohop,fieldqa_from_mdqa,mdqa_from_fieldqa,code_from_summary
+DEMO_PROFILE := granularity=1 output_root=$(DEMO) progress=false
 
 demo: $(STAMP)  ## the main job on the embedded default: family, sweeps via lm-eval, profile, reports/
 	$(BIN)/python experiments/build_zoo.py
 	$(BIN)/python experiments/evaluate.py -m experiment=demo_baselines
 	$(BIN)/python experiments/evaluate.py -m experiment=demo_groups
-	$(BIN)/python experiments/profile_pair.py $(DEMO_PROFILE)
-	$(BIN)/python experiments/profile_pair.py $(DEMO_PROFILE) task=fieldqa beyond=false
+	$(BIN)/python experiments/profile_pair.py -m pair=$(DEMO_PAIRS) $(DEMO_PROFILE)
+	$(BIN)/python experiments/profile_pair.py pair=mdqa_from_fieldqa task=twohop beyond=false $(DEMO_PROFILE)
 	$(BIN)/python experiments/figures.py results=$(DEMO)/results.jsonl out_dir=reports \
-	  'profiles=[$(DEMO)/profiles/ft-mdqa_from_ft-fieldqa/mdqa.json,$(DEMO)/profiles/ft-mdqa_from_ft-fieldqa/fieldqa.json]'
+	  'profiles=["$(DEMO)/profiles/*/*.json"]'
 
 clean:  ## remove run outputs (keeps .venv and the model cache)
 	rm -rf outputs multirun wandb

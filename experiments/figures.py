@@ -1,4 +1,5 @@
-"""Rebuild reports/ from the results JSONL alone: figures (PNG + PDF), summary.md, summary.json.
+"""Rebuild reports/ from the results JSONL alone: figures (PNG + PDF), summary.md, summary.json; with profiles,
+also profiles.md and profiles.json (profiling and beyond-the-paper tables).
 
     python experiments/figures.py results=outputs/demo/results.jsonl out_dir=reports
 
@@ -7,6 +8,7 @@ Also logs, per (pair, task), a W&B Table with scatter plots of quality vs speedu
 
 from __future__ import annotations
 
+import glob
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -16,6 +18,7 @@ from omegaconf import DictConfig
 
 import droidspeak.config  # noqa: F401  (registers the logger schema)
 from droidspeak.figures import plots
+from droidspeak.figures.profiles_summary import profiles_summary, write_profiles_summary
 from droidspeak.figures.summary import summarize, write_summary
 from droidspeak.track.logger import check_mode, make_logger
 from droidspeak.track.results import read_rows
@@ -37,6 +40,17 @@ def eval_figures(rows, out_dir: Path) -> list[Path]:
         except plots.FigureDataError as err:
             log.warning("skipped %s: %s", name, err)
     return written
+
+
+def profile_files(entries) -> list[str]:
+    """Profile paths, each entry a file or a glob pattern (``outputs/demo/profiles/*/*.json``), sorted per pattern."""
+    files = []
+    for entry in entries:
+        matches = sorted(glob.glob(entry)) if any(c in entry for c in "*?[") else [entry]
+        if not matches:
+            raise SystemExit(f"no profile file matches {entry!r}: run experiments/profile_pair.py first")
+        files += matches
+    return files
 
 
 def profile_figures(profiles: list[str], out_dir: Path, tolerance: float) -> list[Path]:
@@ -64,9 +78,13 @@ def main(cfg: DictConfig) -> None:
     if not rows:
         raise SystemExit(f"no results in {cfg.results}: run experiments/evaluate.py first")
     out_dir = Path(cfg.out_dir)
-    written = eval_figures(rows, out_dir) + profile_figures(list(cfg.profiles), out_dir, cfg.tolerance)
+    profiles = profile_files(cfg.profiles)
+    written = eval_figures(rows, out_dir) + profile_figures(profiles, out_dir, cfg.tolerance)
     summary = summarize(rows, cfg.tolerance)
     written += write_summary(summary, out_dir, source=f"`{cfg.results}`")
+    if profiles:
+        source = ", ".join(f"`{p}`" for p in profiles)
+        written += write_profiles_summary(profiles_summary(profiles, cfg.tolerance), out_dir, source=source)
     logger = make_logger(cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity, name=f"{cfg.run_name}-pareto",
                          group=cfg.run_name, config={"results": cfg.results}, directory=Path(cfg.results).parent, job_type="report")
     try:

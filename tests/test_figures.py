@@ -17,10 +17,22 @@ from droidspeak.figures import (
     plot_quality_bars,
     plot_quality_vs_cost,
     plot_transitions,
+    profiles_summary,
     read_jsonl,
+    transition_strata,
+    write_profiles_summary,
 )
-from droidspeak.profile import LayerSensitivity, Profile, ProfilePoint, save_profile, single_group_plans, transition_plans
 from droidspeak.plan import parse_plan
+from droidspeak.profile import (
+    LayerSensitivity,
+    Profile,
+    ProfilePoint,
+    beyond_path,
+    load_profile,
+    save_profile,
+    single_group_plans,
+    transition_plans,
+)
 
 L = 8
 HARM = [0.0, 0.01, 0.2, 0.15, 0.0, 0.05, 0.0, 0.01]
@@ -41,7 +53,8 @@ def make_profile(task: str, reference: float) -> Profile:
     transitions = [
         ProfilePoint.from_plan(p, quality(p, reference), num_layers=L)
         for k in (2, 4)
-        for p in transition_plans(L, k, 2).values()
+        for by_count in transition_plans(L, k, 2, per_count=3).values()
+        for p in by_count
     ]
     single = [
         LayerSensitivity(l, reference - HARM[l], tuple(r - HARM[l] * (1 + 0.5 * i) for i, r in enumerate(per_ref)))
@@ -144,3 +157,103 @@ def test_figures_reject_inputs_that_lack_their_data(tmp_path):
         plot_layer_sensitivity(bare, tmp_path)
     with pytest.raises(FigureDataError):
         plot_profile_transfer([bare], tmp_path)  # one task only
+
+
+def test_transition_strata_separate_plans_that_recompute_the_critical_layers():
+    prof = make_profile("hotpot_like", 0.8)
+    assert prof.critical_layers() == [2, 3]  # HARM: 0.2 and 0.15 of 0.8 exceed 10%
+    study = [transition_plans(L, 4, 3, per_count=6), transition_plans(L, 4, 3, per_count=6, include=[2, 3])]
+    plans = {p for by_count in study for plans in by_count.values() for p in plans}
+    prof.transitions = [ProfilePoint.from_plan(p, quality(p, 0.8), num_layers=L) for p in sorted(plans)]
+    k, strata = transition_strata(prof)
+    assert k == 4
+    holds, misses = strata["recomputes critical {2,3}"], strata["misses a critical layer"]
+    for by_t in (holds, misses):
+        for t, losses in by_t.items():
+            expected = sorted(100 * (0.8 - p.quality) / 0.8 for p in prof.transitions if p.transitions == t
+                              and ({2, 3} <= set(parse_plan(p.plan, L).recomputed_layers)) == (by_t is holds))
+            assert sorted(losses) == pytest.approx(expected)
+    assert max(max(v) for v in holds.values()) < min(min(v) for v in misses.values())  # harm 0.15+ vs ≤ 0.08
+
+
+def _beyond_rows(pair: str, task: str) -> list[dict]:
+    """One proxy, one multigroup and two hybrid rows as profile.job writes them (made up, mutually consistent)."""
+    ids = {"pair": pair, "task": task}
+    return [
+        {**ids, "comparison": "proxy", "plans": 30, "samples": 4, "task_samples": 3, "proxy_contexts": 2,
+         "task_contexts": 3, "spearman_top1": 0.91, "kendall_top1": 0.8, "spearman_kl": None, "kendall_kl": 0.62,
+         "same_best_top1": True, "same_best_kl": False, "proxy_seconds": 3.0, "task_seconds": 12.6, "cost_ratio": 4.2,
+         "tolerance": 0.05, "reference_quality": 0.8, "exhaustive_plan": "recompute:2-5", "exhaustive_layers": 4,
+         "exhaustive_quality": 0.78, "proxy_plan": "recompute:2-3", "proxy_layers": 2, "proxy_quality": 0.72,
+         "proxy_within_tolerance": False, "budgets": 9, "budgets_same_quality": 7, "budget_regret_mean": 0.0125},
+        {**ids, "comparison": "multigroup", "search": "dp_measured_groups", "recomputed_layers": 3,
+         "plan": "recompute:2-3+5-5", "groups": 2, "transitions": 2, "predicted_quality": 0.75, "quality": 0.74,
+         "best_single_plan": "recompute:1-3", "best_single_quality": 0.72, "delta_vs_best_single": 0.02,
+         "transition_penalty": 0.02, "reference_quality": 0.8},
+        {**ids, "comparison": "hybrid", "budget_fraction": 0.25, "method": "group", "plan": "recompute:2-3",
+         "quality": 0.7, "compute_fraction": 0.25, "prefill_seconds": 0.011, "reference_quality": 0.8},
+        {**ids, "comparison": "hybrid", "budget_fraction": 0.25, "method": "cacheblend", "plan": "cacheblend:0.25",
+         "quality": 0.55, "compute_fraction": 0.26, "prefill_seconds": 0.012, "reference_quality": 0.8},
+    ]
+
+
+def test_profiles_summary_tabulates_profiles_and_their_beyond_rows(profile_paths, tmp_path):
+    hotpot = profile_paths[0]
+    assert beyond_path(hotpot) == tmp_path / "hotpot_like.beyond.jsonl"
+    beyond_path(hotpot).write_text("".join(json.dumps(r) + "\n" for r in _beyond_rows("ft_a<-ft_b", "hotpot_like")))
+    summary = profiles_summary(profile_paths, 0.05)
+    json_path, md_path = write_profiles_summary(summary, tmp_path / "reports", source="`two profiles`")
+    assert (json_path.name, md_path.name) == ("profiles.json", "profiles.md")
+    assert json.loads(json_path.read_text()) == summary
+    md = md_path.read_text()
+    assert "from `two profiles`" in md
+
+    # Profiles: one row each, the beyond file or not; the plan is the profile's own choice at the tolerance.
+    assert [e["task"] for e in summary["profiles"]] == ["hotpot_like", "code_like"]
+    for path, entry in zip(profile_paths, summary["profiles"]):
+        prof = load_profile(path)
+        chosen = prof.point(prof.choose(0.05))
+        assert (entry["chosen_plan"], entry["chosen_layers"], entry["chosen_quality"]) == (
+            chosen.plan, chosen.recomputed_layers, chosen.quality)
+        assert entry["critical_layers"] == [2, 3]
+        assert f"| ft_a<-ft_b | {prof.task} | f1 | – | 3 | 1 | {prof.reference_quality:.3f} | – |" in md
+        assert f"{chosen.recomputed_layers}/8 `{chosen.plan}` | {chosen.quality:.3f} |" in md
+    assert summary["profiles"][0]["chosen_plan"] != "full_prefill"  # the test profile has a cheaper plan in tolerance
+
+    # Transitions: the strata of plots.transition_strata, averaged.
+    k, strata = transition_strata(load_profile(hotpot))
+    entry = summary["transitions"][0]
+    assert entry["k"] == k and {s["stratum"] for s in entry["strata"]} == set(strata)
+    counts = sorted({t for by_t in strata.values() for t in by_t})  # the code_like profile has the same study
+    for label, by_t in strata.items():
+        cells = [f"{sum(by_t[t]) / len(by_t[t]):.1f} ({len(by_t[t])})" if t in by_t else "–" for t in counts]
+        assert f"| ft_a<-ft_b | hotpot_like | {k}/8 | {label} | {' | '.join(cells)} |" in md
+
+    # Beyond the paper: rows only from the file beside hotpot_like.
+    assert [r["task"] for r in summary["proxy"] + summary["multigroup"]] == ["hotpot_like", "hotpot_like"]
+    assert ("| ft_a<-ft_b | hotpot_like | 4 / 2 | 3 / 3 | 0.91 / – | 2/8 `recompute:2-3` (0.720) | "
+            "4/8 `recompute:2-5` (0.780) | no | 7/9 (1.2%) | 3.00 / 12.60 | 4.20× |") in md
+    assert ("| ft_a<-ft_b | hotpot_like | dp_measured_groups | 3/8 | `recompute:2-3+5-5` | 0.740 | "
+            "`recompute:1-3` | 0.720 | 0.020 |") in md
+    assert [h["budget_fraction"] for h in summary["hybrid"]] == [0.25]
+    assert set(summary["hybrid"][0]["methods"]) == {"group", "cacheblend"}
+    assert ("| ft_a<-ft_b | hotpot_like | 0.250 (2/8) | `recompute:2-3` | 0.700 | 11.0 | `cacheblend:0.25` | 0.550 | "
+            "12.0 | – | – | – |") in md
+    assert "_No" not in md  # every section has data
+
+
+def test_profiles_summary_notes_sections_without_data(tmp_path):
+    bare = make_profile("code_like", 0.6)
+    bare.points = [p for p in bare.points if p.plan in ("full_reuse", "recompute:0-3", "full_prefill")]
+    bare.transitions, bare.single_layer = [], []
+    path = save_profile(tmp_path / "code_like.json", bare)
+    beyond_path(path).write_text("")  # the beyond comparisons were off
+    summary = profiles_summary([path], 0.05)
+    assert summary["profiles"][0]["chosen_plan"] == "full_prefill" == bare.choose(0.05)
+    assert summary["transitions"] == summary["proxy"] == summary["multigroup"] == summary["hybrid"] == []
+    md = write_profiles_summary(summary, tmp_path)[1].read_text()
+    assert "| ft_a<-ft_b | code_like | f1 | – | 3 | 1 | 0.600 | – | 0.180 | – | 8/8 `full_prefill` | 0.600 |" in md
+    for note in ("No profile holds a transition study", "No proxy comparison", "No multi-group comparison",
+                 "No hybrid comparison"):
+        assert f"_{note}" in md
+    assert sum(line.startswith("|---") for line in md.splitlines()) == 1  # the Profiles table only

@@ -1,0 +1,257 @@
+"""The tables of offline profiling and of the beyond-the-paper comparisons, from the profile files alone.
+
+Profiling writes ``<dir>/<task>.json`` (the profile) and, beside it, ``<dir>/<task>.beyond.jsonl`` (multi-group
+DP, proxy metric and hybrid rows, see :mod:`droidspeak.profile.beyond`). :func:`profiles_summary` gathers both
+into one JSON-able dict and :func:`write_profiles_summary` renders it as ``profiles.json`` + ``profiles.md``, so
+``reports/`` carries these numbers without anyone copying them by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from droidspeak.figures.plots import read_jsonl, transition_strata
+from droidspeak.figures.summary import _fmt
+from droidspeak.profile.profile_file import Profile, beyond_path, load_profile
+from droidspeak.profile.search import plan_layers
+
+HYBRID_METHODS = ("group", "cacheblend", "hybrid")
+
+
+def _profile_entry(path: Path, prof: Profile, tolerance: float) -> dict:
+    plan = prof.choose(tolerance)
+    point = prof.point(plan)  # only the full_prefill fallback can be unprofiled; its quality is the reference
+    return {
+        "profile": str(path),
+        "pair": prof.pair,
+        "task": prof.task,
+        "metric": prof.metric,
+        "num_layers": prof.num_layers,
+        "granularity": prof.granularity,
+        "contexts": prof.timing.get("contexts"),
+        "questions": prof.n_samples,
+        "receiver": prof.reference_quality,
+        "sender": prof.sender_quality,
+        "full_reuse": prof.full_reuse_quality,
+        "critical_layers": prof.critical_layers() if prof.single_layer else None,
+        "tolerance": tolerance,
+        "chosen_plan": plan,
+        "chosen_layers": plan_layers(plan, prof.num_layers)[0],
+        "chosen_quality": point.quality if point else prof.reference_quality,
+        "plans_evaluated": prof.timing.get("evaluations"),
+        "profiling_seconds": prof.timing.get("total_seconds"),
+        "beyond_seconds": prof.timing.get("beyond_seconds"),
+    }
+
+
+def _transition_entry(prof: Profile) -> dict | None:
+    k, strata = transition_strata(prof)
+    if not strata:
+        return None
+    return {
+        "pair": prof.pair,
+        "task": prof.task,
+        "k": k,
+        "num_layers": prof.num_layers,
+        "strata": [
+            {"stratum": label, "by_transitions": [
+                {"transitions": t, "mean_loss_pct": statistics.fmean(losses), "plans": len(losses)}
+                for t, losses in sorted(by_t.items())
+            ]}
+            for label, by_t in strata.items()
+        ],
+    }
+
+
+def _hybrid_entries(rows: list[dict]) -> list[dict]:
+    """One entry per budget, the methods side by side: the comparison is at equal compute."""
+    budgets: dict[float | None, dict] = {}
+    for row in rows:
+        entry = budgets.setdefault(row.get("budget_fraction"), {
+            "pair": row["pair"], "task": row["task"], "num_layers": row["num_layers"],
+            "budget_fraction": row.get("budget_fraction"), "reference_quality": row.get("reference_quality"), "methods": {},
+        })
+        entry["methods"][row["method"]] = {
+            field: row.get(field) for field in ("plan", "quality", "compute_fraction", "prefill_seconds")
+        }
+    return list(budgets.values())
+
+
+def profiles_summary(profile_paths: Iterable[str | os.PathLike], tolerance: float = 0.05) -> dict:
+    """Per profile: its headline row, its Fig. 10 transition strata and its beyond-the-paper comparison rows.
+
+    Comparison rows take the profile's pair and task (so every table names a pair the same way) and its layer
+    count; a profile without a ``.beyond.jsonl`` (or with an empty one) simply contributes no comparison rows.
+    """
+    summary: dict = {"tolerance": tolerance, "profiles": [], "transitions": [], "proxy": [], "multigroup": [], "hybrid": []}
+    for raw in profile_paths:
+        path = Path(raw)
+        prof = load_profile(path)
+        summary["profiles"].append(_profile_entry(path, prof, tolerance))
+        transitions = _transition_entry(prof)
+        if transitions is not None:
+            summary["transitions"].append(transitions)
+        comparisons = beyond_path(path)
+        by_kind: dict[str, list[dict]] = defaultdict(list)
+        for row in read_jsonl(comparisons) if comparisons.exists() else []:
+            by_kind[row.get("comparison")].append(
+                {**row, "pair": prof.pair, "task": prof.task, "num_layers": prof.num_layers}
+            )
+        summary["proxy"] += by_kind["proxy"]
+        summary["multigroup"] += by_kind["multigroup"]
+        summary["hybrid"] += _hybrid_entries(by_kind["hybrid"])
+    return summary
+
+
+def _plan(plan: str | None, layers: int | None, num_layers: int) -> str:
+    return "–" if plan is None else f"{_fmt(layers)}/{num_layers} {_code(plan)}"
+
+
+def _code(text: str | None) -> str:
+    return "–" if text is None else f"`{text}`"
+
+
+def _ms(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{1000 * seconds:.1f}"
+
+
+def _yes_no(value: bool | None) -> str:
+    return "–" if value is None else ("yes" if value else "no")
+
+
+def _table(header: list[str], rows: list[list[str]], empty: str) -> list[str]:
+    if not rows:
+        return [f"_{empty}_"]
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _profiles_section(entries: list[Mapping]) -> list[str]:
+    rows = []
+    for e in entries:
+        critical = e["critical_layers"]
+        rows.append([
+            e["pair"], e["task"], e["metric"], _fmt(e["contexts"]), _fmt(e["questions"]), _fmt(e["granularity"]),
+            _fmt(e["receiver"]), _fmt(e["sender"]), _fmt(e["full_reuse"]),
+            "–" if critical is None else (", ".join(map(str, critical)) or "none"),
+            _plan(e["chosen_plan"], e["chosen_layers"], e["num_layers"]), _fmt(e["chosen_quality"]),
+            _fmt(e["plans_evaluated"]), _fmt(e["profiling_seconds"]),
+        ])
+    header = ["pair (receiver<-sender)", "task", "metric", "contexts", "questions", "granularity", "receiver", "sender",
+              "full reuse", "critical layers (>10%)", "fewest layers within tol.", "its quality", "plans evaluated",
+              "profiling s"]
+    return _table(header, rows, "No profiles given.")
+
+
+def _transitions_section(entries: list[Mapping]) -> list[str]:
+    counts = sorted({c["transitions"] for e in entries for s in e["strata"] for c in s["by_transitions"]})
+    rows = []
+    for e in entries:
+        for stratum in e["strata"]:
+            cells = {c["transitions"]: f"{c['mean_loss_pct']:.1f} ({c['plans']})" for c in stratum["by_transitions"]}
+            rows.append([e["pair"], e["task"], f"{e['k']}/{e['num_layers']}", stratum["stratum"]]
+                        + [cells.get(t, "–") for t in counts])
+    header = ["pair", "task", "k/L", "stratum"] + [f"{t} transition{'s' * (t != 1)}" for t in counts]
+    return _table(header, rows, "No profile holds a transition study (2+ transition counts at one layer count).")
+
+
+def _proxy_section(rows: list[Mapping]) -> list[str]:
+    out = []
+    for r in rows:
+        out.append([
+            r["pair"], r["task"], f"{_fmt(r.get('samples'))} / {_fmt(r.get('proxy_contexts'))}",
+            f"{_fmt(r.get('task_samples'))} / {_fmt(r.get('task_contexts'))}",
+            f"{_fmt(r.get('spearman_top1'), 2)} / {_fmt(r.get('spearman_kl'), 2)}",
+            f"{_plan(r.get('proxy_plan'), r.get('proxy_layers'), r['num_layers'])} ({_fmt(r.get('proxy_quality'))})",
+            f"{_plan(r.get('exhaustive_plan'), r.get('exhaustive_layers'), r['num_layers'])} ({_fmt(r.get('exhaustive_quality'))})",
+            _yes_no(r.get("proxy_within_tolerance")),
+            f"{_fmt(r.get('budgets_same_quality'))}/{_fmt(r.get('budgets'))} ({_pct(r.get('budget_regret_mean'))})",
+            f"{_fmt(r.get('proxy_seconds'), 2)} / {_fmt(r.get('task_seconds'), 2)}", f"{_fmt(r.get('cost_ratio'), 2)}×",
+        ])
+    header = ["pair", "task", "proxy samples / contexts", "task questions / contexts", "Spearman top-1 / KL",
+              "proxy's plan (quality)", "exhaustive plan (quality)", "within tol.", "budgets: proxy's best = task's best "
+              "(mean loss)", "s proxy / task", "cost ratio"]
+    return _table(header, out, "No proxy comparison in these profiles.")
+
+
+def _pct(fraction: float | None) -> str:
+    return "–" if fraction is None else f"{100 * fraction:.1f}%"
+
+
+def _multigroup_section(rows: list[Mapping]) -> list[str]:
+    out = [[
+        r["pair"], r["task"], _fmt(r.get("search")), f"{_fmt(r.get('recomputed_layers'))}/{r['num_layers']}",
+        _code(r.get("plan")), _fmt(r.get("quality")), _code(r.get("best_single_plan")), _fmt(r.get("best_single_quality")),
+        _fmt(r.get("delta_vs_best_single")),
+    ] for r in rows]
+    header = ["pair", "task", "search", "k/L", "DP plan", "its quality", "best single group", "its quality", "Δ quality"]
+    return _table(header, out, "No multi-group comparison in these profiles.")
+
+
+def _hybrid_section(entries: list[Mapping]) -> list[str]:
+    out = []
+    for e in entries:
+        budget = e["budget_fraction"]
+        k = "–" if budget is None else round(budget * e["num_layers"])
+        cells = [e["pair"], e["task"], f"{_fmt(budget)} ({k}/{e['num_layers']})"]
+        for method in HYBRID_METHODS:
+            m = e["methods"].get(method)
+            cells += ["–", "–", "–"] if m is None else [_code(m["plan"]), _fmt(m["quality"]), _ms(m["prefill_seconds"])]
+        out.append(cells)
+    header = ["pair", "task", "budget (k/L)"] + [f"{m} {c}" for m in HYBRID_METHODS for c in ("plan", "quality", "ms")]
+    return _table(header, out, "No hybrid comparison in these profiles.")
+
+
+def write_profiles_summary(summary: Mapping, out_dir: str | Path, *, source: str = "") -> tuple[Path, Path]:
+    """profiles.json (machine-readable) and profiles.md (the profiling and beyond-the-paper tables)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "profiles.json"
+    json_path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    tol = summary["tolerance"]
+    lines = [
+        "# Profiles summary",
+        "",
+        f"Rebuilt by `experiments/figures.py` from {source or 'the profile files'} and the `.beyond.jsonl` beside each.",
+        f"Quality is the task's own metric; tolerance {tol:g} (relative to the receiver's own full-prefill quality).",
+        "",
+        "## Profiles",
+        "",
+        "*fewest layers* is the profile's choice at the tolerance; *critical layers* lose over 10% when reused alone.",
+        "",
+        *_profiles_section(summary["profiles"]),
+        "",
+        "## Transitions (Fig. 10)",
+        "",
+        "Mean relative quality loss in % (plans) at k recomputed layers, by the number of transitions.",
+        "",
+        *_transitions_section(summary["transitions"]),
+        "",
+        "## Proxy vs task metric",
+        "",
+        "Rank agreement (Spearman) of the output-level proxies with the task metric over every profiled plan; the plan",
+        "each search picks at the tolerance; per budget (recomputed layers), how often the proxy's best plan has the task",
+        "metric's best quality and the mean relative loss when it does not; cost ratio is task-metric search time over",
+        "proxy search time, both from scratch (sender prefill included).",
+        "",
+        *_proxy_section(summary["proxy"]),
+        "",
+        "## Multi-group DP vs best single group",
+        "",
+        "Each DP plan measured; Δ is its quality minus the best measured single group at the same k.",
+        "",
+        *_multigroup_section(summary["multigroup"]),
+        "",
+        "## Hybrid at equal compute",
+        "",
+        "Best single group, CacheBlend cross-model, and a smaller group plus token recompute, at one compute budget.",
+        "",
+        *_hybrid_section(summary["hybrid"]),
+    ]
+    md_path = out / "profiles.md"
+    md_path.write_text("\n".join(lines) + "\n")
+    return json_path, md_path
