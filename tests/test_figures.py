@@ -233,8 +233,8 @@ def test_profiles_summary_tabulates_profiles_and_their_beyond_rows(profile_paths
     assert [r["task"] for r in summary["proxy"] + summary["multigroup"]] == ["hotpot_like", "hotpot_like"]
     assert ("| ft_a<-ft_b | hotpot_like | 4 / 2 | 3 / 3 | 0.91 / – | 2/8 `recompute:2-3` (0.720) | "
             "4/8 `recompute:2-5` (0.780) | no | 7/9 (1.2%) | 3.00 / 12.60 | 4.20× |") in md
-    assert ("| ft_a<-ft_b | hotpot_like | dp_measured_groups | 3/8 | `recompute:2-3+5-5` | 0.740 | "
-            "`recompute:1-3` | 0.720 | 0.020 |") in md
+    assert ("| ft_a<-ft_b | hotpot_like | dp_measured_groups | 1 | 3 | 3: `recompute:2-3+5-5` (+0.020) | – | "
+            "+0.020 |") in md
     assert [h["budget_fraction"] for h in summary["hybrid"]] == [0.25]
     assert set(summary["hybrid"][0]["methods"]) == {"group", "cacheblend"}
     assert ("| ft_a<-ft_b | hotpot_like | 0.250 (2/8) | `recompute:2-3` | 0.700 | 11.0 | `cacheblend:0.25` | 0.550 | "

@@ -509,7 +509,7 @@ def plot_profile_transfer(profiles, out_dir: str | os.PathLike, *, stem: str = "
             ax.set_xlabel("Recomputed layers")
             ax.set_ylabel("Quality (% of receiver's own)")
             ax.set_title(pair)
-            ax.legend(frameon=False, title="profiled on", loc="lower right", fontsize=7)
+            ax.legend(frameon=False, title="profiled on", loc="center right", fontsize=7)
         return _save(fig, out_dir, stem)
 
 
