@@ -5,6 +5,8 @@ import torch
 
 from conftest import random_ids
 from droidspeak.engine import receiver_prefill, tail_logits
+from droidspeak.engine.prefill import group_prefills
+from droidspeak.errors import DroidSpeakError
 from droidspeak.reuse import ReusePair
 
 ATOL = 1e-5
@@ -165,3 +167,21 @@ def test_half_precision_runs_and_stays_close(arch, dtype):
     own = tail_logits(pair.receiver, pair.prepare(caches, "full_prefill"), suffixes)
     assert ours.dtype == dtype
     torch.testing.assert_close(ours.float(), own.float(), atol=0.05, rtol=0.05)
+
+
+def test_group_prefills_equal_separate_prefills(family, inputs):
+    """Every group that shares a start comes out of one pass exactly as its own prefill (profiling relies on it)."""
+    sender, receiver = family
+    contexts, _ = inputs
+    caches = ReusePair(sender, receiver).prefill(contexts)
+    last = receiver.stack.num_layers - 1
+    for start in (0, 1):
+        shared = dict(group_prefills(receiver, caches, start, range(start, last + 1)))
+        assert sorted(shared) == list(range(start, last + 1))
+        for end, batch in shared.items():
+            alone = receiver_prefill(receiver, caches, f"recompute:{start}-{end}")
+            assert batch.cost == alone.cost
+            for ours, theirs in zip(batch.cache.layers, alone.cache.layers, strict=True):
+                assert torch.equal(ours.keys, theirs.keys) and torch.equal(ours.values, theirs.values)
+    with pytest.raises(DroidSpeakError, match="must be non-empty and >= start"):
+        next(group_prefills(receiver, caches, 2, [1]))

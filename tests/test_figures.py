@@ -182,7 +182,7 @@ def _beyond_rows(pair: str, task: str) -> list[dict]:
     return [
         {**ids, "comparison": "proxy", "plans": 30, "samples": 4, "task_samples": 3, "proxy_contexts": 2,
          "task_contexts": 3, "spearman_top1": 0.91, "kendall_top1": 0.8, "spearman_kl": None, "kendall_kl": 0.62,
-         "same_best_top1": True, "same_best_kl": False, "proxy_seconds": 3.0, "task_seconds": 12.6, "cost_ratio": 4.2,
+         "same_best_top1": True, "same_best_kl": False, "proxy_seconds": 3.0, "task_seconds": 12.6, "task_group_prefill_seconds": 2.5, "cost_ratio": 4.2,
          "tolerance": 0.05, "reference_quality": 0.8, "exhaustive_plan": "recompute:2-5", "exhaustive_layers": 4,
          "exhaustive_quality": 0.78, "proxy_plan": "recompute:2-3", "proxy_layers": 2, "proxy_quality": 0.72,
          "proxy_within_tolerance": False, "budgets": 9, "budgets_same_quality": 7, "budget_regret_mean": 0.0125},
@@ -232,7 +232,7 @@ def test_profiles_summary_tabulates_profiles_and_their_beyond_rows(profile_paths
     # Beyond the paper: rows only from the file beside hotpot_like.
     assert [r["task"] for r in summary["proxy"] + summary["multigroup"]] == ["hotpot_like", "hotpot_like"]
     assert ("| ft_a<-ft_b | hotpot_like | 4 / 2 | 3 / 3 | 0.91 / – | 2/8 `recompute:2-3` (0.720) | "
-            "4/8 `recompute:2-5` (0.780) | no | 7/9 (1.2%) | 3.00 / 12.60 | 4.20× |") in md
+            "4/8 `recompute:2-5` (0.780) | no | 7/9 (1.2%) | 3.00 / 12.60 (2.50) | 4.20× |") in md
     assert ("| ft_a<-ft_b | hotpot_like | dp_measured_groups | 1 | 3 | 3: `recompute:2-3+5-5` (+0.020) | – | "
             "+0.020 |") in md
     assert [h["budget_fraction"] for h in summary["hybrid"]] == [0.25]
@@ -257,3 +257,12 @@ def test_profiles_summary_notes_sections_without_data(tmp_path):
                  "No hybrid comparison"):
         assert f"_{note}" in md
     assert sum(line.startswith("|---") for line in md.splitlines()) == 1  # the Profiles table only
+
+
+def test_redrawing_a_figure_gives_the_same_bytes(profile_paths, tmp_path):
+    """Regenerated reports/ must not show changes where the data did not change (PDFs carry no timestamp)."""
+    first = plot_profile_pareto(profile_paths, tmp_path / "a")
+    second = plot_profile_pareto(profile_paths, tmp_path / "b")
+    for one, two in zip(first, second, strict=True):
+        assert one.read_bytes() == two.read_bytes(), one.name
+    assert b"/CreationDate" not in first[1].read_bytes()  # a timestamp would differ from one second to the next

@@ -67,7 +67,11 @@ def test_proxy_and_comparisons(models):
     own = proxy.score("full_prefill")
     assert own.kl == pytest.approx(0, abs=1e-6) and own.top1 == 1.0
     assert proxy.score("full_reuse").kl > 1e-4
-    report = compare_proxy(profiler, profile, proxy, tolerance=0.05, progress=False)
+    report = compare_proxy(profiler, profile, proxy, tolerance=0.05)  # score_all: groups share prefill passes
+    one_by_one = ProxyScorer(receiver, sender, "mdqa", rows(), samples=3)
+    for point in profile.points:
+        alone, shared = one_by_one.score(point.plan), proxy.results[point.plan]
+        assert (alone.kl, alone.top1) == (shared.kl, shared.top1), point.plan
     assert report["plans"] == len(profile.points) and report["cost_ratio"] > 0
     assert report["task_seconds"] > profiler.sender_seconds and report["proxy_seconds"] > proxy.setup_seconds
     assert report["proxy_plan"] in {p.plan for p in profile.points} | {"full_prefill"}

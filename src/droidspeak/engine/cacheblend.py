@@ -33,7 +33,7 @@ import torch
 from transformers import DynamicCache
 
 from droidspeak.cache import ContextCache
-from droidspeak.engine.prefill import PrefilledBatch, _context_batch, check_cache_fits, right_pad
+from droidspeak.engine.prefill import PrefilledBatch, _context_batch, _padded, check_cache_fits, sender_kv
 from droidspeak.errors import DroidSpeakError
 from droidspeak.pair import LoadedModel
 from droidspeak.plan import PrefillCost, recompute
@@ -144,14 +144,7 @@ def cacheblend_prefill(
     ids, mask = _context_batch([c.token_ids for c in caches], device)
     batch, width = ids.shape
     grouped = set(plan.recomputed_layers)
-
-    def padded(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
-        return right_pad([t.to(device=device, dtype=dtype) for t in tensors], dim=dim)
-
-    data = [
-        (None, None) if layer in grouped else (padded([c.keys[layer] for c in caches], 1), padded([c.values[layer] for c in caches], 1))
-        for layer in range(num_layers)
-    ]
+    data = [(None, None) if layer in grouped else sender_kv(receiver, caches, layer) for layer in range(num_layers)]
     cache = DynamicCache(ddp_cache_data=data, config=receiver.config)
     index, valid = select_tokens(receiver, caches, ratio, ids, mask)
     chosen = index.shape[1] > 0
@@ -166,7 +159,7 @@ def cacheblend_prefill(
     while layer < num_layers:
         if layer in starts:  # a whole-context group, fed by E[s] with the chosen rows replaced by our own
             end = starts[layer]
-            full = stack.embed(ids) if layer == 0 else padded([c.hidden[layer] for c in caches], 0)
+            full = stack.embed(ids) if layer == 0 else _padded(receiver, [c.hidden[layer] for c in caches], 0)
             if chosen and layer > 0:
                 full = full.scatter(1, index[..., None].expand(-1, -1, full.shape[-1]), hidden)
             out = stack.run_layers(full, layer, end, attention_mask=mask, position_ids=positions, cache=cache)

@@ -148,10 +148,10 @@ def _new_figure(n_panels: int, *, panel_size=(3.4, 2.6), max_cols: int = 3):
 def _save(fig: Figure, out_dir: str | os.PathLike, stem: str) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
-    for path in paths:
-        fig.savefig(path)
-    return paths
+    png, pdf = out / f"{stem}.png", out / f"{stem}.pdf"
+    fig.savefig(png)
+    fig.savefig(pdf, metadata={"CreationDate": None})  # no timestamp: the same figure gives the same bytes
+    return [png, pdf]
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:

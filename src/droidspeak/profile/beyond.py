@@ -16,7 +16,7 @@ Every function returns plain dict rows (one JSON line each).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from droidspeak.engine.cacheblend import cacheblend_prefill
 from droidspeak.plan import parse_plan
@@ -84,16 +84,9 @@ def compare_multigroup(profiler: Profiler, profile: Profile, *, max_groups: int 
     return rows
 
 
-def compare_proxy(
-    profiler: Profiler, profile: Profile, proxy: ProxyScorer, *, tolerance: float, progress: bool = True
-) -> dict:
+def compare_proxy(profiler: Profiler, profile: Profile, proxy: ProxyScorer, *, tolerance: float) -> dict:
     plans = [p.plan for p in profile.points]
-    iterator: Iterable[str] = plans
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(plans, desc="proxy", unit="plan", dynamic_ncols=True, leave=False)
-    scores = {p: proxy.score(p) for p in iterator}
+    scores = proxy.score_all(plans)
     task = {p.plan: p.quality for p in profile.points}
     top1 = rank_agreement({p: s.top1 for p, s in scores.items()}, task)
     kl = rank_agreement({p: -s.kl for p, s in scores.items()}, task)
@@ -119,6 +112,8 @@ def compare_proxy(
         "spearman_kl": _r(kl["spearman"]), "kendall_kl": _r(kl["kendall"]),
         "same_best_top1": top1["same_best"], "same_best_kl": kl["same_best"],
         "proxy_seconds": _r(proxy_seconds, 3), "task_seconds": _r(task_seconds, 3),
+        # the part of the task search that prefix sharing (which the proxy uses) could save at most
+        "task_group_prefill_seconds": _r(sum(profiler.results[p].prefill_seconds for p in plans if p.startswith("recompute:")), 3),
         "cost_ratio": _r(task_seconds / max(proxy_seconds, 1e-9), 2),
         "tolerance": tolerance, "reference_quality": _r(ref),
         "exhaustive_plan": exhaustive.plan if exhaustive else "full_prefill",

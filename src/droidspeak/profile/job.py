@@ -91,7 +91,7 @@ def run_job(cfg, family) -> dict[str, Path]:
         started = time.perf_counter()
         beyond += compare_multigroup(profiler, profile, max_groups=cfg.max_groups)
         scorer = ProxyScorer(receiver, sender, task, rows, samples=cfg.proxy_samples, batch_size=cfg.batch_size)
-        proxy = compare_proxy(profiler, profile, scorer, tolerance=cfg.tolerance, progress=cfg.progress)
+        proxy = compare_proxy(profiler, profile, scorer, tolerance=cfg.tolerance)
         profile.extra["proxy_scores"] = proxy.pop("proxy_scores")
         beyond.append(proxy)
         beyond += compare_hybrid(profiler, profile, cfg.hybrid_fractions)

@@ -10,7 +10,8 @@ receiver's next-token distributions at those answer positions move:
 
 The scorer stands alone, as it would when a new pair is profiled with the proxy only: it prefills the
 sender over just its sampled contexts, runs the receiver's reference once, then costs one receiver prefill of
-those contexts plus one forward of question + answer per plan. ``setup_seconds`` counts all of that setup, so
+those contexts plus one forward of question + answer per plan (contiguous groups with a common start share
+one prefill pass: :meth:`ProxyScorer.score_all`). ``setup_seconds`` counts all of that setup, so
 its cost compares fairly with a task-metric search that prefills the sender over every profiling context.
 (A first exploration found that the size of a layer's K/V deviation does not predict harm; these proxies look
 at the output instead.)
@@ -19,14 +20,17 @@ at the output instead.)
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from droidspeak.cache import ContextCache
 from droidspeak.engine import generate, receiver_prefill, tail_logits
-from droidspeak.engine.prefill import PrefilledBatch, select_rows
+from droidspeak.engine.prefill import PrefilledBatch, group_prefills, select_rows
 from droidspeak.pair import LoadedModel, check_compatible
+from droidspeak.plan import parse_plan
 from droidspeak.zoo.measure import TaskRows, prefill_contexts
 from droidspeak.zoo.tasks import TASKS
 
@@ -68,37 +72,61 @@ class ProxyScorer:
         self.distinct = list(dict.fromkeys(self.context_ids))
         self.caches = prefill_contexts(sender, self.rows, batch_size)
         self.results: dict[str, ProxyScore] = {}
-        own = self._rows(lambda caches: receiver_prefill(receiver, caches, "full_prefill"))
-        answers = generate(receiver, own, self.rows.suffixes, max_new_tokens=TASKS[task].max_new_tokens)
+        own = receiver_prefill(receiver, self._contexts, "full_prefill")
+        answers = generate(receiver, self._select(own), self.rows.suffixes, max_new_tokens=TASKS[task].max_new_tokens)
         self.answers = [a if a.numel() else torch.tensor([0]) for a in answers]
         self.reference = self._answer_logprobs(own)
         self.setup_seconds = time.perf_counter() - start
 
-    def _rows(self, prefill: Callable) -> PrefilledBatch:
-        prefilled = prefill([self.caches[c] for c in self.distinct])
+    @property
+    def _contexts(self) -> list[ContextCache]:
+        return [self.caches[c] for c in self.distinct]
+
+    def _select(self, prefilled: PrefilledBatch) -> PrefilledBatch:
+        """One row per sample from a prefill of the distinct contexts."""
         return select_rows(self.receiver, prefilled, [self.distinct.index(c) for c in self.context_ids])
 
     @torch.inference_mode()
     def _answer_logprobs(self, prefilled: PrefilledBatch) -> list[torch.Tensor]:
         """log P(next token) at each position that predicts an answer token, per row ([n_answer, vocab])."""
         tails = [torch.cat([s, a]) for s, a in zip(self.rows.suffixes, self.answers)]
-        logits = tail_logits(self.receiver, prefilled, tails).float()
+        logits = tail_logits(self.receiver, self._select(prefilled), tails).float()
         width = logits.shape[1]
         return [logits[row, width - a.numel() - 1 : width - 1].log_softmax(-1) for row, a in enumerate(self.answers)]
 
-    def score(self, plan: str, *, prefill: Callable | None = None) -> ProxyScore:
-        """Proxy of ``plan`` (or of a custom ``prefill`` named ``plan``), memoised."""
-        if plan in self.results:
-            return self.results[plan]
-        receiver = self.receiver
-        start = time.perf_counter()
-        with torch.inference_mode():
-            ours = self._answer_logprobs(self._rows(prefill or (lambda caches: receiver_prefill(receiver, caches, plan))))
+    def _agreement(self, prefilled: PrefilledBatch) -> tuple[float, float]:
+        """(mean KL from the reference, top-1 agreement) over every answer position."""
         kl = top1 = positions = 0.0
-        for ref, got in zip(self.reference, ours):
+        for ref, got in zip(self.reference, self._answer_logprobs(prefilled)):
             kl += float((ref.exp() * (ref - got)).sum())
             top1 += float((ref.argmax(-1) == got.argmax(-1)).sum())
             positions += ref.shape[0]
-        result = ProxyScore(plan, kl / positions, top1 / positions, time.perf_counter() - start)
-        self.results[plan] = result
-        return result
+        return kl / positions, top1 / positions
+
+    def score(self, plan: str, *, prefill: Callable | None = None) -> ProxyScore:
+        """Proxy of ``plan`` (or of a custom ``prefill`` named ``plan``), memoised."""
+        if plan not in self.results:
+            start = time.perf_counter()
+            run = prefill or (lambda caches: receiver_prefill(self.receiver, caches, plan))
+            kl, top1 = self._agreement(run(self._contexts))
+            self.results[plan] = ProxyScore(plan, kl, top1, time.perf_counter() - start)
+        return self.results[plan]
+
+    def score_all(self, plans: Iterable[str]) -> dict[str, ProxyScore]:
+        """Scores of ``plans``, memoised. Single contiguous groups with a common start share one receiver pass
+        (engine.prefill.group_prefills) and each is charged an equal share of that start's time."""
+        plans = list(dict.fromkeys(plans))
+        by_start: dict[int, dict[int, str]] = defaultdict(dict)
+        for plan in plans:
+            parsed = parse_plan(plan, self.receiver.stack.num_layers)
+            if plan in self.results or parsed.kind != "recompute" or len(parsed.groups) != 1:
+                self.score(plan)
+                continue
+            (first, last), = parsed.groups
+            by_start[first][last] = plan
+        for first, by_end in by_start.items():
+            started = time.perf_counter()
+            measured = {by_end[last]: self._agreement(batch) for last, batch in group_prefills(self.receiver, self._contexts, first, by_end)}
+            share = (time.perf_counter() - started) / len(measured)
+            self.results.update({plan: ProxyScore(plan, kl, top1, share) for plan, (kl, top1) in measured.items()})
+        return {plan: self.results[plan] for plan in plans}
