@@ -69,10 +69,12 @@ def finished_keys(path: str | os.PathLike) -> set[str]:
     return {row["key"] for row in read_rows(path) if "key" in row}
 
 
-def git_sha() -> str:
+def git_sha(where: str | Path = Path(__file__).parent) -> str:
+    """The commit of the checkout holding ``where`` (default: this code), with ``-dirty`` when tracked files differ
+    from it (a row then did not come from that commit alone); ``unknown`` outside a git checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7", "--exclude=*"], capture_output=True,
+                             text=True, timeout=5, cwd=where)
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
