@@ -1,4 +1,4 @@
-"""Provenance of result rows: the commit they came from, marked when the checkout had uncommitted changes."""
+"""Provenance of result rows: the commit they came from, marked when the code had uncommitted changes."""
 
 import subprocess
 
@@ -11,11 +11,15 @@ def test_git_sha_marks_a_dirty_checkout(tmp_path):
 
     assert git_sha(tmp_path) == "unknown"  # not a git checkout
     git("init", "-q")
-    (tmp_path / "code.py").write_text("x = 1\n")
-    git("add", "code.py")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "src" / "code.py").write_text("x = 1\n")
+    (tmp_path / "reports" / "summary.md").write_text("old\n")
+    git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
-    git("tag", "v1")  # a tag must not replace the commit id
     head = git("rev-parse", "--short=7", "HEAD").stdout.strip()
     assert git_sha(tmp_path) == head
-    (tmp_path / "code.py").write_text("x = 2\n")
-    assert git_sha(tmp_path) == f"{head}-dirty"
+    (tmp_path / "reports" / "summary.md").write_text("regenerated\n")
+    assert git_sha(tmp_path / "reports") == head  # outputs changing is not code changing
+    (tmp_path / "src" / "code.py").write_text("x = 2\n")
+    assert git_sha(tmp_path / "src") == f"{head}-dirty"

@@ -69,12 +69,20 @@ def finished_keys(path: str | os.PathLike) -> set[str]:
     return {row["key"] for row in read_rows(path) if "key" in row}
 
 
+CODE_PATHS = (":/src", ":/conf", ":/experiments", ":/pyproject.toml", ":/Makefile")  # what a row's numbers depend on
+
+
 def git_sha(where: str | Path = Path(__file__).parent) -> str:
-    """The commit of the checkout holding ``where`` (default: this code), with ``-dirty`` when tracked files differ
-    from it (a row then did not come from that commit alone); ``unknown`` outside a git checkout."""
+    """The commit of the checkout holding ``where`` (default: this code), with ``-dirty`` when its code (not its
+    reports or outputs) differs from that commit: such a row did not come from the commit alone. ``unknown``
+    outside a git checkout."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=where)
+
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7", "--exclude=*"], capture_output=True,
-                             text=True, timeout=5, cwd=where)
-        return out.stdout.strip() or "unknown"
+        sha = git("rev-parse", "--short=7", "HEAD").stdout.strip()
+        if not sha:
+            return "unknown"
+        return sha + ("-dirty" if git("diff", "--quiet", "HEAD", "--", *CODE_PATHS).returncode else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
