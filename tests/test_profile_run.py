@@ -11,7 +11,7 @@ from droidspeak.pair import from_module
 from droidspeak.plan import parse_plan
 from droidspeak.profile import load_profile, resolve_profile_plan, save_profile
 from droidspeak.profile.beyond import compare_hybrid, compare_multigroup, compare_proxy
-from droidspeak.profile.proxy import ProxyScorer, spread_rows
+from droidspeak.profile.proxy import ProxyScorer, agrees_within, spread_rows
 from droidspeak.profile.run import Profiler, profile_pair, select_profile_rows
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -40,6 +40,14 @@ def test_select_profile_rows_keeps_whole_contexts():
     picked = select_profile_rows(rows(3, 2), 2)
     assert [r["id"] for r in picked] == ["c0-0", "c0-1", "c1-0", "c1-1"]
     assert spread_rows(["a", "a", "b", "b", "c"], 3) == [0, 2, 4]
+
+
+def test_agrees_within_rejects_only_significantly_more_disagreement_than_the_tolerance():
+    # 16 positions at a 5% tolerance: P(X >= 1) = 0.56 and P(X >= 2) = 0.19 pass; P(X >= 3) = 0.043 fails at 0.05
+    assert agrees_within(1.0, 16, 0.05) and agrees_within(15 / 16, 16, 0.05) and agrees_within(14 / 16, 16, 0.05)
+    assert not agrees_within(13 / 16, 16, 0.05)
+    assert agrees_within(13 / 16, 16, 0.05, alpha=0.01)  # a stricter test rejects less
+    assert not agrees_within(0.9, 200, 0.05)  # 20 of 200 is clearly above 5%
 
 
 def test_self_reuse_profile_is_flat_and_round_trips(models, tmp_path):

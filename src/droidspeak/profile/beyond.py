@@ -7,7 +7,7 @@ a) ``compare_multigroup`` — several groups, searched by dynamic programming wi
    at the same recomputed-layer count.
 b) ``compare_proxy`` — output-level proxies (profile.proxy) on few samples: rank correlation with the task
    metric over every profiled plan, cost ratio (wall time of each search from scratch, sender prefill included),
-   and whether the plan the proxy alone chooses is as good.
+   and whether the plan the proxy alone chooses (fewest layers whose disagreement passes the tolerance) is as good.
 c) ``compare_hybrid`` — at equal compute fraction: the best single layer group, CacheBlend cross-model, and a
    hybrid (the best group one granularity step smaller plus token recompute in the other layers filling the budget).
 Every function returns plain dict rows (one JSON line each).
@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 from droidspeak.engine.cacheblend import cacheblend_prefill
 from droidspeak.plan import parse_plan
 from droidspeak.profile.profile_file import Profile
-from droidspeak.profile.proxy import ProxyScorer
+from droidspeak.profile.proxy import ProxyScorer, agrees_within
 from droidspeak.profile.run import Profiler
 from droidspeak.profile.search import (
     ProfilePoint,
@@ -98,7 +99,9 @@ def compare_proxy(profiler: Profiler, profile: Profile, proxy: ProxyScorer, *, t
     exhaustive = choose_point(profile.points, ref, tolerance)
     # quality = top-1 agreement; cost = KL, so agreement ties fall to the plan whose distributions moved least
     proxy_points = [ProfilePoint.from_plan(p, s.top1, num_layers=layers, cost=s.kl) for p, s in scores.items()]
-    chosen = choose_point(proxy_points, 1.0, tolerance)
+    # the proxy's choice: the fewest layers among plans whose disagreement passes the tolerance (quality 1 = passes)
+    passing = [replace(p, quality=float(agrees_within(p.quality, proxy.positions, tolerance))) for p in proxy_points]
+    chosen = choose_point(passing, 1.0, 0.0)
     # At a fixed budget (recomputed layers), how much task quality does trusting the proxy's best plan give up?
     task_best, proxy_best = best_by_budget(profile.points), best_by_budget(proxy_points)
     regret = [(task_best[k].quality - task[proxy_best[k].plan]) / abs(ref) if ref else 0.0 for k in proxy_best]
@@ -107,7 +110,7 @@ def compare_proxy(profiler: Profiler, profile: Profile, proxy: ProxyScorer, *, t
     chosen_layers = chosen.recomputed_layers if chosen else layers
     return {
         "comparison": "proxy", "plans": len(plans), "samples": len(proxy.index), "task_samples": len(profiler.rows.rows),
-        "proxy_contexts": len(proxy.distinct), "task_contexts": len(profiler.caches),
+        "proxy_contexts": len(proxy.distinct), "task_contexts": len(profiler.caches), "proxy_positions": proxy.positions,
         "spearman_top1": _r(top1["spearman"]), "kendall_top1": _r(top1["kendall"]),
         "spearman_kl": _r(kl["spearman"]), "kendall_kl": _r(kl["kendall"]),
         "same_best_top1": top1["same_best"], "same_best_kl": kl["same_best"],

@@ -8,6 +8,8 @@ receiver's next-token distributions at those answer positions move:
 - ``kl``: mean KL(P_full_prefill || P_plan) over answer positions (lower is better; score = -kl);
 - ``top1``: share of answer positions whose argmax is unchanged (higher is better; 1.0 = the receiver's own).
 
+A plan passes the tolerance when its top-1 disagreements are not significantly above it (:func:`agrees_within`).
+
 The scorer stands alone, as it would when a new pair is profiled with the proxy only: it prefills the
 sender over just its sampled contexts, runs the receiver's reference once, then costs one receiver prefill of
 those contexts plus one forward of question + answer per plan (contiguous groups with a common start share
@@ -19,6 +21,7 @@ at the output instead.)
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -41,6 +44,20 @@ class ProxyScore:
     kl: float
     top1: float
     seconds: float
+
+
+def agrees_within(top1: float, positions: int, tolerance: float, alpha: float = 0.05) -> bool:
+    """Whether a top-1 agreement over ``positions`` answer positions is consistent with disagreeing on at most the
+    fraction ``tolerance``: an exact one-sided binomial test rejects a plan only when it disagrees significantly
+    more often (level ``alpha``).
+
+    Why not ``top1 >= 1 - tolerance``: on a few samples one changed token moves the agreement by several percent,
+    so a fixed threshold accepts only plans that change nothing and recomputes more layers than the task needs.
+    """
+    disagreements = round((1.0 - top1) * positions)
+    tail = sum(math.comb(positions, i) * tolerance**i * (1.0 - tolerance) ** (positions - i)
+               for i in range(disagreements, positions + 1))
+    return tail >= alpha
 
 
 def spread_rows(contexts: Sequence[str], samples: int) -> list[int]:
@@ -75,6 +92,7 @@ class ProxyScorer:
         own = receiver_prefill(receiver, self._contexts, "full_prefill")
         answers = generate(receiver, self._select(own), self.rows.suffixes, max_new_tokens=TASKS[task].max_new_tokens)
         self.answers = [a if a.numel() else torch.tensor([0]) for a in answers]
+        self.positions = sum(a.numel() for a in self.answers)  # answer positions each plan is scored on
         self.reference = self._answer_logprobs(own)
         self.setup_seconds = time.perf_counter() - start
 
