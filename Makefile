@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup test test-fast demo clean
+.PHONY: help setup test test-fast test-compat demo clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,6 +22,23 @@ test: $(STAMP)  ## run the whole test suite
 
 test-fast: $(STAMP)  ## tests without the slow end-to-end ones
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The oldest transformers we declare (pyproject.toml), in a venv of its own: the engine, oracle, CacheBlend,
+# pipeline, benchmark (--tiny) and lm-eval backend tests must pass there too.
+OLDEST_TRANSFORMERS := 5.17.0
+COMPAT := .venv-transformers-$(OLDEST_TRANSFORMERS)
+COMPAT_TESTS := tests/test_hf_compat.py tests/test_engine_oracles.py tests/test_cacheblend.py tests/test_pipeline.py \
+	tests/test_bench.py tests/test_errors.py tests/test_lm_eval_backend.py
+
+$(COMPAT)/.installed: pyproject.toml
+	test -x $(COMPAT)/bin/python || $(PY) -m venv $(COMPAT)
+	$(COMPAT)/bin/pip install --quiet --upgrade pip
+	$(COMPAT)/bin/pip install --quiet -e '.[dev]' 'transformers==$(OLDEST_TRANSFORMERS)'
+	touch $@
+
+test-compat: $(COMPAT)/.installed  ## the engine and backend tests on the oldest declared transformers (5.17)
+	$(COMPAT)/bin/python -c "import transformers as t; assert t.__version__ == '$(OLDEST_TRANSFORMERS)', t.__version__"
+	$(COMPAT)/bin/python -m pytest -q $(COMPAT_TESTS)
 
 DEMO := outputs/demo
 DEMO_PAIRS := mdqa_from_base,mdqa_from_twohop,fieldqa_from_mdqa,mdqa_from_fieldqa,code_from_summary

@@ -15,6 +15,7 @@ from torch import nn
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
 from droidspeak.errors import UnsupportedArchitectureError
+from droidspeak.hf_compat import CACHE_KW, accepts_cache, cache_arg
 
 # Families whose ForCausalLM forward is exactly: embed_tokens -> rotary_emb -> layers (mask per layer type)
 # -> norm -> lm_head, with nothing else applied to the embeddings (Gemma, for one, scales them).
@@ -43,13 +44,13 @@ class DecoderStack:
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embed_tokens(input_ids)
 
-    def layer_masks(
-        self, hidden: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor
-    ) -> dict[str, torch.Tensor | None]:
-        """One mask per attention type, built by transformers as the model's forward builds it (no past)."""
-        kwargs = dict(
-            config=self.config, inputs_embeds=hidden, attention_mask=attention_mask, cache=None, position_ids=position_ids
-        )
+    def layer_masks(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> dict[str, torch.Tensor | None]:
+        """One mask per attention type, built by transformers as the model's forward builds it (no past).
+
+        A context's positions are always 0..T-1 (contexts are right-padded), so no ``position_ids`` are passed:
+        with no mask they would only trigger transformers' packed-sequence check, which syncs the device.
+        """
+        kwargs = dict(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask, **cache_arg(None))
         masks: dict[str, torch.Tensor | None] = {}
         for kind in set(self.layer_types):
             build = create_sliding_window_causal_mask if kind == "sliding_attention" else create_causal_mask
@@ -67,7 +68,7 @@ class DecoderStack:
         cache,
     ) -> torch.Tensor:
         """Run decoder layers ``start..end`` (inclusive) on ``hidden``; each writes its K/V into ``cache``."""
-        masks = self.layer_masks(hidden, attention_mask, position_ids)
+        masks = self.layer_masks(hidden, attention_mask)
         position_embeddings = self.rotary_emb(hidden, position_ids=position_ids)
         for index in range(start, end + 1):
             hidden = self.layers[index](
@@ -75,8 +76,8 @@ class DecoderStack:
                 attention_mask=masks[self.layer_types[index]],
                 position_embeddings=position_embeddings,
                 position_ids=position_ids,
-                cache=cache,
                 use_cache=True,
+                **cache_arg(cache),
             )
         return hidden
 
@@ -93,6 +94,9 @@ def decoder_stack(model: nn.Module) -> DecoderStack:
         problems.append("no `.model` attribute holding the decoder (expected a *ForCausalLM)")
     else:
         problems += [f"decoder has no `.{part}`" for part in _REQUIRED_PARTS if not hasattr(inner, part)]
+        layers = getattr(inner, "layers", None) or ()
+        if layers and not accepts_cache(layers[0]):
+            problems.append(f"its decoder layers do not take `{CACHE_KW}=`, the cache keyword of this transformers")
     if getattr(config, "is_encoder_decoder", False):
         problems.append("encoder-decoder models have no single causal KV cache to share")
     if problems:

@@ -1,4 +1,5 @@
-"""Emulated slower links (the paper's Fig. 20): copies split into chunks, each padded to the chunk's time at the
+"""Emulated slower links (the paper's Fig. 20): copies split into contiguous chunks (whole rows within each head of a
+K/V slice, so every chunk is one flat copy from pinned memory), each padded to the chunk's time at the
 target bandwidth. On CUDA the padding is a device-side sleep on the copy stream, so the host never waits and the
 pipeline's stream ordering is what it would be on a real link; on CPU it is a host sleep."""
 
@@ -8,7 +9,7 @@ import time
 
 import torch
 
-from droidspeak.engine.pipeline import Transfer
+from droidspeak.engine.pipeline import Transfer, contiguous_blocks
 
 _CYCLES_PER_MS: dict[int, float] = {}
 
@@ -45,18 +46,18 @@ class ThrottledTransfer(Transfer):
         self.bytes_copied += src.numel() * src.element_size()
         if self.gbps is None:
             return super().copy(dst, src)
-        dim = max(range(src.dim()), key=lambda d: src.shape[d]) if src.dim() else 0
-        per_slice = max(1, src.numel() // max(1, src.shape[dim]) * src.element_size()) if src.dim() else src.element_size()
-        step = max(1, self.chunk_bytes // per_slice)
-        length = src.shape[dim] if src.dim() else 1
-        for begin in range(0, length, step):
-            d = dst.narrow(dim, begin, min(step, length - begin)) if src.dim() else dst
-            s = src.narrow(dim, begin, min(step, length - begin)) if src.dim() else src
-            d.copy_(s, non_blocking=True)
-            pad = self._pad_ms(s.numel() * s.element_size())
-            if pad <= 0:
-                continue
-            if dst.is_cuda:
-                torch.cuda._sleep(int(pad * cycles_per_ms(dst.device)))
-            else:
-                time.sleep(pad / 1e3)
+        for d_block, s_block in contiguous_blocks(dst, src):  # e.g. one head of [kv_heads, T, head_dim]
+            rows = d_block.shape[0] if d_block.dim() else 1
+            row_bytes = max(1, s_block.numel() // max(1, rows) * s_block.element_size())
+            step = max(1, self.chunk_bytes // row_bytes)
+            for begin in range(0, rows, step):  # chunks of whole rows: contiguous (and pinned) like their block
+                d = d_block.narrow(0, begin, min(step, rows - begin)) if d_block.dim() else d_block
+                s = s_block.narrow(0, begin, min(step, rows - begin)) if s_block.dim() else s_block
+                d.copy_(s, non_blocking=True)
+                pad = self._pad_ms(s.numel() * s.element_size())
+                if pad <= 0:
+                    continue
+                if dst.is_cuda:
+                    torch.cuda._sleep(int(pad * cycles_per_ms(dst.device)))
+                else:
+                    time.sleep(pad / 1e3)

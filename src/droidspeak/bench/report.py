@@ -1,4 +1,10 @@
-"""The shared tail of every benchmark script: skip cleanly without CUDA, print the table, end on one JSON line."""
+"""The shared tail of every benchmark script: skip cleanly without CUDA, record as measured, print the table, end
+on one JSON line.
+
+With ``results_path`` every record a benchmark measures is appended to that JSONL file the moment it exists
+(locked and fsynced: several processes, e.g. one per context length, may share the file), so a run killed by a
+timeout or a CUDA fault keeps what it measured; ``render`` rebuilds the table from such a file, measuring nothing.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +15,30 @@ from pathlib import Path
 
 import torch
 
+from droidspeak.track.results import append_row, read_rows
+
 
 def execute(name: str, cfg, run: Callable, markdown: Callable[[dict], str], *, markdown_path: Path | None = None,
-            json_path: Path | None = None) -> dict:
+            json_path: Path | None = None, results_path: Path | None = None) -> dict:
     """Run ``run(cfg)`` (progress to stderr), print its markdown table, optionally save both, print the JSON last."""
     if cfg.device == "cuda" and not torch.cuda.is_available():
         result = {"bench": name, "skipped": "no CUDA device: the 8B-shaped benchmark needs a GPU (try --tiny)"}
         print(result["skipped"], file=sys.stderr)
         print(json.dumps(result))
         return result
-    result = run(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
+    record = (lambda rec: append_row(results_path, {"bench": name, **rec})) if results_path else None
+    result = run(cfg, log=lambda line: print(line, file=sys.stderr, flush=True), record=record)
+    return _emit(result, markdown, markdown_path, json_path)
+
+
+def render(name: str, results_path: Path, assemble: Callable[[list[dict]], dict], markdown: Callable[[dict], str], *,
+           markdown_path: Path | None = None, json_path: Path | None = None) -> dict:
+    """The table and result from the records in ``results_path`` (this benchmark's lines only), measuring nothing."""
+    records = [r for r in read_rows(results_path) if r.get("bench") == name]
+    return _emit(assemble(records), markdown, markdown_path, json_path)
+
+
+def _emit(result: dict, markdown: Callable[[dict], str], markdown_path: Path | None, json_path: Path | None) -> dict:
     table = markdown(result)
     print(table)
     if markdown_path:

@@ -22,6 +22,7 @@ from droidspeak.bench.timing import environment, measure
 from droidspeak.engine.pipeline import pipelined_prefill
 from droidspeak.engine.prefill import cost_of, sender_prefill
 from droidspeak.engine.suffix import SuffixRunner, SuffixWorkspace
+from droidspeak.hf_compat import cache_arg
 from droidspeak.plan import parse_plan
 from droidspeak.serve import (AdaptivePlanner, FixedPlanner, LatencyModel, ModelledExecutor, PlanOption, Scheduler,
                               fit_line, poisson_requests, summarize, throughput_at_slo)
@@ -66,8 +67,9 @@ def _options(cfg: ServingBenchConfig, model) -> list[PlanOption]:
     return options
 
 
-def calibrate(cfg: ServingBenchConfig, model, options: list[PlanOption], log=print) -> LatencyModel:
-    """Measure every plan at every batch size on this device; fit lines in batch size."""
+def calibrate(cfg: ServingBenchConfig, model, options: list[PlanOption], log=print, record=None) -> LatencyModel:
+    """Measure every plan at every batch size on this device (each point to ``record`` as measured); fit lines."""
+    record = record or (lambda rec: None)
     device = model.device
     g = torch.Generator().manual_seed(cfg.seed)
     n_max = max(cfg.batches)
@@ -95,9 +97,13 @@ def calibrate(cfg: ServingBenchConfig, model, options: list[PlanOption], log=pri
                     return model.model.lm_head(hidden[:, -1:])
             seconds = measure(step, **timing).median_ms / 1e3
             prefill_points[option.plan].append((n, seconds))
+            record({"kind": "calibration", "step": "prefill", "plan": option.plan, "batch": n, "seconds": seconds})
         prefilled = pipelined_prefill(model, views[:n], "full_reuse", workspace=ws)
         suffix_points.append((n, measure(lambda: runner(prefilled, tails[:n]), **timing).median_ms / 1e3))
         decode_points.append((n, _decode_step_seconds(model, n, cfg.context, timing)))
+        record({"kind": "calibration", "step": "suffix", "batch": n, "seconds": suffix_points[-1][1],
+                "suffix_mode": runner.mode})
+        record({"kind": "calibration", "step": "decode", "batch": n, "seconds": decode_points[-1][1]})
         log(f"[calibrate n={n}] " + ", ".join(f"{p} {pts[-1][1] * 1e3:.1f} ms" for p, pts in prefill_points.items())
             + f", suffix {suffix_points[-1][1] * 1e3:.1f} ms, decode step {decode_points[-1][1] * 1e3:.1f} ms")
         del ws, runner, prefilled
@@ -119,7 +125,7 @@ def _decode_step_seconds(model, n: int, context: int, timing: dict) -> float:
 
     @torch.inference_mode()
     def step():
-        out = model.model(input_ids=ids, cache=cache, use_cache=True, position_ids=positions, logits_to_keep=1)
+        out = model.model(input_ids=ids, use_cache=True, position_ids=positions, logits_to_keep=1, **cache_arg(cache))
         cache.crop(-1)
         return out.logits
 
@@ -187,22 +193,43 @@ def simulate(cfg: ServingBenchConfig, latency: LatencyModel, options: list[PlanO
             "throughput_at_slo_rps": at_slo, "throughput_gain": gain, "bandwidth": bandwidth_rows}
 
 
-def run(cfg: ServingBenchConfig, log=print) -> dict:
+def run(cfg: ServingBenchConfig, log=print, record=None) -> dict:
+    """Calibrate (each measured step cost to ``record`` at once), then simulate; the whole result is recorded last."""
     device = torch.device(cfg.device)
+    env = {**environment(device), "shape": cfg.shape, "context": cfg.context, "droidspeak_plan": cfg.droidspeak_plan}
+    if record is not None:
+        record({"kind": "environment", **env})
     model = random_model(cfg.shape, dtype=cfg.dtype, device=device, seed=cfg.seed)
     options = _options(cfg, model)
-    latency = calibrate(cfg, model, options, log=log)
-    result = {"bench": "serving", **environment(device), "shape": cfg.shape, "context": cfg.context,
-              "droidspeak_plan": cfg.droidspeak_plan,
+    latency = calibrate(cfg, model, options, log=log, record=record)
+    result = {"bench": "serving", **env,
               "latency_model": {"prefill": latency.prefill, "suffix": latency.suffix, "decode": latency.decode}}
     result.update(simulate(cfg, latency, options, log=log))
     result["target"] = {"goal": 4.0, "gain": result["throughput_gain"], "met": result["throughput_gain"] >= 4.0}
+    if record is not None:
+        record({"kind": "result", **result})
     return result
 
 
+def assemble(records: list[dict]) -> dict:
+    """The last complete result; else what calibration measured before the run stopped."""
+    results = [r for r in records if r["kind"] == "result"]
+    if results:
+        return {k: v for k, v in results[-1].items() if k != "kind"}
+    env = next((r for r in records if r["kind"] == "environment"), {})
+    return {"bench": "serving", "incomplete": True, **{k: v for k, v in env.items() if k != "kind"},
+            "calibration": [{k: v for k, v in r.items() if k != "kind"} for r in records if r["kind"] == "calibration"]}
+
+
 def markdown(result: dict) -> str:
+    if result.get("incomplete"):
+        lines = ["serving: the run stopped before the simulation; step costs measured so far (s):", "",
+                 "| step | plan | batch | seconds |", "|---|---|---|---|"]
+        lines += [f"| {c['step']} | {c.get('plan', '')} | {c['batch']} | {c['seconds']:.4f} |" for c in result["calibration"]]
+        return "\n".join(lines) + "\n"
     at = result["throughput_at_slo_rps"]
-    lines = [f"serving: {result['card']} · torch {result['torch']} · {result['shape']}, context {result['context']} · "
+    lines = [f"serving: {result['card']} · torch {result['torch']} · transformers {result['transformers']} · "
+             f"{result['shape']}, context {result['context']} · "
              f"TTFT SLO {result['slo_ttft_s'] * 1e3:.0f} ms (≤10% violations)", "",
              "| mode | throughput at SLO (req/s) |", "|---|---|"]
     lines += [f"| {name} | {rps:.2f} |" for name, rps in at.items()]

@@ -35,6 +35,7 @@ from transformers import DynamicCache
 from droidspeak.cache import ContextCache
 from droidspeak.engine.prefill import PrefilledBatch, _context_batch, _padded, check_cache_fits, sender_kv
 from droidspeak.errors import DroidSpeakError
+from droidspeak.hf_compat import cache_arg
 from droidspeak.pair import LoadedModel
 from droidspeak.plan import PrefillCost, recompute
 
@@ -75,8 +76,8 @@ def layer_kv(receiver: LoadedModel, layer: int, hidden: torch.Tensor, position_i
             attention_mask=None,
             position_embeddings=stack.rotary_emb(hidden, position_ids=position_ids),
             position_ids=position_ids,
-            cache=capture,
             use_cache=True,
+            **cache_arg(capture),
         )
     except _Captured:
         return capture.keys, capture.values
@@ -168,7 +169,8 @@ def cacheblend_prefill(
             continue
         if chosen:
             hidden = stack.layers[layer](
-                hidden, attention_mask=attention, position_embeddings=rope, position_ids=index, cache=scatter, use_cache=True
+                hidden, attention_mask=attention, position_embeddings=rope, position_ids=index, use_cache=True,
+                **cache_arg(scatter),
             )
         layer += 1
     tokens = int(mask.sum())

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from droidspeak.engine.prefill import PrefilledBatch
+from droidspeak.hf_compat import cache_arg
 from droidspeak.pair import LoadedModel
 
 
@@ -54,8 +55,8 @@ def tail_logits(receiver: LoadedModel, prefilled: PrefilledBatch, tails: Sequenc
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
         position_ids=batch.position_ids,
-        cache=prefilled.cache,
         use_cache=True,
+        **cache_arg(prefilled.cache),
     )
     rewind(prefilled)
     return out.logits
@@ -110,7 +111,7 @@ def generate(
         sequences = receiver.model.generate(
             input_ids=input_ids,
             attention_mask=batch.attention_mask,
-            cache=prefilled.cache,
+            **cache_arg(prefilled.cache),
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,
             pad_token_id=pad_id,

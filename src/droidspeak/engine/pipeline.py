@@ -16,7 +16,7 @@ streams: every strategy runs the same exact sequence and gives bit-identical res
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -32,11 +32,25 @@ from droidspeak.plan import RecomputePlan, layer_groups, parse_plan
 STRATEGIES = ("pipelined", "load_reused", "load_all")
 
 
+def contiguous_blocks(dst: torch.Tensor, src: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(dst, src)`` views, split along leading dims until both sides are contiguous: one flat DMA copy each.
+
+    A context's K/V slice ``[kv_heads, T, head_dim]`` of a right-padded or workspace buffer is contiguous per head
+    only; copying it whole would stage it through a temporary on the device.
+    """
+    if dst.dim() == 0 or (dst.is_contiguous() and src.is_contiguous()):
+        yield dst, src
+        return
+    for d, s in zip(dst.unbind(0), src.unbind(0)):
+        yield from contiguous_blocks(d, s)
+
+
 class Transfer:
-    """How bytes reach the device: one asynchronous copy per tensor (a rate-limited link subclasses this)."""
+    """How bytes reach the device: asynchronous copies of contiguous blocks (a rate-limited link subclasses this)."""
 
     def copy(self, dst: torch.Tensor, src: torch.Tensor) -> None:
-        dst.copy_(src, non_blocking=True)
+        for d, s in contiguous_blocks(dst, src):
+            d.copy_(s, non_blocking=True)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from transformers import DynamicCache
 from droidspeak.cache import ContextCache
 from droidspeak.errors import CacheMismatchError, DroidSpeakError
 from droidspeak.arch import kv_shape
+from droidspeak.hf_compat import returned_cache
 from droidspeak.pair import LoadedModel
 from droidspeak.plan import PrefillCost, RecomputePlan, layer_groups, parse_plan, prefill_cost, recompute
 
@@ -111,7 +112,7 @@ def sender_prefill(
             stack.layers[layer].register_forward_pre_hook(_capture_input(captured, layer)) for layer in sorted(wanted)
         ]
         try:
-            out = sender.model.model(input_ids=ids, attention_mask=mask, use_cache=True)
+            kv = returned_cache(sender.model.model(input_ids=ids, attention_mask=mask, use_cache=True))
         finally:
             for hook in hooks:
                 hook.remove()
@@ -120,8 +121,8 @@ def sender_prefill(
             caches.append(
                 ContextCache(
                     token_ids=tokens,
-                    keys=[layer.keys[row, :, :n].clone() for layer in out.cache.layers],
-                    values=[layer.values[row, :, :n].clone() for layer in out.cache.layers],
+                    keys=[layer.keys[row, :, :n].clone() for layer in kv.layers],
+                    values=[layer.values[row, :, :n].clone() for layer in kv.layers],
                     hidden={layer: e[row, :n].clone() for layer, e in captured.items()},
                     sender=sender.fingerprint.digest,
                     meta=meta,
@@ -190,7 +191,7 @@ def receiver_prefill(
         token_lists = [c.token_ids if isinstance(c, ContextCache) else _as_ids(c, receiver.config.vocab_size) for c in contexts]
         ids, mask = _context_batch(token_lists, device)
         out = receiver.model.model(input_ids=ids, attention_mask=mask, use_cache=True)
-        return PrefilledBatch(out.cache, ids, mask, cost_of(receiver, plan, int(mask.sum())))
+        return PrefilledBatch(returned_cache(out), ids, mask, cost_of(receiver, plan, int(mask.sum())))
 
     if not all(isinstance(c, ContextCache) for c in contexts):
         raise DroidSpeakError(f"plan {plan} reuses the sender's cache: pass ContextCache objects, not token ids")

@@ -15,7 +15,6 @@ matches ``engine.infer.tail_logits`` to float rounding (tested).
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ import torch
 
 from droidspeak.engine.prefill import PrefilledBatch
 from droidspeak.errors import DroidSpeakError
+from droidspeak.hf_compat import cache_arg
 from droidspeak.arch import kv_shape
 from droidspeak.pair import LoadedModel
 
@@ -129,8 +129,6 @@ class SuffixRunner:
         self.mask = torch.ones(b, 1, s, c + s, dtype=torch.bool, device=device)
         self.logits: torch.Tensor | None = None
         self._cache = _SlotCache(workspace)
-        layer_params = inspect.signature(receiver.stack.layers[0].forward).parameters
-        self._cache_kw = "cache" if "cache" in layer_params else "past_key_values"
         self._graph = None
         self.mode = "graph" if self.use_graph else "eager"
         self._causal = torch.ones(s, s, dtype=torch.bool, device=device).tril()
@@ -164,7 +162,7 @@ class SuffixRunner:
         position_embeddings = stack.rotary_emb(hidden, position_ids=self.positions)
         for layer in stack.layers:
             hidden = layer(hidden, attention_mask=self.mask, position_embeddings=position_embeddings,
-                           position_ids=self.positions, use_cache=True, **{self._cache_kw: self._cache})
+                           position_ids=self.positions, use_cache=True, **cache_arg(self._cache))
         last = model.model.norm(hidden[:, -1:])
         logits = model.lm_head(last)[:, -1]
         if self.logits is None:
@@ -172,22 +170,40 @@ class SuffixRunner:
         self.logits.copy_(logits)
 
     def _capture(self) -> None:
+        """Capture the forward once; on any failure fall back to eager for good, leaving the process usable.
+
+        Warm-up runs with CUDA sync debugging set to "error", so a forward that synchronises with the host (the
+        usual reason a capture fails) is found eagerly, before a capture begins. A capture that fails anyway is
+        unwound: the current stream restored, the allocator told the capture's pool is done, the pool released.
+        """
         device = self.ids.device
+        caller = torch.cuda.current_stream(device)
         warm = torch.cuda.Stream(device)
-        warm.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(warm):
-            for _ in range(2):
-                self._forward()
-        torch.cuda.current_stream(device).wait_stream(warm)
+        warm.wait_stream(caller)
+        previous_mode = torch.cuda.get_sync_debug_mode()
+        try:
+            torch.cuda.set_sync_debug_mode("error")
+            with torch.cuda.stream(warm):
+                for _ in range(2):
+                    self._forward()
+        except Exception as err:  # noqa: BLE001  (whatever the forward raised, the graph is off)
+            return self._give_up(f"forward syncs with the host: {err}", caller)
+        finally:
+            torch.cuda.set_sync_debug_mode(previous_mode)
+        caller.wait_stream(warm)
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
                 self._forward()
-        except RuntimeError as err:
-            self.use_graph, self.mode = False, f"eager (capture failed: {str(err).splitlines()[0][:120]})"
-            torch.cuda.synchronize(device)
-            return
+        except Exception as err:  # noqa: BLE001
+            _unwind_failed_capture(graph, device)
+            return self._give_up(f"capture failed: {err}", caller)
         self._graph = graph
+
+    def _give_up(self, why: str, caller) -> None:
+        torch.cuda.set_stream(caller)
+        torch.cuda.synchronize(self.ids.device)
+        self.use_graph, self.mode = False, f"eager ({why.splitlines()[0][:160]})"
 
     @torch.inference_mode()
     def __call__(self, prefilled: PrefilledBatch, tails: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -201,3 +217,25 @@ class SuffixRunner:
             else:
                 self._forward()
         return self.logits
+
+
+def _unwind_failed_capture(graph: "torch.cuda.CUDAGraph", device: torch.device) -> None:
+    """After a capture raised: end the stream capture if still open, and hand the graph's memory pool back.
+
+    ``torch.cuda.graph.__exit__`` ends the capture before it restores the stream; when ending fails, the caching
+    allocator may still route this stream's allocations into the graph's pool (the later "captures underway"
+    assert). Ending that routing and releasing the pool uses torch's private hooks where this torch has them.
+    """
+    if torch.cuda.is_current_stream_capturing():
+        try:
+            graph.capture_end()
+        except RuntimeError:
+            pass
+    pool = graph.pool() if hasattr(graph, "pool") else None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    for hook in ("_cuda_endAllocateToPool", "_cuda_releasePool"):
+        if pool is not None and hasattr(torch._C, hook):
+            try:
+                getattr(torch._C, hook)(index, pool)
+            except RuntimeError:
+                pass
