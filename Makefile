@@ -49,7 +49,7 @@ demo: $(STAMP)  ## the main job on the embedded default: family, sweeps via lm-e
 	$(BIN)/python experiments/evaluate.py -m experiment=demo_baselines
 	$(BIN)/python experiments/evaluate.py -m experiment=demo_groups
 	$(BIN)/python experiments/profile_pair.py -m pair=$(DEMO_PAIRS) $(DEMO_PROFILE)
-	$(BIN)/python experiments/profile_pair.py pair=mdqa_from_fieldqa task=twohop beyond=false $(DEMO_PROFILE)
+	$(BIN)/python experiments/profile_pair.py pair=mdqa_from_fieldqa task=twohop comparisons=false $(DEMO_PROFILE)
 	$(BIN)/python experiments/figures.py results=$(DEMO)/results.jsonl out_dir=reports \
 	  'profiles=["$(DEMO)/profiles/*/*.json"]'
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-import droidspeak.zoo.config  # noqa: F401  (registers the family's config schema)
+import droidspeak.zoo.recipe  # noqa: F401  (registers the family's config schema)
 from droidspeak import ReusePair
 from droidspeak.zoo.family import build_family
 from droidspeak.zoo.tasks import read_jsonl, score

@@ -14,7 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-import droidspeak.zoo.config  # noqa: F401  (registers the structured config schemas)
+import droidspeak.zoo.recipe  # noqa: F401  (registers the structured config schemas)
 from droidspeak.zoo.cards import pair_table
 from droidspeak.zoo.family import build_family
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import droidspeak.config  # noqa: F401  (registers the structured config schemas)
-from droidspeak.evalh.point import evaluate_point, point_identity, uses_zoo
+import droidspeak.sweep.config  # noqa: F401  (registers the structured config schemas)
+from droidspeak.sweep.point import evaluate_point, point_identity, uses_zoo
 from droidspeak.track.logger import check_mode, make_logger
 from droidspeak.track.results import RESULTS_FILE, append_row, finished_keys, point_key
 from droidspeak.zoo.family import build_family

@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-import droidspeak.config  # noqa: F401  (registers the logger schema)
+import droidspeak.sweep.config  # noqa: F401  (registers the logger schema)
 from droidspeak.figures import plots
 from droidspeak.figures.profiles_summary import profiles_summary, write_profiles_summary
 from droidspeak.figures.summary import summarize, write_summary

@@ -1,10 +1,10 @@
 """Profile one pair on one embedded task: sensitivity, every contiguous group, transitions, and the comparisons
-beyond the paper (multi-group DP, output-level proxy, layer + token hybrid). See droidspeak.profile.job.
+beyond the paper (multi-group DP, output-level proxy, layer + token hybrid). See droidspeak.sweep.profile_job.
 Named profile_pair.py, not profile.py: a script folder on sys.path would shadow the standard library's `profile`
 (which cProfile, and so torch, imports) for every script beside it.
 
     python experiments/profile_pair.py pair=mdqa_from_base
-    python experiments/profile_pair.py pair=mdqa_from_base zoo=mini contexts=2 beyond=false
+    python experiments/profile_pair.py pair=mdqa_from_base zoo=mini contexts=2 comparisons=false
     python experiments/evaluate.py pair=mdqa_from_base method=profile \
         method.path=outputs/profiles/ft-mdqa_from_base/mdqa.json method.tolerance=0.05
 """
@@ -16,8 +16,8 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-import droidspeak.config  # noqa: F401  (registers the pair and zoo schemas)
-from droidspeak.profile.job import run_job
+import droidspeak.sweep.config  # noqa: F401  (registers the pair and zoo schemas)
+from droidspeak.sweep.profile_job import run_job
 from droidspeak.zoo.family import build_family
 
 log = logging.getLogger("profile")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from droidspeak.pair import LoadedModel, from_module
+from droidspeak.loading import LoadedModel, from_module
 
 VOCAB = 101
 TINY = dict(

@@ -7,8 +7,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-import droidspeak.config  # noqa: F401  (registers the schemas)
-import droidspeak.zoo.config  # noqa: F401
+import droidspeak.sweep.config  # noqa: F401  (registers the schemas)
+import droidspeak.zoo.recipe  # noqa: F401
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

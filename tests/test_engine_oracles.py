@@ -155,7 +155,7 @@ def test_reuse_changes_the_answer_when_sender_differs(family, inputs):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_runs_and_stays_close(arch, dtype):
     from conftest import fine_tune_of, tiny_model
-    from droidspeak.pair import from_module
+    from droidspeak.loading import from_module
 
     base = tiny_model(arch, seed=0, dtype=dtype)
     pair = ReusePair(from_module(base), from_module(fine_tune_of(base, seed=1)))

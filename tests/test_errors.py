@@ -14,7 +14,7 @@ from droidspeak.errors import (
     PlanError,
     UnsupportedArchitectureError,
 )
-from droidspeak.pair import from_module
+from droidspeak.loading import from_module
 from droidspeak.reuse import ReusePair
 
 

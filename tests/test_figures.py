@@ -27,7 +27,7 @@ from droidspeak.profile import (
     LayerSensitivity,
     Profile,
     ProfilePoint,
-    beyond_path,
+    comparisons_path,
     load_profile,
     save_profile,
     single_group_plans,
@@ -176,7 +176,7 @@ def test_transition_strata_separate_plans_that_recompute_the_critical_layers():
     assert max(max(v) for v in holds.values()) < min(min(v) for v in misses.values())  # harm 0.15+ vs ≤ 0.08
 
 
-def _beyond_rows(pair: str, task: str) -> list[dict]:
+def _comparison_rows(pair: str, task: str) -> list[dict]:
     """One proxy, one multigroup and two hybrid rows as profile.job writes them (made up, mutually consistent)."""
     ids = {"pair": pair, "task": task}
     return [
@@ -197,10 +197,10 @@ def _beyond_rows(pair: str, task: str) -> list[dict]:
     ]
 
 
-def test_profiles_summary_tabulates_profiles_and_their_beyond_rows(profile_paths, tmp_path):
+def test_profiles_summary_tabulates_profiles_and_their_comparison_rows(profile_paths, tmp_path):
     hotpot = profile_paths[0]
-    assert beyond_path(hotpot) == tmp_path / "hotpot_like.beyond.jsonl"
-    beyond_path(hotpot).write_text("".join(json.dumps(r) + "\n" for r in _beyond_rows("ft_a<-ft_b", "hotpot_like")))
+    assert comparisons_path(hotpot) == tmp_path / "hotpot_like.comparisons.jsonl"
+    comparisons_path(hotpot).write_text("".join(json.dumps(r) + "\n" for r in _comparison_rows("ft_a<-ft_b", "hotpot_like")))
     summary = profiles_summary(profile_paths, 0.05)
     json_path, md_path = write_profiles_summary(summary, tmp_path / "reports", source="`two profiles`")
     assert (json_path.name, md_path.name) == ("profiles.json", "profiles.md")
@@ -247,7 +247,7 @@ def test_profiles_summary_notes_sections_without_data(tmp_path):
     bare.points = [p for p in bare.points if p.plan in ("full_reuse", "recompute:0-3", "full_prefill")]
     bare.transitions, bare.single_layer = [], []
     path = save_profile(tmp_path / "code_like.json", bare)
-    beyond_path(path).write_text("")  # the beyond comparisons were off
+    comparisons_path(path).write_text("")  # the beyond comparisons were off
     summary = profiles_summary([path], 0.05)
     assert summary["profiles"][0]["chosen_plan"] == "full_prefill" == bare.choose(0.05)
     assert summary["transitions"] == summary["proxy"] == summary["multigroup"] == summary["hybrid"] == []

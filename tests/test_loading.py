@@ -5,7 +5,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from conftest import fine_tune_of, save_checkpoint, tiny_model
 from droidspeak.errors import DroidSpeakError
-from droidspeak.pair import load_model
+from droidspeak.loading import load_model
 from droidspeak.reuse import ReusePair
 
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from conftest import fine_tune_of, tiny_model, word_tokenizer
-from droidspeak.pair import from_module
+from droidspeak.loading import from_module
 from droidspeak.plan import parse_plan
 from droidspeak.profile import load_profile, resolve_profile_plan, save_profile
-from droidspeak.profile.beyond import compare_hybrid, compare_multigroup, compare_proxy
+from droidspeak.profile.comparisons import compare_hybrid, compare_multigroup, compare_proxy
 from droidspeak.profile.proxy import ProxyScorer, agrees_within, spread_rows
-from droidspeak.profile.run import Profiler, profile_pair, select_profile_rows
+from droidspeak.profile.profiler import Profiler, profile_pair, select_profile_rows
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -98,13 +98,13 @@ def test_proxy_and_comparisons(models):
 def test_profile_job_on_the_mini_family_feeds_the_profile_plan(tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 
-    import droidspeak.config  # noqa: F401
-    from droidspeak.profile.job import run_job
+    import droidspeak.sweep.config  # noqa: F401
+    from droidspeak.sweep.profile_job import run_job
     from droidspeak.zoo.family import build_family
 
     monkeypatch.setenv("DROIDSPEAK_CACHE", str(tmp_path / "cache"))
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("profile", overrides=["zoo=mini", "contexts=1", "granularity=2", "beyond=false", "progress=false",
+        cfg = compose("profile", overrides=["zoo=mini", "contexts=1", "granularity=2", "comparisons=false", "progress=false",
                                             f"output_root={tmp_path}"])
         family = build_family(cfg.zoo, progress=False)
         written = run_job(cfg, family)

@@ -11,9 +11,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import droidspeak.zoo.config  # noqa: F401
+import droidspeak.zoo.recipe  # noqa: F401
 from droidspeak.zoo import family as family_mod
-from droidspeak.zoo.config import ZooConfig
+from droidspeak.zoo.recipe import ZooConfig
 from droidspeak.zoo.metrics import edit_similarity, exact_match, f1, normalize_answer, rouge_l
 from droidspeak.zoo.tasks import TASKS, SPLITS, TaskConfig, build_splits, read_jsonl, score
 from droidspeak.zoo.tokenizer import build_tokenizer

@@ -16,7 +16,7 @@ def __getattr__(name):  # keep `import droidspeak` light: torch/transformers loa
 
         return ReusePair
     if name == "load_model":
-        from droidspeak.pair import load_model
+        from droidspeak.loading import load_model
 
         return load_model
     raise AttributeError(f"module 'droidspeak' has no attribute {name!r}")
@@ -29,7 +29,7 @@ def _register_lm_eval_backend() -> None:
     except ImportError:  # lm-eval is optional for engine-only use
         return
     if "droidspeak" not in model_registry:
-        model_registry.register("droidspeak", target="droidspeak.evalh.backend:DroidSpeakLM")
+        model_registry.register("droidspeak", target="droidspeak.lmeval.backend:DroidSpeakLM")
 
 
 _register_lm_eval_backend()

@@ -21,7 +21,7 @@ from droidspeak.engine.infer import tail_logits
 from droidspeak.engine.pipeline import STRATEGIES, pipelined_prefill
 from droidspeak.engine.prefill import receiver_prefill, sender_prefill
 from droidspeak.engine.suffix import SuffixRunner, SuffixWorkspace
-from droidspeak.pair import LoadedModel, from_module
+from droidspeak.loading import LoadedModel, from_module
 from droidspeak.store import host_store
 
 PLANS = ("recompute:2-3", "recompute:0-1+4-4", "full_reuse", "recompute:0-5", "recompute:1-1+3-5")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from droidspeak.pair import Fingerprint, LoadedModel, resolve_dtype
+from droidspeak.loading import Fingerprint, LoadedModel, resolve_dtype
 
 SHAPES = {
     "llama3-8b": dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,

@@ -36,7 +36,7 @@ from droidspeak.cache import ContextCache
 from droidspeak.engine.prefill import PrefilledBatch, _context_batch, _padded, check_cache_fits, sender_kv
 from droidspeak.errors import DroidSpeakError
 from droidspeak.hf_compat import cache_arg
-from droidspeak.pair import LoadedModel
+from droidspeak.loading import LoadedModel
 from droidspeak.plan import PrefillCost, recompute
 
 

@@ -14,7 +14,7 @@ import torch
 
 from droidspeak.engine.prefill import PrefilledBatch
 from droidspeak.hf_compat import cache_arg
-from droidspeak.pair import LoadedModel
+from droidspeak.loading import LoadedModel
 
 
 @dataclass

@@ -26,7 +26,7 @@ from droidspeak.cache import ContextCache
 from droidspeak.engine.prefill import PrefilledBatch, cost_of, receiver_prefill
 from droidspeak.errors import CacheMismatchError, DroidSpeakError
 from droidspeak.arch import kv_shape
-from droidspeak.pair import LoadedModel
+from droidspeak.loading import LoadedModel
 from droidspeak.plan import RecomputePlan, layer_groups, parse_plan
 
 STRATEGIES = ("pipelined", "load_reused", "load_all")

@@ -16,7 +16,7 @@ from droidspeak.cache import ContextCache
 from droidspeak.errors import CacheMismatchError, DroidSpeakError
 from droidspeak.arch import kv_shape
 from droidspeak.hf_compat import returned_cache
-from droidspeak.pair import LoadedModel
+from droidspeak.loading import LoadedModel
 from droidspeak.plan import PrefillCost, RecomputePlan, layer_groups, parse_plan, prefill_cost, recompute
 
 

@@ -25,7 +25,7 @@ from droidspeak.engine.prefill import PrefilledBatch
 from droidspeak.errors import DroidSpeakError
 from droidspeak.hf_compat import cache_arg
 from droidspeak.arch import kv_shape
-from droidspeak.pair import LoadedModel
+from droidspeak.loading import LoadedModel
 
 
 class SuffixWorkspace:

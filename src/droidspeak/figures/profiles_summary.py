@@ -1,7 +1,7 @@
 """The tables of offline profiling and of the beyond-the-paper comparisons, from the profile files alone.
 
-Profiling writes ``<dir>/<task>.json`` (the profile) and, beside it, ``<dir>/<task>.beyond.jsonl`` (multi-group
-DP, proxy metric and hybrid rows, see :mod:`droidspeak.profile.beyond`). :func:`profiles_summary` gathers both
+Profiling writes ``<dir>/<task>.json`` (the profile) and, beside it, ``<dir>/<task>.comparisons.jsonl`` (multi-group
+DP, proxy metric and hybrid rows, see :mod:`droidspeak.profile.comparisons`). :func:`profiles_summary` gathers both
 into one JSON-able dict and :func:`write_profiles_summary` renders it as ``profiles.json`` + ``profiles.md``, so
 ``reports/`` carries these numbers without anyone copying them by hand.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from droidspeak.figures.plots import read_jsonl, transition_strata
 from droidspeak.figures.summary import _fmt
-from droidspeak.profile.profile_file import Profile, beyond_path, load_profile
+from droidspeak.profile.profile_file import Profile, comparisons_path, load_profile
 from droidspeak.profile.search import plan_layers
 
 HYBRID_METHODS = ("group", "cacheblend", "hybrid")
@@ -45,7 +45,7 @@ def _profile_entry(path: Path, prof: Profile, tolerance: float) -> dict:
         "chosen_quality": point.quality if point else prof.reference_quality,
         "plans_evaluated": prof.timing.get("evaluations"),
         "profiling_seconds": prof.timing.get("total_seconds"),
-        "beyond_seconds": prof.timing.get("beyond_seconds"),
+        "comparisons_seconds": prof.timing.get("comparisons_seconds"),
     }
 
 
@@ -86,7 +86,7 @@ def profiles_summary(profile_paths: Iterable[str | os.PathLike], tolerance: floa
     """Per profile: its headline row, its Fig. 10 transition strata and its beyond-the-paper comparison rows.
 
     Comparison rows take the profile's pair and task (so every table names a pair the same way) and its layer
-    count; a profile without a ``.beyond.jsonl`` (or with an empty one) simply contributes no comparison rows.
+    count; a profile without a ``.comparisons.jsonl`` (or with an empty one) simply contributes no comparison rows.
     """
     summary: dict = {"tolerance": tolerance, "profiles": [], "transitions": [], "proxy": [], "multigroup": [], "hybrid": []}
     for raw in profile_paths:
@@ -96,7 +96,7 @@ def profiles_summary(profile_paths: Iterable[str | os.PathLike], tolerance: floa
         transitions = _transition_entry(prof)
         if transitions is not None:
             summary["transitions"].append(transitions)
-        comparisons = beyond_path(path)
+        comparisons = comparisons_path(path)
         by_kind: dict[str, list[dict]] = defaultdict(list)
         for row in read_jsonl(comparisons) if comparisons.exists() else []:
             by_kind[row.get("comparison")].append(
@@ -233,7 +233,7 @@ def write_profiles_summary(summary: Mapping, out_dir: str | Path, *, source: str
     lines = [
         "# Profiles summary",
         "",
-        f"Rebuilt by `experiments/figures.py` from {source or 'the profile files'} and the `.beyond.jsonl` beside each.",
+        f"Rebuilt by `experiments/figures.py` from {source or 'the profile files'} and the `.comparisons.jsonl` beside each.",
         f"Quality is the task's own metric; tolerance {tol:g} (relative to the receiver's own full-prefill quality).",
         "",
         "## Profiles",

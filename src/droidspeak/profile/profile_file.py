@@ -264,9 +264,9 @@ def save_profile(path: str | os.PathLike, profile: Profile) -> Path:
     return path
 
 
-def beyond_path(profile_path: str | os.PathLike) -> Path:
-    """Where profiling writes a profile's beyond-the-paper comparisons: beside it, same stem, ``.beyond.jsonl``."""
-    return Path(profile_path).with_suffix(".beyond.jsonl")
+def comparisons_path(profile_path: str | os.PathLike) -> Path:
+    """Where profiling writes the comparisons beyond the paper: beside it, same stem, ``.comparisons.jsonl``."""
+    return Path(profile_path).with_suffix(".comparisons.jsonl")
 
 
 def load_profile(path: str | os.PathLike) -> Profile:

@@ -32,7 +32,7 @@ import torch
 from droidspeak.cache import ContextCache
 from droidspeak.engine import generate, receiver_prefill, tail_logits
 from droidspeak.engine.prefill import PrefilledBatch, group_prefills, select_rows
-from droidspeak.pair import LoadedModel, check_compatible
+from droidspeak.loading import LoadedModel, check_compatible
 from droidspeak.plan import parse_plan
 from droidspeak.zoo.measure import TaskRows, prefill_contexts
 from droidspeak.zoo.tasks import TASKS

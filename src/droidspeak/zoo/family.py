@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from droidspeak.zoo import cards
-from droidspeak.zoo.config import BuildZooConfig, ZooConfig
+from droidspeak.zoo.recipe import BuildZooConfig, ZooConfig
 from droidspeak.zoo.corpus import Encoder, Example, induction_document, qa_example, world_document
 from droidspeak.zoo.tasks import TASKS, build_splits, train_stream, write_jsonl
 from droidspeak.zoo.tokenizer import build_tokenizer
@@ -57,7 +57,7 @@ class Family:
         return {"path": str(self.models[name]), "adapter": None}
 
     def load(self, name: str, **kwargs):
-        from droidspeak.pair import load_model
+        from droidspeak.loading import load_model
 
         args = self.load_args(name)
         return load_model(args["path"], adapter=args["adapter"], **kwargs)
@@ -257,7 +257,7 @@ class _Builder:
 
     # ---- measurement -----------------------------------------------------------------------------------
     def measure(self) -> dict:
-        from droidspeak.pair import load_model
+        from droidspeak.loading import load_model
         from droidspeak.zoo.measure import TaskRows, pair_phenomenon, quality
 
         m = self.zoo.measure

@@ -14,7 +14,7 @@ import torch
 
 from droidspeak.cache import ContextCache
 from droidspeak.engine import generate, receiver_prefill, sender_prefill
-from droidspeak.pair import LoadedModel, check_compatible
+from droidspeak.loading import LoadedModel, check_compatible
 from droidspeak.zoo.tasks import TASKS, score
 
 

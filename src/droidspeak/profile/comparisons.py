@@ -23,7 +23,7 @@ from droidspeak.engine.cacheblend import cacheblend_prefill
 from droidspeak.plan import parse_plan
 from droidspeak.profile.profile_file import Profile
 from droidspeak.profile.proxy import ProxyScorer, agrees_within
-from droidspeak.profile.run import Profiler
+from droidspeak.profile.profiler import Profiler
 from droidspeak.profile.search import (
     ProfilePoint,
     best_by_budget,

@@ -2,7 +2,7 @@
 
 Writes, for one pair on one embedded task's profiling split:
 - ``<output_root>/profiles/<pair>/<task>.json`` — the profile (what ``profile:PATH@TOL`` reads);
-- ``<output_root>/profiles/<pair>/<task>.beyond.jsonl`` — the beyond-the-paper comparisons, one row each;
+- ``<output_root>/profiles/<pair>/<task>.comparisons.jsonl`` — the beyond-the-paper comparisons, one row each;
 - ``<output_root>/profiles/results.jsonl`` — eval rows (kind "eval") of the baselines, the frontier, the chosen
   plan, CacheBlend and the hybrid, for the quality-vs-cost figures (6, 14); a point already there is skipped.
 """
@@ -17,14 +17,14 @@ from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 
-from droidspeak.config import PairConfig, TaskConfig
+from droidspeak.sweep.config import PairConfig, TaskConfig
 from droidspeak.errors import DroidSpeakError
-from droidspeak.evalh.point import ZOO_PREFIX, resolve_model
-from droidspeak.pair import load_model
-from droidspeak.profile.profile_file import beyond_path, save_profile
-from droidspeak.profile.run import Profiler, profile_pair, select_profile_rows
+from droidspeak.sweep.point import ZOO_PREFIX, resolve_model
+from droidspeak.loading import load_model
+from droidspeak.profile.profile_file import comparisons_path, save_profile
+from droidspeak.profile.profiler import Profiler, profile_pair, select_profile_rows
 from droidspeak.track.results import append_row, finished_keys, git_sha, point_key
-from droidspeak.zoo.config import ZooConfig
+from droidspeak.zoo.recipe import ZooConfig
 from droidspeak.zoo.tasks import TASKS, read_jsonl
 
 log = logging.getLogger("profile")
@@ -44,7 +44,7 @@ class ProfileJobConfig:
     transition_plans_per_count: int = 8  # Fig. 10: layouts per transition count (free, and holding the critical layers)
     max_groups: int | None = 3  # multi-group DP: at most this many groups (None: unlimited)
     proxy_samples: int = 8
-    beyond: bool = True  # run the multi-group, proxy and hybrid comparisons
+    comparisons: bool = True  # run the multi-group, proxy and hybrid comparisons
     hybrid_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5])
     cacheblend_ratios: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5])
     batch_size: int = 32
@@ -83,27 +83,27 @@ def run_job(cfg, family) -> dict[str, Path]:
         transition_plans_per_count=cfg.transition_plans_per_count, progress=cfg.progress,
     )
     out = Path(cfg.output) if cfg.output else Path(cfg.output_root) / "profiles" / safe_name(cfg.pair.name) / f"{task}.json"
-    beyond: list[dict] = []
-    if cfg.beyond:
-        from droidspeak.profile.beyond import compare_hybrid, compare_multigroup, compare_proxy
+    extra_rows: list[dict] = []
+    if cfg.comparisons:
+        from droidspeak.profile.comparisons import compare_hybrid, compare_multigroup, compare_proxy
         from droidspeak.profile.proxy import ProxyScorer
 
         started = time.perf_counter()
-        beyond += compare_multigroup(profiler, profile, max_groups=cfg.max_groups)
+        extra_rows += compare_multigroup(profiler, profile, max_groups=cfg.max_groups)
         scorer = ProxyScorer(receiver, sender, task, rows, samples=cfg.proxy_samples, batch_size=cfg.batch_size)
         proxy = compare_proxy(profiler, profile, scorer, tolerance=cfg.tolerance)
         profile.extra["proxy_scores"] = proxy.pop("proxy_scores")
-        beyond.append(proxy)
-        beyond += compare_hybrid(profiler, profile, cfg.hybrid_fractions)
+        extra_rows.append(proxy)
+        extra_rows += compare_hybrid(profiler, profile, cfg.hybrid_fractions)
         for ratio in cfg.cacheblend_ratios:
             profiler.evaluate(f"cacheblend:{ratio:g}")
-        profile.timing["beyond_seconds"] = round(time.perf_counter() - started, 3)
+        profile.timing["comparisons_seconds"] = round(time.perf_counter() - started, 3)
     profile.git_sha = git_sha()
     profile.extra["split"] = cfg.split
     save_profile(out, profile)
-    comparisons = beyond_path(out)
+    comparisons = comparisons_path(out)
     with comparisons.open("w") as handle:
-        for row in beyond:
+        for row in extra_rows:
             handle.write(json.dumps({"pair": cfg.pair.name, "task": task, **row}) + "\n")
     results = Path(cfg.output_root) / "profiles" / "results.jsonl"
     _write_eval_rows(results, cfg, profiler, profile, task)

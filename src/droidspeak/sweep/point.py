@@ -14,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from droidspeak.errors import DroidSpeakError
-from droidspeak.evalh.tasks import LONGBENCH, embedded_task_name, write_embedded_tasks
+from droidspeak.lmeval.task_yaml import LONGBENCH, embedded_task_name, write_embedded_tasks
 from droidspeak.track.results import git_sha, point_key
 from droidspeak.zoo.tasks import TASKS
 

@@ -22,7 +22,7 @@ import torch
 from droidspeak.cache import ContextCache
 from droidspeak.engine import generate, receiver_prefill
 from droidspeak.engine.prefill import PrefilledBatch, select_rows
-from droidspeak.pair import LoadedModel, check_compatible
+from droidspeak.loading import LoadedModel, check_compatible
 from droidspeak.profile.profile_file import LayerSensitivity, Profile
 from droidspeak.profile.search import (
     ProfilePoint,

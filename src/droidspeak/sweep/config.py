@@ -1,7 +1,7 @@
 """Typed schemas of the main job's Hydra config (registered in Hydra's ConfigStore).
 
 Config groups map one-to-one onto these dataclasses: ``pair``, ``task``, ``method``, ``logger``; the family
-recipe is ``zoo`` (droidspeak.zoo.config). A misspelt key or a wrong type fails when the config is composed.
+recipe is ``zoo`` (droidspeak.zoo.recipe). A misspelt key or a wrong type fails when the config is composed.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 
-from droidspeak.zoo.config import ZooConfig
+from droidspeak.zoo.recipe import ZooConfig
 
 
 @dataclass

@@ -69,7 +69,7 @@ def write_embedded_tasks(task_files: dict[str, dict[str, Path]], out_dir: str | 
     """Write one lm-eval YAML per embedded task (reading ``split``) into ``out_dir``; return it as include_path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "utils.py").write_text("from droidspeak.evalh.tasks import process_results  # noqa: F401\n")
+    (out / "utils.py").write_text("from droidspeak.lmeval.task_yaml import process_results  # noqa: F401\n")
     for task, splits in task_files.items():
         kind = TASKS[task]
         (out / f"{embedded_task_name(task)}.yaml").write_text(
