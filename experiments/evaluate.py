@@ -44,9 +44,10 @@ def main(cfg: DictConfig) -> None:
     )
     try:
         row = evaluate_point(cfg, family)
-        append_row(results, row)
-        logger.log({k: v for k, v in row.items() if isinstance(v, (int, float))} | {f"metric/{k}": v for k, v in row["metrics"].items()})
-        log.info("%s | %s | %s: %s=%.3f, speedup %.2fx", row["pair"], row["task"], row["plan"], row["metric"], row["quality"], row["speedup"])
+        append_row(results, row.to_dict())
+        logger.log({k: v for k, v in row.to_dict().items() if isinstance(v, (int, float))}
+                   | {f"metric/{k}": v for k, v in row.metrics.items()})
+        log.info("%s | %s | %s: %s=%.3f, speedup %.2fx", row.pair, row.task, row.plan, row.metric, row.quality, row.speedup)
     finally:
         logger.finish()
 

@@ -21,7 +21,7 @@ from droidspeak.figures import plots
 from droidspeak.figures.profiles_summary import profiles_summary, write_profiles_summary
 from droidspeak.figures.summary import summarize, write_summary
 from droidspeak.track.logger import check_mode, make_logger
-from droidspeak.track.results import read_rows
+from droidspeak.track.records import read_results
 
 log = logging.getLogger("figures")
 PARETO_COLUMNS = ["plan", "method", "recomputed_layers", "recomputed_fraction", "speedup", "quality"]
@@ -74,7 +74,7 @@ def profile_figures(profiles: list[str], out_dir: Path, tolerance: float) -> lis
 @hydra.main(config_path="../conf", config_name="figures", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     check_mode(cfg.logger.mode)
-    rows = read_rows(cfg.results)
+    rows = [row.to_dict() for row in read_results(cfg.results)]
     if not rows:
         raise SystemExit(f"no results in {cfg.results}: run experiments/evaluate.py first")
     out_dir = Path(cfg.out_dir)

@@ -6,7 +6,7 @@ import torch
 from conftest import random_ids
 from droidspeak.engine import receiver_prefill, tail_logits
 from droidspeak.engine.cacheblend import cacheblend_prefill, select_tokens
-from droidspeak.engine.prefill import _context_batch
+from droidspeak.engine.batch import context_batch
 from droidspeak.errors import DroidSpeakError
 from droidspeak.reuse import ReusePair
 
@@ -82,7 +82,7 @@ def test_only_chosen_tokens_change_and_sender_caches_stay_intact(family):
     (context,) = random_ids([20], seed=4)
     (cache,) = ReusePair(sender, receiver).prefill([context])
     before = [k.clone() for k in cache.keys]
-    ids, mask = _context_batch([cache.token_ids], receiver.device)
+    ids, mask = context_batch([cache.token_ids], receiver.device)
     index, valid = select_tokens(receiver, [cache], 0.25, ids, mask)
     assert int(valid.sum()) == 5  # ceil(0.25 * 20)
     prefilled = cacheblend_prefill(receiver, [cache], 0.25)

@@ -7,6 +7,7 @@ import json
 import matplotlib
 import pytest
 
+from droidspeak.track.results import read_rows
 from droidspeak.figures import (
     FIGURES,
     FigureDataError,
@@ -18,7 +19,6 @@ from droidspeak.figures import (
     plot_quality_vs_cost,
     plot_transitions,
     profiles_summary,
-    read_jsonl,
     transition_strata,
     write_profiles_summary,
 )
@@ -107,12 +107,12 @@ def profile_paths(tmp_path):
 
 
 def test_read_jsonl_skips_a_truncated_last_line_only(results_jsonl, tmp_path):
-    rows = read_jsonl(results_jsonl)
+    rows = read_rows(results_jsonl)
     assert len(rows) == 19 and rows[-1]["kind"] == "run_start"
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"a": 1}\n{broken\n{"a": 2}\n')
     with pytest.raises(ValueError, match="bad.jsonl:2"):
-        read_jsonl(bad)
+        read_rows(bad)
 
 
 def _check(paths, out_dir, stem):
@@ -123,7 +123,7 @@ def _check(paths, out_dir, stem):
 
 
 def test_every_figure_renders_png_and_pdf_without_touching_rcparams(results_jsonl, profile_paths, tmp_path):
-    rows = read_jsonl(results_jsonl)
+    rows = read_rows(results_jsonl)
     before = dict(matplotlib.rcParams)
     out = tmp_path / "figs"
     calls = {
@@ -142,7 +142,7 @@ def test_every_figure_renders_png_and_pdf_without_touching_rcparams(results_json
 
 
 def test_quality_vs_cost_accepts_other_cost_axes(results_jsonl, tmp_path):
-    paths = plot_quality_vs_cost(read_jsonl(results_jsonl), tmp_path, x="recomputed_fraction", stem="by_fraction")
+    paths = plot_quality_vs_cost(read_rows(results_jsonl), tmp_path, x="recomputed_fraction", stem="by_fraction")
     _check(paths, tmp_path, "by_fraction")
 
 

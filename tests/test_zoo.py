@@ -15,7 +15,8 @@ import droidspeak.zoo.recipe  # noqa: F401
 from droidspeak.zoo import family as family_mod
 from droidspeak.zoo.recipe import ZooConfig
 from droidspeak.zoo.metrics import edit_similarity, exact_match, f1, normalize_answer, rouge_l
-from droidspeak.zoo.tasks import TASKS, SPLITS, TaskConfig, build_splits, read_jsonl, score
+from droidspeak.track.results import read_rows
+from droidspeak.zoo.tasks import TASKS, SPLITS, TaskConfig, build_splits, score
 from droidspeak.zoo.tokenizer import build_tokenizer
 from droidspeak.zoo.world import World, WorldConfig
 
@@ -128,10 +129,10 @@ def test_mini_family_is_standard_hf_and_loads_through_the_engine(mini_family):
     report = json.loads((fam.root / "family.json").read_text())
     assert len(report["pairs"]) == len(cfg.pairs) and all("best_group" in p for p in report["phenomenon"].values())
     for task, splits in fam.task_files.items():
-        assert set(splits) == set(SPLITS) and read_jsonl(splits["test"])
+        assert set(splits) == set(SPLITS) and read_rows(splits["test"])
     name, receiver, sender, task = fam.pairs[-1]
     pair = ReusePair(fam.load(sender), fam.load(receiver))
-    rows = read_jsonl(fam.task_files[task]["test"])[:2]
+    rows = read_rows(fam.task_files[task]["test"])[:2]
     caches = pair.prefill([r["context"] for r in rows])
     everything = pair.generate(caches, [r["question"] for r in rows], f"recompute:0-{pair.num_layers - 1}", max_new_tokens=3)
     assert everything == pair.generate(caches, [r["question"] for r in rows], "full_prefill", max_new_tokens=3)

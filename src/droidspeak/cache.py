@@ -61,6 +61,23 @@ class ContextCache:
         return len(self.keys)
 
     @property
+    def kv_heads(self) -> int:
+        return int(self.keys[0].shape[0])
+
+    @property
+    def head_dim(self) -> int:
+        return int(self.keys[0].shape[-1])
+
+    @property
+    def hidden_layers(self) -> tuple[int, ...]:
+        return tuple(sorted(self.hidden))
+
+    @property
+    def hidden_size(self) -> int | None:
+        e = next(iter(self.hidden.values()), None)
+        return None if e is None else int(e.shape[-1])
+
+    @property
     def context_digest(self) -> str:
         return token_digest(self.token_ids)
 
@@ -108,14 +125,6 @@ class ContextCache:
                 "than the one requested"
             )
 
-    def require_hidden(self, layers: Iterable[int]) -> None:
-        missing = sorted(set(layers) - set(self.hidden))
-        if missing:
-            raise CacheMismatchError(
-                f"the plan starts groups at layers {missing}, but this cache holds E only for layers "
-                f"{sorted(self.hidden) or 'none'}; prefill the sender with e_layers covering them (or 'all')"
-            )
-
     # ---- disk -------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write one safetensors file atomically (temp file + rename), so a crash never leaves half a cache."""
@@ -145,14 +154,7 @@ class ContextCache:
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "ContextCache":
         """Read a whole cache file; every tensor is checked against the header's promises."""
         with CacheFile(path) as f:
-            return ContextCache(
-                token_ids=f.token_ids(),
-                keys=[f.tensor(f"k.{i}", device) for i in range(f.num_layers)],
-                values=[f.tensor(f"v.{i}", device) for i in range(f.num_layers)],
-                hidden={layer: f.tensor(f"e.{layer}", device) for layer in f.hidden_layers},
-                sender=f.sender,
-                meta=f.meta,
-            )
+            return f.read(device)
 
 
 class CacheFile:
@@ -195,6 +197,26 @@ class CacheFile:
         if tensor_digest(tensor) != self._checksums.get(name):
             raise CacheFormatError(f"{self.path}: {name} fails its checksum (corrupt file); recompute this cache")
         return tensor.to(device)
+
+    def read(self, device: str | torch.device | None = "cpu", tensor=None) -> ContextCache:
+        """The whole cache; ``tensor(name, device)`` reads one verified tensor (default: :meth:`tensor`)."""
+        tensor = tensor or self.tensor
+        return ContextCache(
+            token_ids=self.token_ids(),
+            keys=[tensor(f"k.{i}", device) for i in range(self.num_layers)],
+            values=[tensor(f"v.{i}", device) for i in range(self.num_layers)],
+            hidden={layer: tensor(f"e.{layer}", device) for layer in self.hidden_layers},
+            sender=self.sender,
+            meta=self.meta,
+        )
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """A tensor's shape from the header, without reading it."""
+        return tuple(self._file.get_slice(name).get_shape())
+
+    def dtype(self, name: str) -> str:
+        """A tensor's safetensors dtype code (``F32``, ``BF16``...), without reading it."""
+        return self._file.get_slice(name).get_dtype()
 
     def close(self) -> None:
         self._file = None

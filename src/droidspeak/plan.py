@@ -8,6 +8,7 @@ One syntax everywhere (Hydra, lm-eval model_args, Python):
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from droidspeak.errors import PlanError
@@ -177,19 +178,42 @@ def prefill_cost(
     context_tokens: int,
     kv_bytes_per_token_layer: int,
     e_bytes_per_token: int,
+    chosen_tokens: int = 0,
 ) -> PrefillCost:
-    """Cost of ``plan`` over ``context_tokens`` (summed over a batch) for a model of the given shape."""
+    """Cost of ``plan`` over ``context_tokens`` (summed over a batch) for a model of the given shape.
+
+    ``chosen_tokens``: tokens also recomputed in every layer outside the groups (CacheBlend's selection).
+    """
     groups = layer_groups(plan, num_layers)
     recomputed = sum(e - s + 1 for s, e in groups)
     transitions = sum(1 for s, _ in groups if s > 0) if plan.uses_cache else 0
     reused = num_layers - recomputed if plan.uses_cache else 0
+    layer_tokens = recomputed * context_tokens + reused * chosen_tokens
     return PrefillCost(
         context_tokens=context_tokens,
         num_layers=num_layers,
         recomputed_layers=recomputed,
-        recomputed_layer_tokens=recomputed * context_tokens,
-        compute_fraction=recomputed / num_layers,
+        recomputed_layer_tokens=layer_tokens,
+        compute_fraction=layer_tokens / (num_layers * context_tokens) if context_tokens else recomputed / num_layers,
         transitions=transitions,
         e_bytes=transitions * context_tokens * e_bytes_per_token,
         kv_bytes=reused * context_tokens * kv_bytes_per_token_layer,
+    )
+
+
+def total_cost(costs: Sequence[PrefillCost]) -> PrefillCost | None:
+    """One cost for several prefills under the same plan: tokens, layer-tokens and bytes summed (None if none)."""
+    if not costs:
+        return None
+    total = lambda name: sum(getattr(c, name) for c in costs)  # noqa: E731
+    tokens, first = total("context_tokens"), costs[0]
+    return PrefillCost(
+        context_tokens=tokens,
+        num_layers=first.num_layers,
+        recomputed_layers=first.recomputed_layers,
+        recomputed_layer_tokens=total("recomputed_layer_tokens"),
+        compute_fraction=total("recomputed_layer_tokens") / max(1, tokens * first.num_layers),
+        transitions=first.transitions,
+        e_bytes=total("e_bytes"),
+        kv_bytes=total("kv_bytes"),
     )

@@ -16,7 +16,7 @@ import torch
 
 from droidspeak.cache import ContextCache
 from droidspeak.engine import continuation_logprobs, generate, receiver_prefill, sender_prefill
-from droidspeak.engine.prefill import PrefilledBatch
+from droidspeak.engine.batch import PrefilledBatch
 from droidspeak.errors import DroidSpeakError
 from droidspeak.loading import LoadedModel, check_compatible, load_model
 from droidspeak.plan import RecomputePlan, parse_plan

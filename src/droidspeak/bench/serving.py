@@ -20,7 +20,8 @@ from droidspeak.arch import kv_shape
 from droidspeak.bench.shapes import random_model
 from droidspeak.bench.timing import environment, measure
 from droidspeak.engine.pipeline import pipelined_prefill
-from droidspeak.engine.prefill import cost_of, sender_prefill
+from droidspeak.engine.batch import cost_of
+from droidspeak.engine.prefill import sender_prefill
 from droidspeak.engine.suffix import SuffixRunner, SuffixWorkspace
 from droidspeak.hf_compat import cache_arg
 from droidspeak.plan import parse_plan

@@ -33,11 +33,11 @@ import torch
 from transformers import DynamicCache
 
 from droidspeak.cache import ContextCache
-from droidspeak.engine.prefill import PrefilledBatch, _context_batch, _padded, check_cache_fits, sender_kv
+from droidspeak.engine.batch import PrefilledBatch, check_fits, context_batch, cost_of, on_receiver, sender_kv
 from droidspeak.errors import DroidSpeakError
 from droidspeak.hf_compat import cache_arg
 from droidspeak.loading import LoadedModel
-from droidspeak.plan import PrefillCost, recompute
+from droidspeak.plan import recompute
 
 
 class _Captured(Exception):
@@ -140,9 +140,8 @@ def cacheblend_prefill(
     num_layers = stack.num_layers
     plan = recompute(*groups).validate(num_layers)
     for cache in caches:
-        check_cache_fits(receiver, cache)
-        cache.require_hidden(plan.e_layers)
-    ids, mask = _context_batch([c.token_ids for c in caches], device)
+        check_fits(receiver, cache, plan)
+    ids, mask = context_batch([c.token_ids for c in caches], device)
     batch, width = ids.shape
     grouped = set(plan.recomputed_layers)
     data = [(None, None) if layer in grouped else sender_kv(receiver, caches, layer) for layer in range(num_layers)]
@@ -160,7 +159,7 @@ def cacheblend_prefill(
     while layer < num_layers:
         if layer in starts:  # a whole-context group, fed by E[s] with the chosen rows replaced by our own
             end = starts[layer]
-            full = stack.embed(ids) if layer == 0 else _padded(receiver, [c.hidden[layer] for c in caches], 0)
+            full = stack.embed(ids) if layer == 0 else on_receiver(receiver, [c.hidden[layer] for c in caches], 0)
             if chosen and layer > 0:
                 full = full.scatter(1, index[..., None].expand(-1, -1, full.shape[-1]), hidden)
             out = stack.run_layers(full, layer, end, attention_mask=mask, position_ids=positions, cache=cache)
@@ -173,19 +172,4 @@ def cacheblend_prefill(
                 **cache_arg(scatter),
             )
         layer += 1
-    tokens = int(mask.sum())
-    n_chosen = int(valid.sum())
-    kv_heads = cache.layers[0].keys.shape[1]
-    head_dim = cache.layers[0].keys.shape[-1]
-    layer_tokens = len(grouped) * tokens + (num_layers - len(grouped)) * n_chosen
-    cost = PrefillCost(
-        context_tokens=tokens,
-        num_layers=num_layers,
-        recomputed_layers=len(grouped),
-        recomputed_layer_tokens=layer_tokens,
-        compute_fraction=layer_tokens / (num_layers * tokens),
-        transitions=plan.transitions,
-        e_bytes=plan.transitions * tokens * receiver.config.hidden_size * dtype.itemsize,
-        kv_bytes=(num_layers - len(grouped)) * tokens * 2 * kv_heads * head_dim * dtype.itemsize,
-    )
-    return PrefilledBatch(cache, ids, mask, cost)
+    return PrefilledBatch(cache, ids, mask, cost_of(receiver, plan, int(mask.sum()), chosen_tokens=int(valid.sum())))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from droidspeak.engine.prefill import PrefilledBatch
+from droidspeak.engine.batch import PrefilledBatch
 from droidspeak.hf_compat import cache_arg
 from droidspeak.loading import LoadedModel
 

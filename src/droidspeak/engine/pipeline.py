@@ -23,9 +23,10 @@ import torch
 from transformers import DynamicCache
 
 from droidspeak.cache import ContextCache
-from droidspeak.engine.prefill import PrefilledBatch, cost_of, receiver_prefill
-from droidspeak.errors import CacheMismatchError, DroidSpeakError
 from droidspeak.arch import kv_shape
+from droidspeak.engine.batch import PrefilledBatch, adopt, check_fits, cost_of
+from droidspeak.engine.prefill import receiver_prefill
+from droidspeak.errors import DroidSpeakError
 from droidspeak.loading import LoadedModel
 from droidspeak.plan import RecomputePlan, layer_groups, parse_plan
 
@@ -76,10 +77,8 @@ class Source:
         if isinstance(context, Source):
             return context
         if isinstance(context, ContextCache):
-            kv_heads, _, head_dim = context.keys[0].shape
-            e = next(iter(context.hidden.values()), None)
-            return cls(context.token_ids, context.sender, context.num_layers, int(kv_heads), int(head_dim),
-                       None if e is None else int(e.shape[-1]), tuple(sorted(context.hidden)),
+            return cls(context.token_ids, context.sender, context.num_layers, context.kv_heads, context.head_dim,
+                       context.hidden_size, context.hidden_layers,
                        lambda layer: (context.keys[layer], context.values[layer]), lambda layer: context.hidden[layer])
         if hasattr(context, "info") and hasattr(context, "kv"):  # store.StoredCache: fetched layer by layer
             info = context.info
@@ -112,36 +111,6 @@ class PipelineTrace:
         return a.elapsed_time(b) if hasattr(a, "elapsed_time") else (b - a) * 1e3
 
 
-def _check_sources(receiver: LoadedModel, sources: Sequence[Source], plan: RecomputePlan) -> None:
-    config = receiver.config
-    kv_heads, head_dim = kv_shape(config)
-    for source in sources:
-        if source.num_layers != receiver.stack.num_layers:
-            raise CacheMismatchError(f"cache has {source.num_layers} layers, receiver has {receiver.stack.num_layers}")
-        if (source.kv_heads, source.head_dim) != (kv_heads, head_dim):
-            raise CacheMismatchError(
-                f"cache K/V shape ({source.kv_heads}, T, {source.head_dim}) != receiver's ({kv_heads}, T, {head_dim})"
-            )
-        if source.hidden_layers and source.hidden_size != config.hidden_size:
-            raise CacheMismatchError(f"E hidden size {source.hidden_size} != receiver's {config.hidden_size}")
-        missing = sorted(set(plan.e_layers) - set(source.hidden_layers))
-        if missing:
-            raise CacheMismatchError(
-                f"the plan starts groups at layers {missing}, but this cache holds E only for layers "
-                f"{sorted(source.hidden_layers) or 'none'}; prefill the sender with e_layers covering them (or 'all')"
-            )
-
-
-def _adopt(layer, keys: torch.Tensor, values: torch.Tensor) -> None:
-    """Make a DynamicCache layer hold ``keys``/``values`` themselves (no copy, unlike ``update`` on an empty layer)."""
-    if not getattr(layer, "is_initialized", True):
-        try:
-            layer.lazy_initialization(keys[..., :0, :], values[..., :0, :])
-        except TypeError:  # another transformers 5.x signature: set what it would have set
-            layer.device, layer.is_initialized = keys.device, True
-    layer.keys, layer.values = keys, values
-
-
 @torch.inference_mode()
 def pipelined_prefill(
     receiver: LoadedModel,
@@ -171,7 +140,8 @@ def pipelined_prefill(
         return receiver_prefill(receiver, ids, plan)
     groups = layer_groups(plan, stack.num_layers)
     sources = [Source.of(c) for c in contexts]
-    _check_sources(receiver, sources, plan)
+    for source in sources:
+        check_fits(receiver, source, plan)
     transfer = transfer or Transfer()
     device, dtype = receiver.device, receiver.dtype
     cuda = device.type == "cuda"
@@ -206,7 +176,7 @@ def pipelined_prefill(
                    for layer in loaded}
     cache = DynamicCache(ddp_cache_data=[(None, None)] * stack.num_layers, config=config)  # one empty layer each
     for layer in reused:
-        _adopt(cache.layers[layer], *kv_bufs[layer])
+        adopt(cache.layers[layer], *kv_bufs[layer])
 
     def copy_e() -> dict[int, object]:
         ready = {}

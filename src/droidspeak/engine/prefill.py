@@ -1,75 +1,32 @@
 """Sender prefill (capture K/V and E) and receiver partial prefill (recompute chosen layer groups).
 
-Batches are laid out with contexts right-padded: every real token keeps position = index, so a cache sliced
-back to its own length is the cache an unbatched prefill would have produced.
+``receiver_prefill`` is the one entry for every plan: layer groups run here, token-level ``cacheblend:R`` plans
+go to ``engine.cacheblend``. Batch layout and checks live in ``engine.batch``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
 
 from droidspeak.cache import ContextCache
-from droidspeak.errors import CacheMismatchError, DroidSpeakError
-from droidspeak.arch import kv_shape
+from droidspeak.engine.batch import (
+    PrefilledBatch,
+    as_ids,
+    check_fits,
+    check_window,
+    context_batch,
+    cost_of,
+    on_receiver,
+    sender_kv,
+)
+from droidspeak.engine.cacheblend import cacheblend_prefill
+from droidspeak.errors import DroidSpeakError
 from droidspeak.hf_compat import returned_cache
 from droidspeak.loading import LoadedModel
-from droidspeak.plan import PrefillCost, RecomputePlan, layer_groups, parse_plan, prefill_cost, recompute
-
-
-@dataclass
-class PrefilledBatch:
-    """A receiver-ready batch: a standard transformers cache over right-padded contexts, and its cost."""
-
-    cache: DynamicCache
-    token_ids: torch.Tensor  # [B, T] right-padded context ids
-    attention_mask: torch.Tensor  # [B, T] 1 for real tokens
-    cost: PrefillCost
-
-    @property
-    def lengths(self) -> torch.Tensor:
-        return self.attention_mask.sum(-1)
-
-
-def _as_ids(tokens: Sequence[int] | torch.Tensor, vocab_size: int) -> torch.Tensor:
-    ids = torch.as_tensor(tokens, dtype=torch.long).reshape(-1).cpu()
-    if ids.numel() == 0:
-        raise DroidSpeakError("a context must hold at least one token")
-    if int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
-        raise DroidSpeakError(f"token ids must lie in [0, {vocab_size}); got {int(ids.min())}..{int(ids.max())}")
-    return ids
-
-
-def right_pad(rows: Sequence[torch.Tensor], dim: int = 0, value: float = 0) -> torch.Tensor:
-    """Stack tensors of different lengths along ``dim`` (the token axis), padding at the end."""
-    longest = max(r.shape[dim] for r in rows)
-    padded = []
-    for row in rows:
-        missing = longest - row.shape[dim]
-        if missing:
-            shape = list(row.shape)
-            shape[dim] = missing
-            row = torch.cat([row, row.new_full(shape, value)], dim=dim)
-        padded.append(row)
-    return torch.stack(padded)
-
-
-def _context_batch(token_lists: Sequence[torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = right_pad(token_lists).to(device)
-    mask = right_pad([torch.ones_like(t) for t in token_lists]).to(device)
-    return ids, mask
-
-
-def _check_window(model: LoadedModel, length: int) -> None:
-    window = getattr(model.config, "sliding_window", None)
-    if window and "sliding_attention" in model.stack.layer_types and length > window:
-        raise DroidSpeakError(
-            f"context of {length} tokens exceeds the sliding window ({window}): sliding-window layers keep only "
-            "the last window of K/V, which droidspeak does not share yet; shorten the context"
-        )
+from droidspeak.plan import RecomputePlan, layer_groups, parse_plan, recompute
 
 
 def _resolve_e_layers(e_layers: str | Iterable[int] | RecomputePlan, num_layers: int) -> set[int]:
@@ -99,14 +56,14 @@ def sender_prefill(
     """
     stack, vocab = sender.stack, sender.config.vocab_size
     wanted = _resolve_e_layers(e_layers, stack.num_layers)
-    ids_list = [_as_ids(c, vocab) for c in contexts]
+    ids_list = [as_ids(c, vocab) for c in contexts]
     for ids in ids_list:
-        _check_window(sender, ids.numel())
+        check_window(sender, ids.numel())
     meta = {"sender_name": sender.fingerprint.name, "sender_adapter": sender.fingerprint.adapter, "dtype": sender.fingerprint.dtype}
     caches: list[ContextCache] = []
     for start in range(0, len(ids_list), batch_size):
         chunk = ids_list[start : start + batch_size]
-        ids, mask = _context_batch(chunk, sender.device)
+        ids, mask = context_batch(chunk, sender.device)
         captured: dict[int, torch.Tensor] = {}
         hooks = [
             stack.layers[layer].register_forward_pre_hook(_capture_input(captured, layer)) for layer in sorted(wanted)
@@ -138,32 +95,6 @@ def _capture_input(store: dict[int, torch.Tensor], layer: int):
     return hook
 
 
-def check_cache_fits(receiver: LoadedModel, cache: ContextCache) -> None:
-    """A cache must match the receiver's shape (it may still come from a compatible sender)."""
-    config = receiver.config
-    kv_heads, head_dim = kv_shape(config)
-    expected = (kv_heads, cache.num_tokens, head_dim)
-    if cache.num_layers != receiver.stack.num_layers:
-        raise CacheMismatchError(f"cache has {cache.num_layers} layers, receiver has {receiver.stack.num_layers}")
-    if tuple(cache.keys[0].shape) != expected:
-        raise CacheMismatchError(f"cache K/V shape {tuple(cache.keys[0].shape)} != receiver's {expected}")
-    for layer, e in cache.hidden.items():
-        if e.shape[-1] != config.hidden_size:
-            raise CacheMismatchError(f"E[{layer}] hidden size {e.shape[-1]} != receiver's {config.hidden_size}")
-
-
-def cost_of(receiver: LoadedModel, plan: RecomputePlan, context_tokens: int) -> PrefillCost:
-    config, elem = receiver.config, receiver.dtype.itemsize
-    kv_heads, head_dim = kv_shape(config)
-    return prefill_cost(
-        plan,
-        num_layers=receiver.stack.num_layers,
-        context_tokens=context_tokens,
-        kv_bytes_per_token_layer=2 * kv_heads * head_dim * elem,
-        e_bytes_per_token=config.hidden_size * elem,
-    )
-
-
 @torch.inference_mode()
 def receiver_prefill(
     receiver: LoadedModel,
@@ -182,40 +113,28 @@ def receiver_prefill(
     if not contexts:
         raise DroidSpeakError("receiver_prefill needs at least one context")
     if plan.kind == "cacheblend":  # token-level recompute: its own path
-        from droidspeak.engine.cacheblend import cacheblend_prefill
-
         return cacheblend_prefill(receiver, contexts, plan.token_fraction)
     groups = layer_groups(plan, stack.num_layers)
     device = receiver.device
     if not plan.uses_cache:
-        token_lists = [c.token_ids if isinstance(c, ContextCache) else _as_ids(c, receiver.config.vocab_size) for c in contexts]
-        ids, mask = _context_batch(token_lists, device)
+        token_lists = [c.token_ids if isinstance(c, ContextCache) else as_ids(c, receiver.config.vocab_size) for c in contexts]
+        ids, mask = context_batch(token_lists, device)
         out = receiver.model.model(input_ids=ids, attention_mask=mask, use_cache=True)
         return PrefilledBatch(returned_cache(out), ids, mask, cost_of(receiver, plan, int(mask.sum())))
 
     if not all(isinstance(c, ContextCache) for c in contexts):
         raise DroidSpeakError(f"plan {plan} reuses the sender's cache: pass ContextCache objects, not token ids")
     for cache in contexts:
-        check_cache_fits(receiver, cache)
-        cache.require_hidden(plan.e_layers)
-    ids, mask = _context_batch([c.token_ids for c in contexts], device)
+        check_fits(receiver, cache, plan)
+    ids, mask = context_batch([c.token_ids for c in contexts], device)
     recomputed = set(plan.recomputed_layers)
     data = [(None, None) if layer in recomputed else sender_kv(receiver, contexts, layer) for layer in range(stack.num_layers)]
     cache = DynamicCache(ddp_cache_data=data, config=receiver.config)
     positions = torch.arange(ids.shape[1], device=device).unsqueeze(0).expand(ids.shape[0], -1)
     for start, end in groups:
-        hidden = stack.embed(ids) if start == 0 else _padded(receiver, [c.hidden[start] for c in contexts], 0)
+        hidden = stack.embed(ids) if start == 0 else on_receiver(receiver, [c.hidden[start] for c in contexts], 0)
         stack.run_layers(hidden, start, end, attention_mask=mask, position_ids=positions, cache=cache)
     return PrefilledBatch(cache, ids, mask, cost_of(receiver, plan, int(mask.sum())))
-
-
-def _padded(receiver: LoadedModel, tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
-    return right_pad([t.to(device=receiver.device, dtype=receiver.dtype) for t in tensors], dim=dim)
-
-
-def sender_kv(receiver: LoadedModel, contexts: Sequence[ContextCache], layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The sender's K/V of ``layer`` over the batch, right-padded, on the receiver's device and dtype."""
-    return _padded(receiver, [c.keys[layer] for c in contexts], 1), _padded(receiver, [c.values[layer] for c in contexts], 1)
 
 
 def group_prefills(
@@ -242,15 +161,3 @@ def group_prefills(
         batch = PrefilledBatch(DynamicCache(ddp_cache_data=data, config=receiver.config), longest.token_ids,
                                longest.attention_mask, cost_of(receiver, recompute((start, end)), tokens))
         yield end, batch
-
-
-def select_rows(receiver: LoadedModel, prefilled: PrefilledBatch, rows: Sequence[int]) -> PrefilledBatch:
-    """A batch whose row i is row ``rows[i]`` of ``prefilled``: one receiver prefill can serve many queries."""
-    index = torch.as_tensor(list(rows), dtype=torch.long, device=prefilled.token_ids.device)
-    data = [(layer.keys.index_select(0, index), layer.values.index_select(0, index)) for layer in prefilled.cache.layers]
-    return PrefilledBatch(
-        cache=DynamicCache(ddp_cache_data=data, config=receiver.config),
-        token_ids=prefilled.token_ids.index_select(0, index),
-        attention_mask=prefilled.attention_mask.index_select(0, index),
-        cost=prefilled.cost,
-    )

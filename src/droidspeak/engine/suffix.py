@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 import torch
 
-from droidspeak.engine.prefill import PrefilledBatch
+from droidspeak.engine.batch import PrefilledBatch, adopt
 from droidspeak.errors import DroidSpeakError
 from droidspeak.hf_compat import cache_arg
 from droidspeak.arch import kv_shape
@@ -61,13 +61,11 @@ class SuffixWorkspace:
 
     def adopt(self, cache, longest: int, recomputed) -> None:
         """Copy the recomputed layers' K/V into the workspace and make the cache hold workspace views throughout."""
-        from droidspeak.engine.pipeline import _adopt
-
         for layer in sorted(recomputed):
             k, v = self.context_kv(layer, longest)
             k.copy_(cache.layers[layer].keys)
             v.copy_(cache.layers[layer].values)
-            _adopt(cache.layers[layer], k, v)
+            adopt(cache.layers[layer], k, v)
 
     def fill(self, prefilled: PrefilledBatch) -> None:
         """Copy an ordinary prefilled cache into the workspace (when the prefill did not write it directly)."""

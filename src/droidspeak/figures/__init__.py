@@ -14,7 +14,6 @@ from droidspeak.figures.plots import (
     plot_quality_bars,
     plot_quality_vs_cost,
     plot_transitions,
-    read_jsonl,
     transition_strata,
 )
 from droidspeak.figures.profiles_summary import profiles_summary, write_profiles_summary
@@ -34,7 +33,6 @@ __all__ = [
     "plot_quality_vs_cost",
     "plot_transitions",
     "profiles_summary",
-    "read_jsonl",
     "transition_strata",
     "write_profiles_summary",
 ]

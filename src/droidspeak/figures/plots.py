@@ -15,7 +15,6 @@ Inputs:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import defaultdict
@@ -29,14 +28,10 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from droidspeak.profile.profile_file import Profile, load_profile
-from droidspeak.profile.search import (
-    choose_point,
-    critical_layers,
-    frontier_difference,
-    frontier_step,
-    quality_target,
-    recomputes_all,
-)
+from droidspeak.profile.candidates import recomputes_all
+from droidspeak.profile.choice import choose_point, quality_target
+from droidspeak.profile.ranks import frontier_difference, frontier_step
+from droidspeak.profile.sensitivity import critical_layers
 
 # Okabe & Ito (2008): distinguishable under every common colour-vision deficiency.
 OKABE_ITO = {
@@ -94,23 +89,6 @@ class FigureDataError(ValueError):
 
 
 # ---- inputs ----------------------------------------------------------------------------------------------
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Rows of a JSONL file. A truncated last line (a run killed mid-write) is skipped; a bad line elsewhere raises."""
-    lines = Path(path).read_text().splitlines()
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    rows = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            if i == last:
-                break
-            raise ValueError(f"{path}:{i + 1}: not a JSON line ({err})") from None
-    return rows
-
-
 def eval_rows(rows: Iterable[Mapping]) -> list[Mapping]:
     """Rows that are evaluated points (``kind`` "eval" or absent) with a numeric quality."""
     return [r for r in rows if r.get("kind", "eval") == "eval" and isinstance(r.get("quality"), (int, float))]

@@ -15,10 +15,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from droidspeak.figures.plots import read_jsonl, transition_strata
+from droidspeak.figures.plots import transition_strata
 from droidspeak.figures.summary import _fmt
+from droidspeak.track.results import read_rows
 from droidspeak.profile.profile_file import Profile, comparisons_path, load_profile
-from droidspeak.profile.search import plan_layers
+from droidspeak.profile.points import plan_layers
 
 HYBRID_METHODS = ("group", "cacheblend", "hybrid")
 
@@ -98,7 +99,7 @@ def profiles_summary(profile_paths: Iterable[str | os.PathLike], tolerance: floa
             summary["transitions"].append(transitions)
         comparisons = comparisons_path(path)
         by_kind: dict[str, list[dict]] = defaultdict(list)
-        for row in read_jsonl(comparisons) if comparisons.exists() else []:
+        for row in read_rows(comparisons):
             by_kind[row.get("comparison")].append(
                 {**row, "pair": prof.pair, "task": prof.task, "num_layers": prof.num_layers}
             )

@@ -10,7 +10,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from droidspeak.figures.plots import eval_rows
-from droidspeak.profile.search import ProfilePoint, choose_point
+from droidspeak.profile.choice import choose_point
+from droidspeak.profile.points import ProfilePoint
 
 
 def _mean(rows: list[Mapping], field: str = "quality") -> float | None:

@@ -10,8 +10,10 @@ rest of the prompt and the continuation run through the receiver's own forward o
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from lm_eval.api.registry import register_model
@@ -20,9 +22,9 @@ from lm_eval.models.utils_hf import stop_sequences_criteria
 
 from droidspeak.cache import ContextCache, cache_key
 from droidspeak.engine import generate, receiver_prefill, tail_logits
-from droidspeak.engine.prefill import select_rows
+from droidspeak.engine.batch import prefill_rows
 from droidspeak.errors import DroidSpeakError
-from droidspeak.plan import PrefillCost
+from droidspeak.plan import PrefillCost, RecomputePlan, total_cost
 from droidspeak.reuse import ReusePair
 from droidspeak.store import DiskStore, MemoryStore, TieredStore
 
@@ -171,13 +173,15 @@ class DroidSpeakLM(HFLM):
     # ---- receiver side ------------------------------------------------------------------------------------
     def _prefill(self, contexts: list[tuple[int, ...]]):
         """Receiver cache for each row's shared context; distinct contexts are prefilled once."""
-        distinct = list(dict.fromkeys(contexts))
-        inputs = self.sender_caches(distinct) if self.plan.uses_cache else [torch.tensor(c) for c in distinct]
-        start = time.perf_counter()
-        prefilled = receiver_prefill(self.pair.receiver, inputs, self.plan)
-        self.stats["receiver_prefill_seconds"] += time.perf_counter() - start
-        self.stats["costs"].append(prefilled.cost)
-        return select_rows(self.pair.receiver, prefilled, [distinct.index(c) for c in contexts])
+        def prefill(distinct: list[tuple[int, ...]]):
+            inputs = self.sender_caches(distinct) if self.plan.uses_cache else [torch.tensor(c) for c in distinct]
+            start = time.perf_counter()
+            prefilled = receiver_prefill(self.pair.receiver, inputs, self.plan)
+            self.stats["receiver_prefill_seconds"] += time.perf_counter() - start
+            self.stats["costs"].append(prefilled.cost)
+            return prefilled
+
+        return prefill_rows(self.pair.receiver, contexts, prefill)
 
     def _model_call(self, inps: torch.Tensor, attn_mask=None, labels=None) -> torch.Tensor:
         rows = inps.tolist()
@@ -232,20 +236,55 @@ class DroidSpeakLM(HFLM):
             padded[i, : tokens.numel()] = tokens
         return torch.cat([context.cpu(), padded], dim=1)
 
-    def prefill_cost_total(self) -> PrefillCost | None:
-        """Summed cost of every receiver prefill this backend ran (None before the first)."""
-        costs = self.stats["costs"]
-        if not costs:
-            return None
-        total = lambda field: sum(getattr(c, field) for c in costs)  # noqa: E731
-        tokens = total("context_tokens")
-        return PrefillCost(
-            context_tokens=tokens,
-            num_layers=costs[0].num_layers,
-            recomputed_layers=costs[0].recomputed_layers,
-            recomputed_layer_tokens=total("recomputed_layer_tokens"),
-            compute_fraction=total("recomputed_layer_tokens") / max(1, tokens * costs[0].num_layers),
-            transitions=costs[0].transitions,
-            e_bytes=total("e_bytes"),
-            kv_bytes=total("kv_bytes"),
+    # ---- what a sweep reads back ---------------------------------------------------------------------------
+    def summary(self) -> BackendSummary:
+        """What this backend did: the plan it ran, its summed prefill cost, and its sender-cache traffic."""
+        return BackendSummary(
+            plan=self.plan,
+            num_layers=self.pair.num_layers,
+            cost=total_cost(self.stats["costs"]),
+            sender_prefills=self.stats["sender_prefills"],
+            sender_cache_hits=self.stats["sender_cache_hits"],
+            shared_contexts=len(self.shared_contexts()),
         )
+
+    def time_receiver_prefill(self, limit: int, repeats: int, warmup: int) -> tuple[float, float, int]:
+        """Median receiver prefill seconds over the first ``limit`` shared contexts: (this plan, every layer
+        recomputed), interleaved; and how many contexts were timed.
+
+        Both go through the same engine path (recomputing every layer reproduces the receiver's own prefill, which
+        the oracle tests assert), so the ratio is the compute the plan saves, not framework overhead. Sender caches
+        exist before timing starts: the receiver-side cost is what a plan changes.
+        """
+        contexts = self.shared_contexts()[:limit]
+        receiver = self.pair.receiver
+        caches = self.sender_caches(contexts)
+        baseline = f"recompute:0-{self.pair.num_layers - 1}"
+        timed = baseline if self.plan.kind == "full_prefill" else self.plan
+
+        def once(plan) -> float:
+            if receiver.device.type == "cuda":
+                torch.cuda.synchronize(receiver.device)
+            start = time.perf_counter()
+            receiver_prefill(receiver, caches, plan)
+            if receiver.device.type == "cuda":
+                torch.cuda.synchronize(receiver.device)
+            return time.perf_counter() - start
+
+        ours, theirs = [], []
+        for step in range(warmup + repeats):
+            a, b = once(timed), once(baseline)
+            if step >= warmup:
+                ours.append(a)
+                theirs.append(b)
+        return statistics.median(ours), statistics.median(theirs), len(contexts)
+
+
+@dataclass(frozen=True)
+class BackendSummary:
+    plan: RecomputePlan
+    num_layers: int
+    cost: PrefillCost | None  # summed over every receiver prefill (None before the first)
+    sender_prefills: int
+    sender_cache_hits: int
+    shared_contexts: int

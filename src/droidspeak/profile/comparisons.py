@@ -1,7 +1,7 @@
 """Beyond the paper, each measured against the paper's exhaustive single-group profile of the same pair.
 
 a) ``compare_multigroup`` — several groups, searched by dynamic programming with the transition cost counted
-   (search.search_groups), under two additive models fitted from the profile itself: per-layer harms from the
+   (groups_dp.search_groups), under two additive models fitted from the profile itself: per-layer harms from the
    single-layer table (calibrated to full reuse) with a transition penalty from the Fig. 10 points, and
    measured single-group gains. Each DP plan is then MEASURED and compared with the best measured single group
    at the same recomputed-layer count.
@@ -24,18 +24,12 @@ from droidspeak.plan import parse_plan
 from droidspeak.profile.profile_file import Profile
 from droidspeak.profile.proxy import ProxyScorer, agrees_within
 from droidspeak.profile.profiler import Profiler
-from droidspeak.profile.search import (
-    ProfilePoint,
-    best_by_budget,
-    choose_point,
-    estimate_transition_penalty,
-    harm_from_single_layer,
-    quality_target,
-    rank_agreement,
-    recomputes_all,
-    search_additive,
-    search_groups,
-)
+from droidspeak.profile.candidates import recomputes_all
+from droidspeak.profile.choice import best_by_budget, choose_point, quality_target
+from droidspeak.profile.groups_dp import estimate_transition_penalty, search_additive, search_groups
+from droidspeak.profile.points import ProfilePoint
+from droidspeak.profile.ranks import rank_agreement
+from droidspeak.profile.sensitivity import harm_from_single_layer
 
 
 def _r(x: float | None, digits: int = 4):
@@ -49,7 +43,7 @@ def compare_multigroup(profiler: Profiler, profile: Profile, *, max_groups: int 
     reuse_q = profile.full_reuse_quality if profile.full_reuse_quality is not None else single[0].quality
     harm = harm_from_single_layer(profile.single_layer_table, ref, num_layers=layers, full_reuse_quality=reuse_q)
     # The penalty from the layouts that all recompute the critical layers, where transitions are not confounded
-    # with skipping a critical layer (see search.transition_plans); the whole study where there are none.
+    # with skipping a critical layer (see candidates.transition_plans); the whole study where there are none.
     critical = profile.critical_layers()
     held = [p for p in profile.transitions if critical and recomputes_all(p.plan, critical, layers)]
     penalty = estimate_transition_penalty(held or profile.transitions)

@@ -40,7 +40,9 @@ from pathlib import Path
 
 from droidspeak.errors import PlanError
 from droidspeak.plan import DEFAULT_PROFILE_TOLERANCE, RecomputePlan, format_plan, parse_plan
-from droidspeak.profile.search import ProfilePoint, choose_plan, critical_layers, pareto_frontier, plan_layers
+from droidspeak.profile.choice import choose_plan, pareto_frontier
+from droidspeak.profile.points import ProfilePoint, plan_layers
+from droidspeak.profile.sensitivity import critical_layers
 
 SCHEMA = "droidspeak.profile"
 SCHEMA_VERSION = 1
@@ -121,7 +123,7 @@ class Profile:
         return None if p is None else p.quality
 
     def choose(self, tolerance: float = DEFAULT_PROFILE_TOLERANCE, *, fallback: str = "full_prefill") -> str:
-        """Fewest-layer plan within ``tolerance`` of the receiver's own quality (see search.choose_plan)."""
+        """Fewest-layer plan within ``tolerance`` of the receiver's own quality (see choice.choose_plan)."""
         return choose_plan(self.points, self.reference_quality, tolerance, fallback=fallback)
 
     def critical_layers(self, threshold: float = 0.10) -> list[int]:
@@ -291,7 +293,7 @@ def resolve_profile_plan(
     """Turn ``profile:PATH[@TOL]`` into the concrete plan it selects for a model with ``num_layers`` layers.
 
     Loads the profile, picks the fewest-layer plan within TOL relative quality loss of the receiver's own
-    quality (see :func:`droidspeak.profile.search.choose_plan`; ``full_prefill`` when none qualifies), and
+    quality (see :func:`droidspeak.profile.choice.choose_plan`; ``full_prefill`` when none qualifies), and
     returns a validated ``recompute`` / ``full_reuse`` / ``full_prefill`` plan. Resolve once per run: this
     reads the file every call.
     """

@@ -2,13 +2,13 @@
 
 Why it exists: profiling evaluates hundreds of plans (paper: 3 h on an A100), so it drives the engine
 directly instead of going through lm-eval — the sender's caches are computed once, every distinct context
-is prefilled once per plan and serves all its questions, answers are generated in batches and scored with
-the task's own metric (droidspeak.zoo.tasks.score, as lm-eval's zoo tasks score them). Every evaluation
+is prefilled once per plan and serves all its questions, answers are generated and scored by ``zoo.measure``
+(the task's own metric, as lm-eval's zoo tasks score them). Every evaluation
 keeps its per-input scores and its wall time (total, and the receiver prefill part alone).
 
 :func:`profile_pair` runs the paper's profiling (reference, single-layer sensitivity, every aligned contiguous
 group, transitions at a fixed layer count) and returns a :class:`~droidspeak.profile.profile_file.Profile`;
-the search and choice logic stays in the pure ``search`` module.
+candidates, sensitivity and choice stay in the pure, model-free modules of this package.
 """
 
 from __future__ import annotations
@@ -17,22 +17,17 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-import torch
-
 from droidspeak.cache import ContextCache
-from droidspeak.engine import generate, receiver_prefill
-from droidspeak.engine.prefill import PrefilledBatch, select_rows
+from droidspeak.engine import receiver_prefill
+from droidspeak.engine.batch import PrefilledBatch, prefill_rows
 from droidspeak.loading import LoadedModel, check_compatible
 from droidspeak.profile.profile_file import LayerSensitivity, Profile
-from droidspeak.profile.search import (
-    ProfilePoint,
-    critical_layers,
-    single_group_plans,
-    single_layer_plan,
-    transition_plans,
-)
-from droidspeak.zoo.measure import TaskRows, prefill_contexts
-from droidspeak.zoo.tasks import TASKS, score
+from droidspeak.profile.candidates import single_group_plans, single_layer_plan, transition_plans
+from droidspeak.profile.points import ProfilePoint
+from droidspeak.profile.sensitivity import critical_layers
+from droidspeak.plan import total_cost
+from droidspeak.zoo.measure import TaskRows, answer, prefill_contexts, scores
+from droidspeak.zoo.tasks import TASKS
 
 Prefill = Callable[[Sequence[ContextCache]], PrefilledBatch]
 
@@ -104,30 +99,26 @@ class Profiler:
         if key in self.results:
             return self.results[key]
         run = prefill or (lambda caches: receiver_prefill(model, caches, plan))
-        rows, suffixes = self.rows.rows, self.rows.suffixes
-        answers: list[str] = []
-        prefill_seconds, layer_tokens, tokens = 0.0, 0, 0
+        prefill_seconds = 0.0
+
+        def timed(contexts: list[str]) -> PrefilledBatch:
+            nonlocal prefill_seconds
+            t0 = time.perf_counter()
+            batch = run([self.caches[c] for c in contexts])
+            prefill_seconds += time.perf_counter() - t0
+            return batch
+
         start = time.perf_counter()
-        with torch.inference_mode():
-            for first in range(0, len(rows), self.batch_size):
-                chunk = rows[first : first + self.batch_size]
-                distinct = list(dict.fromkeys(r["context_id"] for r in chunk))
-                t0 = time.perf_counter()
-                prefilled = run([self.caches[c] for c in distinct])
-                prefill_seconds += time.perf_counter() - t0
-                layer_tokens += prefilled.cost.recomputed_layer_tokens
-                tokens += prefilled.cost.context_tokens * prefilled.cost.num_layers
-                batch = select_rows(model, prefilled, [distinct.index(r["context_id"]) for r in chunk])
-                new = generate(model, batch, suffixes[first : first + len(chunk)], max_new_tokens=TASKS[self.task].max_new_tokens)
-                answers += [self.rows.decode(t) for t in new]
-        per_input = [score(self.task, a, r["answers"]) for a, r in zip(answers, rows)]
+        answers, prefills = answer(model, self.rows, lambda chunk: prefill_rows(
+            model, [r["context_id"] for r in chunk], timed), self.batch_size)
+        per_input = scores(self.rows, answers)
         result = Evaluation(
             name=key,
             quality=sum(per_input) / max(1, len(per_input)),
             per_input=per_input,
             seconds=time.perf_counter() - start,
             prefill_seconds=prefill_seconds,
-            compute_fraction=layer_tokens / max(1, tokens),
+            compute_fraction=total_cost([p.cost for p in prefills]).compute_fraction,
             answers=answers,
         )
         self.results[key] = result

@@ -31,7 +31,8 @@ import torch
 
 from droidspeak.cache import ContextCache
 from droidspeak.engine import generate, receiver_prefill, tail_logits
-from droidspeak.engine.prefill import PrefilledBatch, group_prefills, select_rows
+from droidspeak.engine.batch import PrefilledBatch, distinct_rows, select_rows
+from droidspeak.engine.prefill import group_prefills
 from droidspeak.loading import LoadedModel, check_compatible
 from droidspeak.plan import parse_plan
 from droidspeak.zoo.measure import TaskRows, prefill_contexts
@@ -85,8 +86,7 @@ class ProxyScorer:
         self.receiver, self.task = receiver, task
         self.index = spread_rows([r["context_id"] for r in rows], samples)
         self.rows = TaskRows(task, [rows[i] for i in self.index], receiver.tokenizer)
-        self.context_ids = [r["context_id"] for r in self.rows.rows]
-        self.distinct = list(dict.fromkeys(self.context_ids))
+        self.distinct, self.row_index = distinct_rows([r["context_id"] for r in self.rows.rows])
         self.caches = prefill_contexts(sender, self.rows, batch_size)
         self.results: dict[str, ProxyScore] = {}
         own = receiver_prefill(receiver, self._contexts, "full_prefill")
@@ -102,7 +102,7 @@ class ProxyScorer:
 
     def _select(self, prefilled: PrefilledBatch) -> PrefilledBatch:
         """One row per sample from a prefill of the distinct contexts."""
-        return select_rows(self.receiver, prefilled, [self.distinct.index(c) for c in self.context_ids])
+        return select_rows(self.receiver, prefilled, self.row_index)
 
     @torch.inference_mode()
     def _answer_logprobs(self, prefilled: PrefilledBatch) -> list[torch.Tensor]:

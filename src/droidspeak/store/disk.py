@@ -77,15 +77,7 @@ class DiskStore(CacheStore):
         self.serde.dump(cache, self.path(key))
 
     def _read(self, key: str, device) -> ContextCache:
-        handle = self._file(key)
-        return ContextCache(
-            token_ids=handle.token_ids(),
-            keys=[self._tensor(key, f"k.{i}", device) for i in range(handle.num_layers)],
-            values=[self._tensor(key, f"v.{i}", device) for i in range(handle.num_layers)],
-            hidden={layer: self._tensor(key, f"e.{layer}", device) for layer in handle.hidden_layers},
-            sender=handle.sender,
-            meta=handle.meta,
-        )
+        return self._file(key).read(device, tensor=lambda name, dev: self._tensor(key, name, dev))
 
     def _read_layer(self, key: str, layer: int, device):
         return self._tensor(key, f"k.{layer}", device), self._tensor(key, f"v.{layer}", device)
@@ -99,8 +91,7 @@ class DiskStore(CacheStore):
     def _info(self, key: str) -> CacheInfo:
         if key not in self._infos:
             handle = self._file(key)
-            raw = handle._file
-            k_shape = raw.get_slice("k.0").get_shape()
+            k_shape = handle.shape("k.0")
             e_name = f"e.{handle.hidden_layers[0]}" if handle.hidden_layers else None
             self._infos[key] = CacheInfo(
                 key=key,
@@ -109,9 +100,9 @@ class DiskStore(CacheStore):
                 num_layers=handle.num_layers,
                 kv_heads=int(k_shape[0]),
                 head_dim=int(k_shape[2]),
-                hidden_size=None if e_name is None else int(raw.get_slice(e_name).get_shape()[-1]),
+                hidden_size=None if e_name is None else int(handle.shape(e_name)[-1]),
                 hidden_layers=tuple(handle.hidden_layers),
-                dtype=_DTYPES.get(raw.get_slice("k.0").get_dtype(), torch.float32),
+                dtype=_DTYPES.get(handle.dtype("k.0"), torch.float32),
                 nbytes=self._lru.get(key, 0),
                 meta=handle.meta,
             )

@@ -6,7 +6,6 @@ Model references are ``zoo:NAME`` (the embedded family, built or reused from its
 from __future__ import annotations
 
 import platform
-import statistics
 import time
 from dataclasses import asdict
 
@@ -15,6 +14,7 @@ from omegaconf import OmegaConf
 
 from droidspeak.errors import DroidSpeakError
 from droidspeak.lmeval.task_yaml import LONGBENCH, embedded_task_name, write_embedded_tasks
+from droidspeak.track.records import ResultRow
 from droidspeak.track.results import git_sha, point_key
 from droidspeak.zoo.tasks import TASKS
 
@@ -96,39 +96,7 @@ def model_args(cfg, family) -> dict:
     )
 
 
-def time_prefill(lm, contexts: list[list[int]], repeats: int, warmup: int) -> tuple[float, float]:
-    """Median receiver prefill seconds over ``contexts``: (this plan, every layer recomputed), interleaved.
-
-    Both go through the same engine path (recomputing every layer reproduces the receiver's own prefill, which
-    the oracle tests assert), so the ratio is the compute the plan saves, not framework overhead. Sender caches
-    exist before timing starts: the receiver-side cost is what a plan changes.
-    """
-    from droidspeak.engine import receiver_prefill
-
-    receiver = lm.pair.receiver
-    caches = lm.sender_caches([tuple(c) for c in contexts])
-    baseline = f"recompute:0-{lm.pair.num_layers - 1}"
-    timed = baseline if lm.plan.kind == "full_prefill" else lm.plan
-
-    def once(inputs, plan) -> float:
-        if receiver.device.type == "cuda":
-            torch.cuda.synchronize(receiver.device)
-        start = time.perf_counter()
-        receiver_prefill(receiver, inputs, plan)
-        if receiver.device.type == "cuda":
-            torch.cuda.synchronize(receiver.device)
-        return time.perf_counter() - start
-
-    ours, theirs = [], []
-    for step in range(warmup + repeats):
-        a, b = once(caches, timed), once(caches, baseline)
-        if step >= warmup:
-            ours.append(a)
-            theirs.append(b)
-    return statistics.median(ours), statistics.median(theirs)
-
-
-def evaluate_point(cfg, family) -> dict:
+def evaluate_point(cfg, family) -> ResultRow:
     """Run lm-eval for one point and return its results row (without writing it anywhere)."""
     from lm_eval import simple_evaluate
     from lm_eval.api.registry import get_model
@@ -158,45 +126,46 @@ def evaluate_point(cfg, family) -> dict:
     metric = task_metric(cfg.task)
     if metric not in metrics:
         raise DroidSpeakError(f"task {task_name} reported {sorted(metrics)}, not the configured metric {metric!r}")
-    contexts = lm.shared_contexts()[: cfg.timing.contexts]
-    prefill_s, baseline_s = time_prefill(lm, [list(c) for c in contexts], cfg.timing.repeats, cfg.timing.warmup)
-    cost = lm.prefill_cost_total()
+    prefill_s, baseline_s, timed = lm.time_receiver_prefill(cfg.timing.contexts, cfg.timing.repeats, cfg.timing.warmup)
+    done = lm.summary()
+    cost = done.cost
     identity = point_identity(cfg, family)
-    return {
-        "kind": "eval",
-        "key": point_key(identity),
-        "pair": cfg.pair.name,
-        "receiver": cfg.pair.receiver if cfg.method.name != "sender" else cfg.pair.sender,
-        "sender": cfg.pair.sender,
-        "task": cfg.task.name,
-        "lm_eval_task": task_name,
-        "method": cfg.method.name,
-        "plan": str(lm.plan) if cfg.method.name != "profile" else cfg.method.plan,
-        "resolved_plan": str(lm.plan),
-        "metrics": metrics,
-        "metric": metric,
-        "quality": metrics[metric],
-        "n_samples": out["n-samples"][task_name]["effective"],
-        "num_layers": lm.pair.num_layers,
-        "recomputed_layers": cost.recomputed_layers if cost else None,
-        "recomputed_fraction": cost.compute_fraction if cost else None,
-        "transitions": cost.transitions if cost else None,
-        "bytes_loaded": cost.bytes_to_load if cost else None,
-        "cost": asdict(cost) if cost else None,
-        "prefill_seconds": prefill_s,
-        "baseline_prefill_seconds": baseline_s,
-        "speedup": baseline_s / prefill_s if prefill_s > 0 else None,
-        "timed_contexts": len(contexts),
-        "eval_seconds": eval_seconds,
-        "sender_prefills": lm.stats["sender_prefills"],
-        "sender_cache_hits": lm.stats["sender_cache_hits"],
-        "device": _device_name(cfg.device),
-        "dtype": cfg.dtype,
-        "seed": cfg.seed,
-        "git_sha": git_sha(),
-        "family": identity["family"],
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
+    return ResultRow(
+        key=point_key(identity),
+        source="sweep",
+        pair=cfg.pair.name,
+        receiver=cfg.pair.receiver if cfg.method.name != "sender" else cfg.pair.sender,
+        sender=cfg.pair.sender,
+        task=cfg.task.name,
+        split=cfg.task.split,
+        lm_eval_task=task_name,
+        method=cfg.method.name,
+        plan=str(done.plan) if cfg.method.name != "profile" else cfg.method.plan,
+        resolved_plan=str(done.plan),
+        metrics=metrics,
+        metric=metric,
+        quality=metrics[metric],
+        n_samples=out["n-samples"][task_name]["effective"],
+        num_layers=done.num_layers,
+        recomputed_layers=cost.recomputed_layers if cost else None,
+        recomputed_fraction=cost.compute_fraction if cost else None,
+        transitions=cost.transitions if cost else None,
+        bytes_loaded=cost.bytes_to_load if cost else None,
+        cost=asdict(cost) if cost else None,
+        prefill_seconds=prefill_s,
+        baseline_prefill_seconds=baseline_s,
+        speedup=baseline_s / prefill_s if prefill_s > 0 else None,
+        timed_contexts=timed,
+        eval_seconds=eval_seconds,
+        sender_prefills=done.sender_prefills,
+        sender_cache_hits=done.sender_cache_hits,
+        device=_device_name(cfg.device),
+        dtype=cfg.dtype,
+        seed=cfg.seed,
+        git_sha=git_sha(),
+        family=identity["family"],
+        time=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    )
 
 
 def _device_name(device: str) -> str:

@@ -23,9 +23,10 @@ from droidspeak.sweep.point import ZOO_PREFIX, resolve_model
 from droidspeak.loading import load_model
 from droidspeak.profile.profile_file import comparisons_path, save_profile
 from droidspeak.profile.profiler import Profiler, profile_pair, select_profile_rows
-from droidspeak.track.results import append_row, finished_keys, git_sha, point_key
+from droidspeak.track.records import ResultRow
+from droidspeak.track.results import append_row, finished_keys, git_sha, point_key, read_rows
 from droidspeak.zoo.recipe import ZooConfig
-from droidspeak.zoo.tasks import TASKS, read_jsonl
+from droidspeak.zoo.tasks import TASKS
 
 log = logging.getLogger("profile")
 
@@ -71,7 +72,7 @@ def run_job(cfg, family) -> dict[str, Path]:
     task = cfg.task.name or cfg.pair.task
     if task not in TASKS or family is None or task not in family.task_files:
         raise DroidSpeakError(f"profiling runs on the embedded tasks {sorted(TASKS)} of a zoo family; got task {task!r}")
-    rows = select_profile_rows(read_jsonl(family.task_files[task][cfg.split]), cfg.contexts)
+    rows = select_profile_rows(read_rows(family.task_files[task][cfg.split]), cfg.contexts)
     receiver = _load(cfg.pair.receiver, cfg.pair.receiver_adapter, family, cfg)
     sender = _load(cfg.pair.sender, cfg.pair.sender_adapter, family, cfg)
     profiler = Profiler(receiver, sender, task, rows, batch_size=cfg.batch_size)
@@ -140,13 +141,13 @@ def _write_eval_rows(path: Path, cfg, profiler: Profiler, profile, task: str) ->
             row_key = point_key(identity)
             if row_key in done:
                 continue
-            append_row(path, {
-                "kind": "eval", "key": row_key, "source": "profile", "pair": cfg.pair.name, "task": task, "split": cfg.split,
-                "method": method_name, "plan": plan_name, "resolved_plan": plan_name, "metric": profile.metric, "quality": ev.quality,
-                "n_samples": len(ev.per_input), "num_layers": profile.num_layers,
-                "recomputed_fraction": ev.compute_fraction if method_name != "sender" else 1.0,
-                "prefill_seconds": ev.prefill_seconds, "baseline_prefill_seconds": baseline,
-                "speedup": baseline / ev.prefill_seconds if ev.prefill_seconds > 0 else None,
-                "eval_seconds": ev.seconds, "device": cfg.device, "dtype": cfg.dtype, "git_sha": profile.git_sha,
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            })
+            append_row(path, ResultRow(
+                key=row_key, source="profile", pair=cfg.pair.name, task=task, split=cfg.split, method=method_name,
+                plan=plan_name, resolved_plan=plan_name, metric=profile.metric, quality=ev.quality,
+                n_samples=len(ev.per_input), num_layers=profile.num_layers,
+                recomputed_fraction=ev.compute_fraction if method_name != "sender" else 1.0,
+                prefill_seconds=ev.prefill_seconds, baseline_prefill_seconds=baseline,
+                speedup=baseline / ev.prefill_seconds if ev.prefill_seconds > 0 else None,
+                eval_seconds=ev.seconds, device=cfg.device, dtype=cfg.dtype, git_sha=profile.git_sha,
+                time=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            ).to_dict())

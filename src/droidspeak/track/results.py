@@ -36,32 +36,42 @@ def _locked(path: Path) -> Iterator[None]:
 def append_row(path: str | os.PathLike, row: dict) -> None:
     """Append one JSON line atomically with respect to other writers of the same file.
 
-    A torn last line (a writer killed mid-line) is closed first, so it never swallows this row.
+    A torn last line (a writer killed mid-line; its row never counted) is cut off first, so it can neither swallow
+    this row nor end up in the middle of the file.
     """
     path = Path(path)
     line = json.dumps(row, sort_keys=True, default=str) + "\n"
     with _locked(path), open(path, "a+b") as handle:
-        handle.seek(0, os.SEEK_END)
-        if handle.tell() > 0:
-            handle.seek(-1, os.SEEK_END)
-            if handle.read(1) != b"\n":
-                line = "\n" + line
+        handle.seek(0)
+        data = handle.read()
+        if data and not data.endswith(b"\n"):
+            handle.truncate(data.rfind(b"\n") + 1)
         handle.write(line.encode())
         handle.flush()
         os.fsync(handle.fileno())
 
 
 def read_rows(path: str | os.PathLike) -> list[dict]:
-    """Every complete row; a torn last line (a job killed mid-write) is ignored, never fatal."""
+    """Every row of a JSONL file: results, task splits, comparisons (one reader, one policy for a torn line).
+
+    A torn last line (a writer killed mid-write) is skipped; a bad line anywhere else is corruption and raises,
+    naming the file and line. A missing file has no rows.
+    """
     path = Path(path)
     if not path.exists():
         return []
+    lines = path.read_text().splitlines()
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     rows = []
-    for line in path.read_text().splitlines():
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+        except json.JSONDecodeError as err:
+            if i == last:
+                break
+            raise ValueError(f"{path}:{i + 1}: not a JSON line ({err})") from None
     return rows
 
 

@@ -8,12 +8,12 @@ recovers, every group of that size is measured and the best one is kept).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from droidspeak.cache import ContextCache
-from droidspeak.engine import generate, receiver_prefill, sender_prefill
+from droidspeak.engine import PrefilledBatch, generate, receiver_prefill, sender_prefill
 from droidspeak.loading import LoadedModel, check_compatible
 from droidspeak.zoo.tasks import TASKS, score
 
@@ -30,6 +30,26 @@ class TaskRows:
 
 
 @torch.inference_mode()
+def answer(model: LoadedModel, rows: TaskRows, prefill: Callable[[list[dict]], PrefilledBatch],
+           batch_size: int = 32) -> tuple[list[str], list[PrefilledBatch]]:
+    """Greedy answers of ``model`` to every question, in batches; ``prefill(chunk)`` gives one cache row per question.
+    Returns the answers and each batch's prefill (its cost)."""
+    answers: list[str] = []
+    prefills: list[PrefilledBatch] = []
+    for start in range(0, len(rows.rows), batch_size):
+        prefilled = prefill(rows.rows[start : start + batch_size])
+        prefills.append(prefilled)
+        tokens = generate(model, prefilled, rows.suffixes[start : start + len(prefilled.token_ids)],
+                          max_new_tokens=TASKS[rows.task].max_new_tokens)
+        answers += [rows.decode(t) for t in tokens]
+    return answers, prefills
+
+
+def scores(rows: TaskRows, answers: Sequence[str]) -> list[float]:
+    """The task's metric of each answer against its question's references."""
+    return [score(rows.task, a, r["answers"]) for a, r in zip(answers, rows.rows)]
+
+
 def predict(
     receiver: LoadedModel,
     rows: TaskRows,
@@ -38,21 +58,15 @@ def predict(
     batch_size: int = 32,
 ) -> list[str]:
     """Greedy answers of ``receiver`` under ``plan`` (``caches``: the sender's, per context id)."""
-    answers: list[str] = []
-    for start in range(0, len(rows.rows), batch_size):
-        chunk = rows.rows[start : start + batch_size]
-        contexts = [caches[r["context_id"]] if caches else rows.contexts[r["context_id"]] for r in chunk]
-        prefilled = receiver_prefill(receiver, contexts, plan)
-        tokens = generate(
-            receiver, prefilled, rows.suffixes[start : start + len(chunk)], max_new_tokens=TASKS[rows.task].max_new_tokens
-        )
-        answers += [rows.decode(t) for t in tokens]
-    return answers
+    def prefill(chunk: list[dict]) -> PrefilledBatch:
+        return receiver_prefill(receiver, [caches[r["context_id"]] if caches else rows.contexts[r["context_id"]]
+                                           for r in chunk], plan)
+
+    return answer(receiver, rows, prefill, batch_size)[0]
 
 
 def quality(receiver: LoadedModel, rows: TaskRows, plan: str = "full_prefill", caches=None, batch_size: int = 32) -> float:
-    predictions = predict(receiver, rows, plan, caches, batch_size)
-    return sum(score(rows.task, p, r["answers"]) for p, r in zip(predictions, rows.rows)) / max(1, len(rows.rows))
+    return sum(scores(rows, predict(receiver, rows, plan, caches, batch_size))) / max(1, len(rows.rows))
 
 
 def prefill_contexts(sender: LoadedModel, rows: TaskRows, batch_size: int = 32) -> dict[str, ContextCache]:

@@ -191,11 +191,6 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    with Path(path).open() as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def score(task: str, prediction: str, answers: list[str]) -> float:
     """The task's metric of one prediction (best over the reference answers), in [0, 1]."""
     metric = METRICS[TASKS[task].metric]

@@ -1,0 +1,156 @@
+"""Batch layout and checks: the bottom of the engine, shared by every prefill path.
+
+Contexts are right-padded: every real token keeps position = index, so a cache sliced back to its own length is the
+cache an unbatched prefill would have produced. A source is anything that states a sender cache's shape facts
+(``ContextCache``, a store's ``CacheInfo``, the pipeline's ``Source``); :func:`check_fits` is the one check of a
+source against a receiver and a plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from droidspeak.arch import kv_shape
+from droidspeak.errors import CacheMismatchError, DroidSpeakError
+from droidspeak.loading import LoadedModel
+from droidspeak.plan import PrefillCost, RecomputePlan, prefill_cost
+
+
+@dataclass
+class PrefilledBatch:
+    """A receiver-ready batch: a standard transformers cache over right-padded contexts, and its cost."""
+
+    cache: DynamicCache
+    token_ids: torch.Tensor  # [B, T] right-padded context ids
+    attention_mask: torch.Tensor  # [B, T] 1 for real tokens
+    cost: PrefillCost
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.attention_mask.sum(-1)
+
+
+def as_ids(tokens: Sequence[int] | torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """A context's token ids as a flat CPU int64 tensor, refused when empty or out of the vocabulary."""
+    ids = torch.as_tensor(tokens, dtype=torch.long).reshape(-1).cpu()
+    if ids.numel() == 0:
+        raise DroidSpeakError("a context must hold at least one token")
+    if int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
+        raise DroidSpeakError(f"token ids must lie in [0, {vocab_size}); got {int(ids.min())}..{int(ids.max())}")
+    return ids
+
+
+def right_pad(rows: Sequence[torch.Tensor], dim: int = 0, value: float = 0) -> torch.Tensor:
+    """Stack tensors of different lengths along ``dim`` (the token axis), padding at the end."""
+    longest = max(r.shape[dim] for r in rows)
+    padded = []
+    for row in rows:
+        missing = longest - row.shape[dim]
+        if missing:
+            shape = list(row.shape)
+            shape[dim] = missing
+            row = torch.cat([row, row.new_full(shape, value)], dim=dim)
+        padded.append(row)
+    return torch.stack(padded)
+
+
+def context_batch(token_lists: Sequence[torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids [B, T] and their attention mask on ``device``."""
+    ids = right_pad(token_lists).to(device)
+    mask = right_pad([torch.ones_like(t) for t in token_lists]).to(device)
+    return ids, mask
+
+
+def on_receiver(receiver: LoadedModel, tensors: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
+    """Per-context tensors right-padded along ``dim`` into one batch, on the receiver's device and dtype."""
+    return right_pad([t.to(device=receiver.device, dtype=receiver.dtype) for t in tensors], dim=dim)
+
+
+def sender_kv(receiver: LoadedModel, contexts: Sequence, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sender's K/V of ``layer`` over the batch, right-padded, on the receiver's device and dtype."""
+    return (on_receiver(receiver, [c.keys[layer] for c in contexts], 1),
+            on_receiver(receiver, [c.values[layer] for c in contexts], 1))
+
+
+def check_window(model: LoadedModel, length: int) -> None:
+    window = getattr(model.config, "sliding_window", None)
+    if window and "sliding_attention" in model.stack.layer_types and length > window:
+        raise DroidSpeakError(
+            f"context of {length} tokens exceeds the sliding window ({window}): sliding-window layers keep only "
+            "the last window of K/V, which droidspeak does not share yet; shorten the context"
+        )
+
+
+def check_fits(receiver: LoadedModel, source, plan: RecomputePlan) -> None:
+    """A sender cache must match the receiver's shape and hold E at every group start of ``plan`` (it may still
+    come from any compatible sender). ``source`` states num_layers, kv_heads, head_dim, hidden_size, hidden_layers."""
+    config = receiver.config
+    kv_heads, head_dim = kv_shape(config)
+    if source.num_layers != receiver.stack.num_layers:
+        raise CacheMismatchError(f"cache has {source.num_layers} layers, receiver has {receiver.stack.num_layers}")
+    if (source.kv_heads, source.head_dim) != (kv_heads, head_dim):
+        raise CacheMismatchError(
+            f"cache K/V shape ({source.kv_heads}, T, {source.head_dim}) != receiver's ({kv_heads}, T, {head_dim})"
+        )
+    if source.hidden_layers and source.hidden_size != config.hidden_size:
+        raise CacheMismatchError(f"E hidden size {source.hidden_size} != receiver's {config.hidden_size}")
+    missing = sorted(set(plan.e_layers) - set(source.hidden_layers))
+    if missing:
+        raise CacheMismatchError(
+            f"the plan starts groups at layers {missing}, but this cache holds E only for layers "
+            f"{sorted(source.hidden_layers) or 'none'}; prefill the sender with e_layers covering them (or 'all')"
+        )
+
+
+def cost_of(receiver: LoadedModel, plan: RecomputePlan, context_tokens: int, *, chosen_tokens: int = 0) -> PrefillCost:
+    """What ``plan`` costs this receiver over ``context_tokens``; ``chosen_tokens``: CacheBlend's per-layer tokens."""
+    config, elem = receiver.config, receiver.dtype.itemsize
+    kv_heads, head_dim = kv_shape(config)
+    return prefill_cost(
+        plan,
+        num_layers=receiver.stack.num_layers,
+        context_tokens=context_tokens,
+        kv_bytes_per_token_layer=2 * kv_heads * head_dim * elem,
+        e_bytes_per_token=config.hidden_size * elem,
+        chosen_tokens=chosen_tokens,
+    )
+
+
+def adopt(layer, keys: torch.Tensor, values: torch.Tensor) -> None:
+    """Make a DynamicCache layer hold ``keys``/``values`` themselves (no copy, unlike ``update`` on an empty layer)."""
+    if not getattr(layer, "is_initialized", True):
+        try:
+            layer.lazy_initialization(keys[..., :0, :], values[..., :0, :])
+        except TypeError:  # another transformers 5.x signature: set what it would have set
+            layer.device, layer.is_initialized = keys.device, True
+    layer.keys, layer.values = keys, values
+
+
+def select_rows(receiver: LoadedModel, prefilled: PrefilledBatch, rows: Sequence[int]) -> PrefilledBatch:
+    """A batch whose row i is row ``rows[i]`` of ``prefilled``: one receiver prefill can serve many queries."""
+    index = torch.as_tensor(list(rows), dtype=torch.long, device=prefilled.token_ids.device)
+    data = [(layer.keys.index_select(0, index), layer.values.index_select(0, index)) for layer in prefilled.cache.layers]
+    return PrefilledBatch(
+        cache=DynamicCache(ddp_cache_data=data, config=receiver.config),
+        token_ids=prefilled.token_ids.index_select(0, index),
+        attention_mask=prefilled.attention_mask.index_select(0, index),
+        cost=prefilled.cost,
+    )
+
+
+def distinct_rows(row_contexts: Sequence[Hashable]) -> tuple[list, list[int]]:
+    """(the distinct contexts in first-seen order, the index of each row's context among them)."""
+    distinct = list(dict.fromkeys(row_contexts))
+    return distinct, [distinct.index(c) for c in row_contexts]
+
+
+def prefill_rows(receiver: LoadedModel, row_contexts: Sequence[Hashable],
+                 prefill: Callable[[list], PrefilledBatch]) -> PrefilledBatch:
+    """Row i holds the prefill of ``row_contexts[i]``; each distinct context is prefilled once (``prefill`` gets
+    the distinct ones, in first-seen order), so a context's questions share one receiver prefill."""
+    distinct, index = distinct_rows(row_contexts)
+    return select_rows(receiver, prefill(distinct), index)
