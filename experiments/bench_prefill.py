@@ -9,10 +9,9 @@ Prints progress, a markdown table, and one JSON line last. Imports only torch, t
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from droidspeak.bench.prefill import PrefillBenchConfig, assemble, markdown, run
-from droidspeak.bench.report import execute, render
+from droidspeak.bench import report
 
 TINY = dict(shape="tiny", dtype="float32", device="cpu", contexts=(48, 96), recompute=(2, 4), group_start=2, suffix=8,
             warmup=1, repeats=2, bandwidth_context=96, bandwidth_k=4, bandwidths_gbps=(0.5,))
@@ -20,6 +19,15 @@ TINY = dict(shape="tiny", dtype="float32", device="cpu", contexts=(48, 96), reco
 
 def ints(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(",") if x)
+
+
+def configure(args) -> PrefillBenchConfig:
+    cfg = PrefillBenchConfig(**TINY) if args.tiny else PrefillBenchConfig()
+    for name, value in (("contexts", args.contexts), ("recompute", args.recompute), ("repeats", args.repeats),
+                        ("bandwidths_gbps", args.bandwidths), ("bandwidth_context", args.bandwidth_context)):
+        if value is not None:
+            setattr(cfg, name, value)
+    return cfg
 
 
 def main(argv=None) -> dict:
@@ -31,19 +39,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--bandwidths", type=lambda t: tuple(float(x) for x in t.split(",") if x),
                         help="emulated link rates in GB/s for the TTFT-vs-bandwidth sweep ('' to skip)")
     parser.add_argument("--bandwidth-context", type=int, help="the context length the bandwidth sweep runs at")
-    parser.add_argument("--markdown", type=Path, help="also write the table here")
-    parser.add_argument("--json", type=Path, help="also write the full result here")
-    parser.add_argument("--results", type=Path, help="append every record to this JSONL file as it is measured")
-    parser.add_argument("--render", type=Path, metavar="JSONL", help="measure nothing: build the table from a --results file")
-    args = parser.parse_args(argv)
-    if args.render:
-        return render("prefill", args.render, assemble, markdown, markdown_path=args.markdown, json_path=args.json)
-    cfg = PrefillBenchConfig(**TINY) if args.tiny else PrefillBenchConfig()
-    for name, value in (("contexts", args.contexts), ("recompute", args.recompute), ("repeats", args.repeats),
-                        ("bandwidths_gbps", args.bandwidths), ("bandwidth_context", args.bandwidth_context)):
-        if value is not None:
-            setattr(cfg, name, value)
-    return execute("prefill", cfg, run, markdown, markdown_path=args.markdown, json_path=args.json, results_path=args.results)
+    return report.main("prefill", parser, configure, run, assemble, markdown, argv)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,9 @@ droidspeak.bench.serving). Prints progress, a markdown table, and one JSON line 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from droidspeak.bench.serving import ServingBenchConfig, assemble, markdown, run
-from droidspeak.bench.report import execute, render
+from droidspeak.bench import report
 
 TINY = dict(shape="tiny", dtype="float32", device="cpu", context=48, suffix=8, output_tokens=4, shared_contexts=3,
             options=(("full_prefill", 1.0), ("recompute:2-5", 1.0), ("recompute:2-3", 0.99), ("recompute:2-2", 0.95),
@@ -23,24 +22,21 @@ TINY = dict(shape="tiny", dtype="float32", device="cpu", context=48, suffix=8, o
             load_factors=(0.5, 1.0, 2.0, 4.0), bandwidths_gbps=(None, 0.01))
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tiny", action="store_true", help="tiny model on CPU: a smoke run that checks the numbers appear")
-    parser.add_argument("--requests", type=int, help="requests per simulated QPS point")
-    parser.add_argument("--context", type=int, help="shared context length in tokens")
-    parser.add_argument("--markdown", type=Path, help="also write the table here")
-    parser.add_argument("--json", type=Path, help="also write the full result here")
-    parser.add_argument("--results", type=Path, help="append every record to this JSONL file as it is measured")
-    parser.add_argument("--render", type=Path, metavar="JSONL", help="measure nothing: build the table from a --results file")
-    args = parser.parse_args(argv)
-    if args.render:
-        return render("serving", args.render, assemble, markdown, markdown_path=args.markdown, json_path=args.json)
+def configure(args) -> ServingBenchConfig:
     cfg = ServingBenchConfig(**TINY) if args.tiny else ServingBenchConfig()
     if args.requests:
         cfg.requests = args.requests
     if args.context:
         cfg.context = args.context
-    return execute("serving", cfg, run, markdown, markdown_path=args.markdown, json_path=args.json, results_path=args.results)
+    return cfg
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="tiny model on CPU: a smoke run that checks the numbers appear")
+    parser.add_argument("--requests", type=int, help="requests per simulated QPS point")
+    parser.add_argument("--context", type=int, help="shared context length in tokens")
+    return report.main("serving", parser, configure, run, assemble, markdown, argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,16 @@ import hydra
 from omegaconf import DictConfig
 
 import droidspeak.sweep.config  # noqa: F401  (registers the logger schema)
-from droidspeak.figures import plots
+from droidspeak.figures import (
+    FigureDataError,
+    plot_input_spread,
+    plot_layer_sensitivity,
+    plot_profile_pareto,
+    plot_profile_transfer,
+    plot_quality_bars,
+    plot_quality_vs_cost,
+    plot_transitions,
+)
 from droidspeak.figures.profiles_summary import profiles_summary, write_profiles_summary
 from droidspeak.figures.summary import summarize, write_summary
 from droidspeak.track.logger import check_mode, make_logger
@@ -30,14 +39,14 @@ PARETO_COLUMNS = ["plan", "method", "recomputed_layers", "recomputed_fraction", 
 def eval_figures(rows, out_dir: Path) -> list[Path]:
     written = []
     for name, draw in (
-        ("quality bars", lambda: plots.plot_quality_bars(rows, out_dir)),
-        ("quality vs speedup", lambda: plots.plot_quality_vs_cost(rows, out_dir, x="speedup", stem="fig14_quality_vs_speedup")),
-        ("quality vs recomputed fraction", lambda: plots.plot_quality_vs_cost(rows, out_dir, x="recomputed_fraction", stem="fig14_quality_vs_fraction")),
-        ("quality vs prefill time", lambda: plots.plot_quality_vs_cost(rows, out_dir, x="prefill_seconds")),
+        ("quality bars", lambda: plot_quality_bars(rows, out_dir)),
+        ("quality vs speedup", lambda: plot_quality_vs_cost(rows, out_dir, x="speedup", stem="fig14_quality_vs_speedup")),
+        ("quality vs recomputed fraction", lambda: plot_quality_vs_cost(rows, out_dir, x="recomputed_fraction", stem="fig14_quality_vs_fraction")),
+        ("quality vs prefill time", lambda: plot_quality_vs_cost(rows, out_dir, x="prefill_seconds")),
     ):
         try:
             written += draw()
-        except plots.FigureDataError as err:
+        except FigureDataError as err:
             log.warning("skipped %s: %s", name, err)
     return written
 
@@ -58,15 +67,15 @@ def profile_figures(profiles: list[str], out_dir: Path, tolerance: float) -> lis
         return []
     written = []
     for name, draw in (
-        ("layer sensitivity", lambda: plots.plot_layer_sensitivity(profiles, out_dir)),
-        ("input spread", lambda: plots.plot_input_spread(profiles, out_dir)),
-        ("transitions", lambda: plots.plot_transitions(profiles, out_dir)),
-        ("profiling Pareto", lambda: plots.plot_profile_pareto(profiles, out_dir, tolerance=tolerance)),
-        ("profile transfer", lambda: plots.plot_profile_transfer(profiles, out_dir)),
+        ("layer sensitivity", lambda: plot_layer_sensitivity(profiles, out_dir)),
+        ("input spread", lambda: plot_input_spread(profiles, out_dir)),
+        ("transitions", lambda: plot_transitions(profiles, out_dir)),
+        ("profiling Pareto", lambda: plot_profile_pareto(profiles, out_dir, tolerance=tolerance)),
+        ("profile transfer", lambda: plot_profile_transfer(profiles, out_dir)),
     ):
         try:
             written += draw()
-        except plots.FigureDataError as err:
+        except FigureDataError as err:
             log.warning("skipped %s: %s", name, err)
     return written
 

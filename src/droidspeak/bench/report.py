@@ -8,6 +8,7 @@ timeout or a CUDA fault keeps what it measured; ``render`` rebuilds the table fr
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Callable
@@ -16,6 +17,21 @@ from pathlib import Path
 import torch
 
 from droidspeak.track.results import append_row, read_rows
+
+
+def main(name: str, parser: argparse.ArgumentParser, configure: Callable[[argparse.Namespace], object], run: Callable,
+         assemble: Callable[[list[dict]], dict], markdown: Callable[[dict], str], argv=None) -> dict:
+    """The command line every benchmark script shares: its own flags (``parser``, turned into a config by
+    ``configure``) plus where the table, the result and the records go, or ``--render`` to only rebuild the table."""
+    parser.add_argument("--markdown", type=Path, help="also write the table here")
+    parser.add_argument("--json", type=Path, help="also write the full result here")
+    parser.add_argument("--results", type=Path, help="append every record to this JSONL file as it is measured")
+    parser.add_argument("--render", type=Path, metavar="JSONL", help="measure nothing: build the table from a --results file")
+    args = parser.parse_args(argv)
+    if args.render:
+        return render(name, args.render, assemble, markdown, markdown_path=args.markdown, json_path=args.json)
+    return execute(name, configure(args), run, markdown, markdown_path=args.markdown, json_path=args.json,
+                   results_path=args.results)
 
 
 def execute(name: str, cfg, run: Callable, markdown: Callable[[dict], str], *, markdown_path: Path | None = None,

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from droidspeak.figures.plots import transition_strata
+from droidspeak.figures.profile_plots import transition_strata
 from droidspeak.figures.summary import _fmt
 from droidspeak.track.results import read_rows
 from droidspeak.profile.profile_file import Profile, comparisons_path, load_profile

@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from droidspeak.figures.plots import eval_rows
+from droidspeak.figures.result_plots import eval_rows
 from droidspeak.profile.choice import choose_point
 from droidspeak.profile.points import ProfilePoint
 

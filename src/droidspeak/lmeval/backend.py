@@ -25,6 +25,7 @@ from droidspeak.engine import generate, receiver_prefill, tail_logits
 from droidspeak.engine.batch import prefill_rows
 from droidspeak.errors import DroidSpeakError
 from droidspeak.plan import PrefillCost, RecomputePlan, total_cost
+from droidspeak.profile.profile_file import resolve_profile_plan
 from droidspeak.reuse import ReusePair
 from droidspeak.store import DiskStore, MemoryStore, TieredStore
 
@@ -77,8 +78,6 @@ class DroidSpeakLM(HFLM):
             raise DroidSpeakError(f"receiver {receiver!r} ships no tokenizer; lm-eval needs one")
         self.plan = self.pair.plan(plan)
         if self.plan.kind == "profile":  # cacheblend plans run as they are (they need K/V only, no E)
-            from droidspeak.profile.profile_file import resolve_profile_plan
-
             self.plan = resolve_profile_plan(self.plan, self.pair.num_layers)
         if not context_delimiter:
             raise DroidSpeakError("context_delimiter must be a non-empty string")

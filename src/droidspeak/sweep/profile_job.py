@@ -22,7 +22,9 @@ from droidspeak.errors import DroidSpeakError
 from droidspeak.sweep.point import ZOO_PREFIX, resolve_model
 from droidspeak.loading import load_model
 from droidspeak.profile.profile_file import comparisons_path, save_profile
+from droidspeak.profile.comparisons import compare_hybrid, compare_multigroup, compare_proxy
 from droidspeak.profile.profiler import Profiler, profile_pair, select_profile_rows
+from droidspeak.profile.proxy import ProxyScorer
 from droidspeak.track.records import ResultRow
 from droidspeak.track.results import append_row, finished_keys, git_sha, point_key, read_rows
 from droidspeak.zoo.recipe import ZooConfig
@@ -86,9 +88,6 @@ def run_job(cfg, family) -> dict[str, Path]:
     out = Path(cfg.output) if cfg.output else Path(cfg.output_root) / "profiles" / safe_name(cfg.pair.name) / f"{task}.json"
     extra_rows: list[dict] = []
     if cfg.comparisons:
-        from droidspeak.profile.comparisons import compare_hybrid, compare_multigroup, compare_proxy
-        from droidspeak.profile.proxy import ProxyScorer
-
         started = time.perf_counter()
         extra_rows += compare_multigroup(profiler, profile, max_groups=cfg.max_groups)
         scorer = ProxyScorer(receiver, sender, task, rows, samples=cfg.proxy_samples, batch_size=cfg.batch_size)

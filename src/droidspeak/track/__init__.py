@@ -1,1 +1,2 @@
-"""Results: JSONL is the source of truth (one line per evaluated point); W&B mirrors it."""
+"""Results: the ResultRow schema (records), the locked JSONL append and the one reader (results), the W&B mirror
+(logger). The JSONL file is the source of truth; W&B mirrors it."""

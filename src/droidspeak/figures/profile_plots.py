@@ -1,99 +1,34 @@
-"""The paper's figures, regenerated from our results: one function per figure, JSONL / profile JSON in, PNG + PDF out.
-
-Why it exists: results JSONL and profile files are the source of truth; figures are a pure function of
-them, so any figure can be redrawn from a finished run without touching a model. Every function takes the
-rows (or profiles), an output folder and a file stem, writes ``<stem>.png`` and ``<stem>.pdf``, and returns
-both paths. Figures are built on ``matplotlib.figure.Figure`` (Agg canvas, no pyplot state) inside an
-``rc_context``, so importing or calling this module never changes global matplotlib settings.
-
-Inputs:
-- eval rows: dicts from the results JSONL, ``{"kind": "eval", "pair", "task", "plan", "method", "metric",
-  "quality", "prefill_seconds", "recomputed_fraction", "seed", ...}`` with method in full_prefill,
-  full_reuse, recompute, cacheblend, profile, sender;
-- profiles: :class:`droidspeak.profile.Profile` objects, their JSON dicts, or paths to profile files.
-"""
+"""Figs. 7, 8, 10, 11, 17 (layer sensitivity, input spread, transitions, Pareto, transfer) from profile JSON files."""
 
 from __future__ import annotations
 
 import math
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import matplotlib
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
 
+from droidspeak.figures.style import (
+    CYCLE,
+    OKABE_ITO,
+    STYLE,
+    FigureDataError,
+    new_figure,
+    pretty_metric,
+    save_figure,
+    unique_legend,
+)
 from droidspeak.profile.profile_file import Profile, load_profile
 from droidspeak.profile.candidates import recomputes_all
 from droidspeak.profile.choice import choose_point, quality_target
 from droidspeak.profile.ranks import frontier_difference, frontier_step
 from droidspeak.profile.sensitivity import critical_layers
 
-# Okabe & Ito (2008): distinguishable under every common colour-vision deficiency.
-OKABE_ITO = {
-    "black": "#000000",
-    "orange": "#E69F00",
-    "sky": "#56B4E9",
-    "green": "#009E73",
-    "yellow": "#F0E442",
-    "blue": "#0072B2",
-    "vermillion": "#D55E00",
-    "purple": "#CC79A7",
-}
-CYCLE = [OKABE_ITO[c] for c in ("blue", "orange", "green", "vermillion", "purple", "sky", "yellow", "black")]
-
-# method -> (legend label, colour, marker)
-METHOD_STYLE = {
-    "full_prefill": ("Full prefill (receiver)", OKABE_ITO["blue"], "s"),
-    "full_reuse": ("Full KV reuse", OKABE_ITO["vermillion"], "X"),
-    "recompute": ("DroidSpeak (layer groups)", OKABE_ITO["green"], "o"),
-    "profile": ("DroidSpeak (profiled plan)", OKABE_ITO["black"], "*"),
-    "cacheblend": ("CacheBlend (token recompute)", OKABE_ITO["orange"], "^"),
-    "sender": ("Sender model", OKABE_ITO["purple"], "D"),
-    "hybrid": ("Layer groups + token recompute", OKABE_ITO["sky"], "P"),
-}
-
-STYLE = {
-    "font.size": 9,
-    "axes.titlesize": 9,
-    "axes.labelsize": 9,
-    "legend.fontsize": 8,
-    "xtick.labelsize": 8,
-    "ytick.labelsize": 8,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "grid.linewidth": 0.5,
-    "axes.prop_cycle": matplotlib.cycler(color=CYCLE),
-    "pdf.fonttype": 42,  # embed TrueType: editable text in the PDF, accepted by publishers
-    "ps.fonttype": 42,
-    "savefig.dpi": 200,
-    "savefig.bbox": "tight",
-}
-
-AXIS_LABELS = {
-    "prefill_seconds": "Prefill time (s)",
-    "recomputed_fraction": "Recomputed fraction of layer-tokens",
-    "speedup": "Prefill speed-up over full prefill (×)",
-    "bytes_loaded": "Bytes loaded",
-}
-
-
-class FigureDataError(ValueError):
-    """The rows or profiles given to a figure function lack what that figure plots."""
-
 
 # ---- inputs ----------------------------------------------------------------------------------------------
-def eval_rows(rows: Iterable[Mapping]) -> list[Mapping]:
-    """Rows that are evaluated points (``kind`` "eval" or absent) with a numeric quality."""
-    return [r for r in rows if r.get("kind", "eval") == "eval" and isinstance(r.get("quality"), (int, float))]
-
-
 def as_profiles(profiles: Profile | Mapping | str | os.PathLike | Iterable) -> list[Profile]:
     """Profiles from Profile objects, profile JSON dicts or file paths (one or a list)."""
     if isinstance(profiles, (Profile, Mapping, str, os.PathLike)):
@@ -111,97 +46,6 @@ def as_profiles(profiles: Profile | Mapping | str | os.PathLike | Iterable) -> l
     return out
 
 
-# ---- plumbing --------------------------------------------------------------------------------------------
-def _new_figure(n_panels: int, *, panel_size=(3.4, 2.6), max_cols: int = 3):
-    cols = max(1, min(n_panels, max_cols))
-    rows = math.ceil(n_panels / cols)
-    fig = Figure(figsize=(panel_size[0] * cols, panel_size[1] * rows), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
-    for ax in axes[n_panels:]:
-        ax.set_visible(False)
-    return fig, axes[:n_panels]
-
-
-def _save(fig: Figure, out_dir: str | os.PathLike, stem: str) -> list[Path]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    png, pdf = out / f"{stem}.png", out / f"{stem}.pdf"
-    fig.savefig(png)
-    fig.savefig(pdf, metadata={"CreationDate": None})  # no timestamp: the same figure gives the same bytes
-    return [png, pdf]
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return mean, std
-
-
-def _panels(rows: Iterable[Mapping]) -> dict[tuple[str, str], list[Mapping]]:
-    out: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
-    for r in rows:
-        out[(str(r.get("pair", "?")), str(r.get("task", "?")))].append(r)
-    return dict(sorted(out.items()))
-
-
-def _metric_label(rows: Iterable[Mapping]) -> str:
-    metrics = sorted({str(r.get("metric")) for r in rows if r.get("metric")})
-    return metrics[0] if len(metrics) == 1 else "quality"
-
-
-def _pretty_metric(metric: str) -> str:
-    return {"f1": "F1", "exact_match": "Exact match", "acc": "Accuracy", "rouge_l": "Rouge-L"}.get(metric, metric)
-
-
-def _unique_legend(fig: Figure, axes, **kwargs) -> None:
-    handles: dict[str, object] = {}
-    for ax in axes:
-        for h, label in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(label, h)
-    if handles:
-        fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center", frameon=False, **kwargs)
-
-
-# ---- Fig. 6: quality bars --------------------------------------------------------------------------------
-def plot_quality_bars(
-    rows: Iterable[Mapping], out_dir: str | os.PathLike, *, stem: str = "fig06_quality_bars"
-) -> list[Path]:
-    """Fig. 6: per pair and task, the receiver's own quality, the sender's, and full KV reuse (mean ± std over seeds).
-
-    Needs eval rows with method full_prefill, sender and/or full_reuse; missing methods leave a gap.
-    """
-    methods = ["full_prefill", "sender", "full_reuse"]
-    rows = [r for r in eval_rows(rows) if r.get("method") in methods]
-    if not rows:
-        raise FigureDataError("quality bars need eval rows with method full_prefill, sender or full_reuse")
-    panels = _panels(rows)
-    width = 0.8 / len(methods)
-    with matplotlib.rc_context(STYLE):
-        fig, (ax,) = _new_figure(1, panel_size=(max(3.4, 1.1 * len(panels) + 1.0), 2.8))
-        for m_idx, method in enumerate(methods):
-            label, colour, _ = METHOD_STYLE[method]
-            xs, means, stds = [], [], []
-            for p_idx, key in enumerate(panels):
-                values = [float(r["quality"]) for r in panels[key] if r["method"] == method]
-                if values:
-                    mean, std = _mean_std(values)
-                    xs.append(p_idx + (m_idx - (len(methods) - 1) / 2) * width)
-                    means.append(mean)
-                    stds.append(std)
-            if xs:
-                ax.bar(xs, means, width, yerr=stds, label=label, color=colour, capsize=2, edgecolor="white", linewidth=0.5)
-        ax.set_xticks(range(len(panels)))
-        ax.set_xticklabels([_pair_label(pair, task) for pair, task in panels], rotation=0, fontsize=8)
-        ax.set_ylabel(_pretty_metric(_metric_label(rows)))
-        ax.set_ylim(bottom=0)
-        ax.grid(axis="x", visible=False)
-        ax.set_title("Receiver vs sender vs full KV reuse")
-        _unique_legend(fig, [ax], ncols=3)
-        return _save(fig, out_dir, stem)
-
-
 # ---- Fig. 7: single-layer sensitivity ---------------------------------------------------------------------
 def plot_layer_sensitivity(
     profiles, out_dir: str | os.PathLike, *, threshold: float = 0.10, stem: str = "fig07_layer_sensitivity"
@@ -214,7 +58,7 @@ def plot_layer_sensitivity(
     if not profiles:
         raise FigureDataError("layer sensitivity needs profiles with a single_layer table")
     with matplotlib.rc_context(STYLE):
-        fig, axes = _new_figure(len(profiles), panel_size=(3.6, 2.4), max_cols=2)
+        fig, axes = new_figure(len(profiles), panel_size=(3.6, 2.4), max_cols=2)
         for ax, prof in zip(axes, profiles):
             table = prof.single_layer_table
             layers = sorted(table)
@@ -225,7 +69,7 @@ def plot_layer_sensitivity(
             ax.bar(layers, drops, 0.8, color=colours)
             ax.axhline(100 * threshold, color=OKABE_ITO["black"], ls="--", lw=0.8)
             ax.set_xlabel("Reused layer (all others recomputed)")
-            ax.set_ylabel(f"Relative {_pretty_metric(prof.metric)} drop (%)")
+            ax.set_ylabel(f"Relative {pretty_metric(prof.metric)} drop (%)")
             ax.set_title(f"{prof.pair} · {prof.task}")
             ax.grid(axis="x", visible=False)
         handles = [
@@ -233,7 +77,7 @@ def plot_layer_sensitivity(
             Patch(color=OKABE_ITO["sky"], label="not critical"),
         ]
         fig.legend(handles=handles, loc="outside lower center", frameon=False, ncols=2)
-        return _save(fig, out_dir, stem)
+        return save_figure(fig, out_dir, stem)
 
 
 # ---- Fig. 8: per-input spread -----------------------------------------------------------------------------
@@ -247,7 +91,7 @@ def plot_input_spread(profiles, out_dir: str | os.PathLike, *, stem: str = "fig0
     if not profiles:
         raise FigureDataError("input spread needs profiles whose single_layer entries carry per_input values")
     with matplotlib.rc_context(STYLE):
-        fig, axes = _new_figure(len(profiles), panel_size=(3.6, 2.4), max_cols=2)
+        fig, axes = new_figure(len(profiles), panel_size=(3.6, 2.4), max_cols=2)
         for ax, prof in zip(axes, profiles):
             entries = sorted((s for s in prof.single_layer if s.per_input), key=lambda s: s.layer)
             ref = prof.reference_per_input
@@ -265,7 +109,7 @@ def plot_input_spread(profiles, out_dir: str | os.PathLike, *, stem: str = "fig0
             for patch, s in zip(boxes["boxes"], entries):
                 patch.set_facecolor(OKABE_ITO["vermillion"] if s.layer in crit else OKABE_ITO["sky"])
                 patch.set_linewidth(0.5)
-            metric = _pretty_metric(prof.metric)
+            metric = pretty_metric(prof.metric)
             if ref:
                 ax.axhline(0, color=OKABE_ITO["black"], lw=0.6)
                 ax.set_ylabel(f"{metric} change per input")
@@ -278,7 +122,7 @@ def plot_input_spread(profiles, out_dir: str | os.PathLike, *, stem: str = "fig0
             step = max(1, len(entries) // 12)
             ax.set_xticks([s.layer for s in entries][::step])
             ax.set_xticklabels([str(s.layer) for s in entries][::step])
-        return _save(fig, out_dir, stem)
+        return save_figure(fig, out_dir, stem)
 
 
 # ---- Fig. 10: transitions -------------------------------------------------------------------------------
@@ -326,7 +170,7 @@ def plot_transitions(profiles, out_dir: str | os.PathLike, *, stem: str = "fig10
     if not studies:
         raise FigureDataError("transitions need points at one recomputed-layer count with 2+ transition counts")
     with matplotlib.rc_context(STYLE):
-        fig, axes = _new_figure(len(studies), panel_size=(3.4, 2.7))
+        fig, axes = new_figure(len(studies), panel_size=(3.4, 2.7))
         for ax, (prof, k, strata) in zip(axes, studies):
             for idx, (label, by_t) in enumerate(strata.items()):
                 colour = CYCLE[idx % len(CYCLE)]
@@ -338,11 +182,11 @@ def plot_transitions(profiles, out_dir: str | os.PathLike, *, stem: str = "fig10
                 ax.plot([t + offset for t in ts], [sum(by_t[t]) / len(by_t[t]) for t in ts], marker="o", ms=4,
                         color=colour, label=f"{label} (mean)")
             ax.set_xlabel("Transitions (groups loading the sender's E)")
-            ax.set_ylabel(f"Relative {_pretty_metric(prof.metric)} loss (%)")
+            ax.set_ylabel(f"Relative {pretty_metric(prof.metric)} loss (%)")
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.set_title(f"{prof.pair} · {prof.task} · {k}/{prof.num_layers} layers")
             ax.legend(frameon=False, fontsize=7)
-        return _save(fig, out_dir, stem)
+        return save_figure(fig, out_dir, stem)
 
 
 # ---- Fig. 11: profiling Pareto ---------------------------------------------------------------------------
@@ -356,7 +200,7 @@ def plot_profile_pareto(
     """
     profiles = as_profiles(profiles)
     with matplotlib.rc_context(STYLE):
-        fig, axes = _new_figure(len(profiles), panel_size=(3.4, 2.7))
+        fig, axes = new_figure(len(profiles), panel_size=(3.4, 2.7))
         for ax, prof in zip(axes, profiles):
             single = [p for p in prof.points if (p.transitions or 0) <= 1]
             multi = [p for p in prof.points if (p.transitions or 0) >= 2]
@@ -378,81 +222,11 @@ def plot_profile_pareto(
                 ax.annotate(chosen.plan, (chosen.recomputed_layers, chosen.quality), xytext=(4, -10),
                             textcoords="offset points", fontsize=7)
             ax.set_xlabel("Recomputed layers")
-            ax.set_ylabel(_pretty_metric(prof.metric))
+            ax.set_ylabel(pretty_metric(prof.metric))
             ax.set_xlim(-0.5, prof.num_layers + 0.5)
             ax.set_title(f"{prof.pair} · {prof.task}")
-        _unique_legend(fig, axes, ncols=3)
-        return _save(fig, out_dir, stem)
-
-
-# ---- Fig. 14: quality vs prefill cost --------------------------------------------------------------------
-def plot_quality_vs_cost(
-    rows: Iterable[Mapping],
-    out_dir: str | os.PathLike,
-    *,
-    x: str = "prefill_seconds",
-    stem: str = "fig14_quality_vs_cost",
-) -> list[Path]:
-    """Fig. 14: quality vs prefill cost for ours (recompute / profile), full prefill, full reuse, CacheBlend.
-
-    Rows with method ``hybrid`` (layer groups + CacheBlend-style token recompute, beyond the paper) are drawn
-    too when present. Each family of plans is a scatter with its Pareto frontier (best quality at that cost).
-
-    One panel per (pair, task); ``x`` is a numeric row field (prefill_seconds, recomputed_fraction, speedup,
-    bytes_loaded). Repeated (method, plan) rows (seeds) are averaged; recompute and CacheBlend points are
-    joined in order of cost.
-    """
-    methods = ["recompute", "profile", "hybrid", "full_prefill", "full_reuse", "cacheblend"]
-    rows = [r for r in eval_rows(rows) if r.get("method") in methods and isinstance(r.get(x), (int, float))]
-    if not rows:
-        raise FigureDataError(f"quality vs cost needs eval rows of {methods} with a numeric {x!r}")
-    panels = _panels(rows)
-    x_label, scale = AXIS_LABELS.get(x, x), 1.0
-    if x == "prefill_seconds" and max(float(r[x]) for r in rows) < 1.0:
-        x_label, scale = "Prefill time (ms)", 1000.0
-    with matplotlib.rc_context(STYLE):
-        fig, axes = _new_figure(len(panels), panel_size=(3.4, 2.7))
-        for ax, (key, panel_rows) in zip(axes, panels.items()):
-            grouped: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
-            for r in panel_rows:
-                grouped[(r["method"], str(r.get("plan")))].append(r)
-            for method in methods:
-                pts = sorted(
-                    (scale * _mean_std([float(r[x]) for r in g])[0], _mean_std([float(r["quality"]) for r in g])[0])
-                    for (m, _), g in grouped.items() if m == method
-                )
-                if not pts:
-                    continue
-                label, colour, marker = METHOD_STYLE[method]
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], ls="none", marker=marker,
-                        ms=7 if method == "profile" else 4.5, color=colour, label=label, alpha=0.85)
-                if method in ("recompute", "cacheblend", "hybrid") and len(pts) > 1:
-                    front = _envelope(pts, higher_x_is_better=x == "speedup")
-                    ax.plot([p[0] for p in front], [p[1] for p in front], lw=1, color=colour, drawstyle="steps-post"
-                            if x != "speedup" else "steps-pre")
-            ax.set_xlabel(x_label)
-            ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
-            ax.set_ylabel(_pretty_metric(_metric_label(panel_rows)))
-            ax.set_title(f"{key[0]} · {key[1]}")
-        _unique_legend(fig, axes, ncols=3)
-        return _save(fig, out_dir, stem)
-
-
-def _pair_label(pair: str, task: str) -> str:
-    """'receiver<-sender' on two lines, then the task: long pair names must not collide on a shared axis."""
-    receiver, _, sender = pair.partition("<-")
-    return f"{receiver}\n← {sender}\n({task})" if sender else f"{pair}\n({task})"
-
-
-def _envelope(points: list[tuple[float, float]], *, higher_x_is_better: bool) -> list[tuple[float, float]]:
-    """The best quality reachable at each x (the Pareto frontier), as points sorted by x."""
-    ordered = sorted(points, reverse=higher_x_is_better)
-    front, best = [], float("-inf")
-    for x, quality in ordered:
-        if quality > best:
-            front.append((x, quality))
-            best = quality
-    return sorted(front)
+        unique_legend(fig, axes, ncols=3)
+        return save_figure(fig, out_dir, stem)
 
 
 # ---- Fig. 17: cross-dataset profile transfer -----------------------------------------------------------
@@ -469,7 +243,7 @@ def plot_profile_transfer(profiles, out_dir: str | os.PathLike, *, stem: str = "
     if not groups:
         raise FigureDataError("profile transfer needs one pair profiled on two or more tasks")
     with matplotlib.rc_context(STYLE):
-        fig, axes = _new_figure(len(groups), panel_size=(3.4, 2.7))
+        fig, axes = new_figure(len(groups), panel_size=(3.4, 2.7))
         for ax, (pair, profs) in zip(axes, groups.items()):
             base = profs[0]
             for idx, prof in enumerate(profs):
@@ -488,16 +262,4 @@ def plot_profile_transfer(profiles, out_dir: str | os.PathLike, *, stem: str = "
             ax.set_ylabel("Quality (% of receiver's own)")
             ax.set_title(pair)
             ax.legend(frameon=False, title="profiled on", loc="center right", fontsize=7)
-        return _save(fig, out_dir, stem)
-
-
-FIGURES = {
-    "fig06_quality_bars": plot_quality_bars,
-    "fig07_layer_sensitivity": plot_layer_sensitivity,
-    "fig08_input_spread": plot_input_spread,
-    "fig10_transitions": plot_transitions,
-    "fig11_profile_pareto": plot_profile_pareto,
-    "fig14_quality_vs_cost": plot_quality_vs_cost,
-    "fig17_profile_transfer": plot_profile_transfer,
-}
-"""Figure stem -> function; figs 6 and 14 take eval rows, the others take profiles."""
+        return save_figure(fig, out_dir, stem)
