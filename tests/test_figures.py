@@ -220,7 +220,7 @@ def test_profiles_summary_tabulates_profiles_and_their_comparison_rows(profile_p
         assert f"{chosen.recomputed_layers}/8 `{chosen.plan}` | {chosen.quality:.3f} |" in md
     assert summary["profiles"][0]["chosen_plan"] != "full_prefill"  # the test profile has a cheaper plan in tolerance
 
-    # Transitions: the strata of plots.transition_strata, averaged.
+    # Transitions: the strata of profile_plots.transition_strata, averaged.
     k, strata = transition_strata(load_profile(hotpot))
     entry = summary["transitions"][0]
     assert entry["k"] == k and {s["stratum"] for s in entry["strata"]} == set(strata)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from droidspeak.figures.profile_plots import transition_strata
-from droidspeak.figures.summary import _fmt
+from droidspeak.figures.summary import fmt
 from droidspeak.track.results import read_rows
 from droidspeak.profile.profile_file import Profile, comparisons_path, load_profile
 from droidspeak.profile.points import plan_layers
@@ -110,7 +110,7 @@ def profiles_summary(profile_paths: Iterable[str | os.PathLike], tolerance: floa
 
 
 def _plan(plan: str | None, layers: int | None, num_layers: int) -> str:
-    return "–" if plan is None else f"{_fmt(layers)}/{num_layers} {_code(plan)}"
+    return "–" if plan is None else f"{fmt(layers)}/{num_layers} {_code(plan)}"
 
 
 def _code(text: str | None) -> str:
@@ -136,11 +136,11 @@ def _profiles_section(entries: list[Mapping]) -> list[str]:
     for e in entries:
         critical = e["critical_layers"]
         rows.append([
-            e["pair"], e["task"], e["metric"], _fmt(e["contexts"]), _fmt(e["questions"]), _fmt(e["granularity"]),
-            _fmt(e["receiver"]), _fmt(e["sender"]), _fmt(e["full_reuse"]),
+            e["pair"], e["task"], e["metric"], fmt(e["contexts"]), fmt(e["questions"]), fmt(e["granularity"]),
+            fmt(e["receiver"]), fmt(e["sender"]), fmt(e["full_reuse"]),
             "–" if critical is None else (", ".join(map(str, critical)) or "none"),
-            _plan(e["chosen_plan"], e["chosen_layers"], e["num_layers"]), _fmt(e["chosen_quality"]),
-            _fmt(e["plans_evaluated"]), _fmt(e["profiling_seconds"]),
+            _plan(e["chosen_plan"], e["chosen_layers"], e["num_layers"]), fmt(e["chosen_quality"]),
+            fmt(e["plans_evaluated"]), fmt(e["profiling_seconds"]),
         ])
     header = ["pair (receiver<-sender)", "task", "metric", "contexts", "questions", "granularity", "receiver", "sender",
               "full reuse", "critical layers (>10%)", "fewest layers within tol.", "its quality", "plans evaluated",
@@ -164,15 +164,15 @@ def _proxy_section(rows: list[Mapping]) -> list[str]:
     out = []
     for r in rows:
         out.append([
-            r["pair"], r["task"], f"{_fmt(r.get('samples'))} / {_fmt(r.get('proxy_contexts'))}",
-            f"{_fmt(r.get('task_samples'))} / {_fmt(r.get('task_contexts'))}",
-            f"{_fmt(r.get('spearman_top1'), 2)} / {_fmt(r.get('spearman_kl'), 2)}",
-            f"{_plan(r.get('proxy_plan'), r.get('proxy_layers'), r['num_layers'])} ({_fmt(r.get('proxy_quality'))})",
-            f"{_plan(r.get('exhaustive_plan'), r.get('exhaustive_layers'), r['num_layers'])} ({_fmt(r.get('exhaustive_quality'))})",
+            r["pair"], r["task"], f"{fmt(r.get('samples'))} / {fmt(r.get('proxy_contexts'))}",
+            f"{fmt(r.get('task_samples'))} / {fmt(r.get('task_contexts'))}",
+            f"{fmt(r.get('spearman_top1'), 2)} / {fmt(r.get('spearman_kl'), 2)}",
+            f"{_plan(r.get('proxy_plan'), r.get('proxy_layers'), r['num_layers'])} ({fmt(r.get('proxy_quality'))})",
+            f"{_plan(r.get('exhaustive_plan'), r.get('exhaustive_layers'), r['num_layers'])} ({fmt(r.get('exhaustive_quality'))})",
             _yes_no(r.get("proxy_within_tolerance")),
-            f"{_fmt(r.get('budgets_same_quality'))}/{_fmt(r.get('budgets'))} ({_pct(r.get('budget_regret_mean'))})",
-            f"{_fmt(r.get('proxy_seconds'), 2)} / {_fmt(r.get('task_seconds'), 2)} "
-            f"({_fmt(r.get('task_group_prefill_seconds'), 2)})", f"{_fmt(r.get('cost_ratio'), 2)}×",
+            f"{fmt(r.get('budgets_same_quality'))}/{fmt(r.get('budgets'))} ({_pct(r.get('budget_regret_mean'))})",
+            f"{fmt(r.get('proxy_seconds'), 2)} / {fmt(r.get('task_seconds'), 2)} "
+            f"({fmt(r.get('task_group_prefill_seconds'), 2)})", f"{fmt(r.get('cost_ratio'), 2)}×",
         ])
     header = ["pair", "task", "proxy samples / contexts", "task questions / contexts", "Spearman top-1 / KL",
               "proxy's plan (quality)", "exhaustive plan (quality)", "within tol.", "budgets: proxy's best = task's best "
@@ -195,7 +195,7 @@ def _multigroup_section(rows: list[Mapping]) -> list[str]:
         runs = sorted(runs, key=lambda r: r["recomputed_layers"])
         deltas = [r["delta_vs_best_single"] for r in runs if r.get("delta_vs_best_single") is not None]
         out.append([
-            pair, task, _fmt(search), str(len(runs)),
+            pair, task, fmt(search), str(len(runs)),
             ", ".join(str(r["recomputed_layers"]) for r in runs if (r.get("groups") or 1) > 1) or "–",
             _deltas(r for r in runs if (r.get("delta_vs_best_single") or 0) > 0),
             _deltas(r for r in runs if (r.get("delta_vs_best_single") or 0) < 0),
@@ -215,10 +215,10 @@ def _hybrid_section(entries: list[Mapping]) -> list[str]:
     for e in entries:
         budget = e["budget_fraction"]
         k = "–" if budget is None else round(budget * e["num_layers"])
-        cells = [e["pair"], e["task"], f"{_fmt(budget)} ({k}/{e['num_layers']})"]
+        cells = [e["pair"], e["task"], f"{fmt(budget)} ({k}/{e['num_layers']})"]
         for method in HYBRID_METHODS:
             m = e["methods"].get(method)
-            cells += ["–", "–", "–"] if m is None else [_code(m["plan"]), _fmt(m["quality"]), _ms(m["prefill_seconds"])]
+            cells += ["–", "–", "–"] if m is None else [_code(m["plan"]), fmt(m["quality"]), _ms(m["prefill_seconds"])]
         out.append(cells)
     header = ["pair", "task", "budget (k/L)"] + [f"{m} {c}" for m in HYBRID_METHODS for c in ("plan", "quality", "ms")]
     return _table(header, out, "No hybrid comparison in these profiles.")

@@ -58,7 +58,7 @@ def summarize(rows: Iterable[Mapping], tolerance: float = 0.05) -> list[dict]:
     return summary
 
 
-def _fmt(value, digits: int = 3) -> str:
+def fmt(value, digits: int = 3) -> str:
     if value is None:
         return "–"
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
@@ -84,9 +84,9 @@ def write_summary(summary: list[dict], out_dir: str | Path, *, source: str = "")
     for e in summary:
         chosen = "–" if e["chosen_plan"] is None else f"{e['chosen_layers']}/{e['num_layers']} (`{e['chosen_plan']}`)"
         lines.append(
-            f"| {e['pair']} | {e['task']} | {e['metric']} | {_fmt(e['receiver'])} | {_fmt(e['sender'])} | "
-            f"{_fmt(e['full_reuse'])} | {chosen} | {_fmt(e['chosen_quality'])} | {_fmt(e['chosen_speedup'], 2)}× | "
-            f"{_fmt(e['full_reuse_speedup'], 2)}× |"
+            f"| {e['pair']} | {e['task']} | {e['metric']} | {fmt(e['receiver'])} | {fmt(e['sender'])} | "
+            f"{fmt(e['full_reuse'])} | {chosen} | {fmt(e['chosen_quality'])} | {fmt(e['chosen_speedup'], 2)}× | "
+            f"{fmt(e['full_reuse_speedup'], 2)}× |"
         )
     md_path = out / "summary.md"
     md_path.write_text("\n".join(lines) + "\n")
