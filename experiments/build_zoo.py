@@ -1,4 +1,8 @@
-"""Build the embedded model family once (or find it in the cache): python experiments/build_zoo.py [zoo=mini].
+"""Build the embedded model family once (or find it in the cache, or install the shipped reference):
+
+    python experiments/build_zoo.py [zoo=mini]          # cached, else the reference in reference/, else trained
+    python experiments/build_zoo.py force=true           # retrain from the recipe; compared with the reference by quality
+    python experiments/build_zoo.py export_reference=true  # copy the cached family into reference/ (to commit)
 
 Prints the family's folder and its phenomenon table; the learning curves are in
 <family>/learning_curves.jsonl (copied into the Hydra run folder).
@@ -16,7 +20,7 @@ from omegaconf import DictConfig
 
 import droidspeak.zoo.recipe  # noqa: F401  (registers the structured config schemas)
 from droidspeak.zoo.cards import pair_table
-from droidspeak.zoo.family import build_family
+from droidspeak.zoo.family import build_family, export_reference
 
 log = logging.getLogger("build_zoo")
 
@@ -28,6 +32,8 @@ def main(cfg: DictConfig) -> None:
     if curves.exists():
         shutil.copy(curves, Path(HydraConfig.get().runtime.output_dir) / "learning_curves.jsonl")
     log.info("family %s at %s (built in %s s)", family.report["name"], family.root, family.report["timings_s"].get("total_s"))
+    if cfg.export_reference:
+        log.info("reference copy (commit it): %s", export_reference(family))
     print(pair_table(family.report["phenomenon"]))
     print(family.root)
 

@@ -9,6 +9,12 @@ Layout under ``<cache>/zoo-<name>-<hash16>/``: ``models/<name>/``, ``tasks/<task
 ``learning_curves.jsonl``, ``family.json`` (models, pairs, per-task accuracy, measured ``phenomenon``) and ``DONE``, written last:
 a folder without it is a killed build and is rebuilt from scratch, never used. The cache root is
 ``$DROIDSPEAK_CACHE`` or ``<repo>/.cache/droidspeak``.
+
+Reference families: training on CPU is sensitive to float kernels, so the same recipe and seed give other
+checkpoints on another machine. The repository therefore ships the family its reports were made with, under
+``<repo>/reference/zoo-<name>-<hash16>/`` with a ``MANIFEST.json`` of every file's sha256; a family not yet in
+the cache is installed from there (verified file by file) instead of trained. ``force`` retrains from the recipe
+and compares the result with the reference by quality (``compare_with_reference``), never by bytes.
 """
 
 from __future__ import annotations
@@ -107,6 +113,80 @@ def is_built(cfg) -> bool:
     return (family_root(cfg) / MARKER).exists()
 
 
+# ---- the shipped reference ------------------------------------------------------------------------------------
+REFERENCE_ROOT = Path(__file__).resolve().parents[3] / "reference"
+MANIFEST = "MANIFEST.json"
+
+
+def reference_root(cfg) -> Path:
+    return REFERENCE_ROOT / family_root(cfg).name
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _point_adapters_at(root: Path) -> None:
+    """LoRA adapter configs name their base by path: make it this family's base (a copy moves the family)."""
+    for config_path in (root / "models").glob("*/adapter_config.json"):
+        config = json.loads(config_path.read_text())
+        config["base_model_name_or_path"] = str(root / "models" / BASE)
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def export_reference(family: Family, destination: Path | None = None) -> Path:
+    """Copy a built family into the repository's reference folder with a sha256 manifest (what a fresh machine
+    installs instead of training). Adapter configs name their base relatively there."""
+    destination = destination or REFERENCE_ROOT / family.root.name
+    if destination.exists():
+        shutil.rmtree(destination)
+    shutil.copytree(family.root, destination)
+    for config_path in (destination / "models").glob("*/adapter_config.json"):
+        config = json.loads(config_path.read_text())
+        config["base_model_name_or_path"] = f"models/{BASE}"
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    files = sorted(p for p in destination.rglob("*") if p.is_file() and p.name != MANIFEST)
+    manifest = {str(p.relative_to(destination)): _sha256(p) for p in files}
+    (destination / MANIFEST).write_text(json.dumps({"recipe_hash": family.report["recipe_hash"], "files": manifest},
+                                                   indent=1, sort_keys=True) + "\n")
+    return destination
+
+
+def install_reference(reference: Path, root: Path) -> None:
+    """Copy the shipped family into the cache, every file checked against the manifest; nothing half-installed."""
+    manifest = json.loads((reference / MANIFEST).read_text())["files"]
+    bad = [name for name, digest in manifest.items()
+           if not (reference / name).is_file() or _sha256(reference / name) != digest]
+    if bad:
+        raise RuntimeError(f"the reference family {reference} is corrupt: {len(bad)} file(s) fail their sha256 "
+                           f"(first: {bad[0]}); restore it from git or rebuild with force=true")
+    staging = root.with_name(root.name + ".installing")
+    if staging.exists():
+        shutil.rmtree(staging)
+    shutil.copytree(reference, staging, ignore=shutil.ignore_patterns(MANIFEST))
+    if root.exists():
+        shutil.rmtree(root)
+    os.replace(staging, root)
+    _point_adapters_at(root)
+
+
+def compare_with_reference(family: Family, reference: Path, tolerance: float = 0.05) -> list[str]:
+    """Where a retrained family's measured qualities differ from the reference's by more than ``tolerance``."""
+    ours, theirs = family.report, json.loads((reference / "family.json").read_text())
+    differences = []
+    for model, tasks in theirs.get("accuracy", {}).items():
+        for task, quality in tasks.items():
+            got = ours.get("accuracy", {}).get(model, {}).get(task)
+            if got is None or abs(got - quality) > tolerance:
+                differences.append(f"{model} on {task}: {got} (reference {quality})")
+    for pair, measured in theirs.get("phenomenon", {}).items():
+        for key in ("receiver", "sender", "full_reuse"):
+            got = ours.get("phenomenon", {}).get(pair, {}).get(key)
+            if got is None or abs(got - measured[key]) > tolerance:
+                differences.append(f"{pair} {key}: {got} (reference {measured[key]})")
+    return differences
+
+
 # ---- build ----------------------------------------------------------------------------------------------------
 def build_family(cfg, progress: bool = True, force: bool = False, log: Callable[[str], None] | None = None) -> Family:
     """The family of ``cfg``: from the cache when this recipe was built before, else trained now (once)."""
@@ -115,6 +195,11 @@ def build_family(cfg, progress: bool = True, force: bool = False, log: Callable[
         force = force or bool(cfg.force)
     root = family_root(zoo)
     if (root / MARKER).exists() and not force:
+        return Family.open(root)
+    reference = reference_root(zoo)
+    if (reference / MARKER).exists() and not force:
+        (log or (lambda _: None))(f"installing the shipped reference family {reference.name}")
+        install_reference(reference, root)
         return Family.open(root)
     if root.exists():
         shutil.rmtree(root)
@@ -125,7 +210,12 @@ def build_family(cfg, progress: bool = True, force: bool = False, log: Callable[
         _Builder(zoo, root, progress, log or (lambda _: None)).run()
     finally:
         torch.set_num_threads(threads)
-    return Family.open(root)
+    family = Family.open(root)
+    if (reference / MARKER).exists():
+        differences = compare_with_reference(family, reference)
+        (log or print)(f"retrained family vs the shipped reference: "
+                       + ("the same qualities within 0.05" if not differences else "; ".join(differences)))
+    return family
 
 
 class _Builder:

@@ -93,7 +93,8 @@ class ZooConfig:
 class BuildZooConfig:
     zoo: ZooConfig = field(default_factory=ZooConfig)
     progress: bool = True
-    force: bool = False  # rebuild even when a finished build of this recipe is cached
+    force: bool = False  # retrain from the recipe even when it is cached or shipped (then compared by quality)
+    export_reference: bool = False  # copy the family into <repo>/reference/ with a sha256 manifest (to commit)
 
 
 def register_configs() -> None:
