@@ -13,7 +13,8 @@ from hydra import compose, initialize_config_dir
 import droidspeak.zoo.recipe  # noqa: F401  (registers the family's config schema)
 from droidspeak import ReusePair
 from droidspeak.zoo.family import build_family
-from droidspeak.zoo.tasks import read_jsonl, score
+from droidspeak.track.results import read_rows
+from droidspeak.zoo.tasks import score
 
 with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
     cfg = compose(config_name="build_zoo", overrides=sys.argv[1:])
@@ -22,7 +23,7 @@ _, receiver, sender, task = family.pairs[0]
 print(f"receiver {receiver} reuses the cache of sender {sender} on its task {task}")
 
 pair = ReusePair(sender=family.load(sender), receiver=family.load(receiver))
-rows = read_jsonl(family.task_files[task]["test"])[:16]
+rows = read_rows(family.task_files[task]["test"])[:16]
 caches = pair.prefill([row["context"] for row in rows])  # the sender's K/V and E, once per context
 questions = ["\n\n" + row["question"] for row in rows]  # receiver-only suffix, as in the lm-eval tasks
 last = pair.num_layers - 1

@@ -1,4 +1,4 @@
-"""Tiny random-init models of every supported architecture (no download), built in milliseconds."""
+"""Fixtures shared by the tests; the helpers they are built from live in helpers.py."""
 
 from __future__ import annotations
 
@@ -8,51 +8,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub; set bef
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
 
 from droidspeak.loading import LoadedModel, from_module
-
-VOCAB = 101
-TINY = dict(
-    vocab_size=VOCAB,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=6,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=512,
-    tie_word_embeddings=False,
-)
-ARCHITECTURES = {
-    "llama": {},
-    "mistral": {"sliding_window": None},
-    "qwen2": {},
-    "qwen3": {"head_dim": 16},
-    "phi3": {"sliding_window": None, "pad_token_id": 0},
-}
+from helpers import ARCHITECTURES, compose_config, fine_tune_of, save_checkpoint, tiny_model, word_tokenizer
 
 
-def tiny_config(arch: str, **overrides):
-    return AutoConfig.for_model(arch, **{**TINY, **ARCHITECTURES[arch], **overrides})
-
-
-def tiny_model(arch: str, seed: int, dtype=torch.float32, **overrides) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch, **overrides), attn_implementation="sdpa")
-    return model.to(dtype).eval()
-
-
-def fine_tune_of(base: torch.nn.Module, seed: int, scale: float = 0.3) -> torch.nn.Module:
-    """A 'fine-tune': the base weights plus a deterministic perturbation (embeddings included)."""
-    import copy
-
-    tuned = copy.deepcopy(base)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in tuned.parameters():
-            noise = torch.randn(param.shape, generator=generator).to(param.dtype)
-            param.add_(scale * param.std() * noise)
-    return tuned
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Every model here is tiny: intra-op threads buy nothing and, on a busy machine, only spin and wait."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(params=sorted(ARCHITECTURES))
@@ -60,31 +27,56 @@ def arch(request) -> str:
     return request.param
 
 
+@pytest.fixture(scope="session")
+def families():
+    """``families(arch)``: (sender, receiver) of one architecture, a base and a fine-tune of it, built on first use
+    and shared by the whole session (the engine never changes weights)."""
+    built: dict[str, tuple[LoadedModel, LoadedModel]] = {}
+
+    def get(arch: str) -> tuple[LoadedModel, LoadedModel]:
+        if arch not in built:
+            base = tiny_model(arch, seed=0)
+            built[arch] = from_module(base, name=f"{arch}-base"), from_module(fine_tune_of(base, seed=1), name=f"{arch}-tuned")
+        return built[arch]
+
+    return get
+
+
 @pytest.fixture
-def family(arch) -> tuple[LoadedModel, LoadedModel]:
+def family(arch, families) -> tuple[LoadedModel, LoadedModel]:
     """(sender, receiver) of one architecture: a base and a fine-tune of it."""
-    base = tiny_model(arch, seed=0)
-    return from_module(base, name=f"{arch}-base"), from_module(fine_tune_of(base, seed=1), name=f"{arch}-tuned")
+    return families(arch)
 
 
-def word_tokenizer():
-    """A real `tokenizers` WordLevel tokenizer over words w1..w100 (whitespace split, so prompts split exactly)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"[UNK]": 0, **{f"w{i}": i for i in range(1, VOCAB)}}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[UNK]", eos_token="w100")
+@pytest.fixture(scope="session")
+def llama_pair() -> tuple[LoadedModel, LoadedModel]:
+    """(sender "base", receiver "tuned"): a llama base and a fine-tune of it, both with the word tokenizer."""
+    base = tiny_model("llama", seed=0)
+    tokenizer = word_tokenizer()
+    return from_module(base, tokenizer, name="base"), from_module(fine_tune_of(base, seed=1), tokenizer, name="tuned")
 
 
-def save_checkpoint(model, path):
-    """A standard HF directory (weights + tokenizer), as a user's local model would be."""
-    model.save_pretrained(path)
-    word_tokenizer().save_pretrained(path)
-    return str(path)
+@pytest.fixture(scope="session")
+def llama_checkpoints(tmp_path_factory, llama_pair):
+    """``llama_pair`` as standard HF directories (weights + tokenizer): ``<root>/base`` and ``<root>/tuned``."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    sender, receiver = llama_pair
+    save_checkpoint(sender.model, root / "base")
+    save_checkpoint(receiver.model, root / "tuned")
+    return root
 
 
-def random_ids(lengths, seed=0) -> list[torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return [torch.randint(0, VOCAB, (n,), generator=generator) for n in lengths]
+@pytest.fixture(scope="session")
+def mini_family(tmp_path_factory):
+    """(zoo config, Family): the miniature family of conf/zoo/mini.yaml, built once per session in a cache of its own.
+    A job that should find it (instead of building it again) runs with ``DROIDSPEAK_CACHE=<family.root.parent>``."""
+    import droidspeak.zoo.recipe  # noqa: F401  (registers the family's config schema)
+    from droidspeak.zoo.family import build_family
+
+    cache = tmp_path_factory.mktemp("droidspeak-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DROIDSPEAK_CACHE", str(cache))
+        cfg = compose_config("build_zoo", "zoo=mini").zoo
+        family = build_family(cfg, progress=False)
+    assert family.root.parent == cache
+    return cfg, family

@@ -65,6 +65,7 @@ def test_throttled_pipeline_stays_exact():
     assert all(torch.equal(x.keys, y.keys) for x, y in zip(got.cache.layers, want.cache.layers))
 
 
+@pytest.mark.slow
 def test_bench_prefill_tiny_smoke(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench_prefill.py"), "--tiny", "--contexts", "32",
                           "--recompute", "2,4", "--repeats", "1", "--bandwidths", "0.5", "--bandwidth-context", "32",
@@ -124,6 +125,7 @@ def test_transfers_copy_contiguous_blocks(monkeypatch):
     assert torch.equal(buffer[1, :, :30], src) and torch.equal(buffer[2, :, :30], src) and buffer[0].eq(0).all()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
 @pytest.mark.parametrize("script", ["bench_prefill.py", "bench_serving.py"])
 def test_gpu_benchmarks_skip_cleanly_without_cuda(script):
@@ -136,6 +138,7 @@ def test_gpu_benchmarks_skip_cleanly_without_cuda(script):
 GPU_CHECK = ROOT / "experiments" / "gpu_check.sh"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
 def test_gpu_check_refuses_at_once_without_cuda(tmp_path):
     t0 = time.perf_counter()

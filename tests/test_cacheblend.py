@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import random_ids
+from helpers import random_ids
 from droidspeak.engine import receiver_prefill, tail_logits
 from droidspeak.engine.cacheblend import cacheblend_prefill, select_tokens
 from droidspeak.engine.batch import context_batch

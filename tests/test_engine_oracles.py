@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from conftest import random_ids
+from helpers import fine_tune_of, random_ids, tiny_model
 from droidspeak.engine import receiver_prefill, tail_logits
 from droidspeak.engine.prefill import group_prefills
 from droidspeak.errors import DroidSpeakError
+from droidspeak.loading import from_module
 from droidspeak.reuse import ReusePair
 
 ATOL = 1e-5
@@ -154,9 +155,6 @@ def test_reuse_changes_the_answer_when_sender_differs(family, inputs):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_runs_and_stays_close(arch, dtype):
-    from conftest import fine_tune_of, tiny_model
-    from droidspeak.loading import from_module
-
     base = tiny_model(arch, seed=0, dtype=dtype)
     pair = ReusePair(from_module(base), from_module(fine_tune_of(base, seed=1)))
     contexts, suffixes = random_ids([12, 7], seed=8), random_ids([3, 2], seed=9)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from conftest import fine_tune_of, random_ids, tiny_model
+from helpers import fine_tune_of, random_ids, tiny_model
 from droidspeak.cache import ContextCache
 from droidspeak.errors import (
     CacheFormatError,
@@ -19,9 +19,8 @@ from droidspeak.reuse import ReusePair
 
 
 @pytest.fixture
-def pair():
-    base = tiny_model("llama", seed=0)
-    return ReusePair(from_module(base, name="base"), from_module(fine_tune_of(base, seed=1), name="tuned"))
+def pair(llama_pair):
+    return ReusePair(*llama_pair)
 
 
 def test_mismatched_pair_lists_every_mismatch_in_one_error():

@@ -122,6 +122,7 @@ def _check(paths, out_dir, stem):
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[1].read_bytes()[:5] == b"%PDF-"
 
 
+@pytest.mark.slow  # renders all seven figures, PNG and PDF
 def test_every_figure_renders_png_and_pdf_without_touching_rcparams(results_jsonl, profile_paths, tmp_path):
     rows = read_rows(results_jsonl)
     before = dict(matplotlib.rcParams)
@@ -259,6 +260,7 @@ def test_profiles_summary_notes_sections_without_data(tmp_path):
     assert sum(line.startswith("|---") for line in md.splitlines()) == 1  # the Profiles table only
 
 
+@pytest.mark.slow  # renders the Pareto figures twice, PNG and PDF
 def test_redrawing_a_figure_gives_the_same_bytes(profile_paths, tmp_path):
     """Regenerated reports/ must not show changes where the data did not change (PDFs carry no timestamp)."""
     first = plot_profile_pareto(profile_paths, tmp_path / "a")

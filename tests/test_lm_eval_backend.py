@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import fine_tune_of, save_checkpoint, tiny_model
-
-lm_eval = pytest.importorskip("lm_eval")
-from lm_eval import simple_evaluate  # noqa: E402
-from lm_eval.tasks import TaskManager  # noqa: E402
+lm_eval = pytest.importorskip("lm_eval")  # its evaluator and task index load on first use, not at collection
 
 import droidspeak  # noqa: E402,F401  (registers the backend)
+
+pytestmark = pytest.mark.slow  # every test runs lm-eval end to end (one starts its CLI)
 
 
 def words(rng, n):
@@ -24,11 +22,11 @@ def words(rng, n):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, llama_checkpoints):
+    from lm_eval.tasks import TaskManager
+
     root = tmp_path_factory.mktemp("lmeval")
-    base = tiny_model("llama", seed=0)
-    receiver = save_checkpoint(fine_tune_of(base, seed=1), root / "receiver")
-    sender = save_checkpoint(base, root / "sender")
+    receiver, sender = str(llama_checkpoints / "tuned"), str(llama_checkpoints / "base")  # a fine-tune and its base
     rng = random.Random(0)
     rows = []
     for c in range(4):
@@ -58,7 +56,7 @@ def setup(tmp_path_factory):
 
 def run(setup, model, model_args):
     _, _, tasks = setup
-    return simple_evaluate(
+    return lm_eval.simple_evaluate(
         model=model, model_args=model_args, tasks=["ds_gen", "ds_mc", "ds_roll"], task_manager=tasks,
         log_samples=True, batch_size=4, device="cpu",
     )
@@ -109,7 +107,7 @@ def test_reuse_from_another_sender_changes_scores_and_shares_caches(setup, hf_re
 
     receiver, sender, tasks = setup
     lm = get_model("droidspeak")(receiver=receiver, sender=sender, plan="full_reuse", batch_size=4)
-    ours = simple_evaluate(model=lm, tasks=["ds_mc"], task_manager=tasks, log_samples=True)
+    ours = lm_eval.simple_evaluate(model=lm, tasks=["ds_mc"], task_manager=tasks, log_samples=True)
     mine = [choice[0][0] for sample in per_sample(ours, "ds_mc") for choice in sample]
     theirs = [choice[0][0] for sample in per_sample(hf_results, "ds_mc") for choice in sample]
     assert max(abs(a - b) for a, b in zip(mine, theirs)) > 1e-3
@@ -123,10 +121,10 @@ def test_a_cache_dir_shares_sender_caches_across_receivers(setup, tmp_path):
 
     receiver, sender, tasks = setup
     first = get_model("droidspeak")(receiver=receiver, sender=sender, plan="recompute:2-3", cache_dir=str(tmp_path))
-    simple_evaluate(model=first, tasks=["ds_mc"], task_manager=tasks)
+    lm_eval.simple_evaluate(model=first, tasks=["ds_mc"], task_manager=tasks)
     # another receiver (here: the sender's own sibling, the same base) reading the same contexts
     second = get_model("droidspeak")(receiver=sender, sender=sender, plan="recompute:2-3", cache_dir=str(tmp_path))
-    simple_evaluate(model=second, tasks=["ds_mc"], task_manager=tasks)
+    lm_eval.simple_evaluate(model=second, tasks=["ds_mc"], task_manager=tasks)
     assert first.stats["sender_prefills"] == 4
     assert second.stats["sender_prefills"] == 0 and second.stats["sender_cache_hits"] > 0
 

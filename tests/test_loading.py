@@ -3,18 +3,16 @@
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from conftest import fine_tune_of, save_checkpoint, tiny_model
+from helpers import tiny_model
 from droidspeak.errors import DroidSpeakError
 from droidspeak.loading import load_model
 from droidspeak.reuse import ReusePair
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ckpt")
-    base = tiny_model("llama", seed=0)
-    save_checkpoint(base, root / "base")
-    save_checkpoint(fine_tune_of(base, seed=1), root / "tuned")
+def checkpoints(llama_checkpoints):
+    """The session's base/ and tuned/ directories, and beside them lora/: a LoRA adapter of the base."""
+    root = llama_checkpoints
     lora = get_peft_model(tiny_model("llama", seed=0), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     lora.save_pretrained(root / "lora")
     return root

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
+def env(mini_family):
+    cache = mini_family[1].root.parent  # every job finds the session's family there instead of training its own
     return {**os.environ, "DROIDSPEAK_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "", "WANDB_SILENT": "true",
             "PYTHONUNBUFFERED": "1"}
 

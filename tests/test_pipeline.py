@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from droidspeak.bench import exactness
 from droidspeak.bench.exactness import run_checks
 from droidspeak.engine.infer import tail_logits
 from droidspeak.engine.pipeline import PipelineTrace, Transfer, pipelined_prefill
@@ -14,13 +13,10 @@ from droidspeak.engine.suffix import SuffixRunner, SuffixWorkspace
 from droidspeak.errors import CacheMismatchError, DroidSpeakError
 from droidspeak.store import DiskStore, host_store
 
-def tiny(seed: int):
-    return exactness.tiny(seed, "cpu")
-
 
 @pytest.fixture(scope="module")
-def pair():
-    return tiny(0), tiny(1)
+def pair(llama_pair):
+    return llama_pair
 
 
 @pytest.fixture(scope="module")

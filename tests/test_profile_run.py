@@ -6,8 +6,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import fine_tune_of, tiny_model, word_tokenizer
-from droidspeak.loading import from_module
 from droidspeak.plan import parse_plan
 from droidspeak.profile import load_profile, resolve_profile_plan, save_profile
 from droidspeak.profile.comparisons import compare_hybrid, compare_multigroup, compare_proxy
@@ -30,10 +28,8 @@ def rows(n_contexts=2, questions=2, seed=0):
 
 
 @pytest.fixture(scope="module")
-def models():
-    base = tiny_model("llama", seed=0)
-    tokenizer = word_tokenizer()
-    return (from_module(base, tokenizer, name="base"), from_module(fine_tune_of(base, seed=1), tokenizer, name="tuned"))
+def models(llama_pair):
+    return llama_pair
 
 
 def test_select_profile_rows_keeps_whole_contexts():
@@ -95,18 +91,20 @@ def test_proxy_and_comparisons(models):
     assert by_method["hybrid"]["compute_fraction"] == pytest.approx(2 / 3, abs=0.05)
 
 
-def test_profile_job_on_the_mini_family_feeds_the_profile_plan(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_profile_job_on_the_mini_family_feeds_the_profile_plan(mini_family, tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 
     import droidspeak.sweep.config  # noqa: F401
     from droidspeak.sweep.profile_job import run_job
-    from droidspeak.zoo.family import build_family
+    from droidspeak.zoo.family import recipe_hash
 
-    monkeypatch.setenv("DROIDSPEAK_CACHE", str(tmp_path / "cache"))
+    mini, family = mini_family
+    monkeypatch.setenv("DROIDSPEAK_CACHE", str(family.root.parent))
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("profile", overrides=["zoo=mini", "contexts=1", "granularity=2", "comparisons=false", "progress=false",
                                             f"output_root={tmp_path}"])
-        family = build_family(cfg.zoo, progress=False)
+        assert recipe_hash(cfg.zoo) == recipe_hash(mini)  # the job's zoo=mini is the session's family
         written = run_job(cfg, family)
         profile = load_profile(written["profile"])
         assert written["profile"] == tmp_path / "profiles" / "ft-mdqa_from_base" / "mdqa.json"

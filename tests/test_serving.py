@@ -106,6 +106,7 @@ def test_fit_line():
     assert fit_line([(1, 3.0), (2, 1.0)]) == (2.0, 0.0)  # noise never makes bigger batches cheaper
 
 
+@pytest.mark.slow
 def test_bench_serving_tiny_smoke(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench_serving.py"), "--tiny", "--requests", "30",
                           "--json", str(tmp_path / "r.json")], capture_output=True, text=True, timeout=120,

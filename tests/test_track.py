@@ -2,9 +2,12 @@
 
 import subprocess
 
+import pytest
+
 from droidspeak.track.results import git_sha
 
 
+@pytest.mark.slow  # runs git in subprocesses
 def test_git_sha_marks_a_dirty_checkout(tmp_path):
     def git(*args):
         return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True)

@@ -101,15 +101,7 @@ def test_cache_key_changes_with_the_recipe():
     assert family_mod.recipe_hash(mini) != family_mod.recipe_hash(ZooConfig())
 
 
-@pytest.fixture(scope="module")
-def mini_family(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DROIDSPEAK_CACHE", str(root))
-        cfg = compose_zoo("zoo=mini").zoo
-        yield cfg, family_mod.build_family(cfg, progress=False)
-
-
+@pytest.mark.slow
 def test_mini_family_is_standard_hf_and_loads_through_the_engine(mini_family):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -138,6 +130,7 @@ def test_mini_family_is_standard_hf_and_loads_through_the_engine(mini_family):
     assert everything == pair.generate(caches, [r["question"] for r in rows], "full_prefill", max_new_tokens=3)
 
 
+@pytest.mark.slow
 def test_building_twice_reuses_the_cache(mini_family, monkeypatch):
     cfg, fam = mini_family
     monkeypatch.setenv("DROIDSPEAK_CACHE", str(fam.root.parent))
@@ -150,6 +143,7 @@ def test_building_twice_reuses_the_cache(mini_family, monkeypatch):
     assert again.root == fam.root and again.models == fam.models
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_checkpoints_and_a_killed_build_is_redone(mini_family, tmp_path, monkeypatch):
     cfg, fam = mini_family
     monkeypatch.setenv("DROIDSPEAK_CACHE", str(tmp_path))
