@@ -140,7 +140,7 @@ def export_reference(family: Family, destination: Path | None = None) -> Path:
     destination = destination or REFERENCE_ROOT / family.root.name
     if destination.exists():
         shutil.rmtree(destination)
-    shutil.copytree(family.root, destination)
+    shutil.copytree(family.root, destination, ignore=shutil.ignore_patterns("lm_eval_tasks"))  # written per run
     for config_path in (destination / "models").glob("*/adapter_config.json"):
         config = json.loads(config_path.read_text())
         config["base_model_name_or_path"] = f"models/{BASE}"
