@@ -32,7 +32,6 @@ def configure(args) -> PrefillBenchConfig:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tiny", action="store_true", help="tiny model on CPU: a smoke run that checks the numbers appear")
     parser.add_argument("--contexts", type=ints, help="context lengths, e.g. 2048,8192,16384")
     parser.add_argument("--recompute", type=ints, help="numbers of recomputed layers, e.g. 4,8,16")
     parser.add_argument("--repeats", type=int)

@@ -33,7 +33,6 @@ def configure(args) -> ServingBenchConfig:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tiny", action="store_true", help="tiny model on CPU: a smoke run that checks the numbers appear")
     parser.add_argument("--requests", type=int, help="requests per simulated QPS point")
     parser.add_argument("--context", type=int, help="shared context length in tokens")
     return report.main("serving", parser, configure, run, assemble, markdown, argv)

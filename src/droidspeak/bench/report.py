@@ -23,6 +23,7 @@ def main(name: str, parser: argparse.ArgumentParser, configure: Callable[[argpar
          assemble: Callable[[list[dict]], dict], markdown: Callable[[dict], str], argv=None) -> dict:
     """The command line every benchmark script shares: its own flags (``parser``, turned into a config by
     ``configure``) plus where the table, the result and the records go, or ``--render`` to only rebuild the table."""
+    parser.add_argument("--tiny", action="store_true", help="tiny model on CPU: a smoke run that checks the numbers appear")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--json", type=Path, help="also write the full result here")
     parser.add_argument("--results", type=Path, help="append every record to this JSONL file as it is measured")
