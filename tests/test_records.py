@@ -1,0 +1,46 @@
+"""The one result-row schema: what the sweep and the profiler write is what figures read, old rows included."""
+
+from __future__ import annotations
+
+import json
+
+from droidspeak.track.records import SCHEMA_VERSION, ResultRow, read_results
+from droidspeak.track.results import append_row, read_rows
+
+OLD_SWEEP_ROW = {  # a version-1 row as the sweep wrote it before the schema (no source, split or schema)
+    "kind": "eval", "key": "k1", "pair": "ft-a<-ft-b", "receiver": "zoo:ft-a", "sender": "zoo:ft-b", "task": "mdqa",
+    "lm_eval_task": "droidspeak_mdqa", "method": "recompute", "plan": "recompute:0-1", "resolved_plan": "recompute:0-1",
+    "metrics": {"f1": 0.9}, "metric": "f1", "quality": 0.9, "n_samples": 64, "num_layers": 8, "recomputed_layers": 2,
+    "recomputed_fraction": 0.25, "transitions": 0, "bytes_loaded": 10, "cost": {"e_bytes": 0}, "prefill_seconds": 0.1,
+    "baseline_prefill_seconds": 0.2, "speedup": 2.0, "timed_contexts": 4, "eval_seconds": 3.0, "sender_prefills": 16,
+    "sender_cache_hits": 0, "device": "cpu", "dtype": "float32", "seed": 0, "git_sha": "abc1234", "family": "zoo-x",
+    "time": "2026-11-27T10:00:00",
+}
+
+
+def test_old_rows_still_read_and_upgrade(tmp_path):
+    path = tmp_path / "results.jsonl"
+    append_row(path, OLD_SWEEP_ROW)
+    append_row(path, {"kind": "run_start", "note": "not a result"})
+    (row,) = read_results(path)
+    assert row.schema == SCHEMA_VERSION and row.source == "sweep" and row.split == "test"
+    assert row.quality == 0.9 and row.metrics == {"f1": 0.9} and row.speedup == 2.0
+
+
+def test_a_row_round_trips_and_newer_keys_are_ignored(tmp_path):
+    row = ResultRow.from_dict({**OLD_SWEEP_ROW, "source": "profile", "split": "profile", "schema": SCHEMA_VERSION,
+                               "a_field_from_a_newer_writer": 1})
+    path = tmp_path / "results.jsonl"
+    append_row(path, row.to_dict())
+    assert read_results(path) == [row]
+    assert "a_field_from_a_newer_writer" not in read_rows(path)[0]
+
+
+def test_a_torn_last_line_is_ignored_then_cut_off_by_the_next_writer(tmp_path):
+    path = tmp_path / "results.jsonl"
+    append_row(path, OLD_SWEEP_ROW)
+    with path.open("a") as handle:
+        handle.write('{"kind": "eval", "key": "torn')
+    assert [r.key for r in read_results(path)] == ["k1"]
+    append_row(path, {**OLD_SWEEP_ROW, "key": "k2"})
+    assert [json.loads(line)["key"] for line in path.read_text().splitlines()] == ["k1", "k2"]
