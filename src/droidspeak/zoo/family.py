@@ -126,11 +126,11 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _point_adapters_at(root: Path) -> None:
-    """LoRA adapter configs name their base by path: make it this family's base (a copy moves the family)."""
+def _point_adapters_at(root: Path, base: str) -> None:
+    """LoRA adapter configs name their base by path: a copy of the family must name its own (or a relative one)."""
     for config_path in (root / "models").glob("*/adapter_config.json"):
         config = json.loads(config_path.read_text())
-        config["base_model_name_or_path"] = str(root / "models" / BASE)
+        config["base_model_name_or_path"] = base
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
@@ -141,10 +141,7 @@ def export_reference(family: Family, destination: Path | None = None) -> Path:
     if destination.exists():
         shutil.rmtree(destination)
     shutil.copytree(family.root, destination, ignore=shutil.ignore_patterns("lm_eval_tasks"))  # written per run
-    for config_path in (destination / "models").glob("*/adapter_config.json"):
-        config = json.loads(config_path.read_text())
-        config["base_model_name_or_path"] = f"models/{BASE}"
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    _point_adapters_at(destination, f"models/{BASE}")
     files = sorted(p for p in destination.rglob("*") if p.is_file() and p.name != MANIFEST)
     manifest = {str(p.relative_to(destination)): _sha256(p) for p in files}
     (destination / MANIFEST).write_text(json.dumps({"recipe_hash": family.report["recipe_hash"], "files": manifest},
@@ -167,30 +164,30 @@ def install_reference(reference: Path, root: Path) -> None:
     if root.exists():
         shutil.rmtree(root)
     os.replace(staging, root)
-    _point_adapters_at(root)
+    _point_adapters_at(root, str(root / "models" / BASE))
 
 
 def compare_with_reference(family: Family, reference: Path, tolerance: float = 0.05) -> list[str]:
     """Where a retrained family's measured qualities differ from the reference's by more than ``tolerance``."""
-    ours, theirs = family.report, json.loads((reference / "family.json").read_text())
-    differences = []
-    for model, tasks in theirs.get("accuracy", {}).items():
-        for task, quality in tasks.items():
-            got = ours.get("accuracy", {}).get(model, {}).get(task)
-            if got is None or abs(got - quality) > tolerance:
-                differences.append(f"{model} on {task}: {got} (reference {quality})")
-    for pair, measured in theirs.get("phenomenon", {}).items():
-        for key in ("receiver", "sender", "full_reuse"):
-            got = ours.get("phenomenon", {}).get(pair, {}).get(key)
-            if got is None or abs(got - measured[key]) > tolerance:
-                differences.append(f"{pair} {key}: {got} (reference {measured[key]})")
-    return differences
+    ours, theirs = _qualities(family.report), _qualities(json.loads((reference / "family.json").read_text()))
+    return [f"{label}: {ours.get(label)} (reference {quality})" for label, quality in theirs.items()
+            if ours.get(label) is None or abs(ours[label] - quality) > tolerance]
+
+
+def _qualities(report: dict) -> dict[str, float]:
+    """A family report's measured qualities by label: per model and task, and per pair (receiver, sender, reuse)."""
+    qualities = {f"{model} on {task}": q for model, tasks in report.get("accuracy", {}).items() for task, q in tasks.items()}
+    qualities |= {f"{pair} {key}": measured[key] for pair, measured in report.get("phenomenon", {}).items()
+                  for key in ("receiver", "sender", "full_reuse")}
+    return qualities
 
 
 # ---- build ----------------------------------------------------------------------------------------------------
 def build_family(cfg, progress: bool = True, force: bool = False, log: Callable[[str], None] | None = None) -> Family:
-    """The family of ``cfg``: from the cache when this recipe was built before, else trained now (once)."""
+    """The family of ``cfg``: from the cache when this recipe was built before, else installed from the shipped
+    reference, else trained now (once)."""
     zoo = zoo_config(cfg)
+    log = log or (lambda _: None)
     if isinstance(cfg, (BuildZooConfig, DictConfig)) and "force" in cfg:
         force = force or bool(cfg.force)
     root = family_root(zoo)
@@ -198,7 +195,7 @@ def build_family(cfg, progress: bool = True, force: bool = False, log: Callable[
         return Family.open(root)
     reference = reference_root(zoo)
     if (reference / MARKER).exists() and not force:
-        (log or (lambda _: None))(f"installing the shipped reference family {reference.name}")
+        log(f"installing the shipped reference family {reference.name}")
         install_reference(reference, root)
         return Family.open(root)
     if root.exists():
@@ -207,14 +204,14 @@ def build_family(cfg, progress: bool = True, force: bool = False, log: Callable[
     threads = torch.get_num_threads()
     torch.set_num_threads(zoo.threads)
     try:
-        _Builder(zoo, root, progress, log or (lambda _: None)).run()
+        _Builder(zoo, root, progress, log).run()
     finally:
         torch.set_num_threads(threads)
     family = Family.open(root)
     if (reference / MARKER).exists():
         differences = compare_with_reference(family, reference)
-        (log or print)(f"retrained family vs the shipped reference: "
-                       + ("the same qualities within 0.05" if not differences else "; ".join(differences)))
+        log("retrained family vs the shipped reference: "
+            + ("the same qualities within 0.05" if not differences else "; ".join(differences)))
     return family
 
 
