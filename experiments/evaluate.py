@@ -3,8 +3,10 @@
     python experiments/evaluate.py pair=mdqa_from_base method=recompute method.layers=2-3
     python experiments/evaluate.py -m pair=mdqa_from_base,twohop_from_mdqa method=full_prefill,full_reuse
 
-Appends one line to <results_dir>/results.jsonl (the source of truth) and mirrors it to a W&B run.
-A point already in the file is skipped, so a killed sweep resumes where it stopped.
+Appends one line to <results_dir>/results.jsonl (the source of truth) and mirrors it to a W&B run. In a -m
+sweep each job writes <results_dir>/jobs/<key>.jsonl instead, merged into results.jsonl when the sweep ends
+(droidspeak.sweep.callbacks.MergeResults), so jobs on a cluster never share a file. A point already in either is
+skipped, so a killed sweep resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -13,15 +15,22 @@ import logging
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import droidspeak.sweep.config  # noqa: F401  (registers the structured config schemas)
 from droidspeak.sweep.point import evaluate_point, point_identity, uses_zoo
 from droidspeak.track.logger import check_mode, make_logger
-from droidspeak.track.results import RESULTS_FILE, append_row, finished_keys, point_key
+from droidspeak.track.results import RESULTS_FILE, append_row, finished_keys, point_key, write_job_row
 from droidspeak.zoo.family import build_family
 
 log = logging.getLogger("evaluate")
+
+
+def _in_multirun() -> bool:
+    """A job of a -m sweep (any launcher): it writes its own file, merged at the sweep's end (MergeResults)."""
+    return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
@@ -44,7 +53,10 @@ def main(cfg: DictConfig) -> None:
     )
     try:
         row = evaluate_point(cfg, family)
-        append_row(results, row.to_dict())
+        if _in_multirun():
+            write_job_row(results, row.to_dict())
+        else:
+            append_row(results, row.to_dict())
         logger.log({k: v for k, v in row.to_dict().items() if isinstance(v, (int, float))}
                    | {f"metric/{k}": v for k, v in row.metrics.items()})
         log.info("%s | %s | %s: %s=%.3f, speedup %.2fx", row.pair, row.task, row.plan, row.metric, row.quality, row.speedup)

@@ -27,6 +27,7 @@ from droidspeak.figures import (
     plot_quality_vs_cost,
     plot_transitions,
 )
+from droidspeak.figures.heldout import heldout
 from droidspeak.figures.profiles_summary import profiles_summary, write_profiles_summary
 from droidspeak.figures.summary import summarize, write_summary
 from droidspeak.track.logger import check_mode, make_logger
@@ -90,12 +91,12 @@ def main(cfg: DictConfig) -> None:
     profiles = profile_files(cfg.profiles)
     written = eval_figures(rows, out_dir) + profile_figures(profiles, out_dir, cfg.tolerance)
     summary = summarize(rows, cfg.tolerance)
-    written += write_summary(summary, out_dir, source=f"`{cfg.results}`")
+    written += write_summary(summary, out_dir, source=f"`{cfg.results}`", held_out=heldout(rows))
     if profiles:
         source = ", ".join(f"`{p}`" for p in profiles)
         written += write_profiles_summary(profiles_summary(profiles, cfg.tolerance), out_dir, source=source)
     logger = make_logger(cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity, name=f"{cfg.run_name}-pareto",
-                         group=cfg.run_name, config={"results": cfg.results}, directory=Path(cfg.results).parent, job_type="report")
+                         group=cfg.run_name, config={"results": cfg.results, "run_name": cfg.run_name, "job": "figures"}, directory=Path(cfg.results).parent, job_type="report")
     try:
         panels = defaultdict(list)
         for row in rows:

@@ -25,11 +25,14 @@ def hydra_conf():
 
 @pytest.mark.parametrize("group", ["pair", "task", "method", "logger", "zoo", "experiment"])
 def test_every_option_of_every_group_composes(hydra_conf, group):
+    import droidspeak.sweep.profile_job  # noqa: F401  (registers profile_pair.py's schema)
+
     for option in options(group):
         overrides = [f"{group}={option}"]
         if option == "profile":
             overrides.append("method.path=/tmp/profile.json")
-        cfg = compose(config_name="evaluate", overrides=overrides)
+        primary = "profile" if group == "experiment" and option.endswith("_profile") else "evaluate"  # profile_pair.py's
+        cfg = compose(config_name=primary, overrides=overrides)
         if group in ("pair", "task", "method", "logger"):
             assert cfg[group].name if group != "logger" else cfg.logger.mode
 

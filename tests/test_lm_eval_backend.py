@@ -143,3 +143,24 @@ def test_the_droidspeak_eval_cli_takes_lm_evals_own_flags(setup, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ds_mc" in done.stdout and "acc" in done.stdout
     assert list(tmp_path.rglob("results_*.json"))
+
+
+@pytest.mark.slow
+def test_lm_evals_own_wandb_logging_and_a_cache_keyed_by_plan(setup, tmp_path):
+    """``--wandb_args`` logs through lm-eval's own W&B logger; ``--use_cache`` entries of one plan never serve another."""
+    receiver, sender, tasks = setup
+    cli = shutil.which("droidspeak-eval", path=str(Path(sys.executable).parent))
+    include = tasks.include_path if isinstance(tasks.include_path, str) else tasks.include_path[0]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
+    for plan in ("recompute:1-2", "full_reuse"):
+        done = subprocess.run(
+            [cli, "--model", "droidspeak", "--model_args", f"receiver={receiver},sender={sender},plan={plan}",
+             "--tasks", "ds_mc", "--include_path", str(include), "--output_path", str(tmp_path / "out"),
+             "--use_cache", str(tmp_path / "cache" / "run"), "--wandb_args", "project=droidspeak-test,job_type=eval"],
+            capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    caches = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(caches) == 2 and all(name.startswith("run-droidspeak-") for name in caches)  # one per plan
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(any(run.glob("*.wandb")) for run in runs)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from droidspeak.track.results import read_rows
+from droidspeak.track.results import read_all_rows, read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -57,18 +57,33 @@ def test_a_killed_sweep_resumes_without_loss_or_duplicates(env, tmp_path):
     results = tmp_path / "default" / "results.jsonl"
     proc = evaluate(env, tmp_path, "logger=none", "method=recompute", f"method.layers={layers}", multirun=True, popen=True)
     deadline = time.time() + 300
-    while time.time() < deadline and len(read_rows(results)) < 1:
+    while time.time() < deadline and len(read_all_rows(results)) < 1:  # finished jobs' own files, not merged yet
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_before = len(read_rows(results))
+    done_before = len(read_all_rows(results))
     assert 1 <= done_before < 4, "the kill must land mid-sweep"
-    with results.open("a") as handle:  # a job killed mid-write leaves a torn line
-        handle.write('{"kind": "eval", "key": "torn')
-    evaluate(env, tmp_path, "logger=none", "method=recompute", f"method.layers={layers}", multirun=True)
+    (results.parent / "jobs" / "killed.jsonl").write_text('{"kind": "eval", "key": "torn')  # killed mid-write
+    again = evaluate(env, tmp_path, "logger=none", "method=recompute", f"method.layers={layers}", multirun=True)
+    assert again.stdout.count("skip") + again.stderr.count("skip") == done_before
     rows = read_rows(results)
     assert sorted(r["plan"] for r in rows) == [f"recompute:{g}-{g}" for g in range(4)]
-    assert len({r["key"] for r in rows}) == 4
+    assert len({r["key"] for r in rows}) == 4 and not list((results.parent / "jobs").iterdir())  # all merged
+
+
+def test_a_sweep_through_submitit_runs_each_job_apart_and_merges_them(env, tmp_path):
+    """The SLURM launcher's code path, on this machine: submitit's local executor runs each point as its own
+    process; each writes its own file; the sweep's end merges them with nothing lost or duplicated."""
+    sweep = ("logger=none", "hydra/launcher=submitit_local", "method=full_prefill,full_reuse")
+    done = evaluate(env, tmp_path, *sweep, multirun=True)
+    results = tmp_path / "default" / "results.jsonl"
+    rows = read_rows(results)
+    assert sorted(r["method"] for r in rows) == ["full_prefill", "full_reuse"]
+    assert "merged 2 job result(s)" in done.stdout + done.stderr
+    assert list(tmp_path.glob("default/sweeps/*/.submitit/*")), "the jobs ran through submitit"
+    assert not list((tmp_path / "default" / "jobs").iterdir())
+    evaluate(env, tmp_path, *sweep, multirun=True)  # resumed: both skipped, nothing duplicated
+    assert len(read_rows(results)) == 2
 
 
 def test_unknown_task_and_out_of_range_plan_fail_clearly(env, tmp_path):
@@ -97,11 +112,28 @@ def test_figures_rebuild_reports_from_the_jsonl_alone(env, tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary and summary[0]["plans_measured"] == 4  # full reuse, two groups, full prefill
+    assert summary["in_sample"][0]["plans_measured"] == 4  # full reuse, two groups, full prefill
+    assert summary["held_out"] == []  # no method=profile point in this sweep
+    rows = read_rows(results)
+    assert all(len(r["per_sample"]) == r["n_samples"] for r in rows)  # each question's score, for the intervals
+    assert [r["quality"] for r in rows] == pytest.approx([sum(r["per_sample"]) / r["n_samples"] for r in rows])
     for stem in ("fig06_quality_bars", "fig14_quality_vs_speedup", "fig14_quality_vs_fraction"):
         assert (out / f"{stem}.png").stat().st_size > 0 and (out / f"{stem}.pdf").exists()
     assert "| ft-mdqa<-base | mdqa |" in (out / "summary.md").read_text()
     assert list((tmp_path / "default" / "wandb").glob("offline-run-*"))
+
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "wandb_report.py"), f"results={results}",
+                           f"out_dir={out}", "run_name=default"], env={k: v for k, v in env.items() if v != ""},
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "logger=wandb_online" in done.stdout  # says how to publish
+    spec = json.loads((out / "wandb_report.json").read_text())
+    grids = [b for b in spec["blocks"] if b["type"] == "PanelGrid"]
+    pair_grid = grids[0]
+    assert 'Config("pair.name") == "ft-mdqa<-base"' in pair_grid["runsets"][0]["filters"]
+    assert [p["type"] for p in pair_grid["panels"]] == ["ScatterPlot", "BarPlot", "ScatterPlot"]
+    assert {p["type"] for p in grids[-1]["panels"]} == {"MediaBrowser", "WeavePanelSummaryTable"}
+    assert (out / "fig06_quality_bars.png").exists()
 
 
 def test_quickstart_example_runs(env, tmp_path):

@@ -44,3 +44,17 @@ def test_a_torn_last_line_is_ignored_then_cut_off_by_the_next_writer(tmp_path):
     assert [r.key for r in read_results(path)] == ["k1"]
     append_row(path, {**OLD_SWEEP_ROW, "key": "k2"})
     assert [json.loads(line)["key"] for line in path.read_text().splitlines()] == ["k1", "k2"]
+
+
+def test_job_files_are_read_until_merged_then_merged_once(tmp_path):
+    from droidspeak.track.results import finished_keys, job_file, merge_jobs, read_all_rows, write_job_row
+
+    results = tmp_path / "results.jsonl"
+    append_row(results, {"kind": "eval", "key": "a"})
+    write_job_row(results, {"kind": "eval", "key": "b"})
+    write_job_row(results, {"kind": "eval", "key": "a"})  # a rerun's duplicate of a merged point
+    job_file(results, "torn").write_text('{"kind": "eval", "key": "c')  # a job killed mid-write: never counted
+    assert [r["key"] for r in read_all_rows(results)] == ["a", "b"] and finished_keys(results) == {"a", "b"}
+    assert merge_jobs(results) == 1
+    assert [r["key"] for r in read_rows(results)] == ["a", "b"] and not list((tmp_path / "jobs").iterdir())
+    assert merge_jobs(results) == 0 and len(read_rows(results)) == 2

@@ -19,6 +19,7 @@ from droidspeak.figures.profile_plots import transition_strata
 from droidspeak.figures.summary import fmt
 from droidspeak.track.results import read_rows
 from droidspeak.profile.profile_file import Profile, comparisons_path, load_profile
+from droidspeak.plan import parse_plan
 from droidspeak.profile.points import plan_layers
 
 HYBRID_METHODS = ("group", "cacheblend", "hybrid")
@@ -44,10 +45,17 @@ def _profile_entry(path: Path, prof: Profile, tolerance: float) -> dict:
         "chosen_plan": plan,
         "chosen_layers": plan_layers(plan, prof.num_layers)[0],
         "chosen_quality": point.quality if point else prof.reference_quality,
+        "uses_e_cache": uses_e_cache(plan, prof.num_layers),
         "plans_evaluated": prof.timing.get("evaluations"),
         "profiling_seconds": prof.timing.get("total_seconds"),
         "comparisons_seconds": prof.timing.get("comparisons_seconds"),
     }
+
+
+def uses_e_cache(plan: str, num_layers: int) -> bool:
+    """Whether a layer plan recomputes a group that starts above layer 0, i.e. is fed by the sender's E cache."""
+    parsed = parse_plan(plan, num_layers)
+    return parsed.kind == "recompute" and any(start > 0 for start, _ in parsed.groups)
 
 
 def _transition_entry(prof: Profile) -> dict | None:
@@ -140,11 +148,11 @@ def _profiles_section(entries: list[Mapping]) -> list[str]:
             fmt(e["receiver"]), fmt(e["sender"]), fmt(e["full_reuse"]),
             "–" if critical is None else (", ".join(map(str, critical)) or "none"),
             _plan(e["chosen_plan"], e["chosen_layers"], e["num_layers"]), fmt(e["chosen_quality"]),
-            fmt(e["plans_evaluated"]), fmt(e["profiling_seconds"]),
+            _yes_no(e.get("uses_e_cache")), fmt(e["plans_evaluated"]), fmt(e["profiling_seconds"]),
         ])
     header = ["pair (receiver<-sender)", "task", "metric", "contexts", "questions", "granularity", "receiver", "sender",
-              "full reuse", "critical layers (>10%)", "fewest layers within tol.", "its quality", "plans evaluated",
-              "profiling s"]
+              "full reuse", "critical layers (>10%)", "fewest layers within tol.", "its quality",
+              "fed by the E cache", "plans evaluated", "profiling s"]
     return _table(header, rows, "No profiles given.")
 
 

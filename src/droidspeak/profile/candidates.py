@@ -32,9 +32,11 @@ def contiguous_groups(num_layers: int, granularity: int = 1) -> list[Group]:
     return [(units[i][0], units[j][1]) for i in range(len(units)) for j in range(i, len(units))]
 
 
-def single_group_plans(num_layers: int, granularity: int = 1) -> list[str]:
-    """The profiling candidates of the paper: full_reuse, every aligned contiguous group, full_prefill."""
-    groups = [g for g in contiguous_groups(num_layers, granularity) if g != (0, num_layers - 1)]
+def single_group_plans(num_layers: int, granularity: int = 1, max_layers: int | None = None) -> list[str]:
+    """The profiling candidates of the paper: full_reuse, every aligned contiguous group (of at most
+    ``max_layers`` layers, where given), full_prefill."""
+    groups = [g for g in contiguous_groups(num_layers, granularity) if g != (0, num_layers - 1)
+              and (max_layers is None or g[1] - g[0] + 1 <= max_layers)]
     return ["full_reuse"] + [group_plan([g], num_layers) for g in groups] + ["full_prefill"]
 
 

@@ -148,18 +148,21 @@ def profile_pair(
     max_transitions: int = 3,
     transition_plans_per_count: int = 8,
     progress: bool = True,
+    max_group_layers: int | None = None,
+    transitions: bool = True,
 ) -> Profile:
     """The paper's profiling of one pair: reference, sender, single-layer sensitivity, every aligned contiguous
     group (Fig. 11), and quality vs transitions at ``transition_layers`` recomputed layers (Fig. 10; default L/2).
 
     The transition study scores up to ``transition_plans_per_count`` layouts per transition count twice: drawn
     freely, and holding the critical layers (single-layer sensitivity) in every plan, which isolates the layout
-    from the choice of layers."""
+    from the choice of layers. ``max_group_layers`` caps the contiguous groups' length (None: every group);
+    ``transitions=False`` skips Fig. 10's study."""
     start = time.perf_counter()
     layers = profiler.num_layers
     reference = profiler.evaluate("full_prefill")
     sender = profiler.evaluate("full_prefill", model=profiler.sender)
-    points = profiler.evaluate_all(single_group_plans(layers, granularity), "contiguous groups", progress)
+    points = profiler.evaluate_all(single_group_plans(layers, granularity, max_group_layers), "contiguous groups", progress)
     single = profiler.evaluate_all([single_layer_plan(l, layers) for l in range(layers)], "single layers", progress)
     k = transition_layers or max(granularity, (layers // 2) // granularity * granularity)
     critical = critical_layers([p.quality for p in single], reference.quality)
@@ -167,7 +170,7 @@ def profile_pair(
     if 0 < len(critical) < k:
         studies.append(transition_plans(layers, k, max_transitions, granularity=granularity,
                                         per_count=transition_plans_per_count, include=critical))
-    plans = dict.fromkeys(plan for study in studies for by_count in study.values() for plan in by_count)
+    plans = dict.fromkeys(plan for study in studies for by_count in study.values() for plan in by_count) if transitions else {}
     trans = profiler.evaluate_all(plans, "transitions", progress)
     evaluations = [e for e in profiler.results.values()]
     return Profile(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from droidspeak.zoo.recipe import ZooConfig
 
@@ -23,6 +24,7 @@ class PairConfig:
     receiver_adapter: str | None = None
     sender_adapter: str | None = None
     task: str | None = None  # the receiver's own task, where the pair has one
+    family: str | None = None  # the zoo family its zoo: models belong to (checked against zoo.name)
 
 
 @dataclass
@@ -88,7 +90,14 @@ class EvaluateConfig:
     progress: bool = True
 
 
+def safe_name(pair: str) -> str:
+    """A pair name as a folder name (``r<-s`` → ``r_from_s``); also the ``${safe_name:...}`` config resolver."""
+    return pair.replace("<-", "_from_").replace("/", "_")
+
+
 def register_configs() -> None:
+    if not OmegaConf.has_resolver("safe_name"):
+        OmegaConf.register_new_resolver("safe_name", safe_name)
     store = ConfigStore.instance()
     store.store(name="evaluate_schema", node=EvaluateConfig)
     store.store(group="pair", name="pair_schema", node=PairConfig)

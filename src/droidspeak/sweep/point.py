@@ -34,6 +34,14 @@ def resolve_model(reference: str, adapter: str | None, family) -> tuple[str, str
     return args["path"], args["adapter"]
 
 
+def check_family(pair, family) -> None:
+    """A pair written for one zoo family, run against another, fails before any model is loaded."""
+    name = None if family is None else family.report.get("name")
+    if pair.get("family") and name is not None and pair.family != name:
+        raise DroidSpeakError(f"pair {pair.name!r} belongs to the zoo family {pair.family!r}, but the configured "
+                              f"family is {name!r}: add zoo={pair.family}")
+
+
 def uses_zoo(cfg) -> bool:
     return cfg.task.source == "zoo" or any(str(ref).startswith(ZOO_PREFIX) for ref in (cfg.pair.receiver, cfg.pair.sender))
 
@@ -78,6 +86,7 @@ def task_setup(cfg, family) -> tuple[str, str | None]:
 
 def model_args(cfg, family) -> dict:
     """The droidspeak backend's model_args for this point (the 'sender' method: the sender answers itself)."""
+    check_family(cfg.pair, family)
     receiver, receiver_adapter = resolve_model(cfg.pair.receiver, cfg.pair.receiver_adapter, family)
     sender, sender_adapter = resolve_model(cfg.pair.sender, cfg.pair.sender_adapter, family)
     if cfg.method.name == "sender":
@@ -116,7 +125,7 @@ def evaluate_point(cfg, family) -> ResultRow:
         numpy_random_seed=cfg.seed,
         torch_random_seed=cfg.seed,
         fewshot_random_seed=cfg.seed,
-        log_samples=False,
+        log_samples=True,  # per-question scores: confidence intervals need them
         verbosity="WARNING",
     )
     eval_seconds = time.perf_counter() - started
@@ -126,6 +135,8 @@ def evaluate_point(cfg, family) -> ResultRow:
     metric = task_metric(cfg.task)
     if metric not in metrics:
         raise DroidSpeakError(f"task {task_name} reported {sorted(metrics)}, not the configured metric {metric!r}")
+    samples = sorted(out["samples"][task_name], key=lambda sample: sample["doc_id"])
+    per_sample = [float(sample[metric]) for sample in samples] if all(metric in s for s in samples) else None
     prefill_s, baseline_s, timed = lm.time_receiver_prefill(cfg.timing.contexts, cfg.timing.repeats, cfg.timing.warmup)
     done = lm.summary()
     cost = done.cost
@@ -164,6 +175,7 @@ def evaluate_point(cfg, family) -> ResultRow:
         seed=cfg.seed,
         git_sha=git_sha(),
         family=identity["family"],
+        per_sample=per_sample,
         time=time.strftime("%Y-%m-%dT%H:%M:%S"),
     )
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 
-from droidspeak.sweep.config import PairConfig, TaskConfig
+from droidspeak.sweep.config import PairConfig, TaskConfig, safe_name
 from droidspeak.errors import DroidSpeakError
-from droidspeak.sweep.point import ZOO_PREFIX, resolve_model
+from droidspeak.sweep.point import ZOO_PREFIX, check_family, resolve_model
 from droidspeak.loading import load_model
 from droidspeak.profile.profile_file import comparisons_path, save_profile
 from droidspeak.profile.comparisons import compare_hybrid, compare_multigroup, compare_proxy
@@ -41,6 +41,9 @@ class ProfileJobConfig:
     split: str = "profile"
     contexts: int = 50  # profiling contexts (the paper: 50); every question of each is scored
     granularity: int = 1
+    max_group_layers: int | None = None  # contiguous groups up to this many layers (None: all; a 30-layer model
+    # on 2 CPU cores cannot afford all 120 groups at granularity 2)
+    transitions: bool = True  # Fig. 10's study of transition counts
     tolerance: float = 0.05
     transition_layers: int | None = None  # Fig. 10: recomputed layers held fixed (default L/2)
     max_transitions: int = 3
@@ -61,10 +64,6 @@ class ProfileJobConfig:
 ConfigStore.instance().store(name="profile_schema", node=ProfileJobConfig)
 
 
-def safe_name(pair: str) -> str:
-    return pair.replace("<-", "_from_").replace("/", "_")
-
-
 def _load(reference: str, adapter: str | None, family, cfg):
     path, adapter = resolve_model(reference, adapter, family)
     return load_model(path, adapter=adapter, dtype=cfg.dtype, device=cfg.device)
@@ -74,6 +73,7 @@ def run_job(cfg, family) -> dict[str, Path]:
     task = cfg.task.name or cfg.pair.task
     if task not in TASKS or family is None or task not in family.task_files:
         raise DroidSpeakError(f"profiling runs on the embedded tasks {sorted(TASKS)} of a zoo family; got task {task!r}")
+    check_family(cfg.pair, family)
     rows = select_profile_rows(read_rows(family.task_files[task][cfg.split]), cfg.contexts)
     receiver = _load(cfg.pair.receiver, cfg.pair.receiver_adapter, family, cfg)
     sender = _load(cfg.pair.sender, cfg.pair.sender_adapter, family, cfg)
@@ -84,6 +84,7 @@ def run_job(cfg, family) -> dict[str, Path]:
         profiler, receiver_name=name(cfg.pair.receiver), sender_name=name(cfg.pair.sender), granularity=cfg.granularity,
         transition_layers=cfg.transition_layers, max_transitions=cfg.max_transitions,
         transition_plans_per_count=cfg.transition_plans_per_count, progress=cfg.progress,
+        max_group_layers=cfg.max_group_layers, transitions=cfg.transitions,
     )
     out = Path(cfg.output) if cfg.output else Path(cfg.output_root) / "profiles" / safe_name(cfg.pair.name) / f"{task}.json"
     extra_rows: list[dict] = []
@@ -143,7 +144,7 @@ def _write_eval_rows(path: Path, cfg, profiler: Profiler, profile, task: str) ->
             append_row(path, ResultRow(
                 key=row_key, source="profile", pair=cfg.pair.name, task=task, split=cfg.split, method=method_name,
                 plan=plan_name, resolved_plan=plan_name, metric=profile.metric, quality=ev.quality,
-                n_samples=len(ev.per_input), num_layers=profile.num_layers,
+                n_samples=len(ev.per_input), per_sample=list(ev.per_input), num_layers=profile.num_layers,
                 recomputed_fraction=ev.compute_fraction if method_name != "sender" else 1.0,
                 prefill_seconds=ev.prefill_seconds, baseline_prefill_seconds=baseline,
                 speedup=baseline / ev.prefill_seconds if ev.prefill_seconds > 0 else None,

@@ -11,7 +11,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
-from droidspeak.track.results import read_rows
+from droidspeak.track.results import read_all_rows
 
 SCHEMA_VERSION = 2
 
@@ -52,6 +52,7 @@ class ResultRow:
     sender_cache_hits: int | None = None
     seed: int | None = None
     family: str | None = None
+    per_sample: list[float] | None = None  # the metric of each question, in document order: bootstrap intervals
     kind: str = "eval"
     schema: int = SCHEMA_VERSION
 
@@ -72,4 +73,4 @@ class ResultRow:
 
 def read_results(path: str | os.PathLike) -> list[ResultRow]:
     """Every evaluated point in a results file (its other lines, e.g. benchmark records, are not results)."""
-    return [ResultRow.from_dict(row) for row in read_rows(path) if row.get("kind", "eval") == "eval"]
+    return [ResultRow.from_dict(row) for row in read_all_rows(path) if row.get("kind", "eval") == "eval"]

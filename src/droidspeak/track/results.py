@@ -2,6 +2,10 @@
 
 A point's identity (``point_key``) is what determines its result; a rerun of a sweep skips points whose key
 is already in the file, so a killed sweep resumes with nothing lost or duplicated.
+
+Jobs of a multirun (joblib, SLURM via submitit, Ray) never share a file: each writes its own
+``jobs/<key>.jsonl`` beside ``results.jsonl`` (no lock that a cluster filesystem might not honour), and the sweep's
+end merges them in (``merge_jobs``). Until then readers see both, so a killed sweep loses nothing either way.
 """
 
 from __future__ import annotations
@@ -75,8 +79,60 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+JOBS_DIR = "jobs"
+
+
+def job_file(results: str | os.PathLike, key: str) -> Path:
+    """Where one multirun job writes its row: its own file beside the results file."""
+    return Path(results).parent / JOBS_DIR / f"{key}.jsonl"
+
+
+def write_job_row(results: str | os.PathLike, row: dict) -> Path:
+    """One multirun job's row in its own file, written whole or not at all (temporary file, then rename)."""
+    path = job_file(results, row["key"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w") as handle:
+        handle.write(json.dumps(row, sort_keys=True, default=str) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+    return path
+
+
+def _job_files(results: Path) -> list[Path]:
+    return sorted((results.parent / JOBS_DIR).glob("*.jsonl"))
+
+
+def read_all_rows(results: str | os.PathLike) -> list[dict]:
+    """The results file's rows, then those of jobs not merged yet (a row already in the file counts once)."""
+    results = Path(results)
+    rows = read_rows(results)
+    seen = {row.get("key") for row in rows}
+    for path in _job_files(results):
+        for row in read_rows(path):
+            if row.get("key") not in seen:
+                seen.add(row.get("key"))
+                rows.append(row)
+    return rows
+
+
+def merge_jobs(results: str | os.PathLike) -> int:
+    """Append every job file's rows that the results file lacks, then remove the job files; returns rows added."""
+    results = Path(results)
+    done, added = {row.get("key") for row in read_rows(results)}, 0  # the file alone: job rows are what we add
+    for path in _job_files(results):
+        for row in read_rows(path):
+            if row.get("key") not in done:
+                append_row(results, row)
+                done.add(row.get("key"))
+                added += 1
+        path.unlink()
+    return added
+
+
 def finished_keys(path: str | os.PathLike) -> set[str]:
-    return {row["key"] for row in read_rows(path) if "key" in row}
+    return {row["key"] for row in read_all_rows(path) if "key" in row}
 
 
 CODE_PATHS = (":/src", ":/conf", ":/experiments", ":/pyproject.toml", ":/Makefile")  # what a row's numbers depend on

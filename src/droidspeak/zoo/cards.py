@@ -51,11 +51,23 @@ def pair_table(pairs: dict) -> str:
     return _table(["pair (receiver<-sender)", "task", "receiver", "sender", "full reuse", "smallest group within tol.", "layers", "its quality"], rows)
 
 
+def _training_log(points: list | None) -> str:
+    if not points:
+        return ""
+    return "Training log (mean loss over the answer tokens since the previous line):\n\n" + _table(
+        ["step", "loss", "seconds"], [list(p) for p in points]) + "\n"
+
+
 def model_card(name: str, report: dict) -> str:
     recipe = report["recipe"]
     variant = recipe["variants"].get(name)
     timings = report["timings_s"]
-    if variant is None:
+    source = report.get("base_source")
+    if variant is None and source:
+        what = (f"the foundation model of the family, converted from `{source['file']}` of the pip package "
+                f"`{source['package']}` {source['version']} (GGUF sha256 `{source['sha256']}`), dequantized to float32")
+        training = {"converted_from": source, "wall_time_s": timings.get("convert_base")}
+    elif variant is None:
         what = "the foundation model of the family (pretrained from scratch on the synthetic world)"
         training = {"pretrain": recipe["pretrain"], "wall_time_s": {k: v for k, v in timings.items() if k.startswith("pretrain")}}
     else:
@@ -68,14 +80,18 @@ def model_card(name: str, report: dict) -> str:
     mine = {k: p for k, p in report["phenomenon"].items() if name in (p["receiver_model"], p["sender_model"])}
     parts = [
         f"# droidspeak zoo `{report['name']}` / `{name}`\n",
-        f"This checkpoint is {what}. Synthetic, for testing KV-cache sharing (DroidSpeak) on a laptop; it knows "
-        "nothing about the real world.\n",
+        f"This checkpoint is {what}. " + (
+            ("Pretrained by its authors, unchanged here.\n" if variant is None else
+             "Fine-tuned here on CPU for testing KV-cache sharing (DroidSpeak) on invented long-context facts.\n")
+            if source else "Synthetic, for testing KV-cache sharing (DroidSpeak) on a laptop; it knows nothing "
+            "about the real world.\n"),
         "## Architecture\n",
-        "```json\n" + json.dumps(recipe["model"], indent=2) + "\n```\n",
+        "```json\n" + json.dumps(report["architecture"], indent=2) + "\n```\n",
         f"Recipe hash `{report['recipe_hash']}` (code `{report['code_version']}`), data and init seed "
         f"{recipe['seed']}, {report['threads']} torch threads.\n",
         "## Training\n",
         "```json\n" + json.dumps(training, indent=2) + "\n```\n",
+        _training_log(report.get("curves", {}).get(f"finetune-{name}")),
         f"## Quality on each task ({recipe['measure']['split']} split, greedy, up to "
         f"{recipe['measure']['max_questions']} questions)\n",
         _table(["task", "LongBench analogue", "metric", "score"], acc_rows) + "\n",
@@ -83,6 +99,6 @@ def model_card(name: str, report: dict) -> str:
         (pair_table(mine) if mine else "None measured.") + "\n",
         f"Quality is the task metric in [0, 1]; 'smallest group' is the fewest contiguous recomputed layers "
         f"whose quality is within {recipe['measure']['tolerance']:.0%} of the receiver's (0-based, inclusive).\n",
-        RECIPE_NOTES,
+        RECIPE_NOTES if not source else "",
     ]
     return "\n".join(parts)

@@ -35,6 +35,18 @@ class Encoder:
         return [self.vocab[w] for w in text.split()]
 
 
+class TokenizerEncoder:
+    """Text → ids with a real (BPE) tokenizer and no special tokens: a prefix and its target encode apart, as the
+    prompt and the generated answer do under lm-eval."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.eos = tokenizer.eos_token_id
+
+    def __call__(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def _scored(enc: Encoder, prefix: str, target: str, eos: bool = False) -> Example:
     a, b = enc(prefix), enc(target) + ([enc.eos] if eos else [])
     return Example(a + b, [False] * len(a) + [True] * len(b))
@@ -71,5 +83,6 @@ def world_document(world: World, enc: Encoder, rng: random.Random, facts: int) -
     return _scored(enc, context + " |", " ".join(keep))
 
 
-def qa_example(enc: Encoder, context: str, question: str, answer: str) -> Example:
-    return _scored(enc, context + "\n\n" + question, answer, eos=True)
+def qa_example(enc: Encoder | TokenizerEncoder, context: str, question: str, answer: str) -> Example:
+    """The prompt lm-eval builds (``doc_to_text``), then the target with its delimiter (``" " + answer``) and EOS."""
+    return _scored(enc, context + "\n\n" + question, " " + answer, eos=True)

@@ -35,8 +35,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from droidspeak.zoo import cards
 from droidspeak.zoo.recipe import BuildZooConfig, ZooConfig
-from droidspeak.zoo.corpus import Encoder, Example, induction_document, qa_example, world_document
-from droidspeak.zoo.tasks import TASKS, build_splits, train_stream, write_jsonl
+from droidspeak.zoo.corpus import Encoder, Example, TokenizerEncoder, induction_document, qa_example, world_document
+from droidspeak.zoo.gguf_base import GgufConfig, convert_base
+from droidspeak.zoo.long_tasks import Lexicon
+from droidspeak.zoo.tasks import TASKS, build_splits, train_sizes, train_stream, write_jsonl
 from droidspeak.zoo.tokenizer import build_tokenizer
 from droidspeak.zoo.train import Curve, Schedule, add_lora, new_model, train  # noqa: F401
 from droidspeak.zoo.world import World
@@ -92,8 +94,17 @@ def zoo_config(cfg) -> ZooConfig:
     return OmegaConf.to_object(merged)
 
 
+def _set_fields(node):
+    """The recipe without unset optional fields: a field added later with a None default changes no hash."""
+    if isinstance(node, dict):
+        return {k: _set_fields(v) for k, v in node.items() if v is not None}
+    if isinstance(node, list):
+        return [_set_fields(v) for v in node]
+    return node
+
+
 def recipe_hash(cfg) -> str:
-    recipe = OmegaConf.to_container(OmegaConf.structured(zoo_config(cfg)), resolve=True)
+    recipe = _set_fields(OmegaConf.to_container(OmegaConf.structured(zoo_config(cfg)), resolve=True))
     payload = json.dumps({"code": CODE_VERSION, "recipe": recipe}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -140,7 +151,17 @@ def export_reference(family: Family, destination: Path | None = None) -> Path:
     destination = destination or REFERENCE_ROOT / family.root.name
     if destination.exists():
         shutil.rmtree(destination)
-    shutil.copytree(family.root, destination, ignore=shutil.ignore_patterns("lm_eval_tasks"))  # written per run
+    converted_base = family.root / "models" / BASE if family.report.get("base_source") else None
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        skipped = [n for n in names if n == "lm_eval_tasks"]  # written per run
+        if converted_base is not None and Path(folder) == converted_base:  # its weights come from the pip package
+            skipped += [n for n in names if n not in ("README.md", "config.json")]
+        return skipped
+
+    if converted_base is not None:
+        write_cards(family.root, family.report)  # the base's card from its config, which the reference keeps
+    shutil.copytree(family.root, destination, ignore=ignore)
     _point_adapters_at(destination, f"models/{BASE}")
     files = sorted(p for p in destination.rglob("*") if p.is_file() and p.name != MANIFEST)
     manifest = {str(p.relative_to(destination)): _sha256(p) for p in files}
@@ -161,6 +182,14 @@ def install_reference(reference: Path, root: Path) -> None:
     if staging.exists():
         shutil.rmtree(staging)
     shutil.copytree(reference, staging, ignore=shutil.ignore_patterns(MANIFEST))
+    report = json.loads((reference / "family.json").read_text())
+    if report.get("base_source"):  # a pretrained base ships as its pinned GGUF, not as weights: convert it here
+        try:
+            convert_base(GgufConfig(**report["recipe"]["gguf"]), staging / "models" / BASE)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        write_cards(staging, report)
     if root.exists():
         shutil.rmtree(root)
     os.replace(staging, root)
@@ -218,12 +247,17 @@ def build_family(cfg, progress: bool = True, force: bool = False, log: Callable[
 class _Builder:
     def __init__(self, zoo: ZooConfig, root: Path, progress: bool, log: Callable[[str], None]):
         self.zoo, self.root, self.log = zoo, root, log
-        self.world = World(zoo.world)
-        self.tokenizer = build_tokenizer(self.world)
-        self.enc = Encoder(self.tokenizer)
+        self.base_source: dict | None = None
+        if zoo.gguf is None:
+            self.world = World(zoo.world)
+            self.tokenizer = build_tokenizer(self.world)
+            self.enc = Encoder(self.tokenizer)
+        else:  # a pretrained base: its tokenizer arrives with the conversion (make_base)
+            self.world = Lexicon(zoo.world.seed)
         self.timings: dict[str, float] = {}
         self.curves: list[Curve] = []
-        total = zoo.pretrain.induction_steps + zoo.pretrain.world_steps + sum(v.steps for v in zoo.variants.values())
+        pretrain_steps = zoo.pretrain.induction_steps + zoo.pretrain.world_steps if zoo.gguf is None else 0
+        total = pretrain_steps + sum(v.steps for v in zoo.variants.values())
         self.bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -234,7 +268,7 @@ class _Builder:
         start = time.perf_counter()
         self.check()
         self.write_tasks()
-        self.pretrain()
+        self.make_base()
         for name, variant in self.zoo.variants.items():
             self.finetune(name, variant)
         if self.bar is not None:
@@ -290,6 +324,23 @@ class _Builder:
         self.log(f"{phase}: {schedule.steps} steps in {self.timings[phase]} s, final loss {curve.points[-1][1]:.3f}")
 
     # ---- models ----------------------------------------------------------------------------------------
+    def make_base(self) -> None:
+        """Pretrain the toy base, or convert the pinned GGUF base (and take its tokenizer)."""
+        if self.zoo.gguf is None:
+            self.pretrain()
+            return
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        start = time.perf_counter()
+        folder = self.root / "models" / BASE
+        self.base_source = convert_base(self.zoo.gguf, folder)
+        self.timings["convert_base"] = round(time.perf_counter() - start, 1)
+        self.log(f"converted {self.zoo.gguf.file} ({self.zoo.gguf.package} {self.base_source['version']}) in "
+                 f"{self.timings['convert_base']} s")
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.enc = TokenizerEncoder(self.tokenizer)
+        self.base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+
     def pretrain(self) -> None:
         p, world, enc = self.zoo.pretrain, self.world, self.enc
         self.base = new_model(self.zoo.model, self.tokenizer, self.zoo.seed)
@@ -318,7 +369,8 @@ class _Builder:
             model = add_lora(model, variant.rank, variant.alpha, self.zoo.seed)
         rng = random.Random(f"{self.zoo.seed}-{name}")
         streams = {
-            t: train_stream(self.world, t, self.zoo.tasks[t], self.zoo.seed, self.eval_contexts[t]) for t in variant.tasks
+            t: train_stream(self.world, t, self.zoo.tasks[t], self.zoo.seed, self.eval_contexts[t],
+                            train_sizes(self.zoo.tasks[t])) for t in variant.tasks
         }
 
         def batch(step: int) -> list[Example]:
@@ -332,9 +384,12 @@ class _Builder:
 
         self._train(model, batch, Schedule(variant.steps, variant.lr, 10, batch_size=variant.batch_size), f"finetune-{name}")
         self.save(model, name)
+        del model  # a 135M-parameter copy per variant adds up
 
     def save(self, model, name: str) -> None:
         folder = self.root / "models" / name
+        if self.base_source is not None and name == BASE:
+            return  # converted in place by make_base
         model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
         if (folder / "adapter_config.json").exists():  # point the adapter at the saved base, not the in-memory one
@@ -363,7 +418,8 @@ class _Builder:
             task = self.zoo.variants[pair.receiver].tasks[0]
             key = f"{pair.receiver}<-{pair.sender}"
             pairs[key] = {"receiver_model": pair.receiver, "sender_model": pair.sender, "task": task}
-            pairs[key].update(pair_phenomenon(loaded[pair.receiver], loaded[pair.sender], rows[task], m.tolerance, m.batch_size))
+            pairs[key].update(pair_phenomenon(loaded[pair.receiver], loaded[pair.sender], rows[task], m.tolerance,
+                                              m.batch_size, m.max_group_layers))
             self.log(f"{key} on {task}: " + json.dumps({k: v for k, v in pairs[key].items() if k != "groups"}))
         self.timings["measure_s"] = round(time.perf_counter() - start, 1)
         return {"accuracy": accuracy, "phenomenon": pairs}
@@ -386,8 +442,26 @@ class _Builder:
             "tasks": {t: {"analogue": TASKS[t].analogue, "metric": TASKS[t].metric} for t in self.zoo.tasks},
             "timings_s": self.timings,
             "threads": self.zoo.threads,
+            "base_source": self.base_source,
+            "curves": {c.phase: c.points for c in self.curves if c.phase.startswith("finetune-")},
             **measured,
         }
         (self.root / "family.json").write_text(json.dumps(report, indent=2) + "\n")
-        for name in models:
-            (self.root / models[name] / "README.md").write_text(cards.model_card(name, report))
+        write_cards(self.root, report)
+
+
+def write_cards(root: Path, report: dict) -> None:
+    """Every model's README.md, from the family report (and the converted base's config)."""
+    report = {**report, "architecture": architecture(root, report)}
+    for name, folder in report["models"].items():
+        (root / folder / "README.md").write_text(cards.model_card(name, report))
+
+
+def architecture(root: Path, report: dict) -> dict:
+    """The base's shape: the toy's recipe, or the main fields of a converted base's config."""
+    if not report.get("base_source"):
+        return report["recipe"]["model"]
+    config = json.loads((root / "models" / BASE / "config.json").read_text())
+    keys = ("model_type", "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
+            "num_key_value_heads", "max_position_embeddings", "rope_parameters", "tie_word_embeddings", "vocab_size")
+    return {k: config[k] for k in keys if k in config}

@@ -14,6 +14,7 @@ import torch
 
 from droidspeak.cache import ContextCache
 from droidspeak.engine import PrefilledBatch, generate, receiver_prefill, sender_prefill
+from droidspeak.engine.batch import prefill_rows
 from droidspeak.loading import LoadedModel, check_compatible
 from droidspeak.zoo.tasks import TASKS, score
 
@@ -25,7 +26,7 @@ class TaskRows:
         self.task, self.rows = task, list(rows)
         ids = lambda text: torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)  # noqa: E731
         self.contexts = {r["context_id"]: ids(r["context"]) for r in self.rows}
-        self.suffixes = [ids(r["question"]) for r in self.rows]
+        self.suffixes = [ids("\n\n" + r["question"]) for r in self.rows]  # as in the prompt (a BPE sees the break)
         self.decode = lambda t: tokenizer.decode(t, skip_special_tokens=True)  # noqa: E731
 
 
@@ -58,9 +59,9 @@ def predict(
     batch_size: int = 32,
 ) -> list[str]:
     """Greedy answers of ``receiver`` under ``plan`` (``caches``: the sender's, per context id)."""
-    def prefill(chunk: list[dict]) -> PrefilledBatch:
-        return receiver_prefill(receiver, [caches[r["context_id"]] if caches else rows.contexts[r["context_id"]]
-                                           for r in chunk], plan)
+    def prefill(chunk: list[dict]) -> PrefilledBatch:  # a context's questions share one receiver prefill
+        return prefill_rows(receiver, [r["context_id"] for r in chunk], lambda distinct: receiver_prefill(
+            receiver, [caches[c] if caches else rows.contexts[c] for c in distinct], plan))
 
     return answer(receiver, rows, prefill, batch_size)[0]
 
@@ -76,9 +77,11 @@ def prefill_contexts(sender: LoadedModel, rows: TaskRows, batch_size: int = 32) 
 
 
 def pair_phenomenon(
-    receiver: LoadedModel, sender: LoadedModel, rows: TaskRows, tolerance: float = 0.05, batch_size: int = 32
+    receiver: LoadedModel, sender: LoadedModel, rows: TaskRows, tolerance: float = 0.05, batch_size: int = 32,
+    max_group_layers: int | None = None,
 ) -> dict:
-    """Receiver / sender / full-reuse quality and the smallest recovering contiguous group."""
+    """Receiver / sender / full-reuse quality and the smallest recovering contiguous group (of at most
+    ``max_group_layers`` layers; None: any)."""
     check_compatible(sender, receiver)
     layers = receiver.stack.num_layers
     caches = prefill_contexts(sender, rows, batch_size)
@@ -93,7 +96,7 @@ def pair_phenomenon(
     best = None
     if result["full_reuse"] >= target:
         best = ("full_reuse", 0, result["full_reuse"])
-    for size in range(1, layers + 1):
+    for size in range(1, (layers if max_group_layers is None else min(layers, max_group_layers)) + 1):
         if best is not None:
             break
         for start in range(0, layers - size + 1):
@@ -102,6 +105,10 @@ def pair_phenomenon(
             if groups[plan] >= target and (best is None or groups[plan] > best[2]):
                 best = (plan, size, groups[plan])
     result["groups"] = groups
+    if best is None:  # no group within the scanned sizes: the profiler searches further
+        result["best_group"] = result["best_group_layers"] = result["best_group_quality"] = None
+        result["recovered_fraction"] = None
+        return result
     result["best_group"], result["best_group_layers"], result["best_group_quality"] = best
     result["recovered_fraction"] = round(
         (best[2] - result["full_reuse"]) / max(1e-9, result["receiver"] - result["full_reuse"]), 4

@@ -2,7 +2,7 @@
 
 ``ZooConfig`` is everything that determines the family's checkpoints, task files and measurements; its
 sha256 (with ``CODE_VERSION``) names the cache folder, so a changed recipe rebuilds and an unchanged one never
-does. ``BuildZooConfig`` adds what does not change the result (progress bar, forced rebuild).
+does. Optional fields left unset (None) are not hashed, so adding one keeps every existing family's name. ``BuildZooConfig`` adds what does not change the result (progress bar, forced rebuild).
 The schemas are registered in Hydra's ConfigStore (``zoo/zoo_schema``, ``build_zoo_schema``), so a
 misspelt key fails when the config is composed.
 """
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 
+from droidspeak.zoo.gguf_base import GgufConfig
 from droidspeak.zoo.tasks import TaskConfig
 from droidspeak.zoo.train import ModelConfig
 from droidspeak.zoo.world import WorldConfig
@@ -62,27 +63,21 @@ class MeasureConfig:
     max_questions: int = 40  # per (model or pair, task)
     tolerance: float = 0.05  # "recovers": within this relative loss of the receiver
     batch_size: int = 32
-
-
-def _default_tasks() -> dict[str, TaskConfig]:
-    return {
-        "mdqa": TaskConfig(size_min=2, size_max=5, questions=4),
-        "twohop": TaskConfig(size_min=3, size_max=4, questions=3),
-        "fieldqa": TaskConfig(size_min=6, size_max=16, questions=4),
-        "summary": TaskConfig(size_min=3, size_max=4, questions=3),
-        "code": TaskConfig(size_min=2, size_max=6, questions=3),
-    }
+    max_group_layers: int | None = None  # scan contiguous groups up to this size (None: all; 0: none, leave it
+    # to the profiler, as a 30-layer model must)
 
 
 @dataclass
 class ZooConfig:
     name: str = "default"
     seed: int = 0
+    gguf: GgufConfig | None = None  # set: the base is this pretrained GGUF (converted, not trained); the tasks are
+    # then the long_* ones, drawn from a Lexicon, and world / model / pretrain are unused
     threads: int = 1  # torch threads while building (part of the recipe: results depend on it). One thread:
     # these small matmuls gain little from two, and a shared CPU made two threads ~8x slower (oversubscription)
     world: WorldConfig = field(default_factory=WorldConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    tasks: dict[str, TaskConfig] = field(default_factory=_default_tasks)
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)  # conf/zoo/<name>.yaml lists them
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     variants: dict[str, VariantConfig] = field(default_factory=dict)
     pairs: list[PairConfig] = field(default_factory=list)

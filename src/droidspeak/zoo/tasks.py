@@ -12,6 +12,9 @@ lm-eval backend splits the shared context at the last one.
 | fieldqa    | multifieldqa_en    | a field of one long record, or which field holds a value | f1             |
 | summary    | multi_news         | every value of one document, in order                    | rouge_l        |
 | code       | lcc                | complete a call of a function defined in the program     | edit_sim       |
+
+The ``long_*`` tasks are their English, LongBench-style counterparts for a real BPE tokenizer (contexts of
+1-3K tokens): see droidspeak.zoo.long_tasks. Their generators take a ``Lexicon`` where these take a ``World``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from droidspeak.zoo.long_tasks import long_code, long_fieldqa, long_mdqa
 from droidspeak.zoo.metrics import METRICS
 from droidspeak.zoo.world import ATTRIBUTES, FRIEND, Document, World, sample_documents, sample_program, sample_record
 
@@ -102,6 +106,10 @@ TASKS: dict[str, TaskKind] = {
         TaskKind("fieldqa", "multifieldqa_en", "f1", fieldqa, 4),
         TaskKind("summary", "multi_news", "rouge_l", summary, 10),
         TaskKind("code", "lcc", "edit_sim", code, 10),
+        # LongBench-style English tasks for a real tokenizer (droidspeak.zoo.long_tasks)
+        TaskKind("long_mdqa", "hotpotqa", "f1", long_mdqa, 12),
+        TaskKind("long_fieldqa", "multifieldqa_en", "f1", long_fieldqa, 12),
+        TaskKind("long_code", "lcc", "edit_sim", long_code, 16),
     )
 }
 
@@ -113,6 +121,8 @@ class TaskConfig:
     size_min: int = 8
     size_max: int = 12
     questions: int = 4  # questions per context
+    train_size: list[int] | None = None  # [min, max] size of training contexts (None: as the eval splits): long
+    # tasks train on shorter contexts than they are evaluated on, since a backward pass grows with length
     contexts: dict[str, int] = field(default_factory=lambda: {"train": 64, "profile": 50, "test": 16})  # profile: the paper profiles on 50
 
 
@@ -174,11 +184,19 @@ def rows_of(task: str, split: str, contexts: list[tuple[str, QA]]) -> list[dict]
     return rows
 
 
+def train_sizes(cfg: TaskConfig) -> Callable[[random.Random], int] | None:
+    """The size draw of training contexts, where the task config sets one of its own."""
+    if cfg.train_size is None:
+        return None
+    low, high = cfg.train_size
+    return lambda rng: rng.randint(low, high)
+
+
 def build_splits(world: World, task: str, cfg: TaskConfig, seed: int) -> dict[str, list[dict]]:
     """All three splits of one task as JSONL rows; train contexts are the first of the training stream."""
     evals = eval_contexts(world, task, cfg, seed)
     exclude = {c for split in evals.values() for c, _ in split}
-    stream = train_stream(world, task, cfg, seed, exclude)
+    stream = train_stream(world, task, cfg, seed, exclude, train_sizes(cfg))
     train = [next(stream) for _ in range(cfg.contexts["train"])]
     return {"train": rows_of(task, "train", train), **{s: rows_of(task, s, evals[s]) for s in ("profile", "test")}}
 

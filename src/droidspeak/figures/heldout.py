@@ -1,0 +1,109 @@
+"""The held-out table: each pair's plan chosen on the profile split, scored on the test split beside the baselines,
+every quality with a bootstrap confidence interval over questions.
+
+Why intervals: a 5% tolerance on 64 questions is three answers, so a plan "within 5%" on one draw of questions
+may not be on another. Each interval resamples the questions (percentile bootstrap); the difference to the
+receiver resamples the same questions for both (paired), which is what "is this plan as good" asks.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+
+from droidspeak.figures.result_plots import eval_rows
+
+BASELINES = ("full_prefill", "sender", "full_reuse")
+RESAMPLES = 2000
+LEVEL = 0.95
+
+
+def _percentiles(values: list[float], level: float) -> tuple[float, float]:
+    values = sorted(values)
+    tail = (1 - level) / 2
+    low = values[int(tail * (len(values) - 1))]
+    high = values[int(round((1 - tail) * (len(values) - 1)))]
+    return low, high
+
+
+def bootstrap_interval(scores: Sequence[float], *, resamples: int = RESAMPLES, level: float = LEVEL,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``scores`` (deterministic for a seed)."""
+    if not scores:
+        raise ValueError("no scores to bootstrap")
+    rng, n = random.Random(seed), len(scores)
+    means = [statistics.fmean(scores[rng.randrange(n)] for _ in range(n)) for _ in range(resamples)]
+    return _percentiles(means, level)
+
+
+def paired_difference_interval(scores: Sequence[float], reference: Sequence[float], *, resamples: int = RESAMPLES,
+                               level: float = LEVEL, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap interval of mean(scores - reference), the same questions resampled for both."""
+    if len(scores) != len(reference) or not scores:
+        raise ValueError(f"paired scores need the same questions: {len(scores)} vs {len(reference)}")
+    diffs = [a - b for a, b in zip(scores, reference)]
+    return bootstrap_interval(diffs, resamples=resamples, level=level, seed=seed)
+
+
+def _entry(row: Mapping, reference: Sequence[float] | None) -> dict:
+    scores = row.get("per_sample")
+    out = {"method": row["method"], "plan": row.get("resolved_plan") or row["plan"], "quality": row["quality"],
+           "n": row.get("n_samples"), "recomputed_fraction": row.get("recomputed_fraction"),
+           "speedup": row.get("speedup"), "ci": None, "delta": None, "delta_ci": None}
+    if scores:
+        out["ci"] = bootstrap_interval(scores)
+        if reference is not None and len(reference) == len(scores):
+            out["delta"] = statistics.fmean(scores) - statistics.fmean(reference)
+            out["delta_ci"] = paired_difference_interval(scores, reference)
+    return out
+
+
+def heldout(rows: Iterable[Mapping], split: str = "test") -> list[dict]:
+    """Per (pair, task) with a receiver result and a profile-chosen plan (method ``profile``) on ``split``: the
+    baselines, that plan and every CacheBlend point, each with its interval and its paired difference to the
+    receiver."""
+    panels: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
+    for row in eval_rows(rows):
+        if row.get("split", "test") == split and row.get("source", "sweep") == "sweep":
+            panels[(row["pair"], row["task"])].append(row)
+    table = []
+    for (pair, task), panel in sorted(panels.items()):
+        by_method = defaultdict(list)
+        for row in panel:
+            by_method[row["method"]].append(row)
+        if not by_method["full_prefill"] or not by_method["profile"]:
+            continue  # held out means: a plan chosen elsewhere, scored here beside the receiver
+        receiver = by_method["full_prefill"][0]
+        reference = receiver.get("per_sample")
+        ordered = [r for m in (*BASELINES, "profile") for r in by_method[m]]
+        ordered += sorted(by_method["cacheblend"], key=lambda r: r.get("recomputed_fraction") or 0.0)
+        table.append({"pair": pair, "task": task, "metric": receiver["metric"], "num_layers": receiver["num_layers"],
+                      "split": split, "rows": [_entry(r, reference) for r in ordered]})
+    return table
+
+
+def _interval(ci) -> str:
+    return "–" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def markdown(table: list[dict]) -> list[str]:
+    """The held-out tables (one per pair) as markdown lines."""
+    lines = []
+    names = {"full_prefill": "receiver (full prefill)", "sender": "sender answers", "full_reuse": "full KV reuse",
+             "profile": "plan chosen on the profile split", "cacheblend": "CacheBlend"}
+    for panel in table:
+        lines += [f"**{panel['pair']}** on {panel['task']} ({panel['metric']}, {panel['split']} split, "
+                  f"{panel['rows'][0]['n']} questions)", "",
+                  "| method | plan | quality | 95% CI | Δ vs receiver | paired 95% CI of Δ | recomputed | speedup |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for e in panel["rows"]:
+            delta = "–" if e["delta"] is None else f"{e['delta']:+.3f}"
+            fraction = "–" if e["recomputed_fraction"] is None else f"{e['recomputed_fraction']:.0%}"
+            timed = e["speedup"] is not None and e["method"] not in ("sender", "full_prefill")  # the baseline itself
+            speedup = f"{e['speedup']:.2f}×" if timed else "–"
+            lines.append(f"| {names.get(e['method'], e['method'])} | `{e['plan']}` | {e['quality']:.3f} | "
+                         f"{_interval(e['ci'])} | {delta} | {_interval(e['delta_ci'])} | {fraction} | {speedup} |")
+        lines.append("")
+    return lines

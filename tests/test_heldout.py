@@ -1,0 +1,54 @@
+"""Held-out tables: bootstrap intervals over questions, paired differences, and which rows count."""
+
+from __future__ import annotations
+
+import pytest
+
+from droidspeak.figures.heldout import bootstrap_interval, heldout, markdown, paired_difference_interval
+
+
+def test_interval_holds_the_mean_and_narrows_with_more_questions():
+    few = [1.0, 0.0] * 8
+    many = [1.0, 0.0] * 128
+    low, high = bootstrap_interval(few)
+    assert low < 0.5 < high and bootstrap_interval(few) == (low, high)  # deterministic
+    wide, narrow = high - low, bootstrap_interval(many)[1] - bootstrap_interval(many)[0]
+    assert narrow < wide / 2
+
+
+def test_paired_difference_sees_what_unpaired_intervals_miss():
+    receiver = [1.0] * 30 + [0.0] * 34
+    plan = [1.0] * 29 + [0.0] * 35  # one answer lost: the intervals overlap, the paired difference does not hold 0 above
+    low, high = paired_difference_interval(plan, receiver)
+    assert high <= 0 and low < 0
+    assert paired_difference_interval(receiver, receiver) == (0, 0)
+    with pytest.raises(ValueError, match="same questions"):
+        paired_difference_interval(plan[:-1], receiver)
+
+
+def _row(method, quality, scores, split="test", source="sweep", plan=None):
+    return {"pair": "r<-s", "task": "t", "metric": "f1", "num_layers": 30, "split": split, "source": source,
+            "method": method, "plan": plan or method, "resolved_plan": plan or method, "quality": quality,
+            "per_sample": scores, "n_samples": len(scores or [0, 0]), "recomputed_fraction": 0.2, "speedup": 3.0}
+
+
+def test_the_table_takes_test_split_sweep_rows_in_a_fixed_order():
+    rows = [
+        _row("cacheblend", 0.5, [0.5, 0.5], plan="cacheblend:0.2"),
+        _row("profile", 0.75, [1.0, 0.5], plan="recompute:4-9"),
+        _row("full_reuse", 0.25, [0.5, 0.0]),
+        _row("full_prefill", 1.0, [1.0, 1.0]),
+        _row("recompute", 0.9, [0.9, 0.9], split="profile", source="profile"),  # the profiler's own rows: not held out
+    ]
+    [panel] = heldout(rows)
+    assert [e["method"] for e in panel["rows"]] == ["full_prefill", "full_reuse", "profile", "cacheblend"]
+    chosen = panel["rows"][2]
+    assert chosen["plan"] == "recompute:4-9" and chosen["delta"] == pytest.approx(-0.25)
+    text = "\n".join(markdown([panel]))
+    assert "plan chosen on the profile split" in text and "`recompute:4-9`" in text and "-0.250" in text
+
+
+def test_rows_without_per_question_scores_show_no_interval():
+    [panel] = heldout([_row("full_prefill", 1.0, None), _row("profile", 1.0, None, plan="full_reuse")])
+    assert panel["rows"][0]["ci"] is None and "| – |" in "\n".join(markdown([panel]))
+    assert heldout([_row("full_prefill", 1.0, [1.0])]) == []  # no plan chosen elsewhere: nothing held out
