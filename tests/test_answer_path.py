@@ -17,5 +17,7 @@ def test_a_plan_is_timed_against_full_prefill_on_one_context(llama_pair):
     assert abs(row.prefill_speedup - row.full_prefill_ms / row.plan_prefill_ms) <= 0.05 * row.prefill_speedup + 0.01
     reuse = time_plan(receiver, sender, context, query, "full_reuse", pair="tuned<-base", task="t", repeats=1, warmup=0)
     assert reuse.compute_limit is None
+    everything = time_plan(receiver, sender, context, query, "full_prefill", pair="tuned<-base", task="t", repeats=1, warmup=0)
+    assert everything.recomputed_layers == 6 and everything.compute_limit == 1.0
     table = markdown([row.to_dict(), reuse.to_dict()])
     assert "`recompute:1-2` | 2/6 | 40 |" in table and "| ∞ |" in table

@@ -66,7 +66,8 @@ def time_plan(receiver, sender, context: torch.Tensor, query: torch.Tensor, plan
                 samples[name].append(elapsed)
     median = {name: statistics.median(values) for name, values in samples.items()}
     layers = receiver.stack.num_layers
-    recomputed = len(parse_plan(plan, layers).recomputed_layers)
+    parsed = parse_plan(plan, layers)
+    recomputed = layers if parsed.kind == "full_prefill" else len(parsed.recomputed_layers)
     return AnswerPathRow(
         pair=pair, task=task, plan=plan, context_tokens=int(context.numel()), recomputed_layers=recomputed,
         num_layers=layers, full_prefill_ms=round(median["full_prefill"], 1), plan_prefill_ms=round(median["plan_prefill"], 1),

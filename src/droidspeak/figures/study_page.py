@@ -13,7 +13,7 @@ from droidspeak.track.results import read_rows
 
 FIGURES = (
     ("fig06_quality_bars", "Fig. 6: receiver / sender / full reuse per pair (test split)"),
-    ("fig07_layer_sensitivity", "Fig. 7: quality when one layer is recomputed and the rest reused (profile split)"),
+    ("fig07_layer_sensitivity", "Fig. 7: quality when only that layer's K/V is reused, every other layer recomputed (profile split)"),
     ("fig08_input_spread", "Fig. 8: per-question spread of that sensitivity"),
     ("fig11_profile_pareto", "Fig. 11: every profiled group, its Pareto frontier and the plan chosen at the tolerance"),
     ("fig17_profile_transfer", "Fig. 17: one pair's profile on its own task and on a second task"),
