@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup setup-smollm2 test test-fast test-compat demo study-smollm2 clean
+.PHONY: help setup setup-smollm2 test test-fast test-compat demo study-smollm2 robustness clean
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -44,13 +44,18 @@ DEMO := outputs/demo
 DEMO_PAIRS := mdqa_from_base,mdqa_from_twohop,fieldqa_from_mdqa,mdqa_from_fieldqa,code_from_summary
 DEMO_PROFILE := granularity=1 output_root=$(DEMO) progress=false
 
+# The tiny family's forwards gain nothing from a second thread, so the sweeps run two single-threaded jobs at a
+# time (Hydra's joblib launcher), one per core; every job still writes its own results file (merged at the end).
+PARALLEL := hydra/launcher=local_parallel
+
+demo: export OMP_NUM_THREADS := 1
 demo: $(STAMP)  ## the main job on the embedded default: family, sweeps via lm-eval, profile, reports/
 	$(BIN)/python experiments/build_zoo.py
-	$(BIN)/python experiments/evaluate.py -m experiment=demo_baselines
-	$(BIN)/python experiments/evaluate.py -m experiment=demo_groups
-	$(BIN)/python experiments/profile_pair.py -m pair=$(DEMO_PAIRS) $(DEMO_PROFILE)
+	$(BIN)/python experiments/evaluate.py -m experiment=demo_baselines $(PARALLEL)
+	$(BIN)/python experiments/evaluate.py -m experiment=demo_groups $(PARALLEL)
+	$(BIN)/python experiments/profile_pair.py -m pair=$(DEMO_PAIRS) $(DEMO_PROFILE) $(PARALLEL)
 	$(BIN)/python experiments/profile_pair.py pair=mdqa_from_fieldqa task=twohop comparisons=false $(DEMO_PROFILE)
-	$(BIN)/python experiments/evaluate.py -m experiment=demo_heldout
+	$(BIN)/python experiments/evaluate.py -m experiment=demo_heldout $(PARALLEL)
 	$(BIN)/python experiments/figures.py results=$(DEMO)/results.jsonl out_dir=reports \
 	  'profiles=["$(DEMO)/profiles/*/*.json"]'
 
@@ -72,6 +77,9 @@ study-smollm2: setup-smollm2  ## the real-model study: family, profiles, held-ou
 	$(BIN)/python experiments/figures.py results=$(SMOL)/results.jsonl out_dir=$(SMOL_REPORTS) run_name=smollm2 \
 	  'profiles=["$(SMOL)/profiles/*/*.json"]'
 	$(BIN)/python experiments/study_page.py zoo=smollm2 out_dir=$(SMOL_REPORTS)
+
+robustness: $(STAMP)  ## the fault and bad-input campaign on the toy family -> reports/robustness.md (~15 min)
+	$(BIN)/python experiments/robustness.py
 
 clean:  ## remove run outputs (keeps .venv and the model cache)
 	rm -rf outputs multirun wandb

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 import droidspeak.zoo.recipe  # noqa: F401  (registers the zoo schema)
 from droidspeak.bench.answer_path import markdown, time_plan
 from droidspeak.profile.profile_file import load_profile
+from droidspeak.profile.profiler import select_profile_rows
 from droidspeak.track.results import read_rows
 from droidspeak.zoo.family import build_family
 from droidspeak.zoo.measure import TaskRows
@@ -50,12 +51,10 @@ def main(cfg: DictConfig) -> None:
             plans.append(max(groups, key=lambda p: p.quality).plan)
         receiver, sender = family.load(profile.receiver), family.load(profile.sender)
         task_rows = read_rows(family.task_files[profile.task][cfg.split])
-        seen, picked = set(), []
-        for row in task_rows:
-            if row["context_id"] not in seen and len(picked) < cfg.contexts:
-                seen.add(row["context_id"])
-                picked.append(row)
-        questions = TaskRows(profile.task, picked, receiver.tokenizer)
+        first: dict[str, dict] = {}  # the first question of each of the first contexts: one answer path each
+        for row in select_profile_rows(task_rows, cfg.contexts):
+            first.setdefault(row["context_id"], row)
+        questions = TaskRows(profile.task, list(first.values()), receiver.tokenizer)
         for plan in dict.fromkeys(plans):
             for row, query in zip(questions.rows, questions.suffixes):
                 timed = time_plan(receiver, sender, questions.contexts[row["context_id"]], query, plan,

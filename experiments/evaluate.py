@@ -6,7 +6,8 @@
 Appends one line to <results_dir>/results.jsonl (the source of truth) and mirrors it to a W&B run. In a -m
 sweep each job writes <results_dir>/jobs/<key>.jsonl instead, merged into results.jsonl when the sweep ends
 (droidspeak.sweep.callbacks.MergeResults), so jobs on a cluster never share a file. A point already in either is
-skipped, so a killed sweep resumes where it stopped.
+skipped, so a killed sweep resumes where it stopped — unless rows of another code version are there: then
+``stale=refuse`` (default) stops with a message, ``stale=move`` sets them aside and recomputes, ``stale=keep`` keeps them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 import droidspeak.sweep.config  # noqa: F401  (registers the structured config schemas)
 from droidspeak.sweep.point import evaluate_point, point_identity, uses_zoo
 from droidspeak.track.logger import check_mode, make_logger
-from droidspeak.track.results import RESULTS_FILE, append_row, finished_keys, point_key, write_job_row
+from droidspeak.track.results import (
+    RESULTS_FILE, append_row, check_code_version, finished_keys, point_key, write_job_row,
+)
+from droidspeak.track.version import code_version
 from droidspeak.zoo.family import build_family
 
 log = logging.getLogger("evaluate")
@@ -38,6 +42,7 @@ def main(cfg: DictConfig) -> None:
     check_mode(cfg.logger.mode)  # a missing W&B login fails before any compute
     family = build_family(cfg.zoo, progress=cfg.progress, log=log.info) if uses_zoo(cfg) else None
     results = Path(cfg.results_dir) / RESULTS_FILE
+    check_code_version(results, code_version(), cfg.stale)
     key = point_key(point_identity(cfg, family))
     if key in finished_keys(results):
         log.info("skip %s / %s / %s: already in %s", cfg.pair.name, cfg.task.name, cfg.method.plan, results)

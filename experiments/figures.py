@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import glob
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import hydra
@@ -91,7 +91,8 @@ def main(cfg: DictConfig) -> None:
     profiles = profile_files(cfg.profiles)
     written = eval_figures(rows, out_dir) + profile_figures(profiles, out_dir, cfg.tolerance)
     summary = summarize(rows, cfg.tolerance)
-    written += write_summary(summary, out_dir, source=f"`{cfg.results}`", held_out=heldout(rows))
+    versions = Counter(str(row.get("code_version")) for row in rows)
+    written += write_summary(summary, out_dir, source=f"`{cfg.results}`", held_out=heldout(rows), code_versions=versions)
     if profiles:
         source = ", ".join(f"`{p}`" for p in profiles)
         written += write_profiles_summary(profiles_summary(profiles, cfg.tolerance), out_dir, source=source)

@@ -59,7 +59,8 @@ def test_self_reuse_profile_is_flat_and_round_trips(models, tmp_path):
         assert ev.seconds > 0 and 0 <= ev.compute_fraction <= 1
     path = save_profile(tmp_path / "p.json", profile)
     assert load_profile(path).choose(0.05) == "full_reuse"
-    assert str(resolve_profile_plan(f"profile:{path}@0.05", 6)) == "full_reuse"
+    identity = base.fingerprint.identity
+    assert str(resolve_profile_plan(f"profile:{path}@0.05", 6, receiver=identity, sender=identity).plan) == "full_reuse"
 
 
 def test_proxy_and_comparisons(models):
@@ -111,5 +112,6 @@ def test_profile_job_on_the_mini_family_feeds_the_profile_plan(mini_family, tmp_
         assert profile.pair == "ft-mdqa<-base" and profile.n_samples == 2 and written["results"].exists()
         main = compose("evaluate", overrides=["zoo=mini", "method=profile", f"method.path={written['profile']}",
                                               "method.tolerance=0.1"])
-    plan = resolve_profile_plan(parse_plan(main.method.plan), profile.num_layers)
+    receiver, sender = (family.load(name).fingerprint.identity for name in ("ft-mdqa", "base"))
+    plan = resolve_profile_plan(parse_plan(main.method.plan), profile.num_layers, receiver=receiver, sender=sender).plan
     assert str(plan) == profile.choose(0.1)

@@ -311,6 +311,11 @@ def test_frontier_difference_normalises_by_reference():
 
 
 # ---- profile file ---------------------------------------------------------------------------------------
+RECEIVER = {"weights": "a" * 64, "adapter": None, "dtype": "float32"}
+SENDER = {"weights": "b" * 64, "adapter": "c" * 64, "dtype": "float32"}
+PAIR = {"receiver": RECEIVER, "sender": SENDER}
+
+
 def make_profile(num_layers: int = L, **overrides) -> Profile:
     harm = [0.0] * num_layers
     harm[2], harm[3], harm[5] = 0.2, 0.15, 0.05
@@ -324,6 +329,8 @@ def make_profile(num_layers: int = L, **overrides) -> Profile:
         sender="ft_b",
         receiver_fingerprint="aaa",
         sender_fingerprint="bbb",
+        receiver_identity=RECEIVER,
+        sender_identity=SENDER,
         task="hotpot_like",
         metric="f1",
         num_layers=num_layers,
@@ -352,17 +359,41 @@ def test_profile_roundtrip_and_chosen_plan(tmp_path):
     assert loaded.critical_layers() == [2, 3]
     # target 0.76: recomputing 2-3 leaves harm 0.05 + one transition 0.02 -> 0.73; 2-5 -> 0.78
     assert loaded.choose(0.05) == "recompute:2-5"
-    assert resolve_profile_plan(parse_plan(f"profile:{path}"), L) == parse_plan("recompute:2-5")
-    assert resolve_profile_plan(f"profile:{path}@0.2", L) == parse_plan("recompute:2-3")
-    assert resolve_profile_plan(f"profile:{path}@0", L).kind in ("recompute", "full_prefill")
+    resolve = lambda plan: resolve_profile_plan(plan, L, **PAIR).plan  # noqa: E731
+    assert resolve(parse_plan(f"profile:{path}")) == parse_plan("recompute:2-5")
+    assert resolve(f"profile:{path}@0.2") == parse_plan("recompute:2-3")
+    assert resolve(f"profile:{path}@0").kind in ("recompute", "full_prefill")
+    resolved = resolve_profile_plan(f"profile:{path}@0.2", L, **PAIR)
+    assert resolved.record() == {"path": str(path), "pair": "ft_a<-ft_b", "task": "hotpot_like", "tolerance": 0.2,
+                                 "plan": "recompute:2-3", "foreign_pair": False}
 
 
 def test_resolve_rejects_a_profile_for_another_layer_count(tmp_path):
     path = save_profile(tmp_path / "p.json", make_profile())
     with pytest.raises(ProfileError, match="8 layers.*this model has 12 layers"):
-        resolve_profile_plan(parse_plan(f"profile:{path}"), 12)
+        resolve_profile_plan(parse_plan(f"profile:{path}"), 12, **PAIR)
     with pytest.raises(PlanError):
-        resolve_profile_plan(parse_plan("recompute:1-2"), L)
+        resolve_profile_plan(parse_plan("recompute:1-2"), L, **PAIR)
+
+
+@pytest.mark.parametrize("role, field", [("receiver", "weights"), ("receiver", "adapter"), ("sender", "weights"),
+                                         ("sender", "dtype")])
+def test_a_profile_of_another_pair_is_refused_naming_both_unless_allowed(tmp_path, role, field):
+    path = save_profile(tmp_path / "p.json", make_profile())
+    here = {"receiver": dict(RECEIVER), "sender": dict(SENDER)}
+    here[role][field] = "something-else"
+    with pytest.raises(ProfileError, match=rf"ft_a<-ft_b(.|\n)*{role} {field}: profile .*, here something-el"):
+        resolve_profile_plan(f"profile:{path}", L, **here)
+    allowed = resolve_profile_plan(f"profile:{path}", L, **here, allow_foreign=True)
+    assert allowed.foreign and allowed.record()["foreign_pair"] is True
+    assert allowed.plan == resolve_profile_plan(f"profile:{path}", L, **PAIR).plan
+
+
+def test_a_profile_without_identity_is_refused(tmp_path):
+    path = save_profile(tmp_path / "p.json", make_profile(receiver_identity=None, sender_identity=None))
+    with pytest.raises(ProfileError, match="records no model identity"):
+        resolve_profile_plan(f"profile:{path}", L, **PAIR)
+    assert resolve_profile_plan(f"profile:{path}", L, **PAIR, allow_foreign=True).foreign
 
 
 def test_load_profile_errors_are_clear(tmp_path):

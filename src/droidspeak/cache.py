@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from droidspeak.errors import CacheFormatError, CacheMismatchError
+from droidspeak.faults import fault_point
 
 FORMAT = "droidspeak.context_cache"
 FORMAT_VERSION = 1
@@ -145,9 +147,14 @@ class ContextCache:
             "meta": json.dumps(self.meta, sort_keys=True),
             "checksums": json.dumps({name: tensor_digest(t) for name, t in tensors.items()}),
         }
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
+        # a name of this writer's own: two processes saving the same context never write into one file
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+            fault_point("cache_write")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
 
     @classmethod

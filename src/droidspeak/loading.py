@@ -41,6 +41,14 @@ class Fingerprint:
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
 
+    @property
+    def identity(self) -> dict[str, str | None]:
+        """What the weights are, wherever they live: the same family installed in another folder (or on another
+        machine) has the same identity, so a profile measured there still applies here; another adapter,
+        base or dtype does not."""
+        return {"weights": self.revision, "adapter": None if self.adapter is None else self.adapter.rsplit("@", 1)[-1],
+                "dtype": self.dtype}
+
 
 @dataclass
 class LoadedModel:

@@ -76,7 +76,12 @@ def sender_kv(receiver: LoadedModel, contexts: Sequence, layer: int) -> tuple[to
             on_receiver(receiver, [c.values[layer] for c in contexts], 1))
 
 
-def check_window(model: LoadedModel, length: int) -> None:
+def check_length(model: LoadedModel, length: int) -> None:
+    """A context the model cannot take fails here, not as positions beyond what its RoPE was trained for."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and length > limit:
+        raise DroidSpeakError(f"context of {length} tokens exceeds the model's {limit} positions "
+                              "(max_position_embeddings); shorten the context")
     window = getattr(model.config, "sliding_window", None)
     if window and "sliding_attention" in model.stack.layer_types and length > window:
         raise DroidSpeakError(

@@ -16,7 +16,7 @@ from droidspeak.engine.batch import (
     PrefilledBatch,
     as_ids,
     check_fits,
-    check_window,
+    check_length,
     context_batch,
     cost_of,
     on_receiver,
@@ -58,7 +58,7 @@ def sender_prefill(
     wanted = _resolve_e_layers(e_layers, stack.num_layers)
     ids_list = [as_ids(c, vocab) for c in contexts]
     for ids in ids_list:
-        check_window(sender, ids.numel())
+        check_length(sender, ids.numel())
     meta = {"sender_name": sender.fingerprint.name, "sender_adapter": sender.fingerprint.adapter, "dtype": sender.fingerprint.dtype}
     caches: list[ContextCache] = []
     for start in range(0, len(ids_list), batch_size):
@@ -118,6 +118,8 @@ def receiver_prefill(
     device = receiver.device
     if not plan.uses_cache:
         token_lists = [c.token_ids if isinstance(c, ContextCache) else as_ids(c, receiver.config.vocab_size) for c in contexts]
+        for tokens in token_lists:
+            check_length(receiver, tokens.numel())
         ids, mask = context_batch(token_lists, device)
         out = receiver.model.model(input_ids=ids, attention_mask=mask, use_cache=True)
         return PrefilledBatch(returned_cache(out), ids, mask, cost_of(receiver, plan, int(mask.sum())))

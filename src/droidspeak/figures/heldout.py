@@ -8,10 +8,11 @@ receiver resamples the same questions for both (paired), which is what "is this 
 
 from __future__ import annotations
 
-import random
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
 
 from droidspeak.figures.result_plots import eval_rows
 
@@ -33,9 +34,9 @@ def bootstrap_interval(scores: Sequence[float], *, resamples: int = RESAMPLES, l
     """Percentile bootstrap interval of the mean of ``scores`` (deterministic for a seed)."""
     if not scores:
         raise ValueError("no scores to bootstrap")
-    rng, n = random.Random(seed), len(scores)
-    means = [statistics.fmean(scores[rng.randrange(n)] for _ in range(n)) for _ in range(resamples)]
-    return _percentiles(means, level)
+    picks = np.random.default_rng(seed).integers(0, len(scores), size=(resamples, len(scores)))
+    means = np.asarray(scores, dtype=np.float64)[picks].mean(axis=1)
+    return _percentiles(means.tolist(), level)
 
 
 def paired_difference_interval(scores: Sequence[float], reference: Sequence[float], *, resamples: int = RESAMPLES,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from droidspeak.figures.profile_plots import transition_strata
 from droidspeak.figures.summary import fmt
+from droidspeak.markdown import table
 from droidspeak.track.results import read_rows
 from droidspeak.profile.profile_file import Profile, comparisons_path, load_profile
 from droidspeak.plan import parse_plan
@@ -133,12 +134,6 @@ def _yes_no(value: bool | None) -> str:
     return "–" if value is None else ("yes" if value else "no")
 
 
-def _table(header: list[str], rows: list[list[str]], empty: str) -> list[str]:
-    if not rows:
-        return [f"_{empty}_"]
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-
-
 def _profiles_section(entries: list[Mapping]) -> list[str]:
     rows = []
     for e in entries:
@@ -153,7 +148,7 @@ def _profiles_section(entries: list[Mapping]) -> list[str]:
     header = ["pair (receiver<-sender)", "task", "metric", "contexts", "questions", "granularity", "receiver", "sender",
               "full reuse", "critical layers (>10%)", "fewest layers within tol.", "its quality",
               "fed by the E cache", "plans evaluated", "profiling s"]
-    return _table(header, rows, "No profiles given.")
+    return table(header, rows, empty="No profiles given.")
 
 
 def _transitions_section(entries: list[Mapping]) -> list[str]:
@@ -165,7 +160,7 @@ def _transitions_section(entries: list[Mapping]) -> list[str]:
             rows.append([e["pair"], e["task"], f"{e['k']}/{e['num_layers']}", stratum["stratum"]]
                         + [cells.get(t, "–") for t in counts])
     header = ["pair", "task", "k/L", "stratum"] + [f"{t} transition{'s' * (t != 1)}" for t in counts]
-    return _table(header, rows, "No profile holds a transition study (2+ transition counts at one layer count).")
+    return table(header, rows, empty="No profile holds a transition study (2+ transition counts at one layer count).")
 
 
 def _proxy_section(rows: list[Mapping]) -> list[str]:
@@ -185,7 +180,7 @@ def _proxy_section(rows: list[Mapping]) -> list[str]:
     header = ["pair", "task", "proxy samples / contexts", "task questions / contexts", "Spearman top-1 / KL",
               "proxy's plan (quality)", "exhaustive plan (quality)", "within tol.", "budgets: proxy's best = task's best "
               "(mean loss)", "s proxy / task (task's group prefills)", "cost ratio"]
-    return _table(header, out, "No proxy comparison in these profiles.")
+    return table(header, out, empty="No proxy comparison in these profiles.")
 
 
 def _pct(fraction: float | None) -> str:
@@ -211,7 +206,7 @@ def _multigroup_section(rows: list[Mapping]) -> list[str]:
         ])
     header = ["pair", "task", "search", "budgets", "k with a multi-group DP plan", "DP beats best single group (k: plan, Δ)",
               "DP loses (k: plan, Δ)", "mean Δ"]
-    return _table(header, out, "No multi-group comparison in these profiles.")
+    return table(header, out, empty="No multi-group comparison in these profiles.")
 
 
 def _deltas(runs: Iterable[Mapping]) -> str:
@@ -229,7 +224,7 @@ def _hybrid_section(entries: list[Mapping]) -> list[str]:
             cells += ["–", "–", "–"] if m is None else [_code(m["plan"]), fmt(m["quality"]), _ms(m["prefill_seconds"])]
         out.append(cells)
     header = ["pair", "task", "budget (k/L)"] + [f"{m} {c}" for m in HYBRID_METHODS for c in ("plan", "quality", "ms")]
-    return _table(header, out, "No hybrid comparison in these profiles.")
+    return table(header, out, empty="No hybrid comparison in these profiles.")
 
 
 def write_profiles_summary(summary: Mapping, out_dir: str | Path, *, source: str = "") -> tuple[Path, Path]:

@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 
 from droidspeak.figures.heldout import markdown as heldout_markdown
+from droidspeak.markdown import table
 from droidspeak.track.results import read_rows
 
 FIGURES = (
@@ -45,10 +46,6 @@ def _token_lengths(task_files: dict, tokenizer, splits=("profile", "test")) -> l
     return rows
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-
-
 def _family_section(report: dict) -> list[str]:
     source = report["base_source"]
     lines = [f"Base: `{source['file']}` from the pip package `{source['package']}` {source['version']} "
@@ -61,12 +58,12 @@ def _family_section(report: dict) -> list[str]:
                      variant["tasks"][0], str(variant["steps"]), f"{variant['lr']:g}",
                      f"{curve[-1][1]:.3f}" if curve[-1][1] is not None else "–",
                      str(report["timings_s"].get(f"finetune-{name}"))])
-    lines += _table(["receiver", "kind", "adapter", "trained on", "steps", "lr", "final loss", "train s"], rows)
+    lines += table(["receiver", "kind", "adapter", "trained on", "steps", "lr", "final loss", "train s"], rows)
     accuracy = report["accuracy"]
     tasks = list(next(iter(accuracy.values())))
     lines += ["", f"Quality of every model on every task (test split, greedy, first "
               f"{report['recipe']['measure']['max_questions']} questions; built with the family):", ""]
-    lines += _table(["model", *tasks], [[m, *(f"{accuracy[m][t]:.3f}" for t in tasks)] for m in accuracy])
+    lines += table(["model", *tasks], [[m, *(f"{accuracy[m][t]:.3f}" for t in tasks)] for m in accuracy])
     return lines
 
 
@@ -82,7 +79,7 @@ def _profile_section(profiles: dict) -> list[str]:
     header = ["pair", "task", "receiver", "full reuse", "full reuse loses", "critical layers (>10%)",
               f"plan chosen at {profiles.get('tolerance', 0.05):.0%}", "its quality", "fed by the E cache", "questions"]
     used = sum(1 for e in profiles.get("profiles", []) if e.get("uses_e_cache"))
-    return [*_table(header, rows), "", f"Chosen plans fed by the sender's E cache (a group starting above layer 0): "
+    return [*table(header, rows), "", f"Chosen plans fed by the sender's E cache (a group starting above layer 0): "
             f"{used} of {len(rows)}."]
 
 
@@ -94,7 +91,7 @@ def write_study_page(family, out_dir: str | Path, tokenizer, *, command: str) ->
              "`experiments/study_page.py` from the files the study wrote.", "", "## The family", ""]
     lines += _family_section(report)
     lines += ["", "## Contexts, in the model's own tokens", ""]
-    lines += _table(["task", "split", "contexts", "questions", "median tokens", "min", "max", "≥ 2,000"],
+    lines += table(["task", "split", "contexts", "questions", "median tokens", "min", "max", "≥ 2,000"],
                     _token_lengths(family.task_files, tokenizer))
     summary_path = out / "summary.json"
     if summary_path.exists():

@@ -66,10 +66,10 @@ def fmt(value, digits: int = 3) -> str:
 
 
 def write_summary(summary: list[dict], out_dir: str | Path, *, source: str = "",
-                  held_out: list[dict] | None = None) -> tuple[Path, Path]:
+                  held_out: list[dict] | None = None, code_versions: Mapping[str, int] | None = None) -> tuple[Path, Path]:
     """summary.json (machine-readable) and summary.md (the table a reader sees first): the held-out tables (plan
     chosen on the profile split, scored on the test split, with intervals) where the sweep has them, then the
-    in-sample table."""
+    in-sample table. Rows of more than one code version (a sweep resumed with ``stale=keep``) are flagged on top."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "summary.json"
@@ -80,6 +80,9 @@ def write_summary(summary: list[dict], out_dir: str | Path, *, source: str = "",
         f"Rebuilt by `experiments/figures.py` from {source or 'the results JSONL'}. Quality is the task's own metric.",
         "",
     ]
+    if code_versions and len(code_versions) > 1:
+        lines += ["**These rows come from more than one version of the engine's code** (kept with `stale=keep`): "
+                  + ", ".join(f"`{v}` ({n} rows)" for v, n in sorted(code_versions.items(), key=lambda kv: -kv[1])), ""]
     if held_out:
         lines += [
             "## Held out: the plan chosen on the profile split, scored on the test split",

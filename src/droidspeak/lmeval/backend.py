@@ -23,7 +23,7 @@ from lm_eval.models.utils_hf import stop_sequences_criteria
 from droidspeak.cache import ContextCache, cache_key
 from droidspeak.engine import generate, receiver_prefill, tail_logits
 from droidspeak.engine.batch import prefill_rows
-from droidspeak.errors import DroidSpeakError
+from droidspeak.errors import CacheFormatError, DroidSpeakError
 from droidspeak.plan import PrefillCost, RecomputePlan, total_cost
 from droidspeak.profile.profile_file import resolve_profile_plan
 from droidspeak.reuse import ReusePair
@@ -60,6 +60,7 @@ class DroidSpeakLM(HFLM):
         cache_dir: str | None = None,
         max_cache_gb: float = 4.0,
         trust_remote_code: bool = False,
+        allow_foreign_profile: bool = False,
         **kwargs,
     ):
         if str(device).startswith("cuda") and not torch.cuda.is_available():
@@ -77,8 +78,16 @@ class DroidSpeakLM(HFLM):
         if self.pair.receiver.tokenizer is None:
             raise DroidSpeakError(f"receiver {receiver!r} ships no tokenizer; lm-eval needs one")
         self.plan = self.pair.plan(plan)
+        self.profile = None  # the profile a profile: plan resolved through (provenance for the results row)
         if self.plan.kind == "profile":  # cacheblend plans run as they are (they need K/V only, no E)
-            self.plan = resolve_profile_plan(self.plan, self.pair.num_layers)
+            self.profile = resolve_profile_plan(
+                self.plan, self.pair.num_layers, receiver=self.pair.receiver.fingerprint.identity,
+                sender=self.pair.sender.fingerprint.identity, allow_foreign=bool(allow_foreign_profile),
+            )
+            if self.profile.foreign:
+                eval_logger.warning("profile %s was measured on the pair %s, not this one: applied because "
+                                    "allow_foreign_profile is set", self.profile.path, self.profile.pair)
+            self.plan = self.profile.plan
         if not context_delimiter:
             raise DroidSpeakError("context_delimiter must be a non-empty string")
         self.context_delimiter = context_delimiter
@@ -86,7 +95,8 @@ class DroidSpeakLM(HFLM):
         memory = MemoryStore(self.pair.sender.device, pin=False, capacity_bytes=int(float(max_cache_gb) * 2**30))
         self.store = TieredStore([memory, *([DiskStore(cache_dir)] if cache_dir else [])])
         self._shared_lengths: dict[tuple[int, ...], int] = {}
-        self.stats = {"sender_prefills": 0, "sender_cache_hits": 0, "receiver_prefill_seconds": 0.0, "costs": []}
+        self.stats = {"sender_prefills": 0, "sender_cache_hits": 0, "sender_cache_rejected": 0,
+                      "receiver_prefill_seconds": 0.0, "costs": []}
         super().__init__(
             pretrained=self.pair.receiver.model, tokenizer=self.pair.receiver.tokenizer, batch_size=batch_size, **kwargs
         )
@@ -144,26 +154,46 @@ class DroidSpeakLM(HFLM):
     def sender_caches(self, contexts: list[tuple[int, ...]]) -> list[ContextCache]:
         """The sender's cache of each context: from the store (memory, then ``cache_dir``), else prefilled now.
 
-        A stored cache that lacks an E layer this plan needs is prefilled again, keeping the E layers it had.
+        A stored cache that lacks an E layer this plan needs is prefilled again, keeping the E layers it had; one
+        that fails verification (corrupt, truncated, renamed: the disk tier sets it aside) is prefilled again too.
         """
         sender_digest = self.pair.sender.fingerprint.digest
         needed = set(self.plan.e_layers)
         keys = [cache_key(sender_digest, ids) for ids in contexts]
+        found: dict[str, ContextCache] = {}
         missing: dict[str, tuple[int, ...]] = {}
         for key, ids in zip(keys, contexts):
-            if key in self.store and needed <= set(self.store.info(key).hidden_layers):
-                self.stats["sender_cache_hits"] += 1
-            else:
+            cache = found.get(key) or self._stored(key, needed)
+            if cache is None:
                 missing[key] = ids
-        if missing:
-            fresh = self.pair.prefill([torch.tensor(ids) for ids in missing.values()], e_layers=self.e_layers, batch_size=self.batch_size)
-            self.stats["sender_prefills"] += len(fresh)
-            for key, cache in zip(missing, fresh):
-                if key in self.store:
-                    cache.hidden = {**self.store.get(key).hidden, **cache.hidden}
-                for tier in self.store.tiers:  # write through: the disk tier is what other runs share
-                    tier.put(cache, key)
-        return [self.store.get(key, device=self.pair.sender.device) for key in keys]
+            else:
+                found[key] = cache
+                self.stats["sender_cache_hits"] += 1
+        if missing:  # returned as computed: a small memory tier may already have evicted some of them again
+            found |= self._prefill_sender(missing)
+        return [found[key] for key in keys]
+
+    def _stored(self, key: str, e_layers: set[int]) -> ContextCache | None:
+        """The stored cache under ``key`` if it holds E at ``e_layers``; None when absent, short of E, or failing
+        verification (a corrupt cache is never served: the caller prefills it again)."""
+        try:
+            if key in self.store and e_layers <= set(self.store.info(key).hidden_layers):
+                return self.store.get(key, device=self.pair.sender.device)
+        except CacheFormatError as err:
+            eval_logger.warning("sender cache recomputed: %s", err)
+            self.stats["sender_cache_rejected"] += 1
+        return None
+
+    def _prefill_sender(self, missing: dict[str, tuple[int, ...]]) -> dict[str, ContextCache]:
+        fresh = self.pair.prefill([torch.tensor(ids) for ids in missing.values()], e_layers=self.e_layers, batch_size=self.batch_size)
+        self.stats["sender_prefills"] += len(fresh)
+        for key, cache in zip(missing, fresh):
+            older = self._stored(key, set())
+            if older is not None:  # keep the E layers it had
+                cache.hidden = {**older.hidden, **cache.hidden}
+            for tier in self.store.tiers:  # write through: the disk tier is what other runs share
+                tier.put(cache, key)
+        return dict(zip(missing, fresh))
 
     def shared_contexts(self) -> list[tuple[int, ...]]:
         """Every distinct shared context this backend has seen, in a stable order."""
@@ -245,6 +275,7 @@ class DroidSpeakLM(HFLM):
             sender_prefills=self.stats["sender_prefills"],
             sender_cache_hits=self.stats["sender_cache_hits"],
             shared_contexts=len(self.shared_contexts()),
+            profile=None if self.profile is None else self.profile.record(),
         )
 
     def time_receiver_prefill(self, limit: int, repeats: int, warmup: int) -> tuple[float, float, int]:
@@ -287,3 +318,4 @@ class BackendSummary:
     sender_prefills: int
     sender_cache_hits: int
     shared_contexts: int
+    profile: dict | None = None  # ResolvedProfile.record() of a profile: plan

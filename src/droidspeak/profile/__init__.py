@@ -47,6 +47,8 @@ from droidspeak.profile.profile_file import (
     ProfileError,
     comparisons_path,
     load_profile,
+    ResolvedProfile,
+    check_profile_pair,
     resolve_profile_plan,
     save_profile,
 )
@@ -82,6 +84,8 @@ __all__ = [
     "recomputes_all",
     "rank_agreement",
     "relative_drop",
+    "ResolvedProfile",
+    "check_profile_pair",
     "resolve_profile_plan",
     "save_profile",
     "search_additive",

@@ -2,15 +2,19 @@
 
 Why it exists: profiling costs hours on a real pair, serving needs only the frontier. The file is what the
 ``profile:PATH[@TOL]`` plan reads; :func:`resolve_profile_plan` turns that plan into a concrete one at the
-tolerance, after checking the file was made for a model with the same layer count.
+tolerance, after checking the file was made for this very pair: the same layer count, and the same receiver and
+sender weights, adapters and dtype (``identity``; where the files live does not matter). A profile measured on
+another pair is an error naming both, unless the caller opts in (``allow_foreign``); using it on another task is
+allowed, and the row records it.
 
 Schema (``schema_version`` 1; every quality is in units of ``metric``, higher is better)::
 
     {
       "schema": "droidspeak.profile", "schema_version": 1,
       "pair": {"name": "ft_a<-ft_b",
-               "receiver": {"name": "ft_a", "fingerprint": "…" | null},
-               "sender":   {"name": "ft_b", "fingerprint": "…" | null}},
+               "receiver": {"name": "ft_a", "fingerprint": "…" | null,
+                            "identity": {"weights": "sha256…", "adapter": "sha256…" | null, "dtype": "float32"} | null},
+               "sender":   {same shape}},
       "task": "hotpot_like", "metric": "f1",
       "num_layers": 8, "granularity": 1,
       "n_samples": 50, "inputs": ["doc-0", …] | null,        # per_input arrays follow this order
@@ -22,7 +26,7 @@ Schema (``schema_version`` 1; every quality is in units of ``metric``, higher is
       "single_layer": [{"layer": 0, "quality": 0.82, "per_input": [...] | null}, …],  # reuse only this layer
       "transitions":  [points at fixed recomputed layers, varying transitions (Fig. 10)],
       "timing": {"total_seconds": 3600.0, "evaluations": 528, ...},
-      "created": "2025-01-01T00:00:00+00:00", "git_sha": "abc123" | null,
+      "created": "2025-01-01T00:00:00+00:00", "git_sha": "abc123" | null, "code_version": "0.1.0+…" | null,
       "extra": {}                                             # free-form (proxy scores, notes)
     }
 """
@@ -89,6 +93,8 @@ class Profile:
     points: list[ProfilePoint]
     receiver_fingerprint: str | None = None
     sender_fingerprint: str | None = None
+    receiver_identity: dict | None = None  # loading.Fingerprint.identity: what resolve_profile_plan checks
+    sender_identity: dict | None = None
     granularity: int = 1
     n_samples: int | None = None
     inputs: list[str] | None = None
@@ -99,6 +105,7 @@ class Profile:
     timing: dict = field(default_factory=dict)
     created: str | None = None
     git_sha: str | None = None
+    code_version: str | None = None  # droidspeak.track.version.code_version() of the profiler that measured it
     extra: dict = field(default_factory=dict)
 
     @property
@@ -135,8 +142,9 @@ class Profile:
             "schema_version": SCHEMA_VERSION,
             "pair": {
                 "name": self.pair,
-                "receiver": {"name": self.receiver, "fingerprint": self.receiver_fingerprint},
-                "sender": {"name": self.sender, "fingerprint": self.sender_fingerprint},
+                "receiver": {"name": self.receiver, "fingerprint": self.receiver_fingerprint,
+                             "identity": self.receiver_identity},
+                "sender": {"name": self.sender, "fingerprint": self.sender_fingerprint, "identity": self.sender_identity},
             },
             "task": self.task,
             "metric": self.metric,
@@ -153,6 +161,7 @@ class Profile:
             "timing": dict(self.timing),
             "created": self.created,
             "git_sha": self.git_sha,
+            "code_version": self.code_version,
             "extra": dict(self.extra),
         }
 
@@ -175,6 +184,8 @@ class Profile:
                 sender=str(pair["sender"]["name"]),
                 receiver_fingerprint=pair["receiver"].get("fingerprint"),
                 sender_fingerprint=pair["sender"].get("fingerprint"),
+                receiver_identity=_identity(pair["receiver"].get("identity")),
+                sender_identity=_identity(pair["sender"].get("identity")),
                 task=str(data["task"]),
                 metric=str(data["metric"]),
                 num_layers=int(data["num_layers"]),
@@ -190,6 +201,7 @@ class Profile:
                 timing=dict(data.get("timing") or {}),
                 created=data.get("created"),
                 git_sha=data.get("git_sha"),
+                code_version=data.get("code_version"),
                 extra=dict(data.get("extra") or {}),
             )
         except KeyError as err:
@@ -244,6 +256,10 @@ def _floats(values: Sequence | None) -> list[float] | None:
     return None if values is None else [float(v) for v in values]
 
 
+def _identity(value: Mapping | None) -> dict | None:
+    return None if value is None else {str(k): None if v is None else str(v) for k, v in dict(value).items()}
+
+
 def save_profile(path: str | os.PathLike, profile: Profile) -> Path:
     """Validate and write ``profile`` as JSON (atomically: a crash never leaves a half-written file)."""
     path = Path(path)
@@ -287,15 +303,68 @@ def load_profile(path: str | os.PathLike) -> Profile:
     return Profile.from_dict(data, source=str(path))
 
 
+def check_profile_pair(
+    profile: Profile, receiver: Mapping, sender: Mapping, *, source: str, allow_foreign: bool = False
+) -> bool:
+    """Whether ``profile`` was measured on another pair than (``receiver``, ``sender``) — identities as in
+    :attr:`droidspeak.loading.Fingerprint.identity`. Another pair is a :class:`ProfileError` naming both, unless
+    ``allow_foreign``; then it returns True, for the caller to record."""
+    differences = [
+        f"{role} {field}: profile {_short(theirs.get(field))}, here {_short(ours.get(field))}"
+        for role, theirs, ours in (("receiver", profile.receiver_identity, receiver),
+                                   ("sender", profile.sender_identity, sender))
+        if theirs is not None
+        for field in sorted(set(theirs) | set(ours)) if theirs.get(field) != ours.get(field)
+    ]
+    if profile.receiver_identity is None or profile.sender_identity is None:
+        differences.append("the profile records no model identity (written before droidspeak recorded it)")
+    if not differences:
+        return False
+    if allow_foreign:
+        return True
+    raise ProfileError(
+        f"{source}: this profile was measured on the pair {profile.pair} (task {profile.task}), not on the pair "
+        "being served:\n  - " + "\n  - ".join(differences)
+        + "\nprofile this pair, or set allow_foreign_profile=true to apply it anyway (every row then says so)"
+    )
+
+
+def _short(value) -> str:
+    return "none" if value is None else str(value)[:12] + ("…" if len(str(value)) > 12 else "")
+
+
+@dataclass(frozen=True)
+class ResolvedProfile:
+    """What a ``profile:`` plan became, and where it came from (a results row records it: ``ResultRow.profile``)."""
+
+    plan: RecomputePlan
+    path: str
+    pair: str
+    task: str
+    tolerance: float
+    foreign: bool
+
+    def record(self) -> dict:
+        return {"path": self.path, "pair": self.pair, "task": self.task, "tolerance": self.tolerance,
+                "plan": format_plan(self.plan), "foreign_pair": self.foreign}
+
+
 def resolve_profile_plan(
-    plan: RecomputePlan | str, num_layers: int, *, fallback: str = "full_prefill"
-) -> RecomputePlan:
+    plan: RecomputePlan | str,
+    num_layers: int,
+    *,
+    receiver: Mapping,
+    sender: Mapping,
+    allow_foreign: bool = False,
+    fallback: str = "full_prefill",
+) -> ResolvedProfile:
     """Turn ``profile:PATH[@TOL]`` into the concrete plan it selects for a model with ``num_layers`` layers.
 
-    Loads the profile, picks the fewest-layer plan within TOL relative quality loss of the receiver's own
-    quality (see :func:`droidspeak.profile.choice.choose_plan`; ``full_prefill`` when none qualifies), and
-    returns a validated ``recompute`` / ``full_reuse`` / ``full_prefill`` plan. Resolve once per run: this
-    reads the file every call.
+    Loads the profile, checks it was made for this pair (layer count, and the ``receiver`` / ``sender``
+    identities: see :func:`check_profile_pair`), picks the fewest-layer plan within TOL relative
+    quality loss of the receiver's own quality (see :func:`droidspeak.profile.choice.choose_plan`;
+    ``full_prefill`` when none qualifies), and returns it validated, with its provenance. Resolve once per
+    run: this reads the file every call.
     """
     plan = parse_plan(plan) if isinstance(plan, str) else plan
     if plan.kind != "profile":
@@ -306,5 +375,7 @@ def resolve_profile_plan(
             f"{plan.profile_path}: profile was made for a model with {profile.num_layers} layers "
             f"({profile.pair}), this model has {num_layers} layers"
         )
+    foreign = check_profile_pair(profile, receiver, sender, source=plan.profile_path, allow_foreign=allow_foreign)
     tolerance = DEFAULT_PROFILE_TOLERANCE if plan.tolerance is None else plan.tolerance
-    return parse_plan(profile.choose(tolerance, fallback=fallback), num_layers)
+    chosen = parse_plan(profile.choose(tolerance, fallback=fallback), num_layers)
+    return ResolvedProfile(chosen, str(plan.profile_path), profile.pair, profile.task, tolerance, foreign)

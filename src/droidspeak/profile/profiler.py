@@ -178,6 +178,8 @@ def profile_pair(
         sender=sender_name,
         receiver_fingerprint=profiler.receiver.fingerprint.digest,
         sender_fingerprint=profiler.sender.fingerprint.digest,
+        receiver_identity=profiler.receiver.fingerprint.identity,
+        sender_identity=profiler.sender.fingerprint.identity,
         task=profiler.task,
         metric=profiler.metric,
         num_layers=layers,

@@ -81,6 +81,7 @@ class CacheStore(ABC):
         self._lru: OrderedDict[str, int] = OrderedDict()  # key -> bytes, least recently used first
         self._closed = False
         self.evictions = 0
+        self.peak_bytes = 0  # the most this tier ever held: what a capacity bound is checked against
 
     # ---- the interface ----------------------------------------------------------------------------------
     def contains(self, key: str) -> bool:
@@ -118,6 +119,7 @@ class CacheStore(ABC):
             self.evictions += 1
         self._write(key, cache)
         self._lru[key] = size
+        self.peak_bytes = max(self.peak_bytes, self.nbytes)
         return key
 
     def get(self, key: str, device: str | torch.device | None = None) -> ContextCache:

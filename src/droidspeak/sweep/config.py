@@ -51,6 +51,7 @@ class MethodConfig:
     ratio: float | None = None  # cacheblend: fraction of context tokens recomputed
     path: str | None = None  # profile: the profile JSON
     tolerance: float | None = None  # profile: allowed relative quality loss
+    allow_foreign_profile: bool = False  # profile: apply a profile measured on another pair (recorded in each row)
 
 
 @dataclass
@@ -87,6 +88,7 @@ class EvaluateConfig:
     batch_size: int = 16
     seed: int = 0
     cache_dir: str | None = None  # sender caches on disk, shared by every point and receiver (None: in memory)
+    stale: str = "refuse"  # rows of another code version in results.jsonl: refuse | keep | move (track.results)
     progress: bool = True
 
 

@@ -8,14 +8,17 @@ from __future__ import annotations
 import platform
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
 from droidspeak.errors import DroidSpeakError
+from droidspeak.hashing import file_sha256
 from droidspeak.lmeval.task_yaml import LONGBENCH, embedded_task_name, write_embedded_tasks
 from droidspeak.track.records import ResultRow
 from droidspeak.track.results import git_sha, point_key
+from droidspeak.track.version import code_version
 from droidspeak.zoo.tasks import TASKS
 
 ZOO_PREFIX = "zoo:"
@@ -48,7 +51,7 @@ def uses_zoo(cfg) -> bool:
 
 def point_identity(cfg, family) -> dict:
     """Everything that determines the point's result (its resume key); not where it is written or logged."""
-    return {
+    identity = {
         "pair": OmegaConf.to_container(cfg.pair, resolve=True),
         "task": {k: cfg.task[k] for k in ("name", "source", "lm_eval_task", "split", "limit", "context_delimiter")},
         "method": cfg.method.name,
@@ -57,6 +60,15 @@ def point_identity(cfg, family) -> dict:
         "dtype": cfg.dtype,
         "family": None if family is None else family.root.name,
     }
+    if cfg.method.name == "profile":  # a re-profiled file (or a foreign one allowed) is another point
+        identity |= {"profile": _profile_digest(cfg.method.path),
+                     "allow_foreign_profile": bool(cfg.method.get("allow_foreign_profile"))}
+    return identity
+
+
+def _profile_digest(path: str) -> str | None:
+    """sha256 of a profile file (None while it does not exist: the backend then fails with its own error)."""
+    return file_sha256(path) if Path(path).is_file() else None
 
 
 def task_metric(task) -> str:
@@ -102,6 +114,7 @@ def model_args(cfg, family) -> dict:
         dtype=cfg.dtype,
         batch_size=cfg.batch_size,
         cache_dir=cfg.cache_dir,
+        allow_foreign_profile=bool(cfg.method.get("allow_foreign_profile") or False),
     )
 
 
@@ -176,6 +189,8 @@ def evaluate_point(cfg, family) -> ResultRow:
         git_sha=git_sha(),
         family=identity["family"],
         per_sample=per_sample,
+        profile=done.profile,
+        code_version=code_version(),
         time=time.strftime("%Y-%m-%dT%H:%M:%S"),
     )
 

@@ -26,7 +26,8 @@ from droidspeak.profile.comparisons import compare_hybrid, compare_multigroup, c
 from droidspeak.profile.profiler import Profiler, profile_pair, select_profile_rows
 from droidspeak.profile.proxy import ProxyScorer
 from droidspeak.track.records import ResultRow
-from droidspeak.track.results import append_row, finished_keys, git_sha, point_key, read_rows
+from droidspeak.track.results import append_row, check_code_version, finished_keys, git_sha, point_key, read_rows
+from droidspeak.track.version import code_version
 from droidspeak.zoo.recipe import ZooConfig
 from droidspeak.zoo.tasks import TASKS
 
@@ -58,6 +59,7 @@ class ProfileJobConfig:
     dtype: str = "float32"
     output_root: str = "outputs"
     output: str | None = None  # profile path (default <output_root>/profiles/<pair>/<task>.json)
+    stale: str = "refuse"  # eval rows of another code version in the results file: refuse | keep | move
     progress: bool = True
 
 
@@ -74,6 +76,8 @@ def run_job(cfg, family) -> dict[str, Path]:
     if task not in TASKS or family is None or task not in family.task_files:
         raise DroidSpeakError(f"profiling runs on the embedded tasks {sorted(TASKS)} of a zoo family; got task {task!r}")
     check_family(cfg.pair, family)
+    results = Path(cfg.output_root) / "profiles" / "results.jsonl"
+    check_code_version(results, code_version(), cfg.stale)  # before hours of profiling, not after
     rows = select_profile_rows(read_rows(family.task_files[task][cfg.split]), cfg.contexts)
     receiver = _load(cfg.pair.receiver, cfg.pair.receiver_adapter, family, cfg)
     sender = _load(cfg.pair.sender, cfg.pair.sender_adapter, family, cfg)
@@ -99,14 +103,13 @@ def run_job(cfg, family) -> dict[str, Path]:
         for ratio in cfg.cacheblend_ratios:
             profiler.evaluate(f"cacheblend:{ratio:g}")
         profile.timing["comparisons_seconds"] = round(time.perf_counter() - started, 3)
-    profile.git_sha = git_sha()
+    profile.git_sha, profile.code_version = git_sha(), code_version()
     profile.extra["split"] = cfg.split
     save_profile(out, profile)
     comparisons = comparisons_path(out)
     with comparisons.open("w") as handle:
         for row in extra_rows:
             handle.write(json.dumps({"pair": cfg.pair.name, "task": task, **row}) + "\n")
-    results = Path(cfg.output_root) / "profiles" / "results.jsonl"
     _write_eval_rows(results, cfg, profiler, profile, task)
     log.info("profile %s: reference %.3f, full reuse %s, chosen @%.2f: %s", out, profile.reference_quality,
              profile.full_reuse_quality, cfg.tolerance, profile.choose(cfg.tolerance))
@@ -149,5 +152,6 @@ def _write_eval_rows(path: Path, cfg, profiler: Profiler, profile, task: str) ->
                 prefill_seconds=ev.prefill_seconds, baseline_prefill_seconds=baseline,
                 speedup=baseline / ev.prefill_seconds if ev.prefill_seconds > 0 else None,
                 eval_seconds=ev.seconds, device=cfg.device, dtype=cfg.dtype, git_sha=profile.git_sha,
+                code_version=profile.code_version,
                 time=time.strftime("%Y-%m-%dT%H:%M:%S"),
             ).to_dict())

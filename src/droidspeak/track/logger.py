@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from droidspeak.errors import DroidSpeakError
+from droidspeak.faults import fault_point
 
 MODES = ("offline", "online", "disabled")
 
@@ -43,6 +44,7 @@ class WandbLogger:
 
     def log(self, values):
         self.run.log(values)
+        fault_point("wandb_write")
 
     def table(self, key, columns, rows):
         import wandb

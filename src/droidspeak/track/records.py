@@ -53,6 +53,8 @@ class ResultRow:
     seed: int | None = None
     family: str | None = None
     per_sample: list[float] | None = None  # the metric of each question, in document order: bootstrap intervals
+    profile: dict | None = None  # a profile: plan's provenance (lmeval.backend.ResolvedProfile.record())
+    code_version: str | None = None  # track.version.code_version(): rows of other versions are stale
     kind: str = "eval"
     schema: int = SCHEMA_VERSION
 

