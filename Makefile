@@ -9,10 +9,9 @@ STAMP := $(VENV)/.installed
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-# --no-compile: byte-compiling every installed file took a minute of a cold install; imports compile what they use
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --no-compile -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install the project (idempotent)
@@ -32,7 +31,7 @@ COMPAT_TESTS := tests/test_hf_compat.py tests/test_engine_oracles.py tests/test_
 
 $(COMPAT)/.installed: pyproject.toml
 	test -x $(COMPAT)/bin/python || $(PY) -m venv $(COMPAT)
-	$(COMPAT)/bin/pip install --quiet --no-compile -e '.[dev]' 'transformers==$(OLDEST_TRANSFORMERS)'
+	$(COMPAT)/bin/pip install --quiet -e '.[dev]' 'transformers==$(OLDEST_TRANSFORMERS)'
 	touch $@
 
 test-compat: $(COMPAT)/.installed  ## the engine and backend tests on the oldest declared transformers (5.17)

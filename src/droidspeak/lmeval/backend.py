@@ -9,6 +9,7 @@ rest of the prompt and the continuation run through the receiver's own forward o
 
 from __future__ import annotations
 
+import functools
 import logging
 import statistics
 import time
@@ -39,6 +40,15 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
             break
         n += 1
     return n
+
+
+def cache_environment_report() -> None:
+    """lm-eval records torch's environment report in every result (``add_env_info``); building it runs ``pip list``
+    and other subprocesses, over a second per run. It cannot change within a process, so build it once."""
+    import torch.utils.collect_env as collect_env
+
+    if not hasattr(collect_env.get_pretty_env_info, "cache_info"):
+        collect_env.get_pretty_env_info = functools.lru_cache(maxsize=1)(collect_env.get_pretty_env_info)
 
 
 @register_model("droidspeak")

@@ -124,6 +124,9 @@ def evaluate_point(cfg, family) -> ResultRow:
     from lm_eval.api.registry import get_model
     from lm_eval.tasks import TaskManager
 
+    from droidspeak.lmeval.backend import cache_environment_report
+
+    cache_environment_report()
     task_name, include_path = task_setup(cfg, family)
     args = model_args(cfg, family)
     lm = get_model("droidspeak")(**args)
