@@ -110,6 +110,15 @@ def test_profile_job_on_the_mini_family_feeds_the_profile_plan(mini_family, tmp_
         profile = load_profile(written["profile"])
         assert written["profile"] == tmp_path / "profiles" / "ft-mdqa_from_base" / "mdqa.json"
         assert profile.pair == "ft-mdqa<-base" and profile.n_samples == 2 and written["results"].exists()
+        # the same job again, same code: the profile is up to date and not measured again; another setting or
+        # force=true measures it again
+        stamp = written["profile"].stat().st_mtime_ns
+        assert run_job(cfg, family) == written and written["profile"].stat().st_mtime_ns == stamp
+        again = compose("profile", overrides=["zoo=mini", "contexts=1", "granularity=2", "comparisons=false",
+                                              "progress=false", f"output_root={tmp_path}", "force=true"])
+        run_job(again, family)
+        assert written["profile"].stat().st_mtime_ns != stamp
+        assert load_profile(written["profile"]).extra["job"]["contexts"] == 1
         main = compose("evaluate", overrides=["zoo=mini", "method=profile", f"method.path={written['profile']}",
                                               "method.tolerance=0.1"])
     receiver, sender = (family.load(name).fingerprint.identity for name in ("ft-mdqa", "base"))

@@ -56,7 +56,7 @@ def campaign_sweep(cfg, script: Path, env: dict, layers: list[str] | None = None
 
 def run_campaign(cfg, family, script: Path, env: dict) -> dict:
     started = time.perf_counter()
-    work = Path(cfg.work_dir) / "trials"  # beside it: the run's own log and the tallies
+    work = Path(cfg.work_dir).resolve() / "trials"  # absolute: each sweep runs in its own folder; beside: the tallies
     shutil.rmtree(work, ignore_errors=True)
     rng = random.Random(cfg.seed)
 

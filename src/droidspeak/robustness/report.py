@@ -33,7 +33,8 @@ def markdown(tallies: Mapping, *, command: str) -> str:
         f"| {writers['writers']} processes sweeping into one results file and cache folder | no torn row, no duplicate, "
         f"no half-written cache read | {'yes' if writers['ok'] else 'NO'} |",
         f"| memory tier bounded to {_mib(memory['bounded']['bound_bytes'])} over {memory['bounded']['distinct_contexts']} "
-        f"contexts | peak within the bound, identical answers | peak {_mib(memory['bounded']['peak_store_bytes'])}, "
+        f"contexts, each asked for twice | peak within the bound, evicted contexts prefilled anew, identical answers | peak "
+        f"{_mib(memory['bounded']['peak_store_bytes'])}, {memory['bounded']['sender_prefills']} sender prefills, "
         f"{'identical' if memory['identical_scores'] else 'DIFFERENT'} answers |",
         "",
         "## Bad inputs",
@@ -68,7 +69,8 @@ def markdown(tallies: Mapping, *, command: str) -> str:
         "",
         "## Memory bound",
         "",
-        f"Task `{memory['task']}`, plan `{memory['plan']}`; one context's sender cache averages {_mib(memory['cache_bytes'])}.",
+        f"Task `{memory['task']}`, plan `{memory['plan']}`, two passes over the same questions in one backend; one context's",
+        f"sender cache averages {_mib(memory['cache_bytes'])}.",
         "Each run is its own process; *resident growth* is the peak resident memory during the run minus before it",
         "(model weights and lm-eval included, so only differences between the rows carry meaning).",
         "",

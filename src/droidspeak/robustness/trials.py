@@ -37,7 +37,7 @@ class Sweep:
     timeout: float = 600.0
 
     def command(self, out: Path, *extra: str) -> list[str]:
-        return [sys.executable, str(self.script), "-m", *self.overrides, f"output_root={out}", *extra]
+        return [sys.executable, str(self.script), "-m", *self.overrides, f"output_root={out.resolve()}", *extra]
 
     def environment(self, fault: str | None = None) -> dict:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true"}
@@ -144,6 +144,8 @@ def reference_rows(sweep: Sweep, out: Path) -> tuple[dict[str, float], float]:
     if done.returncode != 0:
         raise RuntimeError(f"the clean reference sweep failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     rows = read_rows(results_path(out))
+    if not rows:
+        raise RuntimeError(f"the clean reference sweep wrote no rows to {results_path(out)}")
     return {row["key"]: row["quality"] for row in rows}, time.perf_counter() - started
 
 

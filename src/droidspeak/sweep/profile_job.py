@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from droidspeak.sweep.config import PairConfig, TaskConfig, safe_name
 from droidspeak.errors import DroidSpeakError
 from droidspeak.sweep.point import ZOO_PREFIX, check_family, resolve_model
 from droidspeak.loading import load_model
-from droidspeak.profile.profile_file import comparisons_path, save_profile
+from droidspeak.profile.profile_file import ProfileError, comparisons_path, load_profile, save_profile
 from droidspeak.profile.comparisons import compare_hybrid, compare_multigroup, compare_proxy
 from droidspeak.profile.profiler import Profiler, profile_pair, select_profile_rows
 from droidspeak.profile.proxy import ProxyScorer
@@ -60,6 +61,7 @@ class ProfileJobConfig:
     output_root: str = "outputs"
     output: str | None = None  # profile path (default <output_root>/profiles/<pair>/<task>.json)
     stale: str = "refuse"  # eval rows of another code version in the results file: refuse | keep | move
+    force: bool = False  # re-profile even when the profile file is up to date (same job, same code version)
     progress: bool = True
 
 
@@ -78,6 +80,12 @@ def run_job(cfg, family) -> dict[str, Path]:
     check_family(cfg.pair, family)
     results = Path(cfg.output_root) / "profiles" / "results.jsonl"
     check_code_version(results, code_version(), cfg.stale)  # before hours of profiling, not after
+    out = Path(cfg.output) if cfg.output else Path(cfg.output_root) / "profiles" / safe_name(cfg.pair.name) / f"{task}.json"
+    job = job_identity(cfg, task, family)
+    written = {"profile": out, "comparisons": comparisons_path(out), "results": results}
+    if not cfg.force and _up_to_date(out, results, job):
+        log.info("%s is up to date (the same job, code %s): not profiled again (force=true does)", out, code_version())
+        return written
     rows = select_profile_rows(read_rows(family.task_files[task][cfg.split]), cfg.contexts)
     receiver = _load(cfg.pair.receiver, cfg.pair.receiver_adapter, family, cfg)
     sender = _load(cfg.pair.sender, cfg.pair.sender_adapter, family, cfg)
@@ -90,7 +98,6 @@ def run_job(cfg, family) -> dict[str, Path]:
         transition_plans_per_count=cfg.transition_plans_per_count, progress=cfg.progress,
         max_group_layers=cfg.max_group_layers, transitions=cfg.transitions,
     )
-    out = Path(cfg.output) if cfg.output else Path(cfg.output_root) / "profiles" / safe_name(cfg.pair.name) / f"{task}.json"
     extra_rows: list[dict] = []
     if cfg.comparisons:
         started = time.perf_counter()
@@ -105,6 +112,7 @@ def run_job(cfg, family) -> dict[str, Path]:
         profile.timing["comparisons_seconds"] = round(time.perf_counter() - started, 3)
     profile.git_sha, profile.code_version = git_sha(), code_version()
     profile.extra["split"] = cfg.split
+    profile.extra["job"] = job
     save_profile(out, profile)
     comparisons = comparisons_path(out)
     with comparisons.open("w") as handle:
@@ -113,7 +121,30 @@ def run_job(cfg, family) -> dict[str, Path]:
     _write_eval_rows(results, cfg, profiler, profile, task)
     log.info("profile %s: reference %.3f, full reuse %s, chosen @%.2f: %s", out, profile.reference_quality,
              profile.full_reuse_quality, cfg.tolerance, profile.choose(cfg.tolerance))
-    return {"profile": out, "comparisons": comparisons, "results": results}
+    return written
+
+
+JOB_FIELDS = ("split", "contexts", "granularity", "max_group_layers", "transitions", "tolerance", "transition_layers",
+              "max_transitions", "transition_plans_per_count", "max_groups", "proxy_samples", "comparisons",
+              "hybrid_fractions", "cacheblend_ratios", "batch_size", "device", "dtype")
+
+
+def job_identity(cfg, task: str, family) -> dict:
+    """Everything that determines a profile: the pair, task, family and every profiling setting."""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    return {"pair": settings["pair"], "task": task, "family": family.root.name, **{k: settings[k] for k in JOB_FIELDS}}
+
+
+def _up_to_date(out: Path, results: Path, job: dict) -> bool:
+    """The profile at ``out`` was made by this job with this code, and its eval rows are in ``results``."""
+    try:
+        profile = load_profile(out)
+    except ProfileError:
+        return False  # missing, corrupt or of another schema: profile again
+    if profile.code_version != code_version() or profile.extra.get("job") != job:
+        return False
+    return any(row.get("pair") == job["pair"]["name"] and row.get("task") == job["task"] and row.get("split") == job["split"]
+               and row.get("code_version") == profile.code_version for row in read_rows(results))
 
 
 def _method(name: str) -> str:

@@ -20,6 +20,7 @@ and compares the result with the reference by quality (``compare_with_reference`
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -89,6 +90,8 @@ class Family:
 # ---- recipe identity ----------------------------------------------------------------------------------------
 def zoo_config(cfg) -> ZooConfig:
     """The typed ZooConfig of ``cfg`` (a ZooConfig, a BuildZooConfig, or a DictConfig of either)."""
+    if isinstance(cfg, ZooConfig):
+        return cfg
     if isinstance(cfg, (BuildZooConfig,)) or (isinstance(cfg, DictConfig) and "zoo" in cfg):
         cfg = cfg.zoo
     merged = OmegaConf.merge(OmegaConf.structured(ZooConfig), cfg)
@@ -105,7 +108,7 @@ def _set_fields(node):
 
 
 def recipe_hash(cfg) -> str:
-    recipe = _set_fields(OmegaConf.to_container(OmegaConf.structured(zoo_config(cfg)), resolve=True))
+    recipe = _set_fields(dataclasses.asdict(zoo_config(cfg)))
     payload = json.dumps({"code": CODE_VERSION, "recipe": recipe}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
