@@ -77,7 +77,7 @@ study-smollm2: setup-smollm2  ## the real-model study: family, profiles, held-ou
 	  'profiles=["$(SMOL)/profiles/*/*.json"]'
 	$(BIN)/python experiments/study_page.py zoo=smollm2 out_dir=$(SMOL_REPORTS)
 
-robustness: $(STAMP)  ## the fault and bad-input campaign on the toy family -> reports/robustness.md (~15 min)
+robustness: $(STAMP)  ## the fault and bad-input campaign on the toy family -> reports/robustness.md (~11 min)
 	$(BIN)/python experiments/robustness.py
 
 clean:  ## remove run outputs (keeps .venv and the model cache)

@@ -1,6 +1,6 @@
 """The fault and bad-input campaign on the toy family; writes reports/robustness.md (see droidspeak.robustness).
 
-    python experiments/robustness.py                      # 20 kills, 4 writers, every bad input (~15 min)
+    python experiments/robustness.py                      # 20 kills, 4 writers, every bad input (~11 min)
     python experiments/robustness.py zoo=mini kill_trials=5 writers=2 out_dir=/tmp/r   # a quick one
 """
 

@@ -156,7 +156,7 @@ def kill_trial(sweep: Sweep, out: Path, trial: int, mode: str, rng: random.Rando
     fault = None
     if mode == "random_time":
         proc = sweep.start(out)
-        time.sleep(rng.uniform(0.2, 0.95) * clean_seconds)
+        time.sleep(rng.uniform(0.1, 0.8) * clean_seconds)  # the same sweep can run faster than the clean one did
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         killed = proc.wait() == -signal.SIGKILL
