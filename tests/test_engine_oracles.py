@@ -5,9 +5,10 @@ import torch
 
 from helpers import fine_tune_of, random_ids, tiny_model
 from droidspeak.engine import receiver_prefill, tail_logits
-from droidspeak.engine.prefill import group_prefills
+from droidspeak.engine.shared_passes import shared_prefills
 from droidspeak.errors import DroidSpeakError
 from droidspeak.loading import from_module
+from droidspeak.profile.candidates import single_layer_plan
 from droidspeak.reuse import ReusePair
 
 ATOL = 1e-5
@@ -167,19 +168,25 @@ def test_half_precision_runs_and_stays_close(arch, dtype):
     torch.testing.assert_close(ours.float(), own.float(), atol=0.05, rtol=0.05)
 
 
-def test_group_prefills_equal_separate_prefills(family, inputs):
-    """Every group that shares a start comes out of one pass exactly as its own prefill (profiling relies on it)."""
+def test_shared_prefills_equal_separate_prefills(family, inputs):
+    """Every layer plan out of the shared passes is bitwise the cache of its own prefill, groups of one start,
+    single-layer and multi-group plans alike (profiling relies on it), and costs what that prefill costs."""
     sender, receiver = family
     contexts, _ = inputs
     caches = ReusePair(sender, receiver).prefill(contexts)
-    last = receiver.stack.num_layers - 1
-    for start in (0, 1):
-        shared = dict(group_prefills(receiver, caches, start, range(start, last + 1)))
-        assert sorted(shared) == list(range(start, last + 1))
-        for end, batch in shared.items():
-            alone = receiver_prefill(receiver, caches, f"recompute:{start}-{end}")
-            assert batch.cost == alone.cost
-            for ours, theirs in zip(batch.cache.layers, alone.cache.layers, strict=True):
-                assert torch.equal(ours.keys, theirs.keys) and torch.equal(ours.values, theirs.values)
-    with pytest.raises(DroidSpeakError, match="must be non-empty and >= start"):
-        next(group_prefills(receiver, caches, 2, [1]))
+    layers = receiver.stack.num_layers
+    last = layers - 1
+    plans = ["full_reuse"] + [f"recompute:{s}-{e}" for s in (0, 1) for e in range(s, layers)]
+    plans += [single_layer_plan(layer, layers) for layer in range(layers)] + [f"recompute:0-0+2-{last}"]
+    shared = {item.plan: item for item in shared_prefills(receiver, caches, plans)}
+    assert sorted(shared) == sorted(set(plans))
+    for plan, item in shared.items():
+        alone = receiver_prefill(receiver, caches, plan)
+        assert item.batch.cost == alone.cost and item.seconds >= 0
+        assert torch.equal(item.batch.attention_mask, alone.attention_mask)
+        for ours, theirs in zip(item.batch.cache.layers, alone.cache.layers, strict=True):
+            assert torch.equal(ours.keys, theirs.keys) and torch.equal(ours.values, theirs.values), plan
+    with pytest.raises(DroidSpeakError, match="layer plans that reuse the sender's cache"):
+        next(shared_prefills(receiver, caches, ["full_prefill"]))
+    with pytest.raises(DroidSpeakError, match="ContextCache"):
+        next(shared_prefills(receiver, contexts, ["full_reuse"]))

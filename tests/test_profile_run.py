@@ -92,6 +92,21 @@ def test_proxy_and_comparisons(models):
     assert by_method["hybrid"]["compute_fraction"] == pytest.approx(2 / 3, abs=0.05)
 
 
+def test_evaluate_many_scores_every_plan_as_evaluate_does(models):
+    """Plans scored together from shared passes (in batches smaller than the rows) answer exactly as each plan
+    scored alone, and each is charged a positive share of the passes."""
+    sender, receiver = models
+    plans = ["full_reuse", "recompute:0-1", "recompute:0-3", "recompute:2-3", "recompute:2-5", "recompute:0-0+2-5",
+             "full_prefill", "cacheblend:0.5"]
+    together = Profiler(receiver, sender, "mdqa", rows(3), batch_size=4).evaluate_many(plans)
+    alone = Profiler(receiver, sender, "mdqa", rows(3), batch_size=4)
+    for plan, ev in zip(plans, together, strict=True):
+        reference = alone.evaluate(plan)
+        assert ev.name == plan and ev.answers == reference.answers and ev.per_input == reference.per_input, plan
+        assert ev.compute_fraction == pytest.approx(reference.compute_fraction), plan
+        assert ev.seconds >= ev.prefill_seconds > 0 or plan == "full_reuse", plan
+
+
 @pytest.mark.slow
 def test_profile_job_on_the_mini_family_feeds_the_profile_plan(mini_family, tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir

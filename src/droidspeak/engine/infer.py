@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
-from droidspeak.engine.batch import PrefilledBatch
+from droidspeak.engine.batch import PrefilledBatch, adopt
 from droidspeak.hf_compat import cache_arg
 from droidspeak.loading import LoadedModel
 
@@ -38,6 +40,42 @@ def tail_batch(prefilled: PrefilledBatch, tails: Sequence[torch.Tensor], pad_id:
         mask[row, longest - tail.numel() :] = 1
     positions = prefilled.lengths[:, None] + (mask.cumsum(-1) - 1).clamp(min=0)
     return TailBatch(ids, torch.cat([prefilled.attention_mask, mask], dim=-1), positions)
+
+
+class RoomyLayer(DynamicLayer):
+    """A ``DynamicLayer`` that appends into room reserved up front instead of concatenating.
+
+    Why: ``DynamicLayer.update`` copies the whole cache at every decode step; over a 2K-token context that copy
+    was ~40% of generation time on CPU. Here a step writes only its new tokens. Anything that replaces the
+    tensors (a batch reorder, a cache that outgrew its room) falls back to ``DynamicLayer``'s own update.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int):
+        super().__init__()
+        length = keys.shape[-2]
+        self._keys = keys.new_empty((*keys.shape[:-2], length + room, keys.shape[-1]))
+        self._values = values.new_empty((*values.shape[:-2], length + room, values.shape[-1]))
+        self._keys[..., :length, :].copy_(keys)
+        self._values[..., :length, :].copy_(values)
+        adopt(self, self._keys[..., :length, :], self._values[..., :length, :])
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        length, new = self.keys.shape[-2], key_states.shape[-2]
+        if self.keys.data_ptr() != self._keys.data_ptr() or length + new > self._keys.shape[-2]:
+            return super().update(key_states, value_states, *args, **kwargs)
+        self._keys[..., length : length + new, :].copy_(key_states)
+        self._values[..., length : length + new, :].copy_(value_states)
+        self.keys, self.values = self._keys[..., : length + new, :], self._values[..., : length + new, :]
+        return self.keys, self.values
+
+
+def roomy_cache(cache: DynamicCache, room: int, config) -> DynamicCache:
+    """A copy of ``cache`` for generation: its plain layers append ``room`` tokens in place (sliding layers are
+    ``config``'s own kind); ``cache`` itself is left as it was, ready for the next tails."""
+    copy = DynamicCache(ddp_cache_data=[(layer.keys, layer.values) for layer in cache.layers], config=config)
+    copy.layers = [RoomyLayer(layer.keys, layer.values, room) if type(layer) is DynamicLayer else layer
+                   for layer in copy.layers]
+    return copy
 
 
 def rewind(prefilled: PrefilledBatch) -> None:
@@ -111,13 +149,12 @@ def generate(
         sequences = receiver.model.generate(
             input_ids=input_ids,
             attention_mask=batch.attention_mask,
-            **cache_arg(prefilled.cache),
+            **cache_arg(roomy_cache(prefilled.cache, batch.input_ids.shape[1] + max_new_tokens, receiver.config)),
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,
             pad_token_id=pad_id,
             **generation_kwargs,
         )
-    rewind(prefilled)
     new_tokens = sequences[:, input_ids.shape[1] :].cpu()
     eos = receiver.model.generation_config.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])

@@ -6,7 +6,7 @@ go to ``engine.cacheblend``. Batch layout and checks live in ``engine.batch``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from transformers import DynamicCache
@@ -26,7 +26,7 @@ from droidspeak.engine.cacheblend import cacheblend_prefill
 from droidspeak.errors import DroidSpeakError
 from droidspeak.hf_compat import returned_cache
 from droidspeak.loading import LoadedModel
-from droidspeak.plan import RecomputePlan, layer_groups, parse_plan, recompute
+from droidspeak.plan import RecomputePlan, layer_groups, parse_plan
 
 
 def _resolve_e_layers(e_layers: str | Iterable[int] | RecomputePlan, num_layers: int) -> set[int]:
@@ -138,28 +138,3 @@ def receiver_prefill(
         stack.run_layers(hidden, start, end, attention_mask=mask, position_ids=positions, cache=cache)
     return PrefilledBatch(cache, ids, mask, cost_of(receiver, plan, int(mask.sum())))
 
-
-def group_prefills(
-    receiver: LoadedModel, contexts: Sequence[ContextCache], start: int, ends: Iterable[int]
-) -> Iterator[tuple[int, PrefilledBatch]]:
-    """``(e, receiver_prefill(recompute:start-e))`` for every ``e`` in ``ends`` (ascending), all from one pass of the
-    receiver's layers start..max(ends).
-
-    Why: a layer of a group sees only the group's earlier layers, so every group that starts at ``start`` is a
-    prefix of the longest one. Scoring all contiguous groups this way runs L(L+1)/2 receiver layers instead of
-    about L^3/6 (528 instead of 5,984 at 32 layers); the caches are identical to separate prefills and share
-    their tensors (nothing downstream writes into a prefilled cache).
-    """
-    ends = sorted(set(ends))
-    if not ends or ends[0] < start:
-        raise DroidSpeakError(f"group ends {ends} must be non-empty and >= start {start}")
-    with torch.inference_mode():
-        longest = receiver_prefill(receiver, contexts, recompute((start, ends[-1])))
-        own = [(layer.keys, layer.values) for layer in longest.cache.layers]
-        theirs = {layer: sender_kv(receiver, contexts, layer) for layer in range(ends[0] + 1, ends[-1] + 1)}
-    tokens = int(longest.attention_mask.sum())
-    for end in ends:
-        data = [theirs[layer] if end < layer <= ends[-1] else own[layer] for layer in range(len(own))]
-        batch = PrefilledBatch(DynamicCache(ddp_cache_data=data, config=receiver.config), longest.token_ids,
-                               longest.attention_mask, cost_of(receiver, recompute((start, end)), tokens))
-        yield end, batch

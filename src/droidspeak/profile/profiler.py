@@ -17,16 +17,19 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from tqdm.auto import tqdm
+
 from droidspeak.cache import ContextCache
 from droidspeak.engine import receiver_prefill
-from droidspeak.engine.batch import PrefilledBatch, prefill_rows
+from droidspeak.engine.batch import PrefilledBatch, distinct_rows, prefill_rows, select_rows
+from droidspeak.engine.shared_passes import SharedPrefill, shared_prefills
 from droidspeak.loading import LoadedModel, check_compatible
 from droidspeak.profile.profile_file import LayerSensitivity, Profile
 from droidspeak.profile.candidates import single_group_plans, single_layer_plan, transition_plans
 from droidspeak.profile.points import ProfilePoint
 from droidspeak.profile.sensitivity import critical_layers
-from droidspeak.plan import total_cost
-from droidspeak.zoo.measure import TaskRows, answer, prefill_contexts, scores
+from droidspeak.plan import PrefillCost, parse_plan, total_cost
+from droidspeak.zoo.measure import TaskRows, answer, answer_batch, prefill_contexts, scores
 from droidspeak.zoo.tasks import TASKS
 
 Prefill = Callable[[Sequence[ContextCache]], PrefilledBatch]
@@ -43,6 +46,22 @@ class Evaluation:
     prefill_seconds: float  # receiver prefill only, summed over batches
     compute_fraction: float  # recomputed layer-tokens / a full prefill's
     answers: list[str] = field(repr=False, default_factory=list)
+
+
+@dataclass
+class _Partial:
+    """A plan's answers and seconds over the batches scored so far (Profiler.evaluate_many)."""
+
+    answers: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    prefill_seconds: float = 0.0
+    costs: list[PrefillCost] = field(default_factory=list)
+
+    def add(self, answers: list[str], prefill: SharedPrefill, answer_seconds: float) -> None:
+        self.answers += answers
+        self.prefill_seconds += prefill.seconds
+        self.seconds += prefill.seconds + answer_seconds
+        self.costs.append(prefill.batch.cost)
 
 
 def select_profile_rows(rows: Sequence[dict], contexts: int) -> list[dict]:
@@ -111,18 +130,7 @@ class Profiler:
         start = time.perf_counter()
         answers, prefills = answer(model, self.rows, lambda chunk: prefill_rows(
             model, [r["context_id"] for r in chunk], timed), self.batch_size)
-        per_input = scores(self.rows, answers)
-        result = Evaluation(
-            name=key,
-            quality=sum(per_input) / max(1, len(per_input)),
-            per_input=per_input,
-            seconds=time.perf_counter() - start,
-            prefill_seconds=prefill_seconds,
-            compute_fraction=total_cost([p.cost for p in prefills]).compute_fraction,
-            answers=answers,
-        )
-        self.results[key] = result
-        return result
+        return self._record(key, answers, time.perf_counter() - start, prefill_seconds, [p.cost for p in prefills])
 
     def point(self, plan: str) -> ProfilePoint:
         """A profile point of a layer plan (cost = evaluation wall seconds)."""
@@ -130,12 +138,50 @@ class Profiler:
         return ProfilePoint.from_plan(plan, ev.quality, num_layers=self.num_layers, per_input=ev.per_input, cost=ev.seconds)
 
     def evaluate_all(self, plans: Iterable[str], desc: str, progress: bool = True) -> list[ProfilePoint]:
+        """Profile points of ``plans``; the layer plans among them share the receiver's passes (evaluate_many)."""
         plans = list(plans)
-        if progress:
-            from tqdm.auto import tqdm
-
-            plans = tqdm(plans, desc=desc, unit="plan", dynamic_ncols=True, leave=False)
+        self.evaluate_many(plans, desc, progress)
         return [self.point(p) for p in plans]
+
+    def evaluate_many(self, plans: Iterable[str], desc: str = "plans", progress: bool = False) -> list[Evaluation]:
+        """Every plan scored exactly as :meth:`evaluate` scores it alone, faster: batch by batch, the layer plans
+        that read the sender's cache are prefilled from shared receiver passes (engine.shared_passes), so a
+        profile's groups and single-layer plans cost each start's pass once. Each plan's prefill seconds are its
+        layers' share of those passes; the rest are evaluated one by one."""
+        plans = list(plans)
+        todo = [p for p in dict.fromkeys(plans) if p not in self.results]
+        shared = [p for p in todo if parse_plan(p, self.num_layers).kind in ("full_reuse", "recompute")]
+        bar = tqdm(total=len(todo), desc=desc, unit="plan", dynamic_ncols=True, leave=False, disable=not progress)
+        for plan in todo:
+            if plan not in shared:
+                self.evaluate(plan)
+                bar.update()
+        partial = {plan: _Partial() for plan in shared}
+        for start in range(0, len(self.rows.rows), self.batch_size):
+            distinct, row_index = distinct_rows([r["context_id"] for r in self.rows.rows[start : start + self.batch_size]])
+            for item in shared_prefills(self.receiver, [self.caches[c] for c in distinct], shared):
+                started = time.perf_counter()
+                prefilled = select_rows(self.receiver, item.batch, row_index)
+                partial[item.plan].add(answer_batch(self.receiver, self.rows, start, prefilled), item,
+                                       time.perf_counter() - started)
+        for plan, done in partial.items():
+            self._record(plan, done.answers, done.seconds, done.prefill_seconds, done.costs)
+            bar.update()
+        bar.close()
+        return [self.results[p] for p in plans]
+
+    def _record(self, key: str, answers: list[str], seconds: float, prefill_seconds: float, costs) -> Evaluation:
+        per_input = scores(self.rows, answers)
+        self.results[key] = Evaluation(
+            name=key,
+            quality=sum(per_input) / max(1, len(per_input)),
+            per_input=per_input,
+            seconds=seconds,
+            prefill_seconds=prefill_seconds,
+            compute_fraction=total_cost(costs).compute_fraction,
+            answers=answers,
+        )
+        return self.results[key]
 
 
 def profile_pair(

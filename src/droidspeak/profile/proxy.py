@@ -12,8 +12,8 @@ A plan passes the tolerance when its top-1 disagreements are not significantly a
 
 The scorer stands alone, as it would when a new pair is profiled with the proxy only: it prefills the
 sender over just its sampled contexts, runs the receiver's reference once, then costs one receiver prefill of
-those contexts plus one forward of question + answer per plan (contiguous groups with a common start share
-one prefill pass: :meth:`ProxyScorer.score_all`). ``setup_seconds`` counts all of that setup, so
+those contexts plus one forward of question + answer per plan (layer plans share the receiver's passes:
+:meth:`ProxyScorer.score_all`). ``setup_seconds`` counts all of that setup, so
 its cost compares fairly with a task-metric search that prefills the sender over every profiling context.
 (A first exploration found that the size of a layer's K/V deviation does not predict harm; these proxies look
 at the output instead.)
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -32,7 +31,7 @@ import torch
 from droidspeak.cache import ContextCache
 from droidspeak.engine import generate, receiver_prefill, tail_logits
 from droidspeak.engine.batch import PrefilledBatch, distinct_rows, select_rows
-from droidspeak.engine.prefill import group_prefills
+from droidspeak.engine.shared_passes import shared_prefills
 from droidspeak.loading import LoadedModel, check_compatible
 from droidspeak.plan import parse_plan
 from droidspeak.zoo.measure import TaskRows, prefill_contexts
@@ -131,20 +130,19 @@ class ProxyScorer:
         return self.results[plan]
 
     def score_all(self, plans: Iterable[str]) -> dict[str, ProxyScore]:
-        """Scores of ``plans``, memoised. Single contiguous groups with a common start share one receiver pass
-        (engine.prefill.group_prefills) and each is charged an equal share of that start's time."""
+        """Scores of ``plans``, memoised. Layer plans share the receiver's passes (engine.shared_passes); each is
+        charged its share of them plus its own scoring."""
         plans = list(dict.fromkeys(plans))
-        by_start: dict[int, dict[int, str]] = defaultdict(dict)
+        shared = []
         for plan in plans:
-            parsed = parse_plan(plan, self.receiver.stack.num_layers)
-            if plan in self.results or parsed.kind != "recompute" or len(parsed.groups) != 1:
-                self.score(plan)
+            if plan in self.results:
                 continue
-            (first, last), = parsed.groups
-            by_start[first][last] = plan
-        for first, by_end in by_start.items():
+            if parse_plan(plan, self.receiver.stack.num_layers).kind in ("full_reuse", "recompute"):
+                shared.append(plan)
+            else:
+                self.score(plan)
+        for item in shared_prefills(self.receiver, self._contexts, shared):
             started = time.perf_counter()
-            measured = {by_end[last]: self._agreement(batch) for last, batch in group_prefills(self.receiver, self._contexts, first, by_end)}
-            share = (time.perf_counter() - started) / len(measured)
-            self.results.update({plan: ProxyScore(plan, kl, top1, share) for plan, (kl, top1) in measured.items()})
+            kl, top1 = self._agreement(item.batch)
+            self.results[item.plan] = ProxyScore(item.plan, kl, top1, item.seconds + time.perf_counter() - started)
         return {plan: self.results[plan] for plan in plans}

@@ -40,10 +40,15 @@ def answer(model: LoadedModel, rows: TaskRows, prefill: Callable[[list[dict]], P
     for start in range(0, len(rows.rows), batch_size):
         prefilled = prefill(rows.rows[start : start + batch_size])
         prefills.append(prefilled)
-        tokens = generate(model, prefilled, rows.suffixes[start : start + len(prefilled.token_ids)],
-                          max_new_tokens=TASKS[rows.task].max_new_tokens)
-        answers += [rows.decode(t) for t in tokens]
+        answers += answer_batch(model, rows, start, prefilled)
     return answers, prefills
+
+
+def answer_batch(model: LoadedModel, rows: TaskRows, start: int, prefilled: PrefilledBatch) -> list[str]:
+    """Greedy answers to the questions ``rows.rows[start:]`` that ``prefilled``'s rows hold the contexts of."""
+    tokens = generate(model, prefilled, rows.suffixes[start : start + len(prefilled.token_ids)],
+                      max_new_tokens=TASKS[rows.task].max_new_tokens)
+    return [rows.decode(t) for t in tokens]
 
 
 def scores(rows: TaskRows, answers: Sequence[str]) -> list[float]:
