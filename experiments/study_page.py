@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import glob
 import logging
 
 import hydra
@@ -13,6 +14,7 @@ from transformers import AutoTokenizer
 
 import droidspeak.zoo.recipe  # noqa: F401  (registers the zoo schema)
 from droidspeak.figures.study_page import write_study_page
+from droidspeak.profile.profile_file import load_profile
 from droidspeak.zoo.family import BASE, build_family
 
 log = logging.getLogger("study_page")
@@ -22,7 +24,9 @@ log = logging.getLogger("study_page")
 def main(cfg: DictConfig) -> None:
     family = build_family(cfg.zoo, progress=False, log=log.info)
     tokenizer = AutoTokenizer.from_pretrained(family.models[BASE])
-    log.info("wrote %s", write_study_page(family, cfg.out_dir, tokenizer, command=cfg.command))
+    profiles = [load_profile(p) for pattern in cfg.profiles for p in sorted(glob.glob(pattern))]
+    log.info("wrote %s", write_study_page(family, cfg.out_dir, tokenizer, command=cfg.command, profiles=profiles,
+                                          tolerance=cfg.tolerance))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The real-model study's page (``reports/<study>/README.md``), assembled from what the study wrote: the family
 report, its task files (lengths in the model's own tokens), ``summary.json`` (held out), ``profiles.json`` and
-``speed.md``. Nothing on it is typed by hand except the fixed notes on how the setting differs from the paper."""
+``speed.md`` and the profile files (for the transfer). Nothing on it is typed by hand except the fixed notes on how
+the setting differs from the paper."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 
 from droidspeak.figures.heldout import markdown as heldout_markdown
 from droidspeak.markdown import table
+from droidspeak.profile.profile_file import Profile
+from droidspeak.profile.ranks import frontier_difference
 from droidspeak.track.results import read_rows
 
 FIGURES = (
@@ -29,8 +32,9 @@ DIFFERENCES = """\
   paper's pairs are public fine-tunes trained on far more data, so their drift from the base is larger and broader.
 - **Tasks:** LongBench-style but generated (invented entities, so nothing can be answered from memory), with
   contexts of 1–2.5K tokens rather than LongBench's 7.5–14K.
-- **Profiling budget:** a few contexts per pair and groups aligned to 2 layers up to 8 long (the paper profiles 50
-  contexts over every group); the choice is then checked on held-out test questions with intervals.
+- **Profiling budget:** 2 contexts (8 questions) per pair, over every group aligned to 2 layers (120) and every
+  single layer (30); the paper profiles 50 contexts over every group. On 8 questions a 5% tolerance is less than
+  one answer, so the choice is then checked on all 64 held-out test questions, with intervals.
 """
 
 
@@ -83,7 +87,34 @@ def _profile_section(profiles: dict) -> list[str]:
             f"{used} of {len(rows)}."]
 
 
-def write_study_page(family, out_dir: str | Path, tokenizer, *, command: str) -> Path:
+def _transfer_section(profiles: list[Profile], own_task: dict, tolerance: float) -> list[str]:
+    """Each pair profiled on a second task: does the plan its own task chose hold there, and how far apart are
+    the two frontiers (Fig. 17)?"""
+    rows = []
+    for own in profiles:
+        if own.task != own_task.get(own.receiver):
+            continue
+        plan = own.choose(tolerance)
+        for other in profiles:
+            if other.pair != own.pair or other.task == own.task:
+                continue
+            there = next((p.quality for p in other.points if p.plan == plan), None)
+            gap = frontier_difference(own.frontier, other.frontier, own.num_layers,
+                                      reference_a=own.reference_quality, reference_b=other.reference_quality)
+            rows.append([own.pair, f"{own.task} → {other.task}", f"`{plan}`", f"{other.reference_quality:.3f}",
+                         "–" if there is None else f"{there:.3f} ({there / other.reference_quality:.0%})"
+                         if other.reference_quality else f"{there:.3f}",
+                         f"`{other.choose(tolerance)}`", f"{100 * gap['max']:.1f} / {100 * gap['mean']:.1f}"])
+    if not rows:
+        return []
+    header = ["pair", "profiled on → applied to", f"plan chosen on its own task at {tolerance:.0%}",
+              "receiver there", "that plan there (% of receiver)", "plan the second task's own profile chooses",
+              "frontier gap, max / mean (points of receiver quality)"]
+    return ["", "## Transfer: one pair's profile on a second task (profile splits)", "", *table(header, rows)]
+
+
+def write_study_page(family, out_dir: str | Path, tokenizer, *, command: str, profiles: list[Profile] = (),
+                     tolerance: float = 0.05) -> Path:
     out = Path(out_dir)
     report = family.report
     lines = [f"# The real-model study: zoo `{report['name']}`", "",
@@ -104,6 +135,7 @@ def write_study_page(family, out_dir: str | Path, tokenizer, *, command: str) ->
         lines += ["", "## Profiles (profile split): where the critical layers fall", "",
                   *_profile_section(json.loads(profiles_path.read_text())), "",
                   "Full tables, including every frontier point: [profiles.md](profiles.md)."]
+    lines += _transfer_section(list(profiles), family.own_task, tolerance)
     speed = out / "speed.md"
     if speed.exists():
         lines += ["", "## Speed on this machine", "", *speed.read_text().splitlines()[2:]]
