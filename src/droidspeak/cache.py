@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from droidspeak.atomic import replacing
 from droidspeak.errors import CacheFormatError, CacheMismatchError
 from droidspeak.faults import fault_point
 
@@ -147,14 +147,9 @@ class ContextCache:
             "meta": json.dumps(self.meta, sort_keys=True),
             "checksums": json.dumps({name: tensor_digest(t) for name, t in tensors.items()}),
         }
-        # a name of this writer's own: two processes saving the same context never write into one file
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        try:
+        with replacing(path) as tmp:  # two processes saving the same context never write into one file
             save_file(tensors, str(tmp), metadata=metadata)
             fault_point("cache_write")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return path
 
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from droidspeak.atomic import write_text
 from droidspeak.zoo.metrics import METRICS, exact_match
 from droidspeak.zoo.tasks import TASKS
 
@@ -69,16 +70,18 @@ def write_embedded_tasks(task_files: dict[str, dict[str, Path]], out_dir: str | 
     """Write one lm-eval YAML per embedded task (reading ``split``) into ``out_dir``; return it as include_path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "utils.py").write_text("from droidspeak.lmeval.task_yaml import process_results  # noqa: F401\n")
+    # atomically: the parallel jobs of a sweep write (and lm-eval reads) the same files
+    write_text(out / "utils.py", "from droidspeak.lmeval.task_yaml import process_results  # noqa: F401\n")
     for task, splits in task_files.items():
         kind = TASKS[task]
-        (out / f"{embedded_task_name(task)}.yaml").write_text(
+        write_text(
+            out / f"{embedded_task_name(task)}.yaml",
             _YAML.format(
                 name=embedded_task_name(task),
                 data=Path(splits[split]).resolve(),
                 max_new_tokens=kind.max_new_tokens,
                 metric=kind.metric,
                 analogue=kind.analogue,
-            )
+            ),
         )
     return out

@@ -36,12 +36,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from droidspeak.atomic import write_text
 from droidspeak.errors import PlanError
 from droidspeak.plan import DEFAULT_PROFILE_TOLERANCE, RecomputePlan, format_plan, parse_plan
 from droidspeak.profile.choice import choose_plan, pareto_frontier
@@ -271,15 +271,7 @@ def save_profile(path: str | os.PathLike, profile: Profile) -> Path:
     except ValueError as err:
         raise ProfileError(f"{path}: profile holds a non-finite number ({err}); JSON cannot store it") from None
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text(path, text + "\n")
 
 
 def comparisons_path(profile_path: str | os.PathLike) -> Path:

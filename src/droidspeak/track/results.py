@@ -14,13 +14,13 @@ import fcntl
 import hashlib
 import json
 import os
-import secrets
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from droidspeak.atomic import write_text
 from droidspeak.errors import DroidSpeakError
 from droidspeak.faults import fault_point
 
@@ -114,14 +114,8 @@ def write_job_row(results: str | os.PathLike, row: dict) -> Path:
     """One multirun job's row in its own file, written whole or not at all (temporary file, then rename)."""
     path = job_file(results, row["key"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")  # this writer's own
-    with open(partial, "w") as handle:
-        handle.write(json.dumps(row, sort_keys=True, default=str) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    fault_point("job_row")
-    os.replace(partial, path)
-    return path
+    return write_text(path, json.dumps(row, sort_keys=True, default=str) + "\n", durable=True,
+                      before_rename=lambda: fault_point("job_row"))
 
 
 def _job_files(results: Path) -> list[Path]:
@@ -224,6 +218,4 @@ def _move_stale(path: Path, version: str, aside: Path) -> None:
             handle.writelines(json.dumps(row, sort_keys=True, default=str) + "\n" for row in rows if row not in keep)
             handle.flush()
             os.fsync(handle.fileno())
-        tmp = path.with_name(path.name + ".rewrite")
-        tmp.write_text("".join(json.dumps(row, sort_keys=True, default=str) + "\n" for row in keep))
-        os.replace(tmp, path)
+        write_text(path, "".join(json.dumps(row, sort_keys=True, default=str) + "\n" for row in keep))
