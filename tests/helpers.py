@@ -36,9 +36,9 @@ def tiny_config(arch: str, **overrides):
     return AutoConfig.for_model(arch, **{**TINY, **ARCHITECTURES[arch], **overrides})
 
 
-def tiny_model(arch: str, seed: int, dtype=torch.float32, **overrides) -> torch.nn.Module:
+def tiny_model(arch: str, seed: int, dtype=torch.float32, attention: str = "sdpa", **overrides) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch, **overrides), attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, **overrides), attn_implementation=attention)
     return model.to(dtype).eval()
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from helpers import fine_tune_of, random_ids, tiny_model
+from droidspeak.arch import context_mask
 from droidspeak.engine import receiver_prefill, tail_logits
 from droidspeak.engine.shared_passes import shared_prefills
 from droidspeak.errors import DroidSpeakError
@@ -190,3 +191,29 @@ def test_shared_prefills_equal_separate_prefills(family, inputs):
         next(shared_prefills(receiver, caches, ["full_prefill"]))
     with pytest.raises(DroidSpeakError, match="ContextCache"):
         next(shared_prefills(receiver, contexts, ["full_reuse"]))
+
+
+def test_context_mask_drops_only_a_right_padding_mask():
+    right = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    left = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
+    assert context_mask(right) is None and context_mask(None) is None
+    assert context_mask(left) is left
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_a_right_padded_batch_equals_each_context_alone_without_its_padding_mask(attention):
+    """Prefill passes drop a right-padding mask (context_mask): every real position must still see exactly its
+    own row's causal past, whichever attention the model runs, through every plan kind's pass."""
+    sender = from_module(tiny_model("llama", seed=0, attention=attention), name="sender")
+    receiver = from_module(fine_tune_of(sender.model, seed=3), name="receiver")
+    assert receiver.config._attn_implementation == attention
+    contexts = random_ids((17, 5, 11), seed=6)
+    caches = ReusePair(sender, receiver).prefill(contexts)
+    for plan in ("full_prefill", "recompute:0-1+3-4"):
+        batched = receiver_prefill(receiver, caches, plan)
+        for row, cache in enumerate(caches):
+            alone = receiver_prefill(receiver, [cache], plan)
+            n = cache.token_ids.numel()
+            for layer in (1, 4):
+                torch.testing.assert_close(batched.cache.layers[layer].keys[row, :, :n], alone.cache.layers[layer].keys[0],
+                                           atol=ATOL, rtol=0)

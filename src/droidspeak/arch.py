@@ -50,7 +50,8 @@ class DecoderStack:
         A context's positions are always 0..T-1 (contexts are right-padded), so no ``position_ids`` are passed:
         with no mask they would only trigger transformers' packed-sequence check, which syncs the device.
         """
-        kwargs = dict(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask, **cache_arg(None))
+        kwargs = dict(config=self.config, inputs_embeds=hidden, attention_mask=context_mask(attention_mask),
+                      **cache_arg(None))
         masks: dict[str, torch.Tensor | None] = {}
         for kind in set(self.layer_types):
             build = create_sliding_window_causal_mask if kind == "sliding_attention" else create_causal_mask
@@ -80,6 +81,21 @@ class DecoderStack:
                 **cache_arg(cache),
             )
         return hidden
+
+
+def context_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The padding mask a pass over contexts from position 0 needs: none for a right-padded batch.
+
+    Causal (and sliding-window) masking already keeps every real position off its row's right padding, so the
+    padding mask changes only the padded positions' own outputs, which nothing reads. Without it, transformers
+    lets sdpa take its ``is_causal`` path, which skips the masked upper triangle: on CPU half the attention time
+    of a 2K-token batch, and the same kernel a batch of one runs (so a batched row matches its own prefill).
+    """
+    if attention_mask is None:
+        return None
+    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+    right_padded = (positions < attention_mask.sum(-1, keepdim=True)) == attention_mask.bool()
+    return None if bool(right_padded.all()) else attention_mask
 
 
 def decoder_stack(model: nn.Module) -> DecoderStack:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from transformers import DynamicCache
 
+from droidspeak.arch import context_mask
 from droidspeak.cache import ContextCache
 from droidspeak.engine.batch import (
     PrefilledBatch,
@@ -69,7 +70,7 @@ def sender_prefill(
             stack.layers[layer].register_forward_pre_hook(_capture_input(captured, layer)) for layer in sorted(wanted)
         ]
         try:
-            kv = returned_cache(sender.model.model(input_ids=ids, attention_mask=mask, use_cache=True))
+            kv = returned_cache(sender.model.model(input_ids=ids, attention_mask=context_mask(mask), use_cache=True))
         finally:
             for hook in hooks:
                 hook.remove()
@@ -121,7 +122,7 @@ def receiver_prefill(
         for tokens in token_lists:
             check_length(receiver, tokens.numel())
         ids, mask = context_batch(token_lists, device)
-        out = receiver.model.model(input_ids=ids, attention_mask=mask, use_cache=True)
+        out = receiver.model.model(input_ids=ids, attention_mask=context_mask(mask), use_cache=True)
         return PrefilledBatch(returned_cache(out), ids, mask, cost_of(receiver, plan, int(mask.sum())))
 
     if not all(isinstance(c, ContextCache) for c in contexts):

@@ -208,8 +208,11 @@ def profile_pair(
     layers = profiler.num_layers
     reference = profiler.evaluate("full_prefill")
     sender = profiler.evaluate("full_prefill", model=profiler.sender)
-    points = profiler.evaluate_all(single_group_plans(layers, granularity, max_group_layers), "contiguous groups", progress)
-    single = profiler.evaluate_all([single_layer_plan(l, layers) for l in range(layers)], "single layers", progress)
+    group_plans = single_group_plans(layers, granularity, max_group_layers)
+    single_plans = [single_layer_plan(l, layers) for l in range(layers)]
+    profiler.evaluate_many(group_plans + single_plans, "groups and single layers", progress)  # one pass per start
+    points = [profiler.point(p) for p in group_plans]
+    single = [profiler.point(p) for p in single_plans]
     k = transition_layers or max(granularity, (layers // 2) // granularity * granularity)
     critical = critical_layers([p.quality for p in single], reference.quality)
     studies = [transition_plans(layers, k, max_transitions, granularity=granularity, per_count=transition_plans_per_count)]
