@@ -29,6 +29,15 @@ ARCHITECTURES = {
     "qwen2": {},
     "qwen3": {"head_dim": 16},
     "phi3": {"sliding_window": None, "pad_token_id": 0},
+    # mixture of experts: Mixtral-style (top-2 of 4) and Qwen-MoE-style (plus a shared expert)
+    "mixtral": {"sliding_window": None, "num_local_experts": 4, "num_experts_per_tok": 2},
+    "qwen2_moe": {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+                  "shared_expert_intermediate_size": 32},
+    "qwen3_moe": {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "head_dim": 16},
+    # scaled embeddings (Gemma), and interleaved local/global layers with one RoPE base each (Gemma 3; contexts
+    # here stay inside its window)
+    "gemma": {"head_dim": 16},
+    "gemma3_text": {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 256, "sliding_window_pattern": 3},
 }
 
 

@@ -7,7 +7,8 @@ from helpers import fine_tune_of, random_ids, tiny_model
 from droidspeak.arch import context_mask
 from droidspeak.engine import receiver_prefill, tail_logits
 from droidspeak.engine.shared_passes import shared_prefills
-from droidspeak.errors import DroidSpeakError
+from droidspeak.engine.verify import TOLERANCE, probe
+from droidspeak.errors import DroidSpeakError, UnsupportedArchitectureError
 from droidspeak.loading import from_module
 from droidspeak.profile.candidates import single_layer_plan
 from droidspeak.reuse import ReusePair
@@ -26,7 +27,7 @@ def own_logits(model, context, suffix):
 def own_greedy(model, context, suffix, n):
     with torch.no_grad():
         out = model.model.generate(torch.cat([context, suffix])[None], max_new_tokens=n, do_sample=False, pad_token_id=0)
-    return out[0, -n:]
+    return out[0, context.numel() + suffix.numel() :]  # the new tokens, through an EOS if one came
 
 
 @pytest.fixture
@@ -217,3 +218,25 @@ def test_a_right_padded_batch_equals_each_context_alone_without_its_padding_mask
             for layer in (1, 4):
                 torch.testing.assert_close(batched.cache.layers[layer].keys[row, :, :n], alone.cache.layers[layer].keys[0],
                                            atol=ATOL, rtol=0)
+
+
+def test_every_family_passes_the_probe_with_room_to_spare(family):
+    for model in family:
+        checked = probe(model)
+        assert checked.allowed == TOLERANCE[torch.float32]  # float32: the model's own noise is far below it
+        for result in checked.results:
+            assert result.raised is None and result.error < checked.allowed / 10, result
+
+
+def test_a_model_whose_forward_does_more_than_its_layers_is_refused_by_name():
+    """A forward that scales the embeddings outside the embedding module (as Gemma once did): the layers alone
+    give other caches, and the probe must say which plans differ instead of serving wrong answers."""
+    model = tiny_model("llama", seed=0)
+    forward = model.model.forward
+
+    def scaled_forward(input_ids=None, inputs_embeds=None, **kwargs):
+        return forward(inputs_embeds=model.model.embed_tokens(input_ids) * 4.0, **kwargs)
+
+    model.model.forward = scaled_forward
+    with pytest.raises(UnsupportedArchitectureError, match=r"failed droidspeak's probe(.|\n)*recompute:0-5 \(every layer"):
+        ReusePair(from_module(model, name="scaled"), from_module(model, name="scaled"))

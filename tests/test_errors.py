@@ -36,6 +36,25 @@ def test_mismatched_pair_lists_every_mismatch_in_one_error():
         assert fact in message
 
 
+def test_a_rope_mismatch_is_refused_unless_the_pair_allows_it_and_then_every_use_records_it():
+    """The paper's MistralLite <- Mistral-7B pair differs in RoPE theta: refused by default with the option
+    named, accepted only when asked for, with a warning that results carry; other mismatches stay refused."""
+    sender = from_module(tiny_model("llama", seed=0), name="theta-1e4")
+    receiver = from_module(tiny_model("llama", seed=0, rope_parameters={"rope_type": "default", "rope_theta": 1e6}),
+                           name="theta-1e6")
+    with pytest.raises(PairMismatchError, match="allow_mismatch=rope accepts the RoPE difference"):
+        ReusePair(sender, receiver)
+    pair = ReusePair(sender, receiver, allow_mismatch=["rope"])
+    assert len(pair.warnings) == 1 and "allowed mismatch, RoPE" in pair.warnings[0] and "1000000" in pair.warnings[0]
+    assert ReusePair(sender, sender, allow_mismatch=["rope"]).warnings == []  # nothing differs: nothing to record
+    with pytest.raises(PairMismatchError, match="only \\['rope', 'sliding_window'\\] can be allowed"):
+        ReusePair(sender, receiver, allow_mismatch=["layers"])
+    deeper = from_module(tiny_model("llama", seed=0, num_hidden_layers=4, rope_parameters={"rope_type": "default",
+                                                                                           "rope_theta": 1e6}))
+    with pytest.raises(PairMismatchError, match="layers: sender 6 vs receiver 4"):
+        ReusePair(sender, deeper, allow_mismatch=["rope"])
+
+
 def test_head_dim_and_architecture_mismatch_are_named():
     llama = from_module(tiny_model("llama", seed=0))
     qwen = from_module(tiny_model("qwen3", seed=0, head_dim=32))
@@ -61,7 +80,7 @@ def test_tokenizer_vocabulary_mismatch_is_detected():
 
 def test_unsupported_architecture_says_what_is_missing():
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50))
-    with pytest.raises(UnsupportedArchitectureError, match="model_type 'gpt2'.*no `.model`"):
+    with pytest.raises(UnsupportedArchitectureError, match=r"GPT2LMHeadModel \(gpt2\).*no `.model`"):
         from_module(gpt2)
 
 

@@ -164,3 +164,21 @@ def test_lm_evals_own_wandb_logging_and_a_cache_keyed_by_plan(setup, tmp_path):
     assert len(caches) == 2 and all(name.startswith("run-droidspeak-") for name in caches)  # one per plan
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(any(run.glob("*.wandb")) for run in runs)
+
+
+def test_allow_mismatch_in_model_args_lets_a_rope_pair_run_and_its_summary_records_it(setup, tmp_path):
+    from lm_eval.api.registry import get_model
+
+    from droidspeak.errors import PairMismatchError
+
+    receiver, sender, _ = setup
+    other = tmp_path / "theta"
+    shutil.copytree(sender, other)
+    config = json.loads((other / "config.json").read_text())
+    config["rope_parameters"] = {**(config.get("rope_parameters") or {"rope_type": "default"}), "rope_theta": 123456.0}
+    (other / "config.json").write_text(json.dumps(config))
+    backend = get_model("droidspeak")
+    with pytest.raises(PairMismatchError, match="allow_mismatch=rope"):
+        backend(receiver=receiver, sender=str(other))
+    lm = backend(receiver=receiver, sender=str(other), allow_mismatch="rope")
+    assert [w for w in lm.summary().warnings if "RoPE" in w and "123456" in w]

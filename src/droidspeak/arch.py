@@ -8,6 +8,7 @@ of a silently wrong answer.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -17,9 +18,9 @@ from transformers.masking_utils import create_causal_mask, create_sliding_window
 from droidspeak.errors import UnsupportedArchitectureError
 from droidspeak.hf_compat import CACHE_KW, accepts_cache, cache_arg
 
-# Families whose ForCausalLM forward is exactly: embed_tokens -> rotary_emb -> layers (mask per layer type)
-# -> norm -> lm_head, with nothing else applied to the embeddings (Gemma, for one, scales them).
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3")
+# What the engine drives: a *ForCausalLM whose forward is embed_tokens -> rotary_emb (per layer type, if it takes
+# one) -> layers (mask per layer type) -> norm -> lm_head. Whether a model really is that is not decided by its
+# name: droidspeak.engine.verify probes every model before a pair computes anything.
 _REQUIRED_PARTS = ("embed_tokens", "layers", "norm", "rotary_emb")
 
 
@@ -32,6 +33,7 @@ class DecoderStack:
     layers: nn.ModuleList
     rotary_emb: nn.Module
     layer_types: tuple[str, ...]
+    rope_per_type: bool = False  # the rotary embedding takes the layer type (one RoPE base per attention type)
 
     @property
     def config(self):
@@ -43,6 +45,18 @@ class DecoderStack:
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embed_tokens(input_ids)
+
+    def rope(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Rotary (cos, sin) per attention type: one for every layer (Llama, Qwen, Mistral...), or one per type
+        where local and global layers use different RoPE bases (Gemma 3's rotary takes the layer type)."""
+        if self.rope_per_type:
+            return {kind: self.rotary_emb(hidden, position_ids, kind) for kind in set(self.layer_types)}
+        shared = self.rotary_emb(hidden, position_ids=position_ids)
+        return dict.fromkeys(set(self.layer_types), shared)
+
+    def layer_rope(self, hidden: torch.Tensor, position_ids: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotary (cos, sin) of one layer."""
+        return self.rope(hidden, position_ids)[self.layer_types[layer]]
 
     def layer_masks(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> dict[str, torch.Tensor | None]:
         """One mask per attention type, built by transformers as the model's forward builds it (no past).
@@ -70,12 +84,12 @@ class DecoderStack:
     ) -> torch.Tensor:
         """Run decoder layers ``start..end`` (inclusive) on ``hidden``; each writes its K/V into ``cache``."""
         masks = self.layer_masks(hidden, attention_mask)
-        position_embeddings = self.rotary_emb(hidden, position_ids=position_ids)
+        rope = self.rope(hidden, position_ids)
         for index in range(start, end + 1):
             hidden = self.layers[index](
                 hidden,
                 attention_mask=masks[self.layer_types[index]],
-                position_embeddings=position_embeddings,
+                position_embeddings=rope[self.layer_types[index]],
                 position_ids=position_ids,
                 use_cache=True,
                 **cache_arg(cache),
@@ -103,8 +117,6 @@ def decoder_stack(model: nn.Module) -> DecoderStack:
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", type(model).__name__)
     problems = []
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        problems.append(f"model_type {model_type!r} is not one of the verified families {SUPPORTED_MODEL_TYPES}")
     inner = getattr(model, "model", None)
     if inner is None:
         problems.append("no `.model` attribute holding the decoder (expected a *ForCausalLM)")
@@ -117,10 +129,8 @@ def decoder_stack(model: nn.Module) -> DecoderStack:
         problems.append("encoder-decoder models have no single causal KV cache to share")
     if problems:
         raise UnsupportedArchitectureError(
-            f"unsupported architecture {type(model).__name__}: " + "; ".join(problems)
-            + ". The engine drives the model's own decoder layers one by one and supports "
-            + ", ".join(SUPPORTED_MODEL_TYPES)
-            + "; adding a family means checking its forward applies nothing between embeddings and layers."
+            f"unsupported architecture {type(model).__name__} ({model_type}): " + "; ".join(problems)
+            + ". The engine drives a decoder-only model's own embedding, rotary embedding and decoder layers one by one."
         )
     layers = inner.layers
     return DecoderStack(
@@ -129,6 +139,7 @@ def decoder_stack(model: nn.Module) -> DecoderStack:
         layers=layers,
         rotary_emb=inner.rotary_emb,
         layer_types=_layer_types(config, len(layers)),
+        rope_per_type="layer_type" in inspect.signature(inner.rotary_emb.forward).parameters,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -175,27 +176,42 @@ def _shape_facts(config) -> dict[str, object]:
     }
 
 
-def pair_mismatches(sender: LoadedModel, receiver: LoadedModel) -> list[str]:
-    """Every reason the two models cannot share a KV cache (empty when they can)."""
+# Facts a pair may differ in when the user says so (the paper reused caches across them anyway, e.g. MistralLite <-
+# Mistral-7B: RoPE theta 1e6 vs 1e4, no sliding window vs 4096): option name -> the shape fact it allows.
+ALLOWABLE_MISMATCHES = {"rope": "RoPE", "sliding_window": "sliding window"}
+
+
+def pair_mismatches(sender: LoadedModel, receiver: LoadedModel) -> dict[str, str]:
+    """Every reason the two models cannot share a KV cache, by fact (empty when they can)."""
     ours, theirs = _shape_facts(sender.config), _shape_facts(receiver.config)
-    problems = [f"{key}: sender {ours[key]} vs receiver {theirs[key]}" for key in ours if ours[key] != theirs[key]]
+    problems = {key: f"{key}: sender {ours[key]} vs receiver {theirs[key]}" for key in ours if ours[key] != theirs[key]}
     if sender.tokenizer is not None and receiver.tokenizer is not None:
         vocab_s, vocab_r = sender.tokenizer.get_vocab(), receiver.tokenizer.get_vocab()
         if vocab_s != vocab_r:
             differing = len(set(vocab_s.items()) ^ set(vocab_r.items()))
-            problems.append(f"tokenizer vocabulary: {differing} entries differ (same text would give other token ids)")
+            problems["tokenizer"] = f"tokenizer vocabulary: {differing} entries differ (same text would give other token ids)"
     if sender.dtype != receiver.dtype:
-        problems.append(f"dtype: sender {sender.dtype} vs receiver {receiver.dtype}")
+        problems["dtype"] = f"dtype: sender {sender.dtype} vs receiver {receiver.dtype}"
     if sender.device != receiver.device:
-        problems.append(f"device: sender {sender.device} vs receiver {receiver.device}")
+        problems["device"] = f"device: sender {sender.device} vs receiver {receiver.device}"
     return problems
 
 
-def check_compatible(sender: LoadedModel, receiver: LoadedModel) -> None:
-    """Raise one PairMismatchError listing every mismatch, before any compute."""
+def check_compatible(sender: LoadedModel, receiver: LoadedModel, allow: Sequence[str] = ()) -> list[str]:
+    """Raise one PairMismatchError listing every mismatch, before any compute. ``allow`` names mismatches the user
+    accepts (keys of ALLOWABLE_MISMATCHES); each one present comes back as a warning for every result row."""
+    unknown = sorted(set(allow) - set(ALLOWABLE_MISMATCHES))
+    if unknown:
+        raise PairMismatchError(f"allow_mismatch {unknown}: only {sorted(ALLOWABLE_MISMATCHES)} can be allowed")
+    allowed = {ALLOWABLE_MISMATCHES[name] for name in allow}
     problems = pair_mismatches(sender, receiver)
-    if problems:
+    refused = [message for fact, message in problems.items() if fact not in allowed]
+    if refused:
+        hint = [f"allow_mismatch={name} accepts the {fact} difference" for name, fact in ALLOWABLE_MISMATCHES.items()
+                if fact in problems and fact not in allowed]
         raise PairMismatchError(
             f"sender {sender.fingerprint.name!r} and receiver {receiver.fingerprint.name!r} cannot share KV caches "
-            "(same architecture and base model required):\n  - " + "\n  - ".join(problems)
+            "(same architecture and base model required):\n  - " + "\n  - ".join(refused)
+            + ("\n(" + "; ".join(hint) + ", as the paper did; every result row then records it)" if hint else "")
         )
+    return [f"allowed mismatch, {problems[fact]}" for fact in sorted(allowed) if fact in problems]

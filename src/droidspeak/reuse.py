@@ -17,8 +17,9 @@ import torch
 from droidspeak.cache import ContextCache
 from droidspeak.engine import continuation_logprobs, generate, receiver_prefill, sender_prefill
 from droidspeak.engine.batch import PrefilledBatch
+from droidspeak.engine.verify import check_pair
 from droidspeak.errors import DroidSpeakError
-from droidspeak.loading import LoadedModel, check_compatible, load_model
+from droidspeak.loading import LoadedModel, load_model
 from droidspeak.plan import RecomputePlan, parse_plan
 
 Tokens = str | Sequence[int] | torch.Tensor
@@ -27,8 +28,8 @@ Tokens = str | Sequence[int] | torch.Tensor
 class ReusePair:
     """A checked sender/receiver pair. Every method is batched; caches are validated before use."""
 
-    def __init__(self, sender: LoadedModel, receiver: LoadedModel):
-        check_compatible(sender, receiver)
+    def __init__(self, sender: LoadedModel, receiver: LoadedModel, *, allow_mismatch: Sequence[str] = ()):
+        self.warnings = check_pair(sender, receiver, allow_mismatch)  # the mismatches allowed, for every result
         self.sender, self.receiver = sender, receiver
 
     @classmethod
@@ -42,11 +43,13 @@ class ReusePair:
         dtype: str = "float32",
         device: str = "cpu",
         trust_remote_code: bool = False,
+        allow_mismatch: Sequence[str] = (),
     ) -> "ReusePair":
         common = dict(dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         return cls(
             sender=load_model(sender, adapter=sender_adapter, **common),
             receiver=load_model(receiver, adapter=receiver_adapter, **common),
+            allow_mismatch=allow_mismatch,
         )
 
     @property

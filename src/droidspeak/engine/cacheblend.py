@@ -74,7 +74,7 @@ def layer_kv(receiver: LoadedModel, layer: int, hidden: torch.Tensor, position_i
         stack.layers[layer](
             hidden,
             attention_mask=None,
-            position_embeddings=stack.rotary_emb(hidden, position_ids=position_ids),
+            position_embeddings=stack.layer_rope(hidden, position_ids, layer),
             position_ids=position_ids,
             use_cache=True,
             **cache_arg(capture),
@@ -154,7 +154,7 @@ def cacheblend_prefill(
     if chosen:
         scatter = _ScatterKV(cache, index)
         attention = _query_mask(receiver, index, width, dtype)
-        rope = stack.rotary_emb(hidden, position_ids=index)
+        rope = stack.rope(hidden, index)
     layer = 0
     while layer < num_layers:
         if layer in starts:  # a whole-context group, fed by E[s] with the chosen rows replaced by our own
@@ -168,7 +168,8 @@ def cacheblend_prefill(
             continue
         if chosen:
             hidden = stack.layers[layer](
-                hidden, attention_mask=attention, position_embeddings=rope, position_ids=index, use_cache=True,
+                hidden, attention_mask=attention, position_embeddings=rope[stack.layer_types[layer]], position_ids=index,
+                use_cache=True,
                 **cache_arg(scatter),
             )
         layer += 1

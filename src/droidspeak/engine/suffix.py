@@ -157,9 +157,9 @@ class SuffixRunner:
     def _forward(self) -> None:
         model, stack = self.receiver.model, self.receiver.stack
         hidden = stack.embed(self.ids)
-        position_embeddings = stack.rotary_emb(hidden, position_ids=self.positions)
-        for layer in stack.layers:
-            hidden = layer(hidden, attention_mask=self.mask, position_embeddings=position_embeddings,
+        rope = stack.rope(hidden, self.positions)
+        for layer, kind in zip(stack.layers, stack.layer_types):
+            hidden = layer(hidden, attention_mask=self.mask, position_embeddings=rope[kind],
                            position_ids=self.positions, use_cache=True, **cache_arg(self._cache))
         last = model.model.norm(hidden[:, -1:])
         logits = model.lm_head(last)[:, -1]

@@ -14,7 +14,7 @@ import logging
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from lm_eval.api.registry import register_model
@@ -71,6 +71,7 @@ class DroidSpeakLM(HFLM):
         max_cache_gb: float = 4.0,
         trust_remote_code: bool = False,
         allow_foreign_profile: bool = False,
+        allow_mismatch: str = "",
         **kwargs,
     ):
         if str(device).startswith("cuda") and not torch.cuda.is_available():
@@ -84,7 +85,10 @@ class DroidSpeakLM(HFLM):
             dtype=dtype,
             device=device,
             trust_remote_code=trust_remote_code,
+            allow_mismatch=[name for name in str(allow_mismatch or "").split("+") if name],  # e.g. rope+sliding_window
         )
+        for warning in self.pair.warnings:
+            eval_logger.warning("%s", warning)
         if self.pair.receiver.tokenizer is None:
             raise DroidSpeakError(f"receiver {receiver!r} ships no tokenizer; lm-eval needs one")
         self.plan = self.pair.plan(plan)
@@ -286,6 +290,7 @@ class DroidSpeakLM(HFLM):
             sender_cache_hits=self.stats["sender_cache_hits"],
             shared_contexts=len(self.shared_contexts()),
             profile=None if self.profile is None else self.profile.record(),
+            warnings=list(self.pair.warnings),
         )
 
     def time_receiver_prefill(self, limit: int, repeats: int, warmup: int) -> tuple[float, float, int]:
@@ -329,3 +334,4 @@ class BackendSummary:
     sender_cache_hits: int
     shared_contexts: int
     profile: dict | None = None  # ResolvedProfile.record() of a profile: plan
+    warnings: list[str] = field(default_factory=list)  # the pair mismatches allow_mismatch accepted

@@ -23,7 +23,8 @@ from droidspeak.cache import ContextCache
 from droidspeak.engine import receiver_prefill
 from droidspeak.engine.batch import PrefilledBatch, distinct_rows, prefill_rows, select_rows
 from droidspeak.engine.shared_passes import SharedPrefill, shared_prefills
-from droidspeak.loading import LoadedModel, check_compatible
+from droidspeak.engine.verify import check_pair
+from droidspeak.loading import LoadedModel
 from droidspeak.profile.profile_file import LayerSensitivity, Profile
 from droidspeak.profile.candidates import single_group_plans, single_layer_plan, transition_plans
 from droidspeak.profile.points import ProfilePoint
@@ -88,8 +89,9 @@ class Profiler:
         *,
         batch_size: int = 32,
         tokenizer=None,
+        allow_mismatch: Sequence[str] = (),
     ):
-        check_compatible(sender, receiver)
+        self.warnings = check_pair(sender, receiver, allow_mismatch)  # mismatches allowed: in every row it writes
         self.receiver, self.sender, self.task = receiver, sender, task
         self.metric = TASKS[task].metric
         self.rows = TaskRows(task, rows, tokenizer or receiver.tokenizer)

@@ -32,7 +32,8 @@ from droidspeak.cache import ContextCache
 from droidspeak.engine import generate, receiver_prefill, tail_logits
 from droidspeak.engine.batch import PrefilledBatch, distinct_rows, select_rows
 from droidspeak.engine.shared_passes import shared_prefills
-from droidspeak.loading import LoadedModel, check_compatible
+from droidspeak.engine.verify import check_pair
+from droidspeak.loading import LoadedModel
 from droidspeak.plan import parse_plan
 from droidspeak.zoo.measure import TaskRows, prefill_contexts
 from droidspeak.zoo.tasks import TASKS
@@ -81,7 +82,7 @@ class ProxyScorer:
     def __init__(self, receiver: LoadedModel, sender: LoadedModel, task: str, rows: Sequence[dict], *,
                  samples: int = 8, batch_size: int = 32):
         start = time.perf_counter()
-        check_compatible(sender, receiver)
+        check_pair(sender, receiver)
         self.receiver, self.task = receiver, task
         self.index = spread_rows([r["context_id"] for r in rows], samples)
         self.rows = TaskRows(task, [rows[i] for i in self.index], receiver.tokenizer)

@@ -25,6 +25,8 @@ class PairConfig:
     sender_adapter: str | None = None
     task: str | None = None  # the receiver's own task, where the pair has one
     family: str | None = None  # the zoo family its zoo: models belong to (checked against zoo.name)
+    allow_mismatch: list[str] = field(default_factory=list)  # accepted differences: rope, sliding_window (the paper
+    # reused across them); recorded as a warning in every result row. Without it the pair check refuses them.
 
 
 @dataclass

@@ -115,6 +115,7 @@ def model_args(cfg, family) -> dict:
         batch_size=cfg.batch_size,
         cache_dir=cfg.cache_dir,
         allow_foreign_profile=bool(cfg.method.get("allow_foreign_profile") or False),
+        allow_mismatch="+".join(cfg.pair.allow_mismatch),
     )
 
 
@@ -193,6 +194,7 @@ def evaluate_point(cfg, family) -> ResultRow:
         family=identity["family"],
         per_sample=per_sample,
         profile=done.profile,
+        warnings=done.warnings or None,
         code_version=code_version(),
         time=time.strftime("%Y-%m-%dT%H:%M:%S"),
     )

@@ -89,7 +89,9 @@ def run_job(cfg, family) -> dict[str, Path]:
     rows = select_profile_rows(read_rows(family.task_files[task][cfg.split]), cfg.contexts)
     receiver = _load(cfg.pair.receiver, cfg.pair.receiver_adapter, family, cfg)
     sender = _load(cfg.pair.sender, cfg.pair.sender_adapter, family, cfg)
-    profiler = Profiler(receiver, sender, task, rows, batch_size=cfg.batch_size)
+    profiler = Profiler(receiver, sender, task, rows, batch_size=cfg.batch_size, allow_mismatch=cfg.pair.allow_mismatch)
+    for warning in profiler.warnings:
+        log.warning("%s", warning)
     log.info("%s on %s/%s: %d contexts, %d questions", cfg.pair.name, task, cfg.split, len(profiler.caches), len(rows))
     name = lambda ref: ref[len(ZOO_PREFIX):] if ref.startswith(ZOO_PREFIX) else ref  # noqa: E731
     profile = profile_pair(
@@ -113,6 +115,8 @@ def run_job(cfg, family) -> dict[str, Path]:
     profile.git_sha, profile.code_version = git_sha(), code_version()
     profile.extra["split"] = cfg.split
     profile.extra["job"] = job
+    if profiler.warnings:
+        profile.extra["warnings"] = profiler.warnings
     save_profile(out, profile)
     comparisons = comparisons_path(out)
     with comparisons.open("w") as handle:
@@ -183,6 +187,6 @@ def _write_eval_rows(path: Path, cfg, profiler: Profiler, profile, task: str) ->
                 prefill_seconds=ev.prefill_seconds, baseline_prefill_seconds=baseline,
                 speedup=baseline / ev.prefill_seconds if ev.prefill_seconds > 0 else None,
                 eval_seconds=ev.seconds, device=cfg.device, dtype=cfg.dtype, git_sha=profile.git_sha,
-                code_version=profile.code_version,
+                code_version=profile.code_version, warnings=profiler.warnings or None,
                 time=time.strftime("%Y-%m-%dT%H:%M:%S"),
             ).to_dict())

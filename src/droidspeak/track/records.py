@@ -55,6 +55,7 @@ class ResultRow:
     per_sample: list[float] | None = None  # the metric of each question, in document order: bootstrap intervals
     profile: dict | None = None  # a profile: plan's provenance (lmeval.backend.ResolvedProfile.record())
     code_version: str | None = None  # track.version.code_version(): rows of other versions are stale
+    warnings: list[str] | None = None  # pair mismatches the pair's allow_mismatch accepted (the paper's RoPE, window)
     kind: str = "eval"
     schema: int = SCHEMA_VERSION
 

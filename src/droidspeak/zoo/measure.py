@@ -15,7 +15,8 @@ import torch
 from droidspeak.cache import ContextCache
 from droidspeak.engine import PrefilledBatch, generate, receiver_prefill, sender_prefill
 from droidspeak.engine.batch import prefill_rows
-from droidspeak.loading import LoadedModel, check_compatible
+from droidspeak.engine.verify import check_pair
+from droidspeak.loading import LoadedModel
 from droidspeak.zoo.tasks import TASKS, score
 
 
@@ -87,7 +88,7 @@ def pair_phenomenon(
 ) -> dict:
     """Receiver / sender / full-reuse quality and the smallest recovering contiguous group (of at most
     ``max_group_layers`` layers; None: any)."""
-    check_compatible(sender, receiver)
+    check_pair(sender, receiver)
     layers = receiver.stack.num_layers
     caches = prefill_contexts(sender, rows, batch_size)
     q = lambda plan: round(quality(receiver, rows, plan, caches, batch_size), 4)  # noqa: E731
