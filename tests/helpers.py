@@ -39,10 +39,16 @@ ARCHITECTURES = {
     "gemma": {"head_dim": 16},
     "gemma3_text": {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 256, "sliding_window_pattern": 3},
 }
+# sliding-window layers with contexts several times the window: every layer sliding (Mistral), and interleaved
+# local/global layers (Gemma 3); tests/test_sliding_window.py
+WINDOWED = {
+    "mistral@window6": {"sliding_window": 6},
+    "gemma3_text@window6": {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 6},
+}
 
 
 def tiny_config(arch: str, **overrides):
-    return AutoConfig.for_model(arch, **{**TINY, **ARCHITECTURES[arch], **overrides})
+    return AutoConfig.for_model(arch.split("@")[0], **{**TINY, **{**ARCHITECTURES, **WINDOWED}[arch], **overrides})
 
 
 def tiny_model(arch: str, seed: int, dtype=torch.float32, attention: str = "sdpa", **overrides) -> torch.nn.Module:

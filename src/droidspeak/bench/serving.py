@@ -14,13 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
-
 from droidspeak.arch import kv_shape
 from droidspeak.bench.shapes import random_model
 from droidspeak.bench.timing import environment, measure
 from droidspeak.engine.pipeline import pipelined_prefill
-from droidspeak.engine.batch import cost_of
+from droidspeak.engine.batch import context_cache, cost_of
 from droidspeak.engine.prefill import sender_prefill
 from droidspeak.engine.suffix import SuffixRunner, SuffixWorkspace
 from droidspeak.hf_compat import cache_arg
@@ -120,7 +118,7 @@ def _decode_step_seconds(model, n: int, context: int, timing: dict) -> float:
     shape = (n, kv_heads, context, head_dim)
     data = [(torch.randn(shape, device=device, dtype=dtype), torch.randn(shape, device=device, dtype=dtype))
             for _ in range(model.stack.num_layers)]
-    cache = DynamicCache(ddp_cache_data=data, config=config)
+    cache = context_cache(data)
     ids = torch.zeros(n, 1, dtype=torch.long, device=device)
     positions = torch.full((n, 1), context, device=device)
 

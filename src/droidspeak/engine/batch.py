@@ -34,6 +34,17 @@ class PrefilledBatch:
         return self.attention_mask.sum(-1)
 
 
+def context_cache(data: Sequence[tuple[torch.Tensor | None, torch.Tensor | None]] = ()) -> DynamicCache:
+    """A transformers cache for a context batch: one plain layer per decoder layer, sliding-window layers included.
+
+    Such a layer keeps every position where the model's own cache would keep only its last window, but the
+    sliding-window mask (built from the config, not from the cache) keeps every query inside its window, so the
+    logits are the same; and unlike a sliding layer it can hold a context longer than the window in a right-padded
+    batch and be rewound after a tail. ``(None, None)`` leaves a layer empty, to be filled by a pass.
+    """
+    return DynamicCache(ddp_cache_data=list(data))
+
+
 def as_ids(tokens: Sequence[int] | torch.Tensor, vocab_size: int) -> torch.Tensor:
     """A context's token ids as a flat CPU int64 tensor, refused when empty or out of the vocabulary."""
     ids = torch.as_tensor(tokens, dtype=torch.long).reshape(-1).cpu()
@@ -82,12 +93,6 @@ def check_length(model: LoadedModel, length: int) -> None:
     if limit and length > limit:
         raise DroidSpeakError(f"context of {length} tokens exceeds the model's {limit} positions "
                               "(max_position_embeddings); shorten the context")
-    window = getattr(model.config, "sliding_window", None)
-    if window and "sliding_attention" in model.stack.layer_types and length > window:
-        raise DroidSpeakError(
-            f"context of {length} tokens exceeds the sliding window ({window}): sliding-window layers keep only "
-            "the last window of K/V, which droidspeak does not share yet; shorten the context"
-        )
 
 
 def check_fits(receiver: LoadedModel, source, plan: RecomputePlan) -> None:
@@ -140,7 +145,7 @@ def select_rows(receiver: LoadedModel, prefilled: PrefilledBatch, rows: Sequence
     index = torch.as_tensor(list(rows), dtype=torch.long, device=prefilled.token_ids.device)
     data = [(layer.keys.index_select(0, index), layer.values.index_select(0, index)) for layer in prefilled.cache.layers]
     return PrefilledBatch(
-        cache=DynamicCache(ddp_cache_data=data, config=receiver.config),
+        cache=context_cache(data),
         token_ids=prefilled.token_ids.index_select(0, index),
         attention_mask=prefilled.attention_mask.index_select(0, index),
         cost=prefilled.cost,

@@ -33,7 +33,9 @@ import torch
 from transformers import DynamicCache
 
 from droidspeak.cache import ContextCache
-from droidspeak.engine.batch import PrefilledBatch, check_fits, context_batch, cost_of, on_receiver, sender_kv
+from droidspeak.engine.batch import (
+    PrefilledBatch, check_fits, context_batch, context_cache, cost_of, on_receiver, sender_kv,
+)
 from droidspeak.errors import DroidSpeakError
 from droidspeak.hf_compat import cache_arg
 from droidspeak.loading import LoadedModel
@@ -110,12 +112,21 @@ def select_tokens(
     return index, valid
 
 
-def _query_mask(receiver: LoadedModel, index: torch.Tensor, width: int, dtype: torch.dtype) -> torch.Tensor:
-    """[B, 1, n, T] causal mask for queries at ``index``: key j is visible to a query at p iff j <= p."""
-    allowed = torch.arange(width, device=index.device)[None, None, :] <= index[:, :, None]
-    if getattr(receiver.config, "_attn_implementation", "sdpa") == "sdpa":
-        return allowed[:, None]
-    return torch.zeros(allowed.shape, dtype=dtype, device=index.device).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+def _query_masks(receiver: LoadedModel, index: torch.Tensor, width: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """[B, 1, n, T] mask per attention type for queries at ``index``: key j is visible to a query at p iff j <= p
+    (and, in a sliding-window layer, p - j < window)."""
+    keys = torch.arange(width, device=index.device)[None, None, :]
+    causal = keys <= index[:, :, None]
+    window = getattr(receiver.config, "sliding_window", None)
+    masks = {}
+    for kind in set(receiver.stack.layer_types):
+        allowed = causal & (index[:, :, None] - keys < window) if kind == "sliding_attention" and window else causal
+        if getattr(receiver.config, "_attn_implementation", "sdpa") == "sdpa":
+            masks[kind] = allowed[:, None]
+        else:
+            masks[kind] = torch.zeros(allowed.shape, dtype=dtype, device=index.device).masked_fill(
+                ~allowed, torch.finfo(dtype).min)[:, None]
+    return masks
 
 
 def _gather_rows(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -145,7 +156,7 @@ def cacheblend_prefill(
     batch, width = ids.shape
     grouped = set(plan.recomputed_layers)
     data = [(None, None) if layer in grouped else sender_kv(receiver, caches, layer) for layer in range(num_layers)]
-    cache = DynamicCache(ddp_cache_data=data, config=receiver.config)
+    cache = context_cache(data)
     index, valid = select_tokens(receiver, caches, ratio, ids, mask)
     chosen = index.shape[1] > 0
     positions = torch.arange(width, device=device).unsqueeze(0).expand(batch, -1)
@@ -153,7 +164,7 @@ def cacheblend_prefill(
     hidden = stack.embed(ids.gather(1, index)) if chosen else None  # chosen tokens' hidden state entering `layer`
     if chosen:
         scatter = _ScatterKV(cache, index)
-        attention = _query_mask(receiver, index, width, dtype)
+        attention = _query_masks(receiver, index, width, dtype)
         rope = stack.rope(hidden, index)
     layer = 0
     while layer < num_layers:
@@ -168,7 +179,8 @@ def cacheblend_prefill(
             continue
         if chosen:
             hidden = stack.layers[layer](
-                hidden, attention_mask=attention, position_embeddings=rope[stack.layer_types[layer]], position_ids=index,
+                hidden, attention_mask=attention[stack.layer_types[layer]], position_embeddings=rope[stack.layer_types[layer]],
+                position_ids=index,
                 use_cache=True,
                 **cache_arg(scatter),
             )

@@ -14,7 +14,8 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from droidspeak.engine.batch import PrefilledBatch, adopt
+from droidspeak.engine.batch import PrefilledBatch, adopt, context_cache
+from droidspeak.errors import DroidSpeakError
 from droidspeak.hf_compat import cache_arg
 from droidspeak.loading import LoadedModel
 
@@ -40,6 +41,28 @@ def tail_batch(prefilled: PrefilledBatch, tails: Sequence[torch.Tensor], pad_id:
         mask[row, longest - tail.numel() :] = 1
     positions = prefilled.lengths[:, None] + (mask.cumsum(-1) - 1).clamp(min=0)
     return TailBatch(ids, torch.cat([prefilled.attention_mask, mask], dim=-1), positions)
+
+
+def check_window(receiver: LoadedModel, prefilled: PrefilledBatch, batch: TailBatch, new_tokens: int = 0) -> None:
+    """Refuse a batch whose tails sliding-window layers would mask wrongly.
+
+    transformers measures a sliding window in cache slots, not positions. Contexts are right-padded and tails
+    left-padded, so a shorter row's tail sits after padding, and once the batch spans more than the window that
+    padding counts as distance: the row would lose keys its own window holds. Rows whose contexts and tails have
+    one length each, or a batch inside the window, are exact; anything else runs one context at a time.
+    """
+    window = getattr(receiver.config, "sliding_window", None)
+    if not window or "sliding_attention" not in receiver.stack.layer_types:
+        return
+    context, tail = prefilled.lengths, batch.attention_mask[:, prefilled.token_ids.shape[1]:]
+    gapless = int(context.min()) == int(context.max()) and bool(tail.all())
+    span = batch.attention_mask.shape[1] + new_tokens
+    if not gapless and span > window:
+        raise DroidSpeakError(
+            f"contexts of {int(context.min())}-{int(context.max())} tokens with tails of {int(tail.sum(-1).min())}-"
+            f"{tail.shape[1]} (+{new_tokens} new) span more than the sliding window ({window}) in one batch: padding "
+            "would count against a row's window. Run them one context at a time (batch_size=1), or batch rows of "
+            "one context length and one tail length")
 
 
 class RoomyLayer(DynamicLayer):
@@ -69,12 +92,11 @@ class RoomyLayer(DynamicLayer):
         return self.keys, self.values
 
 
-def roomy_cache(cache: DynamicCache, room: int, config) -> DynamicCache:
-    """A copy of ``cache`` for generation: its plain layers append ``room`` tokens in place (sliding layers are
-    ``config``'s own kind); ``cache`` itself is left as it was, ready for the next tails."""
-    copy = DynamicCache(ddp_cache_data=[(layer.keys, layer.values) for layer in cache.layers], config=config)
-    copy.layers = [RoomyLayer(layer.keys, layer.values, room) if type(layer) is DynamicLayer else layer
-                   for layer in copy.layers]
+def roomy_cache(cache: DynamicCache, room: int) -> DynamicCache:
+    """A copy of ``cache`` (a context batch's: plain layers, engine.batch.context_cache) for generation: every layer
+    appends ``room`` tokens in place; ``cache`` itself is left as it was, ready for the next tails."""
+    copy = context_cache()
+    copy.layers = [RoomyLayer(layer.keys, layer.values, room) for layer in cache.layers]
     return copy
 
 
@@ -89,6 +111,7 @@ def rewind(prefilled: PrefilledBatch) -> None:
 def tail_logits(receiver: LoadedModel, prefilled: PrefilledBatch, tails: Sequence[torch.Tensor]) -> torch.Tensor:
     """Logits of every tail position, [B, S, vocab]; the cache is cropped back so it can serve the next tails."""
     batch = tail_batch(prefilled, tails)
+    check_window(receiver, prefilled, batch)
     out = receiver.model(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
@@ -139,6 +162,7 @@ def generate(
     Sampling is reproducible from ``seed`` without touching the caller's global RNG state.
     """
     batch = tail_batch(prefilled, suffixes)
+    check_window(receiver, prefilled, batch, max_new_tokens)
     input_ids = torch.cat([prefilled.token_ids, batch.input_ids], dim=-1)
     config = receiver.model.generation_config
     pad_id = config.pad_token_id if config.pad_token_id is not None else 0
@@ -149,7 +173,7 @@ def generate(
         sequences = receiver.model.generate(
             input_ids=input_ids,
             attention_mask=batch.attention_mask,
-            **cache_arg(roomy_cache(prefilled.cache, batch.input_ids.shape[1] + max_new_tokens, receiver.config)),
+            **cache_arg(roomy_cache(prefilled.cache, batch.input_ids.shape[1] + max_new_tokens)),
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,
             pad_token_id=pad_id,

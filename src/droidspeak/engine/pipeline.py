@@ -20,11 +20,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache
-
 from droidspeak.cache import ContextCache
 from droidspeak.arch import kv_shape
-from droidspeak.engine.batch import PrefilledBatch, adopt, check_fits, cost_of
+from droidspeak.engine.batch import PrefilledBatch, adopt, check_fits, context_cache, cost_of
 from droidspeak.engine.prefill import receiver_prefill
 from droidspeak.errors import DroidSpeakError
 from droidspeak.loading import LoadedModel
@@ -174,7 +172,7 @@ def pipelined_prefill(
         shape = (batch, kv_heads, longest, head_dim)
         kv_bufs = {layer: (torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
                    for layer in loaded}
-    cache = DynamicCache(ddp_cache_data=[(None, None)] * stack.num_layers, config=config)  # one empty layer each
+    cache = context_cache([(None, None)] * stack.num_layers)  # one empty layer each
     for layer in reused:
         adopt(cache.layers[layer], *kv_bufs[layer])
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import torch
-from transformers import DynamicCache
-
 from droidspeak.arch import context_mask
 from droidspeak.cache import ContextCache
 from droidspeak.engine.batch import (
@@ -18,6 +16,7 @@ from droidspeak.engine.batch import (
     as_ids,
     check_fits,
     check_length,
+    context_cache,
     context_batch,
     cost_of,
     on_receiver,
@@ -25,7 +24,7 @@ from droidspeak.engine.batch import (
 )
 from droidspeak.engine.cacheblend import cacheblend_prefill
 from droidspeak.errors import DroidSpeakError
-from droidspeak.hf_compat import returned_cache
+from droidspeak.hf_compat import cache_arg, returned_cache
 from droidspeak.loading import LoadedModel
 from droidspeak.plan import RecomputePlan, layer_groups, parse_plan
 
@@ -70,7 +69,8 @@ def sender_prefill(
             stack.layers[layer].register_forward_pre_hook(_capture_input(captured, layer)) for layer in sorted(wanted)
         ]
         try:
-            kv = returned_cache(sender.model.model(input_ids=ids, attention_mask=context_mask(mask), use_cache=True))
+            kv = returned_cache(sender.model.model(input_ids=ids, attention_mask=context_mask(mask), use_cache=True,
+                                                  **cache_arg(context_cache())))
         finally:
             for hook in hooks:
                 hook.remove()
@@ -122,7 +122,8 @@ def receiver_prefill(
         for tokens in token_lists:
             check_length(receiver, tokens.numel())
         ids, mask = context_batch(token_lists, device)
-        out = receiver.model.model(input_ids=ids, attention_mask=context_mask(mask), use_cache=True)
+        out = receiver.model.model(input_ids=ids, attention_mask=context_mask(mask), use_cache=True,
+                                     **cache_arg(context_cache()))
         return PrefilledBatch(returned_cache(out), ids, mask, cost_of(receiver, plan, int(mask.sum())))
 
     if not all(isinstance(c, ContextCache) for c in contexts):
@@ -132,7 +133,7 @@ def receiver_prefill(
     ids, mask = context_batch([c.token_ids for c in contexts], device)
     recomputed = set(plan.recomputed_layers)
     data = [(None, None) if layer in recomputed else sender_kv(receiver, contexts, layer) for layer in range(stack.num_layers)]
-    cache = DynamicCache(ddp_cache_data=data, config=receiver.config)
+    cache = context_cache(data)
     positions = torch.arange(ids.shape[1], device=device).unsqueeze(0).expand(ids.shape[0], -1)
     for start, end in groups:
         hidden = stack.embed(ids) if start == 0 else on_receiver(receiver, [c.hidden[start] for c in contexts], 0)

@@ -15,10 +15,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
-
 from droidspeak.cache import ContextCache
-from droidspeak.engine.batch import PrefilledBatch, check_fits, context_batch, cost_of, sender_kv
+from droidspeak.engine.batch import PrefilledBatch, check_fits, context_batch, context_cache, cost_of, sender_kv
 from droidspeak.engine.prefill import receiver_prefill
 from droidspeak.errors import DroidSpeakError
 from droidspeak.loading import LoadedModel
@@ -82,7 +80,7 @@ def shared_prefills(receiver: LoadedModel, contexts: Sequence[ContextCache], pla
             if layer not in own and layer not in theirs:
                 theirs[layer] = sender_kv(receiver, contexts, layer)
             data.append(own[layer] if layer in own else theirs[layer])
-        batch = PrefilledBatch(DynamicCache(ddp_cache_data=data, config=receiver.config), ids, mask,
+        batch = PrefilledBatch(context_cache(data), ids, mask,
                                cost_of(receiver, parsed[plan], tokens))
         assembling = time.perf_counter() - started - in_passes
         yield SharedPrefill(plan, batch, share + assembling)

@@ -32,6 +32,11 @@ class SuffixWorkspace:
     """Preallocated per-layer K/V for one shape bucket: ``batch`` rows, ``capacity`` context slots, ``suffix`` slots."""
 
     def __init__(self, receiver: LoadedModel, *, batch: int, capacity: int, suffix: int):
+        window = getattr(receiver.config, "sliding_window", None)
+        if window and "sliding_attention" in receiver.stack.layer_types and capacity + suffix > window:
+            raise DroidSpeakError(
+                f"the fixed-shape suffix path builds one causal mask for every layer, so it holds at most the sliding "
+                f"window ({window} tokens) of this model; {capacity} + {suffix} asked: use engine.infer.tail_logits")
         kv_heads, head_dim = kv_shape(receiver.config)
         self.batch, self.capacity, self.suffix = batch, capacity, suffix
         shape = (batch, kv_heads, capacity + suffix, head_dim)

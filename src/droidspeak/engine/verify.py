@@ -27,7 +27,7 @@ from droidspeak.loading import LoadedModel, check_compatible
 # noise (its forward in one go vs through its own cache) sets the bar when it is larger
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 NOISE_FACTOR = 4
-PROBE_CONTEXTS, PROBE_QUERY = (12, 7), 4
+PROBE_CONTEXTS, PROBE_QUERY = (12, 7), 4  # batched, so padding is exercised too
 _verified: set[tuple[str, str]] = set()
 
 
@@ -68,11 +68,11 @@ def _relative(logits: torch.Tensor, reference: torch.Tensor) -> float:
 def probe(model: LoadedModel) -> Probe:
     """Run the probe on ``model`` (its device and dtype): every plan's relative logit error, and the bar."""
     vocab = model.config.vocab_size
-    window = getattr(model.config, "sliding_window", None) or 1 << 30
     generator = torch.Generator().manual_seed(0)
-    lengths = [min(n, max(1, window // 2)) for n in PROBE_CONTEXTS]
+    # sliding-window layers batch only contexts of one length beyond their window (engine.infer.check_window)
+    lengths = (max(PROBE_CONTEXTS),) * 2 if "sliding_attention" in model.stack.layer_types else PROBE_CONTEXTS
     contexts = [torch.randint(0, vocab, (n,), generator=generator) for n in lengths]
-    queries = [torch.randint(0, vocab, (min(PROBE_QUERY, max(1, window // 4)),), generator=generator) for _ in lengths]
+    queries = [torch.randint(0, vocab, (PROBE_QUERY,), generator=generator) for _ in lengths]
     device, noise, own = model.device, 0.0, []
     for context, query in zip(contexts, queries):
         own.append(model.model(input_ids=torch.cat([context, query])[None].to(device)).logits[0, -query.numel():].float())
