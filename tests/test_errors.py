@@ -159,3 +159,20 @@ def test_corrupt_and_truncated_cache_files_are_rejected(pair, tmp_path):
     garbage.write_bytes(b"not a cache at all")
     with pytest.raises(CacheFormatError, match="not a readable safetensors"):
         ContextCache.load(garbage)
+
+
+def test_verify_model_checks_a_checkpoint_in_one_command_and_says_when_it_cannot(llama_checkpoints, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "experiments" / "verify_model.py"
+    report = tmp_path / "verify.md"
+    ok = subprocess.run([sys.executable, str(script), f"model={llama_checkpoints / 'tuned'}", "long_context=40",
+                         f"out={report}", f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    text = report.read_text()
+    assert "verified" in text and text.count("| ok |") == 6 and "| 40 |" in text
+    missing = subprocess.run([sys.executable, str(script), f"model={tmp_path / 'nowhere'}",
+                              f"hydra.run.dir={tmp_path / 'run2'}"], capture_output=True, text=True)
+    assert missing.returncode == 1 and "refused: cannot load model" in missing.stderr

