@@ -5,7 +5,7 @@ import torch
 
 from helpers import random_ids
 from droidspeak.engine import receiver_prefill, tail_logits
-from droidspeak.engine.cacheblend import cacheblend_prefill, select_tokens
+from droidspeak.engine.cacheblend import cacheblend_prefill, layer_kv, select_tokens
 from droidspeak.engine.batch import context_batch
 from droidspeak.errors import DroidSpeakError
 from droidspeak.reuse import ReusePair
@@ -102,3 +102,63 @@ def test_bad_ratio_and_missing_E_are_refused(family):
         cacheblend_prefill(receiver, [cache], 1.5)
     with pytest.raises(DroidSpeakError, match="E only for layers"):
         cacheblend_prefill(receiver, [cache], 0.1, groups=[(2, 3)])
+
+
+@pytest.mark.parametrize("check", [1, 3])
+def test_a_check_layer_keeps_every_oracle_and_counts_the_layers_below_it(family, inputs, check):
+    """cacheblend:R@L: ratio 1 is the receiver's own prefill, ratio 0 is exactly recompute:0-(L-1), a sender
+    reusing its own cache is its prefill at any ratio, batched equals one context at a time, and the cost
+    counts L whole layers plus the chosen tokens in the others."""
+    sender, receiver = family
+    contexts, suffixes = inputs
+    caches = ReusePair(sender, receiver).prefill(contexts)
+    own = logits_of(receiver, receiver_prefill(receiver, contexts, "full_prefill"), suffixes)
+    assert_rows_close(logits_of(receiver, receiver_prefill(receiver, caches, f"cacheblend:1@{check}"), suffixes), own)
+    zero, below = receiver_prefill(receiver, caches, f"cacheblend:0@{check}"), receiver_prefill(receiver, caches, f"recompute:0-{check - 1}")
+    for a, b in zip(zero.cache.layers, below.cache.layers):
+        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+    self_caches = ReusePair(receiver, receiver).prefill(contexts)
+    assert_rows_close(logits_of(receiver, receiver_prefill(receiver, self_caches, f"cacheblend:0.3@{check}"), suffixes), own)
+    batched = receiver_prefill(receiver, caches, f"cacheblend:0.3@{check}")
+    for row, cache in enumerate(caches):
+        alone = receiver_prefill(receiver, [cache], f"cacheblend:0.3@{check}")
+        n = cache.token_ids.numel()
+        for a, b in zip(batched.cache.layers, alone.cache.layers):
+            torch.testing.assert_close(a.keys[row, :, :n], b.keys[0], atol=ATOL, rtol=0)
+    tokens, layers = sum(CONTEXTS), receiver.stack.num_layers
+    chosen = sum(-(-3 * n // 10) for n in CONTEXTS)  # ceil(0.3 n)
+    assert batched.cost.recomputed_layer_tokens == check * tokens + (layers - check) * chosen
+
+
+def test_the_check_layer_reads_the_context_where_layer_zero_cannot(family):
+    """What CacheBlend ranks tokens by: at layer 0 a token's deviation is a function of its id and position alone,
+    so the same tokens after two different prefixes deviate identically; at a deeper check layer they do not."""
+    sender, receiver = family
+    shared = random_ids([8], seed=11)[0]
+    contexts = [torch.cat([prefix, shared]) for prefix in random_ids([8, 8], seed=12)]
+    caches = ReusePair(sender, receiver).prefill(contexts)
+    ids, mask = context_batch([c.token_ids for c in caches], receiver.device)
+    positions = torch.arange(ids.shape[1])[None].expand(2, -1)
+    deviations = {}
+    for layer in (0, 3):
+        hidden = receiver.stack.embed(ids)
+        if layer:
+            scratch = receiver_prefill(receiver, caches, f"recompute:0-{layer - 1}").cache
+            hidden = receiver.stack.run_layers(hidden, 0, layer - 1, attention_mask=mask, position_ids=positions,
+                                               cache=scratch)
+        keys, _ = layer_kv(receiver, layer, hidden, positions)
+        deviations[layer] = [(keys[row, :, 8:] - cache.keys[layer][:, 8:]).pow(2).sum((0, 2))
+                             for row, cache in enumerate(caches)]
+    torch.testing.assert_close(deviations[0][0], deviations[0][1], atol=1e-6, rtol=0)
+    assert not torch.allclose(deviations[3][0], deviations[3][1], atol=1e-4)
+
+
+def test_a_check_layer_out_of_range_or_with_groups_is_refused(family):
+    sender, receiver = family
+    caches = ReusePair(sender, receiver).prefill(random_ids([9], seed=13))
+    with pytest.raises(DroidSpeakError, match="check layer 6 is out of range"):
+        receiver_prefill(receiver, caches, "cacheblend:0.2@6")
+    with pytest.raises(DroidSpeakError, match="layer index"):
+        receiver_prefill(receiver, caches, "cacheblend:0.2@x")
+    with pytest.raises(DroidSpeakError, match="takes no other groups"):
+        cacheblend_prefill(receiver, caches, 0.2, groups=[(2, 3)], check_layer=1)

@@ -6,7 +6,7 @@ from droidspeak.plan import RecomputePlan, format_plan, layer_groups, parse_plan
 
 @pytest.mark.parametrize(
     "text",
-    ["full_prefill", "full_reuse", "recompute:0-3", "recompute:0-3+10-11", "recompute:5-5", "cacheblend:0.15", "profile:p.json@0.01"],
+    ["full_prefill", "full_reuse", "recompute:0-3", "recompute:0-3+10-11", "recompute:5-5", "cacheblend:0.15", "cacheblend:0.15@4", "profile:p.json@0.01"],
 )
 def test_plan_syntax_round_trips(text):
     assert format_plan(parse_plan(text)) == text
@@ -35,6 +35,7 @@ def test_profile_default_tolerance_is_five_percent():
         ("partial", "unknown plan"),
         ("cacheblend:1.5", "[0, 1]"),
         ("cacheblend:lots", "token fraction"),
+        ("cacheblend:0.2@x", "check layer after .@. is a layer index"),
         ("profile:x.json@high", "tolerance"),
         ("bogus:1", "unknown plan kind"),
     ],

@@ -2,7 +2,7 @@
 
 One syntax everywhere (Hydra, lm-eval model_args, Python):
 ``full_prefill`` · ``full_reuse`` · ``recompute:A-B[+C-D...]`` (0-based, inclusive) ·
-``cacheblend:R`` · ``profile:PATH[@TOL]``.
+``cacheblend:R[@L]`` (tokens chosen at check layer L, default 0) · ``profile:PATH[@TOL]``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class RecomputePlan:
     kind: str
     groups: tuple[tuple[int, int], ...] = ()
     token_fraction: float | None = None  # cacheblend
+    check_layer: int | None = None  # cacheblend:R@L: tokens chosen by their deviation at layer L (None: layer 0)
     profile_path: str | None = None  # profile
     tolerance: float | None = None  # profile
 
@@ -61,6 +62,9 @@ class RecomputePlan:
                     f"plan {format_plan(self)!r}: layer range {s}-{e} is out of range for a model with "
                     f"{num_layers} layers (valid layers are 0-{num_layers - 1})"
                 )
+        if self.check_layer is not None and not 0 < self.check_layer < num_layers:
+            raise PlanError(f"plan {format_plan(self)!r}: check layer {self.check_layer} is out of range for a model "
+                            f"with {num_layers} layers")
         return self
 
 
@@ -107,13 +111,16 @@ def _parse(text: str) -> RecomputePlan:
             groups.append((s, e))
         return recompute(*groups)
     if head == "cacheblend":
+        ratio, at, layer = body.partition("@")
         try:
-            fraction = float(body)
+            fraction = float(ratio)
         except ValueError:
             raise PlanError(f"plan {text!r}: cacheblend takes a token fraction, e.g. cacheblend:0.15") from None
         if not 0.0 <= fraction <= 1.0:
             raise PlanError(f"plan {text!r}: cacheblend fraction must lie in [0, 1]")
-        return RecomputePlan("cacheblend", token_fraction=fraction)
+        if at and not layer.isdigit():
+            raise PlanError(f"plan {text!r}: the check layer after '@' is a layer index, e.g. cacheblend:0.15@4")
+        return RecomputePlan("cacheblend", token_fraction=fraction, check_layer=int(layer) or None if at else None)
     if head == "profile":
         path, at, tol = body.rpartition("@") if "@" in body else (body, "", "")
         try:
@@ -133,7 +140,7 @@ def format_plan(plan: RecomputePlan) -> str:
     if plan.kind == "recompute":
         return "recompute:" + "+".join(f"{s}-{e}" for s, e in plan.groups)
     if plan.kind == "cacheblend":
-        return f"cacheblend:{plan.token_fraction:g}"
+        return f"cacheblend:{plan.token_fraction:g}" + (f"@{plan.check_layer}" if plan.check_layer else "")
     return f"profile:{plan.profile_path}@{plan.tolerance:g}"
 
 

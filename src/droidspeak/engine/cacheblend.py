@@ -19,6 +19,11 @@ the receiver's own hidden states carried by step 2; the chosen tokens then conti
 Oracles (tests/test_cacheblend.py): ratio 1 ≡ full prefill, ratio 0 ≡ full_reuse (≡ the groups-only plan
 with ``groups``), sender = receiver ≡ full prefill at any ratio, batched ≡ one context at a time.
 
+Check layer (``cacheblend:R@L``, beyond both papers): at layer 0 a token's K/V depend only on its id and position
+(RoPE keeps the norm), so the layer-0 ranking cannot see the context. With L > 0, layers 0..L-1 are recomputed
+over the whole context (the receiver's own input at L, counted as L full layers), the tokens are chosen by their
+deviation at layer L, and only they are recomputed in layers L..end.
+
 Cost accounting: ``recomputed_layer_tokens`` counts chosen tokens × non-group layers plus context tokens ×
 group layers; the selection pass (one layer's K/V projections over the context) is not counted, as in the
 papers.
@@ -87,9 +92,12 @@ def layer_kv(receiver: LoadedModel, layer: int, hidden: torch.Tensor, position_i
 
 
 def select_tokens(
-    receiver: LoadedModel, caches: Sequence[ContextCache], ratio: float, ids: torch.Tensor, mask: torch.Tensor
+    receiver: LoadedModel, caches: Sequence[ContextCache], ratio: float, ids: torch.Tensor, mask: torch.Tensor,
+    *, layer: int = 0, hidden: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per context, the ``ceil(ratio · T)`` positions whose layer-0 K/V deviates most (sorted), padded per batch.
+    """Per context, the ``ceil(ratio · T)`` positions whose K/V at ``layer`` deviates most (sorted), padded per
+    batch: the receiver's K/V from ``hidden`` (its own hidden state entering ``layer``; the embeddings at layer 0)
+    against the sender's.
 
     Returns ``index`` [B, n] and ``valid`` [B, n]; a row with fewer tokens repeats its last chosen position in
     the padding slots (recomputing a token twice writes identical K/V, so the padding is harmless).
@@ -102,10 +110,10 @@ def select_tokens(
     if width == 0:
         return index, valid
     positions = torch.arange(ids.shape[1], device=device).unsqueeze(0).expand(ids.shape[0], -1)
-    keys, values = layer_kv(receiver, 0, receiver.stack.embed(ids), positions)
+    keys, values = layer_kv(receiver, layer, receiver.stack.embed(ids) if hidden is None else hidden, positions)
     for row, (cache, n, k) in enumerate(zip(caches, lengths, counts)):
-        dk = (keys[row, :, :n].float() - cache.keys[0].to(device).float()).pow(2).sum((0, 2))
-        dv = (values[row, :, :n].float() - cache.values[0].to(device).float()).pow(2).sum((0, 2))
+        dk = (keys[row, :, :n].float() - cache.keys[layer].to(device).float()).pow(2).sum((0, 2))
+        dv = (values[row, :, :n].float() - cache.values[layer].to(device).float()).pow(2).sum((0, 2))
         chosen = torch.topk(dk + dv, k).indices.sort().values if k < n else torch.arange(n, device=device)
         index[row, :k], valid[row, :k] = chosen, True
         index[row, k:] = chosen[-1]
@@ -140,15 +148,25 @@ def cacheblend_prefill(
     ratio: float,
     *,
     groups: Sequence[tuple[int, int]] = (),
+    check_layer: int = 0,
 ) -> PrefilledBatch:
     """Receiver cache where the fraction ``ratio`` of context tokens (per context) is recomputed in every layer
-    outside ``groups``, and ``groups`` (hybrid) are recomputed over the whole context. See the module docstring."""
+    outside ``groups``, and ``groups`` (hybrid) are recomputed over the whole context. See the module docstring.
+
+    ``check_layer`` L > 0 (``cacheblend:R@L``) chooses the tokens by their deviation at layer L, which can read
+    the context (at layer 0 a token's K/V depend only on its id and position): layers 0..L-1 are recomputed over
+    the whole context to give the receiver's own input at L, and counted as such."""
     if not 0.0 <= ratio <= 1.0:
         raise DroidSpeakError(f"cacheblend ratio must lie in [0, 1], got {ratio}")
     if not caches or not all(isinstance(c, ContextCache) for c in caches):
         raise DroidSpeakError("cacheblend reuses the sender's cache: pass at least one ContextCache")
     stack, device, dtype = receiver.stack, receiver.device, receiver.dtype
     num_layers = stack.num_layers
+    if check_layer and groups:
+        raise DroidSpeakError("a check layer recomputes layers 0..L-1 itself; it takes no other groups")
+    if not 0 <= check_layer < num_layers:
+        raise DroidSpeakError(f"check layer {check_layer} out of range for a model with {num_layers} layers")
+    groups = ((0, check_layer - 1),) if check_layer else groups
     plan = recompute(*groups).validate(num_layers)
     for cache in caches:
         check_fits(receiver, cache, plan)
@@ -157,16 +175,21 @@ def cacheblend_prefill(
     grouped = set(plan.recomputed_layers)
     data = [(None, None) if layer in grouped else sender_kv(receiver, caches, layer) for layer in range(num_layers)]
     cache = context_cache(data)
-    index, valid = select_tokens(receiver, caches, ratio, ids, mask)
-    chosen = index.shape[1] > 0
     positions = torch.arange(width, device=device).unsqueeze(0).expand(batch, -1)
-    starts = {s: e for s, e in plan.groups}
-    hidden = stack.embed(ids.gather(1, index)) if chosen else None  # chosen tokens' hidden state entering `layer`
+    layer, context_hidden = 0, None
+    if check_layer:  # the receiver's own input at the check layer, over the whole context
+        context_hidden = stack.run_layers(stack.embed(ids), 0, check_layer - 1, attention_mask=mask,
+                                          position_ids=positions, cache=cache)
+        layer = check_layer
+    index, valid = select_tokens(receiver, caches, ratio, ids, mask, layer=layer, hidden=context_hidden)
+    chosen = index.shape[1] > 0
+    starts = {s: e for s, e in plan.groups if s >= layer}
+    hidden = None  # the chosen tokens' hidden state entering `layer`
     if chosen:
+        hidden = stack.embed(ids.gather(1, index)) if context_hidden is None else _gather_rows(context_hidden, index)
         scatter = _ScatterKV(cache, index)
         attention = _query_masks(receiver, index, width, dtype)
         rope = stack.rope(hidden, index)
-    layer = 0
     while layer < num_layers:
         if layer in starts:  # a whole-context group, fed by E[s] with the chosen rows replaced by our own
             end = starts[layer]

@@ -114,7 +114,7 @@ def receiver_prefill(
     if not contexts:
         raise DroidSpeakError("receiver_prefill needs at least one context")
     if plan.kind == "cacheblend":  # token-level recompute: its own path
-        return cacheblend_prefill(receiver, contexts, plan.token_fraction)
+        return cacheblend_prefill(receiver, contexts, plan.token_fraction, check_layer=plan.check_layer or 0)
     groups = layer_groups(plan, stack.num_layers)
     device = receiver.device
     if not plan.uses_cache:
