@@ -19,14 +19,13 @@ from droidspeak.engine.verify import PROBE_CONTEXTS, probe
 from droidspeak.errors import DroidSpeakError
 from droidspeak.loading import load_model
 from droidspeak.markdown import table
+from droidspeak.zoo.family import cache_root
 from droidspeak.zoo.gguf_base import GgufConfig, convert_base
-
-GGUF_CACHE = Path(".cache/droidspeak/gguf")
 
 
 def converted(cfg: GgufConfig) -> Path:
     """The GGUF of ``cfg`` as an HF directory, converted once (the same path as a zoo family's base)."""
-    destination = GGUF_CACHE / f"{Path(cfg.file).stem}-{cfg.sha256[:12]}" / "model"
+    destination = cache_root() / "gguf" / f"{Path(cfg.file).stem}-{cfg.sha256[:12]}" / "model"
     if not (destination / "config.json").is_file():
         source = convert_base(cfg, destination)
         (destination.parent / "SOURCE.json").write_text(json.dumps(source, indent=1) + "\n")  # package, version, sha256

@@ -139,3 +139,21 @@ def test_profile_job_on_the_mini_family_feeds_the_profile_plan(mini_family, tmp_
     receiver, sender = (family.load(name).fingerprint.identity for name in ("ft-mdqa", "base"))
     plan = resolve_profile_plan(parse_plan(main.method.plan), profile.num_layers, receiver=receiver, sender=sender).plan
     assert str(plan) == profile.choose(0.1)
+
+
+def test_a_pair_with_an_allowed_mismatch_profiles_and_scores_its_proxy_with_the_warning(models):
+    """allow_mismatch reaches every model-running part of a profiling job, not just the profiler."""
+    from droidspeak.errors import PairMismatchError
+    from droidspeak.loading import from_module
+
+    from helpers import fine_tune_of, tiny_model
+
+    base, _ = models
+    theta = tiny_model("llama", seed=0, rope_parameters={"rope_type": "default", "rope_theta": 1e6})
+    other = from_module(fine_tune_of(theta, seed=1), base.tokenizer, name="theta-1e6")
+    with pytest.raises(PairMismatchError, match="allow_mismatch=rope"):
+        ProxyScorer(other, base, "mdqa", rows(), samples=2)
+    profiler = Profiler(other, base, "mdqa", rows(), allow_mismatch=["rope"])
+    assert profiler.warnings and "RoPE" in profiler.warnings[0]
+    proxy = ProxyScorer(other, base, "mdqa", rows(), samples=2, allow_mismatch=["rope"])
+    assert proxy.score("full_prefill").top1 == 1.0

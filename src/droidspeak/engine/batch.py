@@ -140,7 +140,7 @@ def adopt(layer, keys: torch.Tensor, values: torch.Tensor) -> None:
     layer.keys, layer.values = keys, values
 
 
-def select_rows(receiver: LoadedModel, prefilled: PrefilledBatch, rows: Sequence[int]) -> PrefilledBatch:
+def select_rows(prefilled: PrefilledBatch, rows: Sequence[int]) -> PrefilledBatch:
     """A batch whose row i is row ``rows[i]`` of ``prefilled``: one receiver prefill can serve many queries."""
     index = torch.as_tensor(list(rows), dtype=torch.long, device=prefilled.token_ids.device)
     data = [(layer.keys.index_select(0, index), layer.values.index_select(0, index)) for layer in prefilled.cache.layers]
@@ -158,9 +158,8 @@ def distinct_rows(row_contexts: Sequence[Hashable]) -> tuple[list, list[int]]:
     return distinct, [distinct.index(c) for c in row_contexts]
 
 
-def prefill_rows(receiver: LoadedModel, row_contexts: Sequence[Hashable],
-                 prefill: Callable[[list], PrefilledBatch]) -> PrefilledBatch:
+def prefill_rows(row_contexts: Sequence[Hashable], prefill: Callable[[list], PrefilledBatch]) -> PrefilledBatch:
     """Row i holds the prefill of ``row_contexts[i]``; each distinct context is prefilled once (``prefill`` gets
     the distinct ones, in first-seen order), so a context's questions share one receiver prefill."""
     distinct, index = distinct_rows(row_contexts)
-    return select_rows(receiver, prefill(distinct), index)
+    return select_rows(prefill(distinct), index)

@@ -224,7 +224,7 @@ class DroidSpeakLM(HFLM):
             self.stats["costs"].append(prefilled.cost)
             return prefilled
 
-        return prefill_rows(self.pair.receiver, contexts, prefill)
+        return prefill_rows(contexts, prefill)
 
     def _model_call(self, inps: torch.Tensor, attn_mask=None, labels=None) -> torch.Tensor:
         rows = inps.tolist()

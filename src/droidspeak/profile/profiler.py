@@ -131,7 +131,7 @@ class Profiler:
 
         start = time.perf_counter()
         answers, prefills = answer(model, self.rows, lambda chunk: prefill_rows(
-            model, [r["context_id"] for r in chunk], timed), self.batch_size)
+            [r["context_id"] for r in chunk], timed), self.batch_size)
         return self._record(key, answers, time.perf_counter() - start, prefill_seconds, [p.cost for p in prefills])
 
     def point(self, plan: str) -> ProfilePoint:
@@ -163,7 +163,7 @@ class Profiler:
             distinct, row_index = distinct_rows([r["context_id"] for r in self.rows.rows[start : start + self.batch_size]])
             for item in shared_prefills(self.receiver, [self.caches[c] for c in distinct], shared):
                 started = time.perf_counter()
-                prefilled = select_rows(self.receiver, item.batch, row_index)
+                prefilled = select_rows(item.batch, row_index)
                 partial[item.plan].add(answer_batch(self.receiver, self.rows, start, prefilled), item,
                                        time.perf_counter() - started)
         for plan, done in partial.items():

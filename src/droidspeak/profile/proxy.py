@@ -80,9 +80,9 @@ class ProxyScorer:
     prefill, on ``samples`` of ``rows`` (zoo JSONL rows of ``task``) spread over their contexts."""
 
     def __init__(self, receiver: LoadedModel, sender: LoadedModel, task: str, rows: Sequence[dict], *,
-                 samples: int = 8, batch_size: int = 32):
+                 samples: int = 8, batch_size: int = 32, allow_mismatch: Sequence[str] = ()):
         start = time.perf_counter()
-        check_pair(sender, receiver)
+        check_pair(sender, receiver, allow_mismatch)
         self.receiver, self.task = receiver, task
         self.index = spread_rows([r["context_id"] for r in rows], samples)
         self.rows = TaskRows(task, [rows[i] for i in self.index], receiver.tokenizer)
@@ -102,7 +102,7 @@ class ProxyScorer:
 
     def _select(self, prefilled: PrefilledBatch) -> PrefilledBatch:
         """One row per sample from a prefill of the distinct contexts."""
-        return select_rows(self.receiver, prefilled, self.row_index)
+        return select_rows(prefilled, self.row_index)
 
     @torch.inference_mode()
     def _answer_logprobs(self, prefilled: PrefilledBatch) -> list[torch.Tensor]:

@@ -104,7 +104,8 @@ def run_job(cfg, family) -> dict[str, Path]:
     if cfg.comparisons:
         started = time.perf_counter()
         extra_rows += compare_multigroup(profiler, profile, max_groups=cfg.max_groups)
-        scorer = ProxyScorer(receiver, sender, task, rows, samples=cfg.proxy_samples, batch_size=cfg.batch_size)
+        scorer = ProxyScorer(receiver, sender, task, rows, samples=cfg.proxy_samples, batch_size=cfg.batch_size,
+                             allow_mismatch=cfg.pair.allow_mismatch)
         proxy = compare_proxy(profiler, profile, scorer, tolerance=cfg.tolerance)
         profile.extra["proxy_scores"] = proxy.pop("proxy_scores")
         extra_rows.append(proxy)

@@ -66,7 +66,7 @@ def predict(
 ) -> list[str]:
     """Greedy answers of ``receiver`` under ``plan`` (``caches``: the sender's, per context id)."""
     def prefill(chunk: list[dict]) -> PrefilledBatch:  # a context's questions share one receiver prefill
-        return prefill_rows(receiver, [r["context_id"] for r in chunk], lambda distinct: receiver_prefill(
+        return prefill_rows([r["context_id"] for r in chunk], lambda distinct: receiver_prefill(
             receiver, [caches[c] if caches else rows.contexts[c] for c in distinct], plan))
 
     return answer(receiver, rows, prefill, batch_size)[0]
