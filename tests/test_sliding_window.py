@@ -42,7 +42,7 @@ def test_a_model_reusing_its_own_cache_beyond_the_window_is_its_own_prefill(wind
     _, model = windowed
     pair = ReusePair(model, model)
     for context, suffix in zip(random_ids(CONTEXTS, seed=1), random_ids([SUFFIX] * 3, seed=2)):
-        (cache,) = pair.prefill([context])
+        (cache,) = pair.prefill([context], full_sliding=plan.startswith("cacheblend"))
         logits = tail_logits(model, receiver_prefill(model, [cache], plan), [suffix])[0]
         torch.testing.assert_close(logits, own_logits(model, context, suffix), atol=ATOL, rtol=0)
         answer = pair.generate([cache], [suffix], plan, max_new_tokens=2 * WINDOW)[0]
@@ -93,3 +93,58 @@ def test_the_probe_passes_beyond_the_window(windowed):
     for model in windowed:
         checked = probe(model)
         assert not checked.failed, checked
+
+
+def test_a_sliding_layer_keeps_exactly_what_the_models_own_cache_keeps(windowed):
+    _, model = windowed
+    context = random_ids([23], seed=11)[0]
+    (cache,) = ReusePair(model, model).prefill([context])
+    with torch.no_grad():
+        own = model.model(input_ids=context[None], use_cache=True).past_key_values
+    for layer, kind in enumerate(model.stack.layer_types):
+        assert torch.equal(cache.keys[layer], own.layers[layer].keys[0])
+        assert torch.equal(cache.values[layer], own.layers[layer].values[0])
+        assert cache.keys[layer].shape[1] == (WINDOW - 1 if kind == "sliding_attention" else 23)
+    (whole,) = ReusePair(model, model).prefill([context], full_sliding=True)
+    assert whole.held_from == (0,) * model.stack.num_layers and cache.nbytes() < whole.nbytes()
+    moved = lambda c: receiver_prefill(model, [c], "full_reuse").cost.kv_bytes  # noqa: E731  (bytes a receiver loads)
+    held, layers = sum(k.shape[1] for k in cache.keys), model.stack.num_layers
+    assert moved(cache) * 23 * layers == moved(whole) * held
+
+
+def test_a_cache_cut_to_its_window_is_refused_where_it_holds_too_little(windowed):
+    sender, receiver = windowed
+    context = random_ids([23], seed=12)[0]
+    (cache,) = ReusePair(sender, receiver).prefill([context])
+    with pytest.raises(DroidSpeakError, match="full_sliding=True"):  # CacheBlend reads the whole context per layer
+        receiver_prefill(receiver, [cache], "cacheblend:0.3")
+    with pytest.raises(DroidSpeakError, match="not the window before token 22.*full_sliding=True"):
+        cache.prefix(22)
+    assert cache.prefix(23).held_from == cache.held_from
+    arch = sorted(WINDOWED)[0]  # a sender whose window is smaller than the receiver's (allow_mismatch's case)
+    narrow = from_module(tiny_model(arch, seed=0, sliding_window=WINDOW - 2), name="narrow")
+    (short,) = ReusePair(narrow, narrow).prefill([context])
+    wide = from_module(tiny_model(arch, seed=0), name="wide")
+    with pytest.raises(DroidSpeakError, match="holds the K/V of tokens 20.. only.*sliding window of 6"):
+        receiver_prefill(wide, [short], "full_reuse")
+    assert receiver_prefill(narrow, [short], "full_reuse") is not None  # the window it was cut for is enough
+
+
+def test_a_cut_cache_survives_the_disk_and_a_header_that_lies_is_corrupt(windowed, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from droidspeak.cache import CacheFile, ContextCache
+    from droidspeak.errors import CacheFormatError
+
+    _, model = windowed
+    (cache,) = ReusePair(model, model).prefill(random_ids([23], seed=14))
+    loaded = ContextCache.load(cache.save(tmp_path / "c.safetensors"))
+    assert loaded.held_from == cache.held_from and any(loaded.held_from)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.keys, cache.keys))
+    with safe_open(str(tmp_path / "c.safetensors"), framework="pt") as f:  # claim a wider window than was kept
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    meta["meta"] = meta["meta"].replace(f'"sliding_window": {WINDOW}', f'"sliding_window": {WINDOW + 2}')
+    save_file(tensors, str(tmp_path / "lies.safetensors"), metadata=meta)
+    with pytest.raises(CacheFormatError, match="not the 7 tokens its header promises"):
+        CacheFile(tmp_path / "lies.safetensors")

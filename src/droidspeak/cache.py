@@ -3,6 +3,11 @@
 Holds the context token ids, per-layer K/V exactly as the sender's attention consumed them (after RoPE,
 shape [kv_heads, tokens, head_dim]), the hidden states entering chosen layers (the E cache, [tokens, hidden]),
 and the sender's fingerprint. On disk it is one safetensors file, readable layer by layer, never pickle.
+
+A sliding-window layer keeps what the model's own cache keeps after a prefill: the K/V of the last
+``window - 1`` tokens (every later query's window starts inside them). ``meta`` then names the window and those
+layers, and :func:`held_from` says where each layer's K/V begin; E is always kept for every token (a recomputed
+group needs its whole input).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from droidspeak.errors import CacheFormatError, CacheMismatchError
 from droidspeak.faults import fault_point
 
 FORMAT = "droidspeak.context_cache"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: sliding layers may hold only their window (version 1 files hold every token)
+READABLE_VERSIONS = ("1", "2")
 
 
 def token_digest(token_ids: Sequence[int] | torch.Tensor) -> str:
@@ -36,6 +42,14 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     """blake2b of a tensor's raw bytes: lets a reader reject a flipped byte in any single layer."""
     data = tensor.detach().contiguous().cpu().reshape(-1).view(torch.uint8)
     return hashlib.blake2b(data.numpy().tobytes(), digest_size=16).hexdigest()
+
+
+def held_from(num_tokens: int, num_layers: int, meta: dict) -> tuple[int, ...]:
+    """Per layer, the first context position whose K/V the cache holds: 0, or in a sliding layer of a cache cut to
+    its window (``meta["sliding_window"]``, ``meta["sliding_layers"]``) the start of the last ``window - 1``."""
+    window, sliding = meta.get("sliding_window"), set(meta.get("sliding_layers", ()))
+    start = max(0, num_tokens - (window - 1)) if window else 0
+    return tuple(start if layer in sliding else 0 for layer in range(num_layers))
 
 
 def cache_key(sender_digest: str, token_ids: Sequence[int] | torch.Tensor) -> str:
@@ -52,7 +66,7 @@ class ContextCache:
     values: list[torch.Tensor]
     hidden: dict[int, torch.Tensor]  # layer -> E[layer], [T, hidden]; E[0] is never needed (embeddings suffice)
     sender: str  # the sender's fingerprint digest
-    meta: dict = field(default_factory=dict)  # human-readable provenance (fingerprint fields, dtype)
+    meta: dict = field(default_factory=dict)  # provenance (fingerprint fields, dtype); the window sliding layers keep
 
     @property
     def num_tokens(self) -> int:
@@ -80,6 +94,11 @@ class ContextCache:
         return None if e is None else int(e.shape[-1])
 
     @property
+    def held_from(self) -> tuple[int, ...]:
+        """Per layer, the first position whose K/V are held (0 unless a sliding layer keeps only its window)."""
+        return held_from(self.num_tokens, self.num_layers, self.meta)
+
+    @property
     def context_digest(self) -> str:
         return token_digest(self.token_ids)
 
@@ -92,13 +111,20 @@ class ContextCache:
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def prefix(self, length: int) -> "ContextCache":
-        """The cache of the first ``length`` tokens: exact for causal models, a view, no copy."""
+        """The cache of the first ``length`` tokens: exact for causal models, a view, no copy. A sliding layer cut to
+        its window holds too little for a prefix that ends before its last window starts: refused."""
         if not 0 < length <= self.num_tokens:
             raise CacheMismatchError(f"prefix length {length} outside 1..{self.num_tokens}")
+        have, need = self.held_from, held_from(length, self.num_layers, self.meta)
+        if any(h > n for h, n in zip(have, need)):
+            raise CacheMismatchError(
+                f"its sliding layers hold only the last {self.meta['sliding_window'] - 1} of {self.num_tokens} tokens, "
+                f"not the window before token {length}: prefill the sender with full_sliding=True to cut prefixes")
+        cut = lambda t, layer: t[:, need[layer] - have[layer] : length - have[layer]]  # noqa: E731
         return ContextCache(
             token_ids=self.token_ids[:length],
-            keys=[k[:, :length] for k in self.keys],
-            values=[v[:, :length] for v in self.values],
+            keys=[cut(k, layer) for layer, k in enumerate(self.keys)],
+            values=[cut(v, layer) for layer, v in enumerate(self.values)],
             hidden={layer: e[:length] for layer, e in self.hidden.items()},
             sender=self.sender,
             meta=dict(self.meta),
@@ -171,8 +197,9 @@ class CacheFile:
             raise CacheFormatError(f"{self.path}: not a readable safetensors cache ({err})") from None
         if metadata.get("format") != FORMAT:
             raise CacheFormatError(f"{self.path}: not a droidspeak context cache (format={metadata.get('format')!r})")
-        if metadata.get("version") != str(FORMAT_VERSION):
-            raise CacheFormatError(f"{self.path}: cache format version {metadata.get('version')}, expected {FORMAT_VERSION}")
+        if metadata.get("version") not in READABLE_VERSIONS:
+            raise CacheFormatError(f"{self.path}: cache format version {metadata.get('version')}, expected one of "
+                                   f"{', '.join(READABLE_VERSIONS)}")
         self.sender = metadata["sender"]
         self.num_layers = int(metadata["num_layers"])
         self.meta = json.loads(metadata.get("meta", "{}"))
@@ -183,6 +210,13 @@ class CacheFile:
         if not expected <= names:
             raise CacheFormatError(f"{self.path}: truncated cache, missing {sorted(expected - names)[:4]}…")
         self.hidden_layers = sorted(int(n.split(".")[1]) for n in names if n.startswith("e."))
+        self.num_tokens = self.shape("token_ids")[0]
+        self.held_from = held_from(self.num_tokens, self.num_layers, self.meta)
+        for layer, start in enumerate(self.held_from):  # a shape the header cannot explain is never padded into place
+            for name in (f"k.{layer}", f"v.{layer}"):
+                if self.shape(name)[1:2] != (self.num_tokens - start,):
+                    raise CacheFormatError(f"{self.path}: {name} has shape {self.shape(name)}, not the "
+                                           f"{self.num_tokens - start} tokens its header promises (corrupt file)")
 
     def token_ids(self) -> torch.Tensor:
         ids = self.tensor("token_ids")

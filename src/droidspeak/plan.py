@@ -186,13 +186,19 @@ def prefill_cost(
     kv_bytes_per_token_layer: int,
     e_bytes_per_token: int,
     chosen_tokens: int = 0,
+    kv_tokens: Sequence[int] | None = None,
 ) -> PrefillCost:
     """Cost of ``plan`` over ``context_tokens`` (summed over a batch) for a model of the given shape.
 
     ``chosen_tokens``: tokens also recomputed in every layer outside the groups (CacheBlend's selection).
+    ``kv_tokens``: per layer, the tokens whose K/V a reused layer loads (default: every context token; fewer in a
+    sliding layer whose cache keeps only its window).
     """
     groups = layer_groups(plan, num_layers)
     recomputed = sum(e - s + 1 for s, e in groups)
+    in_groups = {layer for s, e in groups for layer in range(s, e + 1)}
+    loaded = [context_tokens if kv_tokens is None else kv_tokens[layer] for layer in range(num_layers)
+              if layer not in in_groups] if plan.uses_cache else []
     transitions = sum(1 for s, _ in groups if s > 0) if plan.uses_cache else 0
     reused = num_layers - recomputed if plan.uses_cache else 0
     layer_tokens = recomputed * context_tokens + reused * chosen_tokens
@@ -204,7 +210,7 @@ def prefill_cost(
         compute_fraction=layer_tokens / (num_layers * context_tokens) if context_tokens else recomputed / num_layers,
         transitions=transitions,
         e_bytes=transitions * context_tokens * e_bytes_per_token,
-        kv_bytes=reused * context_tokens * kv_bytes_per_token_layer,
+        kv_bytes=sum(loaded) * kv_bytes_per_token_layer,
     )
 
 

@@ -76,11 +76,13 @@ class ReusePair:
 
     # ---- sender side --------------------------------------------------------------------------------------
     def prefill(
-        self, contexts: Iterable[Tokens], *, e_layers: str | Iterable[int] | RecomputePlan = "all", batch_size: int = 8
+        self, contexts: Iterable[Tokens], *, e_layers: str | Iterable[int] | RecomputePlan = "all", batch_size: int = 8,
+        full_sliding: bool = False,
     ) -> list[ContextCache]:
-        """The sender's caches for ``contexts`` (E kept at ``e_layers``: 'all', a plan, or layer indices)."""
+        """The sender's caches for ``contexts`` (E kept at ``e_layers``: 'all', a plan, or layer indices; sliding
+        layers cut to their window unless ``full_sliding``, which CacheBlend plans need)."""
         ids = [self.encode(c, context=True) for c in contexts]
-        return sender_prefill(self.sender, ids, e_layers=e_layers, batch_size=batch_size)
+        return sender_prefill(self.sender, ids, e_layers=e_layers, batch_size=batch_size, full_sliding=full_sliding)
 
     # ---- receiver side ------------------------------------------------------------------------------------
     def prepare(

@@ -3,7 +3,8 @@
 Contexts are right-padded: every real token keeps position = index, so a cache sliced back to its own length is the
 cache an unbatched prefill would have produced. A source is anything that states a sender cache's shape facts
 (``ContextCache``, a store's ``CacheInfo``, the pipeline's ``Source``); :func:`check_fits` is the one check of a
-source against a receiver and a plan.
+source against a receiver and a plan. A sliding layer's source may hold only its last window (``held_from``); in
+a batch its K/V sit at their own positions, the earlier slots zero, which no later query's window reaches.
 """
 
 from __future__ import annotations
@@ -81,10 +82,20 @@ def on_receiver(receiver: LoadedModel, tensors: Sequence[torch.Tensor], dim: int
     return right_pad([t.to(device=receiver.device, dtype=receiver.dtype) for t in tensors], dim=dim)
 
 
+def at_positions(tensor: torch.Tensor, start: int) -> torch.Tensor:
+    """K or V [kv_heads, n, head_dim] of positions start.., as one slot per position from 0 (zeros before start)."""
+    return tensor if start == 0 else torch.cat([tensor.new_zeros((tensor.shape[0], start, tensor.shape[2])), tensor], 1)
+
+
 def sender_kv(receiver: LoadedModel, contexts: Sequence, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The sender's K/V of ``layer`` over the batch, right-padded, on the receiver's device and dtype."""
-    return (on_receiver(receiver, [c.keys[layer] for c in contexts], 1),
-            on_receiver(receiver, [c.values[layer] for c in contexts], 1))
+    return (on_receiver(receiver, [at_positions(c.keys[layer], c.held_from[layer]) for c in contexts], 1),
+            on_receiver(receiver, [at_positions(c.values[layer], c.held_from[layer]) for c in contexts], 1))
+
+
+def kv_tokens(sources: Sequence) -> list[int]:
+    """Per layer, the context tokens whose K/V the sources hold, summed over the batch (what reusing it moves)."""
+    return [sum(s.num_tokens - s.held_from[layer] for s in sources) for layer in range(sources[0].num_layers)]
 
 
 def check_length(model: LoadedModel, length: int) -> None:
@@ -108,6 +119,7 @@ def check_fits(receiver: LoadedModel, source, plan: RecomputePlan) -> None:
         )
     if source.hidden_layers and source.hidden_size != config.hidden_size:
         raise CacheMismatchError(f"E hidden size {source.hidden_size} != receiver's {config.hidden_size}")
+    _check_windows(receiver, source, plan)
     missing = sorted(set(plan.e_layers) - set(source.hidden_layers))
     if missing:
         raise CacheMismatchError(
@@ -116,8 +128,24 @@ def check_fits(receiver: LoadedModel, source, plan: RecomputePlan) -> None:
         )
 
 
-def cost_of(receiver: LoadedModel, plan: RecomputePlan, context_tokens: int, *, chosen_tokens: int = 0) -> PrefillCost:
-    """What ``plan`` costs this receiver over ``context_tokens``; ``chosen_tokens``: CacheBlend's per-layer tokens."""
+def _check_windows(receiver: LoadedModel, source, plan: RecomputePlan) -> None:
+    """A layer the plan reuses must hold every key the receiver's own attention would read from it."""
+    recomputed, types = set(plan.recomputed_layers), receiver.stack.layer_types
+    window = getattr(receiver.config, "sliding_window", None)
+    for layer, start in enumerate(source.held_from):
+        if start == 0 or layer in recomputed:
+            continue
+        if types[layer] != "sliding_attention" or not window or start > max(0, source.num_tokens - (window - 1)):
+            reads = f"a sliding window of {window}" if types[layer] == "sliding_attention" else "full attention"
+            raise CacheMismatchError(
+                f"layer {layer} of this cache holds the K/V of tokens {start}.. only (the sender's window), but the "
+                f"receiver's layer {layer} reads {reads}: prefill the sender with full_sliding=True")
+
+
+def cost_of(receiver: LoadedModel, plan: RecomputePlan, context_tokens: int, *, chosen_tokens: int = 0,
+            kv_tokens: Sequence[int] | None = None) -> PrefillCost:
+    """What ``plan`` costs this receiver over ``context_tokens``; ``chosen_tokens``: CacheBlend's per-layer tokens;
+    ``kv_tokens``: per layer, the tokens the sender's cache holds (fewer than the context in a sliding layer)."""
     config, elem = receiver.config, receiver.dtype.itemsize
     kv_heads, head_dim = kv_shape(config)
     return prefill_cost(
@@ -127,6 +155,7 @@ def cost_of(receiver: LoadedModel, plan: RecomputePlan, context_tokens: int, *, 
         kv_bytes_per_token_layer=2 * kv_heads * head_dim * elem,
         e_bytes_per_token=config.hidden_size * elem,
         chosen_tokens=chosen_tokens,
+        kv_tokens=kv_tokens,
     )
 
 

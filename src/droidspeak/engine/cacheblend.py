@@ -170,6 +170,10 @@ def cacheblend_prefill(
     plan = recompute(*groups).validate(num_layers)
     for cache in caches:
         check_fits(receiver, cache, plan)
+        if any(cache.held_from):
+            raise DroidSpeakError(
+                "cacheblend re-attends its chosen tokens over their whole window in every layer, but this cache's "
+                "sliding layers keep only their last window: prefill the sender with full_sliding=True")
     ids, mask = context_batch([c.token_ids for c in caches], device)
     batch, width = ids.shape
     grouped = set(plan.recomputed_layers)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from droidspeak.cache import ContextCache
 from droidspeak.arch import kv_shape
-from droidspeak.engine.batch import PrefilledBatch, adopt, check_fits, context_cache, cost_of
+from droidspeak.engine.batch import PrefilledBatch, adopt, check_fits, context_cache, cost_of, kv_tokens
 from droidspeak.engine.prefill import receiver_prefill
 from droidspeak.errors import DroidSpeakError
 from droidspeak.loading import LoadedModel
@@ -63,7 +63,8 @@ class Source:
     head_dim: int
     hidden_size: int | None
     hidden_layers: tuple[int, ...]
-    kv: object  # layer -> (K, V), each [kv_heads, T, head_dim]
+    held_from: tuple[int, ...]  # per layer, the first position whose K/V are held (a sliding layer's window)
+    kv: object  # layer -> (K, V), each [kv_heads, T - held_from[layer], head_dim]
     hidden: object  # layer -> E[layer], [T, hidden]
 
     @property
@@ -76,12 +77,12 @@ class Source:
             return context
         if isinstance(context, ContextCache):
             return cls(context.token_ids, context.sender, context.num_layers, context.kv_heads, context.head_dim,
-                       context.hidden_size, context.hidden_layers,
+                       context.hidden_size, context.hidden_layers, context.held_from,
                        lambda layer: (context.keys[layer], context.values[layer]), lambda layer: context.hidden[layer])
         if hasattr(context, "info") and hasattr(context, "kv"):  # store.StoredCache: fetched layer by layer
             info = context.info
             return cls(context.token_ids, info.sender, info.num_layers, info.kv_heads, info.head_dim, info.hidden_size,
-                       tuple(info.hidden_layers), context.kv, context.hidden)
+                       tuple(info.hidden_layers), info.held_from, context.kv, context.hidden)
         raise DroidSpeakError(
             f"cannot prefill from a {type(context).__name__}: pass ContextCache objects or store views (store.view(key))"
         )
@@ -189,8 +190,12 @@ def pipelined_prefill(
             k_buf, v_buf = kv_bufs[layer]
             for row, source in enumerate(sources):
                 k, v = source.kv(layer)
-                transfer.copy(k_buf[row, :, : lengths[row]], k)
-                transfer.copy(v_buf[row, :, : lengths[row]], v)
+                start = source.held_from[layer]  # a sliding layer's window: the slots before it stay zero
+                if start and workspace is not None:
+                    k_buf[row, :, :start].zero_()
+                    v_buf[row, :, :start].zero_()
+                transfer.copy(k_buf[row, :, start : lengths[row]], k)
+                transfer.copy(v_buf[row, :, start : lengths[row]], v)
 
     def compute_groups(e_ready: dict[int, object]) -> None:
         positions = torch.arange(longest, device=device).unsqueeze(0).expand(batch, -1)
@@ -233,4 +238,4 @@ def pipelined_prefill(
     if workspace is not None:
         workspace.adopt(cache, longest, recomputed)
     trace and trace.mark("end", compute)
-    return PrefilledBatch(cache, ids, mask, cost_of(receiver, plan, sum(lengths)))
+    return PrefilledBatch(cache, ids, mask, cost_of(receiver, plan, sum(lengths), kv_tokens=kv_tokens(sources)))

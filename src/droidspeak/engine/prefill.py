@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 from droidspeak.arch import context_mask
-from droidspeak.cache import ContextCache
+from droidspeak.cache import ContextCache, held_from
 from droidspeak.engine.batch import (
     PrefilledBatch,
     as_ids,
@@ -19,6 +19,7 @@ from droidspeak.engine.batch import (
     context_cache,
     context_batch,
     cost_of,
+    kv_tokens,
     on_receiver,
     sender_kv,
 )
@@ -48,11 +49,14 @@ def sender_prefill(
     *,
     e_layers: str | Iterable[int] | RecomputePlan = "all",
     batch_size: int = 8,
+    full_sliding: bool = False,
 ) -> list[ContextCache]:
     """Prefill contexts with the sender's own forward; capture per-layer K/V and E at ``e_layers``.
 
     ``e_layers`` is ``"all"``, a plan (its group starts), or layer indices. E[0] is never stored: a group
-    starting at layer 0 uses the receiver's own embeddings.
+    starting at layer 0 uses the receiver's own embeddings. A sliding-window layer keeps only the K/V of the last
+    ``window - 1`` tokens, as the model's own cache does; ``full_sliding`` keeps every token's (CacheBlend re-attends
+    chosen tokens over their whole window, anywhere in the context).
     """
     stack, vocab = sender.stack, sender.config.vocab_size
     wanted = _resolve_e_layers(e_layers, stack.num_layers)
@@ -60,6 +64,10 @@ def sender_prefill(
     for ids in ids_list:
         check_length(sender, ids.numel())
     meta = {"sender_name": sender.fingerprint.name, "sender_adapter": sender.fingerprint.adapter, "dtype": sender.fingerprint.dtype}
+    window = getattr(sender.config, "sliding_window", None)
+    sliding = [layer for layer, kind in enumerate(stack.layer_types) if kind == "sliding_attention"]
+    if window and sliding and not full_sliding:
+        meta |= {"sliding_window": int(window), "sliding_layers": sliding}
     caches: list[ContextCache] = []
     for start in range(0, len(ids_list), batch_size):
         chunk = ids_list[start : start + batch_size]
@@ -76,11 +84,12 @@ def sender_prefill(
                 hook.remove()
         for row, tokens in enumerate(chunk):
             n = tokens.numel()
+            starts = held_from(n, stack.num_layers, meta)
             caches.append(
                 ContextCache(
                     token_ids=tokens,
-                    keys=[layer.keys[row, :, :n].clone() for layer in kv.layers],
-                    values=[layer.values[row, :, :n].clone() for layer in kv.layers],
+                    keys=[layer.keys[row, :, s:n].clone() for layer, s in zip(kv.layers, starts)],
+                    values=[layer.values[row, :, s:n].clone() for layer, s in zip(kv.layers, starts)],
                     hidden={layer: e[row, :n].clone() for layer, e in captured.items()},
                     sender=sender.fingerprint.digest,
                     meta=meta,
@@ -138,5 +147,5 @@ def receiver_prefill(
     for start, end in groups:
         hidden = stack.embed(ids) if start == 0 else on_receiver(receiver, [c.hidden[start] for c in contexts], 0)
         stack.run_layers(hidden, start, end, attention_mask=mask, position_ids=positions, cache=cache)
-    return PrefilledBatch(cache, ids, mask, cost_of(receiver, plan, int(mask.sum())))
+    return PrefilledBatch(cache, ids, mask, cost_of(receiver, plan, int(mask.sum()), kv_tokens=kv_tokens(contexts)))
 

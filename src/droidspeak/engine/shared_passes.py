@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 import torch
 from droidspeak.cache import ContextCache
-from droidspeak.engine.batch import PrefilledBatch, check_fits, context_batch, context_cache, cost_of, sender_kv
+from droidspeak.engine.batch import (
+    PrefilledBatch, check_fits, context_batch, context_cache, cost_of, kv_tokens, sender_kv,
+)
 from droidspeak.engine.prefill import receiver_prefill
 from droidspeak.errors import DroidSpeakError
 from droidspeak.loading import LoadedModel
@@ -60,7 +62,7 @@ def shared_prefills(receiver: LoadedModel, contexts: Sequence[ContextCache], pla
             deepest[start] = max(deepest.get(start, end), end)
             last_reader[start] = index
     ids, mask = context_batch([c.token_ids for c in contexts], receiver.device)
-    tokens = int(mask.sum())
+    tokens, held = int(mask.sum()), kv_tokens(contexts)
     passes: dict[int, tuple[list[tuple[torch.Tensor, torch.Tensor]], float]] = {}  # start -> (K/V per layer, s/layer)
     theirs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for index, plan in enumerate(order):
@@ -81,7 +83,7 @@ def shared_prefills(receiver: LoadedModel, contexts: Sequence[ContextCache], pla
                 theirs[layer] = sender_kv(receiver, contexts, layer)
             data.append(own[layer] if layer in own else theirs[layer])
         batch = PrefilledBatch(context_cache(data), ids, mask,
-                               cost_of(receiver, parsed[plan], tokens))
+                               cost_of(receiver, parsed[plan], tokens, kv_tokens=held))
         assembling = time.perf_counter() - started - in_passes
         yield SharedPrefill(plan, batch, share + assembling)
         for start in [s for s, reader in last_reader.items() if reader == index]:

@@ -106,6 +106,7 @@ class DroidSpeakLM(HFLM):
             raise DroidSpeakError("context_delimiter must be a non-empty string")
         self.context_delimiter = context_delimiter
         self.e_layers = "all" if e_layers == "all" else self.plan
+        self._full_sliding = self.plan.kind == "cacheblend"  # it reads sliding layers' K/V beyond their last window
         memory = MemoryStore(self.pair.sender.device, pin=False, capacity_bytes=int(float(max_cache_gb) * 2**30))
         self.store = TieredStore([memory, *([DiskStore(cache_dir)] if cache_dir else [])])
         self._shared_lengths: dict[tuple[int, ...], int] = {}
@@ -168,8 +169,9 @@ class DroidSpeakLM(HFLM):
     def sender_caches(self, contexts: list[tuple[int, ...]]) -> list[ContextCache]:
         """The sender's cache of each context: from the store (memory, then ``cache_dir``), else prefilled now.
 
-        A stored cache that lacks an E layer this plan needs is prefilled again, keeping the E layers it had; one
-        that fails verification (corrupt, truncated, renamed: the disk tier sets it aside) is prefilled again too.
+        A stored cache that lacks an E layer this plan needs (or, for CacheBlend, holds only the window of a sliding
+        layer) is prefilled again, keeping the E layers it had; one that fails verification (corrupt, truncated,
+        renamed: the disk tier sets it aside) is prefilled again too.
         """
         sender_digest = self.pair.sender.fingerprint.digest
         needed = set(self.plan.e_layers)
@@ -188,10 +190,12 @@ class DroidSpeakLM(HFLM):
         return [found[key] for key in keys]
 
     def _stored(self, key: str, e_layers: set[int]) -> ContextCache | None:
-        """The stored cache under ``key`` if it holds E at ``e_layers``; None when absent, short of E, or failing
-        verification (a corrupt cache is never served: the caller prefills it again)."""
+        """The stored cache under ``key`` if it holds E at ``e_layers`` (and every token's K/V, for CacheBlend); None
+        when absent, short of either, or failing verification (a corrupt cache is never served: the caller prefills
+        it again)."""
         try:
-            if key in self.store and e_layers <= set(self.store.info(key).hidden_layers):
+            info = self.store.info(key) if key in self.store else None
+            if info is not None and e_layers <= set(info.hidden_layers) and not (self._full_sliding and any(info.held_from)):
                 return self.store.get(key, device=self.pair.sender.device)
         except CacheFormatError as err:
             eval_logger.warning("sender cache recomputed: %s", err)
@@ -199,7 +203,8 @@ class DroidSpeakLM(HFLM):
         return None
 
     def _prefill_sender(self, missing: dict[str, tuple[int, ...]]) -> dict[str, ContextCache]:
-        fresh = self.pair.prefill([torch.tensor(ids) for ids in missing.values()], e_layers=self.e_layers, batch_size=self.batch_size)
+        fresh = self.pair.prefill([torch.tensor(ids) for ids in missing.values()], e_layers=self.e_layers,
+                                  batch_size=self.batch_size, full_sliding=self._full_sliding)
         self.stats["sender_prefills"] += len(fresh)
         for key, cache in zip(missing, fresh):
             older = self._stored(key, set())

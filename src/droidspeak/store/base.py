@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from droidspeak.cache import ContextCache
+from droidspeak.cache import ContextCache, held_from
 from droidspeak.errors import CacheMismatchError, DroidSpeakError
 
 
@@ -41,6 +41,11 @@ class CacheInfo:
     dtype: torch.dtype
     nbytes: int
     meta: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def held_from(self) -> tuple[int, ...]:
+        """Per layer, the first position whose K/V are stored (a sliding layer may keep only its window)."""
+        return held_from(self.num_tokens, self.num_layers, self.meta)
 
     @classmethod
     def of(cls, cache: ContextCache, key: str | None = None) -> "CacheInfo":

@@ -96,7 +96,7 @@ class DiskStore(CacheStore):
             self._infos[key] = CacheInfo(
                 key=key,
                 sender=handle.sender,
-                num_tokens=int(k_shape[1]),
+                num_tokens=handle.num_tokens,
                 num_layers=handle.num_layers,
                 kv_heads=int(k_shape[0]),
                 head_dim=int(k_shape[2]),

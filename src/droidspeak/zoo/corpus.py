@@ -30,6 +30,7 @@ class Encoder:
     def __init__(self, tokenizer):
         self.vocab = tokenizer.get_vocab()
         self.eos = tokenizer.eos_token_id
+        self.prompt_start: list[int] = []
 
     def __call__(self, text: str) -> list[int]:
         return [self.vocab[w] for w in text.split()]
@@ -42,6 +43,9 @@ class TokenizerEncoder:
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
         self.eos = tokenizer.eos_token_id
+        # What the tokenizer puts before a prompt it encodes (Gemma's <bos>; nothing for SmolLM2): a fine-tune's
+        # prompts start as the evaluated ones do (engine.measure's TaskRows, lm-eval's add_bos_token for Gemma).
+        self.prompt_start: list[int] = tokenizer("")["input_ids"]
 
     def __call__(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -85,4 +89,5 @@ def world_document(world: World, enc: Encoder, rng: random.Random, facts: int) -
 
 def qa_example(enc: Encoder | TokenizerEncoder, context: str, question: str, answer: str) -> Example:
     """The prompt lm-eval builds (``doc_to_text``), then the target with its delimiter (``" " + answer``) and EOS."""
-    return _scored(enc, context + "\n\n" + question, " " + answer, eos=True)
+    example = _scored(enc, context + "\n\n" + question, " " + answer, eos=True)
+    return Example(enc.prompt_start + example.ids, [False] * len(enc.prompt_start) + example.mask)

@@ -25,9 +25,10 @@ class TaskRows:
 
     def __init__(self, task: str, rows: Sequence[dict], tokenizer):
         self.task, self.rows = task, list(rows)
-        ids = lambda text: torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)  # noqa: E731
-        self.contexts = {r["context_id"]: ids(r["context"]) for r in self.rows}
-        self.suffixes = [ids("\n\n" + r["question"]) for r in self.rows]  # as in the prompt (a BPE sees the break)
+        ids = lambda text, start: torch.tensor(tokenizer(text, add_special_tokens=start)["input_ids"])  # noqa: E731
+        self.contexts = {r["context_id"]: ids(r["context"], True) for r in self.rows}  # Gemma's <bos> first
+        # as in the prompt (a BPE sees the break), and no second <bos> in mid-prompt
+        self.suffixes = [ids("\n\n" + r["question"], False) for r in self.rows]
         self.decode = lambda t: tokenizer.decode(t, skip_special_tokens=True)  # noqa: E731
 
 
@@ -77,8 +78,11 @@ def quality(receiver: LoadedModel, rows: TaskRows, plan: str = "full_prefill", c
 
 
 def prefill_contexts(sender: LoadedModel, rows: TaskRows, batch_size: int = 32) -> dict[str, ContextCache]:
+    """Every context's sender cache, E at every layer and sliding layers whole: one set serves every plan, CacheBlend's
+    too."""
     keys = list(rows.contexts)
-    caches = sender_prefill(sender, [rows.contexts[k] for k in keys], e_layers="all", batch_size=batch_size)
+    caches = sender_prefill(sender, [rows.contexts[k] for k in keys], e_layers="all", batch_size=batch_size,
+                            full_sliding=True)
     return dict(zip(keys, caches))
 
 
