@@ -120,12 +120,15 @@ def test_a_gguf_family_builds_exports_and_installs_from_the_package(fake_gguf, t
     shipped = json.loads((reference / family_mod.MANIFEST).read_text())["files"]
     assert not [f for f in shipped if f.startswith("models/base/") and f.endswith(".safetensors")]  # from the package
     assert "models/lora-mdqa/adapter_model.safetensors" in shipped
+    assert (built.models["lora-mdqa"] / "tokenizer.json").is_file()  # written beside the adapter when trained,
+    assert not [f for f in shipped if f.startswith("models/lora-") and "tokenizer" in f]  # a copy of the base's
 
     family_mod.install_reference(reference, tmp_path / "fresh" / built.root.name)
     fresh = family_mod.Family.open(tmp_path / "fresh" / built.root.name)
     ids = torch.tensor([[5, 6, 7, 8, 9]])
     with torch.no_grad():
         assert torch.equal(fresh.load("lora-mdqa").model(ids).logits, built.load("lora-mdqa").model(ids).logits)
+    assert fresh.load("lora-mdqa").tokenizer("the theory") == built.load("lora-mdqa").tokenizer("the theory")
     assert fake_gguf.sha256 in (fresh.models["base"] / "README.md").read_text()
 
 

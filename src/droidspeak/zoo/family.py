@@ -155,8 +155,16 @@ def export_reference(family: Family, destination: Path | None = None) -> Path:
 
     def ignore(folder: str, names: list[str]) -> list[str]:
         skipped = [n for n in names if n == "lm_eval_tasks"]  # written per run
-        if converted_base is not None and Path(folder) == converted_base:  # its weights come from the pip package
+        if converted_base is None:
+            return skipped
+        # what the pip package gives again: the base's weights and tokenizer, the GGUF joined from chunks, and the
+        # copies of its tokenizer beside each adapter (an adapter loads on the base, with the base's tokenizer)
+        if Path(folder) == converted_base:
             skipped += [n for n in names if n not in ("README.md", "config.json")]
+        elif Path(folder) == converted_base.parent:
+            skipped += [n for n in names if n.endswith(".gguf")]
+        elif Path(folder).parent == converted_base.parent and "adapter_config.json" in names:
+            skipped += [n for n in names if n.startswith(("tokenizer", "special_tokens_map", "chat_template"))]
         return skipped
 
     if converted_base is not None:
