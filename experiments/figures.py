@@ -52,6 +52,13 @@ def eval_figures(rows, out_dir: Path) -> list[Path]:
     return written
 
 
+def test_split(rows: list[dict]) -> list[dict]:
+    """The rows the figures and the in-sample table show: the test split's, where a sweep also scored plans on the
+    profile split (to choose among them there; the held-out table reads those)."""
+    tested = [row for row in rows if row.get("split", "test") != "profile"]
+    return tested or rows
+
+
 def profile_files(entries) -> list[str]:
     """Profile paths, each entry a file or a glob pattern (``outputs/demo/profiles/*/*.json``), sorted per pattern."""
     files = []
@@ -89,8 +96,9 @@ def main(cfg: DictConfig) -> None:
         raise SystemExit(f"no results in {cfg.results}: run experiments/evaluate.py first")
     out_dir = Path(cfg.out_dir)
     profiles = profile_files(cfg.profiles)
-    written = eval_figures(rows, out_dir) + profile_figures(profiles, out_dir, cfg.tolerance)
-    summary = summarize(rows, cfg.tolerance)
+    shown = test_split(rows)
+    written = eval_figures(shown, out_dir) + profile_figures(profiles, out_dir, cfg.tolerance)
+    summary = summarize(shown, cfg.tolerance)
     versions = Counter(str(row.get("code_version")) for row in rows)
     written += write_summary(summary, out_dir, source=f"`{cfg.results}`", held_out=heldout(rows), code_versions=versions)
     if profiles:
@@ -100,7 +108,7 @@ def main(cfg: DictConfig) -> None:
                          group=cfg.run_name, config={"results": cfg.results, "run_name": cfg.run_name, "job": "figures"}, directory=Path(cfg.results).parent, job_type="report")
     try:
         panels = defaultdict(list)
-        for row in rows:
+        for row in shown:
             if row.get("kind") == "eval":
                 panels[(row["pair"], row["task"])].append([row.get(c) for c in PARETO_COLUMNS])
         for (pair, task), table_rows in panels.items():

@@ -52,3 +52,26 @@ def test_rows_without_per_question_scores_show_no_interval():
     [panel] = heldout([_row("full_prefill", 1.0, None), _row("profile", 1.0, None, plan="full_reuse")])
     assert panel["rows"][0]["ci"] is None and "| – |" in "\n".join(markdown([panel]))
     assert heldout([_row("full_prefill", 1.0, [1.0])]) == []  # no plan chosen elsewhere: nothing held out
+
+
+def test_cacheblend_is_chosen_on_the_profile_split_and_compared_with_droidspeak_on_the_test_split():
+    def blend(plan, quality, scores, split):
+        return {**_row("cacheblend", quality, scores, split=split, plan=plan), "recomputed_fraction": 1 / 3}
+
+    rows = [
+        _row("full_prefill", 1.0, [1.0, 1.0, 1.0, 1.0]),
+        {**_row("recompute", 0.5, [1.0, 0.0, 1.0, 0.0], plan="recompute:10-19"), "recomputed_fraction": 1 / 3},
+        blend("cacheblend:0.333", 0.9, [1.0, 1.0, 1.0, 0.5], "test"),  # best on test, not where the choice is made
+        blend("cacheblend:0.231@4", 0.75, [1.0, 1.0, 0.5, 0.5], "test"),
+        blend("cacheblend:0.333", 0.5, [0.5] * 4, "profile"),
+        blend("cacheblend:0.231@4", 0.8, [0.8] * 4, "profile"),
+    ]
+    [panel] = heldout(rows)
+    marked = {e["plan"]: (e["chosen"], e["profile_quality"]) for e in panel["rows"] if e["method"] == "cacheblend"}
+    assert marked == {"cacheblend:0.333": (False, 0.5), "cacheblend:0.231@4": (True, 0.8)}
+    versus = panel["versus"]
+    assert versus["cacheblend"] == "cacheblend:0.231@4" and versus["droidspeak"] == "recompute:10-19"
+    assert versus["delta"] == pytest.approx(0.25) and versus["delta_ci"][1] > 0
+    text = "\n".join(markdown([panel]))
+    assert "0.800 on the profile split, chosen there" in text and "minus DroidSpeak's `recompute:10-19`" in text
+    assert heldout(rows[:4])[0]["versus"] is None  # nothing scored on the profile split: nothing chosen

@@ -4,6 +4,10 @@ every quality with a bootstrap confidence interval over questions.
 Why intervals: a 5% tolerance on 64 questions is three answers, so a plan "within 5%" on one draw of questions
 may not be on another. Each interval resamples the questions (percentile bootstrap); the difference to the
 receiver resamples the same questions for both (paired), which is what "is this plan as good" asks.
+
+CacheBlend gets the same treatment as DroidSpeak's plans: where the sweep also scored CacheBlend plans on the
+profile split (check layers at one compute), the best of them there is marked on the test split and compared,
+paired, with DroidSpeak's plan.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 from droidspeak.figures.result_plots import eval_rows
 
 BASELINES = ("full_prefill", "sender", "full_reuse")
+DROIDSPEAK = ("profile", "recompute")  # the plan chosen by a profile file, or one named from it
 RESAMPLES = 2000
 LEVEL = 0.95
 
@@ -61,27 +66,63 @@ def _entry(row: Mapping, reference: Sequence[float] | None) -> dict:
     return out
 
 
+def _best_on_profile(rows: Iterable[Mapping]) -> str | None:
+    """The CacheBlend plan with the best quality on the profile split (ties: the cheaper one)."""
+    blends = [r for r in rows if r["method"] == "cacheblend"]
+    if not blends:
+        return None
+    best = max(blends, key=lambda r: (r["quality"], -(r.get("recomputed_fraction") or 0.0)))
+    return best.get("resolved_plan") or best["plan"]
+
+
+def _versus(blend: dict, droidspeak: dict) -> dict:
+    """CacheBlend's chosen plan against DroidSpeak's on the same questions: paired difference and both costs."""
+    out = {"cacheblend": blend["plan"], "droidspeak": droidspeak["plan"], "delta": None, "delta_ci": None,
+           "fractions": (blend["recomputed_fraction"], droidspeak["recomputed_fraction"])}
+    a, b = blend.get("per_sample"), droidspeak.get("per_sample")
+    if a and b and len(a) == len(b):
+        out["delta"] = statistics.fmean(a) - statistics.fmean(b)
+        out["delta_ci"] = paired_difference_interval(a, b)
+    return out
+
+
 def heldout(rows: Iterable[Mapping], split: str = "test") -> list[dict]:
-    """Per (pair, task) with a receiver result and a profile-chosen plan (method ``profile``) on ``split``: the
-    baselines, that plan and every CacheBlend point, each with its interval and its paired difference to the
-    receiver."""
+    """Per (pair, task) with a receiver result and a DroidSpeak plan on ``split`` (method ``profile``, or a
+    ``recompute`` plan): the baselines, that plan and every CacheBlend point, each with its interval and its
+    paired difference to the receiver; the CacheBlend plan best on the profile split is marked ``chosen`` and
+    compared with the DroidSpeak plan (``versus``)."""
     panels: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
+    profile_split: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
     for row in eval_rows(rows):
-        if row.get("split", "test") == split and row.get("source", "sweep") == "sweep":
+        if row.get("source", "sweep") != "sweep":
+            continue
+        if row.get("split", "test") == split:
             panels[(row["pair"], row["task"])].append(row)
+        elif row.get("split") == "profile":
+            profile_split[(row["pair"], row["task"])].append(row)
     table = []
     for (pair, task), panel in sorted(panels.items()):
         by_method = defaultdict(list)
         for row in panel:
             by_method[row["method"]].append(row)
-        if not by_method["full_prefill"] or not by_method["profile"]:
+        if not by_method["full_prefill"] or not any(by_method[m] for m in DROIDSPEAK):
             continue  # held out means: a plan chosen elsewhere, scored here beside the receiver
         receiver = by_method["full_prefill"][0]
         reference = receiver.get("per_sample")
-        ordered = [r for m in (*BASELINES, "profile") for r in by_method[m]]
-        ordered += sorted(by_method["cacheblend"], key=lambda r: r.get("recomputed_fraction") or 0.0)
+        ordered = [r for m in (*BASELINES, *DROIDSPEAK) for r in by_method[m]]
+        ordered += sorted(by_method["cacheblend"], key=lambda r: (r.get("recomputed_fraction") or 0.0, r["plan"]))
+        entries = [_entry(r, reference) for r in ordered]
+        chosen = _best_on_profile(profile_split[(pair, task)])
+        profile_quality = {r.get("resolved_plan") or r["plan"]: r["quality"] for r in profile_split[(pair, task)]}
+        for e, row in zip(entries, ordered):
+            e["per_sample"] = row.get("per_sample")
+            e["profile_quality"] = profile_quality.get(e["plan"]) if e["method"] == "cacheblend" else None
+            e["chosen"] = e["method"] == "cacheblend" and e["plan"] == chosen
+        blend = next((e for e in entries if e["chosen"]), None)
+        droidspeak = next((e for e in entries if e["method"] in DROIDSPEAK), None)
         table.append({"pair": pair, "task": task, "metric": receiver["metric"], "num_layers": receiver["num_layers"],
-                      "split": split, "rows": [_entry(r, reference) for r in ordered]})
+                      "split": split, "versus": None if blend is None else _versus(blend, droidspeak),
+                      "rows": [{k: v for k, v in e.items() if k != "per_sample"} for e in entries]})
     return table
 
 
@@ -89,11 +130,18 @@ def _interval(ci) -> str:
     return "–" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
+def _method_name(e: Mapping) -> str:
+    names = {"full_prefill": "receiver (full prefill)", "sender": "sender answers", "full_reuse": "full KV reuse",
+             "profile": "plan chosen on the profile split", "recompute": "DroidSpeak plan", "cacheblend": "CacheBlend"}
+    name = names.get(e["method"], e["method"])
+    if e.get("profile_quality") is not None:
+        name += f" ({e['profile_quality']:.3f} on the profile split{', chosen there' if e.get('chosen') else ''})"
+    return name
+
+
 def markdown(table: list[dict]) -> list[str]:
     """The held-out tables (one per pair) as markdown lines."""
     lines = []
-    names = {"full_prefill": "receiver (full prefill)", "sender": "sender answers", "full_reuse": "full KV reuse",
-             "profile": "plan chosen on the profile split", "cacheblend": "CacheBlend"}
     for panel in table:
         lines += [f"**{panel['pair']}** on {panel['task']} ({panel['metric']}, {panel['split']} split, "
                   f"{panel['rows'][0]['n']} questions)", "",
@@ -104,7 +152,13 @@ def markdown(table: list[dict]) -> list[str]:
             fraction = "–" if e["recomputed_fraction"] is None else f"{e['recomputed_fraction']:.0%}"
             timed = e["speedup"] is not None and e["method"] not in ("sender", "full_prefill")  # the baseline itself
             speedup = f"{e['speedup']:.2f}×" if timed else "–"
-            lines.append(f"| {names.get(e['method'], e['method'])} | `{e['plan']}` | {e['quality']:.3f} | "
+            lines.append(f"| {_method_name(e)} | `{e['plan']}` | {e['quality']:.3f} | "
                          f"{_interval(e['ci'])} | {delta} | {_interval(e['delta_ci'])} | {fraction} | {speedup} |")
+        versus = panel.get("versus")
+        if versus and versus["delta"] is not None:
+            blend, droidspeak = versus["fractions"]
+            lines += ["", f"CacheBlend chosen on the profile split (`{versus['cacheblend']}`, {blend:.0%} recomputed) "
+                      f"minus DroidSpeak's `{versus['droidspeak']}` ({droidspeak:.0%}): {versus['delta']:+.3f}, "
+                      f"paired 95% CI {_interval(versus['delta_ci'])}."]
         lines.append("")
     return lines

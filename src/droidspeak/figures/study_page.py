@@ -1,11 +1,12 @@
 """The real-model study's page (``reports/<study>/README.md``), assembled from what the study wrote: the family
 report, its task files (lengths in the model's own tokens), ``summary.json`` (held out), ``profiles.json`` and
-``speed.md`` and the profile files (for the transfer). Nothing on it is typed by hand except the fixed notes on how
-the setting differs from the paper."""
+``speed.md`` and the profile files (for the transfer). Nothing on it is typed by hand except the paper's side of how
+the setting differs from it."""
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from droidspeak.markdown import table
 from droidspeak.profile.profile_file import Profile
 from droidspeak.profile.ranks import frontier_difference
 from droidspeak.track.results import read_rows
+from droidspeak.zoo.family import BASE
 
 FIGURES = (
     ("fig06_quality_bars", "Fig. 6: receiver / sender / full reuse per pair (test split)"),
@@ -24,18 +26,35 @@ FIGURES = (
     ("fig14_quality_vs_speedup", "Fig. 14: quality vs measured prefill speedup (test split)"),
 )
 
-DIFFERENCES = """\
-## Where this setting differs from the paper's
-- **Scale:** a 135M-parameter, 30-layer model on a 2-core CPU in float32; the paper uses 7B–70B models on GPUs.
-  Times here are CPU wall times of the same engine, not the paper's GPU numbers.
-- **Fine-tunes:** LoRA adapters (rank 8, all linear layers) trained here for 60 steps each on one task; the
-  paper's pairs are public fine-tunes trained on far more data, so their drift from the base is larger and broader.
-- **Tasks:** LongBench-style but generated (invented entities, so nothing can be answered from memory), with
-  contexts of 1–2.5K tokens rather than LongBench's 7.5–14K.
-- **Profiling budget:** 2 contexts (8 questions) per pair, over every group aligned to 2 layers (120) and every
-  single layer (30); the paper profiles 50 contexts over every group. On 8 questions a 5% tolerance is less than
-  one answer, so the choice is then checked on all 64 held-out test questions, with intervals.
-"""
+def _differences(base: Path, token_rows: list[list[str]], profiles: list[Profile]) -> list[str]:
+    """How this setting differs from the paper's, with this family's own numbers (size, layers, windows, lengths,
+    profiling budget); the comparison points are the paper's."""
+    from safetensors import safe_open
+
+    config = json.loads((base / "config.json").read_text())
+    with safe_open(str(base / "model.safetensors"), "pt") as weights:
+        params = sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
+    layers, window = config["num_hidden_layers"], config.get("sliding_window")
+    sliding = sum(kind == "sliding_attention" for kind in config.get("layer_types") or [])
+    attention = f", {sliding} of them with a {window}-token sliding window" if sliding and window else ""
+    shortest, longest = min(int(r[5]) for r in token_rows), max(int(r[6]) for r in token_rows)
+    lines = ["## Where this setting differs from the paper's",
+             f"- **Scale:** a {params / 1e6:.0f}M-parameter, {layers}-layer model{attention}, on a 2-core CPU in "
+             "float32; the paper uses 7B–70B models on GPUs. Times here are CPU wall times of the same engine, not "
+             "the paper's GPU numbers.",
+             "- **Fine-tunes:** LoRA adapters (rank 8, all linear layers) trained here for 60 steps each on one task; "
+             "the paper's pairs are public fine-tunes trained on far more data, so their drift from the base is "
+             "larger and broader.",
+             "- **Tasks:** LongBench-style but generated (invented entities, so nothing can be answered from memory), "
+             f"with contexts of {shortest:,}–{longest:,} tokens rather than LongBench's 7.5–14K."]
+    own = [p for p in profiles if p.n_samples]
+    if own:
+        questions, plans = own[0].n_samples, len(own[0].points) + len(own[0].single_layer)
+        lines.append(f"- **Profiling budget:** {questions} questions per pair, {plans} plans (every group aligned to "
+                     f"{own[0].granularity} layers and every single layer); the paper profiles 50 contexts over every "
+                     "group. On so few questions a 5% tolerance is about one answer, so the choice is then checked "
+                     "on every held-out test question, with intervals.")
+    return lines
 
 
 def _token_lengths(task_files: dict, tokenizer, splits=("profile", "test")) -> list[list[str]]:
@@ -122,8 +141,8 @@ def write_study_page(family, out_dir: str | Path, tokenizer, *, command: str, pr
              "`experiments/study_page.py` from the files the study wrote.", "", "## The family", ""]
     lines += _family_section(report)
     lines += ["", "## Contexts, in the model's own tokens", ""]
-    lines += table(["task", "split", "contexts", "questions", "median tokens", "min", "max", "≥ 2,000"],
-                    _token_lengths(family.task_files, tokenizer))
+    token_rows = _token_lengths(family.task_files, tokenizer)
+    lines += table(["task", "split", "contexts", "questions", "median tokens", "min", "max", "≥ 2,000"], token_rows)
     summary_path = out / "summary.json"
     if summary_path.exists():
         held = json.loads(summary_path.read_text()).get("held_out", [])
@@ -142,7 +161,7 @@ def write_study_page(family, out_dir: str | Path, tokenizer, *, command: str, pr
     figures = [(stem, caption) for stem, caption in FIGURES if (out / f"{stem}.png").exists()]
     if figures:
         lines += ["", "## Figures", ""] + [f"**{caption}**\n\n![{stem}]({stem}.png)\n" for stem, caption in figures]
-    lines += ["", DIFFERENCES]
+    lines += ["", *_differences(family.models[BASE], token_rows, list(profiles))]
     path = out / "README.md"
     out.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
