@@ -96,14 +96,17 @@ study-smollm2: setup-smollm2  ## the real-model study: family, profiles, held-ou
 # CacheBlend at its strongest against DroidSpeak at equal compute (1/3 of the layers): the check layer chosen on the
 # profile split, reported on the test split (conf/experiment/smollm2_cacheblend.yaml).
 CHECK_LAYER_PLANS := cacheblend:0.3333,cacheblend:0.2857@2,cacheblend:0.2308@4,cacheblend:0.1667@6
+# both pairs' profiles chose recompute:10-19
+CHECK_LAYER_PAIRS := smol_code_from_base,smol_code_from_fieldqa
 BLEND := outputs/smollm2_cacheblend
 
 cacheblend-check-layers: export OMP_NUM_THREADS := 1
 cacheblend-check-layers: setup-smollm2  ## CacheBlend's check layer chosen on the profile split vs DroidSpeak -> reports/smollm2_cacheblend/
 	$(BIN)/python experiments/build_zoo.py zoo=smollm2
-	$(BIN)/python experiments/evaluate.py -m experiment=smollm2_cacheblend method=full_prefill,recompute
-	$(BIN)/python experiments/evaluate.py -m experiment=smollm2_cacheblend method=cacheblend task.split=profile,test \
-	  method.plan=$(CHECK_LAYER_PLANS)
+	$(BIN)/python experiments/evaluate.py -m experiment=smollm2_cacheblend pair=$(CHECK_LAYER_PAIRS) \
+	  method=full_prefill,recompute
+	$(BIN)/python experiments/evaluate.py -m experiment=smollm2_cacheblend pair=$(CHECK_LAYER_PAIRS) method=cacheblend \
+	  task.split=profile,test method.plan=$(CHECK_LAYER_PLANS)
 	$(BIN)/python experiments/figures.py results=$(BLEND)/results.jsonl out_dir=reports/smollm2_cacheblend \
 	  run_name=smollm2_cacheblend
 

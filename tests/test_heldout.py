@@ -74,4 +74,6 @@ def test_cacheblend_is_chosen_on_the_profile_split_and_compared_with_droidspeak_
     assert versus["delta"] == pytest.approx(0.25) and versus["delta_ci"][1] > 0
     text = "\n".join(markdown([panel]))
     assert "0.800 on the profile split, chosen there" in text and "minus DroidSpeak's `recompute:10-19`" in text
-    assert heldout(rows[:4])[0]["versus"] is None  # nothing scored on the profile split: nothing chosen
+    assert heldout(rows[:4]) == []  # nothing chosen on the profile split: a recompute sweep is in-sample, not held out
+    swept = heldout([*rows, _row("profile", 0.75, [1.0, 0.5, 1.0, 0.5], plan="recompute:4-9")])
+    assert [e["method"] for e in swept[0]["rows"]][:2] == ["full_prefill", "profile"]  # a profile's plan first

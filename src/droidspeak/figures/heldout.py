@@ -21,7 +21,6 @@ import numpy as np
 from droidspeak.figures.result_plots import eval_rows
 
 BASELINES = ("full_prefill", "sender", "full_reuse")
-DROIDSPEAK = ("profile", "recompute")  # the plan chosen by a profile file, or one named from it
 RESAMPLES = 2000
 LEVEL = 0.95
 
@@ -87,10 +86,11 @@ def _versus(blend: dict, droidspeak: dict) -> dict:
 
 
 def heldout(rows: Iterable[Mapping], split: str = "test") -> list[dict]:
-    """Per (pair, task) with a receiver result and a DroidSpeak plan on ``split`` (method ``profile``, or a
-    ``recompute`` plan): the baselines, that plan and every CacheBlend point, each with its interval and its
-    paired difference to the receiver; the CacheBlend plan best on the profile split is marked ``chosen`` and
-    compared with the DroidSpeak plan (``versus``)."""
+    """Per (pair, task) with a receiver result and a plan chosen elsewhere on ``split``: the baselines, the
+    DroidSpeak plan (method ``profile``; or, where CacheBlend was chosen on the profile split, the ``recompute``
+    plan it is compared with) and every CacheBlend point, each with its interval and its paired difference to the
+    receiver; the CacheBlend plan best on the profile split is marked ``chosen`` and compared with the DroidSpeak
+    plan (``versus``)."""
     panels: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
     profile_split: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
     for row in eval_rows(rows):
@@ -105,21 +105,24 @@ def heldout(rows: Iterable[Mapping], split: str = "test") -> list[dict]:
         by_method = defaultdict(list)
         for row in panel:
             by_method[row["method"]].append(row)
-        if not by_method["full_prefill"] or not any(by_method[m] for m in DROIDSPEAK):
-            continue  # held out means: a plan chosen elsewhere, scored here beside the receiver
+        chosen = _best_on_profile(profile_split[(pair, task)])
+        # held out means: a plan chosen elsewhere (by a profile file, or CacheBlend's on the profile split), scored
+        # here beside the receiver; a named recompute plan is DroidSpeak's side only of that CacheBlend comparison
+        droidspeak_rows = by_method["profile"] or (by_method["recompute"] if chosen else [])
+        if not by_method["full_prefill"] or not droidspeak_rows:
+            continue
         receiver = by_method["full_prefill"][0]
         reference = receiver.get("per_sample")
-        ordered = [r for m in (*BASELINES, *DROIDSPEAK) for r in by_method[m]]
+        ordered = [r for m in BASELINES for r in by_method[m]] + droidspeak_rows
         ordered += sorted(by_method["cacheblend"], key=lambda r: (r.get("recomputed_fraction") or 0.0, r["plan"]))
         entries = [_entry(r, reference) for r in ordered]
-        chosen = _best_on_profile(profile_split[(pair, task)])
         profile_quality = {r.get("resolved_plan") or r["plan"]: r["quality"] for r in profile_split[(pair, task)]}
         for e, row in zip(entries, ordered):
             e["per_sample"] = row.get("per_sample")
             e["profile_quality"] = profile_quality.get(e["plan"]) if e["method"] == "cacheblend" else None
             e["chosen"] = e["method"] == "cacheblend" and e["plan"] == chosen
         blend = next((e for e in entries if e["chosen"]), None)
-        droidspeak = next((e for e in entries if e["method"] in DROIDSPEAK), None)
+        droidspeak = next(e for e in entries if e["method"] in ("profile", "recompute"))
         table.append({"pair": pair, "task": task, "metric": receiver["metric"], "num_layers": receiver["num_layers"],
                       "split": split, "versus": None if blend is None else _versus(blend, droidspeak),
                       "rows": [{k: v for k, v in e.items() if k != "per_sample"} for e in entries]})
