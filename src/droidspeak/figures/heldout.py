@@ -52,17 +52,23 @@ def paired_difference_interval(scores: Sequence[float], reference: Sequence[floa
     return bootstrap_interval(diffs, resamples=resamples, level=level, seed=seed)
 
 
+def _plan_of(row: Mapping) -> str:
+    return row.get("resolved_plan") or row["plan"]
+
+
+def _paired(scores: Sequence[float] | None, reference: Sequence[float] | None) -> dict:
+    """``delta`` (mean of scores minus reference's) and its paired ``delta_ci``; None where the questions differ."""
+    if not scores or not reference or len(scores) != len(reference):
+        return {"delta": None, "delta_ci": None}
+    return {"delta": statistics.fmean(scores) - statistics.fmean(reference),
+            "delta_ci": paired_difference_interval(scores, reference)}
+
+
 def _entry(row: Mapping, reference: Sequence[float] | None) -> dict:
     scores = row.get("per_sample")
-    out = {"method": row["method"], "plan": row.get("resolved_plan") or row["plan"], "quality": row["quality"],
-           "n": row.get("n_samples"), "recomputed_fraction": row.get("recomputed_fraction"),
-           "speedup": row.get("speedup"), "ci": None, "delta": None, "delta_ci": None}
-    if scores:
-        out["ci"] = bootstrap_interval(scores)
-        if reference is not None and len(reference) == len(scores):
-            out["delta"] = statistics.fmean(scores) - statistics.fmean(reference)
-            out["delta_ci"] = paired_difference_interval(scores, reference)
-    return out
+    return {"method": row["method"], "plan": _plan_of(row), "quality": row["quality"], "n": row.get("n_samples"),
+            "recomputed_fraction": row.get("recomputed_fraction"), "speedup": row.get("speedup"),
+            "ci": bootstrap_interval(scores) if scores else None, **_paired(scores, reference)}
 
 
 def _best_on_profile(rows: Iterable[Mapping]) -> str | None:
@@ -70,19 +76,14 @@ def _best_on_profile(rows: Iterable[Mapping]) -> str | None:
     blends = [r for r in rows if r["method"] == "cacheblend"]
     if not blends:
         return None
-    best = max(blends, key=lambda r: (r["quality"], -(r.get("recomputed_fraction") or 0.0)))
-    return best.get("resolved_plan") or best["plan"]
+    return _plan_of(max(blends, key=lambda r: (r["quality"], -(r.get("recomputed_fraction") or 0.0))))
 
 
-def _versus(blend: dict, droidspeak: dict) -> dict:
+def _versus(blend: Mapping, droidspeak: Mapping) -> dict:
     """CacheBlend's chosen plan against DroidSpeak's on the same questions: paired difference and both costs."""
-    out = {"cacheblend": blend["plan"], "droidspeak": droidspeak["plan"], "delta": None, "delta_ci": None,
-           "fractions": (blend["recomputed_fraction"], droidspeak["recomputed_fraction"])}
-    a, b = blend.get("per_sample"), droidspeak.get("per_sample")
-    if a and b and len(a) == len(b):
-        out["delta"] = statistics.fmean(a) - statistics.fmean(b)
-        out["delta_ci"] = paired_difference_interval(a, b)
-    return out
+    return {"cacheblend": _plan_of(blend), "droidspeak": _plan_of(droidspeak),
+            "fractions": (blend.get("recomputed_fraction"), droidspeak.get("recomputed_fraction")),
+            **_paired(blend.get("per_sample"), droidspeak.get("per_sample"))}
 
 
 def heldout(rows: Iterable[Mapping], split: str = "test") -> list[dict]:
@@ -116,16 +117,14 @@ def heldout(rows: Iterable[Mapping], split: str = "test") -> list[dict]:
         ordered = [r for m in BASELINES for r in by_method[m]] + droidspeak_rows
         ordered += sorted(by_method["cacheblend"], key=lambda r: (r.get("recomputed_fraction") or 0.0, r["plan"]))
         entries = [_entry(r, reference) for r in ordered]
-        profile_quality = {r.get("resolved_plan") or r["plan"]: r["quality"] for r in profile_split[(pair, task)]}
-        for e, row in zip(entries, ordered):
-            e["per_sample"] = row.get("per_sample")
+        profile_quality = {_plan_of(r): r["quality"] for r in profile_split[(pair, task)]}
+        for e in entries:
             e["profile_quality"] = profile_quality.get(e["plan"]) if e["method"] == "cacheblend" else None
             e["chosen"] = e["method"] == "cacheblend" and e["plan"] == chosen
-        blend = next((e for e in entries if e["chosen"]), None)
-        droidspeak = next(e for e in entries if e["method"] in ("profile", "recompute"))
+        blend = next((r for r, e in zip(ordered, entries) if e["chosen"]), None)
         table.append({"pair": pair, "task": task, "metric": receiver["metric"], "num_layers": receiver["num_layers"],
-                      "split": split, "versus": None if blend is None else _versus(blend, droidspeak),
-                      "rows": [{k: v for k, v in e.items() if k != "per_sample"} for e in entries]})
+                      "split": split, "versus": None if blend is None else _versus(blend, droidspeak_rows[0]),
+                      "rows": entries})
     return table
 
 

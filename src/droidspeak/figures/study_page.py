@@ -26,7 +26,7 @@ FIGURES = (
     ("fig14_quality_vs_speedup", "Fig. 14: quality vs measured prefill speedup (test split)"),
 )
 
-def _differences(base: Path, token_rows: list[list[str]], profiles: list[Profile]) -> list[str]:
+def _differences(base: Path, token_rows: list[list], profiles: list[Profile], tolerance: float) -> list[str]:
     """How this setting differs from the paper's, with this family's own numbers (size, layers, windows, lengths,
     profiling budget); the comparison points are the paper's."""
     from safetensors import safe_open
@@ -37,7 +37,7 @@ def _differences(base: Path, token_rows: list[list[str]], profiles: list[Profile
     layers, window = config["num_hidden_layers"], config.get("sliding_window")
     sliding = sum(kind == "sliding_attention" for kind in config.get("layer_types") or [])
     attention = f", {sliding} of them with a {window}-token sliding window" if sliding and window else ""
-    shortest, longest = min(int(r[5]) for r in token_rows), max(int(r[6]) for r in token_rows)
+    shortest, longest = min(r[5] for r in token_rows), max(r[6] for r in token_rows)
     lines = ["## Where this setting differs from the paper's",
              f"- **Scale:** a {params / 1e6:.0f}M-parameter, {layers}-layer model{attention}, on a 2-core CPU in "
              "float32; the paper uses 7B–70B models on GPUs. Times here are CPU wall times of the same engine, not "
@@ -52,20 +52,20 @@ def _differences(base: Path, token_rows: list[list[str]], profiles: list[Profile
         questions, plans = own[0].n_samples, len(own[0].points) + len(own[0].single_layer)
         lines.append(f"- **Profiling budget:** {questions} questions per pair, {plans} plans (every group aligned to "
                      f"{own[0].granularity} layers and every single layer); the paper profiles 50 contexts over every "
-                     "group. On so few questions a 5% tolerance is about one answer, so the choice is then checked "
-                     "on every held-out test question, with intervals.")
+                     f"group. On {questions} questions a {tolerance:.0%} tolerance is {tolerance * questions:.1f} "
+                     "answers, so the choice is then checked on every held-out test question, with intervals.")
     return lines
 
 
-def _token_lengths(task_files: dict, tokenizer, splits=("profile", "test")) -> list[list[str]]:
+def _token_lengths(task_files: dict, tokenizer, splits=("profile", "test")) -> list[list]:
     rows = []
     for task, files in task_files.items():
         for split in splits:
             records = read_rows(files[split])
             contexts = {r["context_id"]: r["context"] for r in records}
             lengths = sorted(len(tokenizer(c)["input_ids"]) for c in contexts.values())
-            rows.append([task, split, str(len(contexts)), str(len(records)), str(int(statistics.median(lengths))),
-                         str(lengths[0]), str(lengths[-1]), str(sum(n >= 2000 for n in lengths))])
+            rows.append([task, split, len(contexts), len(records), int(statistics.median(lengths)),
+                         lengths[0], lengths[-1], sum(n >= 2000 for n in lengths)])
     return rows
 
 
@@ -161,7 +161,7 @@ def write_study_page(family, out_dir: str | Path, tokenizer, *, command: str, pr
     figures = [(stem, caption) for stem, caption in FIGURES if (out / f"{stem}.png").exists()]
     if figures:
         lines += ["", "## Figures", ""] + [f"**{caption}**\n\n![{stem}]({stem}.png)\n" for stem, caption in figures]
-    lines += ["", *_differences(family.models[BASE], token_rows, list(profiles))]
+    lines += ["", *_differences(family.models[BASE], token_rows, list(profiles), tolerance)]
     path = out / "README.md"
     out.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")

@@ -25,7 +25,8 @@ class TaskRows:
 
     def __init__(self, task: str, rows: Sequence[dict], tokenizer):
         self.task, self.rows = task, list(rows)
-        ids = lambda text, start: torch.tensor(tokenizer(text, add_special_tokens=start)["input_ids"])  # noqa: E731
+        ids = lambda text, start: torch.tensor(tokenizer(text, add_special_tokens=start)["input_ids"],  # noqa: E731
+                                          dtype=torch.long)
         self.contexts = {r["context_id"]: ids(r["context"], True) for r in self.rows}  # Gemma's <bos> first
         # as in the prompt (a BPE sees the break), and no second <bos> in mid-prompt
         self.suffixes = [ids("\n\n" + r["question"], False) for r in self.rows]
