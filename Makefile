@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup setup-smollm2 test test-fast test-compat demo study-smollm2 cacheblend-check-layers setup-gemma3 verify-gemma3 study-gemma3 robustness clean
+.PHONY: help setup setup-smollm2 test test-fast test-compat demo study-smollm2 cacheblend-check-layers transfer-codecs setup-gemma3 verify-gemma3 study-gemma3 robustness clean
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -109,6 +109,25 @@ cacheblend-check-layers: setup-smollm2  ## CacheBlend's check layer chosen on th
 	  task.split=profile,test method.plan=$(CHECK_LAYER_PLANS)
 	$(BIN)/python experiments/figures.py results=$(BLEND)/results.jsonl out_dir=reports/smollm2_cacheblend \
 	  run_name=smollm2_cacheblend
+
+# Compressed transfer (conf/experiment/smollm2_transfer.yaml): three SmolLM2 pairs' chosen plans and full reuse with
+# K/V and E sent lossless, bf16, int8 and int4, on the profile split (what the planner chooses by) and the test split
+# (what is reported); then the receiver-side times and codec decode times, and the page with TTFT per link rate.
+TRANSFER := outputs/smollm2_transfer
+TRANSFER_RUN := $(BIN)/python experiments/evaluate.py -m experiment=smollm2_transfer task.split=profile,test
+CODECS := lossless,bf16,int8,int4
+
+transfer-codecs: export OMP_NUM_THREADS := 1
+transfer-codecs: setup-smollm2  ## K/V and E sent at lower precision: quality vs bytes and TTFT, bandwidth planner -> reports/smollm2_transfer/
+	$(BIN)/python experiments/build_zoo.py zoo=smollm2
+	$(TRANSFER_RUN) pair=smol_code_from_base method=recompute method.layers=10-19 method.codec=$(CODECS)
+	$(TRANSFER_RUN) pair=smol_fieldqa_from_code method=recompute method.layers=0-3 method.codec=$(CODECS)
+	$(TRANSFER_RUN) pair=smol_code_from_base,smol_fieldqa_from_code,smol_mdqa_from_base method=full_reuse \
+	  method.codec=$(CODECS)
+	$(TRANSFER_RUN) pair=smol_code_from_base,smol_fieldqa_from_code,smol_mdqa_from_base method=full_prefill
+	OMP_NUM_THREADS=2 $(BIN)/python experiments/bench_transfer.py
+	cp $(TRANSFER)/results.jsonl reports/smollm2_transfer/results.jsonl
+	$(BIN)/python experiments/transfer_page.py
 
 # A second real family: Gemma 3 270M (the verify-gemma3 packages) and a committed LoRA fine-tune on long_code, whose
 # 1-2K-token contexts run past the 512-token sliding window. One pair, so one profile job, then two held-out jobs.

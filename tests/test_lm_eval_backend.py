@@ -182,3 +182,24 @@ def test_allow_mismatch_in_model_args_lets_a_rope_pair_run_and_its_summary_recor
         backend(receiver=receiver, sender=str(other))
     lm = backend(receiver=receiver, sender=str(other), allow_mismatch="rope")
     assert [w for w in lm.summary().warnings if "RoPE" in w and "123456" in w]
+
+
+def test_a_transfer_codec_sends_fewer_bytes_and_a_bad_one_fails_before_loading(setup):
+    from lm_eval.api.registry import get_model
+
+    from droidspeak.errors import CodecError
+
+    receiver, sender, tasks = setup
+    sent = {}
+    for codec in ("lossless", "int8"):
+        lm = get_model("droidspeak")(receiver=receiver, sender=sender, plan="recompute:2-3", batch_size=4,
+                                     transfer_codec=codec)
+        lm_eval.simple_evaluate(model=lm, tasks=["ds_mc"], task_manager=tasks)
+        summary = lm.summary()
+        assert summary.codec == codec
+        sent[codec] = summary.transfer_bytes
+        if codec == "lossless":  # lossless sends exactly what the plan's cost says it loads
+            assert summary.transfer_bytes == summary.cost.bytes_to_load
+    assert 0.25 < sent["int8"] / sent["lossless"] < 0.35  # 4x smaller, plus a scale and minimum per channel
+    with pytest.raises(CodecError, match="unknown transfer codec"):
+        get_model("droidspeak")(receiver="/nonexistent", transfer_codec="fp8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -198,7 +199,7 @@ SERVER = textwrap.dedent(
                             timeout=datetime.timedelta(seconds=30))
     store = MemoryStore("cpu", capacity_bytes=3 * make_cache().nbytes())
     store.put(make_cache(7, dtype=__import__("torch").bfloat16))  # the sender's own cache
-    CacheServer(store).serve(peer=1)
+    CacheServer(store, codec={codec!r}).serve(peer=1)
     dist.destroy_process_group()
     """
 )
@@ -210,15 +211,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_remote_tier_over_gloo():
+@contextlib.contextmanager
+def _remote(codec: str = "lossless"):
+    """(RemoteStore, server process): a CacheServer in a second process, sending through ``codec``."""
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS.parent / "src"), os.environ.get("PYTHONPATH", "")]))
-    server = subprocess.Popen([sys.executable, "-c", SERVER.format(tests=str(TESTS), port=port)], env=env)
+    server = subprocess.Popen([sys.executable, "-c", SERVER.format(tests=str(TESTS), port=port, codec=codec)], env=env)
     try:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=1, world_size=2,
                                 timeout=timedelta(seconds=30))
-        remote = RemoteStore(server_rank=0)
+        yield RemoteStore(server_rank=0), server
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        if server.poll() is None:
+            server.kill()
+
+
+@pytest.mark.slow
+def test_remote_tier_over_gloo():
+    with _remote() as (remote, server):
         sender_cache = make_cache(7, dtype=torch.bfloat16)
         key = sender_cache.key
         assert remote.contains(key) and remote.keys() == [key]
@@ -240,8 +252,20 @@ def test_remote_tier_over_gloo():
         assert remote.remove(keys[0]) and not remote.contains(keys[0])
         remote.close()
         assert server.wait(timeout=30) == 0
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-        if server.poll() is None:
-            server.kill()
+
+
+@pytest.mark.slow
+def test_a_remote_server_sends_through_its_codec_and_the_receiver_decodes():
+    from droidspeak.codec import get_codec
+
+    with _remote("int4") as (remote, server):
+        sender_cache = make_cache(7, dtype=torch.bfloat16)
+        key = sender_cache.key
+        assert remote.info(key).codec == "int4"
+        codec = get_codec("int4")
+        k, v = remote.get_layer(key, 2)
+        assert k.dtype == torch.bfloat16 and torch.equal(k, codec.roundtrip(sender_cache.keys[2], "k")[0])
+        assert torch.equal(v, codec.roundtrip(sender_cache.values[2], "v")[0])
+        assert torch.equal(remote.get_hidden(key, 3), codec.roundtrip(sender_cache.hidden[3], "e")[0])
+        remote.close()
+        assert server.wait(timeout=30) == 0

@@ -8,6 +8,11 @@ A sliding-window layer keeps what the model's own cache keeps after a prefill: t
 ``window - 1`` tokens (every later query's window starts inside them). ``meta`` then names the window and those
 layers, and :func:`held_from` says where each layer's K/V begin; E is always kept for every token (a recomputed
 group needs its whole input).
+
+A cache may also be saved through a lossy transfer codec (droidspeak.codec: bf16, int8, int4): each tensor is then
+stored as its codec parts (``k.3``, ``k.3.scale``, ``k.3.min``, each checksummed), the header names the codec and every
+tensor's own shape and dtype, and reads decode transparently. Such files are format version 3, so a reader that
+predates codecs refuses them instead of serving quantized codes as values.
 """
 
 from __future__ import annotations
@@ -24,12 +29,15 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from droidspeak.atomic import replacing
+from droidspeak.codec import Encoded, get_codec
 from droidspeak.errors import CacheFormatError, CacheMismatchError
 from droidspeak.faults import fault_point
 
 FORMAT = "droidspeak.context_cache"
 FORMAT_VERSION = 2  # 2: sliding layers may hold only their window (version 1 files hold every token)
-READABLE_VERSIONS = ("1", "2")
+CODEC_VERSION = 3  # 3: tensors stored through a lossy codec (what version 2 readers must refuse)
+READABLE_VERSIONS = ("1", "2", "3")
+SAFETENSORS_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64"}
 
 
 def token_digest(token_ids: Sequence[int] | torch.Tensor) -> str:
@@ -154,25 +162,37 @@ class ContextCache:
             )
 
     # ---- disk -------------------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write one safetensors file atomically (temp file + rename), so a crash never leaves half a cache."""
+    def save(self, path: str | os.PathLike, codec: str = "lossless") -> Path:
+        """Write one safetensors file atomically (temp file + rename), so a crash never leaves half a cache; a lossy
+        ``codec`` stores every K, V and E through it (droidspeak.codec)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        coder = get_codec(codec)
         tensors = {"token_ids": self.token_ids.contiguous()}
+        logical = {}  # name -> [shape, dtype] of what a lossy codec's parts decode to
+
+        def put(name: str, tensor: torch.Tensor) -> None:
+            encoded = coder.encode(tensor.contiguous().cpu(), name.split(".")[0])
+            for part, data in encoded.parts.items():
+                tensors[name if part == "data" else f"{name}.{part}"] = data.contiguous()
+            logical[name] = [list(encoded.shape), SAFETENSORS_DTYPES[encoded.dtype]]
+
         for layer, (k, v) in enumerate(zip(self.keys, self.values)):
-            tensors[f"k.{layer}"] = k.contiguous().cpu()
-            tensors[f"v.{layer}"] = v.contiguous().cpu()
+            put(f"k.{layer}", k)
+            put(f"v.{layer}", v)
         for layer, e in self.hidden.items():
-            tensors[f"e.{layer}"] = e.contiguous().cpu()
+            put(f"e.{layer}", e)
         metadata = {
             "format": FORMAT,
-            "version": str(FORMAT_VERSION),
+            "version": str(FORMAT_VERSION if coder.lossless else CODEC_VERSION),
             "sender": self.sender,
             "context_digest": self.context_digest,
             "num_layers": str(self.num_layers),
             "meta": json.dumps(self.meta, sort_keys=True),
             "checksums": json.dumps({name: tensor_digest(t) for name, t in tensors.items()}),
         }
+        if not coder.lossless:
+            metadata |= {"codec": coder.name, "tensors": json.dumps(logical, sort_keys=True)}
         with replacing(path) as tmp:  # two processes saving the same context never write into one file
             save_file(tensors, str(tmp), metadata=metadata)
             fault_point("cache_write")
@@ -205,11 +225,19 @@ class CacheFile:
         self.meta = json.loads(metadata.get("meta", "{}"))
         self._digest = metadata["context_digest"]
         self._checksums = json.loads(metadata.get("checksums", "{}"))
+        try:
+            self.codec = get_codec(metadata.get("codec", "lossless"))
+            self._logical = {name: (tuple(shape), dtype) for name, (shape, dtype) in
+                             json.loads(metadata.get("tensors", "{}")).items()}
+            if any(dtype not in TORCH_DTYPES for _, dtype in self._logical.values()):
+                raise ValueError(f"dtypes {sorted({d for _, d in self._logical.values()})}")
+        except (ValueError, TypeError) as err:
+            raise CacheFormatError(f"{self.path}: unreadable codec header ({err})") from None
         names = set(self._file.keys())
         expected = {"token_ids"} | {f"{kv}.{i}" for kv in "kv" for i in range(self.num_layers)}
         if not expected <= names:
             raise CacheFormatError(f"{self.path}: truncated cache, missing {sorted(expected - names)[:4]}…")
-        self.hidden_layers = sorted(int(n.split(".")[1]) for n in names if n.startswith("e."))
+        self.hidden_layers = sorted(int(n.split(".")[1]) for n in names if n.startswith("e.") and n.count(".") == 1)
         self.num_tokens = self.shape("token_ids")[0]
         self.held_from = held_from(self.num_tokens, self.num_layers, self.meta)
         for layer, start in enumerate(self.held_from):  # a shape the header cannot explain is never padded into place
@@ -225,14 +253,28 @@ class CacheFile:
         return ids
 
     def tensor(self, name: str, device: str | torch.device = "cpu") -> torch.Tensor:
-        """Read one tensor, verified against its checksum before it can be used."""
+        """Read one tensor, verified against its checksum before it can be used (decoded, under a lossy codec)."""
+        if self.codec.lossless or name == "token_ids":
+            return self._verified(name).to(device)
+        if name not in self._logical:
+            raise CacheFormatError(f"{self.path}: {name} is missing from the codec header (corrupt file)")
+        shape, dtype = self._logical[name]
+        parts = {"data": self._verified(name)}
+        if self.codec.bits is not None:
+            parts |= {part: self._verified(f"{name}.{part}") for part in ("scale", "min")}
+        decoded = self.codec.decode(Encoded(parts, shape, TORCH_DTYPES[dtype]), name.split(".")[0])
+        if tuple(decoded.shape) != shape:
+            raise CacheFormatError(f"{self.path}: {name} decodes to {tuple(decoded.shape)}, not its header's {shape}")
+        return decoded.to(device)
+
+    def _verified(self, name: str) -> torch.Tensor:
         try:
             tensor = self._file.get_tensor(name)
         except (SafetensorError, OSError, ValueError) as err:
             raise CacheFormatError(f"{self.path}: cannot read {name} ({err})") from None
         if tensor_digest(tensor) != self._checksums.get(name):
             raise CacheFormatError(f"{self.path}: {name} fails its checksum (corrupt file); recompute this cache")
-        return tensor.to(device)
+        return tensor
 
     def read(self, device: str | torch.device | None = "cpu", tensor=None) -> ContextCache:
         """The whole cache; ``tensor(name, device)`` reads one verified tensor (default: :meth:`tensor`)."""
@@ -247,11 +289,15 @@ class CacheFile:
         )
 
     def shape(self, name: str) -> tuple[int, ...]:
-        """A tensor's shape from the header, without reading it."""
+        """A tensor's shape from the header (as decoded, under a lossy codec), without reading it."""
+        if name in self._logical:
+            return self._logical[name][0]
         return tuple(self._file.get_slice(name).get_shape())
 
     def dtype(self, name: str) -> str:
-        """A tensor's safetensors dtype code (``F32``, ``BF16``...), without reading it."""
+        """A tensor's safetensors dtype code (``F32``, ``BF16``...; as decoded), without reading it."""
+        if name in self._logical:
+            return self._logical[name][1]
         return self._file.get_slice(name).get_dtype()
 
     def close(self) -> None:
@@ -262,3 +308,6 @@ class CacheFile:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+TORCH_DTYPES = {code: dtype for dtype, code in SAFETENSORS_DTYPES.items()}

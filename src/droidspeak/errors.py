@@ -27,3 +27,7 @@ class CacheMismatchError(DroidSpeakError, ValueError):
 
 class CacheFormatError(DroidSpeakError, ValueError):
     """A cache file is corrupt, truncated, or not a droidspeak cache."""
+
+
+class CodecError(DroidSpeakError, ValueError):
+    """An unknown transfer codec, or values a codec cannot encode."""

@@ -109,7 +109,7 @@ def calibrate(cfg: ServingBenchConfig, model, options: list[PlanOption], log=pri
         del ws, runner, prefilled
     decode = fit_line(decode_points)
     return LatencyModel(prefill={p: fit_line(pts) for p, pts in prefill_points.items()}, suffix=fit_line(suffix_points),
-                        decode=(decode[0], decode[1], 0.0), options={o.plan: o for o in options})
+                        decode=(decode[0], decode[1], 0.0), options={o.name: o for o in options})
 
 
 def _decode_step_seconds(model, n: int, context: int, timing: dict) -> float:
@@ -137,7 +137,7 @@ def simulate(cfg: ServingBenchConfig, latency: LatencyModel, options: list[PlanO
     slo = cfg.slo_factor * single_full
     capacity = 1.0 / single_full
     contexts = [cfg.context] * cfg.shared_contexts
-    quality = {o.plan: o.quality for o in options}
+    quality = {o.name: o.quality for o in options}
 
     def serve(planner, qps: float, bandwidth=None) -> dict:
         requests = poisson_requests(qps, count=cfg.requests, receivers=list(cfg.receivers), contexts=contexts,

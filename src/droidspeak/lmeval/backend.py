@@ -22,6 +22,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils_hf import stop_sequences_criteria
 
 from droidspeak.cache import ContextCache, cache_key
+from droidspeak.codec import get_codec
 from droidspeak.engine import generate, receiver_prefill, tail_logits
 from droidspeak.engine.batch import prefill_rows
 from droidspeak.errors import CacheFormatError, DroidSpeakError
@@ -29,6 +30,7 @@ from droidspeak.plan import PrefillCost, RecomputePlan, total_cost
 from droidspeak.profile.profile_file import resolve_profile_plan
 from droidspeak.reuse import ReusePair
 from droidspeak.store import DiskStore, MemoryStore, TieredStore
+from droidspeak.transfer import transmit
 
 eval_logger = logging.getLogger(__name__)
 
@@ -72,8 +74,10 @@ class DroidSpeakLM(HFLM):
         trust_remote_code: bool = False,
         allow_foreign_profile: bool = False,
         allow_mismatch: str = "",
+        transfer_codec: str = "lossless",
         **kwargs,
     ):
+        codec = get_codec(transfer_codec)  # what the sender's cache crosses the link as; a bad name fails before loading
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             eval_logger.warning("device %s requested but CUDA is not available: running on cpu", device)
             device = "cpu"
@@ -102,6 +106,7 @@ class DroidSpeakLM(HFLM):
                 eval_logger.warning("profile %s was measured on the pair %s, not this one: applied because "
                                     "allow_foreign_profile is set", self.profile.path, self.profile.pair)
             self.plan = self.profile.plan
+        self.codec = codec
         if not context_delimiter:
             raise DroidSpeakError("context_delimiter must be a non-empty string")
         self.context_delimiter = context_delimiter
@@ -111,7 +116,8 @@ class DroidSpeakLM(HFLM):
         self.store = TieredStore([memory, *([DiskStore(cache_dir)] if cache_dir else [])])
         self._shared_lengths: dict[tuple[int, ...], int] = {}
         self.stats = {"sender_prefills": 0, "sender_cache_hits": 0, "sender_cache_rejected": 0,
-                      "receiver_prefill_seconds": 0.0, "costs": []}
+                      "receiver_prefill_seconds": 0.0, "costs": [],
+                      "transfer_bytes": 0}
         super().__init__(
             pretrained=self.pair.receiver.model, tokenizer=self.pair.receiver.tokenizer, batch_size=batch_size, **kwargs
         )
@@ -222,7 +228,12 @@ class DroidSpeakLM(HFLM):
     def _prefill(self, contexts: list[tuple[int, ...]]):
         """Receiver cache for each row's shared context; distinct contexts are prefilled once."""
         def prefill(distinct: list[tuple[int, ...]]):
-            inputs = self.sender_caches(distinct) if self.plan.uses_cache else [torch.tensor(c) for c in distinct]
+            if self.plan.uses_cache:  # what the receiver holds after the link (lossy codecs decoded)
+                inputs = [transmit(cache, self.plan, self.codec) for cache in self.sender_caches(distinct)]
+                self.stats["transfer_bytes"] += sum(sent for _, sent in inputs)
+                inputs = [cache for cache, _ in inputs]
+            else:
+                inputs = [torch.tensor(c) for c in distinct]
             start = time.perf_counter()
             prefilled = receiver_prefill(self.pair.receiver, inputs, self.plan)
             self.stats["receiver_prefill_seconds"] += time.perf_counter() - start
@@ -296,6 +307,8 @@ class DroidSpeakLM(HFLM):
             shared_contexts=len(self.shared_contexts()),
             profile=None if self.profile is None else self.profile.record(),
             warnings=list(self.pair.warnings),
+            codec=self.codec.name,
+            transfer_bytes=self.stats["transfer_bytes"] if self.plan.uses_cache else None,
         )
 
     def time_receiver_prefill(self, limit: int, repeats: int, warmup: int) -> tuple[float, float, int]:
@@ -340,3 +353,5 @@ class BackendSummary:
     shared_contexts: int
     profile: dict | None = None  # ResolvedProfile.record() of a profile: plan
     warnings: list[str] = field(default_factory=list)  # the pair mismatches allow_mismatch accepted
+    codec: str = "lossless"  # the transfer codec
+    transfer_bytes: int | None = None  # bytes that crossed the link through it, summed over every receiver prefill

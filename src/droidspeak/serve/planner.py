@@ -2,8 +2,11 @@
 per batch — fixed, or adaptive to load (the paper's appendix) and to link bandwidth (its stated open limit).
 
 Latency of a droidspeak prefill at link bandwidth ``bw`` (E-first pipelined):
-    E bytes / bw  +  max(recompute time, reused K/V bytes / bw)  +  suffix time
-where recompute and suffix times come from measurements on the serving device; a full prefill moves no bytes.
+    E bytes / bw  +  max(recompute time, reused K/V bytes / bw)  +  decode time  +  suffix time
+where recompute, suffix and decode times come from measurements on the serving device; a full prefill moves no
+bytes. Decode is what a lossy transfer codec costs the receiver (droidspeak.codec), counted serially: on a CPU it
+takes the cores the recompute runs on. An option is a plan sent through one codec, so a planner chooses among
+(plan × precision).
 """
 
 from __future__ import annotations
@@ -16,12 +19,19 @@ class PlanOption:
     plan: str  # contract syntax
     quality: float  # relative to the receiver's own full prefill (1.0), from the pair's profile
     recomputed_layers: int
-    e_bytes_per_token: int = 0
-    kv_bytes_per_token: int = 0  # reused layers' K/V
+    e_bytes_per_token: float = 0  # as sent, through the codec
+    kv_bytes_per_token: float = 0  # reused layers' K/V, as sent
+    codec: str = "lossless"  # droidspeak.codec
+    decode_seconds_per_token: float = 0.0  # the receiver decoding what the codec sent
 
     @property
     def uses_cache(self) -> bool:
         return self.plan != "full_prefill"
+
+    @property
+    def name(self) -> str:
+        """What a planner answers: the plan, with its codec unless lossless (``recompute:8-15 int8``)."""
+        return self.plan if self.codec == "lossless" or not self.uses_cache else f"{self.plan} {self.codec}"
 
 
 @dataclass
@@ -30,6 +40,7 @@ class LatencyModel:
 
     ``prefill[plan] = (a, b)``: compute seconds of a batch of n = a + b·n (at native bandwidth, transfers hidden);
     ``suffix = (a, b)``; ``decode = (a, b, c)``: a + b·n + c·(context tokens summed over the batch).
+    ``options`` are keyed by :attr:`PlanOption.name`; an option's compute is its plan's.
     """
 
     prefill: dict[str, tuple[float, float]]
@@ -37,11 +48,16 @@ class LatencyModel:
     decode: tuple[float, float, float] = (0.0, 0.0, 0.0)
     options: dict[str, PlanOption] = field(default_factory=dict)
 
-    def prefill_seconds(self, plan: str, batch: int, tokens_per_request: int, bandwidth_gbps: float | None = None) -> float:
-        a, b = self.prefill[plan]
+    def prefill_seconds(self, name: str, batch: int, tokens_per_request: int, bandwidth_gbps: float | None = None) -> float:
+        """Seconds of a prefill batch under the option (or plan) ``name``; ``bandwidth_gbps`` in GB/s (None: the
+        transfers hidden behind compute)."""
+        option = self.options.get(name)
+        a, b = self.prefill[name if option is None else option.plan]
         compute = a + b * batch
-        option = self.options.get(plan)
-        if option is None or not option.uses_cache or bandwidth_gbps is None:
+        if option is None or not option.uses_cache:
+            return compute
+        compute += option.decode_seconds_per_token * tokens_per_request * batch
+        if bandwidth_gbps is None:
             return compute
         suffix = self.suffix[0] + self.suffix[1] * batch
         rate = bandwidth_gbps * 1e9
@@ -85,8 +101,9 @@ class FixedPlanner:
 class AdaptivePlanner:
     """Pick a plan per batch among ``options`` that meet ``min_quality``.
 
-    Busy (requests queued behind this batch): the plan with the lowest predicted latency at the current link
-    bandwidth — usually the fewest recomputed layers, but at a slow link the one that loads fewer bytes.
+    Busy (requests queued behind this batch): the option with the lowest predicted latency at the current link
+    bandwidth — usually the fewest recomputed layers, but at a slow link the one that loads fewer bytes (fewer
+    reused layers, or a lossier codec).
     Idle: the plan with the most recompute (highest quality) whose predicted TTFT still meets the SLO.
     """
 
@@ -98,11 +115,11 @@ class AdaptivePlanner:
             raise ValueError(f"no plan option reaches quality {min_quality}: {[(o.plan, o.quality) for o in options]}")
 
     def choose(self, *, batch: int, tokens: int, queued: int, waited: float, bandwidth_gbps: float | None) -> str:
-        predict = lambda o: self.latency.prefill_seconds(o.plan, batch, tokens, bandwidth_gbps)  # noqa: E731
+        predict = lambda o: self.latency.prefill_seconds(o.name, batch, tokens, bandwidth_gbps)  # noqa: E731
         fastest = min(self.options, key=predict)
         if queued >= self.busy_queue:
-            return fastest.plan
+            return fastest.name
         within = [o for o in self.options if waited + predict(o) <= self.slo_ttft]
         if not within:
-            return fastest.plan
-        return max(within, key=lambda o: (o.quality, o.recomputed_layers, -predict(o))).plan
+            return fastest.name
+        return max(within, key=lambda o: (o.quality, o.recomputed_layers, -predict(o))).name

@@ -41,6 +41,7 @@ class CacheInfo:
     dtype: torch.dtype
     nbytes: int
     meta: dict = field(default_factory=dict, compare=False)
+    codec: str = "lossless"  # how K, V and E reach the reader (a remote server's transfer codec)
 
     @property
     def held_from(self) -> tuple[int, ...]:
@@ -110,7 +111,7 @@ class CacheStore(ABC):
         """Store ``cache`` (evicting least recently used entries to make room); returns its key."""
         self._check_open()
         key = checked_key(cache, key)
-        size = cache.nbytes()
+        size = self._size(cache)
         if self.capacity_bytes is not None and size > self.capacity_bytes:
             raise StoreError(
                 f"{self.name}: a cache of {size / 2**20:.1f} MiB does not fit a capacity of "
@@ -182,6 +183,10 @@ class CacheStore(ABC):
             raise StoreError(f"{self.name}: no cache under key {key[:12]}…")
         if recent:
             self._lru.move_to_end(key)
+
+    def _size(self, cache: ContextCache) -> int:
+        """Bytes ``cache`` takes in this tier (a tier that encodes it, e.g. through a lossy codec, says less)."""
+        return cache.nbytes()
 
     @abstractmethod
     def _write(self, key: str, cache: ContextCache) -> None: ...

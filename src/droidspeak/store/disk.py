@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from droidspeak.cache import CacheFile, ContextCache, cache_key
+from droidspeak.cache import TORCH_DTYPES, CacheFile, ContextCache, cache_key
 from droidspeak.errors import CacheFormatError
 from droidspeak.store.base import CacheInfo, CacheStore
 from droidspeak.store.serde import SafetensorsSerde
@@ -73,6 +73,9 @@ class DiskStore(CacheStore):
             os.replace(path, path.with_name(path.name + ".corrupt"))
 
     # ---- tier hooks --------------------------------------------------------------------------------------
+    def _size(self, cache: ContextCache) -> int:
+        return self.serde.nbytes(cache)
+
     def _write(self, key: str, cache: ContextCache) -> None:
         self.serde.dump(cache, self.path(key))
 
@@ -102,7 +105,7 @@ class DiskStore(CacheStore):
                 head_dim=int(k_shape[2]),
                 hidden_size=None if e_name is None else int(handle.shape(e_name)[-1]),
                 hidden_layers=tuple(handle.hidden_layers),
-                dtype=_DTYPES.get(handle.dtype("k.0"), torch.float32),
+                dtype=TORCH_DTYPES.get(handle.dtype("k.0"), torch.float32),
                 nbytes=self._lru.get(key, 0),
                 meta=handle.meta,
             )
@@ -119,5 +122,3 @@ class DiskStore(CacheStore):
         self._open.clear()
         super().close()
 
-
-_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}

@@ -8,7 +8,8 @@ first and then the reused layers' K/V one message at a time. Both sides must alr
 
 Messages: a request is 8 int64 ``[op, arg, key as 4 words, 0, 0]``; a reply is ``[status, count]`` then, per
 tensor, a wire header (dtype, rank, shape) and the raw bytes. Payloads travel as bytes, so any dtype works on
-any backend.
+any backend. A server given a lossy transfer codec (droidspeak.codec) sends each K, V and E as that codec's parts;
+the receiver learns the codec from the cache's info and decodes on arrival.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from droidspeak.cache import ContextCache
+from droidspeak.codec import Encoded, get_codec
 from droidspeak.errors import CacheFormatError
 from droidspeak.store.base import CacheInfo, CacheStore, StoreError, checked_key
 from droidspeak.store.serde import HEADER_LEN, WIRE_DTYPES, wire_empty, wire_header
@@ -84,8 +86,9 @@ class _Channel:
 class CacheServer:
     """Answers a RemoteStore's requests from a local store, until the peer closes (sender side)."""
 
-    def __init__(self, store: CacheStore, *, device: str | torch.device = "cpu", group=None):
+    def __init__(self, store: CacheStore, *, device: str | torch.device = "cpu", group=None, codec: str = "lossless"):
         self.store, self.device, self.group = store, torch.device(device), group
+        self.codec = get_codec(codec)  # how K, V and E cross the wire
 
     def serve(self, peer: int) -> None:
         channel = _Channel(peer, self.device, self.group)
@@ -112,15 +115,16 @@ class CacheServer:
         if op == OP_TOKENS:
             return [store.get_tokens(key)]
         if op == OP_LAYER:
-            return list(store.get_layer(key, arg))
+            k, v = store.get_layer(key, arg)
+            return self._encoded(k, "k") + self._encoded(v, "v")
         if op == OP_HIDDEN:
-            return [store.get_hidden(key, arg)]
+            return self._encoded(store.get_hidden(key, arg), "e")
         if op == OP_INFO:
             info = store.info(key)
             numbers = [info.num_tokens, info.num_layers, info.kv_heads, info.head_dim, info.hidden_size or -1,
                        WIRE_DTYPES.index(info.dtype), info.nbytes]
             return [torch.tensor(numbers), torch.tensor(info.hidden_layers, dtype=torch.int64), _text(info.sender),
-                    _text(json.dumps(info.meta, sort_keys=True))]
+                    _text(json.dumps(info.meta, sort_keys=True)), _text(self.codec.name)]
         if op == OP_PUT:
             status, parts = channel.recv_tensors()
             parts = [p.cpu() for p in parts]
@@ -131,6 +135,10 @@ class CacheServer:
             cache = ContextCache(tokens, kv[0::2], kv[1::2], dict(zip(hidden_layers, hidden)), sender, meta)
             return [_text(store.put(cache, key))]
         raise StoreError(f"unknown remote store operation {op}")
+
+    def _encoded(self, tensor: torch.Tensor, role: str) -> list[torch.Tensor]:
+        """The parts of one tensor as this server's codec sends them (data, then scale and minimum if any)."""
+        return list(self.codec.encode(tensor, role).parts.values())
 
 
 class RemoteStore(CacheStore):
@@ -208,23 +216,38 @@ class RemoteStore(CacheStore):
         )
 
     def _read_layer(self, key: str, layer: int, device):
-        k, v = self._call(OP_LAYER, key, layer)
+        info = self.info(key)
+        parts = self._call(OP_LAYER, key, layer)
+        shape = (info.kv_heads, info.num_tokens - info.held_from[layer], info.head_dim)
+        half = len(parts) // 2
+        k, v = self._decoded(info, parts[:half], shape, "k"), self._decoded(info, parts[half:], shape, "v")
         return (k, v) if device is None else (k.to(device), v.to(device))
 
     def _read_hidden(self, key: str, layer: int, device):
-        (e,) = self._call(OP_HIDDEN, key, layer)
+        info = self.info(key)
+        e = self._decoded(info, self._call(OP_HIDDEN, key, layer), (info.num_tokens, info.hidden_size), "e")
         return e if device is None else e.to(device)
+
+    @staticmethod
+    def _decoded(info: CacheInfo, parts: list[torch.Tensor], shape: tuple[int, ...], role: str) -> torch.Tensor:
+        codec = get_codec(info.codec)
+        if codec.lossless:
+            return parts[0]
+        names = ("data", "scale", "min") if codec.bits is not None else ("data",)
+        if len(parts) != len(names):
+            raise CacheFormatError(f"a {codec.name} {role} tensor arrived in {len(parts)} parts, not {len(names)}")
+        return codec.decode(Encoded(dict(zip(names, parts)), shape, info.dtype), role)
 
     def _read_tokens(self, key: str) -> torch.Tensor:
         return self._call(OP_TOKENS, key)[0].cpu()
 
     def _info(self, key: str) -> CacheInfo:
         if key not in self._infos:
-            numbers, hidden_layers, sender, meta = self._call(OP_INFO, key)
+            numbers, hidden_layers, sender, meta, codec = self._call(OP_INFO, key)
             tokens, layers, kv_heads, head_dim, hidden, dtype, nbytes = numbers.cpu().tolist()
             self._infos[key] = CacheInfo(key, _untext(sender), tokens, layers, kv_heads, head_dim,
                                          None if hidden < 0 else hidden, tuple(hidden_layers.cpu().tolist()),
-                                         WIRE_DTYPES[dtype], nbytes, json.loads(_untext(meta)))
+                                         WIRE_DTYPES[dtype], nbytes, json.loads(_untext(meta)), codec=_untext(codec))
         return self._infos[key]
 
     def _write(self, key, cache) -> None:  # put() is overridden: the server writes

@@ -1,8 +1,9 @@
 """Serde: how a cache becomes bytes for a tier that cannot hold tensors (disk) or crosses a process (remote).
 
-Two codecs, independent of where the bytes go:
+Two serdes, independent of where the bytes go:
 - ``SafetensorsSerde`` writes the project's one on-disk format (droidspeak.cache: safetensors, a header with
-  per-tensor blake2b checksums, written atomically) and opens files for verified layer-by-layer reads.
+  per-tensor blake2b checksums, written atomically), at full precision or through a lossy transfer codec, and
+  opens files for verified layer-by-layer reads.
 - ``wire_header`` / ``wire_tensor`` describe one tensor (dtype code, rank, shape) as a small int64 tensor, so a
   peer can allocate the receive buffer before the payload arrives over torch.distributed.
 """
@@ -15,18 +16,29 @@ from pathlib import Path
 import torch
 
 from droidspeak.cache import CacheFile, ContextCache
+from droidspeak.codec import get_codec
 from droidspeak.errors import CacheFormatError
 
 # ---- disk -------------------------------------------------------------------------------------------------
 
 
 class SafetensorsSerde:
-    """The droidspeak cache file format; every read is checked against the header's checksums."""
+    """The droidspeak cache file format; every read is checked against the header's checksums.
+
+    ``codec`` (droidspeak.codec: lossless, bf16, int8, int4) is how K, V and E are written; reads decode whatever
+    codec a file names, so one store can hold files of several."""
 
     suffix = ".safetensors"
 
+    def __init__(self, codec: str = "lossless"):
+        self.codec = get_codec(codec).name
+
     def dump(self, cache: ContextCache, path: str | os.PathLike) -> Path:
-        return cache.save(path)
+        return cache.save(path, codec=self.codec)
+
+    def nbytes(self, cache: ContextCache) -> int:
+        """The tensor bytes ``dump`` writes for ``cache`` (its K, V and E through the codec)."""
+        return get_codec(self.codec).cache_nbytes(cache)
 
     def open(self, path: str | os.PathLike) -> CacheFile:
         return CacheFile(path)

@@ -60,6 +60,8 @@ def point_identity(cfg, family) -> dict:
         "dtype": cfg.dtype,
         "family": None if family is None else family.root.name,
     }
+    if cfg.method.codec != "lossless":  # lossless points keep the keys they had before codecs existed
+        identity["codec"] = cfg.method.codec
     if cfg.method.name == "profile":  # a re-profiled file (or a foreign one allowed) is another point
         identity |= {"profile": _profile_digest(cfg.method.path),
                      "allow_foreign_profile": bool(cfg.method.get("allow_foreign_profile"))}
@@ -116,6 +118,7 @@ def model_args(cfg, family) -> dict:
         cache_dir=cfg.cache_dir,
         allow_foreign_profile=bool(cfg.method.get("allow_foreign_profile") or False),
         allow_mismatch="+".join(cfg.pair.allow_mismatch),
+        transfer_codec=cfg.method.codec,
     )
 
 
@@ -179,6 +182,8 @@ def evaluate_point(cfg, family) -> ResultRow:
         recomputed_fraction=cost.compute_fraction if cost else None,
         transitions=cost.transitions if cost else None,
         bytes_loaded=cost.bytes_to_load if cost else None,
+        codec=done.codec,
+        transfer_bytes=done.transfer_bytes,
         cost=asdict(cost) if cost else None,
         prefill_seconds=prefill_s,
         baseline_prefill_seconds=baseline_s,

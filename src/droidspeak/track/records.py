@@ -45,7 +45,9 @@ class ResultRow:
     lm_eval_task: str | None = None
     recomputed_layers: int | None = None
     transitions: int | None = None
-    bytes_loaded: int | None = None
+    bytes_loaded: int | None = None  # at the cache's own precision
+    codec: str = "lossless"  # the transfer codec K/V and E crossed the link with (droidspeak.codec)
+    transfer_bytes: int | None = None  # what crossed the link through that codec, summed over the point's prefills
     cost: dict | None = None  # engine.PrefillCost summed over the point's prefills
     timed_contexts: int | None = None
     sender_prefills: int | None = None

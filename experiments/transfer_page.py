@@ -1,0 +1,30 @@
+"""Write reports/smollm2_transfer/ (page, summary.json, figure) from the transfer sweep's rows and the codec timings;
+see droidspeak.figures.transfer.
+
+    python experiments/transfer_page.py
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from droidspeak.figures.transfer import write_transfer_page
+from droidspeak.track.results import read_rows
+
+log = logging.getLogger("transfer_page")
+
+
+@hydra.main(config_path="../conf", config_name="transfer_page", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    path = hydra.utils.to_absolute_path
+    page = write_transfer_page(read_rows(path(cfg.results)), read_rows(path(cfg.timing)),
+                               OmegaConf.to_container(cfg.chosen), path(cfg.out_dir), links_gbit=list(cfg.links_gbit),
+                               tolerance=cfg.tolerance, command=cfg.command)
+    log.info("wrote %s", page)
+
+
+if __name__ == "__main__":
+    main()
