@@ -27,7 +27,7 @@ test-fast: $(STAMP)  ## tests without the slow end-to-end ones
 OLDEST_TRANSFORMERS := 5.17.0
 COMPAT := .venv-transformers-$(OLDEST_TRANSFORMERS)
 COMPAT_TESTS := tests/test_hf_compat.py tests/test_engine_oracles.py tests/test_cacheblend.py tests/test_pipeline.py \
-	tests/test_bench.py tests/test_errors.py tests/test_lm_eval_backend.py tests/test_sliding_window.py
+	tests/test_bench.py tests/test_errors.py tests/test_lm_eval_backend.py tests/test_sliding_window.py tests/test_transfer_codecs.py
 
 $(COMPAT)/.installed: pyproject.toml
 	test -x $(COMPAT)/bin/python || $(PY) -m venv $(COMPAT)
