@@ -79,6 +79,12 @@ def test_proxy_and_comparisons(models):
         assert (alone.kl, alone.top1) == (shared.kl, shared.top1), point.plan
     assert report["plans"] == len(profile.points) and report["cost_ratio"] > 0
     assert report["task_seconds"] > profiler.sender_seconds and report["proxy_seconds"] > proxy.setup_seconds
+    # the task search run again on the proxy's 3 samples: its own cost and ratio, and a plan of the profile
+    assert report["task_seconds_equal_samples"] > 0
+    assert report["cost_ratio_equal_samples"] == pytest.approx(
+        report["task_seconds_equal_samples"] / report["proxy_seconds"], rel=0.01)
+    assert report["equal_samples_plan"] in {p.plan for p in profile.points} | {"full_prefill"}
+    assert isinstance(report["equal_samples_within_tolerance"], bool)
     assert report["proxy_plan"] in {p.plan for p in profile.points} | {"full_prefill"}
     assert report["budgets"] == len({p.recomputed_layers for p in profile.points})
     assert report["budget_regret_max"] >= report["budget_regret_mean"] >= 0  # vs the best task quality per budget

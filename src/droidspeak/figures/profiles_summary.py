@@ -176,10 +176,14 @@ def _proxy_section(rows: list[Mapping]) -> list[str]:
             f"{fmt(r.get('budgets_same_quality'))}/{fmt(r.get('budgets'))} ({_pct(r.get('budget_regret_mean'))})",
             f"{fmt(r.get('proxy_seconds'), 2)} / {fmt(r.get('task_seconds'), 2)} "
             f"({fmt(r.get('task_group_prefill_seconds'), 2)})", f"{fmt(r.get('cost_ratio'), 2)}×",
+            f"{_plan(r.get('equal_samples_plan'), r.get('equal_samples_layers'), r['num_layers'])} "
+            f"({fmt(r.get('equal_samples_quality'))}), {_yes_no(r.get('equal_samples_within_tolerance'))}",
+            f"{fmt(r.get('task_seconds_equal_samples'), 2)} s, {fmt(r.get('cost_ratio_equal_samples'), 2)}×",
         ])
     header = ["pair", "task", "proxy samples / contexts", "task questions / contexts", "Spearman top-1 / KL",
               "proxy's plan (quality)", "exhaustive plan (quality)", "within tol.", "budgets: proxy's best = task's best "
-              "(mean loss)", "s proxy / task (task's group prefills)", "cost ratio"]
+              "(mean loss)", "s proxy / task (task's group prefills)", "cost ratio",
+              "task search on the proxy's samples: plan (quality), within tol.", "its s, cost ratio at equal samples"]
     return table(header, out, empty="No proxy comparison in these profiles.")
 
 
@@ -261,6 +265,9 @@ def write_profiles_summary(summary: Mapping, out_dir: str | Path, *, source: str
         "proxy search time, both from scratch (sender prefill included). The proxy shares one receiver pass among the",
         "groups that start at the same layer; the task search's cost counts each plan's prefill as one of its own (its",
         "layers' share of the passes it reads), and its group prefills (in parentheses) bound what sharing saves it.",
+        "The last two columns run the task search again on the proxy's own samples (the same contexts and questions):",
+        "the plan it picks there, with that plan's quality on the whole profile split, and the cost ratio at equal",
+        "samples — how much of the proxy's saving is reading fewer samples rather than skipping generation.",
         "",
         *_proxy_section(summary["proxy"]),
         "",

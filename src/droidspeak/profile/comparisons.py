@@ -6,7 +6,8 @@ a) ``compare_multigroup`` — several groups, searched by dynamic programming wi
    measured single-group gains. Each DP plan is then MEASURED and compared with the best measured single group
    at the same recomputed-layer count.
 b) ``compare_proxy`` — output-level proxies (profile.proxy) on few samples: rank correlation with the task
-   metric over every profiled plan, cost ratio (wall time of each search from scratch, sender prefill included),
+   metric over every profiled plan, cost ratio (wall time of each search from scratch, sender prefill included)
+   against the whole task search and against the task search run on the proxy's own samples (equal samples),
    and whether the plan the proxy alone chooses (fewest layers whose disagreement passes the tolerance) is as good.
 c) ``compare_hybrid`` — at equal compute fraction: the best single layer group, CacheBlend cross-model, and a
    hybrid (the best group one granularity step smaller plus token recompute in the other layers filling the budget).
@@ -102,6 +103,15 @@ def compare_proxy(profiler: Profiler, profile: Profile, proxy: ProxyScorer, *, t
     chosen_plan = chosen.plan if chosen else "full_prefill"
     chosen_quality = task.get(chosen_plan, ref)
     chosen_layers = chosen.recomputed_layers if chosen else layers
+    # The task search again on the proxy's own samples (its contexts, its questions): costs compared like with like,
+    # counted as the whole search is (sender prefill + every plan; the reference answers are not charged to either)
+    equal = Profiler(profiler.receiver, profiler.sender, profiler.task, proxy.rows.rows, batch_size=profiler.batch_size,
+                     allow_mismatch=profiler.allow_mismatch)
+    equal.evaluate_many(plans)
+    equal_seconds = equal.sender_seconds + sum(equal.results[p].seconds for p in plans)
+    equal_choice = choose_point([equal.point(p) for p in plans], equal.evaluate("full_prefill").quality, tolerance)
+    equal_plan = equal_choice.plan if equal_choice else "full_prefill"
+    equal_quality = task.get(equal_plan, ref)
     return {
         "comparison": "proxy", "plans": len(plans), "samples": len(proxy.index), "task_samples": len(profiler.rows.rows),
         "proxy_contexts": len(proxy.distinct), "task_contexts": len(profiler.caches), "proxy_positions": proxy.positions,
@@ -112,6 +122,12 @@ def compare_proxy(profiler: Profiler, profile: Profile, proxy: ProxyScorer, *, t
         # the part of the task search that prefix sharing (which the proxy uses) could save at most
         "task_group_prefill_seconds": _r(sum(profiler.results[p].prefill_seconds for p in plans if p.startswith("recompute:")), 3),
         "cost_ratio": _r(task_seconds / max(proxy_seconds, 1e-9), 2),
+        "task_seconds_equal_samples": _r(equal_seconds, 3),
+        "cost_ratio_equal_samples": _r(equal_seconds / max(proxy_seconds, 1e-9), 2),
+        "equal_samples_plan": equal_plan,
+        "equal_samples_layers": equal_choice.recomputed_layers if equal_choice else layers,
+        "equal_samples_quality": _r(equal_quality),
+        "equal_samples_within_tolerance": equal_quality >= quality_target(ref, tolerance) - 1e-12,
         "tolerance": tolerance, "reference_quality": _r(ref),
         "exhaustive_plan": exhaustive.plan if exhaustive else "full_prefill",
         "exhaustive_layers": exhaustive.recomputed_layers if exhaustive else layers,

@@ -92,6 +92,7 @@ class Profiler:
         allow_mismatch: Sequence[str] = (),
     ):
         self.warnings = check_pair(sender, receiver, allow_mismatch)  # mismatches allowed: in every row it writes
+        self.allow_mismatch = tuple(allow_mismatch)
         self.receiver, self.sender, self.task = receiver, sender, task
         self.metric = TASKS[task].metric
         self.rows = TaskRows(task, rows, tokenizer or receiver.tokenizer)
