@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup setup-smollm2 test test-fast test-compat demo study-smollm2 cacheblend-check-layers transfer-codecs setup-gemma3 verify-gemma3 study-gemma3 robustness clean
+.PHONY: help setup setup-smollm2 test test-fast test-compat demo study-smollm2 cacheblend-check-layers transfer-codecs proxy-smollm2 setup-gemma3 verify-gemma3 study-gemma3 robustness clean
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -128,6 +128,15 @@ transfer-codecs: setup-smollm2  ## K/V and E sent at lower precision: quality vs
 	OMP_NUM_THREADS=2 $(BIN)/python experiments/bench_transfer.py
 	cp $(TRANSFER)/results.jsonl reports/smollm2_transfer/results.jsonl
 	$(BIN)/python experiments/transfer_page.py
+
+# The output-level proxy held out (conf/experiment/smollm2_proxy_profile.yaml): its decision rule chosen on the toy family's
+# profiles (make demo), then each SmolLM2 pair's proxy and task search on the same 8 profile questions, both plans
+# scored on the test split.
+proxy-smollm2: export OMP_NUM_THREADS := 1
+proxy-smollm2: demo setup-smollm2  ## the proxy's rule chosen on the toy, held out on the real pairs -> reports/smollm2_proxy/
+	$(BIN)/python experiments/build_zoo.py zoo=smollm2
+	$(BIN)/python experiments/profile_pair.py -m experiment=smollm2_proxy_profile
+	OMP_NUM_THREADS=2 $(BIN)/python experiments/proxy_study.py
 
 # A second real family: Gemma 3 270M (the verify-gemma3 packages) and a committed LoRA fine-tune on long_code, whose
 # 1-2K-token contexts run past the 512-token sliding window. One pair, so one profile job, then two held-out jobs.

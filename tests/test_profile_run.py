@@ -81,8 +81,9 @@ def test_proxy_and_comparisons(models):
     assert report["task_seconds"] > profiler.sender_seconds and report["proxy_seconds"] > proxy.setup_seconds
     # the task search run again on the proxy's 3 samples: its own cost and ratio, and a plan of the profile
     assert report["task_seconds_equal_samples"] > 0
-    assert report["cost_ratio_equal_samples"] == pytest.approx(
-        report["task_seconds_equal_samples"] / report["proxy_seconds"], rel=0.01)
+    seconds, proxy_seconds = report["task_seconds_equal_samples"], report["proxy_seconds"]  # each rounded to 1 ms
+    slack = 0.0005 * (1 + seconds / proxy_seconds) / max(proxy_seconds - 0.0005, 1e-6) + 0.005
+    assert abs(report["cost_ratio_equal_samples"] - seconds / proxy_seconds) <= slack
     assert report["equal_samples_plan"] in {p.plan for p in profile.points} | {"full_prefill"}
     assert isinstance(report["equal_samples_within_tolerance"], bool)
     assert report["proxy_plan"] in {p.plan for p in profile.points} | {"full_prefill"}

@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import replace
 
 from droidspeak.engine.cacheblend import cacheblend_prefill
 from droidspeak.plan import parse_plan
 from droidspeak.profile.profile_file import Profile
-from droidspeak.profile.proxy import ProxyScorer, agrees_within
+from droidspeak.profile.proxy import PROXY_RULES, ProxyRule, ProxyScorer
 from droidspeak.profile.profiler import Profiler
 from droidspeak.profile.candidates import recomputes_all
 from droidspeak.profile.choice import best_by_budget, choose_point, quality_target
 from droidspeak.profile.groups_dp import estimate_transition_penalty, search_additive, search_groups
-from droidspeak.profile.points import ProfilePoint
+from droidspeak.profile.points import ProfilePoint, plan_layers
 from droidspeak.profile.ranks import rank_agreement
 from droidspeak.profile.sensitivity import harm_from_single_layer
 
@@ -80,7 +79,8 @@ def compare_multigroup(profiler: Profiler, profile: Profile, *, max_groups: int 
     return rows
 
 
-def compare_proxy(profiler: Profiler, profile: Profile, proxy: ProxyScorer, *, tolerance: float) -> dict:
+def compare_proxy(profiler: Profiler, profile: Profile, proxy: ProxyScorer, *, tolerance: float,
+                  rule: ProxyRule = PROXY_RULES["binomial@0.05"]) -> dict:
     plans = [p.plan for p in profile.points]
     scores = proxy.score_all(plans)
     task = {p.plan: p.quality for p in profile.points}
@@ -94,19 +94,18 @@ def compare_proxy(profiler: Profiler, profile: Profile, proxy: ProxyScorer, *, t
     exhaustive = choose_point(profile.points, ref, tolerance)
     # quality = top-1 agreement; cost = KL, so agreement ties fall to the plan whose distributions moved least
     proxy_points = [ProfilePoint.from_plan(p, s.top1, num_layers=layers, cost=s.kl) for p, s in scores.items()]
-    # the proxy's choice: the fewest layers among plans whose disagreement passes the tolerance (quality 1 = passes)
-    passing = [replace(p, quality=float(agrees_within(p.quality, proxy.positions, tolerance))) for p in proxy_points]
-    chosen = choose_point(passing, 1.0, 0.0)
+    chosen_plan = rule.choose({p: (s.top1, s.kl) for p, s in scores.items()}, proxy.positions, tolerance, layers)
     # At a fixed budget (recomputed layers), how much task quality does trusting the proxy's best plan give up?
     task_best, proxy_best = best_by_budget(profile.points), best_by_budget(proxy_points)
     regret = [(task_best[k].quality - task[proxy_best[k].plan]) / abs(ref) if ref else 0.0 for k in proxy_best]
-    chosen_plan = chosen.plan if chosen else "full_prefill"
     chosen_quality = task.get(chosen_plan, ref)
-    chosen_layers = chosen.recomputed_layers if chosen else layers
+    chosen_layers = plan_layers(chosen_plan, layers)[0]
     # The task search again on the proxy's own samples (its contexts, its questions): costs compared like with like,
-    # counted as the whole search is (sender prefill + every plan; the reference answers are not charged to either)
-    equal = Profiler(profiler.receiver, profiler.sender, profiler.task, proxy.rows.rows, batch_size=profiler.batch_size,
-                     allow_mismatch=profiler.allow_mismatch)
+    # counted as the whole search is (sender prefill + every plan; the reference answers are not charged to either).
+    # Where the proxy sampled every row the profile read, that is the profile's own search.
+    same_rows = [r["id"] for r in proxy.rows.rows] == profiler.inputs
+    equal = profiler if same_rows else Profiler(profiler.receiver, profiler.sender, profiler.task, proxy.rows.rows,
+                                                batch_size=profiler.batch_size, allow_mismatch=profiler.allow_mismatch)
     equal.evaluate_many(plans)
     equal_seconds = equal.sender_seconds + sum(equal.results[p].seconds for p in plans)
     equal_choice = choose_point([equal.point(p) for p in plans], equal.evaluate("full_prefill").quality, tolerance)
@@ -128,7 +127,7 @@ def compare_proxy(profiler: Profiler, profile: Profile, proxy: ProxyScorer, *, t
         "equal_samples_layers": equal_choice.recomputed_layers if equal_choice else layers,
         "equal_samples_quality": _r(equal_quality),
         "equal_samples_within_tolerance": equal_quality >= quality_target(ref, tolerance) - 1e-12,
-        "tolerance": tolerance, "reference_quality": _r(ref),
+        "tolerance": tolerance, "reference_quality": _r(ref), "proxy_rule": rule.name,
         "exhaustive_plan": exhaustive.plan if exhaustive else "full_prefill",
         "exhaustive_layers": exhaustive.recomputed_layers if exhaustive else layers,
         "exhaustive_quality": _r(exhaustive.quality if exhaustive else ref),

@@ -35,6 +35,8 @@ from droidspeak.engine.shared_passes import shared_prefills
 from droidspeak.engine.verify import check_pair
 from droidspeak.loading import LoadedModel
 from droidspeak.plan import parse_plan
+from droidspeak.profile.choice import choose_point
+from droidspeak.profile.points import ProfilePoint
 from droidspeak.zoo.measure import TaskRows, prefill_contexts
 from droidspeak.zoo.tasks import TASKS
 
@@ -59,6 +61,38 @@ def agrees_within(top1: float, positions: int, tolerance: float, alpha: float = 
     tail = sum(math.comb(positions, i) * tolerance**i * (1.0 - tolerance) ** (positions - i)
                for i in range(disagreements, positions + 1))
     return tail >= alpha
+
+
+@dataclass(frozen=True)
+class ProxyRule:
+    """How the proxy's scores become a plan: the fewest recomputed layers among plans whose top-1 agreement passes,
+    ties to the smallest KL. ``alpha``: the level of :func:`agrees_within`'s binomial test; None: the point rule
+    ``top1 >= 1 - tolerance`` (no allowance for sampling)."""
+
+    name: str
+    alpha: float | None = None
+
+    def passes(self, top1: float, positions: int, tolerance: float) -> bool:
+        if self.alpha is None:
+            return top1 >= 1.0 - tolerance - 1e-12
+        return agrees_within(top1, positions, tolerance, self.alpha)
+
+    def choose(self, scores: dict[str, tuple[float, float]], positions: int, tolerance: float, num_layers: int) -> str:
+        """The plan this rule picks from ``scores`` (plan -> (top1, kl)); full_prefill when none passes."""
+        points = [ProfilePoint.from_plan(plan, float(self.passes(top1, positions, tolerance)), num_layers=num_layers,
+                                         cost=kl) for plan, (top1, kl) in scores.items()]
+        chosen = choose_point(points, 1.0, 0.0)
+        return chosen.plan if chosen else "full_prefill"
+
+
+PROXY_RULES = {rule.name: rule for rule in (ProxyRule("point"), *(ProxyRule(f"binomial@{a:g}", a)
+                                                                  for a in (0.01, 0.05, 0.2, 0.5)))}
+
+
+def get_rule(name: str) -> ProxyRule:
+    if name not in PROXY_RULES:
+        raise ValueError(f"unknown proxy rule {name!r}; expected one of {', '.join(PROXY_RULES)}")
+    return PROXY_RULES[name]
 
 
 def spread_rows(contexts: Sequence[str], samples: int) -> list[int]:
@@ -147,3 +181,33 @@ class ProxyScorer:
             kl, top1 = self._agreement(item.batch)
             self.results[item.plan] = ProxyScore(item.plan, kl, top1, item.seconds + time.perf_counter() - started)
         return {plan: self.results[plan] for plan in plans}
+
+
+@dataclass(frozen=True)
+class ProxyCase:
+    """One profiled pair as a decision rule sees it: the proxy's scores and the task metric's qualities."""
+
+    pair: str
+    scores: dict[str, tuple[float, float]]  # plan -> (top1, kl)
+    positions: int
+    num_layers: int
+    quality: dict[str, float]  # plan -> task quality on the profile's samples
+    reference: float  # the receiver's own
+
+    def outcome(self, rule: ProxyRule, tolerance: float) -> dict:
+        plan = rule.choose(self.scores, self.positions, tolerance, self.num_layers)
+        quality = self.quality.get(plan, self.reference)
+        target = self.reference - tolerance * abs(self.reference)
+        layers = self.num_layers if plan == "full_prefill" else len(parse_plan(plan, self.num_layers).recomputed_layers)
+        return {"pair": self.pair, "rule": rule.name, "plan": plan, "layers": layers, "quality": quality,
+                "within": quality >= target - 1e-12}
+
+
+def select_rule(cases: Sequence[ProxyCase], tolerance: float) -> tuple[ProxyRule, list[dict]]:
+    """The rule that keeps the most cases within the tolerance, then recomputes the fewest layers in all (then the
+    first in PROXY_RULES); and every rule's outcome on every case."""
+    outcomes = [case.outcome(rule, tolerance) for rule in PROXY_RULES.values() for case in cases]
+    def merit(rule: ProxyRule):
+        mine = [o for o in outcomes if o["rule"] == rule.name]
+        return (-sum(o["within"] for o in mine), sum(o["layers"] for o in mine))
+    return min(PROXY_RULES.values(), key=merit), outcomes

@@ -25,7 +25,7 @@ from droidspeak.loading import load_model
 from droidspeak.profile.profile_file import ProfileError, comparisons_path, load_profile, save_profile
 from droidspeak.profile.comparisons import compare_hybrid, compare_multigroup, compare_proxy
 from droidspeak.profile.profiler import Profiler, profile_pair, select_profile_rows
-from droidspeak.profile.proxy import ProxyScorer
+from droidspeak.profile.proxy import ProxyScorer, get_rule
 from droidspeak.track.records import ResultRow
 from droidspeak.track.results import append_row, check_code_version, finished_keys, git_sha, point_key, read_rows
 from droidspeak.track.version import code_version
@@ -52,7 +52,9 @@ class ProfileJobConfig:
     transition_plans_per_count: int = 8  # Fig. 10: layouts per transition count (free, and holding the critical layers)
     max_groups: int | None = 3  # multi-group DP: at most this many groups (None: unlimited)
     proxy_samples: int = 8
-    comparisons: bool = True  # run the multi-group, proxy and hybrid comparisons
+    comparisons: bool = True  # run the beyond-the-paper comparisons named in comparison_kinds
+    comparison_kinds: list[str] = field(default_factory=lambda: ["multigroup", "proxy", "hybrid"])
+    proxy_rule: str = "binomial@0.05"  # how the proxy's scores become a plan (profile.proxy.PROXY_RULES)
     hybrid_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5])
     cacheblend_ratios: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5])
     batch_size: int = 32
@@ -101,17 +103,23 @@ def run_job(cfg, family) -> dict[str, Path]:
         max_group_layers=cfg.max_group_layers, transitions=cfg.transitions,
     )
     extra_rows: list[dict] = []
-    if cfg.comparisons:
+    kinds = set(cfg.comparison_kinds) if cfg.comparisons else set()
+    if kinds - {"multigroup", "proxy", "hybrid"}:
+        raise DroidSpeakError(f"comparison_kinds {sorted(kinds)}: each must be multigroup, proxy or hybrid")
+    if kinds:
         started = time.perf_counter()
-        extra_rows += compare_multigroup(profiler, profile, max_groups=cfg.max_groups)
-        scorer = ProxyScorer(receiver, sender, task, rows, samples=cfg.proxy_samples, batch_size=cfg.batch_size,
-                             allow_mismatch=cfg.pair.allow_mismatch)
-        proxy = compare_proxy(profiler, profile, scorer, tolerance=cfg.tolerance)
-        profile.extra["proxy_scores"] = proxy.pop("proxy_scores")
-        extra_rows.append(proxy)
-        extra_rows += compare_hybrid(profiler, profile, cfg.hybrid_fractions)
-        for ratio in cfg.cacheblend_ratios:
-            profiler.evaluate(f"cacheblend:{ratio:g}")
+        if "multigroup" in kinds:
+            extra_rows += compare_multigroup(profiler, profile, max_groups=cfg.max_groups)
+        if "proxy" in kinds:
+            scorer = ProxyScorer(receiver, sender, task, rows, samples=cfg.proxy_samples, batch_size=cfg.batch_size,
+                                 allow_mismatch=cfg.pair.allow_mismatch)
+            proxy = compare_proxy(profiler, profile, scorer, tolerance=cfg.tolerance, rule=get_rule(cfg.proxy_rule))
+            profile.extra["proxy_scores"] = proxy.pop("proxy_scores")
+            extra_rows.append(proxy)
+        if "hybrid" in kinds:
+            extra_rows += compare_hybrid(profiler, profile, cfg.hybrid_fractions)
+            for ratio in cfg.cacheblend_ratios:
+                profiler.evaluate(f"cacheblend:{ratio:g}")
         profile.timing["comparisons_seconds"] = round(time.perf_counter() - started, 3)
     profile.git_sha, profile.code_version = git_sha(), code_version()
     profile.extra["split"] = cfg.split
@@ -131,6 +139,7 @@ def run_job(cfg, family) -> dict[str, Path]:
 
 JOB_FIELDS = ("split", "contexts", "granularity", "max_group_layers", "transitions", "tolerance", "transition_layers",
               "max_transitions", "transition_plans_per_count", "max_groups", "proxy_samples", "comparisons",
+              "comparison_kinds", "proxy_rule",
               "hybrid_fractions", "cacheblend_ratios", "batch_size", "device", "dtype")
 
 

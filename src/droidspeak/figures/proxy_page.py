@@ -1,0 +1,147 @@
+"""The proxy's page (reports/smollm2_proxy/): the decision rule chosen on the toy family, then on each real pair the
+proxy's plan and the task search's plan — both found on the same profile-split questions — scored on the test split,
+with their search costs at equal samples.
+
+Reads the three files experiments/proxy_study.py writes beside the page: ``toy_rules.jsonl`` (every rule's
+outcome on every toy pair), ``comparisons.jsonl`` (each real profile's proxy comparison: plans, seconds) and
+``heldout.jsonl`` (ResultRow rows of the receiver and both plans on the test split).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from droidspeak.figures.heldout import bootstrap_interval, paired_difference_interval
+from droidspeak.figures.style import OKABE_ITO, new_figure, save_figure
+from droidspeak.markdown import table
+from droidspeak.track.results import read_rows
+
+METHODS = {"full_prefill": ("receiver (full prefill)", OKABE_ITO["black"]),
+           "task_search": ("task search's plan", OKABE_ITO["blue"]),
+           "proxy": ("proxy's plan", OKABE_ITO["orange"])}
+GOAL_RATIO = 10.0
+
+
+def proxy_summary(heldout: Sequence[Mapping], comparisons: Sequence[Mapping], tolerance: float) -> list[dict]:
+    """Per real pair: both plans on the test split (quality, CI, paired Δ vs the receiver, within the tolerance) and
+    the two searches' seconds at equal samples."""
+    summary = []
+    for comparison in comparisons:
+        rows = {r["method"]: r for r in heldout if r["pair"] == comparison["pair"]}
+        receiver = rows["full_prefill"]
+        reference = receiver["per_sample"]
+        target = receiver["quality"] - tolerance * abs(receiver["quality"])
+        entries = []
+        for method in METHODS:
+            row = rows[method]
+            diffs = [a - b for a, b in zip(row["per_sample"], reference)]
+            entries.append({"method": method, "plan": row["plan"], "quality": row["quality"],
+                            "ci": list(bootstrap_interval(row["per_sample"])), "delta": statistics.fmean(diffs),
+                            "delta_ci": list(paired_difference_interval(row["per_sample"], reference)),
+                            "within": row["quality"] >= target - 1e-12, "recomputed_fraction": row["recomputed_fraction"]})
+        summary.append({
+            "pair": comparison["pair"], "task": comparison["task"], "metric": receiver["metric"], "n": receiver["n_samples"],
+            "samples": comparison["samples"], "contexts": comparison["proxy_contexts"], "plans": comparison["plans"],
+            "proxy_seconds": comparison["proxy_seconds"], "task_seconds": comparison["task_seconds_equal_samples"],
+            "ratio": comparison["cost_ratio_equal_samples"], "entries": entries,
+            "task_prefill_seconds": comparison["task_group_prefill_seconds"], "spearman_top1": comparison["spearman_top1"],
+        })
+    return summary
+
+
+def plot_proxy(summary: Sequence[Mapping], out_dir: Path) -> list[Path]:
+    """Test-split quality of the receiver and of each search's plan per pair; the two searches' seconds."""
+    fig, (quality, cost) = new_figure(2, panel_size=(4.6, 2.8), max_cols=2)
+    width = 0.26
+    for i, pair in enumerate(summary):
+        for j, e in enumerate(pair["entries"]):
+            label, colour = METHODS[e["method"]]
+            low, high = e["ci"]
+            quality.bar(i + (j - 1) * width, e["quality"], width, color=colour, label=label,
+                        yerr=[[e["quality"] - low], [high - e["quality"]]], error_kw={"elinewidth": 0.7})
+        cost.bar(i - width / 2, pair["task_seconds"], width, color=METHODS["task_search"][1])  # the plans' colours
+        cost.bar(i + width / 2, pair["proxy_seconds"], width, color=METHODS["proxy"][1])
+    names = [p["pair"].replace("smol-", "") for p in summary]
+    for ax in (quality, cost):
+        ax.set_xticks(range(len(summary)), names, rotation=20, ha="right")
+    quality.set_ylabel("test quality")
+    cost.set_ylabel("search seconds")
+    handles = dict(zip(*reversed(quality.get_legend_handles_labels())))
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", frameon=False, ncol=len(handles))
+    return save_figure(fig, out_dir, "fig_proxy_heldout")
+
+
+def _ci(ci) -> str:
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def proxy_markdown(summary: Sequence[Mapping], toy: Sequence[Mapping], *, rule: str, command: str, tolerance: float) -> str:
+    rules = list(dict.fromkeys(o["rule"] for o in toy))
+    toy_pairs = list(dict.fromkeys(o["pair"] for o in toy))
+    by = {(o["rule"], o["pair"]): o for o in toy}
+    toy_rows = [[f"`{r}`" + (" (chosen)" if r == rule else ""),
+                 *(f"`{by[(r, p)]['plan']}` {'✓' if by[(r, p)]['within'] else '✗'}" for p in toy_pairs),
+                 f"{sum(by[(r, p)]['within'] for p in toy_pairs)}/{len(toy_pairs)}",
+                 sum(by[(r, p)]["layers"] for p in toy_pairs)] for r in rules]
+    lines = ["# The output-level proxy, compared like with like and held out", "",
+             f"Rebuilt by `{command}`. The proxy (profile.proxy) scores a plan by how often the receiver's greedy "
+             "next token is unchanged over its own teacher-forced answers. A *decision rule* turns those scores "
+             f"into a plan: the fewest recomputed layers whose agreement passes (tolerance {tolerance:g}). The rule "
+             "is chosen on the toy family only: the most pairs within the tolerance on their own profiles, then the "
+             "fewest layers. It is then applied once to the real family's pairs.", "",
+             "## The rule, chosen on the toy family", "",
+             *table(["rule", *toy_pairs, "within tol.", "layers in all"], toy_rows), "",
+             "`point`: top-1 agreement ≥ 1 − tolerance; `binomial@α`: an exact one-sided binomial test at level α "
+             "rejects a plan only when it disagrees significantly more often than the tolerance.", "",
+             "## Held out on the real family", "",
+             f"Each pair's proxy and task-metric search read the same {summary[0]['samples']} profile-split "
+             f"questions ({summary[0]['contexts']} contexts) and the same {summary[0]['plans']} plans (every "
+             "contiguous group aligned to 5 layers, and full reuse). Each search's plan is then scored on all "
+             f"{summary[0]['n']} test questions. Both searches' seconds were measured in the same profile job, "
+             "from scratch, with the sender's prefill included. *Within tol.* is the test quality ≥ (1 − tolerance) × the "
+             "receiver's. Intervals are percentile bootstraps over questions; Δ is paired.", ""]
+    rows = []
+    for pair in summary:
+        for e in pair["entries"]:
+            rows.append([pair["pair"], METHODS[e["method"]][0], f"`{e['plan']}`", f"{e['quality']:.3f} {_ci(e['ci'])}",
+                         f"{e['delta']:+.3f} {_ci(e['delta_ci'])}", "yes" if e["within"] else "no",
+                         f"{pair['task_seconds']:.1f} s" if e["method"] == "task_search" else
+                         f"{pair['proxy_seconds']:.1f} s" if e["method"] == "proxy" else "–"])
+    lines += table(["pair", "plan from", "plan", "test quality [95% CI]", "Δ vs receiver [paired 95% CI]",
+                    "within tol.", "search seconds"], rows)
+    proxy_ok = [p for p in summary if next(e for e in p["entries"] if e["method"] == "proxy")["within"]]
+    task_ok = [p for p in summary if next(e for e in p["entries"] if e["method"] == "task_search")["within"]]
+    ratios = [p["ratio"] for p in summary]
+    met = len(proxy_ok) == len(summary) and min(ratios) >= GOAL_RATIO
+    lines += ["", "## Findings", "",
+              f"- The proxy's plan is within the tolerance on the test split for {len(proxy_ok)} of {len(summary)} "
+              f"pairs, and the task search's plan from the same questions for {len(task_ok)} of {len(summary)}.",
+              f"- At equal samples the proxy's search is {min(ratios):.2f}–{max(ratios):.2f}× cheaper than the task "
+              f"search's. Both pay for the receiver's passes over the same long contexts: the task search spends "
+              f"{min(p['task_prefill_seconds'] for p in summary):.0f}–{max(p['task_prefill_seconds'] for p in summary):.0f} s "
+              f"of its {min(p['task_seconds'] for p in summary):.0f}–{max(p['task_seconds'] for p in summary):.0f} s "
+              "on its groups' prefills, which the proxy needs too; what the proxy skips is generating the answers.",
+              "- Rank agreement of the proxy's top-1 agreement with task quality over the "
+              f"{summary[0]['plans']} plans (Spearman): " + ", ".join(f"{p['spearman_top1']:.2f}" for p in summary)
+              + f"; its rule's plan held out on {len(proxy_ok)} of {len(summary)} pairs.",
+              f"- On {summary[0]['samples']} questions a {tolerance:g} tolerance is "
+              f"{tolerance * summary[0]['samples']:.1f} answers: the task search's own plans held out on "
+              f"{len(task_ok)} of {len(summary)} pairs.",
+              f"- The goal (within the tolerance on every real pair, at ≥ {GOAL_RATIO:g}× less cost than the search at "
+              f"equal samples) is **{'met' if met else 'not met'}**.", "",
+              "![test quality and search cost](fig_proxy_heldout.png)", ""]
+    return "\n".join(lines)
+
+
+def write_proxy_page(out_dir: str | Path, *, command: str, tolerance: float, rule: str) -> Path:
+    out = Path(out_dir)
+    summary = proxy_summary(read_rows(out / "heldout.jsonl"), read_rows(out / "comparisons.jsonl"), tolerance)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    plot_proxy(summary, out)
+    page = out / "README.md"
+    page.write_text(proxy_markdown(summary, read_rows(out / "toy_rules.jsonl"), rule=rule, command=command,
+                                   tolerance=tolerance))
+    return page
