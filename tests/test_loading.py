@@ -52,3 +52,11 @@ def test_missing_model_or_adapter_is_a_clear_error(tmp_path, checkpoints):
         load_model(str(checkpoints / "base"), adapter=str(tmp_path / "no-adapter"))
     with pytest.raises(DroidSpeakError, match="unknown dtype"):
         load_model(str(checkpoints / "base"), dtype="float8")
+
+
+def test_an_activated_lora_is_refused_by_name_not_merged_wrongly(tmp_path, checkpoints):
+    """aLoRA adapts only the tokens from its invocation on: merged weights would change every context token."""
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], alora_invocation_tokens=[7, 8], task_type="CAUSAL_LM")
+    get_peft_model(tiny_model("llama", seed=0), config).save_pretrained(tmp_path / "alora")
+    with pytest.raises(DroidSpeakError, match=r"activated LoRA \(aLoRA, invocation tokens \[7, 8\]\)"):
+        load_model(str(checkpoints / "base"), adapter=str(tmp_path / "alora"))

@@ -112,12 +112,22 @@ def load_model(
 
 
 def merge_adapter(model: nn.Module, adapter: str) -> nn.Module:
-    """Merge a peft (e.g. LoRA) adapter into the base weights, so the engine sees plain layers."""
+    """Merge a peft (e.g. LoRA) adapter into the base weights, so the engine sees plain layers.
+
+    An activated LoRA (aLoRA: peft's ``alora_invocation_tokens``) changes only the tokens from its invocation on, so
+    merged weights would be wrong for every context token: it is refused by name, before any weights load."""
     from peft import PeftModel
 
+    config = Path(adapter) / "adapter_config.json"
+    invocation = json.loads(config.read_text()).get("alora_invocation_tokens") if config.is_file() else None
+    if invocation:
+        raise DroidSpeakError(
+            f"adapter {adapter!r} is an activated LoRA (aLoRA, invocation tokens {invocation}): it applies only from "
+            "its invocation tokens on, so it cannot be merged into the weights, and the engine serves merged adapters "
+            "only. Its context K/V are the base model's own: serve it with peft's aLoRA forward over the base's cache")
     try:
         return PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, NotImplementedError) as err:
         raise DroidSpeakError(f"cannot load adapter {adapter!r}: {err}") from None
 
 
