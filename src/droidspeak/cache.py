@@ -259,9 +259,7 @@ class CacheFile:
         if name not in self._logical:
             raise CacheFormatError(f"{self.path}: {name} is missing from the codec header (corrupt file)")
         shape, dtype = self._logical[name]
-        parts = {"data": self._verified(name)}
-        if self.codec.bits is not None:
-            parts |= {part: self._verified(f"{name}.{part}") for part in ("scale", "min")}
+        parts = {part: self._verified(name if part == "data" else f"{name}.{part}") for part in self.codec.parts}
         decoded = self.codec.decode(Encoded(parts, shape, TORCH_DTYPES[dtype]), name.split(".")[0])
         if tuple(decoded.shape) != shape:
             raise CacheFormatError(f"{self.path}: {name} decodes to {tuple(decoded.shape)}, not its header's {shape}")

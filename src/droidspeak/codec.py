@@ -61,6 +61,11 @@ class Codec:
     def lossless(self) -> bool:
         return self.bits is None and self.cast is None
 
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The names of an encoded tensor's parts, in :meth:`encode`'s order."""
+        return ("data",) if self.bits is None else ("data", "scale", "min")
+
     def _grouping(self, role: str) -> Grouping:
         if role not in ROLES:
             raise CodecError(f"unknown tensor role {role!r}; expected one of {ROLES}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import torch
+
 from droidspeak.cache import ContextCache
 from droidspeak.codec import Codec, get_codec
 from droidspeak.plan import RecomputePlan, layer_groups
@@ -25,17 +27,19 @@ def loaded_layers(plan: RecomputePlan, num_layers: int) -> tuple[tuple[int, ...]
     return tuple(layer for layer in range(num_layers) if layer not in recomputed), plan.e_layers
 
 
+def loaded_tensors(cache: ContextCache, plan: RecomputePlan) -> list[tuple[str, int, torch.Tensor]]:
+    """(role, layer, tensor) of every tensor ``plan`` loads from ``cache``: K and V of the reused layers, then E."""
+    kv_layers, e_layers = loaded_layers(plan, cache.num_layers)
+    return ([("k", layer, cache.keys[layer]) for layer in kv_layers] + [("v", layer, cache.values[layer]) for layer in kv_layers]
+            + [("e", layer, cache.hidden[layer]) for layer in e_layers])
+
+
 def transmit(cache: ContextCache, plan: RecomputePlan, codec: str | Codec = "lossless") -> tuple[ContextCache, int]:
     """``cache`` as the receiver holds it after the link under ``plan`` and ``codec``, and the bytes sent."""
     codec = get_codec(codec) if isinstance(codec, str) else codec
-    kv_layers, e_layers = loaded_layers(plan, cache.num_layers)
-    keys, values, hidden = list(cache.keys), list(cache.values), dict(cache.hidden)
+    received = {"k": list(cache.keys), "v": list(cache.values), "e": dict(cache.hidden)}
     sent = 0
-    for layer in kv_layers:
-        keys[layer], k_bytes = codec.roundtrip(keys[layer], "k")
-        values[layer], v_bytes = codec.roundtrip(values[layer], "v")
-        sent += k_bytes + v_bytes
-    for layer in e_layers:
-        hidden[layer], e_bytes = codec.roundtrip(hidden[layer], "e")
-        sent += e_bytes
-    return replace(cache, keys=keys, values=values, hidden=hidden), sent
+    for role, layer, tensor in loaded_tensors(cache, plan):
+        received[role][layer], nbytes = codec.roundtrip(tensor, role)
+        sent += nbytes
+    return replace(cache, keys=received["k"], values=received["v"], hidden=received["e"]), sent

@@ -21,7 +21,7 @@ from droidspeak.cache import ContextCache
 from droidspeak.codec import get_codec
 from droidspeak.plan import parse_plan
 from droidspeak.serve.planner import LatencyModel, PlanOption
-from droidspeak.transfer import loaded_layers
+from droidspeak.transfer import loaded_tensors
 
 
 @dataclass
@@ -50,10 +50,7 @@ class TransferRow:
 @torch.inference_mode()
 def measure_codecs(cache: ContextCache, timed: AnswerPathRow, codecs: Sequence[str], *, repeats: int = 3) -> list[TransferRow]:
     """One row per codec for the plan ``timed`` measured on ``cache``'s context."""
-    plan = parse_plan(timed.plan, cache.num_layers)
-    kv_layers, e_layers = loaded_layers(plan, cache.num_layers)
-    tensors = [("k", cache.keys[layer]) for layer in kv_layers] + [("v", cache.values[layer]) for layer in kv_layers]
-    tensors += [("e", cache.hidden[layer]) for layer in e_layers]
+    tensors = [(role, t) for role, _, t in loaded_tensors(cache, parse_plan(timed.plan, cache.num_layers))]
     raw = sum(t.numel() * t.element_size() for _, t in tensors)
     rows = []
     for name in codecs:

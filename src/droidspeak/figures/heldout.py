@@ -56,7 +56,7 @@ def _plan_of(row: Mapping) -> str:
     return row.get("resolved_plan") or row["plan"]
 
 
-def _paired(scores: Sequence[float] | None, reference: Sequence[float] | None) -> dict:
+def paired_delta(scores: Sequence[float] | None, reference: Sequence[float] | None) -> dict:
     """``delta`` (mean of scores minus reference's) and its paired ``delta_ci``; None where the questions differ."""
     if not scores or not reference or len(scores) != len(reference):
         return {"delta": None, "delta_ci": None}
@@ -68,7 +68,7 @@ def _entry(row: Mapping, reference: Sequence[float] | None) -> dict:
     scores = row.get("per_sample")
     return {"method": row["method"], "plan": _plan_of(row), "quality": row["quality"], "n": row.get("n_samples"),
             "recomputed_fraction": row.get("recomputed_fraction"), "speedup": row.get("speedup"),
-            "ci": bootstrap_interval(scores) if scores else None, **_paired(scores, reference)}
+            "ci": bootstrap_interval(scores) if scores else None, **paired_delta(scores, reference)}
 
 
 def _best_on_profile(rows: Iterable[Mapping]) -> str | None:
@@ -83,7 +83,7 @@ def _versus(blend: Mapping, droidspeak: Mapping) -> dict:
     """CacheBlend's chosen plan against DroidSpeak's on the same questions: paired difference and both costs."""
     return {"cacheblend": _plan_of(blend), "droidspeak": _plan_of(droidspeak),
             "fractions": (blend.get("recomputed_fraction"), droidspeak.get("recomputed_fraction")),
-            **_paired(blend.get("per_sample"), droidspeak.get("per_sample"))}
+            **paired_delta(blend.get("per_sample"), droidspeak.get("per_sample"))}
 
 
 def heldout(rows: Iterable[Mapping], split: str = "test") -> list[dict]:

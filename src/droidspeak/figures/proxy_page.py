@@ -10,13 +10,13 @@ outcome on every toy pair), ``comparisons.jsonl`` (each real profile's proxy com
 from __future__ import annotations
 
 import json
-import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from droidspeak.figures.heldout import bootstrap_interval, paired_difference_interval
+from droidspeak.figures.heldout import bootstrap_interval, paired_delta
 from droidspeak.figures.style import OKABE_ITO, new_figure, save_figure
 from droidspeak.markdown import table
+from droidspeak.profile.choice import quality_target
 from droidspeak.track.results import read_rows
 
 METHODS = {"full_prefill": ("receiver (full prefill)", OKABE_ITO["black"]),
@@ -33,14 +33,12 @@ def proxy_summary(heldout: Sequence[Mapping], comparisons: Sequence[Mapping], to
         rows = {r["method"]: r for r in heldout if r["pair"] == comparison["pair"]}
         receiver = rows["full_prefill"]
         reference = receiver["per_sample"]
-        target = receiver["quality"] - tolerance * abs(receiver["quality"])
+        target = quality_target(receiver["quality"], tolerance)
         entries = []
         for method in METHODS:
             row = rows[method]
-            diffs = [a - b for a, b in zip(row["per_sample"], reference)]
             entries.append({"method": method, "plan": row["plan"], "quality": row["quality"],
-                            "ci": list(bootstrap_interval(row["per_sample"])), "delta": statistics.fmean(diffs),
-                            "delta_ci": list(paired_difference_interval(row["per_sample"], reference)),
+                            "ci": list(bootstrap_interval(row["per_sample"])), **paired_delta(row["per_sample"], reference),
                             "within": row["quality"] >= target - 1e-12, "recomputed_fraction": row["recomputed_fraction"]})
         summary.append({
             "pair": comparison["pair"], "task": comparison["task"], "metric": receiver["metric"], "n": receiver["n_samples"],

@@ -13,7 +13,6 @@ full prefill) it takes the lowest TTFT at each link rate. Its choice is then rep
 from __future__ import annotations
 
 import json
-import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from droidspeak.bench.transfer import latency_model
-from droidspeak.figures.heldout import bootstrap_interval, paired_difference_interval
+from droidspeak.figures.heldout import bootstrap_interval, paired_delta
 from droidspeak.figures.result_plots import eval_rows
 from droidspeak.figures.style import OKABE_ITO, FigureDataError, new_figure, pretty_metric, save_figure
 from droidspeak.markdown import table
@@ -33,13 +32,6 @@ MARKERS = ("o", "s", "^", "D")
 
 def _ci(scores):
     return list(bootstrap_interval(scores)) if scores else None
-
-
-def _delta(scores, reference) -> dict:
-    if not scores or not reference or len(scores) != len(reference):
-        return {"delta": None, "delta_ci": None}
-    return {"delta": statistics.fmean(scores) - statistics.fmean(reference),
-            "delta_ci": list(paired_difference_interval(scores, reference))}
 
 
 def _by_point(rows: Sequence[Mapping]) -> dict[tuple[str, str, str, str], Mapping]:
@@ -82,8 +74,8 @@ def transfer_summary(rows: Sequence[Mapping], timing: Sequence[Mapping], chosen:
             entries.append({
                 "plan": option.plan, "codec": option.codec,
                 "bytes_per_token": row["transfer_bytes"] / row["cost"]["context_tokens"],
-                "quality": row["quality"], "ci": _ci(scores), **_delta(scores, reference),
-                "vs_lossless": None if option.codec == "lossless" else _delta(scores, lossless and lossless.get("per_sample")),
+                "quality": row["quality"], "ci": _ci(scores), **paired_delta(scores, reference),
+                "vs_lossless": None if option.codec == "lossless" else paired_delta(scores, lossless and lossless.get("per_sample")),
                 "profile_relative": option.quality, "ttft": ttft[option.name],
             })
         floor = relative[(accepted, "lossless")] - tolerance
@@ -96,7 +88,7 @@ def transfer_summary(rows: Sequence[Mapping], timing: Sequence[Mapping], chosen:
             pick, plain = named[choose(options, g)], named[choose(lossless_options, g)]
             planner.append({"gbit": g, "choice": pick.name, "ttft": ttft[pick.name][str(g)],
                             "quality": (test_of(pick) or {}).get("quality"),
-                            "vs_accepted": _delta((test_of(pick) or {}).get("per_sample"),
+                            "vs_accepted": paired_delta((test_of(pick) or {}).get("per_sample"),
                                                   (test_of(plain) or {}).get("per_sample")),
                             "lossless_choice": plain.name, "lossless_ttft": ttft[plain.name][str(g)],
                             "lossless_quality": (test_of(plain) or {}).get("quality")})

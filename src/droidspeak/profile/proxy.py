@@ -35,8 +35,8 @@ from droidspeak.engine.shared_passes import shared_prefills
 from droidspeak.engine.verify import check_pair
 from droidspeak.loading import LoadedModel
 from droidspeak.plan import parse_plan
-from droidspeak.profile.choice import choose_point
-from droidspeak.profile.points import ProfilePoint
+from droidspeak.profile.choice import choose_point, quality_target
+from droidspeak.profile.points import ProfilePoint, plan_layers
 from droidspeak.zoo.measure import TaskRows, prefill_contexts
 from droidspeak.zoo.tasks import TASKS
 
@@ -197,10 +197,8 @@ class ProxyCase:
     def outcome(self, rule: ProxyRule, tolerance: float) -> dict:
         plan = rule.choose(self.scores, self.positions, tolerance, self.num_layers)
         quality = self.quality.get(plan, self.reference)
-        target = self.reference - tolerance * abs(self.reference)
-        layers = self.num_layers if plan == "full_prefill" else len(parse_plan(plan, self.num_layers).recomputed_layers)
-        return {"pair": self.pair, "rule": rule.name, "plan": plan, "layers": layers, "quality": quality,
-                "within": quality >= target - 1e-12}
+        return {"pair": self.pair, "rule": rule.name, "plan": plan, "layers": plan_layers(plan, self.num_layers)[0],
+                "quality": quality, "within": quality >= quality_target(self.reference, tolerance) - 1e-12}
 
 
 def select_rule(cases: Sequence[ProxyCase], tolerance: float) -> tuple[ProxyRule, list[dict]]:

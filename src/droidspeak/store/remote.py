@@ -233,10 +233,9 @@ class RemoteStore(CacheStore):
         codec = get_codec(info.codec)
         if codec.lossless:
             return parts[0]
-        names = ("data", "scale", "min") if codec.bits is not None else ("data",)
-        if len(parts) != len(names):
-            raise CacheFormatError(f"a {codec.name} {role} tensor arrived in {len(parts)} parts, not {len(names)}")
-        return codec.decode(Encoded(dict(zip(names, parts)), shape, info.dtype), role)
+        if len(parts) != len(codec.parts):
+            raise CacheFormatError(f"a {codec.name} {role} tensor arrived in {len(parts)} parts, not {len(codec.parts)}")
+        return codec.decode(Encoded(dict(zip(codec.parts, parts)), shape, info.dtype), role)
 
     def _read_tokens(self, key: str) -> torch.Tensor:
         return self._call(OP_TOKENS, key)[0].cpu()
