@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup setup-smollm2 test test-fast test-compat demo study-smollm2 cacheblend-check-layers transfer-codecs proxy-smollm2 setup-gemma3 verify-gemma3 study-gemma3 robustness clean
+.PHONY: help setup setup-smollm2 test test-fast test-compat demo study-smollm2 cacheblend-check-layers transfer-codecs proxy-smollm2 alora-smollm2 setup-gemma3 verify-gemma3 study-gemma3 robustness clean
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -27,7 +27,8 @@ test-fast: $(STAMP)  ## tests without the slow end-to-end ones
 OLDEST_TRANSFORMERS := 5.17.0
 COMPAT := .venv-transformers-$(OLDEST_TRANSFORMERS)
 COMPAT_TESTS := tests/test_hf_compat.py tests/test_engine_oracles.py tests/test_cacheblend.py tests/test_pipeline.py \
-	tests/test_bench.py tests/test_errors.py tests/test_lm_eval_backend.py tests/test_sliding_window.py tests/test_transfer_codecs.py
+	tests/test_bench.py tests/test_errors.py tests/test_lm_eval_backend.py tests/test_sliding_window.py tests/test_transfer_codecs.py \
+	tests/test_activated_lora.py
 
 $(COMPAT)/.installed: pyproject.toml
 	test -x $(COMPAT)/bin/python || $(PY) -m venv $(COMPAT)
@@ -137,6 +138,18 @@ proxy-smollm2: demo setup-smollm2  ## the proxy's rule chosen on the toy, held o
 	$(BIN)/python experiments/build_zoo.py zoo=smollm2
 	$(BIN)/python experiments/profile_pair.py -m experiment=smollm2_proxy_profile
 	OMP_NUM_THREADS=2 $(BIN)/python experiments/proxy_study.py
+
+# Activated LoRA receivers (conf/experiment/smollm2_alora.yaml): alora-code, lora-code's twin trained as an aLoRA (an
+# extension of the family in conf/zoo/smollm2.yaml, shipped in reference/), against lora-code from the base's cache
+# and from lora-fieldqa's, under full prefill, full reuse and lora-code's DroidSpeak plan, on the test split.
+ALORA := outputs/smollm2_alora
+
+alora-smollm2: export OMP_NUM_THREADS := 1
+alora-smollm2: setup-smollm2  ## retrain as aLoRA, or keep the LoRA and recompute? -> reports/smollm2_alora/
+	OMP_NUM_THREADS=2 $(BIN)/python experiments/build_zoo.py zoo=smollm2
+	$(BIN)/python experiments/evaluate.py -m experiment=smollm2_alora
+	cp $(ALORA)/results.jsonl reports/smollm2_alora/results.jsonl
+	$(BIN)/python experiments/alora_page.py training=true
 
 # A second real family: Gemma 3 270M (the verify-gemma3 packages) and a committed LoRA fine-tune on long_code, whose
 # 1-2K-token contexts run past the 512-token sliding window. One pair, so one profile job, then two held-out jobs.

@@ -5,7 +5,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from helpers import tiny_model
 from droidspeak.errors import DroidSpeakError
-from droidspeak.loading import load_model
+from droidspeak.loading import load_model, merge_adapter
 from droidspeak.reuse import ReusePair
 
 
@@ -54,9 +54,17 @@ def test_missing_model_or_adapter_is_a_clear_error(tmp_path, checkpoints):
         load_model(str(checkpoints / "base"), dtype="float8")
 
 
-def test_an_activated_lora_is_refused_by_name_not_merged_wrongly(tmp_path, checkpoints):
-    """aLoRA adapts only the tokens from its invocation on: merged weights would change every context token."""
-    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], alora_invocation_tokens=[7, 8], task_type="CAUSAL_LM")
+def test_an_activated_lora_is_never_merged_into_weights_that_compute_contexts(tmp_path, checkpoints):
+    """aLoRA adapts only the tokens from its invocation on: merged weights would change every context token, so
+    merging it as such is refused by name, and load_model keeps the base for the contexts."""
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], alora_invocation_tokens=[7, 8], task_type="CAUSAL_LM",
+                        init_lora_weights=False)
     get_peft_model(tiny_model("llama", seed=0), config).save_pretrained(tmp_path / "alora")
     with pytest.raises(DroidSpeakError, match=r"activated LoRA \(aLoRA, invocation tokens \[7, 8\]\)"):
-        load_model(str(checkpoints / "base"), adapter=str(tmp_path / "alora"))
+        merge_adapter(tiny_model("llama", seed=0), str(tmp_path / "alora"))
+    loaded = load_model(str(checkpoints / "base"), adapter=str(tmp_path / "alora"))
+    base = load_model(str(checkpoints / "base"))
+    assert loaded.invocation == (7, 8)
+    assert loaded.context.fingerprint == base.fingerprint
+    weight = lambda m: m.model.model.layers[0].self_attn.q_proj.weight  # noqa: E731
+    assert torch.equal(weight(loaded.context), weight(base)) and not torch.equal(weight(loaded), weight(base))

@@ -105,6 +105,8 @@ def test_a_gguf_family_builds_exports_and_installs_from_the_package(fake_gguf, t
                      "lora-code": {"kind": "lora", "tasks": ["long_code"], "steps": 2, "batch_size": 1, "rank": 2, "alpha": 4}},
         "pairs": [{"receiver": "lora-mdqa", "sender": "base"}, {"receiver": "lora-code", "sender": "lora-mdqa"}],
         "measure": {"max_questions": 2, "batch_size": 2, "max_group_layers": 0},
+        "extensions": {"alora-code": {"kind": "alora", "tasks": ["long_code"], "steps": 2, "batch_size": 1, "rank": 2,
+                                      "alpha": 4, "invocation": "\n\n# Complete the call", "examples_of": "lora-code"}},
     })
     built = family_mod.build_family(zoo, progress=False)
     report = built.report
@@ -122,6 +124,20 @@ def test_a_gguf_family_builds_exports_and_installs_from_the_package(fake_gguf, t
     assert "models/lora-mdqa/adapter_model.safetensors" in shipped
     assert (built.models["lora-mdqa"] / "tokenizer.json").is_file()  # written beside the adapter when trained,
     assert not [f for f in shipped if f.startswith("models/lora-") and "tokenizer" in f]  # a copy of the base's
+
+    # the extension: trained on the family's own examples, its name apart from the family's, checked against peft
+    extension = report["extensions"]["alora-code"]
+    assert built.root.name == family_mod.family_root(OmegaConf.merge(zoo, {"extensions": None})).name
+    assert extension["oracle"]["max_abs_logit_error"] < 1e-4 < extension["oracle"]["merged_max_abs_logit_difference"]
+    assert built.load("alora-code").invocation == tuple(extension["invocation_tokens"])
+    shipped_extension = family_mod.extensions_reference(reference) / Path(extension["folder"]).name
+    assert (shipped_extension / family_mod.MANIFEST).is_file()
+    monkeypatch.setenv("DROIDSPEAK_CACHE", str(tmp_path / "second"))
+    again = family_mod.build_family(zoo, progress=False)  # the family and its extension, both from the reference
+    adapter = "adapter_model.safetensors"
+    assert (again.models["alora-code"] / adapter).read_bytes() == (built.models["alora-code"] / adapter).read_bytes()
+    assert json.loads((again.models["alora-code"] / "adapter_config.json").read_text())["base_model_name_or_path"] \
+        == str(again.root / "models" / "base")
 
     family_mod.install_reference(reference, tmp_path / "fresh" / built.root.name)
     fresh = family_mod.Family.open(tmp_path / "fresh" / built.root.name)

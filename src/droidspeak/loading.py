@@ -6,6 +6,8 @@ fingerprint (name, revision or weights hash, adapter, dtype); cache keys and pro
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
@@ -53,11 +55,17 @@ class Fingerprint:
 
 @dataclass
 class LoadedModel:
-    """A causal LM ready for the engine: the model, its tokenizer (if any) and its fingerprint."""
+    """A causal LM ready for the engine: the model, its tokenizer (if any) and its fingerprint.
+
+    An activated LoRA (aLoRA) receiver is two sets of weights: ``context``, the base, computes every context token
+    (its adapter is not active there, so its context K/V are the base's own), and ``model``, the adapter merged,
+    computes each tail, which must start with its ``invocation`` tokens (from where peft's aLoRA applies it)."""
 
     model: nn.Module
     tokenizer: object | None
     fingerprint: Fingerprint
+    context: "LoadedModel | None" = None
+    invocation: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         self.stack: DecoderStack = decoder_stack(self.model)
@@ -74,6 +82,28 @@ class LoadedModel:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    @property
+    def context_model(self) -> "LoadedModel":
+        """The weights that compute context tokens: the model itself, or an activated LoRA's base."""
+        return self.context or self
+
+    def check_tails(self, tails: Sequence[Sequence[int] | torch.Tensor]) -> None:
+        """An activated LoRA applies from the LAST occurrence of its invocation on (peft's rule), so a tail is served
+        exactly only when it starts with the invocation and holds no second one; anything else is refused."""
+        if not self.invocation:
+            return
+        n = len(self.invocation)
+        for row, tail in enumerate(tails):
+            ids = [int(t) for t in tail]
+            later = next((i for i in range(1, len(ids) - n + 1) if tuple(ids[i:i + n]) == self.invocation), None)
+            if tuple(ids[:n]) != self.invocation or later is not None:
+                found = f"repeats it at tail token {later}" if later is not None else f"starts with {ids[:n]}"
+                raise DroidSpeakError(
+                    f"row {row}: this receiver is an activated LoRA, active from its invocation tokens "
+                    f"{list(self.invocation)} on, so every tail (the prompt after the shared context) must start with "
+                    f"them exactly once; this one {found}. Put the invocation at the start of the query (e.g. set "
+                    "context_delimiter so the shared context ends right before it)")
+
 
 def load_model(
     name_or_path: str,
@@ -84,7 +114,8 @@ def load_model(
     revision: str | None = None,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """Load an HF causal LM (hub id or local directory), optionally merging a peft adapter into it."""
+    """Load an HF causal LM (hub id or local directory), optionally merging a peft adapter into it; an activated
+    LoRA adapter keeps a copy of the base for the context tokens (``LoadedModel.context``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = resolve_dtype(dtype)
@@ -95,8 +126,10 @@ def load_model(
     except (OSError, ValueError) as err:
         raise DroidSpeakError(f"cannot load model {name_or_path!r}: {err}") from None
     decoder_stack(model)  # fail on an unsupported architecture before spending time on adapters
+    invocation = () if adapter is None else adapter_invocation(adapter)
+    base = copy.deepcopy(model) if invocation else None
     if adapter is not None:
-        model = merge_adapter(model, adapter)
+        model = merge_adapter(model, adapter, activated=bool(invocation))
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError):
@@ -104,29 +137,40 @@ def load_model(
     model.to(device).eval()
     fingerprint = Fingerprint(
         name=str(name_or_path),
-        revision=getattr(model.config, "_commit_hash", None) or weights_digest(name_or_path, model),
+        revision=getattr(model.config, "_commit_hash", None) or weights_digest(name_or_path, base or model),
         adapter=None if adapter is None else f"{adapter}@{weights_digest(adapter, None)}",
         dtype=str(torch_dtype).removeprefix("torch."),
     )
-    return LoadedModel(model, tokenizer, fingerprint)
+    context = None
+    if base is not None:
+        context = LoadedModel(base.to(device).eval(), tokenizer, dataclasses.replace(fingerprint, adapter=None))
+    return LoadedModel(model, tokenizer, fingerprint, context=context, invocation=invocation)
 
 
-def merge_adapter(model: nn.Module, adapter: str) -> nn.Module:
+def adapter_invocation(adapter: str) -> tuple[int, ...]:
+    """The invocation tokens of an activated LoRA (aLoRA) adapter directory; () for any other adapter."""
+    config = Path(adapter) / "adapter_config.json"
+    return tuple(json.loads(config.read_text()).get("alora_invocation_tokens") or ()) if config.is_file() else ()
+
+
+def merge_adapter(model: nn.Module, adapter: str, *, activated: bool = False) -> nn.Module:
     """Merge a peft (e.g. LoRA) adapter into the base weights, so the engine sees plain layers.
 
-    An activated LoRA (aLoRA: peft's ``alora_invocation_tokens``) changes only the tokens from its invocation on, so
-    merged weights would be wrong for every context token: it is refused by name, before any weights load."""
-    from peft import PeftModel
+    An activated LoRA (aLoRA) is refused unless ``activated``: merged, it would adapt every context token. With
+    ``activated`` its weights are merged as a plain LoRA: the weights an aLoRA applies from its invocation on."""
+    from peft import PeftConfig, PeftModel
 
-    config = Path(adapter) / "adapter_config.json"
-    invocation = json.loads(config.read_text()).get("alora_invocation_tokens") if config.is_file() else None
-    if invocation:
+    invocation = adapter_invocation(adapter)
+    if invocation and not activated:
         raise DroidSpeakError(
-            f"adapter {adapter!r} is an activated LoRA (aLoRA, invocation tokens {invocation}): it applies only from "
-            "its invocation tokens on, so it cannot be merged into the weights, and the engine serves merged adapters "
-            "only. Its context K/V are the base model's own: serve it with peft's aLoRA forward over the base's cache")
+            f"adapter {adapter!r} is an activated LoRA (aLoRA, invocation tokens {list(invocation)}): it applies only "
+            "from its invocation tokens on, so merged weights would be wrong for every context token. Load it with "
+            "load_model(base, adapter=...), which computes contexts with the base and tails with the adapter")
     try:
-        return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        config = PeftConfig.from_pretrained(adapter)
+        if invocation:
+            config.alora_invocation_tokens = None
+        return PeftModel.from_pretrained(model, adapter, config=config).merge_and_unload()
     except (OSError, ValueError, NotImplementedError) as err:
         raise DroidSpeakError(f"cannot load adapter {adapter!r}: {err}") from None
 

@@ -160,6 +160,7 @@ def cacheblend_prefill(
         raise DroidSpeakError(f"cacheblend ratio must lie in [0, 1], got {ratio}")
     if not caches or not all(isinstance(c, ContextCache) for c in caches):
         raise DroidSpeakError("cacheblend reuses the sender's cache: pass at least one ContextCache")
+    receiver = receiver.context_model  # an activated LoRA's contexts are its base's
     stack, device, dtype = receiver.stack, receiver.device, receiver.dtype
     num_layers = stack.num_layers
     if check_layer and groups:

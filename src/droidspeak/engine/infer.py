@@ -110,6 +110,7 @@ def rewind(prefilled: PrefilledBatch) -> None:
 @torch.inference_mode()
 def tail_logits(receiver: LoadedModel, prefilled: PrefilledBatch, tails: Sequence[torch.Tensor]) -> torch.Tensor:
     """Logits of every tail position, [B, S, vocab]; the cache is cropped back so it can serve the next tails."""
+    receiver.check_tails(tails)
     batch = tail_batch(prefilled, tails)
     check_window(receiver, prefilled, batch)
     out = receiver.model(
@@ -161,6 +162,7 @@ def generate(
     ``generation_kwargs`` go to ``model.generate`` (temperature, top_p, eos_token_id, stop_strings...).
     Sampling is reproducible from ``seed`` without touching the caller's global RNG state.
     """
+    receiver.check_tails(suffixes)
     batch = tail_batch(prefilled, suffixes)
     check_window(receiver, prefilled, batch, max_new_tokens)
     input_ids = torch.cat([prefilled.token_ids, batch.input_ids], dim=-1)

@@ -130,6 +130,7 @@ def pipelined_prefill(
     """
     if strategy not in STRATEGIES:
         raise DroidSpeakError(f"unknown strategy {strategy!r}: choose one of {STRATEGIES}")
+    receiver = receiver.context_model  # an activated LoRA's contexts are its base's
     stack = receiver.stack
     plan = parse_plan(plan, stack.num_layers)
     if not contexts:

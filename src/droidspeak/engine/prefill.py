@@ -58,6 +58,7 @@ def sender_prefill(
     ``window - 1`` tokens, as the model's own cache does; ``full_sliding`` keeps every token's (CacheBlend re-attends
     chosen tokens over their whole window, anywhere in the context).
     """
+    sender = sender.context_model  # an activated LoRA's contexts are its base's
     stack, vocab = sender.stack, sender.config.vocab_size
     wanted = _resolve_e_layers(e_layers, stack.num_layers)
     ids_list = [as_ids(c, vocab) for c in contexts]
@@ -116,8 +117,9 @@ def receiver_prefill(
     ``full_prefill`` runs the receiver's own forward (token ids suffice). Otherwise every context must be a
     ContextCache: each group [s, e] runs the receiver's layers s..e starting from the sender's E[s] (or the
     receiver's embeddings when s = 0); all other layers keep the sender's K/V. ``cacheblend:R`` plans go to
-    :func:`droidspeak.engine.cacheblend.cacheblend_prefill`.
+    :func:`droidspeak.engine.cacheblend.cacheblend_prefill`. An activated LoRA's context runs on its base.
     """
+    receiver = receiver.context_model
     stack = receiver.stack
     plan = parse_plan(plan, stack.num_layers)
     if not contexts:

@@ -139,6 +139,7 @@ class SuffixRunner:
     # ---- inputs -------------------------------------------------------------------------------------------
     def set_inputs(self, prefilled: PrefilledBatch, tails: Sequence[torch.Tensor]) -> None:
         """Write ids, positions and mask into the static buffers, with device ops only (no host sync)."""
+        self.receiver.check_tails(tails)
         ws, device = self.ws, self.ids.device
         batch, longest = prefilled.token_ids.shape
         ws.check(batch, longest)

@@ -12,6 +12,7 @@ query, within its dtype's tolerance, or the error names the plan that differed a
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -102,7 +103,12 @@ def probe(model: LoadedModel, lengths: Sequence[int] = PROBE_CONTEXTS) -> Probe:
 
 
 def verify_model(model: LoadedModel) -> None:
-    """Refuse ``model`` unless the engine reproduces its own forward (probed once per weights and device)."""
+    """Refuse ``model`` unless the engine reproduces its own forward (probed once per weights and device). An
+    activated LoRA is probed as its two plain models: the base its contexts run on, and the adapter merged."""
+    if model.context is not None:
+        for part in (model.context, dataclasses.replace(model, context=None, invocation=())):
+            verify_model(part)
+        return
     key = (model.fingerprint.digest, str(model.device))
     if key in _verified:
         return

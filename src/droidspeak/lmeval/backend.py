@@ -242,6 +242,13 @@ class DroidSpeakLM(HFLM):
 
         return prefill_rows(contexts, prefill)
 
+    def _check_unshared(self) -> None:
+        """HFLM's own call runs the receiver's merged weights over the whole row: wrong for an activated LoRA."""
+        if self.pair.receiver.context is not None:
+            raise DroidSpeakError(
+                f"a prompt with no shared context before its last context_delimiter {self.context_delimiter!r}: an "
+                "activated LoRA receiver needs one (its adapter applies from the invocation that starts the rest)")
+
     def _model_call(self, inps: torch.Tensor, attn_mask=None, labels=None) -> torch.Tensor:
         rows = inps.tolist()
         shared = [self._lookup_shared(row) for row in rows]
@@ -249,6 +256,7 @@ class DroidSpeakLM(HFLM):
         reuse = [i for i, n in enumerate(shared) if n > 0]
         own = [i for i, n in enumerate(shared) if n == 0]
         if own:  # nothing to share (e.g. a one-token context): the receiver reads the whole row
+            self._check_unshared()
             own_logits = super()._model_call(inps[own])
             logits = own_logits.new_zeros((len(rows), *own_logits.shape[1:]))
             logits[own] = own_logits
@@ -269,6 +277,7 @@ class DroidSpeakLM(HFLM):
         rows = [context[i][attention_mask[i].bool()].tolist() for i in range(context.shape[0])]
         shared = [min(self._lookup_shared(row), len(row) - 1) for row in rows]
         if min(shared) < 1:  # a one-token prompt has nothing to share
+            self._check_unshared()
             return super()._model_generate(context, max_length, stop, attention_mask=attention_mask, **generation_kwargs)
         prefilled = self._prefill([tuple(row[:n]) for row, n in zip(rows, shared)])
         tails = [torch.tensor(row[n:]) for row, n in zip(rows, shared)]
@@ -309,6 +318,7 @@ class DroidSpeakLM(HFLM):
             warnings=list(self.pair.warnings),
             codec=self.codec.name,
             transfer_bytes=self.stats["transfer_bytes"] if self.plan.uses_cache else None,
+            invocation=self.pair.receiver.invocation,
         )
 
     def time_receiver_prefill(self, limit: int, repeats: int, warmup: int) -> tuple[float, float, int]:
@@ -355,3 +365,4 @@ class BackendSummary:
     warnings: list[str] = field(default_factory=list)  # the pair mismatches allow_mismatch accepted
     codec: str = "lossless"  # the transfer codec
     transfer_bytes: int | None = None  # bytes that crossed the link through it, summed over every receiver prefill
+    invocation: tuple[int, ...] = ()  # an activated LoRA receiver's invocation tokens

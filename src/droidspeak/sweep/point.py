@@ -60,6 +60,11 @@ def point_identity(cfg, family) -> dict:
         "dtype": cfg.dtype,
         "family": None if family is None else family.root.name,
     }
+    extensions = {} if family is None else family.report.get("extensions", {})
+    trained_apart = {ref: extensions[ref[len(ZOO_PREFIX):]]["folder"] for ref in (cfg.pair.receiver, cfg.pair.sender)
+                     if str(ref).startswith(ZOO_PREFIX) and ref[len(ZOO_PREFIX):] in extensions}
+    if trained_apart:  # an extension's own recipe, which the family's name does not cover
+        identity["extensions"] = trained_apart
     if cfg.method.codec != "lossless":  # lossless points keep the keys they had before codecs existed
         identity["codec"] = cfg.method.codec
     if cfg.method.name == "profile":  # a re-profiled file (or a foreign one allowed) is another point
@@ -184,6 +189,7 @@ def evaluate_point(cfg, family) -> ResultRow:
         bytes_loaded=cost.bytes_to_load if cost else None,
         codec=done.codec,
         transfer_bytes=done.transfer_bytes,
+        receiver_invocation=list(done.invocation) or None,
         cost=asdict(cost) if cost else None,
         prefill_seconds=prefill_s,
         baseline_prefill_seconds=baseline_s,

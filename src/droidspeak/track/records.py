@@ -42,6 +42,7 @@ class ResultRow:
     metrics: dict = field(default_factory=dict)  # every metric the task reported
     receiver: str | None = None
     sender: str | None = None
+    receiver_invocation: list[int] | None = None  # an activated LoRA receiver: the tokens its adapter applies from
     lm_eval_task: str | None = None
     recomputed_layers: int | None = None
     transitions: int | None = None

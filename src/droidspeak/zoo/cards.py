@@ -98,3 +98,21 @@ def model_card(name: str, report: dict) -> str:
         RECIPE_NOTES if not source else "",
     ]
     return "\n".join(parts)
+
+
+def extension_card(report: dict) -> str:
+    """The model card of an adapter trained on top of a built family (zoo.family's extension report)."""
+    recipe, oracle = report["recipe"], report.get("oracle")
+    lines = [f"# {report['name']}", "",
+             f"An adapter (kind {recipe['kind']}) of the base of the family `{report['family']}`, trained on "
+             f"{', '.join(recipe['tasks'])} on top of it (recipe hash `{report['recipe_hash'][:16]}`).", "",
+             "```json", json.dumps(recipe, indent=2, sort_keys=True), "```", ""]
+    if report.get("invocation_tokens"):
+        lines += [f"Activated from the tokens {report['invocation_tokens']} on (peft's `alora_invocation_tokens`): "
+                  "the K/V of everything before them are the base's own.", ""]
+    if oracle:
+        lines += [f"Served from the base's cache with nothing recomputed, its query logits differ from peft's own "
+                  f"aLoRA forward by at most {oracle['max_abs_logit_error']:.1e} ({oracle['contexts']} contexts).", ""]
+    lines += ["Training log (step, mean loss, seconds): " + ", ".join(f"({s}, {loss:.3f}, {t})" for s, loss, t in report["curve"]), ""]
+    return "\n".join(lines)
+

@@ -28,6 +28,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,8 @@ from droidspeak.zoo.world import World
 CODE_VERSION = "zoo-1"  # bump when code changes what a recipe produces
 MARKER = "DONE"
 BASE = "base"
+EXTENSIONS = "extensions"
+EXTENSION_REPORT = "extension.json"
 
 
 @dataclass
@@ -109,6 +112,7 @@ def _set_fields(node):
 
 def recipe_hash(cfg) -> str:
     recipe = _set_fields(dataclasses.asdict(zoo_config(cfg)))
+    recipe.pop("extensions", None)  # hashed apart (extension_root): an extension leaves the family as it was
     payload = json.dumps({"code": CODE_VERSION, "recipe": recipe}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -122,6 +126,18 @@ def cache_root() -> Path:
 def family_root(cfg) -> Path:
     zoo = zoo_config(cfg)
     return cache_root() / f"zoo-{zoo.name}-{recipe_hash(zoo)[:16]}"
+
+
+def extension_hash(zoo: ZooConfig, name: str) -> str:
+    """An extension's identity: the family's recipe and its own."""
+    spec = _set_fields(dataclasses.asdict(zoo.extensions[name]))
+    payload = json.dumps({"code": CODE_VERSION, "family": recipe_hash(zoo), "name": name, "recipe": spec}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def extension_root(root: Path, zoo: ZooConfig, name: str) -> Path:
+    """Where extension ``name`` of the family at ``root`` lives."""
+    return root / EXTENSIONS / f"{name}-{extension_hash(zoo, name)[:16]}"
 
 
 def is_built(cfg) -> bool:
@@ -169,27 +185,51 @@ def export_reference(family: Family, destination: Path | None = None) -> Path:
 
     if converted_base is not None:
         write_cards(family.root, family.report)  # the base's card from its config, which the reference keeps
-    shutil.copytree(family.root, destination, ignore=ignore)
+    shutil.copytree(family.root, destination, ignore=lambda folder, names: ignore(folder, names) + (
+        [EXTENSIONS] if Path(folder) == family.root else []))
     _point_adapters_at(destination, f"models/{BASE}")
-    files = sorted(p for p in destination.rglob("*") if p.is_file() and p.name != MANIFEST)
-    manifest = {str(p.relative_to(destination)): file_sha256(p) for p in files}
-    (destination / MANIFEST).write_text(json.dumps({"recipe_hash": family.report["recipe_hash"], "files": manifest},
-                                                   indent=1, sort_keys=True) + "\n")
+    _write_manifest(destination, family.report["recipe_hash"])
+    for name, info in family.report.get(EXTENSIONS, {}).items():
+        source = family.root / info["folder"]
+        shipped = extensions_reference(destination) / source.name
+        if shipped.exists():
+            shutil.rmtree(shipped)
+        shutil.copytree(source, shipped, ignore=shutil.ignore_patterns(
+            "tokenizer*", "special_tokens_map*", "chat_template*"))  # an adapter loads with its base's tokenizer
+        _point_adapters_at(shipped, f"models/{BASE}")
+        _write_manifest(shipped, info["recipe_hash"])
     return destination
 
 
-def install_reference(reference: Path, root: Path) -> None:
-    """Copy the shipped family into the cache, every file checked against the manifest; nothing half-installed."""
+def extensions_reference(reference: Path) -> Path:
+    """The shipped extensions of the reference family ``reference`` (beside it: its manifest stays as it was)."""
+    return reference.with_name(reference.name + "." + EXTENSIONS)
+
+
+def _write_manifest(destination: Path, recipe: str) -> None:
+    files = sorted(p for p in destination.rglob("*") if p.is_file() and p.name != MANIFEST)
+    manifest = {str(p.relative_to(destination)): file_sha256(p) for p in files}
+    (destination / MANIFEST).write_text(json.dumps({"recipe_hash": recipe, "files": manifest}, indent=1,
+                                                   sort_keys=True) + "\n")
+
+
+def _verified_copy(reference: Path, staging: Path) -> None:
+    """Copy ``reference`` to ``staging``, every file checked against its manifest first."""
     manifest = json.loads((reference / MANIFEST).read_text())["files"]
     bad = [name for name, digest in manifest.items()
            if not (reference / name).is_file() or file_sha256(reference / name) != digest]
     if bad:
-        raise RuntimeError(f"the reference family {reference} is corrupt: {len(bad)} file(s) fail their sha256 "
+        raise RuntimeError(f"the reference {reference} is corrupt: {len(bad)} file(s) fail their sha256 "
                            f"(first: {bad[0]}); restore it from git or rebuild with force=true")
-    staging = root.with_name(root.name + ".installing")
     if staging.exists():
         shutil.rmtree(staging)
     shutil.copytree(reference, staging, ignore=shutil.ignore_patterns(MANIFEST))
+
+
+def install_reference(reference: Path, root: Path) -> None:
+    """Copy the shipped family into the cache, every file checked against the manifest; nothing half-installed."""
+    staging = root.with_name(root.name + ".installing")
+    _verified_copy(reference, staging)
     report = json.loads((reference / "family.json").read_text())
     if report.get("base_source"):  # a pretrained base ships as its pinned GGUF, not as weights: convert it here
         try:
@@ -222,11 +262,56 @@ def _qualities(report: dict) -> dict[str, float]:
 # ---- build ----------------------------------------------------------------------------------------------------
 def build_family(cfg, progress: bool = True, force: bool = False, log: Callable[[str], None] | None = None) -> Family:
     """The family of ``cfg``: from the cache when this recipe was built before, else installed from the shipped
-    reference, else trained now (once)."""
+    reference, else trained now (once); then the same for each of its extensions."""
     zoo = zoo_config(cfg)
     log = log or (lambda _: None)
     if isinstance(cfg, (BuildZooConfig, DictConfig)) and "force" in cfg:
         force = force or bool(cfg.force)
+    family = _base_family(zoo, progress, force, log)
+    for name in zoo.extensions or {}:
+        _attach_extension(family, zoo, name, progress, force, log)
+    return family
+
+
+def _attach_extension(family: Family, zoo: ZooConfig, name: str, progress: bool, force: bool,
+                      log: Callable[[str], None]) -> None:
+    """Extension ``name`` into ``family`` (models, adapters, own_task, report): cached, shipped, or trained now."""
+    folder = extension_root(family.root, zoo, name)
+    if force or not (folder / MARKER).exists():
+        staging = folder.with_name(folder.name + ".building")
+        shipped = extensions_reference(reference_root(zoo)) / folder.name
+        if (shipped / MARKER).exists() and not force:
+            log(f"installing the shipped extension {folder.name}")
+            _verified_copy(shipped, staging)
+        else:
+            with _building(staging, zoo.threads):
+                _Builder(zoo, staging, progress, log, steps=zoo.extensions[name].steps).extend(family, name)
+        _point_adapters_at(staging, str(family.root / "models" / BASE))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    report = json.loads((folder / EXTENSION_REPORT).read_text())
+    family.models[name] = folder / "models" / name
+    family.adapters[name] = family.root / "models" / BASE
+    family.own_task[name] = zoo.extensions[name].tasks[0]
+    family.report.setdefault(EXTENSIONS, {})[name] = report | {"folder": str(folder.relative_to(family.root))}
+
+
+@contextmanager
+def _building(folder: Path, threads: int):
+    """An empty ``folder`` to build into, with torch at the recipe's thread count (results depend on it)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _base_family(zoo: ZooConfig, progress: bool, force: bool, log: Callable[[str], None]) -> Family:
     root = family_root(zoo)
     if (root / MARKER).exists() and not force:
         return Family.open(root)
@@ -235,15 +320,8 @@ def build_family(cfg, progress: bool = True, force: bool = False, log: Callable[
         log(f"installing the shipped reference family {reference.name}")
         install_reference(reference, root)
         return Family.open(root)
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(zoo.threads)
-    try:
+    with _building(root, zoo.threads):
         _Builder(zoo, root, progress, log).run()
-    finally:
-        torch.set_num_threads(threads)
     family = Family.open(root)
     if (reference / MARKER).exists():
         differences = compare_with_reference(family, reference)
@@ -253,7 +331,7 @@ def build_family(cfg, progress: bool = True, force: bool = False, log: Callable[
 
 
 class _Builder:
-    def __init__(self, zoo: ZooConfig, root: Path, progress: bool, log: Callable[[str], None]):
+    def __init__(self, zoo: ZooConfig, root: Path, progress: bool, log: Callable[[str], None], steps: int | None = None):
         self.zoo, self.root, self.log = zoo, root, log
         self.base_source: dict | None = None
         if zoo.gguf is None:
@@ -265,7 +343,7 @@ class _Builder:
         self.timings: dict[str, float] = {}
         self.curves: list[Curve] = []
         pretrain_steps = zoo.pretrain.induction_steps + zoo.pretrain.world_steps if zoo.gguf is None else 0
-        total = pretrain_steps + sum(v.steps for v in zoo.variants.values())
+        total = steps if steps is not None else pretrain_steps + sum(v.steps for v in zoo.variants.values())
         self.bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -289,9 +367,16 @@ class _Builder:
 
     def check(self) -> None:
         names = set(self.zoo.variants) | {BASE}
-        for name, variant in self.zoo.variants.items():
-            if variant.kind not in ("full", "lora"):
-                raise ValueError(f"variant {name}: kind must be 'full' or 'lora', not {variant.kind!r}")
+        extensions = self.zoo.extensions or {}
+        for name, variant in [*self.zoo.variants.items(), *extensions.items()]:
+            kinds = ("lora", "alora") if name in extensions else ("full", "lora")
+            if variant.kind not in kinds:
+                raise ValueError(f"variant {name}: kind must be one of {kinds}, not {variant.kind!r}"
+                                 + (" (an activated LoRA is an extension: zoo.extensions)" if variant.kind == "alora" else ""))
+            if (variant.kind == "alora") != bool(variant.invocation):
+                raise ValueError(f"variant {name}: an invocation belongs to (and is needed by) kind alora only")
+            if variant.examples_of is not None and variant.examples_of not in self.zoo.variants:
+                raise ValueError(f"variant {name}: examples_of {variant.examples_of!r} is not a variant of the family")
             unknown = [t for t in variant.tasks if t not in self.zoo.tasks or t not in TASKS]
             if not variant.tasks or unknown:
                 raise ValueError(f"variant {name}: unknown or missing tasks {unknown} (known: {sorted(self.zoo.tasks)})")
@@ -300,16 +385,17 @@ class _Builder:
                 raise ValueError(f"pair {pair.receiver}<-{pair.sender}: receiver must be a variant, sender a model of {sorted(names)}")
 
     # ---- data ------------------------------------------------------------------------------------------
-    def write_tasks(self) -> None:
+    def write_tasks(self, write: bool = True) -> None:
+        """Every task's splits (deterministic from the recipe), written to the family unless ``write`` is off."""
         self.task_files: dict[str, dict[str, Path]] = {}
         self.eval_contexts: dict[str, set[str]] = {}
         self.rows: dict[str, dict[str, list[dict]]] = {}
         for task, tcfg in self.zoo.tasks.items():
             splits = build_splits(self.world, task, tcfg, self.zoo.seed)
             self.rows[task] = splits
-            self.task_files[task] = {
-                split: write_jsonl(rows, self.root / "tasks" / task / f"{split}.jsonl") for split, rows in splits.items()
-            }
+            if write:
+                self.task_files[task] = {split: write_jsonl(rows, self.root / "tasks" / task / f"{split}.jsonl")
+                                         for split, rows in splits.items()}
             self.eval_contexts[task] = {r["context"] for s in ("profile", "test") for r in splits[s]}
 
     def _step(self, phase: str):
@@ -337,17 +423,49 @@ class _Builder:
         if self.zoo.gguf is None:
             self.pretrain()
             return
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         start = time.perf_counter()
         folder = self.root / "models" / BASE
         self.base_source = convert_base(self.zoo.gguf, folder)
         self.timings["convert_base"] = round(time.perf_counter() - start, 1)
         self.log(f"converted {self.zoo.gguf.file} ({self.zoo.gguf.package} {self.base_source['version']}) in "
                  f"{self.timings['convert_base']} s")
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.enc = TokenizerEncoder(self.tokenizer)
+        self.load_base(folder)
+
+    def load_base(self, folder: Path) -> None:
+        """The base from its saved folder (a pretrained base brings its tokenizer)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if self.zoo.gguf is not None:
+            self.tokenizer = AutoTokenizer.from_pretrained(folder)
+            self.enc = TokenizerEncoder(self.tokenizer)
         self.base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+
+    def extend(self, family: Family, name: str) -> None:
+        """Train extension ``name`` on ``family``'s base and data, into this builder's root (its own folder)."""
+        variant = self.zoo.extensions[name]
+        self.check()
+        self.write_tasks(write=False)
+        self.load_base(family.root / "models" / BASE)
+        self.finetune(name, variant)
+        invocation = self.enc(variant.invocation) if variant.invocation else None
+        oracle = None
+        if invocation:  # the engine's reading of it (base cache, nothing recomputed) against peft's own forward
+            from droidspeak.loading import load_model
+            from droidspeak.zoo.measure import TaskRows, activated_oracle
+
+            adapter = str(self.root / "models" / name)
+            task = variant.tasks[0]
+            oracle = activated_oracle(load_model(str(family.root / "models" / BASE), adapter=adapter), adapter,
+                                      TaskRows(task, self.rows[task]["profile"], self.tokenizer))
+            self.log(f"{name} from the base's cache vs peft's aLoRA forward: {oracle}")
+        report = {"name": name, "recipe_hash": extension_hash(self.zoo, name), "code_version": CODE_VERSION,
+                  "family": family.root.name, "recipe": OmegaConf.to_container(OmegaConf.structured(variant)),
+                  "invocation_tokens": invocation, "timings_s": self.timings, "threads": self.zoo.threads,
+                  "curve": self.curves[-1].points, "oracle": oracle}
+        (self.root / EXTENSION_REPORT).write_text(json.dumps(report, indent=2) + "\n")
+        (self.root / "models" / name / "README.md").write_text(cards.extension_card(report))  # not peft's, which
+        # names this machine's paths
+        (self.root / MARKER).write_text(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
 
     def pretrain(self) -> None:
         p, world, enc = self.zoo.pretrain, self.world, self.enc
@@ -373,9 +491,10 @@ class _Builder:
 
     def finetune(self, name: str, variant) -> None:
         model = copy.deepcopy(self.base)
-        if variant.kind == "lora":
-            model = add_lora(model, variant.rank, variant.alpha, self.zoo.seed)
-        rng = random.Random(f"{self.zoo.seed}-{name}")
+        invocation = self.enc(variant.invocation) if variant.kind == "alora" else None
+        if variant.kind in ("lora", "alora"):
+            model = add_lora(model, variant.rank, variant.alpha, self.zoo.seed, invocation=invocation)
+        rng = random.Random(f"{self.zoo.seed}-{variant.examples_of or name}")
         streams = {
             t: train_stream(self.world, t, self.zoo.tasks[t], self.zoo.seed, self.eval_contexts[t],
                             train_sizes(self.zoo.tasks[t])) for t in variant.tasks
@@ -388,6 +507,9 @@ class _Builder:
                 context, qa = next(streams[task])
                 question, answer = rng.choice(qa)
                 out.append(qa_example(self.enc, context, question, answer))
+                if invocation and not _holds(out[-1].ids, invocation):  # peft would silently train nothing on it
+                    raise ValueError(f"variant {name}: a {task} prompt does not hold the invocation "
+                                     f"{variant.invocation!r} as the tokens {invocation}")
             return out
 
         self._train(model, batch, Schedule(variant.steps, variant.lr, 10, batch_size=variant.batch_size), f"finetune-{name}")
@@ -456,6 +578,10 @@ class _Builder:
         }
         (self.root / "family.json").write_text(json.dumps(report, indent=2) + "\n")
         write_cards(self.root, report)
+
+
+def _holds(ids: list[int], part: list[int]) -> bool:
+    return any(ids[i:i + len(part)] == part for i in range(len(ids) - len(part) + 1))
 
 
 def write_cards(root: Path, report: dict) -> None:

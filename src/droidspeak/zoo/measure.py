@@ -8,12 +8,13 @@ recovers, every group of that size is measured and the best one is kept).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
 import torch
 
 from droidspeak.cache import ContextCache
-from droidspeak.engine import PrefilledBatch, generate, receiver_prefill, sender_prefill
+from droidspeak.engine import PrefilledBatch, generate, receiver_prefill, sender_prefill, tail_logits
 from droidspeak.engine.batch import prefill_rows
 from droidspeak.engine.verify import check_pair
 from droidspeak.loading import LoadedModel
@@ -125,3 +126,30 @@ def pair_phenomenon(
         (best[2] - result["full_reuse"]) / max(1e-9, result["receiver"] - result["full_reuse"]), 4
     ) if result["receiver"] > result["full_reuse"] else 1.0
     return result
+
+
+@torch.inference_mode()
+def activated_oracle(receiver: LoadedModel, adapter: str, rows: TaskRows, contexts: int = 2) -> dict:
+    """An activated LoRA served from its base's cache with nothing recomputed, against peft's own aLoRA forward over
+    each whole prompt: the largest |logit difference| on the query tokens; beside it, for scale, that of the same
+    weights merged over the whole prompt (what a plain LoRA receiver would compute)."""
+    from peft import PeftModel
+
+    reference = PeftModel.from_pretrained(copy.deepcopy(receiver.context.model), adapter).eval()
+    first = {}
+    for index, row in enumerate(rows.rows):
+        first.setdefault(row["context_id"], index)
+    errors, merged, scale = [], [], []
+    for context_id, index in list(first.items())[:contexts]:
+        context, query = rows.contexts[context_id], rows.suffixes[index]
+        whole = torch.cat([context, query])[None].to(receiver.device)
+        expected = reference(input_ids=whole).logits[0, -query.numel():].float()
+        caches = sender_prefill(receiver.context, [context])
+        ours = tail_logits(receiver, receiver_prefill(receiver, caches, "full_reuse"), [query])[0, -query.numel():]
+        errors.append(float((ours.float() - expected).abs().max()))
+        merged.append(float((receiver.model(input_ids=whole).logits[0, -query.numel():].float() - expected).abs().max()))
+        scale.append(float(expected.abs().max()))
+    return {"contexts": len(errors), "context_tokens": [int(rows.contexts[c].numel()) for c in list(first)[:contexts]],
+            "max_abs_logit_error": max(errors), "merged_max_abs_logit_difference": max(merged),
+            "max_abs_logit": max(scale)}
+

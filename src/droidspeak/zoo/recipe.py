@@ -38,7 +38,8 @@ class PretrainConfig:
 
 @dataclass
 class VariantConfig:
-    """A fine-tune of the base: ``full`` (all weights) or ``lora`` (peft adapter, saved unmerged)."""
+    """A fine-tune of the base: ``full`` (all weights), ``lora`` (peft adapter, saved unmerged) or ``alora`` (an
+    activated LoRA: the adapter applies from the tokens of ``invocation`` on; an extension only)."""
 
     kind: str = "full"
     tasks: list[str] = field(default_factory=lambda: ["mdqa"])  # the first is the variant's own task
@@ -47,6 +48,8 @@ class VariantConfig:
     batch_size: int = 16
     rank: int = 8  # lora only
     alpha: int = 16  # lora only
+    invocation: str | None = None  # alora only: the text whose tokens switch the adapter on (the task's query opening)
+    examples_of: str | None = None  # train on exactly this variant's examples, in its order (a like-for-like twin)
 
 
 @dataclass
@@ -82,6 +85,9 @@ class ZooConfig:
     variants: dict[str, VariantConfig] = field(default_factory=dict)
     pairs: list[PairConfig] = field(default_factory=list)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    # fine-tunes trained later on top of the built family: hashed apart (zoo.family.extension_root), so adding one
+    # keeps the family's name, its checkpoints and every result keyed by them
+    extensions: dict[str, VariantConfig] | None = None
 
 
 @dataclass

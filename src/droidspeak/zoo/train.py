@@ -119,16 +119,23 @@ def train(
     return curve
 
 
-def add_lora(model: nn.Module, rank: int, alpha: int, seed: int) -> nn.Module:
-    """Wrap ``model`` with a peft LoRA adapter on every linear layer of the decoder (lm_head excluded)."""
+def add_lora(model: nn.Module, rank: int, alpha: int, seed: int, invocation: list[int] | None = None) -> nn.Module:
+    """Wrap ``model`` with a peft LoRA adapter on every linear layer of the decoder (lm_head excluded); with
+    ``invocation`` an activated LoRA, applied from the last occurrence of those tokens on."""
+    import peft
     from peft import LoraConfig, get_peft_model
 
+    activated = {"alora_invocation_tokens": list(invocation)} if invocation else {}  # peft 0.17 knows no such key
+    if activated and "alora_invocation_tokens" not in LoraConfig.__dataclass_fields__:
+        raise RuntimeError(f"training an activated LoRA needs peft >= 0.18 (this is peft {peft.__version__}): "
+                           "pip install -U peft")
     torch.manual_seed(seed)
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,
         lora_dropout=0.0,
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        task_type="CAUSAL_LM",
+        task_type="CAUSAL_LM",  # aLoRA needs it: without, peft silently applies no adapter
+        **activated,
     )
     return get_peft_model(model, config)
