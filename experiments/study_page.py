@@ -15,7 +15,8 @@ from transformers import AutoTokenizer
 import droidspeak.zoo.recipe  # noqa: F401  (registers the zoo schema)
 from droidspeak.figures.study_page import write_study_page
 from droidspeak.profile.profile_file import load_profile
-from droidspeak.zoo.family import BASE, build_family
+from droidspeak.zoo.family import build_family
+from droidspeak.zoo.recipe import BASE
 
 log = logging.getLogger("study_page")
 

@@ -147,7 +147,8 @@ def test_an_activated_lora_is_an_extension_and_needs_its_invocation(tmp_path):
     from omegaconf import OmegaConf
 
     import droidspeak.zoo.recipe  # noqa: F401
-    from droidspeak.zoo.family import _Builder, zoo_config
+    from droidspeak.zoo.builder import FamilyBuilder
+    from droidspeak.zoo.recipe import zoo_config
     from helpers import compose_config
 
     mini = OmegaConf.to_container(compose_config("build_zoo", "zoo=mini").zoo)
@@ -158,7 +159,7 @@ def test_an_activated_lora_is_an_extension_and_needs_its_invocation(tmp_path):
     for change, message in cases:
         zoo = zoo_config(OmegaConf.merge(mini, change))
         with pytest.raises(ValueError, match=message):
-            _Builder(zoo, tmp_path, False, print).check()
+            FamilyBuilder(zoo, tmp_path, False, print).check()
 
 
 def test_the_page_counts_exactness_and_compares_with_the_lora_plan(tmp_path):

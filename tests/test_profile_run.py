@@ -120,7 +120,7 @@ def test_profile_job_on_the_mini_family_feeds_the_profile_plan(mini_family, tmp_
 
     import droidspeak.sweep.config  # noqa: F401
     from droidspeak.sweep.profile_job import run_job
-    from droidspeak.zoo.family import recipe_hash
+    from droidspeak.zoo.recipe import recipe_hash
 
     mini, family = mini_family
     monkeypatch.setenv("DROIDSPEAK_CACHE", str(family.root.parent))

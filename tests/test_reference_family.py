@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from droidspeak.zoo.builder import MARKER
 from droidspeak.zoo.family import (
     MANIFEST,
-    MARKER,
     Family,
     compare_with_reference,
     export_reference,

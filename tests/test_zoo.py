@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 
 import droidspeak.zoo.recipe  # noqa: F401
 from droidspeak.zoo import family as family_mod
-from droidspeak.zoo.recipe import ZooConfig
+from droidspeak.zoo.builder import MARKER, FamilyBuilder
+from droidspeak.zoo.recipe import ZooConfig, recipe_hash
 from droidspeak.zoo.metrics import edit_similarity, exact_match, f1, normalize_answer, rouge_l
 from droidspeak.track.results import read_rows
 from droidspeak.zoo.tasks import TASKS, SPLITS, TaskConfig, build_splits, score
@@ -97,10 +98,10 @@ def test_cache_key_changes_with_the_recipe():
     same = compose_zoo("zoo=mini").zoo
     changed = compose_zoo("zoo=mini", "zoo.variants.ft-mdqa.steps=3").zoo
     reseeded = compose_zoo("zoo=mini", "zoo.seed=1").zoo
-    assert family_mod.recipe_hash(mini) == family_mod.recipe_hash(same)
-    assert family_mod.recipe_hash(mini) == family_mod.recipe_hash(OmegaConf.to_object(mini))
-    assert len({family_mod.recipe_hash(c) for c in (mini, changed, reseeded)}) == 3
-    assert family_mod.recipe_hash(mini) != family_mod.recipe_hash(ZooConfig())
+    assert recipe_hash(mini) == recipe_hash(same)
+    assert recipe_hash(mini) == recipe_hash(OmegaConf.to_object(mini))
+    assert len({recipe_hash(c) for c in (mini, changed, reseeded)}) == 3
+    assert recipe_hash(mini) != recipe_hash(ZooConfig())
 
 
 @pytest.mark.slow
@@ -110,7 +111,7 @@ def test_mini_family_is_standard_hf_and_loads_through_the_engine(mini_family):
     from droidspeak.reuse import ReusePair
 
     cfg, fam = mini_family
-    assert (fam.root / family_mod.MARKER).exists()
+    assert (fam.root / MARKER).exists()
     assert set(fam.models) == {"base", *cfg.variants}
     for name, path in fam.models.items():
         assert (path / "README.md").read_text().startswith("# droidspeak zoo")
@@ -140,7 +141,7 @@ def test_building_twice_reuses_the_cache(mini_family, monkeypatch):
     def no_training(self):
         raise AssertionError("a cached recipe was rebuilt")
 
-    monkeypatch.setattr(family_mod._Builder, "run", no_training)
+    monkeypatch.setattr(FamilyBuilder, "run", no_training)
     again = family_mod.build_family(cfg, progress=False)
     assert again.root == fam.root and again.models == fam.models
 

@@ -15,7 +15,7 @@ from droidspeak.markdown import table
 from droidspeak.profile.profile_file import Profile
 from droidspeak.profile.ranks import frontier_difference
 from droidspeak.track.results import read_rows
-from droidspeak.zoo.family import BASE
+from droidspeak.zoo.recipe import BASE
 
 FIGURES = (
     ("fig06_quality_bars", "Fig. 6: receiver / sender / full reuse per pair (test split)"),

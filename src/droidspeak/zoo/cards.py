@@ -4,8 +4,10 @@ how it was trained (recipe, seed, steps, wall time), its quality on every task a
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from droidspeak.markdown import table
+from droidspeak.zoo.recipe import BASE
 
 RECIPE_NOTES = """\
 ## What made the difference (recipe notes, measured while building this family)
@@ -116,3 +118,19 @@ def extension_card(report: dict) -> str:
     lines += ["Training log (step, mean loss, seconds): " + ", ".join(f"({s}, {loss:.3f}, {t})" for s, loss, t in report["curve"]), ""]
     return "\n".join(lines)
 
+
+def write_cards(root: Path, report: dict) -> None:
+    """Every model's README.md, from the family report (and the converted base's config)."""
+    report = {**report, "architecture": architecture(root, report)}
+    for name, folder in report["models"].items():
+        (root / folder / "README.md").write_text(model_card(name, report))
+
+
+def architecture(root: Path, report: dict) -> dict:
+    """The base's shape: the toy's recipe, or the main fields of a converted base's config."""
+    if not report.get("base_source"):
+        return report["recipe"]["model"]
+    config = json.loads((root / "models" / BASE / "config.json").read_text())
+    keys = ("model_type", "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
+            "num_key_value_heads", "max_position_embeddings", "rope_parameters", "tie_word_embeddings", "vocab_size")
+    return {k: config[k] for k in keys if k in config}

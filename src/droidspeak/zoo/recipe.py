@@ -9,9 +9,13 @@ misspelt key fails when the config is composed.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 
 from droidspeak.zoo.gguf_base import GgufConfig
 from droidspeak.zoo.tasks import TaskConfig
@@ -96,6 +100,44 @@ class BuildZooConfig:
     progress: bool = True
     force: bool = False  # retrain from the recipe even when it is cached or shipped (then compared by quality)
     export_reference: bool = False  # copy the family into <repo>/reference/ with a sha256 manifest (to commit)
+
+
+# ---- recipe identity ----------------------------------------------------------------------------------------
+CODE_VERSION = "zoo-1"  # bump when code changes what a recipe produces
+BASE = "base"  # the base model's name in a family (a pair's sender may be it)
+
+
+def zoo_config(cfg) -> ZooConfig:
+    """The typed ZooConfig of ``cfg`` (a ZooConfig, a BuildZooConfig, or a DictConfig of either)."""
+    if isinstance(cfg, ZooConfig):
+        return cfg
+    if isinstance(cfg, (BuildZooConfig,)) or (isinstance(cfg, DictConfig) and "zoo" in cfg):
+        cfg = cfg.zoo
+    merged = OmegaConf.merge(OmegaConf.structured(ZooConfig), cfg)
+    return OmegaConf.to_object(merged)
+
+
+def _set_fields(node):
+    """The recipe without unset optional fields: a field added later with a None default changes no hash."""
+    if isinstance(node, dict):
+        return {k: _set_fields(v) for k, v in node.items() if v is not None}
+    if isinstance(node, list):
+        return [_set_fields(v) for v in node]
+    return node
+
+
+def recipe_hash(cfg) -> str:
+    recipe = _set_fields(dataclasses.asdict(zoo_config(cfg)))
+    recipe.pop("extensions", None)  # hashed apart (extension_root): an extension leaves the family as it was
+    payload = json.dumps({"code": CODE_VERSION, "recipe": recipe}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def extension_hash(zoo: ZooConfig, name: str) -> str:
+    """An extension's identity: the family's recipe and its own."""
+    spec = _set_fields(dataclasses.asdict(zoo.extensions[name]))
+    payload = json.dumps({"code": CODE_VERSION, "family": recipe_hash(zoo), "name": name, "recipe": spec}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def register_configs() -> None:
