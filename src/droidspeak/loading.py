@@ -95,7 +95,7 @@ class LoadedModel:
         n = len(self.invocation)
         for row, tail in enumerate(tails):
             ids = [int(t) for t in tail]
-            later = next((i for i in range(1, len(ids) - n + 1) if tuple(ids[i:i + n]) == self.invocation), None)
+            later = find_tokens(ids, self.invocation, start=1)
             if tuple(ids[:n]) != self.invocation or later is not None:
                 found = f"repeats it at tail token {later}" if later is not None else f"starts with {ids[:n]}"
                 raise DroidSpeakError(
@@ -103,6 +103,12 @@ class LoadedModel:
                     f"{list(self.invocation)} on, so every tail (the prompt after the shared context) must start with "
                     f"them exactly once; this one {found}. Put the invocation at the start of the query (e.g. set "
                     "context_delimiter so the shared context ends right before it)")
+
+
+def find_tokens(ids: Sequence[int], part: Sequence[int], start: int = 0) -> int | None:
+    """The first index at or after ``start`` where ``part`` occurs in ``ids``; None when it does not."""
+    part = list(part)
+    return next((i for i in range(start, len(ids) - len(part) + 1) if list(ids[i:i + len(part)]) == part), None)
 
 
 def load_model(

@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from droidspeak.figures.heldout import bootstrap_interval, paired_delta
+from droidspeak.figures.heldout import bootstrap_interval, interval_text, paired_delta
 from droidspeak.figures.style import FigureDataError, OKABE_ITO, new_figure, save_figure
 from droidspeak.markdown import table
 from droidspeak.profile.choice import quality_target
@@ -72,12 +72,8 @@ def plot_alora(summary: Sequence[Mapping], out_dir: Path) -> list[Path]:
     return save_figure(fig, out_dir, "fig_alora")
 
 
-def _ci(ci) -> str:
-    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
 def _delta(d: Mapping) -> str:
-    return f"{d['delta']:+.3f} {_ci(d['delta_ci'])}"
+    return f"{d['delta']:+.3f} {interval_text(d['delta_ci'])}"
 
 
 def _verdict(d: Mapping) -> str:
@@ -156,7 +152,7 @@ def alora_markdown(summary: Sequence[Mapping], training: Mapping, *, command: st
     for part in summary:
         for kind, (label, _, _) in RECEIVERS.items():
             for e in part["entries"][kind]:
-                rows.append([part["sender"], label, _method(e), f"{e['quality']:.3f} {_ci(e['ci'])}",
+                rows.append([part["sender"], label, _method(e), f"{e['quality']:.3f} {interval_text(e['ci'])}",
                              "–" if kind == "lora" and e["method"] == "full_prefill" else _delta(e),
                              f"{(1.0 if e['method'] == 'full_prefill' else e['recomputed_fraction']):.2f}",
                              "–" if e["speedup"] is None or e["method"] == "full_prefill" else f"{e['speedup']:.2f}×"])

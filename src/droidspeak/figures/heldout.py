@@ -128,7 +128,8 @@ def heldout(rows: Iterable[Mapping], split: str = "test") -> list[dict]:
     return table
 
 
-def _interval(ci) -> str:
+def interval_text(ci) -> str:
+    """A 95% interval as the pages print it (– where there is none)."""
     return "–" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
@@ -155,12 +156,12 @@ def markdown(table: list[dict]) -> list[str]:
             timed = e["speedup"] is not None and e["method"] not in ("sender", "full_prefill")  # the baseline itself
             speedup = f"{e['speedup']:.2f}×" if timed else "–"
             lines.append(f"| {_method_name(e)} | `{e['plan']}` | {e['quality']:.3f} | "
-                         f"{_interval(e['ci'])} | {delta} | {_interval(e['delta_ci'])} | {fraction} | {speedup} |")
+                         f"{interval_text(e['ci'])} | {delta} | {interval_text(e['delta_ci'])} | {fraction} | {speedup} |")
         versus = panel.get("versus")
         if versus and versus["delta"] is not None:
             blend, droidspeak = versus["fractions"]
             lines += ["", f"CacheBlend chosen on the profile split (`{versus['cacheblend']}`, {blend:.0%} recomputed) "
                       f"minus DroidSpeak's `{versus['droidspeak']}` ({droidspeak:.0%}): {versus['delta']:+.3f}, "
-                      f"paired 95% CI {_interval(versus['delta_ci'])}."]
+                      f"paired 95% CI {interval_text(versus['delta_ci'])}."]
         lines.append("")
     return lines

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from droidspeak.figures.heldout import bootstrap_interval, paired_delta
+from droidspeak.figures.heldout import bootstrap_interval, interval_text, paired_delta
 from droidspeak.figures.style import OKABE_ITO, new_figure, save_figure
 from droidspeak.markdown import table
 from droidspeak.profile.choice import quality_target
@@ -72,10 +72,6 @@ def plot_proxy(summary: Sequence[Mapping], out_dir: Path) -> list[Path]:
     return save_figure(fig, out_dir, "fig_proxy_heldout")
 
 
-def _ci(ci) -> str:
-    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
 def proxy_markdown(summary: Sequence[Mapping], toy: Sequence[Mapping], *, rule: str, command: str, tolerance: float) -> str:
     rules = list(dict.fromkeys(o["rule"] for o in toy))
     toy_pairs = list(dict.fromkeys(o["pair"] for o in toy))
@@ -104,8 +100,8 @@ def proxy_markdown(summary: Sequence[Mapping], toy: Sequence[Mapping], *, rule: 
     rows = []
     for pair in summary:
         for e in pair["entries"]:
-            rows.append([pair["pair"], METHODS[e["method"]][0], f"`{e['plan']}`", f"{e['quality']:.3f} {_ci(e['ci'])}",
-                         f"{e['delta']:+.3f} {_ci(e['delta_ci'])}", "yes" if e["within"] else "no",
+            rows.append([pair["pair"], METHODS[e["method"]][0], f"`{e['plan']}`", f"{e['quality']:.3f} {interval_text(e['ci'])}",
+                         f"{e['delta']:+.3f} {interval_text(e['delta_ci'])}", "yes" if e["within"] else "no",
                          f"{pair['task_seconds']:.1f} s" if e["method"] == "task_search" else
                          f"{pair['proxy_seconds']:.1f} s" if e["method"] == "proxy" else "–"])
     lines += table(["pair", "plan from", "plan", "test quality [95% CI]", "Δ vs receiver [paired 95% CI]",

@@ -61,8 +61,9 @@ def point_identity(cfg, family) -> dict:
         "family": None if family is None else family.root.name,
     }
     extensions = {} if family is None else family.report.get("extensions", {})
-    trained_apart = {ref: extensions[ref[len(ZOO_PREFIX):]]["folder"] for ref in (cfg.pair.receiver, cfg.pair.sender)
-                     if str(ref).startswith(ZOO_PREFIX) and ref[len(ZOO_PREFIX):] in extensions}
+    names = {ref: str(ref).removeprefix(ZOO_PREFIX) for ref in (cfg.pair.receiver, cfg.pair.sender)
+             if str(ref).startswith(ZOO_PREFIX)}
+    trained_apart = {ref: extensions[name]["folder"] for ref, name in names.items() if name in extensions}
     if trained_apart:  # an extension's own recipe, which the family's name does not cover
         identity["extensions"] = trained_apart
     if cfg.method.codec != "lossless":  # lossless points keep the keys they had before codecs existed

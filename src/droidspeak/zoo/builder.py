@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from droidspeak.loading import find_tokens
 from droidspeak.zoo import cards
 from droidspeak.zoo.corpus import Encoder, Example, TokenizerEncoder, induction_document, qa_example, world_document
 from droidspeak.zoo.gguf_base import convert_base
@@ -31,7 +32,6 @@ EXTENSION_REPORT = "extension.json"
 
 class FamilyBuilder:
     """Trains a family (``run``) or one extension of a built one (``extend``) into ``root``: data, models, report."""
-
 
     def __init__(self, zoo: ZooConfig, root: Path, progress: bool, log: Callable[[str], None], steps: int | None = None):
         self.zoo, self.root, self.log = zoo, root, log
@@ -149,16 +149,16 @@ class FamilyBuilder:
         self.write_tasks(write=False)
         self.load_base(family_root / "models" / BASE)
         self.finetune(name, variant)
-        invocation = self.enc(variant.invocation) if variant.invocation else None
-        oracle = None
-        if invocation:  # the engine's reading of it (base cache, nothing recomputed) against peft's own forward
+        invocation = oracle = None
+        if variant.kind == "alora":  # as the engine loads it (base cache, nothing recomputed), against peft's forward
             from droidspeak.loading import load_model
             from droidspeak.zoo.measure import TaskRows, activated_oracle
 
             adapter = str(self.root / "models" / name)
+            receiver = load_model(str(family_root / "models" / BASE), adapter=adapter)
+            invocation = list(receiver.invocation)
             task = variant.tasks[0]
-            oracle = activated_oracle(load_model(str(family_root / "models" / BASE), adapter=adapter), adapter,
-                                      TaskRows(task, self.rows[task]["profile"], self.tokenizer))
+            oracle = activated_oracle(receiver, adapter, TaskRows(task, self.rows[task]["profile"], self.tokenizer))
             self.log(f"{name} from the base's cache vs peft's aLoRA forward: {oracle}")
         report = {"name": name, "recipe_hash": extension_hash(self.zoo, name), "code_version": CODE_VERSION,
                   "family": family_root.name, "recipe": OmegaConf.to_container(OmegaConf.structured(variant)),
@@ -209,7 +209,7 @@ class FamilyBuilder:
                 context, qa = next(streams[task])
                 question, answer = rng.choice(qa)
                 out.append(qa_example(self.enc, context, question, answer))
-                if invocation and not _holds(out[-1].ids, invocation):  # peft would silently train nothing on it
+                if invocation and find_tokens(out[-1].ids, invocation) is None:  # peft would silently train nothing
                     raise ValueError(f"variant {name}: a {task} prompt does not hold the invocation "
                                      f"{variant.invocation!r} as the tokens {invocation}")
             return out
@@ -280,7 +280,3 @@ class FamilyBuilder:
         }
         (self.root / "family.json").write_text(json.dumps(report, indent=2) + "\n")
         cards.write_cards(self.root, report)
-
-
-def _holds(ids: list[int], part: list[int]) -> bool:
-    return any(ids[i:i + len(part)] == part for i in range(len(ids) - len(part) + 1))

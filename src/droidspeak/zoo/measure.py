@@ -139,9 +139,10 @@ def activated_oracle(receiver: LoadedModel, adapter: str, rows: TaskRows, contex
     first = {}
     for index, row in enumerate(rows.rows):
         first.setdefault(row["context_id"], index)
-    errors, merged, scale = [], [], []
+    errors, merged, scale, lengths = [], [], [], []
     for context_id, index in list(first.items())[:contexts]:
         context, query = rows.contexts[context_id], rows.suffixes[index]
+        lengths.append(int(context.numel()))
         whole = torch.cat([context, query])[None].to(receiver.device)
         expected = reference(input_ids=whole).logits[0, -query.numel():].float()
         caches = sender_prefill(receiver.context, [context])
@@ -149,7 +150,6 @@ def activated_oracle(receiver: LoadedModel, adapter: str, rows: TaskRows, contex
         errors.append(float((ours.float() - expected).abs().max()))
         merged.append(float((receiver.model(input_ids=whole).logits[0, -query.numel():].float() - expected).abs().max()))
         scale.append(float(expected.abs().max()))
-    return {"contexts": len(errors), "context_tokens": [int(rows.contexts[c].numel()) for c in list(first)[:contexts]],
+    return {"contexts": len(errors), "context_tokens": lengths,
             "max_abs_logit_error": max(errors), "merged_max_abs_logit_difference": max(merged),
             "max_abs_logit": max(scale)}
-
