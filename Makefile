@@ -56,8 +56,9 @@ demo: $(STAMP)  ## the main job on the embedded default: family, sweeps via lm-e
 	  transfer=$$!; $(BIN)/python experiments/profile_pair.py -m pair=$(DEMO_PAIRS) $(DEMO_PROFILE) $(PARALLEL) \
 	  && wait $$transfer  # Fig. 17's transfer profile alongside the pairs' own
 	$(BIN)/python experiments/evaluate.py -m experiment=demo_heldout $(PARALLEL)
-	$(BIN)/python experiments/figures.py results=$(DEMO)/results.jsonl out_dir=reports \
-	  'profiles=["$(DEMO)/profiles/*/*.json"]'
+	$(BIN)/python experiments/keep_rows.py results_dir=$(DEMO) rows_dir=reports/rows
+	$(BIN)/python experiments/figures.py results=reports/rows/results.jsonl out_dir=reports \
+	  'profiles=["reports/rows/profiles/*/*.json"]'
 
 # Gemma 3 270M from PyPI (a package joining four chunk packages into the GGUF, 240 MB): converted by the same path as
 # the SmolLM2 base, then probed at 12 and at 1,200 tokens (past its 512-token sliding window).

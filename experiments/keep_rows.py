@@ -1,0 +1,25 @@
+"""Copy a study's per-question rows and profile files beside its page, so the page re-renders with no model run.
+
+    python experiments/keep_rows.py results_dir=outputs/demo rows_dir=reports/rows
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig
+
+from droidspeak.track.results import keep_rows
+
+log = logging.getLogger("keep_rows")
+
+
+@hydra.main(config_path="../conf", config_name="keep_rows", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    written = keep_rows(cfg.results_dir, cfg.rows_dir)
+    log.info("kept %d file(s) of %s in %s", len(written), cfg.results_dir, cfg.rows_dir)
+
+
+if __name__ == "__main__":
+    main()
