@@ -1,17 +1,19 @@
-# droidspeak — every target does its own setup in .venv (CPU torch 2.13 pinned in pyproject.toml).
+# droidspeak — every target does its own setup in .venv: the exact versions of requirements.lock, CPU torch 2.13.0.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup setup-smollm2 test test-fast test-compat demo study-smollm2 cacheblend-check-layers transfer-codecs proxy-smollm2 alora-smollm2 setup-gemma3 verify-gemma3 study-gemma3 robustness clean
+.PHONY: help setup lock setup-smollm2 test test-fast test-compat demo study-smollm2 cacheblend-check-layers transfer-codecs proxy-smollm2 alora-smollm2 setup-gemma3 verify-gemma3 study-gemma3 robustness clean
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+CPU_TORCH := -c constraints-cpu.txt
+
+$(STAMP): pyproject.toml requirements.lock constraints-cpu.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet $(CPU_TORCH) -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install the project (idempotent)
@@ -32,7 +34,7 @@ COMPAT_TESTS := tests/test_hf_compat.py tests/test_engine_oracles.py tests/test_
 
 $(COMPAT)/.installed: pyproject.toml
 	test -x $(COMPAT)/bin/python || $(PY) -m venv $(COMPAT)
-	$(COMPAT)/bin/pip install --quiet -e '.[dev]' 'transformers==$(OLDEST_TRANSFORMERS)'
+	$(COMPAT)/bin/pip install --quiet $(CPU_TORCH) -e '.[dev]' 'transformers==$(OLDEST_TRANSFORMERS)'
 	touch $@
 
 test-compat: $(COMPAT)/.installed  ## the engine and backend tests on the oldest declared transformers (5.17)
@@ -168,6 +170,12 @@ study-gemma3: setup-gemma3  ## the Gemma 3 reuse study: family, profile, held-ou
 
 robustness: $(STAMP)  ## the fault and bad-input campaign on the toy family -> reports/robustness.md (~11 min)
 	$(BIN)/python experiments/robustness.py
+
+lock:  ## re-resolve requirements.lock from pyproject.toml in a scratch venv (then commit it)
+	rm -rf .venv-lock && $(PY) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet $(CPU_TORCH) -e '.[dev]'
+	{ sed -n 1p requirements.lock; .venv-lock/bin/pip freeze --exclude-editable; } > requirements.lock.tmp
+	mv requirements.lock.tmp requirements.lock && rm -rf .venv-lock
 
 clean:  ## remove run outputs (keeps .venv and the model cache)
 	rm -rf outputs multirun wandb
