@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from droidspeak.bench.prefill import PrefillBenchConfig, assemble, markdown, run
-from droidspeak.bench import report
+from droidspeak.bench.prefill_speed import PrefillBenchConfig, assemble, markdown, run
+from droidspeak.bench import recording
 
 TINY = dict(shape="tiny", dtype="float32", device="cpu", contexts=(48, 96), recompute=(2, 4), group_start=2, suffix=8,
             warmup=1, repeats=2, bandwidth_context=96, bandwidth_k=4, bandwidths_gbps=(0.5,))
@@ -38,7 +38,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--bandwidths", type=lambda t: tuple(float(x) for x in t.split(",") if x),
                         help="emulated link rates in GB/s for the TTFT-vs-bandwidth sweep ('' to skip)")
     parser.add_argument("--bandwidth-context", type=int, help="the context length the bandwidth sweep runs at")
-    return report.main("prefill", parser, configure, run, assemble, markdown, argv)
+    return recording.main("prefill", parser, configure, run, assemble, markdown, argv)
 
 
 if __name__ == "__main__":

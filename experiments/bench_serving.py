@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from droidspeak.bench.serving import ServingBenchConfig, assemble, markdown, run
-from droidspeak.bench import report
+from droidspeak.bench import recording
 
 TINY = dict(shape="tiny", dtype="float32", device="cpu", context=48, suffix=8, output_tokens=4, shared_contexts=3,
             options=(("full_prefill", 1.0), ("recompute:2-5", 1.0), ("recompute:2-3", 0.99), ("recompute:2-2", 0.95),
@@ -35,7 +35,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, help="requests per simulated QPS point")
     parser.add_argument("--context", type=int, help="shared context length in tokens")
-    return report.main("serving", parser, configure, run, assemble, markdown, argv)
+    return recording.main("serving", parser, configure, run, assemble, markdown, argv)
 
 
 if __name__ == "__main__":

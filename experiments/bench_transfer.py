@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import droidspeak.zoo.recipe  # noqa: F401  (registers the zoo schema)
 from droidspeak.bench.answer_path import time_plan
-from droidspeak.bench.transfer import measure_codecs
+from droidspeak.bench.codec_cost import measure_codecs
 from droidspeak.engine import sender_prefill
 from droidspeak.plan import parse_plan
 from droidspeak.profile.profiler import select_profile_rows

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 import droidspeak.sweep.config  # noqa: F401  (registers the zoo schema)
 from droidspeak.robustness.campaign import run_campaign
-from droidspeak.robustness.report import markdown
+from droidspeak.robustness.campaign_page import markdown
 from droidspeak.zoo.family import build_family, cache_root
 
 log = logging.getLogger("robustness")

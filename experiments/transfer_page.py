@@ -1,5 +1,5 @@
 """Write reports/smollm2_transfer/ (page, summary.json, figure) from the transfer sweep's rows and the codec timings;
-see droidspeak.figures.transfer.
+see droidspeak.figures.codec_page.
 
     python experiments/transfer_page.py
 """
@@ -11,7 +11,7 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from droidspeak.figures.transfer import write_transfer_page
+from droidspeak.figures.codec_page import write_transfer_page
 from droidspeak.track.results import read_rows
 
 log = logging.getLogger("transfer_page")

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from droidspeak.bench import ThrottledTransfer, measure, model_config, random_model
-from droidspeak.bench.prefill import assemble, markdown
+from droidspeak.bench.prefill_speed import assemble, markdown
 from droidspeak.engine.pipeline import Transfer, contiguous_blocks, pipelined_prefill
 from droidspeak.engine.prefill import receiver_prefill, sender_prefill
 

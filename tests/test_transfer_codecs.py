@@ -233,7 +233,7 @@ def _timing(pair="p<-s", kv_bytes=300_000_000):
 
 
 def test_the_page_plans_by_the_profile_split_and_reports_the_test_split(tmp_path):
-    from droidspeak.figures.transfer import transfer_summary, write_transfer_page
+    from droidspeak.figures.codec_page import transfer_summary, write_transfer_page
 
     chosen = {"p<-s": "recompute:10-19"}
     [pair] = transfer_summary(_rows(), _timing(), chosen, links_gbit=(1, 100), tolerance=0.2)
@@ -254,7 +254,7 @@ def test_the_page_plans_by_the_profile_split_and_reports_the_test_split(tmp_path
 
 def test_the_page_refuses_a_pair_without_its_receiver_rows():
     from droidspeak.figures.style import FigureDataError
-    from droidspeak.figures.transfer import transfer_summary
+    from droidspeak.figures.codec_page import transfer_summary
 
     rows = [r for r in _rows() if not (r["plan"] == "full_prefill" and r["split"] == "profile")]
     with pytest.raises(FigureDataError, match="receiver's rows on both splits"):

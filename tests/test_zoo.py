@@ -15,7 +15,7 @@ import droidspeak.zoo.recipe  # noqa: F401
 from droidspeak.zoo import family as family_mod
 from droidspeak.zoo.builder import MARKER, FamilyBuilder
 from droidspeak.zoo.recipe import ZooConfig, recipe_hash
-from droidspeak.zoo.metrics import edit_similarity, exact_match, f1, normalize_answer, rouge_l
+from droidspeak.zoo.task_metrics import edit_similarity, exact_match, f1, normalize_answer, rouge_l
 from droidspeak.track.results import read_rows
 from droidspeak.zoo.tasks import TASKS, SPLITS, TaskConfig, build_splits, score
 

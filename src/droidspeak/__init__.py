@@ -2,6 +2,17 @@
 
 Importing the package registers the ``droidspeak`` model with lm-eval (lazily: lm-eval and the backend are only
 imported when a run asks for the model).
+
+The core, read bottom-up: ``errors`` (what a user can act on), ``hf_compat`` (the one place that knows the installed
+transformers), ``arch`` (drive a decoder one layer at a time) → ``plan`` (recompute plans), ``cache`` (a context's
+K/V and E), ``codec`` (lower-precision transfer), ``transfer`` (what crosses the link for a plan) → ``loading`` (load
+and check a pair) → ``engine`` (prefill and inference) → ``reuse`` (``ReusePair``, the user API); ``store`` (where
+sender caches live) beside the engine. Helpers: ``atomic`` (files written whole), ``hashing`` (file sha256),
+``markdown`` (tables), ``faults`` (the robustness campaign's kill points).
+
+Built on it: ``lmeval`` (the lm-eval backend), ``profile`` (choosing plans), ``zoo`` (the model families and tasks),
+``bench`` and ``serve`` (speed), ``robustness`` (the bad-input campaign); then ``sweep`` (the Hydra jobs), ``track``
+(result rows, the source of truth) and ``figures`` (pages drawn from rows only).
 """
 
 from droidspeak.plan import RecomputePlan, parse_plan

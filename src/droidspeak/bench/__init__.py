@@ -1,4 +1,12 @@
-"""Benchmark helpers: timing (CUDA events or host clock), model shapes with random weights, emulated links."""
+"""Benchmarks of speed, each a plain function a thin script in ``experiments/`` calls.
+
+- ``timing`` — warm-up, CUDA events or the host clock, medians; ``shapes`` — random-weight models of a paper shape;
+  ``link`` — emulated slower links;
+- ``prefill_speed`` — full vs partial vs pipelined prefill (Figs. 13, 20); ``serving`` — the serving simulation
+  calibrated on measured steps (Figs. 15, 21); ``answer_path`` — what a user waits for per chosen plan on a real
+  context; ``codec_cost`` — bytes and decode time of each transfer codec; ``exactness`` — the CUDA exactness checks;
+- ``recording`` — the shared tail of every benchmark script: record as measured, print the table, one JSON line.
+"""
 
 from droidspeak.bench.link import ThrottledTransfer
 from droidspeak.bench.shapes import SHAPES, model_config, random_model

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from droidspeak.atomic import write_text
-from droidspeak.zoo.metrics import METRICS, exact_match
+from droidspeak.zoo.task_metrics import METRICS, exact_match
 from droidspeak.zoo.tasks import TASKS
 
 # lm-eval task name for each task config name (ours are generated; LongBench's ship with lm-eval).

@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 
 from droidspeak.robustness.bad_inputs import Bench, try_all
-from droidspeak.robustness.memory import memory_trial
+from droidspeak.robustness.memory_bound import memory_trial
 from droidspeak.robustness.trials import (
     KILL_MODES, Sweep, cache_folder, kill_trial, reference_rows, writers_trial,
 )

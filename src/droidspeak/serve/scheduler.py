@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from droidspeak.serve.arrivals import Request
-from droidspeak.serve.metrics import RequestRecord
+from droidspeak.serve.latency import RequestRecord
 from droidspeak.serve.planner import LatencyModel
 
 

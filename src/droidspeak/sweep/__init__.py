@@ -1,1 +1,2 @@
-"""The Hydra-facing jobs: config schemas, one evaluated sweep point, and the profiling job; each writes result rows."""
+"""The Hydra-facing jobs, each writing result rows: ``config`` (the main job's schemas), ``point`` (one evaluated sweep
+point), ``profile_job`` (the profiling job) and ``callbacks`` (merging a multirun's job files)."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from droidspeak.zoo.long_tasks import long_code, long_fieldqa, long_mdqa
-from droidspeak.zoo.metrics import METRICS
+from droidspeak.zoo.task_metrics import METRICS
 from droidspeak.zoo.world import ATTRIBUTES, FRIEND, Document, World, sample_documents, sample_program, sample_record
 
 SPLITS = ("train", "profile", "test")

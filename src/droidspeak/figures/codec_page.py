@@ -19,7 +19,7 @@ from pathlib import Path
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from droidspeak.bench.transfer import latency_model
+from droidspeak.bench.codec_cost import latency_model
 from droidspeak.figures.heldout import bootstrap_interval, paired_delta
 from droidspeak.figures.result_plots import eval_rows
 from droidspeak.figures.style import OKABE_ITO, FigureDataError, new_figure, pretty_metric, save_figure

@@ -111,7 +111,7 @@ def measure(family_root: str, task: str, split: str, plan: str, receiver: str, s
 
 
 def _in_fresh_process(*args) -> MemoryRun:
-    code = ("import json, sys; from dataclasses import asdict; from droidspeak.robustness.memory import measure; "
+    code = ("import json, sys; from dataclasses import asdict; from droidspeak.robustness.memory_bound import measure; "
             "print('MEMORY-RUN ' + json.dumps(asdict(measure(*json.loads(sys.argv[1])))))")
     done = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, timeout=900)
     line = next((l for l in done.stdout.splitlines() if l.startswith("MEMORY-RUN ")), None)
