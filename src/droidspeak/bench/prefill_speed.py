@@ -61,7 +61,7 @@ class PrefillRow:
     compute_limit: float  # full / compute_only
     load_ms: float  # every layer's K/V host -> device
     strategies_ms: dict = field(default_factory=dict)  # Fig. 13, each with the fast suffix (ms, or its error)
-    partial_eager_suffix_ms: float | str = 0.0  # pipelined, suffix through HF eager (PERF.md's 2.79x baseline)
+    partial_eager_suffix_ms: float | str = 0.0  # pipelined, suffix through HF eager (the 2.79x measured on an H200 at k = 8)
 
 
 def _suffix_variants(model, ws, prefilled, tails, cfg, device) -> tuple[dict, SuffixRunner]:

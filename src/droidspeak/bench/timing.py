@@ -21,10 +21,6 @@ class Timing:
     median_ms: float
     samples_ms: tuple[float, ...]
 
-    @property
-    def spread_ms(self) -> float:
-        return max(self.samples_ms) - min(self.samples_ms)
-
 
 def measure(fn: Callable[[], object], *, device: torch.device | str = "cpu", warmup: int = 2, repeats: int = 5,
             setup: Callable[[], object] | None = None) -> Timing:

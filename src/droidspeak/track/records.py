@@ -49,14 +49,14 @@ class ResultRow:
     bytes_loaded: int | None = None  # at the cache's own precision
     codec: str = "lossless"  # the transfer codec K/V and E crossed the link with (droidspeak.codec)
     transfer_bytes: int | None = None  # what crossed the link through that codec, summed over the point's prefills
-    cost: dict | None = None  # engine.PrefillCost summed over the point's prefills
+    cost: dict | None = None  # droidspeak.plan.PrefillCost summed over the point's prefills
     timed_contexts: int | None = None
     sender_prefills: int | None = None
     sender_cache_hits: int | None = None
     seed: int | None = None
     family: str | None = None
     per_sample: list[float] | None = None  # the metric of each question, in document order: bootstrap intervals
-    profile: dict | None = None  # a profile: plan's provenance (lmeval.backend.ResolvedProfile.record())
+    profile: dict | None = None  # a profile: plan's provenance (profile.profile_file.ResolvedProfile.record())
     code_version: str | None = None  # track.version.code_version(): rows of other versions are stale
     warnings: list[str] | None = None  # pair mismatches the pair's allow_mismatch accepted (the paper's RoPE, window)
     kind: str = "eval"

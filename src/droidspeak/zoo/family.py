@@ -96,10 +96,6 @@ def extension_root(root: Path, zoo: ZooConfig, name: str) -> Path:
     return root / EXTENSIONS / f"{name}-{extension_hash(zoo, name)[:16]}"
 
 
-def is_built(cfg) -> bool:
-    return (family_root(cfg) / MARKER).exists()
-
-
 # ---- the shipped reference ------------------------------------------------------------------------------------
 REFERENCE_ROOT = Path(__file__).resolve().parents[3] / "reference"
 MANIFEST = "MANIFEST.json"
