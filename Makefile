@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup lock setup-smollm2 test test-fast test-compat demo study-smollm2 cacheblend-check-layers transfer-codecs proxy-smollm2 alora-smollm2 setup-gemma3 verify-gemma3 study-gemma3 robustness clean
+.PHONY: help setup lock lint setup-smollm2 test test-fast test-compat demo study-smollm2 cacheblend-check-layers transfer-codecs proxy-smollm2 alora-smollm2 setup-gemma3 verify-gemma3 study-gemma3 robustness clean
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -20,6 +20,9 @@ setup: $(STAMP)  ## create .venv and install the project (idempotent)
 
 test: $(STAMP)  ## run the whole test suite
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)  ## ruff (pyproject.toml's [tool.ruff]: pycodestyle at 120 columns, pyflakes, import order)
+	$(BIN)/ruff check src tests experiments examples
 
 test-fast: $(STAMP)  ## tests without the slow end-to-end ones
 	$(BIN)/python -m pytest -q -m "not slow"

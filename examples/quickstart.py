@@ -12,8 +12,8 @@ from hydra import compose, initialize_config_dir
 
 import droidspeak.zoo.recipe  # noqa: F401  (registers the family's config schema)
 from droidspeak import ReusePair
-from droidspeak.zoo.family import build_family
 from droidspeak.track.results import read_rows
+from droidspeak.zoo.family import build_family
 from droidspeak.zoo.tasks import score
 
 with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
@@ -31,5 +31,7 @@ for plan in ["full_prefill", "full_reuse", "recompute:0-1", f"recompute:2-{last}
     answers = pair.generate(caches, questions, plan, max_new_tokens=12)  # the family ends answers with EOS
     quality = sum(score(task, a.strip(), r["answers"]) for a, r in zip(answers, rows)) / len(rows)
     cost = pair.prepare(caches, plan).cost
-    print(f"{plan:>16}: {task} score {quality:.2f} | recomputes {cost.compute_fraction:.0%} of the context's layer work, "
-          f"loads {cost.bytes_to_load / 2**10:.0f} KiB from the sender")
+    print(
+        f"{plan:>16}: {task} score {quality:.2f} | recomputes {cost.compute_fraction:.0%} of the context's layer work, "
+        f"loads {cost.bytes_to_load / 2**10:.0f} KiB from the sender"
+    )

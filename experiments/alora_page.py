@@ -2,7 +2,7 @@
 training records; see droidspeak.figures.alora_page.
 
     python experiments/alora_page.py                    # from the files beside the page (regenerates identically)
-    python experiments/alora_page.py training=true      # first copy the training records from the family (make alora-smollm2)
+    python experiments/alora_page.py training=true      # first copy the family's training records (make alora-smollm2)
 """
 
 from __future__ import annotations
@@ -24,9 +24,20 @@ log = logging.getLogger("alora_page")
 def training_record(report: dict, lora: str, alora: str) -> dict:
     """Both adapters' recipes and logged losses, and the aLoRA's invocation and check against peft (family report)."""
     extension = report["extensions"][alora]
-    return {"lora": {"name": lora, "recipe": report["recipe"]["variants"][lora], "curve": report["curves"][f"finetune-{lora}"]},
-            "alora": {"name": alora, "recipe": extension["recipe"], "curve": extension["curve"],
-                      "invocation_tokens": extension["invocation_tokens"], "oracle": extension["oracle"]}}
+    return {
+        "lora": {
+            "name": lora,
+            "recipe": report["recipe"]["variants"][lora],
+            "curve": report["curves"][f"finetune-{lora}"],
+        },
+        "alora": {
+            "name": alora,
+            "recipe": extension["recipe"],
+            "curve": extension["curve"],
+            "invocation_tokens": extension["invocation_tokens"],
+            "oracle": extension["oracle"],
+        },
+    }
 
 
 @hydra.main(config_path="../conf", config_name="alora_page", version_base="1.3")

@@ -1,5 +1,6 @@
-"""Time each profiled pair's chosen plan (and its frontier's best partial plan) on real long contexts: receiver prefill and the whole answer path
-(prefill + query + first token) vs the receiver's own full prefill, same process, interleaved.
+"""Time each profiled pair's chosen plan (and its frontier's best partial plan) on real long contexts: receiver
+prefill and the whole answer path (prefill + query + first token) vs the receiver's own full prefill, same process,
+interleaved.
 
     python experiments/bench_answer_path.py                                   # the SmolLM2 study's profiles
     python experiments/bench_answer_path.py zoo=mini 'profiles=[out/profiles/*/*.json]' contexts=1 repeats=1

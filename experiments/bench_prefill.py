@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from droidspeak.bench.prefill_speed import PrefillBenchConfig, assemble, markdown, run
 from droidspeak.bench import recording
+from droidspeak.bench.prefill_speed import PrefillBenchConfig, assemble, markdown, run
 
 TINY = dict(shape="tiny", dtype="float32", device="cpu", contexts=(48, 96), recompute=(2, 4), group_start=2, suffix=8,
             warmup=1, repeats=2, bandwidth_context=96, bandwidth_k=4, bandwidths_gbps=(0.5,))

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from droidspeak.bench.serving import ServingBenchConfig, assemble, markdown, run
 from droidspeak.bench import recording
+from droidspeak.bench.serving import ServingBenchConfig, assemble, markdown, run
 
 TINY = dict(shape="tiny", dtype="float32", device="cpu", context=48, suffix=8, output_tokens=4, shared_contexts=3,
             options=(("full_prefill", 1.0), ("recompute:2-5", 1.0), ("recompute:2-3", 0.99), ("recompute:2-2", 0.95),

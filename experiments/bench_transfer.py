@@ -47,7 +47,9 @@ def main(cfg: DictConfig) -> None:
         questions = TaskRows(pair.task, rows[:1], receiver.tokenizer)
         context, query = questions.contexts[rows[0]["context_id"]], questions.suffixes[0]
         for plan in plans:
-            timed = time_plan(receiver, sender, context, query, plan, pair=pair.name, task=pair.task, repeats=cfg.repeats)
+            timed = time_plan(
+                receiver, sender, context, query, plan, pair=pair.name, task=pair.task, repeats=cfg.repeats
+            )
             cache = sender_prefill(sender, [context], e_layers=parse_plan(plan, receiver.stack.num_layers))[0]
             for row in measure_codecs(cache, timed, cfg.codecs, repeats=cfg.repeats):
                 with out.open("a") as handle:

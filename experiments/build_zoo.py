@@ -1,7 +1,7 @@
 """Build the embedded model family once (or find it in the cache, or install the shipped reference):
 
     python experiments/build_zoo.py [zoo=mini]          # cached, else the reference in reference/, else trained
-    python experiments/build_zoo.py force=true           # retrain from the recipe; compared with the reference by quality
+    python experiments/build_zoo.py force=true           # retrain from the recipe; compared with the reference
     python experiments/build_zoo.py export_reference=true  # copy the cached family into reference/ (to commit)
 
 Prints the family's folder and its phenomenon table; the learning curves are in
@@ -31,7 +31,9 @@ def main(cfg: DictConfig) -> None:
     curves = family.root / "learning_curves.jsonl"
     if curves.exists():
         shutil.copy(curves, Path(HydraConfig.get().runtime.output_dir) / "learning_curves.jsonl")
-    log.info("family %s at %s (built in %s s)", family.report["name"], family.root, family.report["timings_s"].get("total_s"))
+    log.info(
+        "family %s at %s (built in %s s)", family.report["name"], family.root, family.report["timings_s"].get("total_s")
+    )
     if cfg.export_reference:
         log.info("reference copy (commit it): %s", export_reference(family))
     print(pair_table(family.report["phenomenon"]))

@@ -7,7 +7,8 @@ Appends one line to <results_dir>/results.jsonl (the source of truth) and mirror
 sweep each job writes <results_dir>/jobs/<key>.jsonl instead, merged into results.jsonl when the sweep ends
 (droidspeak.sweep.callbacks.MergeResults), so jobs on a cluster never share a file. A point already in either is
 skipped, so a killed sweep resumes where it stopped — unless rows of another code version are there: then
-``stale=refuse`` (default) stops with a message, ``stale=move`` sets them aside and recomputes, ``stale=keep`` keeps them.
+``stale=refuse`` (default) stops with a message, ``stale=move`` sets them aside and recomputes, ``stale=keep`` keeps
+them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ import droidspeak.sweep.config  # noqa: F401  (registers the structured config s
 from droidspeak.sweep.point import evaluate_point, point_identity, uses_zoo
 from droidspeak.track.logger import check_mode, make_logger
 from droidspeak.track.results import (
-    RESULTS_FILE, append_row, check_code_version, finished_keys, point_key, write_job_row,
+    RESULTS_FILE,
+    append_row,
+    check_code_version,
+    finished_keys,
+    point_key,
+    write_job_row,
 )
 from droidspeak.track.version import code_version
 from droidspeak.zoo.family import build_family
@@ -64,7 +70,9 @@ def main(cfg: DictConfig) -> None:
             append_row(results, row.to_dict())
         logger.log({k: v for k, v in row.to_dict().items() if isinstance(v, (int, float))}
                    | {f"metric/{k}": v for k, v in row.metrics.items()})
-        log.info("%s | %s | %s: %s=%.3f, speedup %.2fx", row.pair, row.task, row.plan, row.metric, row.quality, row.speedup)
+        log.info(
+            "%s | %s | %s: %s=%.3f, speedup %.2fx", row.pair, row.task, row.plan, row.metric, row.quality, row.speedup
+        )
     finally:
         logger.finish()
 

@@ -27,8 +27,16 @@ PARETO_COLUMNS = ["plan", "method", "recomputed_layers", "recomputed_fraction", 
 def main(cfg: DictConfig) -> None:
     check_mode(cfg.logger.mode)
     shown, written = render_pages(cfg.results, cfg.profiles, cfg.out_dir, tolerance=cfg.tolerance)
-    logger = make_logger(cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity, name=f"{cfg.run_name}-pareto",
-                         group=cfg.run_name, config={"results": cfg.results, "run_name": cfg.run_name, "job": "figures"}, directory=Path(cfg.wandb_dir), job_type="report")
+    logger = make_logger(
+        cfg.logger.mode,
+        project=cfg.logger.project,
+        entity=cfg.logger.entity,
+        name=f"{cfg.run_name}-pareto",
+        group=cfg.run_name,
+        config={"results": cfg.results, "run_name": cfg.run_name, "job": "figures"},
+        directory=Path(cfg.wandb_dir),
+        job_type="report",
+    )
     try:
         panels = defaultdict(list)
         for row in shown:
@@ -37,8 +45,16 @@ def main(cfg: DictConfig) -> None:
         for (pair, task), table_rows in panels.items():
             key = f"pareto/{pair}/{task}"
             table = logger.table(key, PARETO_COLUMNS, table_rows)
-            logger.scatter(f"{key}/quality_vs_speedup", table, "speedup", "quality", f"{pair} on {task}: quality vs speedup")
-            logger.scatter(f"{key}/quality_vs_fraction", table, "recomputed_fraction", "quality", f"{pair} on {task}: quality vs recomputed fraction")
+            logger.scatter(
+                f"{key}/quality_vs_speedup", table, "speedup", "quality", f"{pair} on {task}: quality vs speedup"
+            )
+            logger.scatter(
+                f"{key}/quality_vs_fraction",
+                table,
+                "recomputed_fraction",
+                "quality",
+                f"{pair} on {task}: quality vs recomputed fraction",
+            )
         for path in written:
             if path.suffix == ".png":
                 logger.image(f"figures/{path.stem}", path)

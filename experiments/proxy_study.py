@@ -6,7 +6,7 @@
    costs measured in the profile job) are scored on the test split, beside the receiver's own prefill;
 3. reports/smollm2_proxy/ gets the rows (heldout.jsonl, the ResultRow schema), summary.json, the figure and the page.
 
-    python experiments/proxy_study.py            # after profile_pair.py -m experiment=smollm2_proxy_profile and make demo
+    python experiments/proxy_study.py  # after profile_pair.py -m experiment=smollm2_proxy_profile and make demo
 """
 
 from __future__ import annotations

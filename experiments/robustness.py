@@ -37,7 +37,9 @@ def main(cfg: DictConfig) -> None:
     failed += [] if tallies["writers"]["ok"] else ["writers"]
     failed += [] if tallies["memory"]["ok"] else ["memory bound"]
     if failed:
-        raise SystemExit(f"robustness campaign: {len(failed)} failure(s): {', '.join(failed)} (see {out / 'robustness.md'})")
+        raise SystemExit(
+            f"robustness campaign: {len(failed)} failure(s): {', '.join(failed)} (see {out / 'robustness.md'})"
+        )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,10 @@ def main(cfg: DictConfig) -> None:
         print(f"saved the W&B report: {publish(report)}")
         return
     path = write_offline(report, cfg.out_dir, figures_dir=cfg.out_dir)
-    print(f"wrote the report specification {path}; to publish it, upload the runs (wandb sync "
-          f"{cfg.results.rsplit('/', 1)[0]}/wandb/offline-run-*) and rerun with logger=wandb_online logger.entity=<you>")
+    print(
+        f"wrote the report specification {path}; to publish it, upload the runs (wandb sync "
+        f"{cfg.results.rsplit('/', 1)[0]}/wandb/offline-run-*) and rerun with logger=wandb_online logger.entity=<you>"
+    )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,10 @@ def families():
     def get(arch: str) -> tuple[LoadedModel, LoadedModel]:
         if arch not in built:
             base = tiny_model(arch, seed=0)
-            built[arch] = from_module(base, name=f"{arch}-base"), from_module(fine_tune_of(base, seed=1), name=f"{arch}-tuned")
+            built[arch] = (
+                from_module(base, name=f"{arch}-base"),
+                from_module(fine_tune_of(base, seed=1), name=f"{arch}-tuned"),
+            )
         return built[arch]
 
     return get

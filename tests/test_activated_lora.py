@@ -56,7 +56,9 @@ def reference(peft_model, contexts, tails) -> list[torch.Tensor]:
 
 def errors(logits, expected, tails) -> float:
     width = logits.shape[1]
-    return max(float((logits[row, width - t.numel():] - ref).abs().max()) for row, (t, ref) in enumerate(zip(tails, expected)))
+    return max(
+        float((logits[row, width - t.numel() :] - ref).abs().max()) for row, (t, ref) in enumerate(zip(tails, expected))
+    )
 
 
 @pytest.mark.parametrize("plan", PLANS)
@@ -172,10 +174,22 @@ def test_the_page_counts_exactness_and_compares_with_the_lora_plan(tmp_path):
               ("lora", "recompute"): [1, 1, 0, 0], ("alora", "full_prefill"): [1, 0, 1, 0],
               ("alora", "full_reuse"): [1, 0, 1, 0], ("alora", "recompute"): [1, 0, 1, 0]}
     comparisons = {"base": {"lora": "L<-base", "alora": "A<-base"}}
-    rows = [{"pair": comparisons["base"][kind], "method": method, "plan": method, "quality": sum(s) / 4, "per_sample": s,
-             "n_samples": 4, "recomputed_fraction": {"full_prefill": None, "full_reuse": 0.0, "recompute": 1 / 3}[method],
-             "speedup": 2.0, "metric": "edit_sim", "task": "long_code", "split": "test"}
-            for (kind, method), s in scores.items()]
+    rows = [
+        {
+            "pair": comparisons["base"][kind],
+            "method": method,
+            "plan": method,
+            "quality": sum(s) / 4,
+            "per_sample": s,
+            "n_samples": 4,
+            "recomputed_fraction": {"full_prefill": None, "full_reuse": 0.0, "recompute": 1 / 3}[method],
+            "speedup": 2.0,
+            "metric": "edit_sim",
+            "task": "long_code",
+            "split": "test",
+        }
+        for (kind, method), s in scores.items()
+    ]
     summary = alora_summary(rows, comparisons)
     assert summary[0]["alora_reuse_changed_questions"] == 0
     assert summary[0]["alora_reuse_vs_lora_plan"]["delta"] == 0.0
@@ -206,7 +220,10 @@ def test_a_point_of_an_extension_is_keyed_by_its_own_recipe():
     family = lambda folder: SimpleNamespace(root=Path("zoo-smollm2-x"), report={  # noqa: E731
         "extensions": {"alora-code": {"folder": folder}}})
     cfg = compose_config("evaluate", "pair=smol_alora_code_from_base", "zoo=smollm2")
-    first, second = point_identity(cfg, family("extensions/alora-code-1")), point_identity(cfg, family("extensions/alora-code-2"))
+    first, second = (
+        point_identity(cfg, family("extensions/alora-code-1")),
+        point_identity(cfg, family("extensions/alora-code-2")),
+    )
     assert first["extensions"] == {"zoo:alora-code": "extensions/alora-code-1"} and first != second
     assert "extensions" not in point_identity(compose_config("evaluate", "pair=smol_code_from_base", "zoo=smollm2"),
                                               family("extensions/alora-code-1"))

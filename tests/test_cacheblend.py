@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from helpers import random_ids
 from droidspeak.engine import receiver_prefill, tail_logits
-from droidspeak.engine.cacheblend import cacheblend_prefill, layer_kv, select_tokens
 from droidspeak.engine.batch import context_batch
+from droidspeak.engine.cacheblend import cacheblend_prefill, layer_kv, select_tokens
 from droidspeak.errors import DroidSpeakError
 from droidspeak.reuse import ReusePair
+from helpers import random_ids
 
 ATOL = 1e-5
 CONTEXTS, SUFFIXES = (23, 9, 16), (4, 6, 1)
@@ -72,7 +72,9 @@ def test_hybrid_endpoints(family, inputs):
     contexts, suffixes = inputs
     caches = ReusePair(sender, receiver).prefill(contexts)
     groups_only = logits_of(receiver, receiver_prefill(receiver, caches, "recompute:2-3"), suffixes)
-    assert_rows_close(logits_of(receiver, cacheblend_prefill(receiver, caches, 0.0, groups=[(2, 3)]), suffixes), groups_only)
+    assert_rows_close(
+        logits_of(receiver, cacheblend_prefill(receiver, caches, 0.0, groups=[(2, 3)]), suffixes), groups_only
+    )
     own = logits_of(receiver, receiver_prefill(receiver, contexts, "full_prefill"), suffixes)
     assert_rows_close(logits_of(receiver, cacheblend_prefill(receiver, caches, 1.0, groups=[(2, 3)]), suffixes), own)
 
@@ -114,11 +116,16 @@ def test_a_check_layer_keeps_every_oracle_and_counts_the_layers_below_it(family,
     caches = ReusePair(sender, receiver).prefill(contexts)
     own = logits_of(receiver, receiver_prefill(receiver, contexts, "full_prefill"), suffixes)
     assert_rows_close(logits_of(receiver, receiver_prefill(receiver, caches, f"cacheblend:1@{check}"), suffixes), own)
-    zero, below = receiver_prefill(receiver, caches, f"cacheblend:0@{check}"), receiver_prefill(receiver, caches, f"recompute:0-{check - 1}")
+    zero, below = (
+        receiver_prefill(receiver, caches, f"cacheblend:0@{check}"),
+        receiver_prefill(receiver, caches, f"recompute:0-{check - 1}"),
+    )
     for a, b in zip(zero.cache.layers, below.cache.layers):
         assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
     self_caches = ReusePair(receiver, receiver).prefill(contexts)
-    assert_rows_close(logits_of(receiver, receiver_prefill(receiver, self_caches, f"cacheblend:0.3@{check}"), suffixes), own)
+    assert_rows_close(
+        logits_of(receiver, receiver_prefill(receiver, self_caches, f"cacheblend:0.3@{check}"), suffixes), own
+    )
     batched = receiver_prefill(receiver, caches, f"cacheblend:0.3@{check}")
     for row, cache in enumerate(caches):
         alone = receiver_prefill(receiver, [cache], f"cacheblend:0.3@{check}")

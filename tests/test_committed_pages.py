@@ -22,4 +22,6 @@ def test_a_committed_page_re_renders_from_its_committed_rows(page, tmp_path, mon
     _, written = render_pages(f"{rows}/results.jsonl", [f"{rows}/profiles/*/*.json"], tmp_path, draw=False)
     assert {path.name for path in written} == set(TABLES)
     for name in TABLES:
-        assert (tmp_path / name).read_bytes() == (REPO / page / name).read_bytes(), f"{page}/{name} drifted from its rows"
+        assert (tmp_path / name).read_bytes() == (REPO / page / name).read_bytes(), (
+            f"{page}/{name} drifted from its rows"
+        )

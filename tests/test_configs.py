@@ -31,7 +31,9 @@ def test_every_option_of_every_group_composes(hydra_conf, group):
         overrides = [f"{group}={option}"]
         if option == "profile":
             overrides.append("method.path=/tmp/profile.json")
-        primary = "profile" if group == "experiment" and option.endswith("_profile") else "evaluate"  # profile_pair.py's
+        primary = (
+            "profile" if group == "experiment" and option.endswith("_profile") else "evaluate"
+        )  # profile_pair.py's
         cfg = compose(config_name=primary, overrides=overrides)
         if group in ("pair", "task", "method", "logger"):
             assert cfg[group].name if group != "logger" else cfg.logger.mode

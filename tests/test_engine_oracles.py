@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from helpers import fine_tune_of, random_ids, tiny_model
 from droidspeak.arch import context_mask
 from droidspeak.engine import receiver_prefill, tail_logits
 from droidspeak.engine.shared_passes import shared_prefills
@@ -12,6 +11,7 @@ from droidspeak.errors import DroidSpeakError, UnsupportedArchitectureError
 from droidspeak.loading import from_module
 from droidspeak.profile.candidates import single_layer_plan
 from droidspeak.reuse import ReusePair
+from helpers import fine_tune_of, random_ids, tiny_model
 
 ATOL = 1e-5
 CONTEXTS, SUFFIXES = (23, 9, 16), (4, 6, 1)
@@ -26,7 +26,9 @@ def own_logits(model, context, suffix):
 
 def own_greedy(model, context, suffix, n):
     with torch.no_grad():
-        out = model.model.generate(torch.cat([context, suffix])[None], max_new_tokens=n, do_sample=False, pad_token_id=0)
+        out = model.model.generate(
+            torch.cat([context, suffix])[None], max_new_tokens=n, do_sample=False, pad_token_id=0
+        )
     return out[0, context.numel() + suffix.numel() :]  # the new tokens, through an EOS if one came
 
 
@@ -56,7 +58,9 @@ def test_full_prefill_plan_is_the_receivers_own_forward(family, inputs):
     prefilled = receiver_prefill(receiver, contexts, "full_prefill")  # token ids suffice: no cache involved
     logits = tail_logits(receiver, prefilled, suffixes)
     for row, (context, suffix) in enumerate(zip(contexts, suffixes)):
-        torch.testing.assert_close(logits[row, -suffix.numel() :], own_logits(receiver, context, suffix), atol=ATOL, rtol=0)
+        torch.testing.assert_close(
+            logits[row, -suffix.numel() :], own_logits(receiver, context, suffix), atol=ATOL, rtol=0
+        )
 
 
 def test_self_reuse_equals_full_prefill(family, inputs):
@@ -65,7 +69,9 @@ def test_self_reuse_equals_full_prefill(family, inputs):
     pair = ReusePair(receiver, receiver)
     logits = tail_logits(receiver, pair.prepare(pair.prefill(contexts), "full_reuse"), suffixes)
     for row, (context, suffix) in enumerate(zip(contexts, suffixes)):
-        torch.testing.assert_close(logits[row, -suffix.numel() :], own_logits(receiver, context, suffix), atol=ATOL, rtol=0)
+        torch.testing.assert_close(
+            logits[row, -suffix.numel() :], own_logits(receiver, context, suffix), atol=ATOL, rtol=0
+        )
 
 
 def test_group_plan_recomputes_from_sender_E_and_reuses_sender_KV_bit_exactly(family):
@@ -125,7 +131,9 @@ def test_loglikelihood_matches_the_receivers_own_scores(family, inputs):
     contexts, suffixes = inputs
     pair = ReusePair(sender, receiver)
     continuations = random_ids([2, 3, 1], seed=6)
-    ours = pair.loglikelihood(pair.prefill(contexts), [s[:0] if i == 0 else s for i, s in enumerate(suffixes)], continuations, "full_prefill")
+    ours = pair.loglikelihood(
+        pair.prefill(contexts), [s[:0] if i == 0 else s for i, s in enumerate(suffixes)], continuations, "full_prefill"
+    )
     for i, (context, suffix, continuation) in enumerate(zip(contexts, suffixes, continuations)):
         prompt = context if i == 0 else torch.cat([context, suffix])  # row 0: empty suffix
         with torch.no_grad():
@@ -216,8 +224,9 @@ def test_a_right_padded_batch_equals_each_context_alone_without_its_padding_mask
             alone = receiver_prefill(receiver, [cache], plan)
             n = cache.token_ids.numel()
             for layer in (1, 4):
-                torch.testing.assert_close(batched.cache.layers[layer].keys[row, :, :n], alone.cache.layers[layer].keys[0],
-                                           atol=ATOL, rtol=0)
+                torch.testing.assert_close(
+                    batched.cache.layers[layer].keys[row, :, :n], alone.cache.layers[layer].keys[0], atol=ATOL, rtol=0
+                )
 
 
 def test_every_family_passes_the_probe_with_room_to_spare(family):
@@ -238,5 +247,7 @@ def test_a_model_whose_forward_does_more_than_its_layers_is_refused_by_name():
         return forward(inputs_embeds=model.model.embed_tokens(input_ids) * 4.0, **kwargs)
 
     model.model.forward = scaled_forward
-    with pytest.raises(UnsupportedArchitectureError, match=r"failed droidspeak's probe(.|\n)*recompute:0-5 \(every layer"):
+    with pytest.raises(
+        UnsupportedArchitectureError, match=r"failed droidspeak's probe(.|\n)*recompute:0-5 \(every layer"
+    ):
         ReusePair(from_module(model, name="scaled"), from_module(model, name="scaled"))

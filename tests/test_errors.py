@@ -4,7 +4,6 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from helpers import fine_tune_of, random_ids, tiny_model
 from droidspeak.cache import ContextCache
 from droidspeak.errors import (
     CacheFormatError,
@@ -16,6 +15,7 @@ from droidspeak.errors import (
 )
 from droidspeak.loading import from_module
 from droidspeak.reuse import ReusePair
+from helpers import fine_tune_of, random_ids, tiny_model
 
 
 @pytest.fixture

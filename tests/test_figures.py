@@ -7,7 +7,6 @@ import json
 import matplotlib
 import pytest
 
-from droidspeak.track.results import read_rows
 from droidspeak.figures import (
     FIGURES,
     FigureDataError,
@@ -33,6 +32,7 @@ from droidspeak.profile import (
     single_group_plans,
     transition_plans,
 )
+from droidspeak.track.results import read_rows
 
 L = 8
 HARM = [0.0, 0.01, 0.2, 0.15, 0.0, 0.05, 0.0, 0.01]
@@ -57,8 +57,8 @@ def make_profile(task: str, reference: float) -> Profile:
         for p in by_count
     ]
     single = [
-        LayerSensitivity(l, reference - HARM[l], tuple(r - HARM[l] * (1 + 0.5 * i) for i, r in enumerate(per_ref)))
-        for l in range(L)
+        LayerSensitivity(i, reference - HARM[i], tuple(r - HARM[i] * (1 + 0.5 * j) for j, r in enumerate(per_ref)))
+        for i in range(L)
     ]
     return Profile(
         receiver="ft_a", sender="ft_b", task=task, metric="f1", num_layers=L, reference_quality=reference,
@@ -103,7 +103,10 @@ def results_jsonl(tmp_path):
 
 @pytest.fixture
 def profile_paths(tmp_path):
-    return [save_profile(tmp_path / f"{task}.json", make_profile(task, ref)) for task, ref in (("hotpot_like", 0.8), ("code_like", 0.6))]
+    return [
+        save_profile(tmp_path / f"{task}.json", make_profile(task, ref))
+        for task, ref in (("hotpot_like", 0.8), ("code_like", 0.6))
+    ]
 
 
 def test_read_jsonl_skips_a_truncated_last_line_only(results_jsonl, tmp_path):
@@ -181,27 +184,84 @@ def _comparison_rows(pair: str, task: str) -> list[dict]:
     """One proxy, one multigroup and two hybrid rows as profile.job writes them (made up, mutually consistent)."""
     ids = {"pair": pair, "task": task}
     return [
-        {**ids, "comparison": "proxy", "plans": 30, "samples": 4, "task_samples": 3, "proxy_contexts": 2,
-         "task_contexts": 3, "spearman_top1": 0.91, "kendall_top1": 0.8, "spearman_kl": None, "kendall_kl": 0.62,
-         "same_best_top1": True, "same_best_kl": False, "proxy_seconds": 3.0, "task_seconds": 12.6, "task_group_prefill_seconds": 2.5, "cost_ratio": 4.2,
-         "tolerance": 0.05, "reference_quality": 0.8, "exhaustive_plan": "recompute:2-5", "exhaustive_layers": 4,
-         "exhaustive_quality": 0.78, "proxy_plan": "recompute:2-3", "proxy_layers": 2, "proxy_quality": 0.72,
-         "proxy_within_tolerance": False, "budgets": 9, "budgets_same_quality": 7, "budget_regret_mean": 0.0125},
-        {**ids, "comparison": "multigroup", "search": "dp_measured_groups", "recomputed_layers": 3,
-         "plan": "recompute:2-3+5-5", "groups": 2, "transitions": 2, "predicted_quality": 0.75, "quality": 0.74,
-         "best_single_plan": "recompute:1-3", "best_single_quality": 0.72, "delta_vs_best_single": 0.02,
-         "transition_penalty": 0.02, "reference_quality": 0.8},
-        {**ids, "comparison": "hybrid", "budget_fraction": 0.25, "method": "group", "plan": "recompute:2-3",
-         "quality": 0.7, "compute_fraction": 0.25, "prefill_seconds": 0.011, "reference_quality": 0.8},
-        {**ids, "comparison": "hybrid", "budget_fraction": 0.25, "method": "cacheblend", "plan": "cacheblend:0.25",
-         "quality": 0.55, "compute_fraction": 0.26, "prefill_seconds": 0.012, "reference_quality": 0.8},
+        {
+            **ids,
+            "comparison": "proxy",
+            "plans": 30,
+            "samples": 4,
+            "task_samples": 3,
+            "proxy_contexts": 2,
+            "task_contexts": 3,
+            "spearman_top1": 0.91,
+            "kendall_top1": 0.8,
+            "spearman_kl": None,
+            "kendall_kl": 0.62,
+            "same_best_top1": True,
+            "same_best_kl": False,
+            "proxy_seconds": 3.0,
+            "task_seconds": 12.6,
+            "task_group_prefill_seconds": 2.5,
+            "cost_ratio": 4.2,
+            "tolerance": 0.05,
+            "reference_quality": 0.8,
+            "exhaustive_plan": "recompute:2-5",
+            "exhaustive_layers": 4,
+            "exhaustive_quality": 0.78,
+            "proxy_plan": "recompute:2-3",
+            "proxy_layers": 2,
+            "proxy_quality": 0.72,
+            "proxy_within_tolerance": False,
+            "budgets": 9,
+            "budgets_same_quality": 7,
+            "budget_regret_mean": 0.0125,
+        },
+        {
+            **ids,
+            "comparison": "multigroup",
+            "search": "dp_measured_groups",
+            "recomputed_layers": 3,
+            "plan": "recompute:2-3+5-5",
+            "groups": 2,
+            "transitions": 2,
+            "predicted_quality": 0.75,
+            "quality": 0.74,
+            "best_single_plan": "recompute:1-3",
+            "best_single_quality": 0.72,
+            "delta_vs_best_single": 0.02,
+            "transition_penalty": 0.02,
+            "reference_quality": 0.8,
+        },
+        {
+            **ids,
+            "comparison": "hybrid",
+            "budget_fraction": 0.25,
+            "method": "group",
+            "plan": "recompute:2-3",
+            "quality": 0.7,
+            "compute_fraction": 0.25,
+            "prefill_seconds": 0.011,
+            "reference_quality": 0.8,
+        },
+        {
+            **ids,
+            "comparison": "hybrid",
+            "budget_fraction": 0.25,
+            "method": "cacheblend",
+            "plan": "cacheblend:0.25",
+            "quality": 0.55,
+            "compute_fraction": 0.26,
+            "prefill_seconds": 0.012,
+            "reference_quality": 0.8,
+        },
     ]
 
 
 def test_profiles_summary_tabulates_profiles_and_their_comparison_rows(profile_paths, tmp_path):
     hotpot = profile_paths[0]
     assert comparisons_path(hotpot) == tmp_path / "hotpot_like.comparisons.jsonl"
-    comparisons_path(hotpot).write_text("".join(json.dumps(r) + "\n" for r in _comparison_rows("ft_a<-ft_b", "hotpot_like")))
+    comparisons_path(hotpot).write_text(
+        "".join(json.dumps(r) + "\n" for r in _comparison_rows("ft_a<-ft_b", "hotpot_like"))
+    )
     summary = profiles_summary(profile_paths, 0.05)
     json_path, md_path = write_profiles_summary(summary, tmp_path / "reports", source="`two profiles`")
     assert (json_path.name, md_path.name) == ("profiles.json", "profiles.md")

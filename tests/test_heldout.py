@@ -18,7 +18,9 @@ def test_interval_holds_the_mean_and_narrows_with_more_questions():
 
 def test_paired_difference_sees_what_unpaired_intervals_miss():
     receiver = [1.0] * 30 + [0.0] * 34
-    plan = [1.0] * 29 + [0.0] * 35  # one answer lost: the intervals overlap, the paired difference does not hold 0 above
+    plan = [1.0] * 29 + [
+        0.0
+    ] * 35  # one answer lost: the intervals overlap, the paired difference does not hold 0 above
     low, high = paired_difference_interval(plan, receiver)
     assert high <= 0 and low < 0
     assert paired_difference_interval(receiver, receiver) == (0, 0)

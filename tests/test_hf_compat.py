@@ -7,10 +7,10 @@ import torch
 import transformers
 from packaging.version import Version
 
-from helpers import tiny_model
 from droidspeak.arch import decoder_stack
 from droidspeak.errors import UnsupportedArchitectureError
 from droidspeak.hf_compat import CACHE_KW, SDPA_GQA_SWITCH, accepts_cache, cache_arg, returned_cache
+from helpers import tiny_model
 
 
 def test_probed_keyword_matches_the_installed_transformers():

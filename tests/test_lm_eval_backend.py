@@ -32,7 +32,15 @@ def setup(tmp_path_factory, llama_checkpoints):
     for c in range(4):
         context = words(rng, 12) + "\n\n" + words(rng, 20)  # a delimiter inside the context too
         for q in range(3):
-            rows.append({"context": context, "question": words(rng, 3), "answer": words(rng, 1), "choices": [words(rng, 1), words(rng, 2)], "label": q % 2})
+            rows.append(
+                {
+                    "context": context,
+                    "question": words(rng, 3),
+                    "answer": words(rng, 1),
+                    "choices": [words(rng, 1), words(rng, 2)],
+                    "label": q % 2,
+                }
+            )
     data = root / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tasks = root / "tasks"
@@ -48,7 +56,9 @@ def setup(tmp_path_factory, llama_checkpoints):
         'doc_to_choice: "{{choices}}"\ndoc_to_target: "{{label}}"\nmetric_list:\n  - metric: acc\n'
     )
     (tasks / "roll.yaml").write_text(
-        "task: ds_roll\n" + common + 'output_type: loglikelihood_rolling\ndoc_to_text: ""\ndoc_to_target: "{{context}}"\n'
+        "task: ds_roll\n"
+        + common
+        + 'output_type: loglikelihood_rolling\ndoc_to_text: ""\ndoc_to_target: "{{context}}"\n'
         "metric_list:\n  - metric: word_perplexity\n"
     )
     return receiver, sender, TaskManager(include_path=str(tasks))
@@ -136,9 +146,25 @@ def test_the_droidspeak_eval_cli_takes_lm_evals_own_flags(setup, tmp_path):
     assert cli, "the droidspeak-eval console script is installed with the package"
     include = tasks.include_path if isinstance(tasks.include_path, str) else tasks.include_path[0]
     done = subprocess.run(
-        [cli, "--model", "droidspeak", "--model_args", f"receiver={receiver},sender={sender},plan=recompute:1-2,batch_size=4",
-         "--tasks", "ds_mc", "--include_path", str(include), "--output_path", str(tmp_path), "--batch_size", "2"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [
+            cli,
+            "--model",
+            "droidspeak",
+            "--model_args",
+            f"receiver={receiver},sender={sender},plan=recompute:1-2,batch_size=4",
+            "--tasks",
+            "ds_mc",
+            "--include_path",
+            str(include),
+            "--output_path",
+            str(tmp_path),
+            "--batch_size",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ds_mc" in done.stdout and "acc" in done.stdout
@@ -147,11 +173,18 @@ def test_the_droidspeak_eval_cli_takes_lm_evals_own_flags(setup, tmp_path):
 
 @pytest.mark.slow
 def test_lm_evals_own_wandb_logging_and_a_cache_keyed_by_plan(setup, tmp_path):
-    """``--wandb_args`` logs through lm-eval's own W&B logger; ``--use_cache`` entries of one plan never serve another."""
+    """``--wandb_args`` logs through lm-eval's own W&B logger; ``--use_cache`` entries of one plan never serve
+    another."""
     receiver, sender, tasks = setup
     cli = shutil.which("droidspeak-eval", path=str(Path(sys.executable).parent))
     include = tasks.include_path if isinstance(tasks.include_path, str) else tasks.include_path[0]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": str(tmp_path),
+        "WANDB_SILENT": "true",
+    }
     for plan in ("recompute:1-2", "full_reuse"):
         done = subprocess.run(
             [cli, "--model", "droidspeak", "--model_args", f"receiver={receiver},sender={sender},plan={plan}",

@@ -3,24 +3,29 @@
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from helpers import tiny_model
+
 from droidspeak.errors import DroidSpeakError
 from droidspeak.loading import load_model, merge_adapter
 from droidspeak.reuse import ReusePair
+from helpers import tiny_model
 
 
 @pytest.fixture(scope="module")
 def checkpoints(llama_checkpoints):
     """The session's base/ and tuned/ directories, and beside them lora/: a LoRA adapter of the base."""
     root = llama_checkpoints
-    lora = get_peft_model(tiny_model("llama", seed=0), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora = get_peft_model(
+        tiny_model("llama", seed=0), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     lora.save_pretrained(root / "lora")
     return root
 
 
 def test_local_directories_and_adapters_load_into_a_working_pair(checkpoints):
     pair = ReusePair.from_pretrained(
-        receiver=str(checkpoints / "base"), receiver_adapter=str(checkpoints / "lora"), sender=str(checkpoints / "tuned")
+        receiver=str(checkpoints / "base"),
+        receiver_adapter=str(checkpoints / "lora"),
+        sender=str(checkpoints / "tuned"),
     )
     assert pair.receiver.fingerprint.adapter.startswith(str(checkpoints / "lora"))
     caches = pair.prefill(["w1 w2 w3 w4 w5 w6"])

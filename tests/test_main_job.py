@@ -19,8 +19,14 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def env(mini_family):
     cache = mini_family[1].root.parent  # every job finds the session's family there instead of training its own
-    return {**os.environ, "DROIDSPEAK_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "", "WANDB_SILENT": "true",
-            "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ,
+        "DROIDSPEAK_CACHE": str(cache),
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "",
+        "WANDB_SILENT": "true",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def evaluate(env, out, *overrides, multirun=False, check=True, popen=False):
@@ -28,7 +34,9 @@ def evaluate(env, out, *overrides, multirun=False, check=True, popen=False):
            f"output_root={out}", "timing.repeats=1", *overrides]
     env = {k: v for k, v in env.items() if v != ""}
     if popen:
-        return subprocess.Popen(cmd, env=env, cwd=out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            cmd, env=env, cwd=out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
     done = subprocess.run(cmd, env=env, cwd=out, capture_output=True, text=True, timeout=600)
     if check and done.returncode != 0:
         raise AssertionError(done.stdout[-3000:] + done.stderr[-3000:])
@@ -40,8 +48,19 @@ def test_two_point_sweep_writes_jsonl_and_offline_wandb_and_resumes(env, tmp_pat
     rows = read_rows(tmp_path / "default" / "results.jsonl")
     assert sorted(r["method"] for r in rows) == ["full_prefill", "full_reuse"]
     for row in rows:
-        for field in ("pair", "task", "plan", "metrics", "recomputed_fraction", "prefill_seconds", "baseline_prefill_seconds",
-                      "device", "seed", "git_sha", "quality"):
+        for field in (
+            "pair",
+            "task",
+            "plan",
+            "metrics",
+            "recomputed_fraction",
+            "prefill_seconds",
+            "baseline_prefill_seconds",
+            "device",
+            "seed",
+            "git_sha",
+            "quality",
+        ):
             assert field in row, field
     assert {r["recomputed_fraction"] for r in rows} == {0.0, 1.0}
     runs = list((tmp_path / "default" / "wandb").glob("offline-run-*"))
@@ -55,7 +74,9 @@ def test_two_point_sweep_writes_jsonl_and_offline_wandb_and_resumes(env, tmp_pat
 def test_a_killed_sweep_resumes_without_loss_or_duplicates(env, tmp_path):
     layers = "0-0,1-1,2-2,3-3"
     results = tmp_path / "default" / "results.jsonl"
-    proc = evaluate(env, tmp_path, "logger=none", "method=recompute", f"method.layers={layers}", multirun=True, popen=True)
+    proc = evaluate(
+        env, tmp_path, "logger=none", "method=recompute", f"method.layers={layers}", multirun=True, popen=True
+    )
     deadline = time.time() + 300
     while time.time() < deadline and len(read_all_rows(results)) < 1:  # finished jobs' own files, not merged yet
         time.sleep(0.5)
@@ -107,9 +128,21 @@ def test_figures_rebuild_reports_from_the_jsonl_alone(env, tmp_path):
     evaluate(env, tmp_path, "logger=none", "method=recompute", "method.layers=0-1,2-3", multirun=True)
     results = tmp_path / "default" / "results.jsonl"
     out = tmp_path / "reports"
-    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "figures.py"), f"results={results}", f"out_dir={out}",
-                           "logger=wandb_offline", "run_name=test"], env={k: v for k, v in env.items() if v != ""},
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "experiments" / "figures.py"),
+            f"results={results}",
+            f"out_dir={out}",
+            "logger=wandb_offline",
+            "run_name=test",
+        ],
+        env={k: v for k, v in env.items() if v != ""},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["in_sample"][0]["plans_measured"] == 4  # full reuse, two groups, full prefill
@@ -137,8 +170,14 @@ def test_figures_rebuild_reports_from_the_jsonl_alone(env, tmp_path):
 
 
 def test_quickstart_example_runs(env, tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py"), "zoo=mini"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300, env={k: v for k, v in env.items() if v != ""})
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py"), "zoo=mini"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in env.items() if v != ""},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "full_reuse:" in done.stdout and "recompute:0-1:" in done.stdout
 
@@ -148,14 +187,18 @@ def test_a_longbench_task_config_runs_through_lm_eval_on_a_local_stand_in(env, t
     import lm_eval
 
     shipped = Path(lm_eval.__file__).parent / "tasks" / "longbench" / "hotpotqa.yaml"
-    rows = [{"context": f"record {i} : alpha beta gamma", "question": f"what is {i}", "answers": ["alpha"]} for i in range(3)]
+    rows = [
+        {"context": f"record {i} : alpha beta gamma", "question": f"what is {i}", "answers": ["alpha"]}
+        for i in range(3)
+    ]
     data = tmp_path / "hotpotqa.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tasks = tmp_path / "standin"
     tasks.mkdir()
     (tasks / "hotpotqa_standin.yaml").write_text(
         f"include: {shipped}\ntask: longbench_hotpotqa_standin\ntag: []\ndataset_path: json\ndataset_name: null\n"
-        f"dataset_kwargs:\n  data_files:\n    test: {data}\ngeneration_kwargs:\n  max_gen_toks: 4\n  do_sample: false\n  until: []\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "generation_kwargs:\n  max_gen_toks: 4\n  do_sample: false\n  until: []\n"
     )
     evaluate(env, tmp_path, "logger=none", "task=longbench_hotpotqa", "task.lm_eval_task=longbench_hotpotqa_standin",
              f"task.include_path={tasks}", "method=recompute", "method.layers=1-2")

@@ -3,9 +3,9 @@ torch range admits the GPU machines' 2.11 as well as the CPU build CI installs."
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]

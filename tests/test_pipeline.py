@@ -50,7 +50,9 @@ def test_pipelined_equals_receiver_prefill(pair, caches, plan, strategy):
 
 def test_full_prefill_delegates(pair, caches):
     _, receiver = pair
-    assert_identical(pipelined_prefill(receiver, caches, "full_prefill"), receiver_prefill(receiver, caches, "full_prefill"))
+    assert_identical(
+        pipelined_prefill(receiver, caches, "full_prefill"), receiver_prefill(receiver, caches, "full_prefill")
+    )
 
 
 @pytest.mark.parametrize("tier", ["memory", "disk"])

@@ -6,7 +6,16 @@ from droidspeak.plan import RecomputePlan, format_plan, layer_groups, parse_plan
 
 @pytest.mark.parametrize(
     "text",
-    ["full_prefill", "full_reuse", "recompute:0-3", "recompute:0-3+10-11", "recompute:5-5", "cacheblend:0.15", "cacheblend:0.15@4", "profile:p.json@0.01"],
+    [
+        "full_prefill",
+        "full_reuse",
+        "recompute:0-3",
+        "recompute:0-3+10-11",
+        "recompute:5-5",
+        "cacheblend:0.15",
+        "cacheblend:0.15@4",
+        "profile:p.json@0.01",
+    ],
 )
 def test_plan_syntax_round_trips(text):
     assert format_plan(parse_plan(text)) == text
@@ -59,7 +68,9 @@ def test_cost_counts_layer_tokens_transitions_and_bytes():
     assert cost.transitions == 1
     assert cost.e_bytes == 100 * 7
     assert cost.kv_bytes == 5 * 100 * 10
-    full = prefill_cost(parse_plan("full_prefill"), num_layers=8, context_tokens=100, kv_bytes_per_token_layer=10, e_bytes_per_token=7)
+    full = prefill_cost(
+        parse_plan("full_prefill"), num_layers=8, context_tokens=100, kv_bytes_per_token_layer=10, e_bytes_per_token=7
+    )
     assert (full.compute_fraction, full.bytes_to_load) == (1.0, 0)
 
 

@@ -9,8 +9,8 @@ import torch
 from droidspeak.plan import parse_plan
 from droidspeak.profile import load_profile, resolve_profile_plan, save_profile
 from droidspeak.profile.comparisons import compare_hybrid, compare_multigroup, compare_proxy
-from droidspeak.profile.proxy import ProxyScorer, agrees_within, spread_rows
 from droidspeak.profile.profiler import Profiler, profile_pair, select_profile_rows
+from droidspeak.profile.proxy import ProxyScorer, agrees_within, spread_rows
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -125,8 +125,17 @@ def test_profile_job_on_the_mini_family_feeds_the_profile_plan(mini_family, tmp_
     mini, family = mini_family
     monkeypatch.setenv("DROIDSPEAK_CACHE", str(family.root.parent))
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("profile", overrides=["zoo=mini", "contexts=1", "granularity=2", "comparisons=false", "progress=false",
-                                            f"output_root={tmp_path}"])
+        cfg = compose(
+            "profile",
+            overrides=[
+                "zoo=mini",
+                "contexts=1",
+                "granularity=2",
+                "comparisons=false",
+                "progress=false",
+                f"output_root={tmp_path}",
+            ],
+        )
         assert recipe_hash(cfg.zoo) == recipe_hash(mini)  # the job's zoo=mini is the session's family
         written = run_job(cfg, family)
         profile = load_profile(written["profile"])
@@ -152,7 +161,6 @@ def test_a_pair_with_an_allowed_mismatch_profiles_and_scores_its_proxy_with_the_
     """allow_mismatch reaches every model-running part of a profiling job, not just the profiler."""
     from droidspeak.errors import PairMismatchError
     from droidspeak.loading import from_module
-
     from helpers import fine_tune_of, tiny_model
 
     base, _ = models

@@ -58,11 +58,11 @@ def brute_force(harm, penalty: float, max_groups: int | None = None) -> dict[int
     n = len(harm)
     best: dict[int, float] = {}
     for mask in range(1 << n):
-        layers = [l for l in range(n) if mask >> l & 1]
-        starts = [l for l in layers if l == 0 or not mask >> (l - 1) & 1]
+        layers = [i for i in range(n) if mask >> i & 1]
+        starts = [i for i in layers if i == 0 or not mask >> (i - 1) & 1]
         if max_groups is not None and len(starts) > max_groups:
             continue
-        value = sum(harm[l] for l in layers) - penalty * sum(1 for s in starts if s > 0)
+        value = sum(harm[i] for i in layers) - penalty * sum(1 for s in starts if s > 0)
         k = len(layers)
         best[k] = max(best.get(k, -math.inf), value)
     return best
@@ -340,7 +340,7 @@ def make_profile(num_layers: int = L, **overrides) -> Profile:
         n_samples=2,
         inputs=["doc-0", "doc-1"],
         single_layer=[
-            LayerSensitivity(l, reference - harm[l], (0.6 - harm[l], 1.0 - harm[l])) for l in range(num_layers)
+            LayerSensitivity(i, reference - harm[i], (0.6 - harm[i], 1.0 - harm[i])) for i in range(num_layers)
         ],
         timing={"total_seconds": 1.5, "evaluations": len(points)},
     )
@@ -420,9 +420,19 @@ def test_load_profile_errors_are_clear(tmp_path):
     with pytest.raises(ProfileError, match="missing field 'metric'"):
         load_profile(variant("nometric.json", lambda d: d.pop("metric")))
     with pytest.raises(ProfileError, match="out of range"):
-        load_profile(variant("range.json", lambda d: d["points"].append({"plan": "recompute:7-9", "recomputed_layers": 3, "quality": 0.1})))
+        load_profile(
+            variant(
+                "range.json",
+                lambda d: d["points"].append({"plan": "recompute:7-9", "recomputed_layers": 3, "quality": 0.1}),
+            )
+        )
     with pytest.raises(ProfileError, match="says 5 recomputed layers"):
-        load_profile(variant("count.json", lambda d: d["points"].append({"plan": "recompute:1-2", "recomputed_layers": 5, "quality": 0.1})))
+        load_profile(
+            variant(
+                "count.json",
+                lambda d: d["points"].append({"plan": "recompute:1-2", "recomputed_layers": 5, "quality": 0.1}),
+            )
+        )
     with pytest.raises(ProfileError, match="per-input values"):
         load_profile(variant("inputs.json", lambda d: d.update(inputs=["only-one"])))
     assert issubclass(ProfileError, PlanError)

@@ -38,9 +38,21 @@ def _heldout(pair, proxy_quality):
 
 
 def test_the_page_says_whether_the_goal_is_met():
-    comparisons = [{"pair": p, "task": "t", "samples": 8, "proxy_contexts": 2, "plans": 7, "proxy_seconds": 1.0,
-                    "task_group_prefill_seconds": s / 2, "spearman_top1": 0.9,
-                    "task_seconds_equal_samples": s, "cost_ratio_equal_samples": s} for p, s in (("x", 12.0), ("y", 15.0))]
+    comparisons = [
+        {
+            "pair": p,
+            "task": "t",
+            "samples": 8,
+            "proxy_contexts": 2,
+            "plans": 7,
+            "proxy_seconds": 1.0,
+            "task_group_prefill_seconds": s / 2,
+            "spearman_top1": 0.9,
+            "task_seconds_equal_samples": s,
+            "cost_ratio_equal_samples": s,
+        }
+        for p, s in (("x", 12.0), ("y", 15.0))
+    ]
     toy = [{"rule": "point", "pair": "t<-s", "plan": "recompute:0-0", "within": True, "layers": 1}]
     summary = proxy_summary(_heldout("x", 1.0) + _heldout("y", 0.97), comparisons, 0.05)
     assert all(e["within"] for p in summary for e in p["entries"])

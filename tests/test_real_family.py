@@ -31,7 +31,12 @@ def fake_gguf(tmp_path, monkeypatch) -> GgufConfig:
 
 def test_conversion_reproduces_the_gguf_model_exactly(fake_gguf, tmp_path):
     provenance = convert_base(fake_gguf, tmp_path / "base")
-    assert provenance == {"package": fake_gguf.package, "version": "0.1", "file": fake_gguf.file, "sha256": fake_gguf.sha256}
+    assert provenance == {
+        "package": fake_gguf.package,
+        "version": "0.1",
+        "file": fake_gguf.file,
+        "sha256": fake_gguf.sha256,
+    }
     config = json.loads((tmp_path / "base" / "config.json").read_text())
     assert "quantization_config" not in config and (tmp_path / "base" / "model.safetensors").exists()
     path, _ = locate(fake_gguf)
@@ -99,15 +104,46 @@ def test_a_gguf_family_builds_exports_and_installs_from_the_package(fake_gguf, t
     monkeypatch.setenv("DROIDSPEAK_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(family_mod, "REFERENCE_ROOT", tmp_path / "reference")
     small = {"size_min": 2, "size_max": 2, "questions": 2, "contexts": {"train": 2, "profile": 1, "test": 1}}
-    zoo = OmegaConf.merge(OmegaConf.structured(ZooConfig), {
-        "name": "tinyreal", "gguf": vars(fake_gguf), "tasks": {t: small for t in ("long_mdqa", "long_code")},
-        "variants": {"lora-mdqa": {"kind": "lora", "tasks": ["long_mdqa"], "steps": 2, "batch_size": 1, "rank": 2, "alpha": 4},
-                     "lora-code": {"kind": "lora", "tasks": ["long_code"], "steps": 2, "batch_size": 1, "rank": 2, "alpha": 4}},
-        "pairs": [{"receiver": "lora-mdqa", "sender": "base"}, {"receiver": "lora-code", "sender": "lora-mdqa"}],
-        "measure": {"max_questions": 2, "batch_size": 2, "max_group_layers": 0},
-        "extensions": {"alora-code": {"kind": "alora", "tasks": ["long_code"], "steps": 2, "batch_size": 1, "rank": 2,
-                                      "alpha": 4, "invocation": "\n\n# Complete the call", "examples_of": "lora-code"}},
-    })
+    zoo = OmegaConf.merge(
+        OmegaConf.structured(ZooConfig),
+        {
+            "name": "tinyreal",
+            "gguf": vars(fake_gguf),
+            "tasks": {t: small for t in ("long_mdqa", "long_code")},
+            "variants": {
+                "lora-mdqa": {
+                    "kind": "lora",
+                    "tasks": ["long_mdqa"],
+                    "steps": 2,
+                    "batch_size": 1,
+                    "rank": 2,
+                    "alpha": 4,
+                },
+                "lora-code": {
+                    "kind": "lora",
+                    "tasks": ["long_code"],
+                    "steps": 2,
+                    "batch_size": 1,
+                    "rank": 2,
+                    "alpha": 4,
+                },
+            },
+            "pairs": [{"receiver": "lora-mdqa", "sender": "base"}, {"receiver": "lora-code", "sender": "lora-mdqa"}],
+            "measure": {"max_questions": 2, "batch_size": 2, "max_group_layers": 0},
+            "extensions": {
+                "alora-code": {
+                    "kind": "alora",
+                    "tasks": ["long_code"],
+                    "steps": 2,
+                    "batch_size": 1,
+                    "rank": 2,
+                    "alpha": 4,
+                    "invocation": "\n\n# Complete the call",
+                    "examples_of": "lora-code",
+                }
+            },
+        },
+    )
     built = family_mod.build_family(zoo, progress=False)
     report = built.report
     assert report["base_source"]["sha256"] == fake_gguf.sha256

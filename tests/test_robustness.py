@@ -15,7 +15,14 @@ import torch
 from droidspeak.cache import ContextCache
 from droidspeak.robustness.bad_inputs import CASES, Bench, try_all
 from droidspeak.track.results import (
-    StaleResultsError, append_row, check_code_version, merge_jobs, read_all_rows, read_rows, stale_file, write_job_row,
+    StaleResultsError,
+    append_row,
+    check_code_version,
+    merge_jobs,
+    read_all_rows,
+    read_rows,
+    stale_file,
+    write_job_row,
 )
 from droidspeak.track.version import code_version
 
@@ -60,7 +67,9 @@ def _append_many(path: str, start: int) -> None:
 
 def test_four_processes_appending_the_same_points_write_each_once_and_tear_nothing(tmp_path):
     path = tmp_path / "results.jsonl"
-    procs = [multiprocessing.get_context("fork").Process(target=_append_many, args=(str(path), 10 * w)) for w in range(4)]
+    procs = [
+        multiprocessing.get_context("fork").Process(target=_append_many, args=(str(path), 10 * w)) for w in range(4)
+    ]
     for proc in procs:
         proc.start()
     for proc in procs:
@@ -84,8 +93,13 @@ def test_concurrent_merges_and_job_writers_of_one_key_lose_and_duplicate_nothing
 
 
 def test_two_writers_saving_one_cache_never_leave_a_torn_file(tmp_path):
-    cache = ContextCache(token_ids=torch.arange(64), keys=[torch.randn(2, 64, 8) for _ in range(3)],
-                         values=[torch.randn(2, 64, 8) for _ in range(3)], hidden={1: torch.randn(64, 16)}, sender="s" * 64)
+    cache = ContextCache(
+        token_ids=torch.arange(64),
+        keys=[torch.randn(2, 64, 8) for _ in range(3)],
+        values=[torch.randn(2, 64, 8) for _ in range(3)],
+        hidden={1: torch.randn(64, 16)},
+        sender="s" * 64,
+    )
     path = tmp_path / "c.safetensors"
     threads = [threading.Thread(target=cache.save, args=(path,)) for _ in range(8)]
     for thread in threads:

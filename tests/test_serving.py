@@ -9,19 +9,39 @@ from pathlib import Path
 
 import pytest
 
-from droidspeak.serve import (AdaptivePlanner, FixedPlanner, LatencyModel, ModelledExecutor, PlanOption, Scheduler,
-                              fit_line, poisson_requests, summarize, throughput_at_slo)
+from droidspeak.serve import (
+    AdaptivePlanner,
+    FixedPlanner,
+    LatencyModel,
+    ModelledExecutor,
+    PlanOption,
+    Scheduler,
+    fit_line,
+    poisson_requests,
+    summarize,
+    throughput_at_slo,
+)
 
 ROOT = Path(__file__).parents[1]
 OPTIONS = [PlanOption("full_prefill", 1.0, 32), PlanOption("recompute:8-23", 1.0, 16, 8192, 16 * 131072),
            PlanOption("recompute:8-15", 0.99, 8, 8192, 24 * 131072), PlanOption("full_reuse", 0.6, 0, 0, 32 * 131072)]
-LATENCY = LatencyModel(prefill={"full_prefill": (0.0, 0.26), "recompute:8-23": (0.005, 0.13), "recompute:8-15": (0.005, 0.065),
-                                "full_reuse": (0.005, 0.004)},
-                       suffix=(0.004, 0.001), decode=(0.006, 0.0005, 0.0), options={o.plan: o for o in OPTIONS})
+LATENCY = LatencyModel(
+    prefill={
+        "full_prefill": (0.0, 0.26),
+        "recompute:8-23": (0.005, 0.13),
+        "recompute:8-15": (0.005, 0.065),
+        "full_reuse": (0.005, 0.004),
+    },
+    suffix=(0.004, 0.001),
+    decode=(0.006, 0.0005, 0.0),
+    options={o.plan: o for o in OPTIONS},
+)
 
 
 def run(planner, qps=3.0, count=200, bandwidth=None, max_batch=4, seed=0):
-    requests = poisson_requests(qps, count=count, receivers=["a", "b", "c"], contexts=[8192] * 4, output_tokens=5, seed=seed)
+    requests = poisson_requests(
+        qps, count=count, receivers=["a", "b", "c"], contexts=[8192] * 4, output_tokens=5, seed=seed
+    )
     scheduler = Scheduler(ModelledExecutor(LATENCY, bandwidth), planner, max_batch=max_batch, bandwidth_gbps=bandwidth)
     return requests, scheduler, scheduler.run(requests)
 
@@ -72,7 +92,9 @@ def test_droidspeak_serves_more_within_the_slo():
     slo = 1.0
     curves = {}
     for plan in ("full_prefill", "recompute:8-15"):
-        curves[plan] = [(qps, summarize(run(FixedPlanner(plan), qps=qps)[2], slo_ttft=slo)) for qps in (1, 2, 4, 8, 12, 16)]
+        curves[plan] = [
+            (qps, summarize(run(FixedPlanner(plan), qps=qps)[2], slo_ttft=slo)) for qps in (1, 2, 4, 8, 12, 16)
+        ]
     full = throughput_at_slo(curves["full_prefill"], slo_ttft=slo)
     ours = throughput_at_slo(curves["recompute:8-15"], slo_ttft=slo)
     assert ours >= 3 * full > 0
@@ -85,7 +107,10 @@ def test_adaptive_planner_follows_load_and_bandwidth():
     assert all(o.quality >= 0.99 for o in planner.options)  # full_reuse is never an option
     choose = lambda **kw: planner.choose(batch=1, tokens=8192, **kw)  # noqa: E731
     assert choose(queued=5, waited=0.0, bandwidth_gbps=None) == "recompute:8-15"  # busy: cheapest
-    assert choose(queued=0, waited=0.0, bandwidth_gbps=None) in ("full_prefill", "recompute:8-23")  # idle: most recompute
+    assert choose(queued=0, waited=0.0, bandwidth_gbps=None) in (
+        "full_prefill",
+        "recompute:8-23",
+    )  # idle: most recompute
     assert choose(queued=0, waited=0.9, bandwidth_gbps=None) == "recompute:8-15"  # idle but late: still meet the SLO
     # a slow link makes loading 24 layers of K/V dearer than recomputing: the busy choice moves to more recompute
     assert choose(queued=5, waited=0.0, bandwidth_gbps=0.5) in ("full_prefill", "recompute:8-23")
@@ -95,8 +120,9 @@ def test_adaptive_planner_follows_load_and_bandwidth():
 def test_adaptation_cuts_slo_violations_on_a_slow_link():
     slo = 1.0
     fixed = summarize(run(FixedPlanner("recompute:8-15"), qps=2.0, bandwidth=1.0)[2], slo_ttft=slo)
-    adaptive = summarize(run(AdaptivePlanner(LATENCY, OPTIONS, min_quality=0.99, slo_ttft=slo), qps=2.0, bandwidth=1.0)[2],
-                         slo_ttft=slo)
+    adaptive = summarize(
+        run(AdaptivePlanner(LATENCY, OPTIONS, min_quality=0.99, slo_ttft=slo), qps=2.0, bandwidth=1.0)[2], slo_ttft=slo
+    )
     assert adaptive["slo_violation_rate"] < fixed["slo_violation_rate"]
 
 
@@ -113,7 +139,11 @@ def test_bench_serving_tiny_smoke(tmp_path):
                          env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["bench"] == "serving" and set(result["throughput_at_slo_rps"]) == {"full_prefill", "droidspeak", "adaptive"}
+    assert result["bench"] == "serving" and set(result["throughput_at_slo_rps"]) == {
+        "full_prefill",
+        "droidspeak",
+        "adaptive",
+    }
     for points in result["curves"].values():
         assert all(p["requests"] == 30 and p["ttft_p90"] > 0 for p in points)
     assert len(result["bandwidth"]) == 2 and "| mode |" in out.stdout

@@ -4,7 +4,6 @@ layer slides (Mistral) and one of interleaved local and global layers with a RoP
 import pytest
 import torch
 
-from helpers import WINDOWED, fine_tune_of, random_ids, tiny_model
 from droidspeak.engine import receiver_prefill, tail_logits
 from droidspeak.engine.pipeline import pipelined_prefill
 from droidspeak.engine.verify import probe
@@ -12,6 +11,7 @@ from droidspeak.errors import DroidSpeakError
 from droidspeak.loading import from_module
 from droidspeak.reuse import ReusePair
 from droidspeak.store import DiskStore
+from helpers import WINDOWED, fine_tune_of, random_ids, tiny_model
 
 ATOL = 1e-5
 WINDOW = 6
@@ -33,11 +33,15 @@ def own_logits(model, context, suffix):
 
 def own_greedy(model, context, suffix, n):
     with torch.no_grad():
-        out = model.model.generate(torch.cat([context, suffix])[None], max_new_tokens=n, do_sample=False, pad_token_id=0)
+        out = model.model.generate(
+            torch.cat([context, suffix])[None], max_new_tokens=n, do_sample=False, pad_token_id=0
+        )
     return out[0, context.numel() + suffix.numel():]
 
 
-@pytest.mark.parametrize("plan", ["recompute:0-5", "recompute:2-3", "recompute:1-1+4-5", "full_reuse", "cacheblend:0.3"])
+@pytest.mark.parametrize(
+    "plan", ["recompute:0-5", "recompute:2-3", "recompute:1-1+4-5", "full_reuse", "cacheblend:0.3"]
+)
 def test_a_model_reusing_its_own_cache_beyond_the_window_is_its_own_prefill(windowed, plan):
     _, model = windowed
     pair = ReusePair(model, model)
@@ -68,7 +72,10 @@ def test_contexts_of_one_length_batch_beyond_the_window_and_unequal_ones_are_ref
     caches = pair.prefill(same)
     batched = pair.generate(caches, suffixes, "recompute:2-3", max_new_tokens=4)
     for i in range(2):
-        assert batched[i].tolist() == pair.generate([caches[i]], [suffixes[i]], "recompute:2-3", max_new_tokens=4)[0].tolist()
+        assert (
+            batched[i].tolist()
+            == pair.generate([caches[i]], [suffixes[i]], "recompute:2-3", max_new_tokens=4)[0].tolist()
+        )
     unequal = pair.prefill(random_ids([20, 9], seed=7))
     with pytest.raises(DroidSpeakError, match="span more than the sliding window .*one context at a time"):
         pair.generate(unequal, suffixes, "recompute:2-3", max_new_tokens=4)

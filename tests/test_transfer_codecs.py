@@ -19,7 +19,14 @@ from droidspeak.store import DiskStore, SafetensorsSerde
 from droidspeak.transfer import loaded_layers, transmit
 from test_store import make_cache
 
-SHAPES = [((2, 37, 8), "k"), ((2, 37, 8), "v"), ((37, 16), "e"), ((3, 1, 64), "k"), ((1, 33, 64), "v"), ((2, 0, 8), "k")]
+SHAPES = [
+    ((2, 37, 8), "k"),
+    ((2, 37, 8), "v"),
+    ((37, 16), "e"),
+    ((3, 1, 64), "k"),
+    ((1, 33, 64), "v"),
+    ((2, 0, 8), "k"),
+]
 
 
 def _spikes(shape, seed=0) -> torch.Tensor:
@@ -54,7 +61,14 @@ def test_integer_codecs_err_by_at_most_half_a_step_of_their_group(name, bits, sh
     size = grouping.group or length
     size += size % 2 if bits == 4 else 0
     step = scale.expand(*scale.shape[:-1], size).flatten(-2)[..., :length].movedim(-1, grouping.dim)
-    low = encoded.parts["min"].float().abs().expand(*scale.shape[:-1], size).flatten(-2)[..., :length].movedim(-1, grouping.dim)
+    low = (
+        encoded.parts["min"]
+        .float()
+        .abs()
+        .expand(*scale.shape[:-1], size)
+        .flatten(-2)[..., :length]
+        .movedim(-1, grouping.dim)
+    )
     assert (error <= step / 2 + low * 2**-10 + 1e-6).all()
     assert error.max() > 0  # lossy: a codec that returned its input would not be compressing
 
@@ -214,8 +228,11 @@ def _rows(pair="p<-s"):
     rows = []
     for split, n in (("profile", 8), ("test", 10)):
         full = [1.0] * n
-        for plan, codec, scores in (("full_prefill", "lossless", full), ("recompute:10-19", "lossless", full[:-1] + [0.0]),
-                                    ("recompute:10-19", "int8", full[:-2] + [0.0, 0.0])):
+        for plan, codec, scores in (
+            ("full_prefill", "lossless", full),
+            ("recompute:10-19", "lossless", full[:-1] + [0.0]),
+            ("recompute:10-19", "int8", full[:-2] + [0.0, 0.0]),
+        ):
             sent = None if plan == "full_prefill" else (80_000 if codec == "lossless" else 20_000) * n
             rows.append({"pair": pair, "task": "t", "split": split, "method": plan.split(":")[0], "plan": plan,
                          "resolved_plan": plan, "codec": codec, "quality": sum(scores) / n, "per_sample": scores,
@@ -247,14 +264,18 @@ def test_the_page_plans_by_the_profile_split_and_reports_the_test_split(tmp_path
     # int8 loses 1 of 8 answers on the profile split (0.125): out at a tolerance of 0.1 on top of the plan's 0.875
     [strict] = transfer_summary(_rows(), _timing(), chosen, links_gbit=(1,), tolerance=0.1)
     assert strict["planner"][0]["choice"] == "recompute:10-19"
-    page = write_transfer_page(_rows(), _timing(), chosen, tmp_path, links_gbit=(1, 100), tolerance=0.2, command="make x")
+    page = write_transfer_page(
+        _rows(), _timing(), chosen, tmp_path, links_gbit=(1, 100), tolerance=0.2, command="make x"
+    )
     text = page.read_text()
-    assert "`recompute:10-19 int8`" in text and "TTFT 100 Gb/s" in text and (tmp_path / "fig_transfer_codecs.png").exists()
+    assert (
+        "`recompute:10-19 int8`" in text and "TTFT 100 Gb/s" in text and (tmp_path / "fig_transfer_codecs.png").exists()
+    )
 
 
 def test_the_page_refuses_a_pair_without_its_receiver_rows():
-    from droidspeak.figures.style import FigureDataError
     from droidspeak.figures.codec_page import transfer_summary
+    from droidspeak.figures.style import FigureDataError
 
     rows = [r for r in _rows() if not (r["plan"] == "full_prefill" and r["split"] == "profile")]
     with pytest.raises(FigureDataError, match="receiver's rows on both splits"):

@@ -12,16 +12,16 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import droidspeak.zoo.recipe  # noqa: F401
+from droidspeak.track.results import read_rows
 from droidspeak.zoo import family as family_mod
 from droidspeak.zoo.builder import MARKER, FamilyBuilder
 from droidspeak.zoo.recipe import ZooConfig, recipe_hash
 from droidspeak.zoo.task_metrics import edit_similarity, exact_match, f1, normalize_answer, rouge_l
-from droidspeak.track.results import read_rows
-from droidspeak.zoo.tasks import TASKS, SPLITS, TaskConfig, build_splits, score
-
-TOY_TASKS = sorted(t for t in TASKS if not t.startswith("long_"))  # the long_* ones: tests/test_real_family.py
+from droidspeak.zoo.tasks import SPLITS, TASKS, TaskConfig, build_splits, score
 from droidspeak.zoo.tokenizer import build_tokenizer
 from droidspeak.zoo.world import World, WorldConfig
+
+TOY_TASKS = sorted(t for t in TASKS if not t.startswith("long_"))  # the long_* ones: tests/test_real_family.py
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 SMALL = TaskConfig(size_min=3, size_max=5, questions=3, contexts={"train": 12, "profile": 6, "test": 6})
@@ -117,7 +117,9 @@ def test_mini_family_is_standard_hf_and_loads_through_the_engine(mini_family):
         assert (path / "README.md").read_text().startswith("# droidspeak zoo")
         assert (path / "tokenizer.json").exists()
         if name in fam.adapters:
-            assert json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"] == str(fam.adapters[name])
+            assert json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+                fam.adapters[name]
+            )
         else:
             AutoModelForCausalLM.from_pretrained(path)
             AutoTokenizer.from_pretrained(path)
@@ -129,7 +131,9 @@ def test_mini_family_is_standard_hf_and_loads_through_the_engine(mini_family):
     pair = ReusePair(fam.load(sender), fam.load(receiver))
     rows = read_rows(fam.task_files[task]["test"])[:2]
     caches = pair.prefill([r["context"] for r in rows])
-    everything = pair.generate(caches, [r["question"] for r in rows], f"recompute:0-{pair.num_layers - 1}", max_new_tokens=3)
+    everything = pair.generate(
+        caches, [r["question"] for r in rows], f"recompute:0-{pair.num_layers - 1}", max_new_tokens=3
+    )
     assert everything == pair.generate(caches, [r["question"] for r in rows], "full_prefill", max_new_tokens=3)
 
 

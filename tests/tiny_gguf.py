@@ -16,7 +16,9 @@ MODULE = "tiny_gguf_model"
 
 def _byte_alphabet() -> list[str]:
     """GPT-2's byte-to-unicode alphabet: a byte-level BPE needs every byte as a token."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     codes, extra = printable[:], 0
     for byte in range(256):
         if byte not in printable:
@@ -58,10 +60,17 @@ def write_tiny_gguf(path: Path, *, layers: int = 3, hidden: int = 32, heads: int
     writer.add_tensor("token_embd.weight", weight(len(tokens), hidden))
     writer.add_tensor("output_norm.weight", ones(hidden))
     for i in range(layers):
-        for name, tensor in (("attn_norm", ones(hidden)), ("attn_q", weight(hidden, hidden)),
-                             ("attn_k", weight(kv_heads * head_dim, hidden)), ("attn_v", weight(kv_heads * head_dim, hidden)),
-                             ("attn_output", weight(hidden, hidden)), ("ffn_norm", ones(hidden)),
-                             ("ffn_gate", weight(ffn, hidden)), ("ffn_up", weight(ffn, hidden)), ("ffn_down", weight(hidden, ffn))):
+        for name, tensor in (
+            ("attn_norm", ones(hidden)),
+            ("attn_q", weight(hidden, hidden)),
+            ("attn_k", weight(kv_heads * head_dim, hidden)),
+            ("attn_v", weight(kv_heads * head_dim, hidden)),
+            ("attn_output", weight(hidden, hidden)),
+            ("ffn_norm", ones(hidden)),
+            ("ffn_gate", weight(ffn, hidden)),
+            ("ffn_up", weight(ffn, hidden)),
+            ("ffn_down", weight(hidden, ffn)),
+        ):
             writer.add_tensor(f"blk.{i}.{name}.weight", tensor)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

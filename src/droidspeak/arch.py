@@ -54,7 +54,9 @@ class DecoderStack:
         shared = self.rotary_emb(hidden, position_ids=position_ids)
         return dict.fromkeys(set(self.layer_types), shared)
 
-    def layer_rope(self, hidden: torch.Tensor, position_ids: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def layer_rope(
+        self, hidden: torch.Tensor, position_ids: torch.Tensor, layer: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The rotary (cos, sin) of one layer."""
         return self.rope(hidden, position_ids)[self.layer_types[layer]]
 
@@ -129,8 +131,10 @@ def decoder_stack(model: nn.Module) -> DecoderStack:
         problems.append("encoder-decoder models have no single causal KV cache to share")
     if problems:
         raise UnsupportedArchitectureError(
-            f"unsupported architecture {type(model).__name__} ({model_type}): " + "; ".join(problems)
-            + ". The engine drives a decoder-only model's own embedding, rotary embedding and decoder layers one by one."
+            f"unsupported architecture {type(model).__name__} ({model_type}): "
+            + "; ".join(problems)
+            + ". The engine drives a decoder-only model's own embedding, rotary embedding and decoder layers one by"
+            " one."
         )
     layers = inner.layers
     return DecoderStack(

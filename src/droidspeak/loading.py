@@ -204,7 +204,9 @@ def parameters_digest(model: nn.Module) -> str:
 def weights_digest(path: str, model: nn.Module | None) -> str:
     """sha256 of a local directory's weight files; for a hub id without a commit, of the loaded parameters."""
     folder = Path(path)
-    files = sorted(p for p in folder.glob("*") if p.suffix in (".safetensors", ".bin", ".json")) if folder.is_dir() else []
+    files = (
+        sorted(p for p in folder.glob("*") if p.suffix in (".safetensors", ".bin", ".json")) if folder.is_dir() else []
+    )
     if not files:
         if model is None:
             raise DroidSpeakError(f"cannot fingerprint {path!r}: no weight files found")
@@ -249,7 +251,9 @@ def pair_mismatches(sender: LoadedModel, receiver: LoadedModel) -> dict[str, str
         vocab_s, vocab_r = sender.tokenizer.get_vocab(), receiver.tokenizer.get_vocab()
         if vocab_s != vocab_r:
             differing = len(set(vocab_s.items()) ^ set(vocab_r.items()))
-            problems["tokenizer"] = f"tokenizer vocabulary: {differing} entries differ (same text would give other token ids)"
+            problems["tokenizer"] = (
+                f"tokenizer vocabulary: {differing} entries differ (same text would give other token ids)"
+            )
     if sender.dtype != receiver.dtype:
         problems["dtype"] = f"dtype: sender {sender.dtype} vs receiver {receiver.dtype}"
     if sender.device != receiver.device:

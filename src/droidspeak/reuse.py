@@ -63,7 +63,9 @@ class ReusePair:
     def encode(self, text: Tokens, *, context: bool = False) -> torch.Tensor:
         """Token ids of ``text``; contexts get the tokenizer's special prefix (BOS), suffixes do not."""
         if isinstance(text, (bytes, bytearray)):
-            raise DroidSpeakError(f"text must be str, not {len(text)} raw bytes: decode it first (e.g. .decode('utf-8'))")
+            raise DroidSpeakError(
+                f"text must be str, not {len(text)} raw bytes: decode it first (e.g. .decode('utf-8'))"
+            )
         if not isinstance(text, str):
             return torch.as_tensor(text, dtype=torch.long).reshape(-1).cpu()
         tokenizer = self.receiver.tokenizer

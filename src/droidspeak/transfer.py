@@ -30,8 +30,11 @@ def loaded_layers(plan: RecomputePlan, num_layers: int) -> tuple[tuple[int, ...]
 def loaded_tensors(cache: ContextCache, plan: RecomputePlan) -> list[tuple[str, int, torch.Tensor]]:
     """(role, layer, tensor) of every tensor ``plan`` loads from ``cache``: K and V of the reused layers, then E."""
     kv_layers, e_layers = loaded_layers(plan, cache.num_layers)
-    return ([("k", layer, cache.keys[layer]) for layer in kv_layers] + [("v", layer, cache.values[layer]) for layer in kv_layers]
-            + [("e", layer, cache.hidden[layer]) for layer in e_layers])
+    return (
+        [("k", layer, cache.keys[layer]) for layer in kv_layers]
+        + [("v", layer, cache.values[layer]) for layer in kv_layers]
+        + [("e", layer, cache.hidden[layer]) for layer in e_layers]
+    )
 
 
 def transmit(cache: ContextCache, plan: RecomputePlan, codec: str | Codec = "lossless") -> tuple[ContextCache, int]:

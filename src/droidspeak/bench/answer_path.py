@@ -55,7 +55,9 @@ def time_plan(receiver, sender, context: torch.Tensor, query: torch.Tensor, plan
     steps = {
         "full_prefill": lambda: receiver_prefill(receiver, [context], "full_prefill"),
         "plan_prefill": lambda: receiver_prefill(receiver, [cache], plan),
-        "full_answer": lambda: generate(receiver, receiver_prefill(receiver, [context], "full_prefill"), [query], max_new_tokens=1),
+        "full_answer": lambda: generate(
+            receiver, receiver_prefill(receiver, [context], "full_prefill"), [query], max_new_tokens=1
+        ),
         "plan_answer": lambda: generate(receiver, receiver_prefill(receiver, [cache], plan), [query], max_new_tokens=1),
     }
     samples: dict[str, list[float]] = {name: [] for name in steps}
@@ -69,12 +71,20 @@ def time_plan(receiver, sender, context: torch.Tensor, query: torch.Tensor, plan
     parsed = parse_plan(plan, layers)
     recomputed = layers if parsed.kind == "full_prefill" else len(parsed.recomputed_layers)
     return AnswerPathRow(
-        pair=pair, task=task, plan=plan, context_tokens=int(context.numel()), recomputed_layers=recomputed,
-        num_layers=layers, full_prefill_ms=round(median["full_prefill"], 1), plan_prefill_ms=round(median["plan_prefill"], 1),
+        pair=pair,
+        task=task,
+        plan=plan,
+        context_tokens=int(context.numel()),
+        recomputed_layers=recomputed,
+        num_layers=layers,
+        full_prefill_ms=round(median["full_prefill"], 1),
+        plan_prefill_ms=round(median["plan_prefill"], 1),
         prefill_speedup=round(median["full_prefill"] / median["plan_prefill"], 3),
-        full_answer_ms=round(median["full_answer"], 1), plan_answer_ms=round(median["plan_answer"], 1),
+        full_answer_ms=round(median["full_answer"], 1),
+        plan_answer_ms=round(median["plan_answer"], 1),
         answer_speedup=round(median["full_answer"] / median["plan_answer"], 3),
-        compute_limit=round(layers / recomputed, 3) if recomputed else None, repeats=repeats,
+        compute_limit=round(layers / recomputed, 3) if recomputed else None,
+        repeats=repeats,
         threads=torch.get_num_threads(),
     )
 
@@ -93,7 +103,9 @@ def markdown(rows: Sequence[dict]) -> str:
         tokens = ", ".join(str(r["context_tokens"]) for r in group)
         lines.append(
             f"| {pair} | {task} | `{plan}` | {group[0]['recomputed_layers']}/{group[0]['num_layers']} | {tokens} | "
-            f"{med('full_prefill_ms') / 1e3:.2f} s | {med('plan_prefill_ms') / 1e3:.2f} s | {med('prefill_speedup'):.2f}× | "
+            f"{med('full_prefill_ms') / 1e3:.2f} s | {med('plan_prefill_ms') / 1e3:.2f} s | "
+            f"{med('prefill_speedup'):.2f}× | "
             f"{'∞' if limit is None else f'{limit:.2f}×'} | {med('full_answer_ms') / 1e3:.2f} s | "
-            f"{med('plan_answer_ms') / 1e3:.2f} s | {med('answer_speedup'):.2f}× |")
+            f"{med('plan_answer_ms') / 1e3:.2f} s | {med('answer_speedup'):.2f}× |"
+        )
     return "\n".join(lines) + "\n"

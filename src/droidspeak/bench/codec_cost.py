@@ -48,7 +48,9 @@ class TransferRow:
 
 
 @torch.inference_mode()
-def measure_codecs(cache: ContextCache, timed: AnswerPathRow, codecs: Sequence[str], *, repeats: int = 3) -> list[TransferRow]:
+def measure_codecs(
+    cache: ContextCache, timed: AnswerPathRow, codecs: Sequence[str], *, repeats: int = 3
+) -> list[TransferRow]:
     """One row per codec for the plan ``timed`` measured on ``cache``'s context."""
     tensors = [(role, t) for role, _, t in loaded_tensors(cache, parse_plan(timed.plan, cache.num_layers))]
     raw = sum(t.numel() * t.element_size() for _, t in tensors)
@@ -74,7 +76,9 @@ def measure_codecs(cache: ContextCache, timed: AnswerPathRow, codecs: Sequence[s
     return rows
 
 
-def latency_model(rows: Sequence[dict], qualities: dict[tuple[str, str], float]) -> tuple[LatencyModel, list[PlanOption]]:
+def latency_model(
+    rows: Sequence[dict], qualities: dict[tuple[str, str], float]
+) -> tuple[LatencyModel, list[PlanOption]]:
     """One pair's latency model and its options (plan × codec, and the receiver's full prefill) from its rows,
     per request of ``rows[0]['context_tokens']`` tokens; ``qualities[(plan, codec)]`` relative to the receiver."""
     tokens = rows[0]["context_tokens"]

@@ -31,8 +31,16 @@ TAILS = ((1, 2, 3, 4, 5), (6, 7), (8,))
 
 def tiny(seed: int, device: str) -> LoadedModel:
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=6, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=256, attn_implementation="sdpa")
+    config = LlamaConfig(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        attn_implementation="sdpa",
+    )
     return from_module(LlamaForCausalLM(config).to(device), name=f"tiny-{seed}")
 
 

@@ -61,7 +61,9 @@ class PrefillRow:
     compute_limit: float  # full / compute_only
     load_ms: float  # every layer's K/V host -> device
     strategies_ms: dict = field(default_factory=dict)  # Fig. 13, each with the fast suffix (ms, or its error)
-    partial_eager_suffix_ms: float | str = 0.0  # pipelined, suffix through HF eager (the 2.79x measured on an H200 at k = 8)
+    partial_eager_suffix_ms: float | str = (
+        0.0  # pipelined, suffix through HF eager (the 2.79x measured on an H200 at k = 8)
+    )
 
 
 def _suffix_variants(model, ws, prefilled, tails, cfg, device) -> tuple[dict, SuffixRunner]:
@@ -246,14 +248,23 @@ def _timed_or_error(fn, cfg, device) -> float | str:
 def assemble(records: list[dict]) -> dict:
     """The benchmark's result from whatever records exist (one run, or several processes appending to one file)."""
     env = next((r for r in records if r["kind"] == "environment"), {})
-    result = {"bench": "prefill", **{k: v for k, v in env.items() if k != "kind"},
-              "rows": [{k: v for k, v in r.items() if k != "kind"} for r in records if r["kind"] == "row"],
-              "suffix_variants_ms": {str(r["context"]): r["variants"] for r in records if r["kind"] == "suffix_variants"},
-              "bandwidth": [{k: v for k, v in r.items() if k != "kind"} for r in records if r["kind"] == "bandwidth"],
-              "errors": [{k: v for k, v in r.items() if k != "kind"} for r in records if r["kind"] == "error"]}
+    result = {
+        "bench": "prefill",
+        **{k: v for k, v in env.items() if k != "kind"},
+        "rows": [{k: v for k, v in r.items() if k != "kind"} for r in records if r["kind"] == "row"],
+        "suffix_variants_ms": {str(r["context"]): r["variants"] for r in records if r["kind"] == "suffix_variants"},
+        "bandwidth": [{k: v for k, v in r.items() if k != "kind"} for r in records if r["kind"] == "bandwidth"],
+        "errors": [{k: v for k, v in r.items() if k != "kind"} for r in records if r["kind"] == "error"],
+    }
     target = next((r for r in result["rows"] if r["context"] == 8192 and r["k"] == 8), None)
     if target is not None and target["ratio"] is not None:
-        result["target"] = {"context": 8192, "k": 8, "ratio": target["ratio"], "goal": 3.8, "met": target["ratio"] >= 3.8}
+        result["target"] = {
+            "context": 8192,
+            "k": 8,
+            "ratio": target["ratio"],
+            "goal": 3.8,
+            "met": target["ratio"] >= 3.8,
+        }
     return result
 
 
@@ -300,9 +311,11 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         s = r["strategies_ms"]
         ratio = f"**{r['ratio']:.2f}×**" if r["ratio"] is not None else "—"
-        lines.append(f"| {r['context']} | {r['k']} | {_ms(r['full_ms'])} | {_ms(r['partial_ms'])} | {ratio} | "
-                     f"{r['compute_limit']:.2f}× | {_ms(r['load_ms'])} | {_ms(s['load_all'])} | {_ms(s['load_reused'])} | "
-                     f"{_ms(s['pipelined'])} | {_ms(r['partial_eager_suffix_ms'])} |")
+        lines.append(
+            f"| {r['context']} | {r['k']} | {_ms(r['full_ms'])} | {_ms(r['partial_ms'])} | {ratio} | "
+            f"{r['compute_limit']:.2f}× | {_ms(r['load_ms'])} | {_ms(s['load_all'])} | {_ms(s['load_reused'])} | "
+            f"{_ms(s['pipelined'])} | {_ms(r['partial_eager_suffix_ms'])} |"
+        )
     if result.get("suffix_variants_ms"):
         lines += ["", "suffix alone (ms; relerr vs HF eager logits; `chosen` is the variant the rows above ran):", ""]
         for length, v in result["suffix_variants_ms"].items():
@@ -313,8 +326,11 @@ def markdown(result: dict) -> str:
                   "| context | k | GB/s | full prefill | load all | load reused | E-first pipelined |",
                   "|---|---|---|---|---|---|---|"]
         for p in result["bandwidth"]:
-            lines.append(f"| {p['context']} | {p['k']} | {p['gbps']:g} | {_ms(p['full_ms'])} | {_ms(p['load_all_ms'])} | {_ms(p['load_reused_ms'])} | "
-                         f"{_ms(p['pipelined_ms'])} |")
+            lines.append(
+                f"| {p['context']} | {p['k']} | {p['gbps']:g} | {_ms(p['full_ms'])} | {_ms(p['load_all_ms'])} | "
+                f"{_ms(p['load_reused_ms'])} | "
+                f"{_ms(p['pipelined_ms'])} |"
+            )
     if result.get("errors"):
         lines += ["", "failed:", ""] + [f"- context {e['context']}: {e['error']}" for e in result["errors"]]
     return "\n".join(lines) + "\n"

@@ -23,11 +23,15 @@ def main(name: str, parser: argparse.ArgumentParser, configure: Callable[[argpar
          assemble: Callable[[list[dict]], dict], markdown: Callable[[dict], str], argv=None) -> dict:
     """The command line every benchmark script shares: its own flags (``parser``, turned into a config by
     ``configure``) plus where the table, the result and the records go, or ``--render`` to only rebuild the table."""
-    parser.add_argument("--tiny", action="store_true", help="tiny model on CPU: a smoke run that checks the numbers appear")
+    parser.add_argument(
+        "--tiny", action="store_true", help="tiny model on CPU: a smoke run that checks the numbers appear"
+    )
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--json", type=Path, help="also write the full result here")
     parser.add_argument("--results", type=Path, help="append every record to this JSONL file as it is measured")
-    parser.add_argument("--render", type=Path, metavar="JSONL", help="measure nothing: build the table from a --results file")
+    parser.add_argument(
+        "--render", type=Path, metavar="JSONL", help="measure nothing: build the table from a --results file"
+    )
     args = parser.parse_args(argv)
     if args.render:
         return render(name, args.render, assemble, markdown, markdown_path=args.markdown, json_path=args.json)

@@ -18,14 +18,24 @@ import torch
 from droidspeak.arch import kv_shape
 from droidspeak.bench.shapes import random_model
 from droidspeak.bench.timing import environment, measure
-from droidspeak.engine.pipeline import pipelined_prefill
 from droidspeak.engine.batch import context_cache, cost_of
+from droidspeak.engine.pipeline import pipelined_prefill
 from droidspeak.engine.prefill import sender_prefill
 from droidspeak.engine.suffix import SuffixRunner, SuffixWorkspace
 from droidspeak.hf_compat import cache_arg
 from droidspeak.plan import parse_plan
-from droidspeak.serve import (AdaptivePlanner, FixedPlanner, LatencyModel, ModelledExecutor, PlanOption, Scheduler,
-                              fit_line, poisson_requests, summarize, throughput_at_slo)
+from droidspeak.serve import (
+    AdaptivePlanner,
+    FixedPlanner,
+    LatencyModel,
+    ModelledExecutor,
+    PlanOption,
+    Scheduler,
+    fit_line,
+    poisson_requests,
+    summarize,
+    throughput_at_slo,
+)
 from droidspeak.store import host_store
 
 
@@ -49,7 +59,19 @@ class ServingBenchConfig:
     warmup: int = 1
     repeats: int = 3
     requests: int = 400
-    load_factors: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)  # x full prefill's capacity
+    load_factors: tuple[float, ...] = (
+        0.25,
+        0.5,
+        0.75,
+        1.0,
+        1.5,
+        2.0,
+        3.0,
+        4.0,
+        5.0,
+        6.0,
+        8.0,
+    )  # x full prefill's capacity
     slo_factor: float = 4.0  # TTFT SLO = this x one full prefill of one request
     max_violation: float = 0.1
     bandwidths_gbps: tuple[float | None, ...] = (None, 10.0, 5.0, 2.0)  # None: the host link as measured
@@ -88,7 +110,7 @@ def calibrate(cfg: ServingBenchConfig, model, options: list[PlanOption], log=pri
         full_ids = torch.stack([torch.cat([c, t]) for c, t in zip(contexts[:n], tails[:n])]).to(device)
         for option in options:
             if option.uses_cache:
-                def step(plan=option.plan):
+                def step(plan=option.plan, runner=runner, ws=ws):
                     return runner(pipelined_prefill(model, views[:n], plan, workspace=ws), tails[:n])
             else:
                 @torch.inference_mode()
@@ -99,7 +121,10 @@ def calibrate(cfg: ServingBenchConfig, model, options: list[PlanOption], log=pri
             prefill_points[option.plan].append((n, seconds))
             record({"kind": "calibration", "step": "prefill", "plan": option.plan, "batch": n, "seconds": seconds})
         prefilled = pipelined_prefill(model, views[:n], "full_reuse", workspace=ws)
-        suffix_points.append((n, measure(lambda: runner(prefilled, tails[:n]), **timing).median_ms / 1e3))
+        def suffix(runner=runner, prefilled=prefilled):
+            return runner(prefilled, tails[:n])
+
+        suffix_points.append((n, measure(suffix, **timing).median_ms / 1e3))
         decode_points.append((n, _decode_step_seconds(model, n, cfg.context, timing)))
         record({"kind": "calibration", "step": "suffix", "batch": n, "seconds": suffix_points[-1][1],
                 "suffix_mode": runner.mode})
@@ -186,8 +211,11 @@ def simulate(cfg: ServingBenchConfig, latency: LatencyModel, options: list[PlanO
             summary = serve(modes[name](), probe, bandwidth)
             row[name] = {k: summary[k] for k in ("slo_violation_rate", "ttft_p90", "mean_quality", "plans")}
         bandwidth_rows.append(row)
-        log(f"[bandwidth {bandwidth or 'host'} GB/s, qps {probe:.2f}] fixed viol {row['droidspeak']['slo_violation_rate']:.2f}, "
-            f"adaptive viol {row['adaptive']['slo_violation_rate']:.2f} (plans {row['adaptive']['plans']})")
+        log(
+            f"[bandwidth {bandwidth or 'host'} GB/s, qps {probe:.2f}] "
+            f"fixed viol {row['droidspeak']['slo_violation_rate']:.2f}, "
+            f"adaptive viol {row['adaptive']['slo_violation_rate']:.2f} (plans {row['adaptive']['plans']})"
+        )
     return {"slo_ttft_s": slo, "full_capacity_rps": capacity,
             "curves": {name: [{"qps": q, **s} for q, s in points] for name, points in curves.items()},
             "throughput_at_slo_rps": at_slo, "throughput_gain": gain, "bandwidth": bandwidth_rows}
@@ -225,7 +253,9 @@ def markdown(result: dict) -> str:
     if result.get("incomplete"):
         lines = ["serving: the run stopped before the simulation; step costs measured so far (s):", "",
                  "| step | plan | batch | seconds |", "|---|---|---|---|"]
-        lines += [f"| {c['step']} | {c.get('plan', '')} | {c['batch']} | {c['seconds']:.4f} |" for c in result["calibration"]]
+        lines += [
+            f"| {c['step']} | {c.get('plan', '')} | {c['batch']} | {c['seconds']:.4f} |" for c in result["calibration"]
+        ]
         return "\n".join(lines) + "\n"
     at = result["throughput_at_slo_rps"]
     lines = [f"serving: {result['card']} · torch {result['torch']} · transformers {result['transformers']} · "
@@ -240,8 +270,13 @@ def markdown(result: dict) -> str:
         cells = [f"{c[i]['ttft_p90'] * 1e3:.0f} / {c[i]['tbt_mean'] * 1e3:.1f} / {c[i]['e2e_mean'] * 1e3:.0f}"
                  for c in (curves["full_prefill"], curves["droidspeak"], curves["adaptive"])]
         lines.append(f"| {point['qps']:.2f} | " + " | ".join(cells) + " |")
-    lines += ["", "SLO violations vs link bandwidth (Fig. 21):", "", "| GB/s | fixed plan | adaptive | adaptive plans |",
-              "|---|---|---|---|"]
+    lines += [
+        "",
+        "SLO violations vs link bandwidth (Fig. 21):",
+        "",
+        "| GB/s | fixed plan | adaptive | adaptive plans |",
+        "|---|---|---|---|",
+    ]
     for row in result["bandwidth"]:
         lines.append(f"| {row['gbps'] or 'host'} | {row['droidspeak']['slo_violation_rate']:.2f} | "
                      f"{row['adaptive']['slo_violation_rate']:.2f} | {row['adaptive']['plans']} |")

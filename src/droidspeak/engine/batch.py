@@ -172,7 +172,9 @@ def adopt(layer, keys: torch.Tensor, values: torch.Tensor) -> None:
 def select_rows(prefilled: PrefilledBatch, rows: Sequence[int]) -> PrefilledBatch:
     """A batch whose row i is row ``rows[i]`` of ``prefilled``: one receiver prefill can serve many queries."""
     index = torch.as_tensor(list(rows), dtype=torch.long, device=prefilled.token_ids.device)
-    data = [(layer.keys.index_select(0, index), layer.values.index_select(0, index)) for layer in prefilled.cache.layers]
+    data = [
+        (layer.keys.index_select(0, index), layer.values.index_select(0, index)) for layer in prefilled.cache.layers
+    ]
     return PrefilledBatch(
         cache=context_cache(data),
         token_ids=prefilled.token_ids.index_select(0, index),

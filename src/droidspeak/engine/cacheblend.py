@@ -39,7 +39,13 @@ from transformers import DynamicCache
 
 from droidspeak.cache import ContextCache
 from droidspeak.engine.batch import (
-    PrefilledBatch, check_fits, context_batch, context_cache, cost_of, on_receiver, sender_kv,
+    PrefilledBatch,
+    check_fits,
+    context_batch,
+    context_cache,
+    cost_of,
+    on_receiver,
+    sender_kv,
 )
 from droidspeak.errors import DroidSpeakError
 from droidspeak.hf_compat import cache_arg
@@ -73,7 +79,9 @@ class _ScatterKV:
         return layer.keys, layer.values
 
 
-def layer_kv(receiver: LoadedModel, layer: int, hidden: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def layer_kv(
+    receiver: LoadedModel, layer: int, hidden: torch.Tensor, position_ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """K/V (after RoPE, [B, kv_heads, T, head_dim]) that ``receiver``'s decoder layer computes from ``hidden``."""
     stack = receiver.stack
     capture = _CaptureKV()
@@ -207,7 +215,9 @@ def cacheblend_prefill(
             continue
         if chosen:
             hidden = stack.layers[layer](
-                hidden, attention_mask=attention[stack.layer_types[layer]], position_embeddings=rope[stack.layer_types[layer]],
+                hidden,
+                attention_mask=attention[stack.layer_types[layer]],
+                position_embeddings=rope[stack.layer_types[layer]],
                 position_ids=index,
                 use_cache=True,
                 **cache_arg(scatter),

@@ -20,8 +20,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from droidspeak.cache import ContextCache
+
 from droidspeak.arch import kv_shape
+from droidspeak.cache import ContextCache
 from droidspeak.engine.batch import PrefilledBatch, adopt, check_fits, context_cache, cost_of, kv_tokens
 from droidspeak.engine.prefill import receiver_prefill
 from droidspeak.errors import DroidSpeakError
@@ -84,7 +85,8 @@ class Source:
             return cls(context.token_ids, info.sender, info.num_layers, info.kv_heads, info.head_dim, info.hidden_size,
                        tuple(info.hidden_layers), info.held_from, context.kv, context.hidden)
         raise DroidSpeakError(
-            f"cannot prefill from a {type(context).__name__}: pass ContextCache objects or store views (store.view(key))"
+            f"cannot prefill from a {type(context).__name__}: "
+            "pass ContextCache objects or store views (store.view(key))"
         )
 
 
@@ -166,14 +168,18 @@ def pipelined_prefill(
     # ---- destinations, allocated on the compute stream ------------------------------------------------
     trace and trace.mark("start", compute)
     ids, mask = ids_cpu.to(device, non_blocking=True), mask_cpu.to(device, non_blocking=True)
-    e_bufs = {s: torch.zeros(batch, longest, config.hidden_size, device=device, dtype=dtype) for s, _ in groups if s > 0}
+    e_bufs = {
+        s: torch.zeros(batch, longest, config.hidden_size, device=device, dtype=dtype) for s, _ in groups if s > 0
+    }
     if workspace is not None:
         workspace.check(batch, longest)
         kv_bufs = {layer: workspace.context_kv(layer, longest, zero_from=lengths) for layer in loaded}
     else:
         shape = (batch, kv_heads, longest, head_dim)
-        kv_bufs = {layer: (torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
-                   for layer in loaded}
+        kv_bufs = {
+            layer: (torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+            for layer in loaded
+        }
     cache = context_cache([(None, None)] * stack.num_layers)  # one empty layer each
     for layer in reused:
         adopt(cache.layers[layer], *kv_bufs[layer])

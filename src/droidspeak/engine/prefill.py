@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import torch
+
 from droidspeak.arch import context_mask
 from droidspeak.cache import ContextCache, held_from
 from droidspeak.engine.batch import (
@@ -16,8 +17,8 @@ from droidspeak.engine.batch import (
     as_ids,
     check_fits,
     check_length,
-    context_cache,
     context_batch,
+    context_cache,
     cost_of,
     kv_tokens,
     on_receiver,
@@ -64,7 +65,11 @@ def sender_prefill(
     ids_list = [as_ids(c, vocab) for c in contexts]
     for ids in ids_list:
         check_length(sender, ids.numel())
-    meta = {"sender_name": sender.fingerprint.name, "sender_adapter": sender.fingerprint.adapter, "dtype": sender.fingerprint.dtype}
+    meta = {
+        "sender_name": sender.fingerprint.name,
+        "sender_adapter": sender.fingerprint.adapter,
+        "dtype": sender.fingerprint.dtype,
+    }
     window = getattr(sender.config, "sliding_window", None)
     sliding = [layer for layer, kind in enumerate(stack.layer_types) if kind == "sliding_attention"]
     if window and sliding and not full_sliding:
@@ -129,7 +134,9 @@ def receiver_prefill(
     groups = layer_groups(plan, stack.num_layers)
     device = receiver.device
     if not plan.uses_cache:
-        token_lists = [c.token_ids if isinstance(c, ContextCache) else as_ids(c, receiver.config.vocab_size) for c in contexts]
+        token_lists = [
+            c.token_ids if isinstance(c, ContextCache) else as_ids(c, receiver.config.vocab_size) for c in contexts
+        ]
         for tokens in token_lists:
             check_length(receiver, tokens.numel())
         ids, mask = context_batch(token_lists, device)
@@ -143,7 +150,10 @@ def receiver_prefill(
         check_fits(receiver, cache, plan)
     ids, mask = context_batch([c.token_ids for c in contexts], device)
     recomputed = set(plan.recomputed_layers)
-    data = [(None, None) if layer in recomputed else sender_kv(receiver, contexts, layer) for layer in range(stack.num_layers)]
+    data = [
+        (None, None) if layer in recomputed else sender_kv(receiver, contexts, layer)
+        for layer in range(stack.num_layers)
+    ]
     cache = context_cache(data)
     positions = torch.arange(ids.shape[1], device=device).unsqueeze(0).expand(ids.shape[0], -1)
     for start, end in groups:

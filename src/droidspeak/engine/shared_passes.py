@@ -15,9 +15,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+
 from droidspeak.cache import ContextCache
 from droidspeak.engine.batch import (
-    PrefilledBatch, check_fits, context_batch, context_cache, cost_of, kv_tokens, sender_kv,
+    PrefilledBatch,
+    check_fits,
+    context_batch,
+    context_cache,
+    cost_of,
+    kv_tokens,
+    sender_kv,
 )
 from droidspeak.engine.prefill import receiver_prefill
 from droidspeak.errors import DroidSpeakError
@@ -36,7 +43,9 @@ class SharedPrefill:
 
 
 @torch.inference_mode()
-def shared_prefills(receiver: LoadedModel, contexts: Sequence[ContextCache], plans: Sequence[str]) -> Iterator[SharedPrefill]:
+def shared_prefills(
+    receiver: LoadedModel, contexts: Sequence[ContextCache], plans: Sequence[str]
+) -> Iterator[SharedPrefill]:
     """``receiver_prefill(receiver, contexts, plan)`` for every plan, from shared passes.
 
     ``plans`` are layer plans that read the sender's cache (``full_reuse``, ``recompute:...``). They come out

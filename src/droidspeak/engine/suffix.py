@@ -3,9 +3,10 @@
 After a partial prefill the receiver still runs the query suffix (tens of tokens) through all its layers against
 the context cache. Through HF eager that costs ~30 launches per layer and a growing DynamicCache (a torch.cat per
 layer per call): on an H100/H200 the 64-token suffix over 8K context takes ~27 ms where reading the weights once
-takes ~3.5 ms (measured on an H200, torch 2.11, Llama-3-8B shape, bf16). Here the suffix runs the receiver's own layers against a ``SuffixWorkspace`` — K/V
-buffers of [batch, kv_heads, C + S, head_dim] per layer, the context in slots [0, C), the suffix in [C, C + S) —
-so every call has the same shapes and addresses and can be captured once and replayed (``torch.cuda.CUDAGraph``).
+takes ~3.5 ms (measured on an H200, torch 2.11, Llama-3-8B shape, bf16). Here the suffix runs the receiver's own
+layers against a ``SuffixWorkspace`` — K/V buffers of [batch, kv_heads, C + S, head_dim] per layer, the context in
+slots [0, C), the suffix in [C, C + S) — so every call has the same shapes and addresses and can be captured once
+and replayed (``torch.cuda.CUDAGraph``).
 The pipelined prefill writes the context K/V straight into the workspace (``pipelined_prefill(workspace=...)``).
 
 Attention is the model's own; the only difference from HF's path is where keys sit in the buffer (suffix after
@@ -21,10 +22,10 @@ from contextlib import contextmanager
 
 import torch
 
+from droidspeak.arch import kv_shape
 from droidspeak.engine.batch import PrefilledBatch, adopt
 from droidspeak.errors import DroidSpeakError
 from droidspeak.hf_compat import cache_arg
-from droidspeak.arch import kv_shape
 from droidspeak.loading import LoadedModel
 
 

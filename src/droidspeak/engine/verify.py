@@ -78,7 +78,9 @@ def probe(model: LoadedModel, lengths: Sequence[int] = PROBE_CONTEXTS) -> Probe:
     queries = [torch.randint(0, vocab, (PROBE_QUERY,), generator=generator) for _ in lengths]
     device, noise, own = model.device, 0.0, []
     for context, query in zip(contexts, queries):
-        own.append(model.model(input_ids=torch.cat([context, query])[None].to(device)).logits[0, -query.numel():].float())
+        own.append(
+            model.model(input_ids=torch.cat([context, query])[None].to(device)).logits[0, -query.numel() :].float()
+        )
         prefix = model.model(input_ids=context[None].to(device), use_cache=True)
         cached = model.model(input_ids=query[None].to(device), **cache_arg(returned_cache(prefix))).logits[0]
         noise = max(noise, _relative(cached, own[-1]))
@@ -114,9 +116,15 @@ def verify_model(model: LoadedModel) -> None:
         return
     checked = probe(model)
     if checked.failed:
-        lines = [f"{r.plan} ({r.what}): " + (f"raised {r.raised}" if r.error is None
-                                              else f"logits off by {r.error:.2e} of their scale (allowed {checked.allowed:.1e})")
-                 for r in checked.failed]
+        lines = [
+            f"{r.plan} ({r.what}): "
+            + (
+                f"raised {r.raised}"
+                if r.error is None
+                else f"logits off by {r.error:.2e} of their scale (allowed {checked.allowed:.1e})"
+            )
+            for r in checked.failed
+        ]
         raise UnsupportedArchitectureError(
             f"{type(model.model).__name__} ({model.config.model_type}) failed droidspeak's probe: driving its decoder "
             "layers one by one does not reproduce its own forward, so its caches cannot be trusted:\n  - "

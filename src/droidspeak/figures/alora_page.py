@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from droidspeak.figures.heldout import bootstrap_interval, interval_text, paired_delta
-from droidspeak.figures.style import FigureDataError, OKABE_ITO, new_figure, save_figure
+from droidspeak.figures.style import OKABE_ITO, FigureDataError, new_figure, save_figure
 from droidspeak.markdown import table
 from droidspeak.profile.choice import quality_target
 from droidspeak.track.results import read_rows
@@ -43,7 +43,10 @@ def alora_summary(rows: Sequence[Mapping], comparisons: Mapping[str, Mapping[str
         point = lambda kind, method: by_point[(pairs[kind], method)]  # noqa: E731
         reference = point("lora", "full_prefill")["per_sample"]
         entries = {kind: [_entry(point(kind, m), reference) for m in METHODS] for kind in RECEIVERS}
-        alora_own, alora_reuse = point("alora", "full_prefill")["per_sample"], point("alora", "full_reuse")["per_sample"]
+        alora_own, alora_reuse = (
+            point("alora", "full_prefill")["per_sample"],
+            point("alora", "full_reuse")["per_sample"],
+        )
         summary.append({
             "sender": sender, "pairs": dict(pairs), "metric": point("lora", "full_prefill")["metric"],
             "task": point("lora", "full_prefill")["task"], "entries": entries,
@@ -61,9 +64,16 @@ def plot_alora(summary: Sequence[Mapping], out_dir: Path) -> list[Path]:
         for kind, (label, colour, marker) in RECEIVERS.items():
             points = sorted(((1.0 if e["method"] == "full_prefill" else e["recomputed_fraction"]), e)
                             for e in part["entries"][kind])
-            ax.errorbar([x for x, _ in points], [e["quality"] for _, e in points],
-                        yerr=[[e["quality"] - e["ci"][0] for _, e in points], [e["ci"][1] - e["quality"] for _, e in points]],
-                        color=colour, marker=marker, capsize=2, linewidth=1, label=label)
+            ax.errorbar(
+                [x for x, _ in points],
+                [e["quality"] for _, e in points],
+                yerr=[[e["quality"] - e["ci"][0] for _, e in points], [e["ci"][1] - e["quality"] for _, e in points]],
+                color=colour,
+                marker=marker,
+                capsize=2,
+                linewidth=1,
+                label=label,
+            )
         ax.set_title(f"from the {part['sender']}'s cache", fontsize=9)
         ax.set_xlabel("fraction of layers recomputed")
         ax.set_ylabel(f"test {part['metric']}")
@@ -81,7 +91,9 @@ def _verdict(d: Mapping) -> str:
     low, high = d["delta_ci"]
     if low > 0 or high < 0:
         edge = low if low > 0 else high
-        return ("higher" if low > 0 else "lower") + (f", only just (the interval ends at {edge:+.4f})" if abs(edge) < 0.01 else "")
+        return ("higher" if low > 0 else "lower") + (
+            f", only just (the interval ends at {edge:+.4f})" if abs(edge) < 0.01 else ""
+        )
     return "not distinguishable on these questions"
 
 
@@ -101,22 +113,32 @@ def _findings(summary: Sequence[Mapping], tolerance: float) -> list[str]:
                  f"{base['alora_reuse_changed_questions']} of {n} questions against its own full prefill (Δ "
                  f"{_delta(base['alora_reuse_vs_own_prefill'])}), with no layer recomputed; the LoRA's full reuse: Δ "
                  f"{_delta(lora['full_reuse'])}.")
-    lines.append(f"- **What retraining costs in quality.** The aLoRA's own quality is {own['quality']:.3f} against the "
-                 f"LoRA's {lora['full_prefill']['quality']:.3f}: Δ {_delta(own)}, "
-                 + ("inside" if own["delta"] >= floor - 1e-12 else "outside")
-                 + f" the {tolerance:g} tolerance ({floor:+.3f}) as a point estimate, and its interval "
-                 + ("stays inside it." if own["delta_ci"][0] >= floor - 1e-12 else f"reaches {own['delta_ci'][0]:+.3f}, past it."))
-    lines.append(f"- **Retrain, or recompute?** From the same cache, the LoRA with its DroidSpeak plan ({_method(plan)}, "
-                 f"{plan['recomputed_fraction']:.0%} of the layers; its receiver prefill {plan['speedup']:.2f}× faster "
-                 f"than a full one) scores {plan['quality']:.3f}; the aLoRA, recomputing nothing, "
-                 f"{alora['full_reuse']['quality']:.3f}. aLoRA − LoRA plan: Δ {_delta(versus)}, {_verdict(versus)}.")
+    lines.append(
+        f"- **What retraining costs in quality.** The aLoRA's own quality is {own['quality']:.3f} against the "
+        f"LoRA's {lora['full_prefill']['quality']:.3f}: Δ {_delta(own)}, "
+        + ("inside" if own["delta"] >= floor - 1e-12 else "outside")
+        + f" the {tolerance:g} tolerance ({floor:+.3f}) as a point estimate, and its interval "
+        + (
+            "stays inside it."
+            if own["delta_ci"][0] >= floor - 1e-12
+            else f"reaches {own['delta_ci'][0]:+.3f}, past it."
+        )
+    )
+    lines.append(
+        f"- **Retrain, or recompute?** From the same cache, the LoRA with its DroidSpeak plan ({_method(plan)}, "
+        f"{plan['recomputed_fraction']:.0%} of the layers; its receiver prefill {plan['speedup']:.2f}× faster "
+        f"than a full one) scores {plan['quality']:.3f}; the aLoRA, recomputing nothing, "
+        f"{alora['full_reuse']['quality']:.3f}. aLoRA − LoRA plan: Δ {_delta(versus)}, {_verdict(versus)}."
+    )
     for part in summary[1:]:
         other = {e["method"]: e for e in part["entries"]["alora"]}
-        lines.append(f"- **From another fine-tune's cache ({part['sender']})** the aLoRA is no longer exact: its full "
-                     f"reuse changed {part['alora_reuse_changed_questions']} of {n} scores (Δ "
-                     f"{_delta(part['alora_reuse_vs_own_prefill'])} against its own prefill), and "
-                     f"{_method(other['recompute'])} brings it to {other['recompute']['quality']:.3f} (its own prefill: "
-                     f"{other['full_prefill']['quality']:.3f}). Its reuse is exact only from its base's cache.")
+        lines.append(
+            f"- **From another fine-tune's cache ({part['sender']})** the aLoRA is no longer exact: its full "
+            f"reuse changed {part['alora_reuse_changed_questions']} of {n} scores (Δ "
+            f"{_delta(part['alora_reuse_vs_own_prefill'])} against its own prefill), and "
+            f"{_method(other['recompute'])} brings it to {other['recompute']['quality']:.3f} (its own prefill: "
+            f"{other['full_prefill']['quality']:.3f}). Its reuse is exact only from its base's cache."
+        )
     return lines
 
 

@@ -60,7 +60,9 @@ def transfer_summary(rows: Sequence[Mapping], timing: Sequence[Mapping], chosen:
                     if (pair, "profile", t["plan"], t["codec"]) in points}
         latency, options = latency_model(pair_timing, relative)
         tokens = pair_timing[0]["context_tokens"]
-        ttft = {o.name: {str(g): latency.prefill_seconds(o.name, 1, tokens, g / 8) for g in links_gbit} for o in options}
+        ttft = {
+            o.name: {str(g): latency.prefill_seconds(o.name, 1, tokens, g / 8) for g in links_gbit} for o in options
+        }
         test_of = lambda o: points.get((pair, "test", o.plan, o.codec))  # noqa: E731
         reference = receiver["test"].get("per_sample")
         entries = [{"plan": "full_prefill", "codec": "lossless", "bytes_per_token": 0.0,
@@ -71,13 +73,21 @@ def transfer_summary(rows: Sequence[Mapping], timing: Sequence[Mapping], chosen:
             if row is None:
                 continue
             scores = row.get("per_sample")
-            entries.append({
-                "plan": option.plan, "codec": option.codec,
-                "bytes_per_token": row["transfer_bytes"] / row["cost"]["context_tokens"],
-                "quality": row["quality"], "ci": _ci(scores), **paired_delta(scores, reference),
-                "vs_lossless": None if option.codec == "lossless" else paired_delta(scores, lossless and lossless.get("per_sample")),
-                "profile_relative": option.quality, "ttft": ttft[option.name],
-            })
+            entries.append(
+                {
+                    "plan": option.plan,
+                    "codec": option.codec,
+                    "bytes_per_token": row["transfer_bytes"] / row["cost"]["context_tokens"],
+                    "quality": row["quality"],
+                    "ci": _ci(scores),
+                    **paired_delta(scores, reference),
+                    "vs_lossless": None
+                    if option.codec == "lossless"
+                    else paired_delta(scores, lossless and lossless.get("per_sample")),
+                    "profile_relative": option.quality,
+                    "ttft": ttft[option.name],
+                }
+            )
         floor = relative[(accepted, "lossless")] - tolerance
         choose = lambda opts, g: AdaptivePlanner(latency, opts, min_quality=floor, slo_ttft=float("inf")).choose(  # noqa: E731
             batch=1, tokens=tokens, queued=1, waited=0.0, bandwidth_gbps=g / 8)
@@ -175,8 +185,12 @@ def _findings(summary: Sequence[Mapping], links_gbit: Sequence[float]) -> list[s
     """Sentences computed from the numbers: what each codec cost in quality, and where the planner gained."""
     lines = []
     for codec in CODEC_ORDER[1:]:
-        deltas = [(e["vs_lossless"]["delta"], e["vs_lossless"]["delta_ci"], p["pair"], e["plan"]) for p in summary
-                  for e in p["entries"] if e["codec"] == codec and e["vs_lossless"] and e["vs_lossless"]["delta"] is not None]
+        deltas = [
+            (e["vs_lossless"]["delta"], e["vs_lossless"]["delta_ci"], p["pair"], e["plan"])
+            for p in summary
+            for e in p["entries"]
+            if e["codec"] == codec and e["vs_lossless"] and e["vs_lossless"]["delta"] is not None
+        ]
         if not deltas:
             continue
         worst = min(deltas, key=lambda d: d[0])
@@ -194,24 +208,37 @@ def _findings(summary: Sequence[Mapping], links_gbit: Sequence[float]) -> list[s
     return lines
 
 
-def transfer_markdown(summary: Sequence[Mapping], links_gbit: Sequence[float], *, command: str, tolerance: float) -> str:
+def transfer_markdown(
+    summary: Sequence[Mapping], links_gbit: Sequence[float], *, command: str, tolerance: float
+) -> str:
     threads = summary[0]["threads"]
-    lines = ["# Compressed transfer: K/V and E at lower precision, on the real family", "",
-             f"Rebuilt by `{command}` from the sweep's rows (test and profile splits) and `timing.jsonl` (CPU, "
-             f"{threads} torch threads, batch 1). Codecs (droidspeak.codec): `bf16` a cast; `int8` asymmetric, one "
-             "scale and minimum per channel over all tokens; `int4` after KIVI, groups of 32 (K per channel over "
-             "tokens, V and E per token over channels), float16 scale and minimum per group. Every point sends what "
-             "its plan loads — the reused layers' K/V and E at each group start — and *KB/token* is what crossed the "
-             "link in the sweep. Quality intervals are percentile bootstraps over questions; Δ vs the same plan "
-             "lossless is paired (the same questions).", "",
-             "TTFT is modelled, not measured over a network: E bytes / link + max(plan compute, K/V bytes / link) + "
-             "codec decode + query and first token, each term measured on this machine for the timing context "
-             "(decode counted serially: on a CPU it takes the cores the recompute uses). Link rates are in gigabits "
-             "per second. A CPU recomputes slowly, so transfer time matters here only at slow links; on a GPU, whose "
-             "recompute is far faster, the same bytes matter up to proportionally faster links (not measured here).", "",
-             f"The planner chooses by the profile split only (tolerance {tolerance:g} of the receiver's quality on top "
-             "of the accepted lossless plan), and its choice is scored on the test split.", "",
-             "## Findings", "", *_findings(summary, links_gbit), "", "## Per pair", ""]
+    lines = [
+        "# Compressed transfer: K/V and E at lower precision, on the real family",
+        "",
+        f"Rebuilt by `{command}` from the sweep's rows (test and profile splits) and `timing.jsonl` (CPU, "
+        f"{threads} torch threads, batch 1). Codecs (droidspeak.codec): `bf16` a cast; `int8` asymmetric, one "
+        "scale and minimum per channel over all tokens; `int4` after KIVI, groups of 32 (K per channel over "
+        "tokens, V and E per token over channels), float16 scale and minimum per group. Every point sends what "
+        "its plan loads — the reused layers' K/V and E at each group start — and *KB/token* is what crossed the "
+        "link in the sweep. Quality intervals are percentile bootstraps over questions; Δ vs the same plan "
+        "lossless is paired (the same questions).",
+        "",
+        "TTFT is modelled, not measured over a network: E bytes / link + max(plan compute, K/V bytes / link) + "
+        "codec decode + query and first token, each term measured on this machine for the timing context "
+        "(decode counted serially: on a CPU it takes the cores the recompute uses). Link rates are in gigabits "
+        "per second. A CPU recomputes slowly, so transfer time matters here only at slow links; on a GPU, whose "
+        "recompute is far faster, the same bytes matter up to proportionally faster links (not measured here).",
+        "",
+        f"The planner chooses by the profile split only (tolerance {tolerance:g} of the receiver's quality on top "
+        "of the accepted lossless plan), and its choice is scored on the test split.",
+        "",
+        "## Findings",
+        "",
+        *_findings(summary, links_gbit),
+        "",
+        "## Per pair",
+        "",
+    ]
     for pair in summary:
         lines += _pair_section(pair, links_gbit)
     lines += ["![quality vs bytes and TTFT](fig_transfer_codecs.png)", ""]

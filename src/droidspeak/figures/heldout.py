@@ -155,8 +155,10 @@ def markdown(table: list[dict]) -> list[str]:
             fraction = "–" if e["recomputed_fraction"] is None else f"{e['recomputed_fraction']:.0%}"
             timed = e["speedup"] is not None and e["method"] not in ("sender", "full_prefill")  # the baseline itself
             speedup = f"{e['speedup']:.2f}×" if timed else "–"
-            lines.append(f"| {_method_name(e)} | `{e['plan']}` | {e['quality']:.3f} | "
-                         f"{interval_text(e['ci'])} | {delta} | {interval_text(e['delta_ci'])} | {fraction} | {speedup} |")
+            lines.append(
+                f"| {_method_name(e)} | `{e['plan']}` | {e['quality']:.3f} | "
+                f"{interval_text(e['ci'])} | {delta} | {interval_text(e['delta_ci'])} | {fraction} | {speedup} |"
+            )
         versus = panel.get("versus")
         if versus and versus["delta"] is not None:
             blend, droidspeak = versus["fractions"]

@@ -21,9 +21,9 @@ from droidspeak.figures.style import (
     save_figure,
     unique_legend,
 )
-from droidspeak.profile.profile_file import Profile, load_profile
 from droidspeak.profile.candidates import recomputes_all
 from droidspeak.profile.choice import choose_point, quality_target
+from droidspeak.profile.profile_file import Profile, load_profile
 from droidspeak.profile.ranks import frontier_difference, frontier_step
 from droidspeak.profile.sensitivity import critical_layers
 
@@ -63,9 +63,9 @@ def plot_layer_sensitivity(
             table = prof.single_layer_table
             layers = sorted(table)
             ref = prof.reference_quality
-            drops = [100 * (ref - table[l]) / abs(ref) if ref else 0.0 for l in layers]
+            drops = [100 * (ref - table[layer]) / abs(ref) if ref else 0.0 for layer in layers]
             crit = set(critical_layers(table, ref, threshold))
-            colours = [OKABE_ITO["vermillion"] if l in crit else OKABE_ITO["sky"] for l in layers]
+            colours = [OKABE_ITO["vermillion"] if layer in crit else OKABE_ITO["sky"] for layer in layers]
             ax.bar(layers, drops, 0.8, color=colours)
             ax.axhline(100 * threshold, color=OKABE_ITO["black"], ls="--", lw=0.8)
             ax.set_xlabel("Reused layer (all others recomputed)")
@@ -212,7 +212,9 @@ def plot_profile_pareto(
             front = prof.frontier
             ax.step([p.recomputed_layers for p in front], [p.quality for p in front], where="post",
                     color=OKABE_ITO["blue"], lw=1.2, label="Pareto frontier")
-            ax.axhline(prof.reference_quality, color=OKABE_ITO["black"], ls="--", lw=0.8, label="receiver (full prefill)")
+            ax.axhline(
+                prof.reference_quality, color=OKABE_ITO["black"], ls="--", lw=0.8, label="receiver (full prefill)"
+            )
             ax.axhline(quality_target(prof.reference_quality, tolerance), color=OKABE_ITO["black"], ls=":", lw=0.8,
                        label=f"target ({100 * tolerance:g}% tolerance)")
             chosen = choose_point(prof.points, prof.reference_quality, tolerance)

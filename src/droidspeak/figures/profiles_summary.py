@@ -18,10 +18,10 @@ from pathlib import Path
 from droidspeak.figures.profile_plots import transition_strata
 from droidspeak.figures.summary import fmt
 from droidspeak.markdown import table
-from droidspeak.track.results import read_rows
-from droidspeak.profile.profile_file import Profile, comparisons_path, load_profile
 from droidspeak.plan import parse_plan
 from droidspeak.profile.points import plan_layers
+from droidspeak.profile.profile_file import Profile, comparisons_path, load_profile
+from droidspeak.track.results import read_rows
 
 HYBRID_METHODS = ("group", "cacheblend", "hybrid")
 
@@ -82,10 +82,17 @@ def _hybrid_entries(rows: list[dict]) -> list[dict]:
     """One entry per budget, the methods side by side: the comparison is at equal compute."""
     budgets: dict[float | None, dict] = {}
     for row in rows:
-        entry = budgets.setdefault(row.get("budget_fraction"), {
-            "pair": row["pair"], "task": row["task"], "num_layers": row["num_layers"],
-            "budget_fraction": row.get("budget_fraction"), "reference_quality": row.get("reference_quality"), "methods": {},
-        })
+        entry = budgets.setdefault(
+            row.get("budget_fraction"),
+            {
+                "pair": row["pair"],
+                "task": row["task"],
+                "num_layers": row["num_layers"],
+                "budget_fraction": row.get("budget_fraction"),
+                "reference_quality": row.get("reference_quality"),
+                "methods": {},
+            },
+        )
         entry["methods"][row["method"]] = {
             field: row.get(field) for field in ("plan", "quality", "compute_fraction", "prefill_seconds")
         }
@@ -98,7 +105,14 @@ def profiles_summary(profile_paths: Iterable[str | os.PathLike], tolerance: floa
     Comparison rows take the profile's pair and task (so every table names a pair the same way) and its layer
     count; a profile without a ``.comparisons.jsonl`` (or with an empty one) simply contributes no comparison rows.
     """
-    summary: dict = {"tolerance": tolerance, "profiles": [], "transitions": [], "proxy": [], "multigroup": [], "hybrid": []}
+    summary: dict = {
+        "tolerance": tolerance,
+        "profiles": [],
+        "transitions": [],
+        "proxy": [],
+        "multigroup": [],
+        "hybrid": [],
+    }
     for raw in profile_paths:
         path = Path(raw)
         prof = load_profile(path)
@@ -166,24 +180,41 @@ def _transitions_section(entries: list[Mapping]) -> list[str]:
 def _proxy_section(rows: list[Mapping]) -> list[str]:
     out = []
     for r in rows:
-        out.append([
-            r["pair"], r["task"], f"{fmt(r.get('samples'))} / {fmt(r.get('proxy_contexts'))}",
-            f"{fmt(r.get('task_samples'))} / {fmt(r.get('task_contexts'))}",
-            f"{fmt(r.get('spearman_top1'), 2)} / {fmt(r.get('spearman_kl'), 2)}",
-            f"{_plan(r.get('proxy_plan'), r.get('proxy_layers'), r['num_layers'])} ({fmt(r.get('proxy_quality'))})",
-            f"{_plan(r.get('exhaustive_plan'), r.get('exhaustive_layers'), r['num_layers'])} ({fmt(r.get('exhaustive_quality'))})",
-            _yes_no(r.get("proxy_within_tolerance")),
-            f"{fmt(r.get('budgets_same_quality'))}/{fmt(r.get('budgets'))} ({_pct(r.get('budget_regret_mean'))})",
-            f"{fmt(r.get('proxy_seconds'), 2)} / {fmt(r.get('task_seconds'), 2)} "
-            f"({fmt(r.get('task_group_prefill_seconds'), 2)})", f"{fmt(r.get('cost_ratio'), 2)}×",
-            f"{_plan(r.get('equal_samples_plan'), r.get('equal_samples_layers'), r['num_layers'])} "
-            f"({fmt(r.get('equal_samples_quality'))}), {_yes_no(r.get('equal_samples_within_tolerance'))}",
-            f"{fmt(r.get('task_seconds_equal_samples'), 2)} s, {fmt(r.get('cost_ratio_equal_samples'), 2)}×",
-        ])
-    header = ["pair", "task", "proxy samples / contexts", "task questions / contexts", "Spearman top-1 / KL",
-              "proxy's plan (quality)", "exhaustive plan (quality)", "within tol.", "budgets: proxy's best = task's best "
-              "(mean loss)", "s proxy / task (task's group prefills)", "cost ratio",
-              "task search on the proxy's samples: plan (quality), within tol.", "its s, cost ratio at equal samples"]
+        out.append(
+            [
+                r["pair"],
+                r["task"],
+                f"{fmt(r.get('samples'))} / {fmt(r.get('proxy_contexts'))}",
+                f"{fmt(r.get('task_samples'))} / {fmt(r.get('task_contexts'))}",
+                f"{fmt(r.get('spearman_top1'), 2)} / {fmt(r.get('spearman_kl'), 2)}",
+                f"{_plan(r.get('proxy_plan'), r.get('proxy_layers'), r['num_layers'])} ({fmt(r.get('proxy_quality'))})",
+                f"{_plan(r.get('exhaustive_plan'), r.get('exhaustive_layers'), r['num_layers'])} "
+                f"({fmt(r.get('exhaustive_quality'))})",
+                _yes_no(r.get("proxy_within_tolerance")),
+                f"{fmt(r.get('budgets_same_quality'))}/{fmt(r.get('budgets'))} ({_pct(r.get('budget_regret_mean'))})",
+                f"{fmt(r.get('proxy_seconds'), 2)} / {fmt(r.get('task_seconds'), 2)} "
+                f"({fmt(r.get('task_group_prefill_seconds'), 2)})",
+                f"{fmt(r.get('cost_ratio'), 2)}×",
+                f"{_plan(r.get('equal_samples_plan'), r.get('equal_samples_layers'), r['num_layers'])} "
+                f"({fmt(r.get('equal_samples_quality'))}), {_yes_no(r.get('equal_samples_within_tolerance'))}",
+                f"{fmt(r.get('task_seconds_equal_samples'), 2)} s, {fmt(r.get('cost_ratio_equal_samples'), 2)}×",
+            ]
+        )
+    header = [
+        "pair",
+        "task",
+        "proxy samples / contexts",
+        "task questions / contexts",
+        "Spearman top-1 / KL",
+        "proxy's plan (quality)",
+        "exhaustive plan (quality)",
+        "within tol.",
+        "budgets: proxy's best = task's best (mean loss)",
+        "s proxy / task (task's group prefills)",
+        "cost ratio",
+        "task search on the proxy's samples: plan (quality), within tol.",
+        "its s, cost ratio at equal samples",
+    ]
     return table(header, out, empty="No proxy comparison in these profiles.")
 
 
@@ -208,8 +239,16 @@ def _multigroup_section(rows: list[Mapping]) -> list[str]:
             _deltas(r for r in runs if (r.get("delta_vs_best_single") or 0) < 0),
             f"{statistics.fmean(deltas):+.3f}" if deltas else "–",
         ])
-    header = ["pair", "task", "search", "budgets", "k with a multi-group DP plan", "DP beats best single group (k: plan, Δ)",
-              "DP loses (k: plan, Δ)", "mean Δ"]
+    header = [
+        "pair",
+        "task",
+        "search",
+        "budgets",
+        "k with a multi-group DP plan",
+        "DP beats best single group (k: plan, Δ)",
+        "DP loses (k: plan, Δ)",
+        "mean Δ",
+    ]
     return table(header, out, empty="No multi-group comparison in these profiles.")
 
 
@@ -241,7 +280,8 @@ def write_profiles_summary(summary: Mapping, out_dir: str | Path, *, source: str
     lines = [
         "# Profiles summary",
         "",
-        f"Rebuilt by `experiments/figures.py` from {source or 'the profile files'} and the `.comparisons.jsonl` beside each.",
+        f"Rebuilt by `experiments/figures.py` from {source or 'the profile files'} "
+        "and the `.comparisons.jsonl` beside each.",
         f"Quality is the task's own metric; tolerance {tol:g} (relative to the receiver's own full-prefill quality).",
         "",
         "## Profiles",
@@ -258,9 +298,12 @@ def write_profiles_summary(summary: Mapping, out_dir: str | Path, *, source: str
         "",
         "## Proxy vs task metric",
         "",
-        "Rank agreement (Spearman) of the output-level proxies with the task metric over every profiled plan; the plan",
-        "each search picks at the tolerance (the proxy's: fewest layers whose top-1 disagreements are not significantly",
-        "above the tolerance, exact binomial test at 0.05); per budget (recomputed layers), how often the proxy's best plan has the task",
+        "Rank agreement (Spearman) of the output-level proxies with the task metric over every profiled plan; "
+        "the plan",
+        "each search picks at the tolerance (the proxy's: fewest layers whose top-1 disagreements are not "
+        "significantly",
+        "above the tolerance, exact binomial test at 0.05); per budget (recomputed layers), "
+        "how often the proxy's best plan has the task",
         "metric's best quality and the mean relative loss when it does not; cost ratio is task-metric search time over",
         "proxy search time, both from scratch (sender prefill included). The proxy shares one receiver pass among the",
         "groups that start at the same layer; the task search's cost counts each plan's prefill as one of its own (its",
@@ -273,7 +316,8 @@ def write_profiles_summary(summary: Mapping, out_dir: str | Path, *, source: str
         "",
         "## Multi-group DP vs best single group",
         "",
-        "Each DP plan measured; Δ is its quality minus the best measured single group at the same k (recomputed layers).",
+        "Each DP plan measured; Δ is its quality minus the best measured single group at the same k "
+        "(recomputed layers).",
         "",
         *_multigroup_section(summary["multigroup"]),
         "",

@@ -58,13 +58,20 @@ def _drawn(figures) -> list[Path]:
 
 
 def eval_figures(rows: list[dict], out_dir: Path) -> list[Path]:
-    return _drawn((
-        ("quality bars", lambda: plot_quality_bars(rows, out_dir)),
-        ("quality vs speedup", lambda: plot_quality_vs_cost(rows, out_dir, x="speedup", stem="fig14_quality_vs_speedup")),
-        ("quality vs recomputed fraction",
-         lambda: plot_quality_vs_cost(rows, out_dir, x="recomputed_fraction", stem="fig14_quality_vs_fraction")),
-        ("quality vs prefill time", lambda: plot_quality_vs_cost(rows, out_dir, x="prefill_seconds")),
-    ))
+    return _drawn(
+        (
+            ("quality bars", lambda: plot_quality_bars(rows, out_dir)),
+            (
+                "quality vs speedup",
+                lambda: plot_quality_vs_cost(rows, out_dir, x="speedup", stem="fig14_quality_vs_speedup"),
+            ),
+            (
+                "quality vs recomputed fraction",
+                lambda: plot_quality_vs_cost(rows, out_dir, x="recomputed_fraction", stem="fig14_quality_vs_fraction"),
+            ),
+            ("quality vs prefill time", lambda: plot_quality_vs_cost(rows, out_dir, x="prefill_seconds")),
+        )
+    )
 
 
 def profile_figures(profiles: list[str], out_dir: Path, tolerance: float) -> list[Path]:

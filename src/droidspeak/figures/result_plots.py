@@ -110,7 +110,9 @@ def plot_quality_bars(
                     means.append(mean)
                     stds.append(std)
             if xs:
-                ax.bar(xs, means, width, yerr=stds, label=label, color=colour, capsize=2, edgecolor="white", linewidth=0.5)
+                ax.bar(
+                    xs, means, width, yerr=stds, label=label, color=colour, capsize=2, edgecolor="white", linewidth=0.5
+                )
         ax.set_xticks(range(len(panels)))
         ax.set_xticklabels([_pair_label(pair, task) for pair, task in panels], rotation=0, fontsize=8)
         ax.set_ylabel(pretty_metric(_metric_label(rows)))

@@ -19,7 +19,10 @@ from droidspeak.zoo.recipe import BASE
 
 FIGURES = (
     ("fig06_quality_bars", "Fig. 6: receiver / sender / full reuse per pair (test split)"),
-    ("fig07_layer_sensitivity", "Fig. 7: quality when only that layer's K/V is reused, every other layer recomputed (profile split)"),
+    (
+        "fig07_layer_sensitivity",
+        "Fig. 7: quality when only that layer's K/V is reused, every other layer recomputed (profile split)",
+    ),
     ("fig08_input_spread", "Fig. 8: per-question spread of that sensitivity"),
     ("fig11_profile_pareto", "Fig. 11: every profiled group, its Pareto frontier and the plan chosen at the tolerance"),
     ("fig17_profile_transfer", "Fig. 17: one pair's profile on its own task and on a second task"),
@@ -77,10 +80,18 @@ def _family_section(report: dict) -> list[str]:
     rows = []
     for name, variant in report["recipe"]["variants"].items():
         curve = report.get("curves", {}).get(f"finetune-{name}") or [[None, None, None]]
-        rows.append([name, variant["kind"], f"r={variant['rank']}, α={variant['alpha']}" if variant["kind"] == "lora" else "–",
-                     variant["tasks"][0], str(variant["steps"]), f"{variant['lr']:g}",
-                     f"{curve[-1][1]:.3f}" if curve[-1][1] is not None else "–",
-                     str(report["timings_s"].get(f"finetune-{name}"))])
+        rows.append(
+            [
+                name,
+                variant["kind"],
+                f"r={variant['rank']}, α={variant['alpha']}" if variant["kind"] == "lora" else "–",
+                variant["tasks"][0],
+                str(variant["steps"]),
+                f"{variant['lr']:g}",
+                f"{curve[-1][1]:.3f}" if curve[-1][1] is not None else "–",
+                str(report["timings_s"].get(f"finetune-{name}")),
+            ]
+        )
     lines += table(["receiver", "kind", "adapter", "trained on", "steps", "lr", "final loss", "train s"], rows)
     accuracy = report["accuracy"]
     tasks = list(next(iter(accuracy.values())))
@@ -146,9 +157,14 @@ def write_study_page(family, out_dir: str | Path, tokenizer, *, command: str, pr
     summary_path = out / "summary.json"
     if summary_path.exists():
         held = json.loads(summary_path.read_text()).get("held_out", [])
-        lines += ["", "## Held out: plans chosen on the profile split, scored on the test split", "",
-                  "Intervals: percentile bootstrap over questions (2,000 resamples); Δ paired on the same questions.", "",
-                  *heldout_markdown(held)]
+        lines += [
+            "",
+            "## Held out: plans chosen on the profile split, scored on the test split",
+            "",
+            "Intervals: percentile bootstrap over questions (2,000 resamples); Δ paired on the same questions.",
+            "",
+            *heldout_markdown(held),
+        ]
     profiles_path = out / "profiles.json"
     if profiles_path.exists():
         lines += ["", "## Profiles (profile split): where the critical layers fall", "",

@@ -65,15 +65,23 @@ def fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def write_summary(summary: list[dict], out_dir: str | Path, *, source: str = "",
-                  held_out: list[dict] | None = None, code_versions: Mapping[str, int] | None = None) -> tuple[Path, Path]:
+def write_summary(
+    summary: list[dict],
+    out_dir: str | Path,
+    *,
+    source: str = "",
+    held_out: list[dict] | None = None,
+    code_versions: Mapping[str, int] | None = None,
+) -> tuple[Path, Path]:
     """summary.json (machine-readable) and summary.md (the table a reader sees first): the held-out tables (plan
     chosen on the profile split, scored on the test split, with intervals) where the sweep has them, then the
     in-sample table. Rows of more than one code version (a sweep resumed with ``stale=keep``) are flagged on top."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "summary.json"
-    json_path.write_text(json.dumps({"in_sample": summary, "held_out": held_out or []}, indent=2, sort_keys=True) + "\n")
+    json_path.write_text(
+        json.dumps({"in_sample": summary, "held_out": held_out or []}, indent=2, sort_keys=True) + "\n"
+    )
     lines = [
         "# Sweep summary",
         "",
@@ -101,7 +109,8 @@ def write_summary(summary: list[dict], out_dir: str | Path, *, source: str = "",
         "is within the tolerance of the receiver's (an optimistic, in-sample choice: the held-out table is the",
         "honest one); *speedup* is receiver prefill time of full recompute over that plan, same process.",
         "",
-        "| pair (receiver<-sender) | task | metric | receiver | sender | full reuse | fewest layers within tol. | its quality | its speedup | full-reuse speedup |",
+        "| pair (receiver<-sender) | task | metric | receiver | sender | full reuse | fewest layers within tol. "
+        "| its quality | its speedup | full-reuse speedup |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in summary:

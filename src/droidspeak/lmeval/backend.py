@@ -77,7 +77,9 @@ class DroidSpeakLM(HFLM):
         transfer_codec: str = "lossless",
         **kwargs,
     ):
-        codec = get_codec(transfer_codec)  # what the sender's cache crosses the link as; a bad name fails before loading
+        codec = get_codec(
+            transfer_codec
+        )  # what the sender's cache crosses the link as; a bad name fails before loading
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             eval_logger.warning("device %s requested but CUDA is not available: running on cpu", device)
             device = "cpu"
@@ -201,7 +203,11 @@ class DroidSpeakLM(HFLM):
         it again)."""
         try:
             info = self.store.info(key) if key in self.store else None
-            if info is not None and e_layers <= set(info.hidden_layers) and not (self._full_sliding and any(info.held_from)):
+            if (
+                info is not None
+                and e_layers <= set(info.hidden_layers)
+                and not (self._full_sliding and any(info.held_from))
+            ):
                 return self.store.get(key, device=self.pair.sender.device)
         except CacheFormatError as err:
             eval_logger.warning("sender cache recomputed: %s", err)
@@ -278,7 +284,9 @@ class DroidSpeakLM(HFLM):
         shared = [min(self._lookup_shared(row), len(row) - 1) for row in rows]
         if min(shared) < 1:  # a one-token prompt has nothing to share
             self._check_unshared()
-            return super()._model_generate(context, max_length, stop, attention_mask=attention_mask, **generation_kwargs)
+            return super()._model_generate(
+                context, max_length, stop, attention_mask=attention_mask, **generation_kwargs
+            )
         prefilled = self._prefill([tuple(row[:n]) for row, n in zip(rows, shared)])
         tails = [torch.tensor(row[n:]) for row, n in zip(rows, shared)]
         input_length = prefilled.token_ids.shape[1] + max(t.numel() for t in tails)

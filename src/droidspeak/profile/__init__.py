@@ -45,10 +45,10 @@ from droidspeak.profile.profile_file import (
     LayerSensitivity,
     Profile,
     ProfileError,
-    comparisons_path,
-    load_profile,
     ResolvedProfile,
     check_profile_pair,
+    comparisons_path,
+    load_profile,
     resolve_profile_plan,
     save_profile,
 )

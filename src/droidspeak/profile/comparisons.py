@@ -21,13 +21,13 @@ from collections.abc import Sequence
 
 from droidspeak.engine.cacheblend import cacheblend_prefill
 from droidspeak.plan import parse_plan
-from droidspeak.profile.profile_file import Profile
-from droidspeak.profile.proxy import PROXY_RULES, ProxyRule, ProxyScorer
-from droidspeak.profile.profiler import Profiler
 from droidspeak.profile.candidates import recomputes_all
 from droidspeak.profile.choice import best_by_budget, choose_point, quality_target
 from droidspeak.profile.groups_dp import estimate_transition_penalty, search_additive, search_groups
 from droidspeak.profile.points import ProfilePoint, plan_layers
+from droidspeak.profile.profile_file import Profile
+from droidspeak.profile.profiler import Profiler
+from droidspeak.profile.proxy import PROXY_RULES, ProxyRule, ProxyScorer
 from droidspeak.profile.ranks import rank_agreement
 from droidspeak.profile.sensitivity import harm_from_single_layer
 
@@ -112,14 +112,25 @@ def compare_proxy(profiler: Profiler, profile: Profile, proxy: ProxyScorer, *, t
     equal_plan = equal_choice.plan if equal_choice else "full_prefill"
     equal_quality = task.get(equal_plan, ref)
     return {
-        "comparison": "proxy", "plans": len(plans), "samples": len(proxy.index), "task_samples": len(profiler.rows.rows),
-        "proxy_contexts": len(proxy.distinct), "task_contexts": len(profiler.caches), "proxy_positions": proxy.positions,
-        "spearman_top1": _r(top1["spearman"]), "kendall_top1": _r(top1["kendall"]),
-        "spearman_kl": _r(kl["spearman"]), "kendall_kl": _r(kl["kendall"]),
-        "same_best_top1": top1["same_best"], "same_best_kl": kl["same_best"],
-        "proxy_seconds": _r(proxy_seconds, 3), "task_seconds": _r(task_seconds, 3),
+        "comparison": "proxy",
+        "plans": len(plans),
+        "samples": len(proxy.index),
+        "task_samples": len(profiler.rows.rows),
+        "proxy_contexts": len(proxy.distinct),
+        "task_contexts": len(profiler.caches),
+        "proxy_positions": proxy.positions,
+        "spearman_top1": _r(top1["spearman"]),
+        "kendall_top1": _r(top1["kendall"]),
+        "spearman_kl": _r(kl["spearman"]),
+        "kendall_kl": _r(kl["kendall"]),
+        "same_best_top1": top1["same_best"],
+        "same_best_kl": kl["same_best"],
+        "proxy_seconds": _r(proxy_seconds, 3),
+        "task_seconds": _r(task_seconds, 3),
         # the part of the task search that prefix sharing (which the proxy uses) could save at most
-        "task_group_prefill_seconds": _r(sum(profiler.results[p].prefill_seconds for p in plans if p.startswith("recompute:")), 3),
+        "task_group_prefill_seconds": _r(
+            sum(profiler.results[p].prefill_seconds for p in plans if p.startswith("recompute:")), 3
+        ),
         "cost_ratio": _r(task_seconds / max(proxy_seconds, 1e-9), 2),
         "task_seconds_equal_samples": _r(equal_seconds, 3),
         "cost_ratio_equal_samples": _r(equal_seconds / max(proxy_seconds, 1e-9), 2),
@@ -127,13 +138,19 @@ def compare_proxy(profiler: Profiler, profile: Profile, proxy: ProxyScorer, *, t
         "equal_samples_layers": equal_choice.recomputed_layers if equal_choice else layers,
         "equal_samples_quality": _r(equal_quality),
         "equal_samples_within_tolerance": equal_quality >= quality_target(ref, tolerance) - 1e-12,
-        "tolerance": tolerance, "reference_quality": _r(ref), "proxy_rule": rule.name,
+        "tolerance": tolerance,
+        "reference_quality": _r(ref),
+        "proxy_rule": rule.name,
         "exhaustive_plan": exhaustive.plan if exhaustive else "full_prefill",
         "exhaustive_layers": exhaustive.recomputed_layers if exhaustive else layers,
         "exhaustive_quality": _r(exhaustive.quality if exhaustive else ref),
-        "proxy_plan": chosen_plan, "proxy_layers": chosen_layers, "proxy_quality": _r(chosen_quality),
+        "proxy_plan": chosen_plan,
+        "proxy_layers": chosen_layers,
+        "proxy_quality": _r(chosen_quality),
         "proxy_within_tolerance": chosen_quality >= quality_target(ref, tolerance) - 1e-12,
-        "budgets": len(regret), "budget_regret_mean": _r(sum(regret) / len(regret)), "budget_regret_max": _r(max(regret)),
+        "budgets": len(regret),
+        "budget_regret_mean": _r(sum(regret) / len(regret)),
+        "budget_regret_max": _r(max(regret)),
         "budgets_same_quality": sum(r <= 1e-12 for r in regret),
         "proxy_scores": {p: {"top1": _r(s.top1), "kl": _r(s.kl, 6)} for p, s in scores.items()},
     }

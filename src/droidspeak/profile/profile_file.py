@@ -142,9 +142,16 @@ class Profile:
             "schema_version": SCHEMA_VERSION,
             "pair": {
                 "name": self.pair,
-                "receiver": {"name": self.receiver, "fingerprint": self.receiver_fingerprint,
-                             "identity": self.receiver_identity},
-                "sender": {"name": self.sender, "fingerprint": self.sender_fingerprint, "identity": self.sender_identity},
+                "receiver": {
+                    "name": self.receiver,
+                    "fingerprint": self.receiver_fingerprint,
+                    "identity": self.receiver_identity,
+                },
+                "sender": {
+                    "name": self.sender,
+                    "fingerprint": self.sender_fingerprint,
+                    "identity": self.sender_identity,
+                },
             },
             "task": self.task,
             "metric": self.metric,
@@ -171,7 +178,9 @@ class Profile:
         if not isinstance(data, Mapping):
             raise ProfileError(f"{source}: expected a JSON object, got {type(data).__name__}")
         if data.get("schema") != SCHEMA:
-            raise ProfileError(f"{source}: not a droidspeak profile (schema={data.get('schema')!r}, expected {SCHEMA!r})")
+            raise ProfileError(
+                f"{source}: not a droidspeak profile (schema={data.get('schema')!r}, expected {SCHEMA!r})"
+            )
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ProfileError(
                 f"{source}: profile schema version {data.get('schema_version')!r}, this droidspeak reads "

@@ -25,11 +25,11 @@ from droidspeak.engine.batch import PrefilledBatch, distinct_rows, prefill_rows,
 from droidspeak.engine.shared_passes import SharedPrefill, shared_prefills
 from droidspeak.engine.verify import check_pair
 from droidspeak.loading import LoadedModel
-from droidspeak.profile.profile_file import LayerSensitivity, Profile
+from droidspeak.plan import PrefillCost, parse_plan, total_cost
 from droidspeak.profile.candidates import single_group_plans, single_layer_plan, transition_plans
 from droidspeak.profile.points import ProfilePoint
+from droidspeak.profile.profile_file import LayerSensitivity, Profile
 from droidspeak.profile.sensitivity import critical_layers
-from droidspeak.plan import PrefillCost, parse_plan, total_cost
 from droidspeak.zoo.measure import TaskRows, answer, answer_batch, prefill_contexts, scores
 from droidspeak.zoo.tasks import TASKS
 
@@ -138,7 +138,9 @@ class Profiler:
     def point(self, plan: str) -> ProfilePoint:
         """A profile point of a layer plan (cost = evaluation wall seconds)."""
         ev = self.evaluate(plan)
-        return ProfilePoint.from_plan(plan, ev.quality, num_layers=self.num_layers, per_input=ev.per_input, cost=ev.seconds)
+        return ProfilePoint.from_plan(
+            plan, ev.quality, num_layers=self.num_layers, per_input=ev.per_input, cost=ev.seconds
+        )
 
     def evaluate_all(self, plans: Iterable[str], desc: str, progress: bool = True) -> list[ProfilePoint]:
         """Profile points of ``plans``; the layer plans among them share the receiver's passes (evaluate_many)."""
@@ -161,7 +163,9 @@ class Profiler:
                 bar.update()
         partial = {plan: _Partial() for plan in shared}
         for start in range(0, len(self.rows.rows), self.batch_size):
-            distinct, row_index = distinct_rows([r["context_id"] for r in self.rows.rows[start : start + self.batch_size]])
+            distinct, row_index = distinct_rows(
+                [r["context_id"] for r in self.rows.rows[start : start + self.batch_size]]
+            )
             for item in shared_prefills(self.receiver, [self.caches[c] for c in distinct], shared):
                 started = time.perf_counter()
                 prefilled = select_rows(item.batch, row_index)
@@ -212,17 +216,23 @@ def profile_pair(
     reference = profiler.evaluate("full_prefill")
     sender = profiler.evaluate("full_prefill", model=profiler.sender)
     group_plans = single_group_plans(layers, granularity, max_group_layers)
-    single_plans = [single_layer_plan(l, layers) for l in range(layers)]
+    single_plans = [single_layer_plan(layer, layers) for layer in range(layers)]
     profiler.evaluate_many(group_plans + single_plans, "groups and single layers", progress)  # one pass per start
     points = [profiler.point(p) for p in group_plans]
     single = [profiler.point(p) for p in single_plans]
     k = transition_layers or max(granularity, (layers // 2) // granularity * granularity)
     critical = critical_layers([p.quality for p in single], reference.quality)
-    studies = [transition_plans(layers, k, max_transitions, granularity=granularity, per_count=transition_plans_per_count)]
+    studies = [
+        transition_plans(layers, k, max_transitions, granularity=granularity, per_count=transition_plans_per_count)
+    ]
     if 0 < len(critical) < k:
         studies.append(transition_plans(layers, k, max_transitions, granularity=granularity,
                                         per_count=transition_plans_per_count, include=critical))
-    plans = dict.fromkeys(plan for study in studies for by_count in study.values() for plan in by_count) if transitions else {}
+    plans = (
+        dict.fromkeys(plan for study in studies for by_count in study.values() for plan in by_count)
+        if transitions
+        else {}
+    )
     trans = profiler.evaluate_all(plans, "transitions", progress)
     evaluations = [e for e in profiler.results.values()]
     return Profile(
@@ -242,7 +252,7 @@ def profile_pair(
         reference_per_input=list(reference.per_input),
         sender_quality=sender.quality,
         points=points,
-        single_layer=[LayerSensitivity(l, p.quality, p.per_input) for l, p in enumerate(single)],
+        single_layer=[LayerSensitivity(layer, p.quality, p.per_input) for layer, p in enumerate(single)],
         transitions=trans,
         timing={
             "total_seconds": round(time.perf_counter() - start + profiler.sender_seconds, 3),

@@ -121,8 +121,12 @@ class Bench:
         return str(path)
 
     def resolve(self, path: str):
-        return resolve_profile_plan(f"profile:{path}", self.pair.num_layers, receiver=self.receiver.fingerprint.identity,
-                                    sender=self.sender.fingerprint.identity)
+        return resolve_profile_plan(
+            f"profile:{path}",
+            self.pair.num_layers,
+            receiver=self.receiver.fingerprint.identity,
+            sender=self.sender.fingerprint.identity,
+        )
 
 
 def _spoil(path: Path, how: str) -> None:
@@ -207,37 +211,92 @@ def _cases() -> list[Case]:
         Case("another layer count", "mismatched pair", "layers", pair(num_hidden_layers=6)),
         Case("another hidden size", "mismatched pair", "hidden size", pair(hidden_size=96, head_dim=24)),
         Case("other KV heads", "mismatched pair", "kv heads", pair(num_key_value_heads=4)),
-        Case("another RoPE theta", "mismatched pair", "RoPE", pair(rope_parameters={"rope_theta": 5e5, "rope_type": "default"})),
+        Case(
+            "another RoPE theta",
+            "mismatched pair",
+            "RoPE",
+            pair(rope_parameters={"rope_theta": 5e5, "rope_type": "default"}),
+        ),
         Case("another vocabulary size", "mismatched pair", "vocab size", pair(vocab_size=600)),
-        Case("another dtype", "mismatched pair", "dtype",
-             lambda b: ReusePair(b.family.load(b.sender_name, dtype="bfloat16"), b.receiver)),
+        Case(
+            "another dtype",
+            "mismatched pair",
+            "dtype",
+            lambda b: ReusePair(b.family.load(b.sender_name, dtype="bfloat16"), b.receiver),
+        ),
         Case("a cache from another sender", "foreign cache", "not by this pair's sender", _foreign_cache),
         Case("a cache of another context", "foreign cache", "another context", _cache_of_another_context),
         Case("a truncated cache file", "corrupt cache", "dropped", lambda b: _read_spoiled(b, "truncate")),
         Case("a cache file with a flipped byte", "corrupt cache", "checksum", lambda b: _read_spoiled(b, "flip")),
         Case("a file that is not a cache", "corrupt cache", "dropped", lambda b: _read_spoiled(b, "junk")),
         Case("a cache file renamed to another key", "corrupt cache", "renamed", _read_renamed),
-        Case("a profile of another receiver", "foreign profile", "receiver weights", profile("receiver", foreign_receiver)),
-        Case("a profile of another sender adapter", "foreign profile", "sender adapter", profile("adapter", foreign_adapter)),
+        Case(
+            "a profile of another receiver",
+            "foreign profile",
+            "receiver weights",
+            profile("receiver", foreign_receiver),
+        ),
+        Case(
+            "a profile of another sender adapter",
+            "foreign profile",
+            "sender adapter",
+            profile("adapter", foreign_adapter),
+        ),
         Case("a profile without identity", "foreign profile", "no model identity", profile("old", no_identity)),
-        Case("a profile of another layer count", "foreign profile", "layers", profile("layers", lambda d: {**d, "num_layers": 30})),
+        Case(
+            "a profile of another layer count",
+            "foreign profile",
+            "layers",
+            profile("layers", lambda d: {**d, "num_layers": 30}),
+        ),
         Case("a truncated profile", "corrupt profile", "truncated", profile("torn", lambda d: json.dumps(d)[:80])),
-        Case("a profile of another schema", "corrupt profile", "not a droidspeak profile", profile("schema", lambda d: {**d, "schema": "x"})),
+        Case(
+            "a profile of another schema",
+            "corrupt profile",
+            "not a droidspeak profile",
+            profile("schema", lambda d: {**d, "schema": "x"}),
+        ),
         Case("a malformed plan", "bad plan", "plan", plan("recompute:two-three")),
         Case("a reversed group", "bad plan", "3-1", plan("recompute:3-1")),
         Case("overlapping groups", "bad plan", "overlap", plan("recompute:0-2+1-3")),
-        Case("a group past the last layer", "bad plan", "layers", lambda b: b.pair.plan(f"recompute:2-{b.pair.num_layers + 1}")),
+        Case(
+            "a group past the last layer",
+            "bad plan",
+            "layers",
+            lambda b: b.pair.plan(f"recompute:2-{b.pair.num_layers + 1}"),
+        ),
         Case("a CacheBlend ratio above 1", "bad plan", "cacheblend", plan("cacheblend:1.5")),
         Case("an unknown plan kind", "bad plan", "plan", plan("recompute_everything")),
-        Case("a missing model folder", "missing file", "cannot load model", lambda b: load_model(str(b.scratch / "nowhere"))),
-        Case("a missing adapter", "missing file", "adapter",
-             lambda b: load_model(str(b.family.models[b.sender_name]), adapter=str(b.scratch / "no-adapter"))),
-        Case("a missing profile", "missing file", "does not exist", lambda b: load_profile(b.scratch / "no-profile.json")),
-        Case("the GGUF package absent", "missing package", "pip install",
-             lambda b: locate(GgufConfig(package="droidspeak-no-such-package"))),
+        Case(
+            "a missing model folder",
+            "missing file",
+            "cannot load model",
+            lambda b: load_model(str(b.scratch / "nowhere")),
+        ),
+        Case(
+            "a missing adapter",
+            "missing file",
+            "adapter",
+            lambda b: load_model(str(b.family.models[b.sender_name]), adapter=str(b.scratch / "no-adapter")),
+        ),
+        Case(
+            "a missing profile", "missing file", "does not exist", lambda b: load_profile(b.scratch / "no-profile.json")
+        ),
+        Case(
+            "the GGUF package absent",
+            "missing package",
+            "pip install",
+            lambda b: locate(GgufConfig(package="droidspeak-no-such-package")),
+        ),
         Case("W&B online without a login", "missing login", "wandb login", _wandb_online),
-        Case("a context longer than the model allows", "bad text", "positions",
-             lambda b: b.pair.prefill([torch.randint(4, b.sender.config.vocab_size, (b.sender.config.max_position_embeddings + 1,))])),
+        Case(
+            "a context longer than the model allows",
+            "bad text",
+            "positions",
+            lambda b: b.pair.prefill(
+                [torch.randint(4, b.sender.config.vocab_size, (b.sender.config.max_position_embeddings + 1,))]
+            ),
+        ),
         Case("an empty context", "bad text", "at least one token", lambda b: b.pair.prefill([""])),
         Case("non-UTF-8 bytes as text", "bad text", "decode", lambda b: b.pair.prefill([b"caf\xe9"])),
         Case("a non-UTF-8 task or results file", "bad text", "not UTF-8", _non_utf8_file),

@@ -19,7 +19,12 @@ from hydra.core.config_store import ConfigStore
 from droidspeak.robustness.bad_inputs import Bench, try_all
 from droidspeak.robustness.memory_bound import memory_trial
 from droidspeak.robustness.trials import (
-    KILL_MODES, Sweep, cache_folder, kill_trial, reference_rows, writers_trial,
+    KILL_MODES,
+    Sweep,
+    cache_folder,
+    kill_trial,
+    reference_rows,
+    writers_trial,
 )
 from droidspeak.zoo.recipe import ZooConfig
 

@@ -93,10 +93,21 @@ def measure(family_root: str, task: str, split: str, plan: str, receiver: str, s
     name, metric = embedded_task_name(task), TASKS[task].metric
     per_sample = []
     for _ in range(2):  # the second pass asks for every context again: a bounded tier must prefill evicted ones anew
-        out = simple_evaluate(model=lm, tasks=[name], task_manager=TaskManager(include_path=str(include), include_defaults=False),
-                              limit=limit, log_samples=True, verbosity="WARNING", random_seed=0, numpy_random_seed=0,
-                              torch_random_seed=0, fewshot_random_seed=0)
-        per_sample += [float(sample[metric]) for sample in sorted(out["samples"][name], key=lambda sample: sample["doc_id"])]
+        out = simple_evaluate(
+            model=lm,
+            tasks=[name],
+            task_manager=TaskManager(include_path=str(include), include_defaults=False),
+            limit=limit,
+            log_samples=True,
+            verbosity="WARNING",
+            random_seed=0,
+            numpy_random_seed=0,
+            torch_random_seed=0,
+            fewshot_random_seed=0,
+        )
+        per_sample += [
+            float(sample[metric]) for sample in sorted(out["samples"][name], key=lambda sample: sample["doc_id"])
+        ]
     return MemoryRun(
         bound_bytes=bound_bytes,
         peak_store_bytes=memory.peak_bytes,
@@ -114,14 +125,23 @@ def _in_fresh_process(*args) -> MemoryRun:
     code = ("import json, sys; from dataclasses import asdict; from droidspeak.robustness.memory_bound import measure; "
             "print('MEMORY-RUN ' + json.dumps(asdict(measure(*json.loads(sys.argv[1])))))")
     done = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, timeout=900)
-    line = next((l for l in done.stdout.splitlines() if l.startswith("MEMORY-RUN ")), None)
+    line = next((out for out in done.stdout.splitlines() if out.startswith("MEMORY-RUN ")), None)
     if done.returncode != 0 or line is None:
         raise RuntimeError(f"memory run failed:\n{done.stderr[-3000:]}")
     return MemoryRun(**json.loads(line.removeprefix("MEMORY-RUN ")))
 
 
-def memory_trial(family, *, task: str = "mdqa", split: str = "train", plan: str = "recompute:2-3",
-                 receiver: str = "ft-mdqa", sender: str = "base", contexts_held: float = 2.5, limit: int = 128) -> MemoryTrial:
+def memory_trial(
+    family,
+    *,
+    task: str = "mdqa",
+    split: str = "train",
+    plan: str = "recompute:2-3",
+    receiver: str = "ft-mdqa",
+    sender: str = "base",
+    contexts_held: float = 2.5,
+    limit: int = 128,
+) -> MemoryTrial:
     """Bound the memory tier to ``contexts_held`` average sender caches, over ``limit`` questions of ``split``;
     each run in a fresh process, so that its resident memory is its own."""
     args = (str(family.root), task, split, plan, receiver, sender)

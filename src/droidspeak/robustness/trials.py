@@ -151,7 +151,8 @@ def reference_rows(sweep: Sweep, out: Path) -> tuple[dict[str, float], float]:
 
 def kill_trial(sweep: Sweep, out: Path, trial: int, mode: str, rng: random.Random, *, reference: dict[str, float],
                clean_seconds: float, counts: dict[str, int]) -> KillTrial:
-    """One kill at ``mode`` (a fault point, its Nth passage drawn from ``counts``; or a random moment), then a resume."""
+    """One kill at ``mode`` (a fault point, its Nth passage drawn from ``counts``; or a random moment), then a
+    resume."""
     started = time.perf_counter()
     fault = None
     if mode == "random_time":
@@ -168,7 +169,9 @@ def kill_trial(sweep: Sweep, out: Path, trial: int, mode: str, rng: random.Rando
     except ResultsFileError:
         before = -1
     resumed = sweep.run(out).returncode == 0
-    return KillTrial(trial, mode, fault, killed, before, resumed, check_folder(out, reference), time.perf_counter() - started)
+    return KillTrial(
+        trial, mode, fault, killed, before, resumed, check_folder(out, reference), time.perf_counter() - started
+    )
 
 
 @dataclass

@@ -30,5 +30,7 @@ def poisson_requests(qps: float, *, count: int, receivers: list[str], contexts: 
     for rid in range(count):
         now += rng.expovariate(qps)
         context = rng.randrange(len(contexts))
-        requests.append(Request(rid, now, rng.choice(receivers), context, contexts[context], suffix_tokens, output_tokens))
+        requests.append(
+            Request(rid, now, rng.choice(receivers), context, contexts[context], suffix_tokens, output_tokens)
+        )
     return requests

@@ -48,7 +48,9 @@ class LatencyModel:
     decode: tuple[float, float, float] = (0.0, 0.0, 0.0)
     options: dict[str, PlanOption] = field(default_factory=dict)
 
-    def prefill_seconds(self, name: str, batch: int, tokens_per_request: int, bandwidth_gbps: float | None = None) -> float:
+    def prefill_seconds(
+        self, name: str, batch: int, tokens_per_request: int, bandwidth_gbps: float | None = None
+    ) -> float:
         """Seconds of a prefill batch under the option (or plan) ``name``; ``bandwidth_gbps`` in GB/s (None: the
         transfers hidden behind compute)."""
         option = self.options.get(name)

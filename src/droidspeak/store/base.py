@@ -133,7 +133,9 @@ class CacheStore(ABC):
         self._touch(key)
         return self._read(key, device)
 
-    def get_layer(self, key: str, layer: int, device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def get_layer(
+        self, key: str, layer: int, device: str | torch.device | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """K and V of one layer, [kv_heads, tokens, head_dim] each."""
         self._touch(key)
         return self._read_layer(key, layer, device)

@@ -45,7 +45,8 @@ class DiskStore(CacheStore):
                 found = cache_key(handle.sender, handle.token_ids())
                 if found != key:
                     raise CacheFormatError(
-                        f"{self.path(key)}: holds the cache {found[:12]}…, not the one its name says (renamed or mixed up)"
+                        f"{self.path(key)}: holds the cache {found[:12]}…, "
+                        "not the one its name says (renamed or mixed up)"
                     )
             except CacheFormatError as err:
                 self._reject(key)

@@ -43,7 +43,9 @@ def _words_key(words: torch.Tensor) -> str:
 
 
 def _text(value: str) -> torch.Tensor:
-    return torch.frombuffer(bytearray(value.encode()), dtype=torch.uint8) if value else torch.zeros(0, dtype=torch.uint8)
+    return (
+        torch.frombuffer(bytearray(value.encode()), dtype=torch.uint8) if value else torch.zeros(0, dtype=torch.uint8)
+    )
 
 
 def _untext(tensor: torch.Tensor) -> str:
@@ -129,7 +131,12 @@ class CacheServer:
             status, parts = channel.recv_tensors()
             parts = [p.cpu() for p in parts]
             count = int(parts[0][0])
-            tokens, sender, meta, hidden_layers = parts[1], _untext(parts[2]), json.loads(_untext(parts[3])), parts[4].tolist()
+            tokens, sender, meta, hidden_layers = (
+                parts[1],
+                _untext(parts[2]),
+                json.loads(_untext(parts[3])),
+                parts[4].tolist(),
+            )
             kv = parts[5 : 5 + 2 * count]
             hidden = parts[5 + 2 * count :]
             cache = ContextCache(tokens, kv[0::2], kv[1::2], dict(zip(hidden_layers, hidden)), sender, meta)
@@ -234,7 +241,9 @@ class RemoteStore(CacheStore):
         if codec.lossless:
             return parts[0]
         if len(parts) != len(codec.parts):
-            raise CacheFormatError(f"a {codec.name} {role} tensor arrived in {len(parts)} parts, not {len(codec.parts)}")
+            raise CacheFormatError(
+                f"a {codec.name} {role} tensor arrived in {len(parts)} parts, not {len(codec.parts)}"
+            )
         return codec.decode(Encoded(dict(zip(codec.parts, parts)), shape, info.dtype), role)
 
     def _read_tokens(self, key: str) -> torch.Tensor:

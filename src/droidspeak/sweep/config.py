@@ -54,7 +54,9 @@ class MethodConfig:
     path: str | None = None  # profile: the profile JSON
     tolerance: float | None = None  # profile: allowed relative quality loss
     allow_foreign_profile: bool = False  # profile: apply a profile measured on another pair (recorded in each row)
-    codec: str = "lossless"  # the transfer codec the sender's K/V and E cross the link with: lossless | bf16 | int8 | int4
+    codec: str = (
+        "lossless"  # the transfer codec the sender's K/V and E cross the link with: lossless | bf16 | int8 | int4
+    )
 
 
 @dataclass

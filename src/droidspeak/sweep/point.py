@@ -46,7 +46,9 @@ def check_family(pair, family) -> None:
 
 
 def uses_zoo(cfg) -> bool:
-    return cfg.task.source == "zoo" or any(str(ref).startswith(ZOO_PREFIX) for ref in (cfg.pair.receiver, cfg.pair.sender))
+    return cfg.task.source == "zoo" or any(
+        str(ref).startswith(ZOO_PREFIX) for ref in (cfg.pair.receiver, cfg.pair.sender)
+    )
 
 
 def point_identity(cfg, family) -> dict:
@@ -156,7 +158,9 @@ def evaluate_point(cfg, family) -> ResultRow:
     )
     eval_seconds = time.perf_counter() - started
     metrics = {  # lm-eval keys metrics as "name,filter"; stderr and bookkeeping entries are not metrics
-        k.split(",")[0]: v for k, v in out["results"][task_name].items() if "," in k and "stderr" not in k and isinstance(v, (int, float))
+        k.split(",")[0]: v
+        for k, v in out["results"][task_name].items()
+        if "," in k and "stderr" not in k and isinstance(v, (int, float))
     }
     metric = task_metric(cfg.task)
     if metric not in metrics:

@@ -18,14 +18,14 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from droidspeak.sweep.config import PairConfig, TaskConfig, safe_name
 from droidspeak.errors import DroidSpeakError
-from droidspeak.sweep.point import ZOO_PREFIX, check_family, resolve_model
 from droidspeak.loading import load_model
-from droidspeak.profile.profile_file import ProfileError, comparisons_path, load_profile, save_profile
 from droidspeak.profile.comparisons import compare_hybrid, compare_multigroup, compare_proxy
+from droidspeak.profile.profile_file import ProfileError, comparisons_path, load_profile, save_profile
 from droidspeak.profile.profiler import Profiler, profile_pair, select_profile_rows
 from droidspeak.profile.proxy import ProxyScorer, get_rule
+from droidspeak.sweep.config import PairConfig, TaskConfig, safe_name
+from droidspeak.sweep.point import ZOO_PREFIX, check_family, resolve_model
 from droidspeak.track.records import ResultRow
 from droidspeak.track.results import append_row, check_code_version, finished_keys, git_sha, point_key, read_rows
 from droidspeak.track.version import code_version
@@ -78,11 +78,17 @@ def _load(reference: str, adapter: str | None, family, cfg):
 def run_job(cfg, family) -> dict[str, Path]:
     task = cfg.task.name or cfg.pair.task
     if task not in TASKS or family is None or task not in family.task_files:
-        raise DroidSpeakError(f"profiling runs on the embedded tasks {sorted(TASKS)} of a zoo family; got task {task!r}")
+        raise DroidSpeakError(
+            f"profiling runs on the embedded tasks {sorted(TASKS)} of a zoo family; got task {task!r}"
+        )
     check_family(cfg.pair, family)
     results = Path(cfg.output_root) / "profiles" / "results.jsonl"
     check_code_version(results, code_version(), cfg.stale)  # before hours of profiling, not after
-    out = Path(cfg.output) if cfg.output else Path(cfg.output_root) / "profiles" / safe_name(cfg.pair.name) / f"{task}.json"
+    out = (
+        Path(cfg.output)
+        if cfg.output
+        else Path(cfg.output_root) / "profiles" / safe_name(cfg.pair.name) / f"{task}.json"
+    )
     job = job_identity(cfg, task, family)
     written = {"profile": out, "comparisons": comparisons_path(out), "results": results}
     if not cfg.force and _up_to_date(out, results, job):
@@ -157,8 +163,13 @@ def _up_to_date(out: Path, results: Path, job: dict) -> bool:
         return False  # missing, corrupt or of another schema: profile again
     if profile.code_version != code_version() or profile.extra.get("job") != job:
         return False
-    return any(row.get("pair") == job["pair"]["name"] and row.get("task") == job["task"] and row.get("split") == job["split"]
-               and row.get("code_version") == profile.code_version for row in read_rows(results))
+    return any(
+        row.get("pair") == job["pair"]["name"]
+        and row.get("task") == job["task"]
+        and row.get("split") == job["split"]
+        and row.get("code_version") == profile.code_version
+        for row in read_rows(results)
+    )
 
 
 def _method(name: str) -> str:
@@ -184,8 +195,16 @@ def _write_eval_rows(path: Path, cfg, profiler: Profiler, profile, task: str) ->
                 continue
         entries = [(method, plan)] + ([("profile", plan)] if plan == chosen and method != "sender" else [])
         for method_name, plan_name in entries:
-            identity = {"pair": cfg.pair.name, "task": task, "split": cfg.split, "method": method_name, "plan": plan_name,
-                        "contexts": len(profiler.caches), "zoo": profile.receiver_fingerprint, "sender": profile.sender_fingerprint}
+            identity = {
+                "pair": cfg.pair.name,
+                "task": task,
+                "split": cfg.split,
+                "method": method_name,
+                "plan": plan_name,
+                "contexts": len(profiler.caches),
+                "zoo": profile.receiver_fingerprint,
+                "sender": profile.sender_fingerprint,
+            }
             row_key = point_key(identity)
             if row_key in done:
                 continue

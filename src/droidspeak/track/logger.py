@@ -80,7 +80,9 @@ def check_mode(mode: str) -> str:
     """The effective W&B mode: the user's WANDB_MODE wins, else the config's; online needs credentials."""
     mode = os.environ.get("WANDB_MODE", mode)
     if mode not in MODES:
-        raise DroidSpeakError(f"unknown W&B mode {mode!r}: choose one of {MODES} (logger=wandb_offline|wandb_online|none)")
+        raise DroidSpeakError(
+            f"unknown W&B mode {mode!r}: choose one of {MODES} (logger=wandb_offline|wandb_online|none)"
+        )
     if mode == "online" and not _has_wandb_credentials():
         raise DroidSpeakError(
             "W&B is set to online but no login was found: run `wandb login` (or set WANDB_API_KEY), "
@@ -89,8 +91,17 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def make_logger(mode: str, *, project: str, entity: str | None, name: str, group: str, config: dict, directory: str | Path,
-                job_type: str = "eval") -> Logger:
+def make_logger(
+    mode: str,
+    *,
+    project: str,
+    entity: str | None,
+    name: str,
+    group: str,
+    config: dict,
+    directory: str | Path,
+    job_type: str = "eval",
+) -> Logger:
     """A W&B run (offline unless told otherwise) or a NullLogger when disabled."""
     mode = check_mode(mode)
     if mode == "disabled":

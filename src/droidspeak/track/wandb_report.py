@@ -87,7 +87,9 @@ def specification(report) -> dict:
     """A JSON-able description of the report: every block and panel with its type and public fields."""
     def walk(node):
         if dataclasses.is_dataclass(node) and not isinstance(node, type):
-            fields = {f.name: walk(getattr(node, f.name)) for f in dataclasses.fields(node) if not f.name.startswith("_")}
+            fields = {
+                f.name: walk(getattr(node, f.name)) for f in dataclasses.fields(node) if not f.name.startswith("_")
+            }
             return {"type": type(node).__name__, **{k: v for k, v in fields.items() if v not in (None, [], {}, "")}}
         if isinstance(node, (list, tuple)):
             return [walk(v) for v in node]

@@ -33,7 +33,9 @@ EXTENSION_REPORT = "extension.json"
 class FamilyBuilder:
     """Trains a family (``run``) or one extension of a built one (``extend``) into ``root``: data, models, report."""
 
-    def __init__(self, zoo: ZooConfig, root: Path, progress: bool, log: Callable[[str], None], steps: int | None = None):
+    def __init__(
+        self, zoo: ZooConfig, root: Path, progress: bool, log: Callable[[str], None], steps: int | None = None
+    ):
         self.zoo, self.root, self.log = zoo, root, log
         self.base_source: dict | None = None
         if zoo.gguf is None:
@@ -73,18 +75,25 @@ class FamilyBuilder:
         for name, variant in [*self.zoo.variants.items(), *extensions.items()]:
             kinds = ("lora", "alora") if name in extensions else ("full", "lora")
             if variant.kind not in kinds:
-                raise ValueError(f"variant {name}: kind must be one of {kinds}, not {variant.kind!r}"
-                                 + (" (an activated LoRA is an extension: zoo.extensions)" if variant.kind == "alora" else ""))
+                raise ValueError(
+                    f"variant {name}: kind must be one of {kinds}, not {variant.kind!r}"
+                    + (" (an activated LoRA is an extension: zoo.extensions)" if variant.kind == "alora" else "")
+                )
             if (variant.kind == "alora") != bool(variant.invocation):
                 raise ValueError(f"variant {name}: an invocation belongs to (and is needed by) kind alora only")
             if variant.examples_of is not None and variant.examples_of not in self.zoo.variants:
                 raise ValueError(f"variant {name}: examples_of {variant.examples_of!r} is not a variant of the family")
             unknown = [t for t in variant.tasks if t not in self.zoo.tasks or t not in TASKS]
             if not variant.tasks or unknown:
-                raise ValueError(f"variant {name}: unknown or missing tasks {unknown} (known: {sorted(self.zoo.tasks)})")
+                raise ValueError(
+                    f"variant {name}: unknown or missing tasks {unknown} (known: {sorted(self.zoo.tasks)})"
+                )
         for pair in self.zoo.pairs:
             if pair.receiver not in self.zoo.variants or pair.sender not in names:
-                raise ValueError(f"pair {pair.receiver}<-{pair.sender}: receiver must be a variant, sender a model of {sorted(names)}")
+                raise ValueError(
+                    f"pair {pair.receiver}<-{pair.sender}: receiver must be a variant, "
+                    f"sender a model of {sorted(names)}"
+                )
 
     # ---- data ------------------------------------------------------------------------------------------
     def write_tasks(self, write: bool = True) -> None:
@@ -111,12 +120,16 @@ class FamilyBuilder:
 
     def _train(self, model, batch, schedule: Schedule, phase: str) -> None:
         start = time.perf_counter()
-        curve = train(model, batch, schedule, pad_id=self.tokenizer.pad_token_id, phase=phase, on_step=self._step(phase))
+        curve = train(
+            model, batch, schedule, pad_id=self.tokenizer.pad_token_id, phase=phase, on_step=self._step(phase)
+        )
         self.timings[phase] = round(time.perf_counter() - start, 1)
         self.curves.append(curve)
         with (self.root / "learning_curves.jsonl").open("a") as handle:
             for step, loss, seconds in curve.points:
-                handle.write(json.dumps({"phase": phase, "step": step, "loss": round(loss, 4), "seconds": seconds}) + "\n")
+                handle.write(
+                    json.dumps({"phase": phase, "step": step, "loss": round(loss, 4), "seconds": seconds}) + "\n"
+                )
         self.log(f"{phase}: {schedule.steps} steps in {self.timings[phase]} s, final loss {curve.points[-1][1]:.3f}")
 
     # ---- models ----------------------------------------------------------------------------------------
@@ -175,7 +188,10 @@ class FamilyBuilder:
         rng = random.Random(f"{self.zoo.seed}-pretrain")
 
         def induction(step: int) -> list[Example]:
-            return [induction_document(world, enc, rng, rng.randint(*p.induction_pairs), shuffle=p.induction_shuffle) for _ in range(p.batch_size)]
+            return [
+                induction_document(world, enc, rng, rng.randint(*p.induction_pairs), shuffle=p.induction_shuffle)
+                for _ in range(p.batch_size)
+            ]
 
         def documents(step: int) -> list[Example]:
             grow = min(1.0, step / max(1, p.curriculum_fraction * p.world_steps))
@@ -187,8 +203,15 @@ class FamilyBuilder:
                 for _ in range(p.batch_size)
             ]
 
-        self._train(self.base, induction, Schedule(p.induction_steps, p.lr, p.warmup, batch_size=p.batch_size), "pretrain-induction")
-        self._train(self.base, documents, Schedule(p.world_steps, p.lr, p.warmup, batch_size=p.batch_size), "pretrain-world")
+        self._train(
+            self.base,
+            induction,
+            Schedule(p.induction_steps, p.lr, p.warmup, batch_size=p.batch_size),
+            "pretrain-induction",
+        )
+        self._train(
+            self.base, documents, Schedule(p.world_steps, p.lr, p.warmup, batch_size=p.batch_size), "pretrain-world"
+        )
         self.save(self.base, BASE)
 
     def finetune(self, name: str, variant) -> None:
@@ -214,7 +237,9 @@ class FamilyBuilder:
                                      f"{variant.invocation!r} as the tokens {invocation}")
             return out
 
-        self._train(model, batch, Schedule(variant.steps, variant.lr, 10, batch_size=variant.batch_size), f"finetune-{name}")
+        self._train(
+            model, batch, Schedule(variant.steps, variant.lr, 10, batch_size=variant.batch_size), f"finetune-{name}"
+        )
         self.save(model, name)
         del model  # a 135M-parameter copy per variant adds up
 
@@ -243,7 +268,8 @@ class FamilyBuilder:
         rows = {t: TaskRows(t, self.rows[t][m.split][: m.max_questions], self.tokenizer) for t in self.zoo.tasks}
         start = time.perf_counter()
         accuracy = {
-            name: {t: round(quality(model, rows[t], batch_size=m.batch_size), 4) for t in rows} for name, model in loaded.items()
+            name: {t: round(quality(model, rows[t], batch_size=m.batch_size), 4) for t in rows}
+            for name, model in loaded.items()
         }
         pairs = {}
         for pair in self.zoo.pairs:
@@ -268,7 +294,8 @@ class FamilyBuilder:
             "adapters": {n: "models/base" for n, v in self.zoo.variants.items() if v.kind == "lora"},
             "own_task": {BASE: None, **{n: v.tasks[0] for n, v in self.zoo.variants.items()}},
             "pairs": [
-                [f"{p.receiver}<-{p.sender}", p.receiver, p.sender, self.zoo.variants[p.receiver].tasks[0]] for p in self.zoo.pairs
+                [f"{p.receiver}<-{p.sender}", p.receiver, p.sender, self.zoo.variants[p.receiver].tasks[0]]
+                for p in self.zoo.pairs
             ],
             "task_files": {t: {s: rel(p) for s, p in splits.items()} for t, splits in self.task_files.items()},
             "tasks": {t: {"analogue": TASKS[t].analogue, "metric": TASKS[t].metric} for t in self.zoo.tasks},

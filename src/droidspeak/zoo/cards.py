@@ -46,7 +46,21 @@ def pair_table(pairs: dict) -> str:
         ]
         for key, p in pairs.items()
     ]
-    return "\n".join(table(["pair (receiver<-sender)", "task", "receiver", "sender", "full reuse", "smallest group within tol.", "layers", "its quality"], rows))
+    return "\n".join(
+        table(
+            [
+                "pair (receiver<-sender)",
+                "task",
+                "receiver",
+                "sender",
+                "full reuse",
+                "smallest group within tol.",
+                "layers",
+                "its quality",
+            ],
+            rows,
+        )
+    )
 
 
 def _training_log(points: list | None) -> str:
@@ -67,9 +81,16 @@ def model_card(name: str, report: dict) -> str:
         training = {"converted_from": source, "wall_time_s": timings.get("convert_base")}
     elif variant is None:
         what = "the foundation model of the family (pretrained from scratch on the synthetic world)"
-        training = {"pretrain": recipe["pretrain"], "wall_time_s": {k: v for k, v in timings.items() if k.startswith("pretrain")}}
+        training = {
+            "pretrain": recipe["pretrain"],
+            "wall_time_s": {k: v for k, v in timings.items() if k.startswith("pretrain")},
+        }
     else:
-        kind = "LoRA adapter (peft; load with load_model(base, adapter=<this dir>))" if variant["kind"] == "lora" else "full fine-tune"
+        kind = (
+            "LoRA adapter (peft; load with load_model(base, adapter=<this dir>))"
+            if variant["kind"] == "lora"
+            else "full fine-tune"
+        )
         what = f"a {kind} of `base` on task `{variant['tasks'][0]}`"
         training = {"finetune": variant, "wall_time_s": timings.get(f"finetune-{name}")}
     accuracy = report["accuracy"][name]
@@ -115,7 +136,11 @@ def extension_card(report: dict) -> str:
     if oracle:
         lines += [f"Served from the base's cache with nothing recomputed, its query logits differ from peft's own "
                   f"aLoRA forward by at most {oracle['max_abs_logit_error']:.1e} ({oracle['contexts']} contexts).", ""]
-    lines += ["Training log (step, mean loss, seconds): " + ", ".join(f"({s}, {loss:.3f}, {t})" for s, loss, t in report["curve"]), ""]
+    lines += [
+        "Training log (step, mean loss, seconds): "
+        + ", ".join(f"({s}, {loss:.3f}, {t})" for s, loss, t in report["curve"]),
+        "",
+    ]
     return "\n".join(lines)
 
 

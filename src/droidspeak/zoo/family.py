@@ -7,8 +7,8 @@ extensions trained on top of it. The training itself is zoo.builder's; a recipe'
     family.task_files["mdqa"]["test"]   # JSONL rows read by the lm-eval tasks
 
 Layout under ``<cache>/zoo-<name>-<hash16>/``: ``models/<name>/``, ``tasks/<task>/<split>.jsonl``,
-``learning_curves.jsonl``, ``family.json`` (models, pairs, per-task accuracy, measured ``phenomenon``) and ``DONE``, written last:
-a folder without it is a killed build and is rebuilt from scratch, never used. The cache root is
+``learning_curves.jsonl``, ``family.json`` (models, pairs, per-task accuracy, measured ``phenomenon``) and ``DONE``,
+written last: a folder without it is a killed build and is rebuilt from scratch, never used. The cache root is
 ``$DROIDSPEAK_CACHE`` or ``<repo>/.cache/droidspeak``. Extensions (``zoo.extensions``) live in
 ``extensions/<name>-<hash16>/`` inside it, named by the family's recipe and their own, so adding one renames nothing.
 
@@ -205,7 +205,9 @@ def compare_with_reference(family: Family, reference: Path, tolerance: float = 0
 
 def _qualities(report: dict) -> dict[str, float]:
     """A family report's measured qualities by label: per model and task, and per pair (receiver, sender, reuse)."""
-    qualities = {f"{model} on {task}": q for model, tasks in report.get("accuracy", {}).items() for task, q in tasks.items()}
+    qualities = {
+        f"{model} on {task}": q for model, tasks in report.get("accuracy", {}).items() for task, q in tasks.items()
+    }
     qualities |= {f"{pair} {key}": measured[key] for pair, measured in report.get("phenomenon", {}).items()
                   for key in ("receiver", "sender", "full_reuse")}
     return qualities

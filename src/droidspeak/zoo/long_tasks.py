@@ -6,11 +6,11 @@ text for a pretrained model's BPE tokenizer, hundreds of sentences long. Every f
 answer is in the context or nowhere. Each generator has the toy's signature ``make(lexicon, rng, size,
 questions) -> (context, [(question, answer), ...])``, so splits, JSONL rows and lm-eval YAML are shared.
 
-| task         | LongBench analogue | the context                                  | a question                           |
-|--------------|--------------------|----------------------------------------------|--------------------------------------|
-| long_mdqa    | hotpotqa           | ``size`` biographies, namesakes as distractors | one fact of one person               |
-| long_fieldqa | multifieldqa_en    | one technical report of ``size`` sections     | one field's value                    |
-| long_code    | lcc                | a Python module of ``size`` functions         | complete a call: the argument list   |
+| task         | LongBench       | the context                                    | a question                         |
+|--------------|-----------------|------------------------------------------------|------------------------------------|
+| long_mdqa    | hotpotqa        | ``size`` biographies, namesakes as distractors | one fact of one person             |
+| long_fieldqa | multifieldqa_en | one technical report of ``size`` sections      | one field's value                  |
+| long_code    | lcc             | a Python module of ``size`` functions          | complete a call: the argument list |
 
 Questions contain no blank line (the lm-eval backend shares the prompt up to the last ``"\\n\\n"``).
 """
@@ -196,7 +196,8 @@ def _field_value(kind: str, lexicon: Lexicon, rng: random.Random) -> str:
 
 def long_fieldqa(lexicon: Lexicon, rng: random.Random, size: int, questions: int) -> tuple[str, QA]:
     """A report on an invented facility: ``size`` sections of filler prose, each stating one or two fields."""
-    facility = f"{rng.choice(lexicon.surnames)} {rng.choice(('Pumping Station', 'Data Centre', 'Research Reactor', 'Desalination Plant', 'Cold Store'))}"
+    kinds = ("Pumping Station", "Data Centre", "Research Reactor", "Desalination Plant", "Cold Store")
+    facility = f"{rng.choice(lexicon.surnames)} {rng.choice(kinds)}"
     fields = rng.sample(REPORT_FIELDS, min(len(REPORT_FIELDS), max(questions, size)))
     values = {name: _field_value(kind, lexicon, rng) for name, kind in fields}
     stated = list(values.items())

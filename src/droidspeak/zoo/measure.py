@@ -75,7 +75,9 @@ def predict(
     return answer(receiver, rows, prefill, batch_size)[0]
 
 
-def quality(receiver: LoadedModel, rows: TaskRows, plan: str = "full_prefill", caches=None, batch_size: int = 32) -> float:
+def quality(
+    receiver: LoadedModel, rows: TaskRows, plan: str = "full_prefill", caches=None, batch_size: int = 32
+) -> float:
     return sum(scores(rows, predict(receiver, rows, plan, caches, batch_size))) / max(1, len(rows.rows))
 
 
@@ -148,7 +150,9 @@ def activated_oracle(receiver: LoadedModel, adapter: str, rows: TaskRows, contex
         caches = sender_prefill(receiver.context, [context])
         ours = tail_logits(receiver, receiver_prefill(receiver, caches, "full_reuse"), [query])[0, -query.numel():]
         errors.append(float((ours.float() - expected).abs().max()))
-        merged.append(float((receiver.model(input_ids=whole).logits[0, -query.numel():].float() - expected).abs().max()))
+        merged.append(
+            float((receiver.model(input_ids=whole).logits[0, -query.numel() :].float() - expected).abs().max())
+        )
         scale.append(float(expected.abs().max()))
     return {"contexts": len(errors), "context_tokens": lengths,
             "max_abs_logit_error": max(errors), "merged_max_abs_logit_difference": max(merged),

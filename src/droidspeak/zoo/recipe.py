@@ -2,7 +2,8 @@
 
 ``ZooConfig`` is everything that determines the family's checkpoints, task files and measurements; its
 sha256 (with ``CODE_VERSION``) names the cache folder, so a changed recipe rebuilds and an unchanged one never
-does. Optional fields left unset (None) are not hashed, so adding one keeps every existing family's name. ``BuildZooConfig`` adds what does not change the result (progress bar, forced rebuild).
+does. Optional fields left unset (None) are not hashed, so adding one keeps every existing family's name.
+``BuildZooConfig`` adds what does not change the result (progress bar, forced rebuild).
 The schemas are registered in Hydra's ConfigStore (``zoo/zoo_schema``, ``build_zoo_schema``), so a
 misspelt key fails when the config is composed.
 """
@@ -136,7 +137,9 @@ def recipe_hash(cfg) -> str:
 def extension_hash(zoo: ZooConfig, name: str) -> str:
     """An extension's identity: the family's recipe and its own."""
     spec = _set_fields(dataclasses.asdict(zoo.extensions[name]))
-    payload = json.dumps({"code": CODE_VERSION, "family": recipe_hash(zoo), "name": name, "recipe": spec}, sort_keys=True)
+    payload = json.dumps(
+        {"code": CODE_VERSION, "family": recipe_hash(zoo), "name": name, "recipe": spec}, sort_keys=True
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -123,7 +123,9 @@ class TaskConfig:
     questions: int = 4  # questions per context
     train_size: list[int] | None = None  # [min, max] size of training contexts (None: as the eval splits): long
     # tasks train on shorter contexts than they are evaluated on, since a backward pass grows with length
-    contexts: dict[str, int] = field(default_factory=lambda: {"train": 64, "profile": 50, "test": 16})  # profile: the paper profiles on 50
+    contexts: dict[str, int] = field(
+        default_factory=lambda: {"train": 64, "profile": 50, "test": 16}
+    )  # profile: the paper profiles on 50
 
 
 def context_id(task: str, context: str) -> str:
@@ -152,7 +154,12 @@ def eval_contexts(world: World, task: str, cfg: TaskConfig, seed: int) -> dict[s
 
 
 def train_stream(
-    world: World, task: str, cfg: TaskConfig, seed: int, exclude: set[str], size: Callable[[random.Random], int] | None = None
+    world: World,
+    task: str,
+    cfg: TaskConfig,
+    seed: int,
+    exclude: set[str],
+    size: Callable[[random.Random], int] | None = None,
 ) -> Iterator[tuple[str, QA]]:
     """Endless training contexts of ``task`` (never one in ``exclude``); ``size`` overrides the size draw
     (curricula)."""

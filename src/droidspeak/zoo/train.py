@@ -25,7 +25,9 @@ class ModelConfig:
     kv_heads: int = 2
     max_positions: int = 1024
     rope_theta: float = 10000.0
-    tie_embeddings: bool = True  # a shared embedding makes the copy circuit one map for all tokens: it appears far sooner
+    tie_embeddings: bool = (
+        True  # a shared embedding makes the copy circuit one map for all tokens: it appears far sooner
+    )
 
 
 def new_model(cfg: ModelConfig, tokenizer, seed: int) -> nn.Module:
