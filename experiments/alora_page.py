@@ -2,7 +2,7 @@
 training records; see droidspeak.figures.alora_page.
 
     python experiments/alora_page.py                    # from the files beside the page (regenerates identically)
-    python experiments/alora_page.py training=true      # first copy the family's training records (make alora-smollm2)
+    python experiments/alora_page.py training=true      # first copy the family's training records
 """
 
 from __future__ import annotations

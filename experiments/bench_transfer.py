@@ -1,7 +1,7 @@
 """Per pair and plan, on one real long context: the bytes each transfer codec sends, the receiver's time to decode
 them, and the plan's receiver-side times (compute and answer path, against the receiver's own full prefill).
 
-    python experiments/bench_transfer.py                       # the pairs of make transfer-codecs
+    python experiments/bench_transfer.py                       # the pairs of make study NAME=smollm2_transfer
     python experiments/bench_transfer.py repeats=1 'codecs=[lossless,int8]'
 
 Appends one JSON line per (pair, plan, codec) to ``out`` as it is measured (experiments/transfer_page.py reads it).

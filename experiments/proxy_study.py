@@ -1,4 +1,4 @@
-"""The output-level proxy, compared like with like and held out (make proxy-smollm2):
+"""The output-level proxy, compared like with like and held out (make study NAME=smollm2_proxy):
 
 1. its decision rule is chosen on the toy family's profiles only (profile.proxy.select_rule), and must be the rule
    the real family's profiles ran with;
@@ -14,7 +14,6 @@ from __future__ import annotations
 import glob
 import json
 import logging
-import time
 from pathlib import Path
 
 import hydra
@@ -23,12 +22,12 @@ from omegaconf import DictConfig
 
 import droidspeak.zoo.recipe  # noqa: F401  (registers the zoo schema)
 from droidspeak.figures.proxy_page import write_proxy_page
+from droidspeak.hashing import file_sha256
 from droidspeak.profile.profile_file import comparisons_path, load_profile
 from droidspeak.profile.profiler import Profiler
 from droidspeak.profile.proxy import ProxyCase, select_rule
-from droidspeak.track.records import ResultRow
-from droidspeak.track.results import git_sha, point_key, read_rows
-from droidspeak.track.version import code_version
+from droidspeak.track.records import new_row, question_set_digest
+from droidspeak.track.results import point_key, read_rows
 from droidspeak.zoo.family import build_family
 
 log = logging.getLogger("proxy_study")
@@ -56,22 +55,23 @@ def heldout_rows(family, path: str, row: dict, split: str) -> list[dict]:
     """The receiver, the task search's plan and the proxy's plan of one real profile, scored on ``split``."""
     profile = load_profile(path)
     receiver, sender = family.load(profile.receiver), family.load(profile.sender)
-    rows = read_rows(family.task_files[profile.task][split])
+    split_file = family.task_files[profile.task][split]
+    rows = read_rows(split_file)
     profiler = Profiler(receiver, sender, profile.task, rows, batch_size=16)
+    questions = question_set_digest(profile.task, split, len(rows), file_sha256(split_file))
     plans = {"full_prefill": "full_prefill", "task_search": row["exhaustive_plan"], "proxy": row["proxy_plan"]}
     out = []
     for method, plan in plans.items():
         ev = profiler.evaluate(plan)
         identity = {"pair": row["pair"], "task": profile.task, "split": split, "method": method, "plan": plan,
                     "profile": Path(path).name, "family": family.root.name}
-        out.append(ResultRow(
-            key=point_key(identity), source="profile", pair=row["pair"], task=profile.task, split=split,
+        out.append(new_row(
+            receiver.model, key=point_key(identity), source="profile", pair=row["pair"], task=profile.task, split=split,
             method=method, plan=plan, resolved_plan=plan, metric=profile.metric, quality=ev.quality,
             n_samples=len(ev.per_input), num_layers=profile.num_layers, recomputed_fraction=ev.compute_fraction,
             prefill_seconds=ev.prefill_seconds, baseline_prefill_seconds=None, speedup=None, eval_seconds=ev.seconds,
-            device="cpu", dtype="float32", git_sha=git_sha(), time=time.strftime("%Y-%m-%dT%H:%M:%S"),
             receiver=profile.receiver, sender=profile.sender, family=family.root.name, per_sample=list(ev.per_input),
-            code_version=code_version(),
+            question_set=questions,
         ).to_dict())
         log.info("%s %s %s on %s: %.3f", row["pair"], method, plan, split, ev.quality)
     return out

@@ -196,7 +196,8 @@ def test_the_page_counts_exactness_and_compares_with_the_lora_plan(tmp_path):
     assert summary[0]["entries"]["lora"][1]["delta"] == pytest.approx(-0.5)
     with pytest.raises(FigureDataError, match="missing"):
         alora_summary(rows[:-1], comparisons)
-    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "rows").mkdir()
+    (tmp_path / "rows" / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     curve = [[50, 0.5, 1.0], [60, 0.1, 2.0]]
     recipe = {"tasks": ["long_code"], "rank": 8, "alpha": 16, "steps": 60, "lr": 1e-3, "batch_size": 1,
               "invocation": "\n\n# Complete"}

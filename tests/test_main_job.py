@@ -153,7 +153,7 @@ def test_figures_rebuild_reports_from_the_jsonl_alone(env, tmp_path):
     for stem in ("fig06_quality_bars", "fig14_quality_vs_speedup", "fig14_quality_vs_fraction"):
         assert (out / f"{stem}.png").stat().st_size > 0 and (out / f"{stem}.pdf").exists()
     assert "| ft-mdqa<-base | mdqa |" in (out / "summary.md").read_text()
-    assert list((tmp_path / "default" / "wandb").glob("offline-run-*"))
+    assert list((tmp_path / "outputs" / "test" / "wandb").glob("offline-run-*"))  # never beside the rows it reads
 
     done = subprocess.run([sys.executable, str(ROOT / "experiments" / "wandb_report.py"), f"results={results}",
                            f"out_dir={out}", "run_name=default"], env={k: v for k, v in env.items() if v != ""},

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
-from droidspeak.track.records import SCHEMA_VERSION, ResultRow, read_results
+import torch
+
+from droidspeak.track.records import SCHEMA_VERSION, ResultRow, new_row, question_set_digest, read_results
 from droidspeak.track.results import append_row, read_rows
+from droidspeak.track.version import code_version
 
 OLD_SWEEP_ROW = {  # a version-1 row as the sweep wrote it before the schema (no source, split or schema)
     "kind": "eval", "key": "k1", "pair": "ft-a<-ft-b", "receiver": "zoo:ft-a", "sender": "zoo:ft-b", "task": "mdqa",
@@ -58,3 +61,30 @@ def test_job_files_are_read_until_merged_then_merged_once(tmp_path):
     assert merge_jobs(results) == 1
     assert [r["key"] for r in read_rows(results)] == ["a", "b"] and not list((tmp_path / "jobs").iterdir())
     assert merge_jobs(results) == 0 and len(read_rows(results)) == 2
+
+
+def test_version_2_rows_read_as_version_3_with_an_unknown_question_set(tmp_path):
+    path = tmp_path / "results.jsonl"
+    append_row(path, {**OLD_SWEEP_ROW, "source": "sweep", "split": "test", "schema": 2})
+    (row,) = read_results(path)
+    assert row.schema == SCHEMA_VERSION == 3 and row.question_set is None
+
+
+def test_the_question_set_digest_tells_question_sets_apart():
+    base = question_set_digest("mdqa", "test", 64, "sha-of-the-split-file")
+    assert base == question_set_digest("mdqa", "test", 64, "sha-of-the-split-file")
+    others = {question_set_digest("mdqa", "profile", 64, "sha-of-the-split-file"),
+              question_set_digest("mdqa", "test", 16, "sha-of-the-split-file"),
+              question_set_digest("mdqa", "test", 64, "another-version"),
+              question_set_digest("code", "test", 64, "sha-of-the-split-file")}
+    assert base not in others and len(others) == 4
+
+
+def test_new_row_fills_provenance_from_what_ran():
+    model = torch.nn.Linear(2, 2).to(torch.bfloat16)
+    row = new_row(model, key="k", source="sweep", pair="a<-b", task="mdqa", split="test", method="full_prefill",
+                  plan="full_prefill", resolved_plan="full_prefill", metric="f1", quality=1.0, n_samples=1,
+                  num_layers=2, recomputed_fraction=1.0, prefill_seconds=None, baseline_prefill_seconds=None,
+                  speedup=None, eval_seconds=0.0)
+    assert row.dtype == "bfloat16" and row.device.startswith("cpu (") and "threads" in row.device
+    assert row.code_version == code_version() and row.git_sha and row.time[:4].isdigit()

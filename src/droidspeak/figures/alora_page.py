@@ -1,7 +1,7 @@
 """The activated-LoRA page (reports/smollm2_alora/): retrain the adapter as an aLoRA, or keep the LoRA and recompute
 a few layers?
 
-Reads two files beside the page: ``results.jsonl`` (the sweep's ResultRow rows, conf/experiment/smollm2_alora.yaml:
+Reads two files beside the page: ``rows/results.jsonl`` (the sweep's ResultRow rows, conf/experiment/smollm2_alora.yaml:
 both receivers from each sender's cache under full prefill, full reuse and the LoRA's DroidSpeak plan, on the test
 split) and ``training.json`` (both adapters' recipes and losses, and the aLoRA's check against peft's own forward,
 copied from the family report by experiments/alora_page.py). Every interval is a percentile bootstrap over questions;
@@ -192,7 +192,7 @@ def alora_markdown(summary: Sequence[Mapping], training: Mapping, *, command: st
 def write_alora_page(out_dir: str | Path, comparisons: Mapping[str, Mapping[str, str]], *, command: str,
                      tolerance: float) -> Path:
     out = Path(out_dir)
-    summary = alora_summary(read_rows(out / "results.jsonl"), comparisons)
+    summary = alora_summary(read_rows(out / "rows" / "results.jsonl"), comparisons)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     plot_alora(summary, out)
     page = out / "README.md"

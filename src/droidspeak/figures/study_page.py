@@ -1,7 +1,8 @@
-"""The real-model study's page (``reports/<study>/README.md``), assembled from what the study wrote: the family
-report, its task files (lengths in the model's own tokens), ``summary.json`` (held out), ``profiles.json`` and
-``speed.md`` and the profile files (for the transfer). Nothing on it is typed by hand except the paper's side of how
-the setting differs from it."""
+"""The real-model study's page (``reports/<study>/README.md``), assembled from what the study wrote: the family's
+facts (:func:`study_facts`: its report, its contexts' lengths in the model's own tokens, the base's size, kept as
+``rows/family.json`` while the family is at hand), ``summary.json`` (held out), ``profiles.json``, ``speed.md`` and
+the profile files (for the transfer). Rendering reads files only, no model. Nothing on it is typed by hand except the
+paper's side of how the setting differs from it."""
 
 from __future__ import annotations
 
@@ -29,16 +30,29 @@ FIGURES = (
     ("fig14_quality_vs_speedup", "Fig. 14: quality vs measured prefill speedup (test split)"),
 )
 
-def _differences(base: Path, token_rows: list[list], profiles: list[Profile], tolerance: float) -> list[str]:
-    """How this setting differs from the paper's, with this family's own numbers (size, layers, windows, lengths,
-    profiling budget); the comparison points are the paper's."""
+def _base_facts(base: Path) -> dict:
+    """The base model's size and attention layout, read from its config and weights' headers."""
     from safetensors import safe_open
 
     config = json.loads((base / "config.json").read_text())
     with safe_open(str(base / "model.safetensors"), "pt") as weights:
         params = sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
-    layers, window = config["num_hidden_layers"], config.get("sliding_window")
     sliding = sum(kind == "sliding_attention" for kind in config.get("layer_types") or [])
+    return {"params": params, "layers": config["num_hidden_layers"], "window": config.get("sliding_window"),
+            "sliding_layers": sliding}
+
+
+def study_facts(family, tokenizer) -> dict:
+    """What the page needs from the family, computed while it is at hand: its report, which task each model was
+    tuned on, its contexts' lengths in the model's own tokens and the base's size."""
+    return {"report": family.report, "own_task": family.own_task,
+            "token_rows": _token_lengths(family.task_files, tokenizer), "base": _base_facts(family.models[BASE])}
+
+
+def _differences(base: dict, token_rows: list[list], profiles: list[Profile], tolerance: float) -> list[str]:
+    """How this setting differs from the paper's, with this family's own numbers (size, layers, windows, lengths,
+    profiling budget); the comparison points are the paper's."""
+    params, layers, window, sliding = base["params"], base["layers"], base["window"], base["sliding_layers"]
     attention = f", {sliding} of them with a {window}-token sliding window" if sliding and window else ""
     shortest, longest = min(r[5] for r in token_rows), max(r[6] for r in token_rows)
     lines = ["## Where this setting differs from the paper's",
@@ -143,16 +157,16 @@ def _transfer_section(profiles: list[Profile], own_task: dict, tolerance: float)
     return ["", "## Transfer: one pair's profile on a second task (profile splits)", "", *table(header, rows)]
 
 
-def write_study_page(family, out_dir: str | Path, tokenizer, *, command: str, profiles: list[Profile] = (),
+def write_study_page(facts: dict, out_dir: str | Path, *, command: str, profiles: list[Profile] = (),
                      tolerance: float = 0.05) -> Path:
     out = Path(out_dir)
-    report = family.report
+    report = facts["report"]
     lines = [f"# The real-model study: zoo `{report['name']}`", "",
              f"Regenerate everything here with `{command}`. Every table below is assembled by "
              "`experiments/study_page.py` from the files the study wrote.", "", "## The family", ""]
     lines += _family_section(report)
     lines += ["", "## Contexts, in the model's own tokens", ""]
-    token_rows = _token_lengths(family.task_files, tokenizer)
+    token_rows = facts["token_rows"]
     lines += table(["task", "split", "contexts", "questions", "median tokens", "min", "max", "≥ 2,000"], token_rows)
     summary_path = out / "summary.json"
     if summary_path.exists():
@@ -170,14 +184,14 @@ def write_study_page(family, out_dir: str | Path, tokenizer, *, command: str, pr
         lines += ["", "## Profiles (profile split): where the critical layers fall", "",
                   *_profile_section(json.loads(profiles_path.read_text())), "",
                   "Full tables, including every frontier point: [profiles.md](profiles.md)."]
-    lines += _transfer_section(list(profiles), family.own_task, tolerance)
+    lines += _transfer_section(list(profiles), facts["own_task"], tolerance)
     speed = out / "speed.md"
     if speed.exists():
         lines += ["", "## Speed on this machine", "", *speed.read_text().splitlines()[2:]]
     figures = [(stem, caption) for stem, caption in FIGURES if (out / f"{stem}.png").exists()]
     if figures:
         lines += ["", "## Figures", ""] + [f"**{caption}**\n\n![{stem}]({stem}.png)\n" for stem, caption in figures]
-    lines += ["", *_differences(family.models[BASE], token_rows, list(profiles), tolerance)]
+    lines += ["", *_differences(facts["base"], token_rows, list(profiles), tolerance)]
     path = out / "README.md"
     out.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")

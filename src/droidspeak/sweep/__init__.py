@@ -1,2 +1,3 @@
 """The Hydra-facing jobs, each writing result rows: ``config`` (the main job's schemas), ``point`` (one evaluated sweep
-point), ``profile_job`` (the profiling job) and ``callbacks`` (merging a multirun's job files)."""
+point), ``profile_job`` (the profiling job) and ``callbacks`` (merging a multirun's job files); ``study`` runs a
+whole study (conf/study/) from its steps, keeps its rows and renders its page."""

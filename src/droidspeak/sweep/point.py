@@ -5,20 +5,17 @@ Model references are ``zoo:NAME`` (the embedded family, built or reused from its
 
 from __future__ import annotations
 
-import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
 from droidspeak.errors import DroidSpeakError
 from droidspeak.hashing import file_sha256
 from droidspeak.lmeval.task_yaml import LONGBENCH, embedded_task_name, write_embedded_tasks
-from droidspeak.track.records import ResultRow
-from droidspeak.track.results import git_sha, point_key
-from droidspeak.track.version import code_version
+from droidspeak.track.records import ResultRow, new_row, question_set_digest
+from droidspeak.track.results import point_key
 from droidspeak.zoo.tasks import TASKS
 
 ZOO_PREFIX = "zoo:"
@@ -171,7 +168,9 @@ def evaluate_point(cfg, family) -> ResultRow:
     done = lm.summary()
     cost = done.cost
     identity = point_identity(cfg, family)
-    return ResultRow(
+    n_samples = out["n-samples"][task_name]["effective"]
+    return new_row(
+        lm.pair.receiver.model,
         key=point_key(identity),
         source="sweep",
         pair=cfg.pair.name,
@@ -186,7 +185,10 @@ def evaluate_point(cfg, family) -> ResultRow:
         metrics=metrics,
         metric=metric,
         quality=metrics[metric],
-        n_samples=out["n-samples"][task_name]["effective"],
+        n_samples=n_samples,
+        question_set=question_set_digest(
+            cfg.task.name, cfg.task.split, n_samples, task_version(cfg, family, task_name, out)
+        ),
         num_layers=done.num_layers,
         recomputed_layers=cost.recomputed_layers if cost else None,
         recomputed_fraction=cost.compute_fraction if cost else None,
@@ -203,20 +205,17 @@ def evaluate_point(cfg, family) -> ResultRow:
         eval_seconds=eval_seconds,
         sender_prefills=done.sender_prefills,
         sender_cache_hits=done.sender_cache_hits,
-        device=_device_name(cfg.device),
-        dtype=cfg.dtype,
         seed=cfg.seed,
-        git_sha=git_sha(),
         family=identity["family"],
         per_sample=per_sample,
         profile=done.profile,
         warnings=done.warnings or None,
-        code_version=code_version(),
-        time=time.strftime("%Y-%m-%dT%H:%M:%S"),
     )
 
 
-def _device_name(device: str) -> str:
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+def task_version(cfg, family, task_name: str, out: dict) -> str:
+    """The version of the data a point was scored on: an embedded task's split file (its sha256), else lm-eval's own
+    version of the task."""
+    if cfg.task.source == "zoo":
+        return file_sha256(family.task_files[cfg.task.name][cfg.task.split])
+    return f"lm-eval:{task_name}:{out['versions'][task_name]}"

@@ -19,6 +19,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from droidspeak.errors import DroidSpeakError
+from droidspeak.hashing import file_sha256
 from droidspeak.loading import load_model
 from droidspeak.profile.comparisons import compare_hybrid, compare_multigroup, compare_proxy
 from droidspeak.profile.profile_file import ProfileError, comparisons_path, load_profile, save_profile
@@ -26,7 +27,7 @@ from droidspeak.profile.profiler import Profiler, profile_pair, select_profile_r
 from droidspeak.profile.proxy import ProxyScorer, get_rule
 from droidspeak.sweep.config import PairConfig, TaskConfig, safe_name
 from droidspeak.sweep.point import ZOO_PREFIX, check_family, resolve_model
-from droidspeak.track.records import ResultRow
+from droidspeak.track.records import new_row, question_set_digest
 from droidspeak.track.results import append_row, check_code_version, finished_keys, git_sha, point_key, read_rows
 from droidspeak.track.version import code_version
 from droidspeak.zoo.recipe import ZooConfig
@@ -137,7 +138,8 @@ def run_job(cfg, family) -> dict[str, Path]:
     with comparisons.open("w") as handle:
         for row in extra_rows:
             handle.write(json.dumps({"pair": cfg.pair.name, "task": task, **row}) + "\n")
-    _write_eval_rows(results, cfg, profiler, profile, task)
+    questions = question_set_digest(task, cfg.split, len(rows), file_sha256(family.task_files[task][cfg.split]))
+    _write_eval_rows(results, cfg, profiler, profile, task, questions)
     log.info("profile %s: reference %.3f, full reuse %s, chosen @%.2f: %s", out, profile.reference_quality,
              profile.full_reuse_quality, cfg.tolerance, profile.choose(cfg.tolerance))
     return written
@@ -180,7 +182,7 @@ def _method(name: str) -> str:
     return "recompute" if name.startswith("recompute:") else name
 
 
-def _write_eval_rows(path: Path, cfg, profiler: Profiler, profile, task: str) -> None:
+def _write_eval_rows(path: Path, cfg, profiler: Profiler, profile, task: str, questions: str) -> None:
     """Eval rows (the figures' input) for the baselines, frontier, chosen plan, CacheBlend and hybrids."""
     frontier = {p.plan for p in profile.frontier}
     chosen = profile.choose(cfg.tolerance)
@@ -208,14 +210,13 @@ def _write_eval_rows(path: Path, cfg, profiler: Profiler, profile, task: str) ->
             row_key = point_key(identity)
             if row_key in done:
                 continue
-            append_row(path, ResultRow(
-                key=row_key, source="profile", pair=cfg.pair.name, task=task, split=cfg.split, method=method_name,
+            append_row(path, new_row(
+                profiler.receiver.model, key=row_key, source="profile", pair=cfg.pair.name, task=task,
+                split=cfg.split, method=method_name,
                 plan=plan_name, resolved_plan=plan_name, metric=profile.metric, quality=ev.quality,
                 n_samples=len(ev.per_input), per_sample=list(ev.per_input), num_layers=profile.num_layers,
                 recomputed_fraction=ev.compute_fraction if method_name != "sender" else 1.0,
                 prefill_seconds=ev.prefill_seconds, baseline_prefill_seconds=baseline,
                 speedup=baseline / ev.prefill_seconds if ev.prefill_seconds > 0 else None,
-                eval_seconds=ev.seconds, device=cfg.device, dtype=cfg.dtype, git_sha=profile.git_sha,
-                code_version=profile.code_version, warnings=profiler.warnings or None,
-                time=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                eval_seconds=ev.seconds, warnings=profiler.warnings or None, question_set=questions,
             ).to_dict())

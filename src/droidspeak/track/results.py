@@ -222,6 +222,7 @@ def _move_stale(path: Path, version: str, aside: Path) -> None:
 
 
 PROFILE_FILES = ("*/*.json", "*/*.comparisons.jsonl")  # under <results dir>/profiles/: what a page reads
+FACTS_FILE = "family.json"  # what a study page needs from the family (figures.study_page.study_facts), if written
 
 
 def keep_rows(results_dir: str | os.PathLike, rows_dir: str | os.PathLike) -> list[Path]:
@@ -229,21 +230,23 @@ def keep_rows(results_dir: str | os.PathLike, rows_dir: str | os.PathLike) -> li
 
     ``<results_dir>/results.jsonl`` (with the rows of jobs not merged yet) becomes ``<rows_dir>/results.jsonl``, one
     line per row as the sweep writes it; every profile and its comparisons under ``<results_dir>/profiles/<pair>/``
-    go to ``<rows_dir>/profiles/<pair>/``. The rows folder is replaced whole: a point the study no longer runs leaves.
+    go to ``<rows_dir>/profiles/<pair>/``, and the family's facts (``family.json``) beside the rows where the study
+    wrote them. The rows folder is replaced whole: a point the study no longer runs leaves.
     """
     source, target = Path(results_dir), Path(rows_dir)
     rows = read_all_rows(source / RESULTS_FILE)
     if not rows:
         raise ResultsFileError(f"{source / RESULTS_FILE}: no rows to keep; run the study first")
     profiles = sorted({path for pattern in PROFILE_FILES for path in (source / "profiles").glob(pattern)})
+    facts = [source / FACTS_FILE] if (source / FACTS_FILE).is_file() else []
     if target.exists():
         for old in sorted(target.rglob("*"), reverse=True):
             old.rmdir() if old.is_dir() else old.unlink()
     target.mkdir(parents=True, exist_ok=True)
     written = [write_text(target / RESULTS_FILE, "".join(json.dumps(row, sort_keys=True, default=str) + "\n"
                                                         for row in rows))]
-    for path in profiles:
-        copy = target / "profiles" / path.relative_to(source / "profiles")
+    for path in [*profiles, *facts]:
+        copy = target / path.relative_to(source)
         copy.parent.mkdir(parents=True, exist_ok=True)
         written.append(write_text(copy, path.read_text()))
     return written

@@ -1,0 +1,22 @@
+"""Run a study end to end: its steps (conf/study/<name>.yaml), its rows kept beside its page, the page rendered.
+
+    python experiments/run_study.py study=smollm2                     # make study NAME=smollm2
+    python experiments/run_study.py study=smollm2 render_only=true    # the page again from the committed rows
+    python experiments/run_study.py study=gemma3 cheap=true           # a minutes-long rehearsal in outputs/
+    python experiments/run_study.py study=smollm2 dry_run=true        # print the commands
+"""
+
+from __future__ import annotations
+
+import hydra
+
+from droidspeak.sweep.study import RunStudyConfig, run_study
+
+
+@hydra.main(config_path="../conf", config_name="run_study", version_base="1.3")
+def main(cfg: RunStudyConfig) -> None:
+    run_study(cfg)
+
+
+if __name__ == "__main__":
+    main()
