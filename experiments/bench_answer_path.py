@@ -23,6 +23,7 @@ import droidspeak.zoo.recipe  # noqa: F401  (registers the zoo schema)
 from droidspeak.bench.answer_path import markdown, time_plan
 from droidspeak.profile.profile_file import load_profile
 from droidspeak.profile.profiler import select_profile_rows
+from droidspeak.sweep.console import entry
 from droidspeak.track.results import read_rows
 from droidspeak.zoo.family import build_family
 from droidspeak.zoo.measure import TaskRows
@@ -31,6 +32,7 @@ log = logging.getLogger("bench_answer_path")
 
 
 @hydra.main(config_path="../conf", config_name="bench_answer_path", version_base="1.3")
+@entry
 def main(cfg: DictConfig) -> None:
     torch.set_num_threads(cfg.threads)
     family = build_family(cfg.zoo, progress=False, log=log.info)

@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import droidspeak.zoo.recipe  # noqa: F401  (registers the structured config schemas)
+from droidspeak.sweep.console import entry
 from droidspeak.zoo.cards import pair_table
 from droidspeak.zoo.family import build_family, export_reference
 
@@ -26,6 +27,7 @@ log = logging.getLogger("build_zoo")
 
 
 @hydra.main(config_path="../conf", config_name="build_zoo", version_base="1.3")
+@entry
 def main(cfg: DictConfig) -> None:
     family = build_family(cfg.zoo, progress=cfg.progress, force=cfg.force, log=log.info)
     curves = family.root / "learning_curves.jsonl"

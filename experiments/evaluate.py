@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import droidspeak.sweep.config  # noqa: F401  (registers the structured config schemas)
+from droidspeak.sweep.console import entry
 from droidspeak.sweep.point import evaluate_point, point_identity, uses_zoo
 from droidspeak.track.logger import check_mode, make_logger
 from droidspeak.track.results import (
@@ -44,6 +45,7 @@ def _in_multirun() -> bool:
 
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+@entry
 def main(cfg: DictConfig) -> None:
     check_mode(cfg.logger.mode)  # a missing W&B login fails before any compute
     family = build_family(cfg.zoo, progress=cfg.progress, log=log.info) if uses_zoo(cfg) else None

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 import droidspeak.sweep.config  # noqa: F401  (registers the logger schema)
 from droidspeak.figures.render import render_pages
+from droidspeak.sweep.console import entry
 from droidspeak.track.logger import check_mode, make_logger
 
 log = logging.getLogger("figures")
@@ -24,6 +25,7 @@ PARETO_COLUMNS = ["plan", "method", "recomputed_layers", "recomputed_fraction", 
 
 
 @hydra.main(config_path="../conf", config_name="figures", version_base="1.3")
+@entry
 def main(cfg: DictConfig) -> None:
     check_mode(cfg.logger.mode)
     shown, written = render_pages(cfg.results, cfg.profiles, cfg.out_dir, tolerance=cfg.tolerance)

@@ -10,12 +10,14 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
+from droidspeak.sweep.console import entry
 from droidspeak.track.results import keep_rows
 
 log = logging.getLogger("keep_rows")
 
 
 @hydra.main(config_path="../conf", config_name="keep_rows", version_base="1.3")
+@entry
 def main(cfg: DictConfig) -> None:
     written = keep_rows(cfg.results_dir, cfg.rows_dir)
     log.info("kept %d file(s) of %s in %s", len(written), cfg.results_dir, cfg.rows_dir)

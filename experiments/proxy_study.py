@@ -26,6 +26,7 @@ from droidspeak.hashing import file_sha256
 from droidspeak.profile.profile_file import comparisons_path, load_profile
 from droidspeak.profile.profiler import Profiler
 from droidspeak.profile.proxy import ProxyCase, select_rule
+from droidspeak.sweep.console import entry
 from droidspeak.track.records import new_row, question_set_digest
 from droidspeak.track.results import point_key, read_rows
 from droidspeak.zoo.family import build_family
@@ -78,6 +79,7 @@ def heldout_rows(family, path: str, row: dict, split: str) -> list[dict]:
 
 
 @hydra.main(config_path="../conf", config_name="proxy_study", version_base="1.3")
+@entry
 def main(cfg: DictConfig) -> None:
     torch.set_num_threads(cfg.threads)
     out = Path(hydra.utils.to_absolute_path(cfg.out_dir))

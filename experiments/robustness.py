@@ -17,12 +17,14 @@ from omegaconf import DictConfig
 import droidspeak.sweep.config  # noqa: F401  (registers the zoo schema)
 from droidspeak.robustness.campaign import run_campaign
 from droidspeak.robustness.campaign_page import markdown
+from droidspeak.sweep.console import entry
 from droidspeak.zoo.family import build_family, cache_root
 
 log = logging.getLogger("robustness")
 
 
 @hydra.main(config_path="../conf", config_name="robustness", version_base="1.3")
+@entry
 def main(cfg: DictConfig) -> None:
     family = build_family(cfg.zoo, progress=cfg.progress, log=log.info)
     env = {"DROIDSPEAK_CACHE": str(cache_root()), "HF_HUB_OFFLINE": "1"}  # the sweeps find this family, not train one

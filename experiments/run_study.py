@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hydra
 
+from droidspeak.sweep.console import entry
 from droidspeak.sweep.study import RunStudyConfig, run_study
 
 
 @hydra.main(config_path="../conf", config_name="run_study", version_base="1.3")
+@entry
 def main(cfg: RunStudyConfig) -> None:
     run_study(cfg)
 

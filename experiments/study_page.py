@@ -18,11 +18,13 @@ import droidspeak.zoo.recipe  # noqa: F401  (registers the zoo schema)
 from droidspeak.atomic import write_text
 from droidspeak.figures.study_page import study_facts, write_study_page
 from droidspeak.profile.profile_file import load_profile
+from droidspeak.sweep.console import entry
 
 log = logging.getLogger("study_page")
 
 
 @hydra.main(config_path="../conf", config_name="study_page", version_base="1.3")
+@entry
 def main(cfg: DictConfig) -> None:
     if cfg.write_facts:
         from transformers import AutoTokenizer

@@ -12,12 +12,14 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from droidspeak.figures.codec_page import write_transfer_page
+from droidspeak.sweep.console import entry
 from droidspeak.track.results import read_rows
 
 log = logging.getLogger("transfer_page")
 
 
 @hydra.main(config_path="../conf", config_name="transfer_page", version_base="1.3")
+@entry
 def main(cfg: DictConfig) -> None:
     path = hydra.utils.to_absolute_path
     page = write_transfer_page(read_rows(path(cfg.results)), read_rows(path(cfg.timing)),

@@ -19,6 +19,7 @@ from droidspeak.engine.verify import PROBE_CONTEXTS, probe
 from droidspeak.errors import DroidSpeakError
 from droidspeak.loading import load_model
 from droidspeak.markdown import table
+from droidspeak.sweep.console import entry
 from droidspeak.zoo.family import cache_root
 from droidspeak.zoo.gguf_base import GgufConfig, convert_base
 
@@ -33,6 +34,7 @@ def converted(cfg: GgufConfig) -> Path:
 
 
 @hydra.main(config_path="../conf", config_name="verify_model", version_base="1.3")
+@entry
 def main(cfg: DictConfig) -> None:
     source = cfg.get("gguf")
     try:

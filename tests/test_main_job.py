@@ -205,3 +205,16 @@ def test_a_longbench_task_config_runs_through_lm_eval_on_a_local_stand_in(env, t
     (row,) = read_rows(tmp_path / "default" / "results.jsonl")
     assert row["lm_eval_task"] == "longbench_hotpotqa_standin" and row["metric"] == "qa_f1_score"
     assert row["n_samples"] == 3 and 0.0 <= row["quality"] <= 1.0
+
+
+def test_a_sweep_point_is_quiet_and_an_error_is_one_line(env, tmp_path):
+    loud = {k: v for k, v in env.items() if k != "WANDB_SILENT"}  # as a user's shell has it
+    done = evaluate(loud, tmp_path, "method=full_reuse", "logger=wandb_offline")
+    lines = (done.stdout + done.stderr).splitlines()
+    assert len(lines) <= 20 and not any(line.startswith("wandb:") for line in lines), lines
+    assert any("full_reuse" in line and "speedup" in line for line in lines)  # its result
+    bad = evaluate(loud, tmp_path, "method=recompute", "method.layers=0-99", check=False)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines() == [bad.stderr.strip()] and bad.stderr.startswith("error: PlanError: ")
+    debug = evaluate({**loud, "DROIDSPEAK_DEBUG": "1"}, tmp_path, "method=recompute", "method.layers=0-99", check=False)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
