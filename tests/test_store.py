@@ -188,6 +188,52 @@ def test_tiered_promotes_hits(tmp_path):
     assert fast.contains(key)
 
 
+
+def test_tiered_writes_through_every_tier_or_only_the_fastest(tmp_path):
+    cache = make_cache()
+    through = TieredStore([MemoryStore("cpu", pin=False), DiskStore(tmp_path / "a")])
+    key = through.put(cache)
+    assert all(tier.contains(key) for tier in through.tiers)
+    fastest = TieredStore([MemoryStore("cpu", pin=False), DiskStore(tmp_path / "b")], write_through=False)
+    fastest.put(cache)
+    assert fastest.tiers[0].contains(key) and not fastest.tiers[1].contains(key)
+
+
+def test_tiered_find_serves_only_a_cache_that_holds_what_the_reader_needs(tmp_path):
+    store = TieredStore([MemoryStore("cpu", pin=False), DiskStore(tmp_path)])
+    cache = make_cache()  # E at layers 1 and 3, every token's K/V
+    key = store.put(cache)
+    assert store.find("f" * 64) is None
+    assert_same(store.find(key, e_layers=[1, 3], whole=True), cache)
+    assert store.find(key, e_layers=[2]) is None  # short of an E layer the plan needs: prefill again
+    windowed = make_cache(seed=1)
+    windowed.meta["sliding_window"], windowed.meta["sliding_layers"] = 4, [0, 2]  # layers 0 and 2 keep a window
+    for layer in (0, 2):  # of window - 1 = 3 tokens
+        windowed.keys[layer], windowed.values[layer] = windowed.keys[layer][:, -3:], windowed.values[layer][:, -3:]
+    assert store.find(store.put(windowed), whole=True) is None and store.find(windowed.key) is not None
+
+
+def test_tiered_put_keeps_the_e_layers_of_the_stored_copy(tmp_path):
+    store = TieredStore([MemoryStore("cpu", pin=False), DiskStore(tmp_path)])
+    first = make_cache()
+    key = store.put(first)
+    again = make_cache()
+    again.hidden = {2: torch.zeros_like(first.hidden[1])}  # the same context, prefilled for another plan
+    store.put(again, key)
+    for tier in store.tiers:
+        assert sorted(tier.get(key).hidden) == [1, 2, 3]
+
+
+def test_tiered_find_reads_a_corrupt_copy_as_absent_and_counts_it(tmp_path):
+    disk = DiskStore(tmp_path)
+    key = disk.put(make_cache())
+    data = bytearray(disk.path(key).read_bytes())
+    data[-10] ^= 0xFF
+    disk.path(key).write_bytes(bytes(data))
+    store = TieredStore([MemoryStore("cpu", pin=False), disk])
+    assert store.find(key) is None and store.rejected == 1 and not store.contains(key)
+
+
 # ---- remote tier over torch.distributed (gloo, two local processes) ----------------------------------------
 SERVER = textwrap.dedent(
     """

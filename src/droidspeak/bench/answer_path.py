@@ -41,6 +41,39 @@ class AnswerPathRow:
         return asdict(self)
 
 
+CONTEXT_PREFILL = "engine.receiver_prefill over the shared contexts (batched; no query, no transfer)"
+"""What a sweep point's speedup times (its row's ``timed_path``): the receiver-side prefill a plan changes."""
+
+
+def time_context_prefill(receiver, caches, plan, num_layers: int, *, repeats: int, warmup: int) -> tuple[float, float]:
+    """Median seconds of the receiver's prefill of ``caches``' contexts: (``plan``, every layer recomputed),
+    interleaved repeats after ``warmup`` rounds.
+
+    Both go through the same engine path (recomputing every layer reproduces the receiver's own prefill, which the
+    oracle tests assert), so the ratio is the compute the plan saves, not framework overhead; the sender's caches
+    exist before timing starts. ``full_prefill`` is timed as every layer recomputed: its ratio is the noise floor.
+    """
+    baseline = f"recompute:0-{num_layers - 1}"
+    timed = baseline if parse_plan(plan).kind == "full_prefill" else plan
+
+    def once(which) -> float:
+        if receiver.device.type == "cuda":
+            torch.cuda.synchronize(receiver.device)
+        start = time.perf_counter()
+        receiver_prefill(receiver, caches, which)
+        if receiver.device.type == "cuda":
+            torch.cuda.synchronize(receiver.device)
+        return time.perf_counter() - start
+
+    ours, theirs = [], []
+    for step in range(warmup + repeats):
+        a, b = once(timed), once(baseline)
+        if step >= warmup:
+            ours.append(a)
+            theirs.append(b)
+    return statistics.median(ours), statistics.median(theirs)
+
+
 def _ms(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()

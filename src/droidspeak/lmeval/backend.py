@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from droidspeak.cache import ContextCache, cache_key
 from droidspeak.codec import get_codec
 from droidspeak.engine import generate, receiver_prefill, tail_logits
 from droidspeak.engine.batch import prefill_rows
-from droidspeak.errors import CacheFormatError, DroidSpeakError
+from droidspeak.errors import DroidSpeakError
 from droidspeak.plan import PrefillCost, RecomputePlan, total_cost
 from droidspeak.profile.profile_file import resolve_profile_plan
 from droidspeak.reuse import ReusePair
@@ -117,7 +116,7 @@ class DroidSpeakLM(HFLM):
         memory = MemoryStore(self.pair.sender.device, pin=False, capacity_bytes=int(float(max_cache_gb) * 2**30))
         self.store = TieredStore([memory, *([DiskStore(cache_dir)] if cache_dir else [])])
         self._shared_lengths: dict[tuple[int, ...], int] = {}
-        self.stats = {"sender_prefills": 0, "sender_cache_hits": 0, "sender_cache_rejected": 0,
+        self.stats = {"sender_prefills": 0, "sender_cache_hits": 0,
                       "receiver_prefill_seconds": 0.0, "costs": [],
                       "transfer_bytes": 0}
         super().__init__(
@@ -187,7 +186,9 @@ class DroidSpeakLM(HFLM):
         found: dict[str, ContextCache] = {}
         missing: dict[str, tuple[int, ...]] = {}
         for key, ids in zip(keys, contexts):
-            cache = found.get(key) or self._stored(key, needed)
+            cache = found.get(key) or self.store.find(
+                key, e_layers=needed, whole=self._full_sliding, device=self.pair.sender.device
+            )
             if cache is None:
                 missing[key] = ids
             else:
@@ -197,33 +198,12 @@ class DroidSpeakLM(HFLM):
             found |= self._prefill_sender(missing)
         return [found[key] for key in keys]
 
-    def _stored(self, key: str, e_layers: set[int]) -> ContextCache | None:
-        """The stored cache under ``key`` if it holds E at ``e_layers`` (and every token's K/V, for CacheBlend); None
-        when absent, short of either, or failing verification (a corrupt cache is never served: the caller prefills
-        it again)."""
-        try:
-            info = self.store.info(key) if key in self.store else None
-            if (
-                info is not None
-                and e_layers <= set(info.hidden_layers)
-                and not (self._full_sliding and any(info.held_from))
-            ):
-                return self.store.get(key, device=self.pair.sender.device)
-        except CacheFormatError as err:
-            eval_logger.warning("sender cache recomputed: %s", err)
-            self.stats["sender_cache_rejected"] += 1
-        return None
-
     def _prefill_sender(self, missing: dict[str, tuple[int, ...]]) -> dict[str, ContextCache]:
         fresh = self.pair.prefill([torch.tensor(ids) for ids in missing.values()], e_layers=self.e_layers,
                                   batch_size=self.batch_size, full_sliding=self._full_sliding)
         self.stats["sender_prefills"] += len(fresh)
         for key, cache in zip(missing, fresh):
-            older = self._stored(key, set())
-            if older is not None:  # keep the E layers it had
-                cache.hidden = {**older.hidden, **cache.hidden}
-            for tier in self.store.tiers:  # write through: the disk tier is what other runs share
-                tier.put(cache, key)
+            self.store.put(cache, key)  # through every tier, keeping a stored copy's other E layers
         return dict(zip(missing, fresh))
 
     def shared_contexts(self) -> list[tuple[int, ...]]:
@@ -328,37 +308,6 @@ class DroidSpeakLM(HFLM):
             transfer_bytes=self.stats["transfer_bytes"] if self.plan.uses_cache else None,
             invocation=self.pair.receiver.invocation,
         )
-
-    def time_receiver_prefill(self, limit: int, repeats: int, warmup: int) -> tuple[float, float, int]:
-        """Median receiver prefill seconds over the first ``limit`` shared contexts: (this plan, every layer
-        recomputed), interleaved; and how many contexts were timed.
-
-        Both go through the same engine path (recomputing every layer reproduces the receiver's own prefill, which
-        the oracle tests assert), so the ratio is the compute the plan saves, not framework overhead. Sender caches
-        exist before timing starts: the receiver-side cost is what a plan changes.
-        """
-        contexts = self.shared_contexts()[:limit]
-        receiver = self.pair.receiver
-        caches = self.sender_caches(contexts)
-        baseline = f"recompute:0-{self.pair.num_layers - 1}"
-        timed = baseline if self.plan.kind == "full_prefill" else self.plan
-
-        def once(plan) -> float:
-            if receiver.device.type == "cuda":
-                torch.cuda.synchronize(receiver.device)
-            start = time.perf_counter()
-            receiver_prefill(receiver, caches, plan)
-            if receiver.device.type == "cuda":
-                torch.cuda.synchronize(receiver.device)
-            return time.perf_counter() - start
-
-        ours, theirs = [], []
-        for step in range(warmup + repeats):
-            a, b = once(timed), once(baseline)
-            if step >= warmup:
-                ours.append(a)
-                theirs.append(b)
-        return statistics.median(ours), statistics.median(theirs), len(contexts)
 
 
 @dataclass(frozen=True)

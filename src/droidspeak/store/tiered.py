@@ -1,22 +1,37 @@
-"""Tiers stacked fastest first (GPU, pinned host, disk, remote): a read is served by the first tier holding the key,
-and a whole-cache hit in a slower tier is promoted into the fastest one (which evicts by its own LRU)."""
+"""Tiers stacked fastest first (GPU, pinned host, disk, remote) behind the store interface, with the policy a cache
+user needs in one place.
+
+- **Read:** a key is served by the first tier holding it; a whole-cache hit in a slower tier is promoted into the
+  fastest one (which evicts by its own LRU). :meth:`TieredStore.find` serves a cache only if it holds what the reader
+  needs (E at given layers; every token's K/V of a sliding layer, for CacheBlend); a copy that fails verification (a
+  disk tier sets it aside) counts in ``rejected`` and reads as absent, so the caller prefills it again.
+- **Write:** ``put`` writes through every tier (``write_through``, default: the disk tier is what other runs share)
+  or the fastest only; a cache replacing a stored copy of the same key (the same sender and tokens) keeps the E
+  layers the older copy had.
+"""
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
 
 import torch
 
 from droidspeak.cache import ContextCache
-from droidspeak.store.base import CacheInfo, CacheStore, StoredCache, StoreError
+from droidspeak.errors import CacheFormatError
+from droidspeak.store.base import CacheInfo, CacheStore, StoredCache, StoreError, checked_key
+
+log = logging.getLogger(__name__)
 
 
-class TieredStore(CacheStore):
+class TieredStore:
     name = "tiered store"
 
-    def __init__(self, tiers: list[CacheStore], *, promote: bool = True):
-        super().__init__(None)
+    def __init__(self, tiers: list[CacheStore], *, promote: bool = True, write_through: bool = True):
         if not tiers:
             raise StoreError("a tiered store needs at least one tier")
-        self.tiers, self.promote = list(tiers), promote
+        self.tiers, self.promote, self.write_through = list(tiers), promote, write_through
+        self.rejected = 0  # stored copies that failed verification and were read as absent
 
     def _tier(self, key: str) -> CacheStore:
         for tier in self.tiers:
@@ -27,15 +42,39 @@ class TieredStore(CacheStore):
     def contains(self, key: str) -> bool:
         return any(tier.contains(key) for tier in self.tiers)
 
+    def __contains__(self, key: str) -> bool:
+        return self.contains(key)
+
     def keys(self) -> list[str]:
         return list(dict.fromkeys(k for tier in reversed(self.tiers) for k in tier.keys()))
 
     def __len__(self) -> int:
         return len(self.keys())
 
+    def find(self, key: str, *, e_layers: Iterable[int] = (), whole: bool = False, device=None) -> ContextCache | None:
+        """The stored cache under ``key`` if it holds E at ``e_layers`` (and, with ``whole``, every token's K/V of
+        each layer); None when absent, short of either, or failing verification (never served)."""
+        try:
+            if not self.contains(key):
+                return None
+            info = self.info(key)
+            if not set(e_layers) <= set(info.hidden_layers) or (whole and any(info.held_from)):
+                return None
+            return self.get(key, device)
+        except CacheFormatError as err:
+            log.warning("a stored cache failed verification and is read as absent: %s", err)
+            self.rejected += 1
+            return None
+
     def put(self, cache: ContextCache, key: str | None = None) -> str:
-        """Write to the fastest tier only (write-through is the caller's choice: put into a tier directly)."""
-        return self.tiers[0].put(cache, key)
+        """Store ``cache`` (through every tier, or the fastest only), keeping the E layers of a stored older copy."""
+        key = checked_key(cache, key)
+        older = self.find(key)
+        if older is not None:
+            cache.hidden = {**older.hidden, **cache.hidden}
+        for tier in self.tiers if self.write_through else self.tiers[:1]:
+            tier.put(cache, key)
+        return key
 
     def get(self, key: str, device=None) -> ContextCache:
         tier = self._tier(key)
@@ -65,13 +104,9 @@ class TieredStore(CacheStore):
     def close(self) -> None:
         for tier in self.tiers:
             tier.close()
-        super().close()
 
-    # the tiers do the work; these hooks are never reached
-    def _write(self, key, cache): raise AssertionError("unreachable")  # noqa: E704
-    def _read(self, key, device): raise AssertionError("unreachable")  # noqa: E704
-    def _read_layer(self, key, layer, device): raise AssertionError("unreachable")  # noqa: E704
-    def _read_hidden(self, key, layer, device): raise AssertionError("unreachable")  # noqa: E704
-    def _read_tokens(self, key): raise AssertionError("unreachable")  # noqa: E704
-    def _info(self, key): raise AssertionError("unreachable")  # noqa: E704
-    def _delete(self, key): raise AssertionError("unreachable")  # noqa: E704
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from droidspeak.bench.answer_path import CONTEXT_PREFILL, time_context_prefill
 from droidspeak.errors import DroidSpeakError
 from droidspeak.hashing import file_sha256
 from droidspeak.lmeval.task_yaml import LONGBENCH, embedded_task_name, write_embedded_tasks
@@ -164,7 +165,11 @@ def evaluate_point(cfg, family) -> ResultRow:
         raise DroidSpeakError(f"task {task_name} reported {sorted(metrics)}, not the configured metric {metric!r}")
     samples = sorted(out["samples"][task_name], key=lambda sample: sample["doc_id"])
     per_sample = [float(sample[metric]) for sample in samples] if all(metric in s for s in samples) else None
-    prefill_s, baseline_s, timed = lm.time_receiver_prefill(cfg.timing.contexts, cfg.timing.repeats, cfg.timing.warmup)
+    timed = lm.shared_contexts()[: cfg.timing.contexts]
+    prefill_s, baseline_s = time_context_prefill(
+        lm.pair.receiver, lm.sender_caches(timed), lm.plan, lm.pair.num_layers,
+        repeats=cfg.timing.repeats, warmup=cfg.timing.warmup,
+    )
     done = lm.summary()
     cost = done.cost
     identity = point_identity(cfg, family)
@@ -201,7 +206,8 @@ def evaluate_point(cfg, family) -> ResultRow:
         prefill_seconds=prefill_s,
         baseline_prefill_seconds=baseline_s,
         speedup=baseline_s / prefill_s if prefill_s > 0 else None,
-        timed_contexts=timed,
+        timed_contexts=len(timed),
+        timed_path=CONTEXT_PREFILL,
         eval_seconds=eval_seconds,
         sender_prefills=done.sender_prefills,
         sender_cache_hits=done.sender_cache_hits,

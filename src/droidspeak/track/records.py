@@ -58,6 +58,7 @@ class ResultRow:
     transfer_bytes: int | None = None  # what crossed the link through that codec, summed over the point's prefills
     cost: dict | None = None  # droidspeak.plan.PrefillCost summed over the point's prefills
     timed_contexts: int | None = None
+    timed_path: str | None = None  # the code path its prefill_seconds timed (e.g. bench.answer_path.CONTEXT_PREFILL)
     sender_prefills: int | None = None
     sender_cache_hits: int | None = None
     seed: int | None = None
