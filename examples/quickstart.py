@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-import droidspeak.zoo.recipe  # noqa: F401  (registers the family's config schema)
+import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak import ReusePair
 from droidspeak.track.results import read_rows
 from droidspeak.zoo.family import build_family

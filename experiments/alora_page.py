@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import droidspeak.zoo.recipe  # noqa: F401  (registers the zoo schema)
+import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.figures.alora_page import write_alora_page
 from droidspeak.sweep.console import entry
 from droidspeak.zoo.family import build_family

@@ -19,7 +19,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-import droidspeak.zoo.recipe  # noqa: F401  (registers the zoo schema)
+import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.bench.answer_path import markdown, time_plan
 from droidspeak.profile.profile_file import load_profile
 from droidspeak.profile.profiler import select_profile_rows

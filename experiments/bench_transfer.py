@@ -17,7 +17,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-import droidspeak.zoo.recipe  # noqa: F401  (registers the zoo schema)
+import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.bench.answer_path import time_plan
 from droidspeak.bench.codec_cost import measure_codecs
 from droidspeak.engine import sender_prefill

@@ -18,7 +18,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-import droidspeak.zoo.recipe  # noqa: F401  (registers the structured config schemas)
+import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.sweep.console import entry
 from droidspeak.zoo.cards import pair_table
 from droidspeak.zoo.family import build_family, export_reference

@@ -10,6 +10,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
+import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.sweep.console import entry
 from droidspeak.track.results import keep_rows
 

@@ -20,7 +20,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-import droidspeak.zoo.recipe  # noqa: F401  (registers the zoo schema)
+import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.figures.proxy_page import write_proxy_page
 from droidspeak.hashing import file_sha256
 from droidspeak.profile.profile_file import comparisons_path, load_profile

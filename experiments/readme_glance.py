@@ -11,6 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.figures.glance import glance_block, refresh_readme
 from droidspeak.sweep.console import entry
 

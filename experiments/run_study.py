@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hydra
 
+import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.sweep.console import entry
 from droidspeak.sweep.study import RunStudyConfig, run_study
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-import droidspeak.zoo.recipe  # noqa: F401  (registers the zoo schema)
+import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.atomic import write_text
 from droidspeak.figures.study_page import study_facts, write_study_page
 from droidspeak.profile.profile_file import load_profile

@@ -11,6 +11,7 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.figures.codec_page import write_transfer_page
 from droidspeak.sweep.console import entry
 from droidspeak.track.results import read_rows

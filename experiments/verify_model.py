@@ -15,6 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.engine.verify import PROBE_CONTEXTS, probe
 from droidspeak.errors import DroidSpeakError
 from droidspeak.loading import load_model

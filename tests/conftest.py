@@ -73,7 +73,7 @@ def llama_checkpoints(tmp_path_factory, llama_pair):
 def mini_family(tmp_path_factory):
     """(zoo config, Family): the miniature family of conf/zoo/mini.yaml, built once per session in a cache of its own.
     A job that should find it (instead of building it again) runs with ``DROIDSPEAK_CACHE=<family.root.parent>``."""
-    import droidspeak.zoo.recipe  # noqa: F401  (registers the family's config schema)
+    import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
     from droidspeak.zoo.family import build_family
 
     cache = tmp_path_factory.mktemp("droidspeak-cache")

@@ -148,7 +148,7 @@ def test_the_lm_eval_backend_scores_an_alora_from_the_base_cache_as_peft_does(al
 def test_an_activated_lora_is_an_extension_and_needs_its_invocation(tmp_path):
     from omegaconf import OmegaConf
 
-    import droidspeak.zoo.recipe  # noqa: F401
+    import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
     from droidspeak.zoo.builder import FamilyBuilder
     from droidspeak.zoo.recipe import zoo_config
     from helpers import compose_config

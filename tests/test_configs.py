@@ -1,5 +1,6 @@
 """Every config in conf/ composes against its schema; typos and unknown choices fail at startup."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,6 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 import droidspeak.sweep.config  # noqa: F401  (registers the schemas)
-import droidspeak.zoo.recipe  # noqa: F401
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -83,3 +83,25 @@ def test_an_unknown_choice_names_the_available_ones(hydra_conf, group):
         compose(config_name="evaluate", overrides=[f"{group}=no_such_{group}"])
     assert f"no_such_{group}" in str(err.value)
     assert options(group)[0] in str(err.value)  # Hydra lists the available options
+
+
+TOP_LEVEL = sorted(p.stem for p in CONF.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", TOP_LEVEL)
+def test_every_top_level_config_is_typed_and_refuses_a_typo(hydra_conf, name):
+    from droidspeak.sweep.config import SCHEMAS
+
+    assert name in SCHEMAS, f"conf/{name}.yaml has no schema in droidspeak.sweep.config"
+    assert f"- {name}_schema" in (CONF / f"{name}.yaml").read_text()
+    compose(config_name=name)
+    with pytest.raises((ConfigCompositionException, ConfigKeyError, ValidationError)):
+        compose(config_name=name, overrides=["no_such_key_here=1"])
+
+
+def test_hydra_stays_in_sweep_and_experiments():
+    src = Path(__file__).resolve().parents[1] / "src" / "droidspeak"
+    hydra_import = re.compile(r"^\s*(from|import) hydra\b", re.M)
+    importing = [str(p.relative_to(src)) for p in src.rglob("*.py")
+                 if hydra_import.search(p.read_text()) and p.relative_to(src).parts[0] != "sweep"]
+    assert not importing, f"Hydra imported outside sweep/: {importing}"

@@ -13,9 +13,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import droidspeak.sweep.config  # noqa: F401  (registers the schemas the steps' configs use)
+import droidspeak.sweep.config  # noqa: F401  (registers the schemas the steps' configs use)  # noqa: F401  (registers every config schema)
 import droidspeak.sweep.profile_job  # noqa: F401
-import droidspeak.zoo.recipe  # noqa: F401
 from droidspeak.errors import DroidSpeakError
 from droidspeak.sweep.study import Command, execute, missing_packages, plan_commands
 

@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import droidspeak.zoo.recipe  # noqa: F401
+import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.track.results import read_rows
 from droidspeak.zoo import family as family_mod
 from droidspeak.zoo.builder import MARKER, FamilyBuilder

@@ -14,7 +14,8 @@ calling this package never changes global matplotlib settings.
   (:class:`droidspeak.profile.Profile` objects, their JSON dicts, or paths to profile files);
 - :mod:`droidspeak.figures.style`: colours, rc style, panel grid and PNG + PDF saving shared by both.
 
-The pages: ``render`` (a sweep's figures and tables from its rows), ``summary`` (the headline table), ``heldout``
+The pages: ``render`` (a sweep's figures and tables from its rows), ``summary`` (the headline table), ``glance``
+(README's results at a glance), ``heldout``
 (the plan chosen on the profile split, scored on the test split), ``profiles_summary`` (profiling tables),
 ``study_page`` (a real-model study's page), ``codec_page``, ``proxy_page`` and ``alora_page`` (the pages of the
 compressed-transfer, proxy and activated-LoRA studies). The figure modules: ``result_plots``, ``profile_plots``,

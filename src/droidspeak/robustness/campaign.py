@@ -11,10 +11,8 @@ import logging
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-
-from hydra.core.config_store import ConfigStore
 
 from droidspeak.robustness.bad_inputs import Bench, try_all
 from droidspeak.robustness.memory_bound import memory_trial
@@ -26,31 +24,10 @@ from droidspeak.robustness.trials import (
     reference_rows,
     writers_trial,
 )
-from droidspeak.zoo.recipe import ZooConfig
 
 log = logging.getLogger("robustness")
 
 
-@dataclass
-class RobustnessConfig:
-    zoo: ZooConfig = field(default_factory=ZooConfig)
-    seed: int = 0
-    pair: str = "mdqa_from_base"  # the sweeps' pair config (conf/pair)
-    receiver: str = "ft-mdqa"  # the bad inputs' and memory bound's pair, in the zoo family
-    sender: str = "base"
-    layers: list[str] = field(default_factory=lambda: ["0-1", "3-4", "6-7"])  # the sweep: one recompute point each
-    limit: int = 8  # questions per point
-    kill_trials: int = 20  # SIGKILLs that land (a trial whose sweep finished first does not count)
-    writers: int = 4
-    memory_limit: int = 128  # questions of the memory-bound run
-    budget_minutes: float = 30.0
-    work_dir: str = "outputs/robustness"
-    out_dir: str = "reports"
-    command: str = "python experiments/robustness.py"  # what the report says regenerates it
-    progress: bool = True
-
-
-ConfigStore.instance().store(name="robustness_schema", node=RobustnessConfig)
 
 
 def campaign_sweep(cfg, script: Path, env: dict, layers: list[str] | None = None) -> Sweep:

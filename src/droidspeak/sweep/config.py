@@ -1,7 +1,9 @@
-"""Typed schemas of the main job's Hydra config (registered in Hydra's ConfigStore).
+"""Every entry point's config schema, in one module, registered in Hydra's ConfigStore when it is imported.
 
-Config groups map one-to-one onto these dataclasses: ``pair``, ``task``, ``method``, ``logger``; the family
-recipe is ``zoo`` (droidspeak.zoo.recipe). A misspelt key or a wrong type fails when the config is composed.
+Config groups map one-to-one onto dataclasses: ``pair``, ``task``, ``method``, ``logger``, ``study``; the family
+recipe is ``zoo`` (droidspeak.zoo.recipe, the family's identity: its hash names the family). Each top-level config
+in ``conf/`` starts its defaults with ``<name>_schema``, so a misspelt key or a wrong type fails when the config is
+composed, before anything runs.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from droidspeak.zoo.gguf_base import GgufConfig
 from droidspeak.zoo.recipe import ZooConfig
 
 
@@ -97,6 +100,223 @@ class EvaluateConfig:
     progress: bool = True
 
 
+# ---- the other entry points (experiments/<name>.py reads conf/<name>.yaml) -------------------------------------
+@dataclass
+class BuildZooConfig:
+    zoo: ZooConfig = field(default_factory=ZooConfig)
+    progress: bool = True
+    force: bool = False  # retrain from the recipe even when it is cached or shipped (then compared by quality)
+    export_reference: bool = False  # copy the family into <repo>/reference/ with a sha256 manifest (to commit)
+
+
+@dataclass
+class ProfileJobConfig:
+    pair: PairConfig = field(default_factory=PairConfig)
+    zoo: ZooConfig = field(default_factory=ZooConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)  # the task group, as in the main job (default: own)
+    split: str = "profile"
+    contexts: int = 50  # profiling contexts (the paper: 50); every question of each is scored
+    granularity: int = 1
+    max_group_layers: int | None = None  # contiguous groups up to this many layers (None: all; a 30-layer model
+    # on 2 CPU cores cannot afford all 120 groups at granularity 2)
+    transitions: bool = True  # Fig. 10's study of transition counts
+    tolerance: float = 0.05
+    transition_layers: int | None = None  # Fig. 10: recomputed layers held fixed (default L/2)
+    max_transitions: int = 3
+    transition_plans_per_count: int = 8  # Fig. 10: layouts per transition count (free, and holding the critical layers)
+    max_groups: int | None = 3  # multi-group DP: at most this many groups (None: unlimited)
+    proxy_samples: int = 8
+    comparisons: bool = True  # run the beyond-the-paper comparisons named in comparison_kinds
+    comparison_kinds: list[str] = field(default_factory=lambda: ["multigroup", "proxy", "hybrid"])
+    proxy_rule: str = "binomial@0.05"  # how the proxy's scores become a plan (profile.proxy.PROXY_RULES)
+    hybrid_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5])
+    cacheblend_ratios: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5])
+    batch_size: int = 32
+    device: str = "cpu"
+    dtype: str = "float32"
+    output_root: str = "outputs"
+    output: str | None = None  # profile path (default <output_root>/profiles/<pair>/<task>.json)
+    stale: str = "refuse"  # eval rows of another code version in the results file: refuse | keep | move
+    force: bool = False  # re-profile even when the profile file is up to date (same job, same code version)
+    progress: bool = True
+
+
+@dataclass
+class RobustnessConfig:
+    zoo: ZooConfig = field(default_factory=ZooConfig)
+    seed: int = 0
+    pair: str = "mdqa_from_base"  # the sweeps' pair config (conf/pair)
+    receiver: str = "ft-mdqa"  # the bad inputs' and memory bound's pair, in the zoo family
+    sender: str = "base"
+    layers: list[str] = field(default_factory=lambda: ["0-1", "3-4", "6-7"])  # the sweep: one recompute point each
+    limit: int = 8  # questions per point
+    kill_trials: int = 20  # SIGKILLs that land (a trial whose sweep finished first does not count)
+    writers: int = 4
+    memory_limit: int = 128  # questions of the memory-bound run
+    budget_minutes: float = 30.0
+    work_dir: str = "outputs/robustness"
+    out_dir: str = "reports"
+    command: str = "python experiments/robustness.py"  # what the report says regenerates it
+    progress: bool = True
+
+
+@dataclass
+class StepConfig:
+    script: str = "???"  # an entry point in experiments/, without .py
+    args: list[str] = field(default_factory=list)  # its overrides, as typed on a command line
+    threads: int = 1  # OMP_NUM_THREADS of its processes
+    alongside: bool = False  # start it and go on; joined when the next step that is not alongside ends
+    cheap: list[str] = field(default_factory=list)  # overrides added when the study runs cheap=true
+
+
+@dataclass
+class StudyConfig:
+    name: str = "???"
+    about: str = "???"  # one line: the question the study answers (make help lists it)
+    packages: list[str] = field(default_factory=list)  # pip requirements of its family, installed --no-deps if missing
+    values: dict[str, str] = field(default_factory=dict)  # named once, used by several steps: ${study.values.pairs}
+    run_name: str = "${.name}"  # the steps write under outputs/<run_name>/
+    results_dir: str = "outputs/${.run_name}"
+    page_dir: str = "reports/${.name}"  # the page; its rows are kept in <page_dir>/rows/
+    keep_rows: bool = True  # false: the study writes its own files beside its page (or has no rows)
+    steps: dict[str, StepConfig] = field(default_factory=dict)  # in order
+    render: dict[str, StepConfig] = field(default_factory=dict)  # read only <page_dir>: no model runs
+
+
+@dataclass
+class RunStudyConfig:
+    study: StudyConfig = field(default_factory=StudyConfig)
+    only: list[str] = field(default_factory=list)  # run just these steps (names), then keep rows and render
+    cheap: bool = False  # each step's cheap overrides, into outputs/<name>_cheap/: a rehearsal of the study
+    render_only: bool = False  # re-render the page from the committed rows
+    dry_run: bool = False  # print the commands, run nothing
+
+
+@dataclass
+class FiguresConfig:
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    results: str = "outputs/demo/results.jsonl"
+    profiles: list[str] = field(default_factory=list)  # profile files or glob patterns
+    out_dir: str = "reports"
+    tolerance: float = 0.05
+    run_name: str = "demo"
+    wandb_dir: str = "outputs/${run_name}"
+
+
+@dataclass
+class WandbReportConfig:
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    results: str = "outputs/demo/results.jsonl"
+    run_name: str = "demo"
+    out_dir: str = "reports"
+    tolerance: float = 0.05
+
+
+@dataclass
+class KeepRowsConfig:
+    results_dir: str = "???"
+    rows_dir: str = "???"
+
+
+@dataclass
+class ReadmeGlanceConfig:
+    studies: dict[str, str] = field(default_factory=dict)  # study -> its page folder
+    readme: str = "README.md"
+    tolerance: float = 0.05
+
+
+@dataclass
+class StudyPageConfig:
+    zoo: ZooConfig = field(default_factory=ZooConfig)
+    write_facts: bool = False
+    facts: str = "???"
+    out_dir: str = "???"
+    command: str = "???"
+    profiles: list[str] = field(default_factory=list)
+    tolerance: float = 0.05
+
+
+@dataclass
+class AloraPageConfig:
+    zoo: ZooConfig = field(default_factory=ZooConfig)
+    out_dir: str = "???"
+    training: bool = False
+    lora: str = "???"
+    alora: str = "???"
+    comparisons: dict[str, dict[str, str]] = field(default_factory=dict)  # sender -> {lora, alora} pair names
+    tolerance: float = 0.05
+    command: str = "???"
+
+
+@dataclass
+class TransferPageConfig:
+    results: str = "???"
+    timing: str = "???"
+    out_dir: str = "???"
+    chosen: dict[str, str] = field(default_factory=dict)  # pair -> its profile's plan
+    links_gbit: list[float] = field(default_factory=list)
+    tolerance: float = 0.05
+    command: str = "???"
+
+
+@dataclass
+class ProxyStudyConfig:
+    zoo: ZooConfig = field(default_factory=ZooConfig)
+    toy_profiles: str = "???"
+    real_profiles: str = "???"
+    split: str = "test"
+    tolerance: float = 0.05
+    threads: int = 2
+    out_dir: str = "???"
+    command: str = "???"
+    page_only: bool = False
+
+
+@dataclass
+class BenchAnswerPathConfig:
+    zoo: ZooConfig = field(default_factory=ZooConfig)
+    profiles: list[str] = field(default_factory=list)
+    tolerance: float = 0.05
+    split: str = "test"
+    contexts: int = 1
+    repeats: int = 1
+    threads: int = 2
+    out: str = "???"
+
+
+@dataclass
+class BenchTransferConfig:
+    zoo: ZooConfig = field(default_factory=ZooConfig)
+    pairs: dict[str, list[str]] = field(default_factory=dict)  # conf/pair name -> its plans
+    codecs: list[str] = field(default_factory=list)
+    split: str = "test"
+    repeats: int = 3
+    threads: int = 2
+    out: str = "???"
+
+
+@dataclass
+class VerifyModelConfig:
+    model: str | None = None
+    gguf: GgufConfig | None = None  # +gguf=NAME (conf/gguf/): a GGUF from pip packages, converted once
+    adapter: str | None = None
+    dtype: str = "float32"
+    device: str = "cpu"
+    trust_remote_code: bool = False
+    long_context: int = 0
+    out: str | None = None
+
+
+SCHEMAS = {  # conf/<name>.yaml -> its schema
+    "evaluate": EvaluateConfig, "profile": ProfileJobConfig, "build_zoo": BuildZooConfig,
+    "robustness": RobustnessConfig, "run_study": RunStudyConfig, "figures": FiguresConfig,
+    "wandb_report": WandbReportConfig, "keep_rows": KeepRowsConfig, "readme_glance": ReadmeGlanceConfig,
+    "study_page": StudyPageConfig, "alora_page": AloraPageConfig, "transfer_page": TransferPageConfig,
+    "proxy_study": ProxyStudyConfig, "bench_answer_path": BenchAnswerPathConfig,
+    "bench_transfer": BenchTransferConfig, "verify_model": VerifyModelConfig,
+}
+
+
 def safe_name(pair: str) -> str:
     """A pair name as a folder name (``r<-s`` → ``r_from_s``); also the ``${safe_name:...}`` config resolver."""
     return pair.replace("<-", "_from_").replace("/", "_")
@@ -106,7 +326,9 @@ def register_configs() -> None:
     if not OmegaConf.has_resolver("safe_name"):
         OmegaConf.register_new_resolver("safe_name", safe_name)
     store = ConfigStore.instance()
-    store.store(name="evaluate_schema", node=EvaluateConfig)
+    for name, schema in SCHEMAS.items():
+        store.store(name=f"{name}_schema", node=schema)
+    store.store(group="zoo", name="zoo_schema", node=ZooConfig)
     store.store(group="pair", name="pair_schema", node=PairConfig)
     store.store(group="task", name="task_schema", node=TaskConfig)
     store.store(group="method", name="method_schema", node=MethodConfig)

@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from droidspeak.errors import DroidSpeakError
@@ -25,50 +23,16 @@ from droidspeak.profile.comparisons import compare_hybrid, compare_multigroup, c
 from droidspeak.profile.profile_file import ProfileError, comparisons_path, load_profile, save_profile
 from droidspeak.profile.profiler import Profiler, profile_pair, select_profile_rows
 from droidspeak.profile.proxy import ProxyScorer, get_rule
-from droidspeak.sweep.config import PairConfig, TaskConfig, safe_name
+from droidspeak.sweep.config import safe_name
 from droidspeak.sweep.point import ZOO_PREFIX, check_family, resolve_model
 from droidspeak.track.records import new_row, question_set_digest
 from droidspeak.track.results import append_row, check_code_version, finished_keys, git_sha, point_key, read_rows
 from droidspeak.track.version import code_version
-from droidspeak.zoo.recipe import ZooConfig
 from droidspeak.zoo.tasks import TASKS
 
 log = logging.getLogger("profile")
 
 
-@dataclass
-class ProfileJobConfig:
-    pair: PairConfig = field(default_factory=PairConfig)
-    zoo: ZooConfig = field(default_factory=ZooConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)  # the task group, as in the main job (default: own)
-    split: str = "profile"
-    contexts: int = 50  # profiling contexts (the paper: 50); every question of each is scored
-    granularity: int = 1
-    max_group_layers: int | None = None  # contiguous groups up to this many layers (None: all; a 30-layer model
-    # on 2 CPU cores cannot afford all 120 groups at granularity 2)
-    transitions: bool = True  # Fig. 10's study of transition counts
-    tolerance: float = 0.05
-    transition_layers: int | None = None  # Fig. 10: recomputed layers held fixed (default L/2)
-    max_transitions: int = 3
-    transition_plans_per_count: int = 8  # Fig. 10: layouts per transition count (free, and holding the critical layers)
-    max_groups: int | None = 3  # multi-group DP: at most this many groups (None: unlimited)
-    proxy_samples: int = 8
-    comparisons: bool = True  # run the beyond-the-paper comparisons named in comparison_kinds
-    comparison_kinds: list[str] = field(default_factory=lambda: ["multigroup", "proxy", "hybrid"])
-    proxy_rule: str = "binomial@0.05"  # how the proxy's scores become a plan (profile.proxy.PROXY_RULES)
-    hybrid_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5])
-    cacheblend_ratios: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5])
-    batch_size: int = 32
-    device: str = "cpu"
-    dtype: str = "float32"
-    output_root: str = "outputs"
-    output: str | None = None  # profile path (default <output_root>/profiles/<pair>/<task>.json)
-    stale: str = "refuse"  # eval rows of another code version in the results file: refuse | keep | move
-    force: bool = False  # re-profile even when the profile file is up to date (same job, same code version)
-    progress: bool = True
-
-
-ConfigStore.instance().store(name="profile_schema", node=ProfileJobConfig)
 
 
 def _load(reference: str, adapter: str | None, family, cfg):

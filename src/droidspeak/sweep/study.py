@@ -17,51 +17,17 @@ import os
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from hydra.core.config_store import ConfigStore
-
 from droidspeak.errors import DroidSpeakError
+from droidspeak.sweep.config import RunStudyConfig, StepConfig
 from droidspeak.track.results import keep_rows
 
 log = logging.getLogger(__name__)
 EXPERIMENTS = Path("experiments")
 
 
-@dataclass
-class StepConfig:
-    script: str = "???"  # an entry point in experiments/, without .py
-    args: list[str] = field(default_factory=list)  # its overrides, as typed on a command line
-    threads: int = 1  # OMP_NUM_THREADS of its processes
-    alongside: bool = False  # start it and go on; joined when the next step that is not alongside ends
-    cheap: list[str] = field(default_factory=list)  # overrides added when the study runs cheap=true
-
-
-@dataclass
-class StudyConfig:
-    name: str = "???"
-    about: str = "???"  # one line: the question the study answers (make help lists it)
-    packages: list[str] = field(default_factory=list)  # pip requirements of its family, installed --no-deps if missing
-    values: dict[str, str] = field(default_factory=dict)  # named once, used by several steps: ${study.values.pairs}
-    run_name: str = "${.name}"  # the steps write under outputs/<run_name>/
-    results_dir: str = "outputs/${.run_name}"
-    page_dir: str = "reports/${.name}"  # the page; its rows are kept in <page_dir>/rows/
-    keep_rows: bool = True  # false: the study writes its own files beside its page (or has no rows)
-    steps: dict[str, StepConfig] = field(default_factory=dict)  # in order
-    render: dict[str, StepConfig] = field(default_factory=dict)  # read only <page_dir>: no model runs
-
-
-@dataclass
-class RunStudyConfig:
-    study: StudyConfig = field(default_factory=StudyConfig)
-    only: list[str] = field(default_factory=list)  # run just these steps (names), then keep rows and render
-    cheap: bool = False  # each step's cheap overrides, into outputs/<name>_cheap/: a rehearsal of the study
-    render_only: bool = False  # re-render the page from the committed rows
-    dry_run: bool = False  # print the commands, run nothing
-
-
-ConfigStore.instance().store(name="run_study_schema", node=RunStudyConfig)
 
 
 @dataclass

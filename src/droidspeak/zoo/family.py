@@ -1,7 +1,7 @@
 """Name, install, build (once) and load the embedded model family: a base and its fine-tuned variants, and the
 extensions trained on top of it. The training itself is zoo.builder's; a recipe's identity, zoo.recipe's.
 
-    family = build_family(cfg)          # cfg: ZooConfig / DictConfig (the ``zoo`` node) or BuildZooConfig
+    family = build_family(cfg)          # cfg: ZooConfig / DictConfig (the ``zoo`` node) or build_zoo.py's config
     family.models["ft-mdqa"]            # a standard HF directory (README.md model card, tokenizer files)
     family.load("lora-code")            # LoadedModel; LoRA variants: load_model(base, adapter=<dir>)
     family.task_files["mdqa"]["test"]   # JSONL rows read by the lm-eval tasks
@@ -31,13 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
 from droidspeak.hashing import file_sha256
 from droidspeak.zoo import cards
 from droidspeak.zoo.builder import EXTENSION_REPORT, MARKER, FamilyBuilder
 from droidspeak.zoo.gguf_base import GgufConfig, convert_base
-from droidspeak.zoo.recipe import BASE, BuildZooConfig, ZooConfig, extension_hash, recipe_hash, zoo_config
+from droidspeak.zoo.recipe import BASE, ZooConfig, extension_hash, recipe_hash, zoo_config
 
 EXTENSIONS = "extensions"
 
@@ -219,8 +218,7 @@ def build_family(cfg, progress: bool = True, force: bool = False, log: Callable[
     reference, else trained now (once); then the same for each of its extensions."""
     zoo = zoo_config(cfg)
     log = log or (lambda _: None)
-    if isinstance(cfg, (BuildZooConfig, DictConfig)) and "force" in cfg:
-        force = force or bool(cfg.force)
+    force = force or bool(getattr(cfg, "force", False))  # build_zoo.py's force=true
     family = _base_family(zoo, progress, force, log)
     for name in zoo.extensions or {}:
         _attach_extension(family, zoo, name, progress, force, log)

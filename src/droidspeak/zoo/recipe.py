@@ -3,9 +3,9 @@
 ``ZooConfig`` is everything that determines the family's checkpoints, task files and measurements; its
 sha256 (with ``CODE_VERSION``) names the cache folder, so a changed recipe rebuilds and an unchanged one never
 does. Optional fields left unset (None) are not hashed, so adding one keeps every existing family's name.
-``BuildZooConfig`` adds what does not change the result (progress bar, forced rebuild).
-The schemas are registered in Hydra's ConfigStore (``zoo/zoo_schema``, ``build_zoo_schema``), so a
-misspelt key fails when the config is composed.
+What does not change the result (progress bar, forced rebuild) is ``build_zoo.py``'s own config. The schemas are
+registered in Hydra's ConfigStore by droidspeak.sweep.config (``zoo/zoo_schema``), so a misspelt key fails when the
+config is composed.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from droidspeak.zoo.gguf_base import GgufConfig
 from droidspeak.zoo.tasks import TaskConfig
@@ -95,25 +94,18 @@ class ZooConfig:
     extensions: dict[str, VariantConfig] | None = None
 
 
-@dataclass
-class BuildZooConfig:
-    zoo: ZooConfig = field(default_factory=ZooConfig)
-    progress: bool = True
-    force: bool = False  # retrain from the recipe even when it is cached or shipped (then compared by quality)
-    export_reference: bool = False  # copy the family into <repo>/reference/ with a sha256 manifest (to commit)
-
-
 # ---- recipe identity ----------------------------------------------------------------------------------------
 CODE_VERSION = "zoo-1"  # bump when code changes what a recipe produces
 BASE = "base"  # the base model's name in a family (a pair's sender may be it)
 
 
 def zoo_config(cfg) -> ZooConfig:
-    """The typed ZooConfig of ``cfg`` (a ZooConfig, a BuildZooConfig, or a DictConfig of either)."""
+    """The typed ZooConfig of ``cfg`` (a ZooConfig, or a config holding one under ``zoo``; typed or a DictConfig)."""
     if isinstance(cfg, ZooConfig):
         return cfg
-    if isinstance(cfg, (BuildZooConfig,)) or (isinstance(cfg, DictConfig) and "zoo" in cfg):
-        cfg = cfg.zoo
+    inner = getattr(cfg, "zoo", None)  # a build_zoo / evaluate / profile config around the recipe
+    if inner is not None:
+        cfg = inner
     merged = OmegaConf.merge(OmegaConf.structured(ZooConfig), cfg)
     return OmegaConf.to_object(merged)
 
@@ -141,12 +133,3 @@ def extension_hash(zoo: ZooConfig, name: str) -> str:
         {"code": CODE_VERSION, "family": recipe_hash(zoo), "name": name, "recipe": spec}, sort_keys=True
     )
     return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def register_configs() -> None:
-    store = ConfigStore.instance()
-    store.store(group="zoo", name="zoo_schema", node=ZooConfig)
-    store.store(name="build_zoo_schema", node=BuildZooConfig)
-
-
-register_configs()
