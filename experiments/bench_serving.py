@@ -2,15 +2,13 @@
 rising QPS, batched prefill + decode; full prefill vs droidspeak vs adaptive plan choice.
 
     python experiments/bench_serving.py            # GPU: Llama-3-8B shape, 8K contexts, 8 of 32 layers recomputed
-    python experiments/bench_serving.py --tiny     # CPU smoke run with a tiny model (what the tests call)
+    python experiments/bench_serving.py tiny=true  # CPU smoke run with a tiny model (what the tests call)
 
 Step costs are measured on the device with the real model; queueing is simulated over them (see
 droidspeak.bench.serving). Prints progress, a markdown table, and one JSON line last.
 """
 
 from __future__ import annotations
-
-import argparse
 
 from droidspeak.bench import recording
 from droidspeak.bench.serving import ServingBenchConfig, assemble, markdown, run
@@ -22,20 +20,8 @@ TINY = dict(shape="tiny", dtype="float32", device="cpu", context=48, suffix=8, o
             load_factors=(0.5, 1.0, 2.0, 4.0), bandwidths_gbps=(None, 0.01))
 
 
-def configure(args) -> ServingBenchConfig:
-    cfg = ServingBenchConfig(**TINY) if args.tiny else ServingBenchConfig()
-    if args.requests:
-        cfg.requests = args.requests
-    if args.context:
-        cfg.context = args.context
-    return cfg
-
-
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, help="requests per simulated QPS point")
-    parser.add_argument("--context", type=int, help="shared context length in tokens")
-    return recording.main("serving", parser, configure, run, assemble, markdown, argv)
+def main(argv: list[str] | None = None) -> dict:
+    return recording.main("serving", ServingBenchConfig, TINY, run, assemble, markdown, argv)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ step() {  # step SECONDS NAME COMMAND...: run with a hard limit; a failure is re
 
 SMOKE="${SMOKE:-0}"
 tiny=() contexts="2048:45 8192:105 16384:95" exactness_device=cuda
-[ "$SMOKE" = 1 ] && tiny=(--tiny) contexts="48:50 96:50" exactness_device=cpu
+[ "$SMOKE" = 1 ] && tiny=(tiny=true) contexts="48:50 96:50" exactness_device=cpu
 
 # 0. CUDA must be usable, or nothing else is worth running (20 s)
 if [ "$SMOKE" != 1 ] && ! timeout -k 2 20 "$PY" -c "
@@ -57,18 +57,18 @@ step 40 exactness sh -c "\"$PY\" -m droidspeak.bench.exactness --device $exactne
 
 # 2. prefill: each context length in its own process, all appending to one file (45 + 105 + 95 s)
 for spec in $contexts; do
-  step "${spec#*:}" "prefill ${spec%%:*}" "$PY" experiments/bench_prefill.py "${tiny[@]}" --contexts "${spec%%:*}" \
-    --results "$OUT/prefill.jsonl"
+  step "${spec#*:}" "prefill ${spec%%:*}" "$PY" experiments/bench_prefill.py "${tiny[@]}" "contexts=${spec%%:*}" \
+    "results=$OUT/prefill.jsonl"
 done
 
 # 3. serving: calibrate on the device, then simulate Poisson arrivals over the measured costs (100 s)
-step 100 serving "$PY" experiments/bench_serving.py "${tiny[@]}" --results "$OUT/serving.jsonl"
+step 100 serving "$PY" experiments/bench_serving.py "${tiny[@]}" "results=$OUT/serving.jsonl"
 
 # 4. the tables, from whatever was recorded (20 + 20 s)
-step 20 "render prefill" "$PY" experiments/bench_prefill.py --render "$OUT/prefill.jsonl" \
-  --markdown "$OUT/prefill.md" --json "$OUT/prefill.json"
-step 20 "render serving" "$PY" experiments/bench_serving.py --render "$OUT/serving.jsonl" \
-  --markdown "$OUT/serving.md" --json "$OUT/serving.json"
+step 20 "render prefill" "$PY" experiments/bench_prefill.py "render=$OUT/prefill.jsonl" \
+  "markdown=$OUT/prefill.md" "json=$OUT/prefill.json"
+step 20 "render serving" "$PY" experiments/bench_serving.py "render=$OUT/serving.jsonl" \
+  "markdown=$OUT/serving.md" "json=$OUT/serving.json"
 {
   echo "# Performance, measured by experiments/gpu_check.sh"
   echo

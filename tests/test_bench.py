@@ -67,9 +67,9 @@ def test_throttled_pipeline_stays_exact():
 
 @pytest.mark.slow
 def test_bench_prefill_tiny_smoke(tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench_prefill.py"), "--tiny", "--contexts", "32",
-                          "--recompute", "2,4", "--repeats", "1", "--bandwidths", "0.5", "--bandwidth-context", "32",
-                          "--markdown", str(tmp_path / "t.md"), "--results", str(tmp_path / "r.jsonl")],
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench_prefill.py"), "tiny=true", "contexts=32",
+                          "recompute=2,4", "repeats=1", "bandwidths_gbps=0.5", "bandwidth_context=32",
+                          f"markdown={tmp_path / 't.md'}", f"results={tmp_path / 'r.jsonl'}"],
                          capture_output=True, text=True, timeout=120, env=ENV)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -82,8 +82,8 @@ def test_bench_prefill_tiny_smoke(tmp_path):
     assert "| context | k |" in (tmp_path / "t.md").read_text()
     kinds = [json.loads(line)["kind"] for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert kinds == ["environment", "full", "suffix_variants", "row", "row", "bandwidth"]  # each as measured
-    rendered = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench_prefill.py"), "--render",
-                               str(tmp_path / "r.jsonl")], capture_output=True, text=True, timeout=60, env=ENV)
+    rendered = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench_prefill.py"),
+                               f"render={tmp_path / 'r.jsonl'}"], capture_output=True, text=True, timeout=60, env=ENV)
     assert rendered.returncode == 0, rendered.stderr[-2000:]
     assert rendered.stdout.startswith((tmp_path / "t.md").read_text())  # the same table, from the file alone
 
@@ -168,3 +168,18 @@ def test_gpu_check_smoke_run_on_cpu(tmp_path):
     assert perf.count("- PASS ") == 6 and "| 96 | 4 |" in perf and "| 96 | 4 | 0.5 |" in perf
     assert "throughput at SLO" in perf and "transformers" in perf
     assert len(list(tmp_path.iterdir())) <= 8
+
+
+def test_benchmark_arguments_are_key_value_like_every_entry_point():
+    from droidspeak.bench.prefill_speed import PrefillBenchConfig
+    from droidspeak.bench.recording import parse
+
+    cfg, options = parse(["contexts=32,64", "bandwidths_gbps=", "repeats=1", "results=r.jsonl"], PrefillBenchConfig,
+                         {"shape": "tiny"})
+    assert cfg.contexts == (32, 64) and cfg.bandwidths_gbps == () and cfg.repeats == 1 and cfg.shape == "llama3-8b"
+    assert options == {"results": Path("r.jsonl"), "tiny": False}
+    assert parse(["tiny=true"], PrefillBenchConfig, {"shape": "tiny"})[0].shape == "tiny"
+    with pytest.raises(SystemExit, match="contexts, recompute"):
+        parse(["--contexts", "32"], PrefillBenchConfig, {})  # the old flags name the keys instead
+    with pytest.raises(SystemExit, match="repeats=many"):
+        parse(["repeats=many"], PrefillBenchConfig, {})

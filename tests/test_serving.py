@@ -134,8 +134,8 @@ def test_fit_line():
 
 @pytest.mark.slow
 def test_bench_serving_tiny_smoke(tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench_serving.py"), "--tiny", "--requests", "30",
-                          "--json", str(tmp_path / "r.json")], capture_output=True, text=True, timeout=120,
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench_serving.py"), "tiny=true", "requests=30",
+                          f"json={tmp_path / 'r.json'}"], capture_output=True, text=True, timeout=120,
                          env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
