@@ -23,8 +23,9 @@ log = logging.getLogger("transfer_page")
 @entry
 def main(cfg: DictConfig) -> None:
     path = hydra.utils.to_absolute_path
+    links = [int(rate) if float(rate).is_integer() else rate for rate in cfg.links_gbit]  # "1 Gb/s", not "1.0"
     page = write_transfer_page(read_rows(path(cfg.results)), read_rows(path(cfg.timing)),
-                               OmegaConf.to_container(cfg.chosen), path(cfg.out_dir), links_gbit=list(cfg.links_gbit),
+                               OmegaConf.to_container(cfg.chosen), path(cfg.out_dir), links_gbit=links,
                                tolerance=cfg.tolerance, command=cfg.command)
     log.info("wrote %s", page)
 

@@ -2,26 +2,64 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from droidspeak.figures.render import render_pages
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = ("summary.md", "summary.json", "profiles.md", "profiles.json")
-STUDIES = {  # page folder -> its rows folder, as the Makefile renders them
-    "reports": "reports/rows",
-}
 
 
-@pytest.mark.parametrize("page", sorted(STUDIES))
-def test_a_committed_page_re_renders_from_its_committed_rows(page, tmp_path, monkeypatch):
-    rows = STUDIES[page]
+def _studies() -> dict[str, str]:
+    """Each study config that renders a page -> its page folder."""
+    studies = {}
+    for path in sorted((REPO / "conf" / "study").glob("*.yaml")):
+        cfg = yaml.safe_load(path.read_text())
+        if cfg.get("render"):
+            studies[cfg["name"]] = cfg.get("page_dir", f"reports/{cfg['name']}")
+    return studies
+
+
+STUDIES = _studies()
+ROWS_NOT_YET_COMMITTED = {"smollm2", "gemma3", "smollm2_cacheblend"}  # their pages predate committed rows
+
+
+def _marked(study: str):
+    if study in ROWS_NOT_YET_COMMITTED:
+        return pytest.param(study, marks=pytest.mark.xfail(strict=True, reason="its rows are not committed yet"))
+    return study
+
+
+def test_the_demo_tables_re_render_from_its_committed_rows(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # the pages name their rows by repository path
-    _, written = render_pages(f"{rows}/results.jsonl", [f"{rows}/profiles/*/*.json"], tmp_path, draw=False)
+    _, written = render_pages("reports/rows/results.jsonl", ["reports/rows/profiles/*/*.json"], tmp_path, draw=False)
     assert {path.name for path in written} == set(TABLES)
     for name in TABLES:
-        assert (tmp_path / name).read_bytes() == (REPO / page / name).read_bytes(), (
-            f"{page}/{name} drifted from its rows"
-        )
+        assert (tmp_path / name).read_bytes() == (REPO / "reports" / name).read_bytes(), f"reports/{name} drifted"
+
+
+@pytest.mark.slow  # draws every figure again
+@pytest.mark.parametrize("study", [_marked(study) for study in sorted(STUDIES)])
+def test_every_page_re_renders_byte_for_byte_from_the_repository_alone(study, tmp_path):
+    page = STUDIES[study]
+    for shared in ("conf", "experiments"):
+        (tmp_path / shared).symlink_to(REPO / shared)
+    shutil.copytree(REPO / page, tmp_path / page, ignore=shutil.ignore_patterns("README.md", "*.png", "*.pdf",
+                                                                                 "summary.*", "profiles.*"))
+    before = {p.name for p in (tmp_path / page).glob("*") if p.is_file()}
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    done = subprocess.run([sys.executable, str(REPO / "experiments" / "run_study.py"), f"study={study}",
+                           "render_only=true"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rendered = {p.name for p in (tmp_path / page).glob("*") if p.is_file()} - before
+    assert rendered & {"README.md", "summary.md"}, f"{page}: the render wrote no page ({sorted(rendered)})"
+    for name in sorted(rendered):
+        assert (REPO / page / name).exists(), f"{page}/{name} is rendered but not committed"
+        assert (tmp_path / page / name).read_bytes() == (REPO / page / name).read_bytes(), f"{page}/{name} drifted"
