@@ -49,7 +49,8 @@ def main(cfg: DictConfig) -> None:
         family = build_family(cfg.zoo, progress=False, log=log.info)
         record = training_record(family.report, cfg.lora, cfg.alora)
         (out / "training.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    page = write_alora_page(out, OmegaConf.to_container(cfg.comparisons), command=cfg.command, tolerance=cfg.tolerance)
+    page = write_alora_page(out, OmegaConf.to_container(cfg.comparisons), command=cfg.command, tolerance=cfg.tolerance,
+                            template=hydra.utils.to_absolute_path(cfg.template))
     log.info("wrote %s", page)
 
 

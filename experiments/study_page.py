@@ -40,8 +40,8 @@ def main(cfg: DictConfig) -> None:
         return
     facts = json.loads(Path(cfg.facts).read_text())
     profiles = [load_profile(p) for pattern in cfg.profiles for p in sorted(glob.glob(pattern))]
-    log.info("wrote %s", write_study_page(facts, cfg.out_dir, command=cfg.command, profiles=profiles,
-                                          tolerance=cfg.tolerance))
+    log.info("wrote %s", write_study_page(facts, cfg.out_dir, command=cfg.command, template=cfg.template,
+                                          profiles=profiles, tolerance=cfg.tolerance))
 
 
 if __name__ == "__main__":

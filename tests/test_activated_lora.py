@@ -5,6 +5,8 @@ The reference is peft's own aLoRA forward over context + tail in one go; every p
 cache must give its tail logits (full reuse included), and from another sender's cache recomputing every layer must.
 """
 
+from pathlib import Path
+
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -206,7 +208,8 @@ def test_the_page_counts_exactness_and_compares_with_the_lora_plan(tmp_path):
         "alora": {"name": "alora-code", "recipe": recipe, "curve": curve, "invocation_tokens": [198, 198],
                   "oracle": {"contexts": 1, "context_tokens": [9], "max_abs_logit_error": 1e-5,
                              "merged_max_abs_logit_difference": 3.0, "max_abs_logit": 20.0}}}))
-    page = write_alora_page(tmp_path, comparisons, command="make x", tolerance=0.05).read_text()
+    template = Path(__file__).resolve().parents[1] / "conf" / "pages" / "alora.md.j2"
+    page = write_alora_page(tmp_path, comparisons, command="make x", tolerance=0.05, template=template).read_text()
     assert "changed the score of 0 of 4 questions" in page and (tmp_path / "fig_alora.png").is_file()
 
 

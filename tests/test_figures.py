@@ -330,14 +330,14 @@ def test_redrawing_a_figure_gives_the_same_bytes(profile_paths, tmp_path):
     assert b"/CreationDate" not in first[1].read_bytes()  # a timestamp would differ from one second to the next
 
 
-def test_study_page_transfer_section_applies_the_own_task_plan_on_the_second_task():
-    from droidspeak.figures.study_page import _transfer_section
+def test_study_page_transfer_table_applies_the_own_task_plan_on_the_second_task():
+    from droidspeak.figures.study_page import _transfer_table
 
     own, second = make_profile("hotpot_like", 0.8), make_profile("news_like", 0.5)
-    lines = _transfer_section([second, own], {"ft_a": "hotpot_like"}, 0.05)
+    lines = _transfer_table([second, own], {"ft_a": "hotpot_like"}, 0.05)
     plan = own.choose(0.05)
     there = next(p.quality for p in second.points if p.plan == plan)
     assert len([line for line in lines if line.startswith("| ft_a<-ft_b")]) == 1  # own task -> second task only
     row = next(line for line in lines if line.startswith("| ft_a<-ft_b"))
     assert "hotpot_like → news_like" in row and f"`{plan}`" in row and f"{there:.3f} ({there / 0.5:.0%})" in row
-    assert _transfer_section([own], {"ft_a": "hotpot_like"}, 0.05) == []  # no second task: no section
+    assert _transfer_table([own], {"ft_a": "hotpot_like"}, 0.05) == []  # no second task: no section

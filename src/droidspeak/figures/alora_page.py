@@ -16,6 +16,7 @@ from pathlib import Path
 
 from droidspeak.figures.heldout import bootstrap_interval, interval_text, paired_delta
 from droidspeak.figures.style import OKABE_ITO, FigureDataError, new_figure, save_figure
+from droidspeak.figures.template import render_page
 from droidspeak.markdown import table
 from droidspeak.profile.choice import quality_target
 from droidspeak.track.results import read_rows
@@ -101,75 +102,9 @@ def _method(e: Mapping) -> str:
     return {"full_prefill": "full prefill", "full_reuse": "full reuse"}.get(e["method"], f"`{e['plan']}`")
 
 
-def _findings(summary: Sequence[Mapping], tolerance: float) -> list[str]:
-    base, lines = summary[0], []
-    lora = {e["method"]: e for e in base["entries"]["lora"]}
-    alora = {e["method"]: e for e in base["entries"]["alora"]}
-    n = lora["full_prefill"]["n"]
-    floor = quality_target(lora["full_prefill"]["quality"], tolerance) - lora["full_prefill"]["quality"]
-    plan, versus = lora["recompute"], base["alora_reuse_vs_lora_plan"]
-    own = alora["full_prefill"]
-    lines.append(f"- **Exact reuse.** From the {base['sender']}'s cache the aLoRA's full reuse changed the score of "
-                 f"{base['alora_reuse_changed_questions']} of {n} questions against its own full prefill (Δ "
-                 f"{_delta(base['alora_reuse_vs_own_prefill'])}), with no layer recomputed; the LoRA's full reuse: Δ "
-                 f"{_delta(lora['full_reuse'])}.")
-    lines.append(
-        f"- **What retraining costs in quality.** The aLoRA's own quality is {own['quality']:.3f} against the "
-        f"LoRA's {lora['full_prefill']['quality']:.3f}: Δ {_delta(own)}, "
-        + ("inside" if own["delta"] >= floor - 1e-12 else "outside")
-        + f" the {tolerance:g} tolerance ({floor:+.3f}) as a point estimate, and its interval "
-        + (
-            "stays inside it."
-            if own["delta_ci"][0] >= floor - 1e-12
-            else f"reaches {own['delta_ci'][0]:+.3f}, past it."
-        )
-    )
-    lines.append(
-        f"- **Retrain, or recompute?** From the same cache, the LoRA with its DroidSpeak plan ({_method(plan)}, "
-        f"{plan['recomputed_fraction']:.0%} of the layers; its receiver prefill {plan['speedup']:.2f}× faster "
-        f"than a full one) scores {plan['quality']:.3f}; the aLoRA, recomputing nothing, "
-        f"{alora['full_reuse']['quality']:.3f}. aLoRA − LoRA plan: Δ {_delta(versus)}, {_verdict(versus)}."
-    )
-    for part in summary[1:]:
-        other = {e["method"]: e for e in part["entries"]["alora"]}
-        lines.append(
-            f"- **From another fine-tune's cache ({part['sender']})** the aLoRA is no longer exact: its full "
-            f"reuse changed {part['alora_reuse_changed_questions']} of {n} scores (Δ "
-            f"{_delta(part['alora_reuse_vs_own_prefill'])} against its own prefill), and "
-            f"{_method(other['recompute'])} brings it to {other['recompute']['quality']:.3f} (its own prefill: "
-            f"{other['full_prefill']['quality']:.3f}). Its reuse is exact only from its base's cache."
-        )
-    return lines
-
-
-def alora_markdown(summary: Sequence[Mapping], training: Mapping, *, command: str, tolerance: float) -> str:
-    lora, alora = training["lora"], training["alora"]
-    oracle = alora["oracle"]
-    recipe = alora["recipe"]
-    lines = ["# Activated LoRA receivers: retrain, or keep the LoRA and recompute a few layers?", "",
-             f"Rebuilt by `{command}`. An activated LoRA (aLoRA; peft's `alora_invocation_tokens`) applies its adapter "
-             "only from its invocation tokens on, so the K/V of a context before them are the base model's own and a "
-             "base's cache serves it exactly, with nothing recomputed. But it must be trained that way. Here "
-             f"`{alora['name']}` is `{lora['name']}`'s twin: the same {recipe['tasks'][0]} examples in the same order, "
-             f"rank {recipe['rank']}, α {recipe['alpha']}, {recipe['steps']} steps at learning rate {recipe['lr']:g}, "
-             f"batch {recipe['batch_size']}; its invocation is the query's opening, {json.dumps(recipe['invocation'])} "
-             f"(tokens {alora['invocation_tokens']}).", "",
-             "The engine serves it as two sets of weights (`LoadedModel.context`): the base computes every context "
-             "token, on every plan; the adapter, merged, computes the query from its invocation on, which each query "
-             "must start with (a query that does not, or repeats it, is refused: peft would adapt from the last "
-             f"occurrence). Checked against peft's own aLoRA forward over whole prompts ({oracle['contexts']} profile "
-             f"contexts of {', '.join(map(str, oracle['context_tokens']))} tokens): the largest logit difference on "
-             f"the query was {oracle['max_abs_logit_error']:.1e} (logits up to {oracle['max_abs_logit']:.0f}); the "
-             f"same weights merged over the whole prompt, as a plain LoRA would be, differ by "
-             f"{oracle['merged_max_abs_logit_difference']:.1f}. Tests: tests/test_activated_lora.py.", "",
-             "Training loss (mean over the logged steps), LoRA → aLoRA: " + "; ".join(
-                 f"step {a[0]}: {a[1]:.3f} → {b[1]:.3f}" for a, b in zip(lora["curve"], alora["curve"]))
-             + ". The aLoRA cannot change how the context is read, only how the query reads it.", "",
-             "## Held out", "",
-             f"Every {summary[0]['task']} test question ({summary[0]['entries']['lora'][0]['n']}), each receiver from "
-             "each sender's cache. Δ is against the LoRA's own full prefill, paired over questions. *Speed-up* is the "
-             "measured receiver prefill against recomputing every layer, in the same process (2-core CPU, one "
-             "context).", ""]
+def alora_markdown(summary: Sequence[Mapping], training: Mapping, *, command: str, tolerance: float,
+                   template: str | Path) -> str:
+    """The page: ``template``'s prose (conf/pages/alora.md.j2) over the numbers of ``summary`` and ``training``."""
     rows = []
     for part in summary:
         for kind, (label, _, _) in RECEIVERS.items():
@@ -178,24 +113,32 @@ def alora_markdown(summary: Sequence[Mapping], training: Mapping, *, command: st
                              "–" if kind == "lora" and e["method"] == "full_prefill" else _delta(e),
                              f"{(1.0 if e['method'] == 'full_prefill' else e['recomputed_fraction']):.2f}",
                              "–" if e["speedup"] is None or e["method"] == "full_prefill" else f"{e['speedup']:.2f}×"])
-    lines += table(["sender's cache", "receiver", "plan", f"test {summary[0]['metric']} [95% CI]",
-                    "Δ vs LoRA full prefill [paired 95% CI]", "layers recomputed", "speed-up"], rows)
-    lines += ["", "## Findings", "", *_findings(summary, tolerance), "",
-              "Where this setting differs: one task and one adapter pair, 135M parameters, a 60-step budget; the "
-              "invocation is a fixed query opening, where production aLoRAs (Granite's) are invoked by a role "
-              "token; CPU timings on one context. The comparison an operator faces also includes what this page "
-              "cannot show: the aLoRA needs retraining, the LoRA plan needs a profile and the sender's E cache.", "",
-              "![test quality against layers recomputed](fig_alora.png)", ""]
-    return "\n".join(lines)
+    heldout_table = table(["sender's cache", "receiver", "plan", f"test {summary[0]['metric']} [95% CI]",
+                           "Δ vs LoRA full prefill [paired 95% CI]", "layers recomputed", "speed-up"], rows)
+    by_method = lambda part, kind: {e["method"]: e for e in part["entries"][kind]}  # noqa: E731
+    base = summary[0]
+    base_lora = by_method(base, "lora")
+    reference = base_lora["full_prefill"]["quality"]
+    context = {
+        "command": command, "tolerance": tolerance, "lora": training["lora"], "alora": training["alora"],
+        "recipe": training["alora"]["recipe"], "oracle": training["alora"]["oracle"],
+        "losses": list(zip(training["lora"]["curve"], training["alora"]["curve"])),
+        "task": base["task"], "n": base_lora["full_prefill"]["n"], "heldout_table": "\n".join(heldout_table),
+        "base": base, "base_lora": base_lora, "base_alora": by_method(base, "alora"),
+        "own": by_method(base, "alora")["full_prefill"], "plan": base_lora["recompute"],
+        "floor": quality_target(reference, tolerance) - reference,
+        "others": [(part, by_method(part, "alora")) for part in summary[1:]],
+    }
+    return render_page(template, context, {"delta": _delta, "verdict": _verdict, "method": _method})
 
 
 def write_alora_page(out_dir: str | Path, comparisons: Mapping[str, Mapping[str, str]], *, command: str,
-                     tolerance: float) -> Path:
+                     tolerance: float, template: str | Path) -> Path:
     out = Path(out_dir)
     summary = alora_summary(read_rows(out / "rows" / "results.jsonl"), comparisons)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     plot_alora(summary, out)
     page = out / "README.md"
     page.write_text(alora_markdown(summary, json.loads((out / "training.json").read_text()), command=command,
-                                   tolerance=tolerance))
+                                   tolerance=tolerance, template=template))
     return page

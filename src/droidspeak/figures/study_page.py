@@ -12,6 +12,7 @@ import statistics
 from pathlib import Path
 
 from droidspeak.figures.heldout import markdown as heldout_markdown
+from droidspeak.figures.template import render_page
 from droidspeak.markdown import table
 from droidspeak.profile.profile_file import Profile
 from droidspeak.profile.ranks import frontier_difference
@@ -47,31 +48,6 @@ def study_facts(family, tokenizer) -> dict:
     tuned on, its contexts' lengths in the model's own tokens and the base's size."""
     return {"report": family.report, "own_task": family.own_task,
             "token_rows": _token_lengths(family.task_files, tokenizer), "base": _base_facts(family.models[BASE])}
-
-
-def _differences(base: dict, token_rows: list[list], profiles: list[Profile], tolerance: float) -> list[str]:
-    """How this setting differs from the paper's, with this family's own numbers (size, layers, windows, lengths,
-    profiling budget); the comparison points are the paper's."""
-    params, layers, window, sliding = base["params"], base["layers"], base["window"], base["sliding_layers"]
-    attention = f", {sliding} of them with a {window}-token sliding window" if sliding and window else ""
-    shortest, longest = min(r[5] for r in token_rows), max(r[6] for r in token_rows)
-    lines = ["## Where this setting differs from the paper's",
-             f"- **Scale:** a {params / 1e6:.0f}M-parameter, {layers}-layer model{attention}, on a 2-core CPU in "
-             "float32; the paper uses 7B–70B models on GPUs. Times here are CPU wall times of the same engine, not "
-             "the paper's GPU numbers.",
-             "- **Fine-tunes:** LoRA adapters (rank 8, all linear layers) trained here for 60 steps each on one task; "
-             "the paper's pairs are public fine-tunes trained on far more data, so their drift from the base is "
-             "larger and broader.",
-             "- **Tasks:** LongBench-style but generated (invented entities, so nothing can be answered from memory), "
-             f"with contexts of {shortest:,}–{longest:,} tokens rather than LongBench's 7.5–14K."]
-    own = [p for p in profiles if p.n_samples]
-    if own:
-        questions, plans = own[0].n_samples, len(own[0].points) + len(own[0].single_layer)
-        lines.append(f"- **Profiling budget:** {questions} questions per pair, {plans} plans (every group aligned to "
-                     f"{own[0].granularity} layers and every single layer); the paper profiles 50 contexts over every "
-                     f"group. On {questions} questions a {tolerance:.0%} tolerance is {tolerance * questions:.1f} "
-                     "answers, so the choice is then checked on every held-out test question, with intervals.")
-    return lines
 
 
 def _token_lengths(task_files: dict, tokenizer, splits=("profile", "test")) -> list[list]:
@@ -131,7 +107,7 @@ def _profile_section(profiles: dict) -> list[str]:
             f"{used} of {len(rows)}."]
 
 
-def _transfer_section(profiles: list[Profile], own_task: dict, tolerance: float) -> list[str]:
+def _transfer_table(profiles: list[Profile], own_task: dict, tolerance: float) -> list[str]:
     """Each pair profiled on a second task: does the plan its own task chose hold there, and how far apart are
     the two frontiers (Fig. 17)?"""
     rows = []
@@ -154,45 +130,33 @@ def _transfer_section(profiles: list[Profile], own_task: dict, tolerance: float)
     header = ["pair", "profiled on → applied to", f"plan chosen on its own task at {tolerance:.0%}",
               "receiver there", "that plan there (% of receiver)", "plan the second task's own profile chooses",
               "frontier gap, max / mean (points of receiver quality)"]
-    return ["", "## Transfer: one pair's profile on a second task (profile splits)", "", *table(header, rows)]
+    return table(header, rows)
 
 
-def write_study_page(facts: dict, out_dir: str | Path, *, command: str, profiles: list[Profile] = (),
-                     tolerance: float = 0.05) -> Path:
+def write_study_page(facts: dict, out_dir: str | Path, *, command: str, template: str | Path,
+                     profiles: list[Profile] = (), tolerance: float = 0.05) -> Path:
+    """The page: ``template``'s prose (conf/pages/study.md.j2) over the tables of the study's files."""
     out = Path(out_dir)
-    report = facts["report"]
-    lines = [f"# The real-model study: zoo `{report['name']}`", "",
-             f"Regenerate everything here with `{command}`. Every table below is assembled by "
-             "`experiments/study_page.py` from the files the study wrote.", "", "## The family", ""]
-    lines += _family_section(report)
-    lines += ["", "## Contexts, in the model's own tokens", ""]
     token_rows = facts["token_rows"]
-    lines += table(["task", "split", "contexts", "questions", "median tokens", "min", "max", "≥ 2,000"], token_rows)
-    summary_path = out / "summary.json"
-    if summary_path.exists():
-        held = json.loads(summary_path.read_text()).get("held_out", [])
-        lines += [
-            "",
-            "## Held out: plans chosen on the profile split, scored on the test split",
-            "",
-            "Intervals: percentile bootstrap over questions (2,000 resamples); Δ paired on the same questions.",
-            "",
-            *heldout_markdown(held),
-        ]
-    profiles_path = out / "profiles.json"
-    if profiles_path.exists():
-        lines += ["", "## Profiles (profile split): where the critical layers fall", "",
-                  *_profile_section(json.loads(profiles_path.read_text())), "",
-                  "Full tables, including every frontier point: [profiles.md](profiles.md)."]
-    lines += _transfer_section(list(profiles), facts["own_task"], tolerance)
-    speed = out / "speed.md"
-    if speed.exists():
-        lines += ["", "## Speed on this machine", "", *speed.read_text().splitlines()[2:]]
-    figures = [(stem, caption) for stem, caption in FIGURES if (out / f"{stem}.png").exists()]
-    if figures:
-        lines += ["", "## Figures", ""] + [f"**{caption}**\n\n![{stem}]({stem}.png)\n" for stem, caption in figures]
-    lines += ["", *_differences(facts["base"], token_rows, list(profiles), tolerance)]
+    summary, profiles_json, speed = out / "summary.json", out / "profiles.json", out / "speed.md"
+    own = [p for p in profiles if p.n_samples]
+    context = {
+        "command": command, "tolerance": tolerance, "report": facts["report"], "base": facts["base"],
+        "family_section": "\n".join(_family_section(facts["report"])),
+        "token_table": "\n".join(table(["task", "split", "contexts", "questions", "median tokens", "min", "max",
+                                         "≥ 2,000"], token_rows)),
+        "heldout": "\n".join(heldout_markdown(json.loads(summary.read_text()).get("held_out", [])))
+        if summary.exists() else None,
+        "profiles_table": "\n".join(_profile_section(json.loads(profiles_json.read_text())))
+        if profiles_json.exists() else None,
+        "transfer_table": "\n".join(_transfer_table(list(profiles), facts["own_task"], tolerance)),
+        "speed": "\n".join(speed.read_text().splitlines()[2:]) if speed.exists() else None,
+        "figures": [(stem, caption) for stem, caption in FIGURES if (out / f"{stem}.png").exists()],
+        "shortest": min(r[5] for r in token_rows), "longest": max(r[6] for r in token_rows),
+        "budget": {"questions": own[0].n_samples, "plans": len(own[0].points) + len(own[0].single_layer),
+                   "granularity": own[0].granularity} if own else None,
+    }
     path = out / "README.md"
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(render_page(template, context))
     return path

@@ -232,6 +232,7 @@ class StudyPageConfig:
     facts: str = "???"
     out_dir: str = "???"
     command: str = "???"
+    template: str = "conf/pages/study.md.j2"  # the page's prose
     profiles: list[str] = field(default_factory=list)
     tolerance: float = 0.05
 
@@ -246,6 +247,7 @@ class AloraPageConfig:
     comparisons: dict[str, dict[str, str]] = field(default_factory=dict)  # sender -> {lora, alora} pair names
     tolerance: float = 0.05
     command: str = "???"
+    template: str = "conf/pages/alora.md.j2"  # the page's prose
 
 
 @dataclass
