@@ -85,7 +85,8 @@ def main(cfg: DictConfig) -> None:
     out = Path(hydra.utils.to_absolute_path(cfg.out_dir))
     if cfg.page_only:
         rule = json.loads((out / "toy_rules.jsonl").read_text().splitlines()[0])["chosen"]
-        log.info("wrote %s", write_proxy_page(out, command=cfg.command, tolerance=cfg.tolerance, rule=rule))
+        log.info("wrote %s", write_proxy_page(out, command=cfg.command, tolerance=cfg.tolerance, rule=rule,
+                                              template=hydra.utils.to_absolute_path(cfg.template)))
         return
     rule, outcomes = select_rule(toy_cases(cfg.toy_profiles), cfg.tolerance)
     real = {path: _proxy_row(path) for path in sorted(glob.glob(cfg.real_profiles))}
@@ -103,7 +104,8 @@ def main(cfg: DictConfig) -> None:
     (out / "heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in heldout))
     (out / "comparisons.jsonl").write_text("".join(json.dumps(row) + "\n" for row in real.values()))
     (out / "toy_rules.jsonl").write_text("".join(json.dumps({**o, "chosen": rule.name}) + "\n" for o in outcomes))
-    log.info("wrote %s", write_proxy_page(out, command=cfg.command, tolerance=cfg.tolerance, rule=rule.name))
+    log.info("wrote %s", write_proxy_page(out, command=cfg.command, tolerance=cfg.tolerance, rule=rule.name,
+                                          template=hydra.utils.to_absolute_path(cfg.template)))
 
 
 if __name__ == "__main__":

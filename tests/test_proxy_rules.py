@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from droidspeak.figures.proxy_page import proxy_markdown, proxy_summary
 from droidspeak.profile.proxy import PROXY_RULES, ProxyCase, get_rule, select_rule
+
+TEMPLATE = Path(__file__).resolve().parents[1] / "conf" / "pages" / "proxy.md.j2"
 
 # 4 layers; 20 answer positions: full reuse disagrees on 2 (10%), recompute:0-0 on 1 (5%), recompute:0-1 on none
 SCORES = {"full_reuse": (0.90, 0.3), "recompute:0-0": (0.95, 0.1), "recompute:0-1": (1.0, 0.01)}
@@ -56,7 +60,8 @@ def test_the_page_says_whether_the_goal_is_met():
     toy = [{"rule": "point", "pair": "t<-s", "plan": "recompute:0-0", "within": True, "layers": 1}]
     summary = proxy_summary(_heldout("x", 1.0) + _heldout("y", 0.97), comparisons, 0.05)
     assert all(e["within"] for p in summary for e in p["entries"])
-    assert "is **met**" in proxy_markdown(summary, toy, rule="point", command="make x", tolerance=0.05)
+    page = proxy_markdown(summary, toy, rule="point", command="make x", tolerance=0.05, template=TEMPLATE)
+    assert "is **met**" in page
     missed = proxy_summary(_heldout("x", 1.0) + _heldout("y", 0.75), comparisons, 0.05)
-    text = proxy_markdown(missed, toy, rule="point", command="make x", tolerance=0.05)
+    text = proxy_markdown(missed, toy, rule="point", command="make x", tolerance=0.05, template=TEMPLATE)
     assert "is **not met**" in text and "for 1 of 2 pairs" in text

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from droidspeak.figures.heldout import bootstrap_interval, interval_text, paired_delta
 from droidspeak.figures.style import OKABE_ITO, new_figure, save_figure
+from droidspeak.figures.template import render_page
 from droidspeak.markdown import table
 from droidspeak.profile.choice import quality_target
 from droidspeak.track.results import read_rows
@@ -90,9 +91,9 @@ def plot_proxy(summary: Sequence[Mapping], out_dir: Path) -> list[Path]:
     return save_figure(fig, out_dir, "fig_proxy_heldout")
 
 
-def proxy_markdown(
-    summary: Sequence[Mapping], toy: Sequence[Mapping], *, rule: str, command: str, tolerance: float
-) -> str:
+def proxy_markdown(summary: Sequence[Mapping], toy: Sequence[Mapping], *, rule: str, command: str, tolerance: float,
+                   template: str | Path) -> str:
+    """The page: ``template``'s prose (conf/pages/proxy.md.j2) over the numbers of ``summary`` and the toy rules."""
     rules = list(dict.fromkeys(o["rule"] for o in toy))
     toy_pairs = list(dict.fromkeys(o["pair"] for o in toy))
     by = {(o["rule"], o["pair"]): o for o in toy}
@@ -100,90 +101,36 @@ def proxy_markdown(
                  *(f"`{by[(r, p)]['plan']}` {'✓' if by[(r, p)]['within'] else '✗'}" for p in toy_pairs),
                  f"{sum(by[(r, p)]['within'] for p in toy_pairs)}/{len(toy_pairs)}",
                  sum(by[(r, p)]["layers"] for p in toy_pairs)] for r in rules]
-    lines = [
-        "# The output-level proxy, compared like with like and held out",
-        "",
-        f"Rebuilt by `{command}`. The proxy (profile.proxy) scores a plan by how often the receiver's greedy "
-        "next token is unchanged over its own teacher-forced answers. A *decision rule* turns those scores "
-        f"into a plan: the fewest recomputed layers whose agreement passes (tolerance {tolerance:g}). The rule "
-        "is chosen on the toy family only: the most pairs within the tolerance on their own profiles, then the "
-        "fewest layers. It is then applied once to the real family's pairs.",
-        "",
-        "## The rule, chosen on the toy family",
-        "",
-        *table(["rule", *toy_pairs, "within tol.", "layers in all"], toy_rows),
-        "",
-        "`point`: top-1 agreement ≥ 1 − tolerance; `binomial@α`: an exact one-sided binomial test at level α "
-        "rejects a plan only when it disagrees significantly more often than the tolerance.",
-        "",
-        "## Held out on the real family",
-        "",
-        f"Each pair's proxy and task-metric search read the same {summary[0]['samples']} profile-split "
-        f"questions ({summary[0]['contexts']} contexts) and the same {summary[0]['plans']} plans (every "
-        "contiguous group aligned to 5 layers, and full reuse). Each search's plan is then scored on all "
-        f"{summary[0]['n']} test questions. Both searches' seconds were measured in the same profile job, "
-        "from scratch, with the sender's prefill included. *Within tol.* is the test quality ≥ (1 − tolerance) × the "
-        "receiver's. Intervals are percentile bootstraps over questions; Δ is paired.",
-        "",
-    ]
     rows = []
     for pair in summary:
         for e in pair["entries"]:
-            rows.append(
-                [
-                    pair["pair"],
-                    METHODS[e["method"]][0],
-                    f"`{e['plan']}`",
-                    f"{e['quality']:.3f} {interval_text(e['ci'])}",
-                    f"{e['delta']:+.3f} {interval_text(e['delta_ci'])}",
-                    "yes" if e["within"] else "no",
-                    f"{pair['task_seconds']:.1f} s"
-                    if e["method"] == "task_search"
-                    else f"{pair['proxy_seconds']:.1f} s"
-                    if e["method"] == "proxy"
-                    else "–",
-                ]
-            )
-    lines += table(["pair", "plan from", "plan", "test quality [95% CI]", "Δ vs receiver [paired 95% CI]",
-                    "within tol.", "search seconds"], rows)
-    proxy_ok = [p for p in summary if next(e for e in p["entries"] if e["method"] == "proxy")["within"]]
-    task_ok = [p for p in summary if next(e for e in p["entries"] if e["method"] == "task_search")["within"]]
+            seconds = {"task_search": pair["task_seconds"], "proxy": pair["proxy_seconds"]}.get(e["method"])
+            rows.append([pair["pair"], METHODS[e["method"]][0], f"`{e['plan']}`",
+                         f"{e['quality']:.3f} {interval_text(e['ci'])}",
+                         f"{e['delta']:+.3f} {interval_text(e['delta_ci'])}", "yes" if e["within"] else "no",
+                         "–" if seconds is None else f"{seconds:.1f} s"])
+    within = lambda method: sum(next(e for e in p["entries"] if e["method"] == method)["within"]  # noqa: E731
+                                for p in summary)
     ratios = [p["ratio"] for p in summary]
-    met = len(proxy_ok) == len(summary) and min(ratios) >= GOAL_RATIO
-    lines += [
-        "",
-        "## Findings",
-        "",
-        f"- The proxy's plan is within the tolerance on the test split for {len(proxy_ok)} of {len(summary)} "
-        f"pairs, and the task search's plan from the same questions for {len(task_ok)} of {len(summary)}.",
-        f"- At equal samples the proxy's search is {min(ratios):.2f}–{max(ratios):.2f}× cheaper than the task "
-        f"search's. Both pay for the receiver's passes over the same long contexts: the task search spends "
-        f"{min(p['task_prefill_seconds'] for p in summary):.0f}–"
-        f"{max(p['task_prefill_seconds'] for p in summary):.0f} s "
-        f"of its {min(p['task_seconds'] for p in summary):.0f}–{max(p['task_seconds'] for p in summary):.0f} s "
-        "on its groups' prefills, which the proxy needs too; what the proxy skips is generating the answers.",
-        "- Rank agreement of the proxy's top-1 agreement with task quality over the "
-        f"{summary[0]['plans']} plans (Spearman): "
-        + ", ".join(f"{p['spearman_top1']:.2f}" for p in summary)
-        + f"; its rule's plan held out on {len(proxy_ok)} of {len(summary)} pairs.",
-        f"- On {summary[0]['samples']} questions a {tolerance:g} tolerance is "
-        f"{tolerance * summary[0]['samples']:.1f} answers: the task search's own plans held out on "
-        f"{len(task_ok)} of {len(summary)} pairs.",
-        f"- The goal (within the tolerance on every real pair, at ≥ {GOAL_RATIO:g}× less cost than the search at "
-        f"equal samples) is **{'met' if met else 'not met'}**.",
-        "",
-        "![test quality and search cost](fig_proxy_heldout.png)",
-        "",
-    ]
-    return "\n".join(lines)
+    context = {
+        "command": command, "tolerance": tolerance, "first": summary[0], "pairs": len(summary),
+        "toy_table": "\n".join(table(["rule", *toy_pairs, "within tol.", "layers in all"], toy_rows)),
+        "heldout_table": "\n".join(table(["pair", "plan from", "plan", "test quality [95% CI]",
+                                           "Δ vs receiver [paired 95% CI]", "within tol.", "search seconds"], rows)),
+        "proxy_ok": within("proxy"), "task_ok": within("task_search"), "ratios": ratios,
+        "prefill_seconds": [p["task_prefill_seconds"] for p in summary],
+        "task_seconds": [p["task_seconds"] for p in summary], "spearman": [p["spearman_top1"] for p in summary],
+        "goal_ratio": GOAL_RATIO, "met": within("proxy") == len(summary) and min(ratios) >= GOAL_RATIO,
+    }
+    return render_page(template, context)
 
 
-def write_proxy_page(out_dir: str | Path, *, command: str, tolerance: float, rule: str) -> Path:
+def write_proxy_page(out_dir: str | Path, *, command: str, tolerance: float, rule: str, template: str | Path) -> Path:
     out = Path(out_dir)
     summary = proxy_summary(read_rows(out / "heldout.jsonl"), read_rows(out / "comparisons.jsonl"), tolerance)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     plot_proxy(summary, out)
     page = out / "README.md"
     page.write_text(proxy_markdown(summary, read_rows(out / "toy_rules.jsonl"), rule=rule, command=command,
-                                   tolerance=tolerance))
+                                   tolerance=tolerance, template=template))
     return page

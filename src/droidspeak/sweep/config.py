@@ -272,6 +272,7 @@ class ProxyStudyConfig:
     out_dir: str = "???"
     command: str = "???"
     page_only: bool = False
+    template: str = "conf/pages/proxy.md.j2"  # the page's prose
 
 
 @dataclass
