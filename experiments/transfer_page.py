@@ -26,7 +26,8 @@ def main(cfg: DictConfig) -> None:
     links = [int(rate) if float(rate).is_integer() else rate for rate in cfg.links_gbit]  # "1 Gb/s", not "1.0"
     page = write_transfer_page(read_rows(path(cfg.results)), read_rows(path(cfg.timing)),
                                OmegaConf.to_container(cfg.chosen), path(cfg.out_dir), links_gbit=links,
-                               tolerance=cfg.tolerance, command=cfg.command)
+                               tolerance=cfg.tolerance, command=cfg.command,
+                               template=path(cfg.template))
     log.info("wrote %s", page)
 
 

@@ -4,6 +4,7 @@ sends (transmit), the backend sending through a codec, and the planner choosing 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -265,7 +266,8 @@ def test_the_page_plans_by_the_profile_split_and_reports_the_test_split(tmp_path
     [strict] = transfer_summary(_rows(), _timing(), chosen, links_gbit=(1,), tolerance=0.1)
     assert strict["planner"][0]["choice"] == "recompute:10-19"
     page = write_transfer_page(
-        _rows(), _timing(), chosen, tmp_path, links_gbit=(1, 100), tolerance=0.2, command="make x"
+        _rows(), _timing(), chosen, tmp_path, links_gbit=(1, 100), tolerance=0.2, command="make x",
+        template=Path(__file__).resolve().parents[1] / "conf" / "pages" / "transfer.md.j2",
     )
     text = page.read_text()
     assert (

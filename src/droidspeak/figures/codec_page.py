@@ -23,6 +23,7 @@ from droidspeak.bench.codec_cost import latency_model
 from droidspeak.figures.heldout import bootstrap_interval, paired_delta
 from droidspeak.figures.result_plots import eval_rows
 from droidspeak.figures.style import OKABE_ITO, FigureDataError, new_figure, pretty_metric, save_figure
+from droidspeak.figures.template import render_page
 from droidspeak.markdown import table
 from droidspeak.serve.planner import AdaptivePlanner
 
@@ -154,10 +155,9 @@ def _fmt_ci(ci) -> str:
     return "–" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
 
 
-def _pair_section(pair: Mapping, links_gbit: Sequence[float]) -> list[str]:
+def _pair_tables(pair: Mapping, links_gbit: Sequence[float]) -> dict:
+    """One pair's facts and its two tables (every plan × codec; the planner's choice per link rate)."""
     links = [str(g) for g in links_gbit]
-    lines = [f"**{pair['pair']}** on {pair['task']} ({pair['metric']}, test split, {pair['n']} questions; "
-             f"timing context {pair['tokens']} tokens)", ""]
     rows = []
     for e in pair["entries"]:
         vs = e["vs_lossless"] or {}
@@ -165,10 +165,8 @@ def _pair_section(pair: Mapping, links_gbit: Sequence[float]) -> list[str]:
                      _fmt_ci(e["ci"]).replace("+", ""), f"{e['delta']:+.3f}",
                      "–" if vs.get("delta") is None else f"{vs['delta']:+.3f} {_fmt_ci(vs['delta_ci'])}",
                      f"{e['profile_relative']:.3f}", *(f"{e['ttft'][g]:.2f}" for g in links)])
-    lines += table(["plan", "codec", "KB/token sent", "quality", "95% CI", "Δ vs receiver", "Δ vs same plan lossless "
+    codecs = table(["plan", "codec", "KB/token sent", "quality", "95% CI", "Δ vs receiver", "Δ vs same plan lossless "
                     "(paired 95% CI)", "profile split, rel. to receiver", *(f"TTFT {g} Gb/s (s)" for g in links)], rows)
-    lines += ["", f"Planner (admissible: profile-split quality ≥ {pair['floor']:.3f} of the receiver's, i.e. the "
-              f"accepted `{pair['accepted']}` lossless minus the tolerance):", ""]
     rows = []
     for p in pair["planner"]:
         vs = p["vs_accepted"]
@@ -176,14 +174,15 @@ def _pair_section(pair: Mapping, links_gbit: Sequence[float]) -> list[str]:
                      "–" if p["quality"] is None else f"{p['quality']:.3f}", f"`{p['lossless_choice']}`",
                      f"{p['lossless_ttft']:.2f}", f"{p['lossless_ttft'] / p['ttft']:.2f}×",
                      "–" if vs["delta"] is None else f"{vs['delta']:+.3f} {_fmt_ci(vs['delta_ci'])}"])
-    lines += table(["Gb/s", "plan × codec chosen", "TTFT (s)", "test quality", "lossless-only choice", "its TTFT (s)",
-                    "TTFT gain", "Δ quality vs lossless-only (paired 95% CI)"], rows)
-    return lines + [""]
+    planner = table(["Gb/s", "plan × codec chosen", "TTFT (s)", "test quality", "lossless-only choice", "its TTFT (s)",
+                     "TTFT gain", "Δ quality vs lossless-only (paired 95% CI)"], rows)
+    return {**{k: pair[k] for k in ("pair", "task", "metric", "n", "tokens", "floor", "accepted")},
+            "table": "\n".join(codecs), "planner_table": "\n".join(planner)}
 
 
-def _findings(summary: Sequence[Mapping], links_gbit: Sequence[float]) -> list[str]:
-    """Sentences computed from the numbers: what each codec cost in quality, and where the planner gained."""
-    lines = []
+def _codec_findings(summary: Sequence[Mapping]) -> list[dict]:
+    """Per lossy codec: how far test quality moved against the same plan sent lossless, and the worst point."""
+    findings = []
     for codec in CODEC_ORDER[1:]:
         deltas = [
             (e["vs_lossless"]["delta"], e["vs_lossless"]["delta_ci"], p["pair"], e["plan"])
@@ -191,67 +190,43 @@ def _findings(summary: Sequence[Mapping], links_gbit: Sequence[float]) -> list[s
             for e in p["entries"]
             if e["codec"] == codec and e["vs_lossless"] and e["vs_lossless"]["delta"] is not None
         ]
-        if not deltas:
-            continue
-        worst = min(deltas, key=lambda d: d[0])
-        excludes = [d for d in deltas if d[1][1] < 0]
-        lines.append(f"- **{codec}**: against the same plan sent lossless, test quality moves by "
-                     f"{min(d[0] for d in deltas):+.3f} to {max(d[0] for d in deltas):+.3f} over {len(deltas)} "
-                     f"(pair, plan) points (worst: {worst[2]} `{worst[3]}`, paired CI {_fmt_ci(worst[1])}); "
-                     f"{len(excludes)} of them with a paired interval wholly below zero.")
+        if deltas:
+            worst = min(deltas, key=lambda d: d[0])
+            findings.append({"codec": codec, "low": min(d[0] for d in deltas), "high": max(d[0] for d in deltas),
+                             "points": len(deltas), "worst_pair": worst[2], "worst_plan": worst[3],
+                             "worst_ci": worst[1], "excludes": sum(1 for d in deltas if d[1][1] < 0)})
+    return findings
+
+
+def _link_findings(summary: Sequence[Mapping], links_gbit: Sequence[float]) -> list[dict]:
+    """Per link rate: how often the planner sends a lossy codec, and its TTFT gain over the lossless-only one."""
+    findings = []
     for g in links_gbit:
         gains = [p["lossless_ttft"] / p["ttft"] for s in summary for p in s["planner"] if p["gbit"] == g]
         compressed = sum(1 for s in summary for p in s["planner"] if p["gbit"] == g and " " in p["choice"])
-        lines.append(f"- **{g:g} Gb/s**: the planner sends a lossy codec for {compressed} of {len(gains)} pairs; "
-                     f"TTFT gain over the lossless-only planner {min(gains):.2f}–{max(gains):.2f}×"
-                     + (" (no gain)." if max(gains) < 1.005 else "."))
-    return lines
+        findings.append({"gbit": g, "compressed": compressed, "pairs": len(gains), "low": min(gains),
+                         "high": max(gains)})
+    return findings
 
 
-def transfer_markdown(
-    summary: Sequence[Mapping], links_gbit: Sequence[float], *, command: str, tolerance: float
-) -> str:
-    threads = summary[0]["threads"]
-    lines = [
-        "# Compressed transfer: K/V and E at lower precision, on the real family",
-        "",
-        f"Rebuilt by `{command}` from the sweep's rows (test and profile splits) and `timing.jsonl` (CPU, "
-        f"{threads} torch threads, batch 1). Codecs (droidspeak.codec): `bf16` a cast; `int8` asymmetric, one "
-        "scale and minimum per channel over all tokens; `int4` after KIVI, groups of 32 (K per channel over "
-        "tokens, V and E per token over channels), float16 scale and minimum per group. Every point sends what "
-        "its plan loads — the reused layers' K/V and E at each group start — and *KB/token* is what crossed the "
-        "link in the sweep. Quality intervals are percentile bootstraps over questions; Δ vs the same plan "
-        "lossless is paired (the same questions).",
-        "",
-        "TTFT is modelled, not measured over a network: E bytes / link + max(plan compute, K/V bytes / link) + "
-        "codec decode + query and first token, each term measured on this machine for the timing context "
-        "(decode counted serially: on a CPU it takes the cores the recompute uses). Link rates are in gigabits "
-        "per second. A CPU recomputes slowly, so transfer time matters here only at slow links; on a GPU, whose "
-        "recompute is far faster, the same bytes matter up to proportionally faster links (not measured here).",
-        "",
-        f"The planner chooses by the profile split only (tolerance {tolerance:g} of the receiver's quality on top "
-        "of the accepted lossless plan), and its choice is scored on the test split.",
-        "",
-        "## Findings",
-        "",
-        *_findings(summary, links_gbit),
-        "",
-        "## Per pair",
-        "",
-    ]
-    for pair in summary:
-        lines += _pair_section(pair, links_gbit)
-    lines += ["![quality vs bytes and TTFT](fig_transfer_codecs.png)", ""]
-    return "\n".join(lines)
+def transfer_markdown(summary: Sequence[Mapping], links_gbit: Sequence[float], *, command: str, tolerance: float,
+                      template: str | Path) -> str:
+    """The page: ``template``'s prose (conf/pages/transfer.md.j2) over the numbers of ``summary``."""
+    context = {"command": command, "tolerance": tolerance, "threads": summary[0]["threads"],
+               "codec_findings": _codec_findings(summary), "link_findings": _link_findings(summary, links_gbit),
+               "pairs": [_pair_tables(pair, links_gbit) for pair in summary]}
+    return render_page(template, context, {"ci": _fmt_ci})
 
 
 def write_transfer_page(results: Sequence[Mapping], timing: Sequence[Mapping], chosen: Mapping[str, str],
-                        out_dir: str | Path, *, links_gbit: Sequence[float], tolerance: float, command: str) -> Path:
+                        out_dir: str | Path, *, links_gbit: Sequence[float], tolerance: float, command: str,
+                        template: str | Path) -> Path:
     out = Path(out_dir)
     summary = transfer_summary(results, timing, chosen, links_gbit=links_gbit, tolerance=tolerance)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     plot_transfer(summary, out, links_gbit)
     page = out / "README.md"
-    page.write_text(transfer_markdown(summary, links_gbit, command=command, tolerance=tolerance))
+    page.write_text(transfer_markdown(summary, links_gbit, command=command, tolerance=tolerance,
+                                       template=template))
     return page

@@ -259,6 +259,7 @@ class TransferPageConfig:
     links_gbit: list[float] = field(default_factory=list)
     tolerance: float = 0.05
     command: str = "???"
+    template: str = "conf/pages/transfer.md.j2"  # the page's prose
 
 
 @dataclass
