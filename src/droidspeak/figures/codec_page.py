@@ -12,6 +12,7 @@ full prefill) it takes the lowest TTFT at each link rate. Its choice is then rep
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from droidspeak.bench.codec_cost import latency_model
-from droidspeak.figures.heldout import bootstrap_interval, paired_delta
+from droidspeak.figures.heldout import bootstrap_interval, interval_text, paired_delta
 from droidspeak.figures.result_plots import eval_rows
 from droidspeak.figures.style import OKABE_ITO, FigureDataError, new_figure, pretty_metric, save_figure
 from droidspeak.figures.template import render_page
@@ -151,19 +152,16 @@ def plot_transfer(summary: Sequence[Mapping], out_dir: str | Path, links_gbit: S
 
 
 # ---- page ---------------------------------------------------------------------------------------------------
-def _fmt_ci(ci) -> str:
-    return "–" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
-
-
 def _pair_tables(pair: Mapping, links_gbit: Sequence[float]) -> dict:
     """One pair's facts and its two tables (every plan × codec; the planner's choice per link rate)."""
     links = [str(g) for g in links_gbit]
+    signed = functools.partial(interval_text, signed=True)
     rows = []
     for e in pair["entries"]:
         vs = e["vs_lossless"] or {}
         rows.append([f"`{e['plan']}`", e["codec"], f"{e['bytes_per_token'] / 1e3:.1f}", f"{e['quality']:.3f}",
-                     _fmt_ci(e["ci"]).replace("+", ""), f"{e['delta']:+.3f}",
-                     "–" if vs.get("delta") is None else f"{vs['delta']:+.3f} {_fmt_ci(vs['delta_ci'])}",
+                     interval_text(e["ci"]), f"{e['delta']:+.3f}",
+                     "–" if vs.get("delta") is None else f"{vs['delta']:+.3f} {signed(vs['delta_ci'])}",
                      f"{e['profile_relative']:.3f}", *(f"{e['ttft'][g]:.2f}" for g in links)])
     codecs = table(["plan", "codec", "KB/token sent", "quality", "95% CI", "Δ vs receiver", "Δ vs same plan lossless "
                     "(paired 95% CI)", "profile split, rel. to receiver", *(f"TTFT {g} Gb/s (s)" for g in links)], rows)
@@ -173,7 +171,7 @@ def _pair_tables(pair: Mapping, links_gbit: Sequence[float]) -> dict:
         rows.append([f"{p['gbit']:g}", f"`{p['choice']}`", f"{p['ttft']:.2f}",
                      "–" if p["quality"] is None else f"{p['quality']:.3f}", f"`{p['lossless_choice']}`",
                      f"{p['lossless_ttft']:.2f}", f"{p['lossless_ttft'] / p['ttft']:.2f}×",
-                     "–" if vs["delta"] is None else f"{vs['delta']:+.3f} {_fmt_ci(vs['delta_ci'])}"])
+                     "–" if vs["delta"] is None else f"{vs['delta']:+.3f} {signed(vs['delta_ci'])}"])
     planner = table(["Gb/s", "plan × codec chosen", "TTFT (s)", "test quality", "lossless-only choice", "its TTFT (s)",
                      "TTFT gain", "Δ quality vs lossless-only (paired 95% CI)"], rows)
     return {**{k: pair[k] for k in ("pair", "task", "metric", "n", "tokens", "floor", "accepted")},
@@ -215,7 +213,7 @@ def transfer_markdown(summary: Sequence[Mapping], links_gbit: Sequence[float], *
     context = {"command": command, "tolerance": tolerance, "threads": summary[0]["threads"],
                "codec_findings": _codec_findings(summary), "link_findings": _link_findings(summary, links_gbit),
                "pairs": [_pair_tables(pair, links_gbit) for pair in summary]}
-    return render_page(template, context, {"ci": _fmt_ci})
+    return render_page(template, context, {"ci": functools.partial(interval_text, signed=True)})
 
 
 def write_transfer_page(results: Sequence[Mapping], timing: Sequence[Mapping], chosen: Mapping[str, str],

@@ -128,9 +128,10 @@ def heldout(rows: Iterable[Mapping], split: str = "test") -> list[dict]:
     return table
 
 
-def interval_text(ci) -> str:
-    """A 95% interval as the pages print it (– where there is none)."""
-    return "–" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+def interval_text(ci, signed: bool = False) -> str:
+    """A 95% interval as the pages print it (– where there is none); ``signed`` for differences."""
+    form = "{:+.3f}" if signed else "{:.3f}"
+    return "–" if ci is None else f"[{form.format(ci[0])}, {form.format(ci[1])}]"
 
 
 def _method_name(e: Mapping) -> str:
