@@ -22,7 +22,6 @@ from omegaconf import DictConfig
 
 import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.figures.proxy_page import write_proxy_page
-from droidspeak.hashing import file_sha256
 from droidspeak.profile.profile_file import comparisons_path, load_profile
 from droidspeak.profile.profiler import Profiler
 from droidspeak.profile.proxy import ProxyCase, select_rule
@@ -56,10 +55,9 @@ def heldout_rows(family, path: str, row: dict, split: str) -> list[dict]:
     """The receiver, the task search's plan and the proxy's plan of one real profile, scored on ``split``."""
     profile = load_profile(path)
     receiver, sender = family.load(profile.receiver), family.load(profile.sender)
-    split_file = family.task_files[profile.task][split]
-    rows = read_rows(split_file)
+    rows = read_rows(family.task_files[profile.task][split])
     profiler = Profiler(receiver, sender, profile.task, rows, batch_size=16)
-    questions = question_set_digest(profile.task, split, len(rows), file_sha256(split_file))
+    questions = question_set_digest(profile.task, split, len(rows), family.task_version(profile.task, split))
     plans = {"full_prefill": "full_prefill", "task_search": row["exhaustive_plan"], "proxy": row["proxy_plan"]}
     out = []
     for method, plan in plans.items():

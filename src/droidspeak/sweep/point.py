@@ -223,5 +223,5 @@ def task_version(cfg, family, task_name: str, out: dict) -> str:
     """The version of the data a point was scored on: an embedded task's split file (its sha256), else lm-eval's own
     version of the task."""
     if cfg.task.source == "zoo":
-        return file_sha256(family.task_files[cfg.task.name][cfg.task.split])
+        return family.task_version(cfg.task.name, cfg.task.split)
     return f"lm-eval:{task_name}:{out['versions'][task_name]}"

@@ -17,7 +17,6 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from droidspeak.errors import DroidSpeakError
-from droidspeak.hashing import file_sha256
 from droidspeak.loading import load_model
 from droidspeak.profile.comparisons import compare_hybrid, compare_multigroup, compare_proxy
 from droidspeak.profile.profile_file import ProfileError, comparisons_path, load_profile, save_profile
@@ -102,7 +101,7 @@ def run_job(cfg, family) -> dict[str, Path]:
     with comparisons.open("w") as handle:
         for row in extra_rows:
             handle.write(json.dumps({"pair": cfg.pair.name, "task": task, **row}) + "\n")
-    questions = question_set_digest(task, cfg.split, len(rows), file_sha256(family.task_files[task][cfg.split]))
+    questions = question_set_digest(task, cfg.split, len(rows), family.task_version(task, cfg.split))
     _write_eval_rows(results, cfg, profiler, profile, task, questions)
     log.info("profile %s: reference %.3f, full reuse %s, chosen @%.2f: %s", out, profile.reference_quality,
              profile.full_reuse_quality, cfg.tolerance, profile.choose(cfg.tolerance))

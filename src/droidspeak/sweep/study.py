@@ -6,7 +6,7 @@ Each step is a subprocess ``python experiments/<script>.py <args>`` with ``OMP_N
 ``threads`` (float32 greedy answers can flip with the thread count, so a study fixes it per step). A step marked
 ``alongside`` starts and the runner goes on; it is joined when the next step that is not alongside has ended, and a
 failure of either stops the study, naming the step. ``cheap=true`` runs the same steps with each step's ``cheap``
-overrides into ``outputs/<name>_cheap/`` (its page says it is a rehearsal, never results); ``render_only=true``
+overrides into ``outputs/<name>_cheap/`` (its page too: a rehearsal, never results); ``render_only=true``
 re-renders the committed page from the committed rows, running no model.
 """
 

@@ -51,6 +51,10 @@ class Family:
     own_task: dict[str, str | None] = field(default_factory=dict)
     report: dict = field(default_factory=dict)  # family.json
 
+    def task_version(self, task: str, split: str) -> str:
+        """The version of a split's questions (its file's sha256): what a row's question-set digest names."""
+        return file_sha256(self.task_files[task][split])
+
     def load_args(self, name: str) -> dict[str, str | None]:
         """``path`` and ``adapter`` for load_model / the lm-eval backend's receiver(_adapter) args."""
         if name in self.adapters:
