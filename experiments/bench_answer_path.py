@@ -26,7 +26,7 @@ from droidspeak.profile.profiler import select_profile_rows
 from droidspeak.sweep.console import entry
 from droidspeak.track.results import read_rows
 from droidspeak.zoo.family import build_family
-from droidspeak.zoo.measure import TaskRows
+from droidspeak.zoo.measure import task_questions
 
 log = logging.getLogger("bench_answer_path")
 
@@ -57,7 +57,7 @@ def main(cfg: DictConfig) -> None:
         first: dict[str, dict] = {}  # the first question of each of the first contexts: one answer path each
         for row in select_profile_rows(task_rows, cfg.contexts):
             first.setdefault(row["context_id"], row)
-        questions = TaskRows(profile.task, list(first.values()), receiver.tokenizer)
+        questions = task_questions(profile.task, list(first.values()), receiver.tokenizer)
         for plan in dict.fromkeys(plans):
             for row, query in zip(questions.rows, questions.suffixes):
                 timed = time_plan(receiver, sender, questions.contexts[row["context_id"]], query, plan,

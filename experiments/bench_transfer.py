@@ -21,13 +21,13 @@ import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.bench.answer_path import time_plan
 from droidspeak.bench.codec_cost import measure_codecs
 from droidspeak.engine import sender_prefill
-from droidspeak.plan import parse_plan
+from droidspeak.engine.plan import parse_plan
 from droidspeak.profile.profiler import select_profile_rows
 from droidspeak.sweep.console import entry
 from droidspeak.sweep.point import ZOO_PREFIX
 from droidspeak.track.results import read_rows
 from droidspeak.zoo.family import build_family
-from droidspeak.zoo.measure import TaskRows
+from droidspeak.zoo.measure import task_questions
 
 log = logging.getLogger("bench_transfer")
 PAIRS = Path(__file__).resolve().parent.parent / "conf" / "pair"
@@ -46,7 +46,7 @@ def main(cfg: DictConfig) -> None:
         receiver = family.load(pair.receiver.removeprefix(ZOO_PREFIX))
         sender = family.load(pair.sender.removeprefix(ZOO_PREFIX))
         rows = select_profile_rows(read_rows(family.task_files[pair.task][cfg.split]), 1)
-        questions = TaskRows(pair.task, rows[:1], receiver.tokenizer)
+        questions = task_questions(pair.task, rows[:1], receiver.tokenizer)
         context, query = questions.contexts[rows[0]["context_id"]], questions.suffixes[0]
         for plan in plans:
             timed = time_plan(

@@ -53,7 +53,7 @@ print(f'torch {torch.__version__} (CUDA {torch.version.cuda}) · transformers {t
 echo "card: ${card:-unknown} · $versions"
 
 # 1. exactness on CUDA, without pytest: pipelined == unpipelined, graph suffix == eager, failed captures (40 s)
-step 40 exactness sh -c "\"$PY\" -m droidspeak.bench.exactness --device $exactness_device > \"$OUT/exactness.json\""
+step 40 exactness sh -c "\"$PY\" -m droidspeak.bench.exactness device=$exactness_device > \"$OUT/exactness.json\""
 
 # 2. prefill: each context length in its own process, all appending to one file (45 + 105 + 95 s)
 for spec in $contexts; do

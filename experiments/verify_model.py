@@ -16,9 +16,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
+from droidspeak.engine.loading import load_model
 from droidspeak.engine.verify import PROBE_CONTEXTS, probe
 from droidspeak.errors import DroidSpeakError
-from droidspeak.loading import load_model
 from droidspeak.markdown import table
 from droidspeak.sweep.console import entry
 from droidspeak.zoo.family import cache_root

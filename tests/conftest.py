@@ -9,7 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub; set bef
 import pytest
 import torch
 
-from droidspeak.loading import LoadedModel, from_module
+from droidspeak.engine.loading import LoadedModel, from_module
 from helpers import ARCHITECTURES, compose_config, fine_tune_of, save_checkpoint, tiny_model, word_tokenizer
 
 

@@ -12,8 +12,8 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from droidspeak.engine import generate, receiver_prefill, sender_prefill, tail_logits
+from droidspeak.engine.loading import load_model
 from droidspeak.errors import DroidSpeakError
-from droidspeak.loading import load_model
 from droidspeak.reuse import ReusePair
 from helpers import random_ids, tiny_model
 

@@ -40,7 +40,7 @@ def test_every_option_of_every_group_composes(hydra_conf, group):
 
 
 def test_plans_of_method_configs_parse(hydra_conf):
-    from droidspeak.plan import parse_plan
+    from droidspeak.engine.plan import parse_plan
 
     for option in options("method"):
         extra = ["method.path=/tmp/p.json"] if option == "profile" else []

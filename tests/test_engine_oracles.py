@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from droidspeak.arch import context_mask
 from droidspeak.engine import receiver_prefill, tail_logits
+from droidspeak.engine.arch import context_mask
+from droidspeak.engine.loading import from_module
 from droidspeak.engine.shared_passes import shared_prefills
 from droidspeak.engine.verify import TOLERANCE, probe
 from droidspeak.errors import DroidSpeakError, UnsupportedArchitectureError
-from droidspeak.loading import from_module
 from droidspeak.profile.candidates import single_layer_plan
 from droidspeak.reuse import ReusePair
 from helpers import fine_tune_of, random_ids, tiny_model

@@ -4,7 +4,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from droidspeak.cache import ContextCache
+from droidspeak.engine.cache import ContextCache
+from droidspeak.engine.loading import from_module
 from droidspeak.errors import (
     CacheFormatError,
     CacheMismatchError,
@@ -13,7 +14,6 @@ from droidspeak.errors import (
     PlanError,
     UnsupportedArchitectureError,
 )
-from droidspeak.loading import from_module
 from droidspeak.reuse import ReusePair
 from helpers import fine_tune_of, random_ids, tiny_model
 

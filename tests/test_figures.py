@@ -7,6 +7,7 @@ import json
 import matplotlib
 import pytest
 
+from droidspeak.engine.plan import parse_plan
 from droidspeak.figures import (
     FIGURES,
     FigureDataError,
@@ -21,7 +22,6 @@ from droidspeak.figures import (
     transition_strata,
     write_profiles_summary,
 )
-from droidspeak.plan import parse_plan
 from droidspeak.profile import (
     LayerSensitivity,
     Profile,

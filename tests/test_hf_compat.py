@@ -7,7 +7,7 @@ import torch
 import transformers
 from packaging.version import Version
 
-from droidspeak.arch import decoder_stack
+from droidspeak.engine.arch import decoder_stack
 from droidspeak.errors import UnsupportedArchitectureError
 from droidspeak.hf_compat import CACHE_KW, SDPA_GQA_SWITCH, accepts_cache, cache_arg, returned_cache
 from helpers import tiny_model

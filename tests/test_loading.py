@@ -4,8 +4,8 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
+from droidspeak.engine.loading import load_model, merge_adapter
 from droidspeak.errors import DroidSpeakError
-from droidspeak.loading import load_model, merge_adapter
 from droidspeak.reuse import ReusePair
 from helpers import tiny_model
 

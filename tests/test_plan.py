@@ -1,7 +1,7 @@
 import pytest
 
+from droidspeak.engine.plan import RecomputePlan, format_plan, layer_groups, parse_plan, prefill_cost
 from droidspeak.errors import PlanError
-from droidspeak.plan import RecomputePlan, format_plan, layer_groups, parse_plan, prefill_cost
 
 
 @pytest.mark.parametrize(

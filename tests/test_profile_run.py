@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from droidspeak.plan import parse_plan
+from droidspeak.engine.plan import parse_plan
 from droidspeak.profile import load_profile, resolve_profile_plan, save_profile
 from droidspeak.profile.comparisons import compare_hybrid, compare_multigroup, compare_proxy
 from droidspeak.profile.profiler import Profiler, profile_pair, select_profile_rows
@@ -159,8 +159,8 @@ def test_profile_job_on_the_mini_family_feeds_the_profile_plan(mini_family, tmp_
 
 def test_a_pair_with_an_allowed_mismatch_profiles_and_scores_its_proxy_with_the_warning(models):
     """allow_mismatch reaches every model-running part of a profiling job, not just the profiler."""
+    from droidspeak.engine.loading import from_module
     from droidspeak.errors import PairMismatchError
-    from droidspeak.loading import from_module
     from helpers import fine_tune_of, tiny_model
 
     base, _ = models

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
+from droidspeak.engine.plan import parse_plan
 from droidspeak.errors import PlanError
-from droidspeak.plan import parse_plan
 from droidspeak.profile import (
     LayerSensitivity,
     Profile,

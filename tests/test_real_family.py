@@ -11,8 +11,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from droidspeak.engine.loading import load_model
 from droidspeak.errors import DroidSpeakError
-from droidspeak.loading import load_model
 from droidspeak.zoo.gguf_base import GgufConfig, convert_base, load_gguf, locate
 from droidspeak.zoo.long_tasks import Lexicon
 from droidspeak.zoo.tasks import TASKS, TaskConfig, build_splits

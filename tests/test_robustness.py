@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from droidspeak.cache import ContextCache
+from droidspeak.engine.cache import ContextCache
 from droidspeak.robustness.bad_inputs import CASES, Bench, try_all
 from droidspeak.track.results import (
     StaleResultsError,

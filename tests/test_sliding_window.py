@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from droidspeak.engine import receiver_prefill, tail_logits
+from droidspeak.engine.loading import from_module
 from droidspeak.engine.pipeline import pipelined_prefill
 from droidspeak.engine.verify import probe
 from droidspeak.errors import DroidSpeakError
-from droidspeak.loading import from_module
 from droidspeak.reuse import ReusePair
 from droidspeak.store import DiskStore
 from helpers import WINDOWED, fine_tune_of, random_ids, tiny_model
@@ -141,7 +141,7 @@ def test_a_cut_cache_survives_the_disk_and_a_header_that_lies_is_corrupt(windowe
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from droidspeak.cache import CacheFile, ContextCache
+    from droidspeak.engine.cache import CacheFile, ContextCache
     from droidspeak.errors import CacheFormatError
 
     _, model = windowed

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from droidspeak.cache import ContextCache, cache_key
+from droidspeak.engine.cache import ContextCache, cache_key
 from droidspeak.errors import CacheFormatError, CacheMismatchError
 from droidspeak.store import DiskStore, MemoryStore, RemoteStore, StoreError, TieredStore, gpu_store, host_store
 

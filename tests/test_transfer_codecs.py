@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from droidspeak.cache import ContextCache
 from droidspeak.codec import CODECS, get_codec
 from droidspeak.engine import receiver_prefill, sender_prefill
+from droidspeak.engine.cache import ContextCache
+from droidspeak.engine.plan import parse_plan, prefill_cost
 from droidspeak.errors import CacheFormatError, CodecError
-from droidspeak.plan import parse_plan, prefill_cost
 from droidspeak.serve.planner import AdaptivePlanner, LatencyModel, PlanOption
 from droidspeak.store import DiskStore, SafetensorsSerde
 from droidspeak.transfer import loaded_layers, transmit

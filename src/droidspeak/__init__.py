@@ -4,18 +4,17 @@ Importing the package registers the ``droidspeak`` model with lm-eval (lazily: l
 imported when a run asks for the model).
 
 The core, read bottom-up: ``errors`` (what a user can act on), ``hf_compat`` (the one place that knows the installed
-transformers), ``arch`` (drive a decoder one layer at a time) → ``plan`` (recompute plans), ``cache`` (a context's
-K/V and E), ``codec`` (lower-precision transfer), ``transfer`` (what crosses the link for a plan) → ``loading`` (load
-and check a pair) → ``engine`` (prefill and inference) → ``reuse`` (``ReusePair``, the user API); ``store`` (where
-sender caches live) beside the engine. Helpers: ``atomic`` (files written whole), ``hashing`` (file sha256),
-``markdown`` (tables), ``faults`` (the robustness campaign's kill points).
+transformers), ``codec`` (lower-precision transfer) → ``engine`` (the model it runs on, recompute plans, context
+caches, loading a pair, prefill, inference and answers) → ``transfer`` (what crosses the link for a plan), ``reuse``
+(``ReusePair``, the user API); ``store`` (where sender caches live) beside them. Helpers: ``atomic`` (files written
+whole), ``hashing`` (file sha256), ``markdown`` (tables), ``faults`` (the robustness campaign's kill points).
 
 Built on it: ``lmeval`` (the lm-eval backend), ``profile`` (choosing plans), ``zoo`` (the model families and tasks),
 ``bench`` and ``serve`` (speed), ``robustness`` (the bad-input campaign); then ``sweep`` (the Hydra jobs), ``track``
 (result rows, the source of truth) and ``figures`` (pages drawn from rows only).
 """
 
-from droidspeak.plan import RecomputePlan, parse_plan
+from droidspeak.engine.plan import RecomputePlan, parse_plan
 
 __all__ = ["RecomputePlan", "parse_plan", "ReusePair", "load_model"]
 __version__ = "0.1.0"
@@ -27,7 +26,7 @@ def __getattr__(name):  # keep `import droidspeak` light: torch/transformers loa
 
         return ReusePair
     if name == "load_model":
-        from droidspeak.loading import load_model
+        from droidspeak.engine.loading import load_model
 
         return load_model
     raise AttributeError(f"module 'droidspeak' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """Fault injection for the robustness campaign: die by SIGKILL at a named point, the Nth time it is reached.
 
 ``DROIDSPEAK_FAULT=cache_write:2`` kills the process the second time a cache file has been written but not yet
-renamed into place. The points sit where a crash is most harmful: ``cache_write`` (cache.py), ``result_append``
+renamed into place. The points sit where a crash is most harmful: ``cache_write`` (engine/cache.py), ``result_append``
 (half a results line written: a torn row), ``job_row`` (a multirun job's file written, not renamed),
 ``wandb_write`` (a W&B run mid-log). Unset, a point costs one dictionary lookup.
 """

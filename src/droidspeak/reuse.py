@@ -14,13 +14,13 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from droidspeak.cache import ContextCache
 from droidspeak.engine import continuation_logprobs, generate, receiver_prefill, sender_prefill
 from droidspeak.engine.batch import PrefilledBatch
+from droidspeak.engine.cache import ContextCache
+from droidspeak.engine.loading import LoadedModel, load_model
+from droidspeak.engine.plan import RecomputePlan, parse_plan
 from droidspeak.engine.verify import check_pair
 from droidspeak.errors import DroidSpeakError
-from droidspeak.loading import LoadedModel, load_model
-from droidspeak.plan import RecomputePlan, parse_plan
 
 Tokens = str | Sequence[int] | torch.Tensor
 

@@ -12,9 +12,9 @@ from dataclasses import replace
 
 import torch
 
-from droidspeak.cache import ContextCache
 from droidspeak.codec import Codec, get_codec
-from droidspeak.plan import RecomputePlan, layer_groups
+from droidspeak.engine.cache import ContextCache
+from droidspeak.engine.plan import RecomputePlan, layer_groups
 
 
 def loaded_layers(plan: RecomputePlan, num_layers: int) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from droidspeak.engine import generate, receiver_prefill, sender_prefill
-from droidspeak.plan import parse_plan
+from droidspeak.engine.plan import parse_plan
 
 
 @dataclass

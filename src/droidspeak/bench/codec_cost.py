@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass
 import torch
 
 from droidspeak.bench.answer_path import AnswerPathRow
-from droidspeak.cache import ContextCache
 from droidspeak.codec import get_codec
-from droidspeak.plan import parse_plan
+from droidspeak.engine.cache import ContextCache
+from droidspeak.engine.plan import parse_plan
 from droidspeak.serve.planner import LatencyModel, PlanOption
 from droidspeak.transfer import loaded_tensors
 

@@ -1,5 +1,5 @@
 """CUDA exactness, as a plain program: pipelined ≡ unpipelined, graph-captured suffix ≡ eager, and a failed capture
-leaves the process usable. The GPU check runs it with no pytest installed (``python -m droidspeak.bench.exactness``);
+leaves the process usable. The GPU check runs it with no pytest installed (``python -m droidspeak.bench.exactness [device=cpu]``);
 the CUDA test calls the same function.
 
 Each check is isolated and reported by name; the capture-failure check runs last, since a broken CUDA context would
@@ -8,7 +8,6 @@ spoil whatever follows it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Callable
@@ -18,10 +17,10 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from droidspeak.bench.link import ThrottledTransfer
 from droidspeak.engine.infer import tail_logits
+from droidspeak.engine.loading import LoadedModel, from_module
 from droidspeak.engine.pipeline import STRATEGIES, pipelined_prefill
 from droidspeak.engine.prefill import receiver_prefill, sender_prefill
 from droidspeak.engine.suffix import SuffixRunner, SuffixWorkspace
-from droidspeak.loading import LoadedModel, from_module
 from droidspeak.store import host_store
 
 PLANS = ("recompute:2-3", "recompute:0-1+4-4", "full_reuse", "recompute:0-5", "recompute:1-1+3-5")
@@ -147,10 +146,15 @@ def run_checks(device: str = "cuda", log: Callable[[str], None] = print) -> dict
     return {"passed": all(c["passed"] for c in checks), "checks": checks}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cpu: a smoke run of the checks")
-    device = parser.parse_args(argv).device
+def main(argv: list[str] | None = None) -> int:
+    """``device=cuda`` (the default) or ``device=cpu`` (a smoke run of the checks): key=value, as every entry point."""
+    argv = sys.argv[1:] if argv is None else argv
+    device = "cuda"
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if key != "device" or not sep or value not in ("cuda", "cpu"):
+            raise SystemExit(f"error: {arg!r}: the one argument is device=cuda or device=cpu")
+        device = value
     if device == "cuda" and not torch.cuda.is_available():
         print(json.dumps({"passed": False, "skipped": "no CUDA device"}))
         return 2

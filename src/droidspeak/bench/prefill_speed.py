@@ -25,11 +25,11 @@ from droidspeak.bench.shapes import random_model
 from droidspeak.bench.timing import environment, measure
 from droidspeak.engine.infer import rewind
 from droidspeak.engine.pipeline import STRATEGIES, pipelined_prefill
+from droidspeak.engine.plan import recompute
 from droidspeak.engine.prefill import sender_prefill
 from droidspeak.engine.suffix import SuffixRunner, SuffixWorkspace
 from droidspeak.hf_compat import SDPA_GQA_ENV, SDPA_GQA_SWITCH, cache_arg
 from droidspeak.hf_compat import VERSION as HF_VERSION
-from droidspeak.plan import recompute
 from droidspeak.store import host_store
 
 

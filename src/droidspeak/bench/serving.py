@@ -15,15 +15,15 @@ from dataclasses import dataclass
 
 import torch
 
-from droidspeak.arch import kv_shape
 from droidspeak.bench.shapes import random_model
 from droidspeak.bench.timing import environment, measure
+from droidspeak.engine.arch import kv_shape
 from droidspeak.engine.batch import context_cache, cost_of
 from droidspeak.engine.pipeline import pipelined_prefill
+from droidspeak.engine.plan import parse_plan
 from droidspeak.engine.prefill import sender_prefill
 from droidspeak.engine.suffix import SuffixRunner, SuffixWorkspace
 from droidspeak.hf_compat import cache_arg
-from droidspeak.plan import parse_plan
 from droidspeak.serve import (
     AdaptivePlanner,
     FixedPlanner,

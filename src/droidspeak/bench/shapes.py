@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from droidspeak.loading import Fingerprint, LoadedModel, resolve_dtype
+from droidspeak.engine.loading import Fingerprint, LoadedModel, resolve_dtype
 
 SHAPES = {
     "llama3-8b": dict(

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from droidspeak.arch import kv_shape
+from droidspeak.engine.arch import kv_shape
+from droidspeak.engine.loading import LoadedModel
+from droidspeak.engine.plan import PrefillCost, RecomputePlan, prefill_cost
 from droidspeak.errors import CacheMismatchError, DroidSpeakError
-from droidspeak.loading import LoadedModel
-from droidspeak.plan import PrefillCost, RecomputePlan, prefill_cost
 
 
 @dataclass

@@ -37,7 +37,6 @@ from collections.abc import Sequence
 import torch
 from transformers import DynamicCache
 
-from droidspeak.cache import ContextCache
 from droidspeak.engine.batch import (
     PrefilledBatch,
     check_fits,
@@ -47,10 +46,11 @@ from droidspeak.engine.batch import (
     on_receiver,
     sender_kv,
 )
+from droidspeak.engine.cache import ContextCache
+from droidspeak.engine.loading import LoadedModel
+from droidspeak.engine.plan import recompute
 from droidspeak.errors import DroidSpeakError
 from droidspeak.hf_compat import cache_arg
-from droidspeak.loading import LoadedModel
-from droidspeak.plan import recompute
 
 
 class _Captured(Exception):

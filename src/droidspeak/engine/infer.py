@@ -15,9 +15,9 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from droidspeak.engine.batch import PrefilledBatch, adopt, context_cache
+from droidspeak.engine.loading import LoadedModel
 from droidspeak.errors import DroidSpeakError
 from droidspeak.hf_compat import cache_arg
-from droidspeak.loading import LoadedModel
 
 
 @dataclass

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from droidspeak.arch import kv_shape
-from droidspeak.cache import ContextCache
+from droidspeak.engine.arch import kv_shape
 from droidspeak.engine.batch import PrefilledBatch, adopt, check_fits, context_cache, cost_of, kv_tokens
+from droidspeak.engine.cache import ContextCache
+from droidspeak.engine.loading import LoadedModel
+from droidspeak.engine.plan import RecomputePlan, layer_groups, parse_plan
 from droidspeak.engine.prefill import receiver_prefill
 from droidspeak.errors import DroidSpeakError
-from droidspeak.loading import LoadedModel
-from droidspeak.plan import RecomputePlan, layer_groups, parse_plan
 
 STRATEGIES = ("pipelined", "load_reused", "load_all")
 

@@ -10,8 +10,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from droidspeak.arch import context_mask
-from droidspeak.cache import ContextCache, held_from
+from droidspeak.engine.arch import context_mask
 from droidspeak.engine.batch import (
     PrefilledBatch,
     as_ids,
@@ -24,11 +23,12 @@ from droidspeak.engine.batch import (
     on_receiver,
     sender_kv,
 )
+from droidspeak.engine.cache import ContextCache, held_from
 from droidspeak.engine.cacheblend import cacheblend_prefill
+from droidspeak.engine.loading import LoadedModel
+from droidspeak.engine.plan import RecomputePlan, layer_groups, parse_plan
 from droidspeak.errors import DroidSpeakError
 from droidspeak.hf_compat import cache_arg, returned_cache
-from droidspeak.loading import LoadedModel
-from droidspeak.plan import RecomputePlan, layer_groups, parse_plan
 
 
 def _resolve_e_layers(e_layers: str | Iterable[int] | RecomputePlan, num_layers: int) -> set[int]:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import torch
 
-from droidspeak.cache import ContextCache
 from droidspeak.engine.batch import (
     PrefilledBatch,
     check_fits,
@@ -26,10 +25,11 @@ from droidspeak.engine.batch import (
     kv_tokens,
     sender_kv,
 )
+from droidspeak.engine.cache import ContextCache
+from droidspeak.engine.loading import LoadedModel
+from droidspeak.engine.plan import layer_groups, parse_plan, recompute
 from droidspeak.engine.prefill import receiver_prefill
 from droidspeak.errors import DroidSpeakError
-from droidspeak.loading import LoadedModel
-from droidspeak.plan import layer_groups, parse_plan, recompute
 
 
 @dataclass

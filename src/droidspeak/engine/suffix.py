@@ -22,11 +22,11 @@ from contextlib import contextmanager
 
 import torch
 
-from droidspeak.arch import kv_shape
+from droidspeak.engine.arch import kv_shape
 from droidspeak.engine.batch import PrefilledBatch, adopt
+from droidspeak.engine.loading import LoadedModel
 from droidspeak.errors import DroidSpeakError
 from droidspeak.hf_compat import cache_arg
-from droidspeak.loading import LoadedModel
 
 
 class SuffixWorkspace:

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import torch
 
 from droidspeak.engine.infer import tail_logits
+from droidspeak.engine.loading import LoadedModel, check_compatible
 from droidspeak.engine.prefill import receiver_prefill, sender_prefill
 from droidspeak.errors import UnsupportedArchitectureError
 from droidspeak.hf_compat import cache_arg, returned_cache
-from droidspeak.loading import LoadedModel, check_compatible
 
 # max |logit difference| / max(1, max |logit|) always allowed, per dtype; in low precision the model's own rounding
 # noise (its forward in one go vs through its own cache) sets the bar when it is larger
@@ -129,8 +129,8 @@ def verify_model(model: LoadedModel) -> None:
             f"{type(model.model).__name__} ({model.config.model_type}) failed droidspeak's probe: driving its decoder "
             "layers one by one does not reproduce its own forward, so its caches cannot be trusted:\n  - "
             + "\n  - ".join(lines)
-            + "\nIts forward applies something between embeddings, layers and norm that droidspeak.arch.DecoderStack "
-            "does not; add it there (see README: verifying a new model)."
+            + "\nIts forward applies something between embeddings, layers and norm that "
+            "droidspeak.engine.arch.DecoderStack does not; add it there (see README: verifying a new model)."
         )
     _verified.add(key)
 

@@ -15,10 +15,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from droidspeak.engine.plan import parse_plan
 from droidspeak.figures.profile_plots import transition_strata
 from droidspeak.figures.summary import fmt
 from droidspeak.markdown import table
-from droidspeak.plan import parse_plan
 from droidspeak.profile.points import plan_layers
 from droidspeak.profile.profile_file import Profile, comparisons_path, load_profile
 from droidspeak.track.results import read_rows

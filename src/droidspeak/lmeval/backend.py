@@ -20,12 +20,12 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils_hf import stop_sequences_criteria
 
-from droidspeak.cache import ContextCache, cache_key
 from droidspeak.codec import get_codec
 from droidspeak.engine import generate, receiver_prefill, tail_logits
 from droidspeak.engine.batch import prefill_rows
+from droidspeak.engine.cache import ContextCache, cache_key
+from droidspeak.engine.plan import PrefillCost, RecomputePlan, total_cost
 from droidspeak.errors import DroidSpeakError
-from droidspeak.plan import PrefillCost, RecomputePlan, total_cost
 from droidspeak.profile.profile_file import resolve_profile_plan
 from droidspeak.reuse import ReusePair
 from droidspeak.store import DiskStore, MemoryStore, TieredStore

@@ -14,11 +14,12 @@ Running models (they score plans and hand the pure modules floats):
 - ``profiler`` — scores plans by the task metric on profiling rows and writes the profile;
 - ``proxy`` — the output-level proxy score, cheaper than the task metric;
 - ``comparisons`` — the comparisons beyond the paper (multi-group, proxy, hybrid).
+- ``result_rows`` — the result rows a profiling job adds for the quality-vs-cost figures.
 
 Conventions: quality is higher-is-better (F1, accuracy, Rouge-L, edit similarity, or a proxy such as minus KL);
 ``recomputed_layers`` counts layers the receiver computes over the context (``full_reuse`` = 0,
 ``full_prefill`` = num_layers); a group that starts at layer 0 costs no transition (embeddings suffice),
-matching :attr:`droidspeak.plan.RecomputePlan.transitions`; ``recompute:0-(L-1)`` computes exactly what
+matching :attr:`droidspeak.engine.plan.RecomputePlan.transitions`; ``recompute:0-(L-1)`` computes exactly what
 ``full_prefill`` computes, so candidate lists name it ``full_prefill``.
 """
 

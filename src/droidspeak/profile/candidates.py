@@ -7,8 +7,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
+from droidspeak.engine.plan import parse_plan
 from droidspeak.errors import PlanError
-from droidspeak.plan import parse_plan
 from droidspeak.profile.points import Group, group_plan
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from droidspeak.plan import DEFAULT_PROFILE_TOLERANCE
+from droidspeak.engine.plan import DEFAULT_PROFILE_TOLERANCE
 from droidspeak.profile.points import HasPoints, ProfilePoint
 
 

@@ -11,25 +11,53 @@ b) ``compare_proxy`` — output-level proxies (profile.proxy) on few samples: ra
    and whether the plan the proxy alone chooses (fewest layers whose disagreement passes the tolerance) is as good.
 c) ``compare_hybrid`` — at equal compute fraction: the best single layer group, CacheBlend cross-model, and a
    hybrid (the best group one granularity step smaller plus token recompute in the other layers filling the budget).
-Every function returns plain dict rows (one JSON line each).
+Every function returns plain dict rows (one JSON line each); :func:`run_comparisons` runs the kinds a job asks for.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 
 from droidspeak.engine.cacheblend import cacheblend_prefill
-from droidspeak.plan import parse_plan
+from droidspeak.engine.plan import parse_plan
 from droidspeak.profile.candidates import recomputes_all
 from droidspeak.profile.choice import best_by_budget, choose_point, quality_target
 from droidspeak.profile.groups_dp import estimate_transition_penalty, search_additive, search_groups
 from droidspeak.profile.points import ProfilePoint, plan_layers
 from droidspeak.profile.profile_file import Profile
 from droidspeak.profile.profiler import Profiler
-from droidspeak.profile.proxy import PROXY_RULES, ProxyRule, ProxyScorer
+from droidspeak.profile.proxy import PROXY_RULES, ProxyRule, ProxyScorer, get_rule
 from droidspeak.profile.ranks import rank_agreement
 from droidspeak.profile.sensitivity import harm_from_single_layer
+
+COMPARISON_KINDS = ("multigroup", "proxy", "hybrid")
+
+
+def run_comparisons(profiler: Profiler, profile: Profile, kinds: Sequence[str], *, max_groups: int | None,
+                    proxy_samples: int, proxy_rule: str, tolerance: float, hybrid_fractions: Sequence[float],
+                    cacheblend_ratios: Sequence[float]) -> list[dict]:
+    """The comparisons ``kinds`` (of COMPARISON_KINDS) of a profiled pair, as rows; the proxy's scores and the time
+    they took go into ``profile``."""
+    rows: list[dict] = []
+    started = time.perf_counter()
+    if "multigroup" in kinds:
+        rows += compare_multigroup(profiler, profile, max_groups=max_groups)
+    if "proxy" in kinds:
+        scorer = ProxyScorer(profiler.receiver, profiler.sender, profiler.task, profiler.rows.rows,
+                             samples=proxy_samples, batch_size=profiler.batch_size,
+                             allow_mismatch=profiler.allow_mismatch)
+        proxy = compare_proxy(profiler, profile, scorer, tolerance=tolerance, rule=get_rule(proxy_rule))
+        profile.extra["proxy_scores"] = proxy.pop("proxy_scores")
+        rows.append(proxy)
+    if "hybrid" in kinds:
+        rows += compare_hybrid(profiler, profile, hybrid_fractions)
+        for ratio in cacheblend_ratios:
+            profiler.evaluate(f"cacheblend:{ratio:g}")
+    if kinds:
+        profile.timing["comparisons_seconds"] = round(time.perf_counter() - started, 3)
+    return rows
 
 
 def _r(x: float | None, digits: int = 4):

@@ -8,8 +8,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from droidspeak.engine.plan import format_plan, parse_plan, recompute
 from droidspeak.errors import PlanError
-from droidspeak.plan import format_plan, parse_plan, recompute
 
 Group = tuple[int, int]
 

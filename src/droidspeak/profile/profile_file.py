@@ -42,8 +42,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from droidspeak.atomic import write_text
+from droidspeak.engine.plan import DEFAULT_PROFILE_TOLERANCE, RecomputePlan, format_plan, parse_plan
 from droidspeak.errors import PlanError
-from droidspeak.plan import DEFAULT_PROFILE_TOLERANCE, RecomputePlan, format_plan, parse_plan
 from droidspeak.profile.choice import choose_plan, pareto_frontier
 from droidspeak.profile.points import ProfilePoint, plan_layers
 from droidspeak.profile.sensitivity import critical_layers
@@ -308,7 +308,7 @@ def check_profile_pair(
     profile: Profile, receiver: Mapping, sender: Mapping, *, source: str, allow_foreign: bool = False
 ) -> bool:
     """Whether ``profile`` was measured on another pair than (``receiver``, ``sender``) — identities as in
-    :attr:`droidspeak.loading.Fingerprint.identity`. Another pair is a :class:`ProfileError` naming both, unless
+    :attr:`droidspeak.engine.loading.Fingerprint.identity`. Another pair is a :class:`ProfileError` naming both, unless
     ``allow_foreign``; then it returns True, for the caller to record."""
     differences = [
         f"{role} {field}: profile {_short(theirs.get(field))}, here {_short(ours.get(field))}"

@@ -28,16 +28,17 @@ from dataclasses import dataclass
 
 import torch
 
-from droidspeak.cache import ContextCache
 from droidspeak.engine import generate, receiver_prefill, tail_logits
+from droidspeak.engine.answers import prefill_contexts
 from droidspeak.engine.batch import PrefilledBatch, distinct_rows, select_rows
+from droidspeak.engine.cache import ContextCache
+from droidspeak.engine.loading import LoadedModel
+from droidspeak.engine.plan import parse_plan
 from droidspeak.engine.shared_passes import shared_prefills
 from droidspeak.engine.verify import check_pair
-from droidspeak.loading import LoadedModel
-from droidspeak.plan import parse_plan
 from droidspeak.profile.choice import choose_point, quality_target
 from droidspeak.profile.points import ProfilePoint, plan_layers
-from droidspeak.zoo.measure import TaskRows, prefill_contexts
+from droidspeak.zoo.measure import task_questions
 from droidspeak.zoo.tasks import TASKS
 
 
@@ -116,15 +117,16 @@ class ProxyScorer:
     def __init__(self, receiver: LoadedModel, sender: LoadedModel, task: str, rows: Sequence[dict], *,
                  samples: int = 8, batch_size: int = 32, allow_mismatch: Sequence[str] = ()):
         start = time.perf_counter()
-        check_pair(sender, receiver, allow_mismatch)
         self.receiver, self.task = receiver, task
         self.index = spread_rows([r["context_id"] for r in rows], samples)
-        self.rows = TaskRows(task, [rows[i] for i in self.index], receiver.tokenizer)
+        self.rows = task_questions(task, [rows[i] for i in self.index], receiver.tokenizer)
+        check_pair(sender, receiver, allow_mismatch)
         self.distinct, self.row_index = distinct_rows([r["context_id"] for r in self.rows.rows])
         self.caches = prefill_contexts(sender, self.rows, batch_size)
         self.results: dict[str, ProxyScore] = {}
         own = receiver_prefill(receiver, self._contexts, "full_prefill")
-        answers = generate(receiver, self._select(own), self.rows.suffixes, max_new_tokens=TASKS[task].max_new_tokens)
+        answers = generate(receiver, select_rows(own, self.row_index), self.rows.suffixes,
+                           max_new_tokens=TASKS[task].max_new_tokens)
         self.answers = [a if a.numel() else torch.tensor([0]) for a in answers]
         self.positions = sum(a.numel() for a in self.answers)  # answer positions each plan is scored on
         self.reference = self._answer_logprobs(own)
@@ -134,15 +136,11 @@ class ProxyScorer:
     def _contexts(self) -> list[ContextCache]:
         return [self.caches[c] for c in self.distinct]
 
-    def _select(self, prefilled: PrefilledBatch) -> PrefilledBatch:
-        """One row per sample from a prefill of the distinct contexts."""
-        return select_rows(prefilled, self.row_index)
-
     @torch.inference_mode()
     def _answer_logprobs(self, prefilled: PrefilledBatch) -> list[torch.Tensor]:
         """log P(next token) at each position that predicts an answer token, per row ([n_answer, vocab])."""
         tails = [torch.cat([s, a]) for s, a in zip(self.rows.suffixes, self.answers)]
-        logits = tail_logits(self.receiver, self._select(prefilled), tails).float()
+        logits = tail_logits(self.receiver, select_rows(prefilled, self.row_index), tails).float()
         width = logits.shape[1]
         return [logits[row, width - a.numel() - 1 : width - 1].log_softmax(-1) for row, a in enumerate(self.answers)]
 

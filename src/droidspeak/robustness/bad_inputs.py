@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from droidspeak.cache import cache_key
+from droidspeak.engine.cache import cache_key
+from droidspeak.engine.loading import LoadedModel, load_model
 from droidspeak.errors import DroidSpeakError
-from droidspeak.loading import LoadedModel, load_model
 from droidspeak.profile.profile_file import load_profile, resolve_profile_plan
 from droidspeak.reuse import ReusePair
 from droidspeak.store import DiskStore

@@ -2,7 +2,7 @@
 
 Every tier (GPU memory, host pinned memory, disk, a remote sender process) answers the same small interface,
 after LMCache v0: ``contains / put / get / get_layer / get_hidden / remove / close``. Keys are
-``droidspeak.cache.cache_key(sender digest, token ids)`` (sha256), never Python's ``hash()``. Capacity is a byte
+``droidspeak.engine.cache.cache_key(sender digest, token ids)`` (sha256), never Python's ``hash()``. Capacity is a byte
 budget; the least recently used entry is evicted first. A pipelined prefill reads through ``StoredCache``, a lazy
 view that fetches one layer at a time.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from droidspeak.cache import ContextCache, held_from
+from droidspeak.engine.cache import ContextCache, held_from
 from droidspeak.errors import CacheMismatchError, DroidSpeakError
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from droidspeak.cache import TORCH_DTYPES, CacheFile, ContextCache, cache_key
+from droidspeak.engine.cache import TORCH_DTYPES, CacheFile, ContextCache, cache_key
 from droidspeak.errors import CacheFormatError
 from droidspeak.store.base import CacheInfo, CacheStore
 from droidspeak.store.serde import SafetensorsSerde

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from droidspeak.cache import ContextCache
+from droidspeak.engine.cache import ContextCache
 from droidspeak.store.base import CacheInfo, CacheStore, StoreError
 
 

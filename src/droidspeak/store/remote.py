@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from droidspeak.cache import ContextCache
 from droidspeak.codec import Encoded, get_codec
+from droidspeak.engine.cache import ContextCache
 from droidspeak.errors import CacheFormatError
 from droidspeak.store.base import CacheInfo, CacheStore, StoreError, checked_key
 from droidspeak.store.serde import HEADER_LEN, WIRE_DTYPES, wire_empty, wire_header

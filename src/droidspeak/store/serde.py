@@ -1,7 +1,7 @@
 """Serde: how a cache becomes bytes for a tier that cannot hold tensors (disk) or crosses a process (remote).
 
 Two serdes, independent of where the bytes go:
-- ``SafetensorsSerde`` writes the project's one on-disk format (droidspeak.cache: safetensors, a header with
+- ``SafetensorsSerde`` writes the project's one on-disk format (droidspeak.engine.cache: safetensors, a header with
   per-tensor blake2b checksums, written atomically), at full precision or through a lossy transfer codec, and
   opens files for verified layer-by-layer reads.
 - ``wire_header`` / ``wire_tensor`` describe one tensor (dtype code, rank, shape) as a small int64 tensor, so a
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from droidspeak.cache import CacheFile, ContextCache
 from droidspeak.codec import get_codec
+from droidspeak.engine.cache import CacheFile, ContextCache
 from droidspeak.errors import CacheFormatError
 
 # ---- disk -------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 import torch
 
-from droidspeak.cache import ContextCache
+from droidspeak.engine.cache import ContextCache
 from droidspeak.errors import CacheFormatError
 from droidspeak.store.base import CacheInfo, CacheStore, StoredCache, StoreError, checked_key
 

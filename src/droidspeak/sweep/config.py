@@ -48,7 +48,7 @@ class TaskConfig:
 
 @dataclass
 class MethodConfig:
-    """How the receiver gets its context cache; ``plan`` is in the contract syntax (droidspeak.plan)."""
+    """How the receiver gets its context cache; ``plan`` is in the contract syntax (droidspeak.engine.plan)."""
 
     name: str = "???"  # full_prefill | full_reuse | recompute | cacheblend | profile | sender
     plan: str = "???"

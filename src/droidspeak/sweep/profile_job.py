@@ -11,43 +11,42 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from droidspeak.atomic import write_text
+from droidspeak.engine.loading import load_model
 from droidspeak.errors import DroidSpeakError
-from droidspeak.loading import load_model
-from droidspeak.profile.comparisons import compare_hybrid, compare_multigroup, compare_proxy
+from droidspeak.profile.comparisons import COMPARISON_KINDS, run_comparisons
 from droidspeak.profile.profile_file import ProfileError, comparisons_path, load_profile, save_profile
 from droidspeak.profile.profiler import Profiler, profile_pair, select_profile_rows
-from droidspeak.profile.proxy import ProxyScorer, get_rule
+from droidspeak.profile.result_rows import evaluation_rows
 from droidspeak.sweep.config import safe_name
 from droidspeak.sweep.point import ZOO_PREFIX, check_family, resolve_model
-from droidspeak.track.records import new_row, question_set_digest
-from droidspeak.track.results import append_row, check_code_version, finished_keys, git_sha, point_key, read_rows
+from droidspeak.track.records import question_set_digest
+from droidspeak.track.results import append_row, check_code_version, finished_keys, git_sha, read_rows
 from droidspeak.track.version import code_version
 from droidspeak.zoo.tasks import TASKS
 
 log = logging.getLogger("profile")
 
 
-
-
-def _load(reference: str, adapter: str | None, family, cfg):
-    path, adapter = resolve_model(reference, adapter, family)
-    return load_model(path, adapter=adapter, dtype=cfg.dtype, device=cfg.device)
-
-
 def run_job(cfg, family) -> dict[str, Path]:
+    """Checks and resolves everything first (a typo fails before a model loads), then loads, profiles and writes."""
     task = cfg.task.name or cfg.pair.task
     if task not in TASKS or family is None or task not in family.task_files:
         raise DroidSpeakError(
             f"profiling runs on the embedded tasks {sorted(TASKS)} of a zoo family; got task {task!r}"
         )
+    kinds = [k for k in COMPARISON_KINDS if k in cfg.comparison_kinds] if cfg.comparisons else []
+    if set(cfg.comparison_kinds) - set(COMPARISON_KINDS):
+        raise DroidSpeakError(f"comparison_kinds {sorted(cfg.comparison_kinds)}: each must be one of "
+                              f"{', '.join(COMPARISON_KINDS)}")
     check_family(cfg.pair, family)
+    receiver_path, receiver_adapter = resolve_model(cfg.pair.receiver, cfg.pair.receiver_adapter, family)
+    sender_path, sender_adapter = resolve_model(cfg.pair.sender, cfg.pair.sender_adapter, family)
     results = Path(cfg.output_root) / "profiles" / "results.jsonl"
-    check_code_version(results, code_version(), cfg.stale)  # before hours of profiling, not after
     out = (
         Path(cfg.output)
         if cfg.output
@@ -58,9 +57,11 @@ def run_job(cfg, family) -> dict[str, Path]:
     if not cfg.force and _up_to_date(out, results, job):
         log.info("%s is up to date (the same job, code %s): not profiled again (force=true does)", out, code_version())
         return written
+    check_code_version(results, code_version(), cfg.stale)  # before hours of profiling, not after
     rows = select_profile_rows(read_rows(family.task_files[task][cfg.split]), cfg.contexts)
-    receiver = _load(cfg.pair.receiver, cfg.pair.receiver_adapter, family, cfg)
-    sender = _load(cfg.pair.sender, cfg.pair.sender_adapter, family, cfg)
+    question_set = question_set_digest(task, cfg.split, len(rows), family.task_version(task, cfg.split))
+    receiver = load_model(receiver_path, adapter=receiver_adapter, dtype=cfg.dtype, device=cfg.device)
+    sender = load_model(sender_path, adapter=sender_adapter, dtype=cfg.dtype, device=cfg.device)
     profiler = Profiler(receiver, sender, task, rows, batch_size=cfg.batch_size, allow_mismatch=cfg.pair.allow_mismatch)
     for warning in profiler.warnings:
         log.warning("%s", warning)
@@ -72,37 +73,22 @@ def run_job(cfg, family) -> dict[str, Path]:
         transition_plans_per_count=cfg.transition_plans_per_count, progress=cfg.progress,
         max_group_layers=cfg.max_group_layers, transitions=cfg.transitions,
     )
-    extra_rows: list[dict] = []
-    kinds = set(cfg.comparison_kinds) if cfg.comparisons else set()
-    if kinds - {"multigroup", "proxy", "hybrid"}:
-        raise DroidSpeakError(f"comparison_kinds {sorted(kinds)}: each must be multigroup, proxy or hybrid")
-    if kinds:
-        started = time.perf_counter()
-        if "multigroup" in kinds:
-            extra_rows += compare_multigroup(profiler, profile, max_groups=cfg.max_groups)
-        if "proxy" in kinds:
-            scorer = ProxyScorer(receiver, sender, task, rows, samples=cfg.proxy_samples, batch_size=cfg.batch_size,
-                                 allow_mismatch=cfg.pair.allow_mismatch)
-            proxy = compare_proxy(profiler, profile, scorer, tolerance=cfg.tolerance, rule=get_rule(cfg.proxy_rule))
-            profile.extra["proxy_scores"] = proxy.pop("proxy_scores")
-            extra_rows.append(proxy)
-        if "hybrid" in kinds:
-            extra_rows += compare_hybrid(profiler, profile, cfg.hybrid_fractions)
-            for ratio in cfg.cacheblend_ratios:
-                profiler.evaluate(f"cacheblend:{ratio:g}")
-        profile.timing["comparisons_seconds"] = round(time.perf_counter() - started, 3)
+    comparisons = run_comparisons(
+        profiler, profile, kinds, max_groups=cfg.max_groups, proxy_samples=cfg.proxy_samples,
+        proxy_rule=cfg.proxy_rule, tolerance=cfg.tolerance, hybrid_fractions=cfg.hybrid_fractions,
+        cacheblend_ratios=cfg.cacheblend_ratios,
+    )
+    eval_rows = evaluation_rows(profiler, profile, pair=cfg.pair.name, split=cfg.split, tolerance=cfg.tolerance,
+                                question_set=question_set)
     profile.git_sha, profile.code_version = git_sha(), code_version()
-    profile.extra["split"] = cfg.split
-    profile.extra["job"] = job
-    if profiler.warnings:
-        profile.extra["warnings"] = profiler.warnings
+    profile.extra.update(split=cfg.split, job=job, **({"warnings": profiler.warnings} if profiler.warnings else {}))
     save_profile(out, profile)
-    comparisons = comparisons_path(out)
-    with comparisons.open("w") as handle:
-        for row in extra_rows:
-            handle.write(json.dumps({"pair": cfg.pair.name, "task": task, **row}) + "\n")
-    questions = question_set_digest(task, cfg.split, len(rows), family.task_version(task, cfg.split))
-    _write_eval_rows(results, cfg, profiler, profile, task, questions)
+    write_text(comparisons_path(out),
+               "".join(json.dumps({"pair": cfg.pair.name, "task": task, **row}) + "\n" for row in comparisons))
+    done = finished_keys(results)
+    for row in eval_rows:
+        if row.key not in done:
+            append_row(results, row.to_dict())
     log.info("profile %s: reference %.3f, full reuse %s, chosen @%.2f: %s", out, profile.reference_quality,
              profile.full_reuse_quality, cfg.tolerance, profile.choose(cfg.tolerance))
     return written
@@ -135,51 +121,3 @@ def _up_to_date(out: Path, results: Path, job: dict) -> bool:
         and row.get("code_version") == profile.code_version
         for row in read_rows(results)
     )
-
-
-def _method(name: str) -> str:
-    if name.startswith("hybrid:"):
-        return "hybrid"
-    if name.startswith("cacheblend:"):
-        return "cacheblend"
-    return "recompute" if name.startswith("recompute:") else name
-
-
-def _write_eval_rows(path: Path, cfg, profiler: Profiler, profile, task: str, questions: str) -> None:
-    """Eval rows (the figures' input) for the baselines, frontier, chosen plan, CacheBlend and hybrids."""
-    frontier = {p.plan for p in profile.frontier}
-    chosen = profile.choose(cfg.tolerance)
-    baseline = profiler.results["full_prefill"].prefill_seconds
-    done = finished_keys(path)
-    for key, ev in profiler.results.items():
-        if key.endswith(f"@{profiler.sender.fingerprint.name}"):
-            method, plan = "sender", "full_prefill"
-        else:
-            method, plan = _method(key), key
-            if method == "recompute" and plan not in frontier and plan != chosen:
-                continue
-        entries = [(method, plan)] + ([("profile", plan)] if plan == chosen and method != "sender" else [])
-        for method_name, plan_name in entries:
-            identity = {
-                "pair": cfg.pair.name,
-                "task": task,
-                "split": cfg.split,
-                "method": method_name,
-                "plan": plan_name,
-                "contexts": len(profiler.caches),
-                "zoo": profile.receiver_fingerprint,
-                "sender": profile.sender_fingerprint,
-            }
-            row_key = point_key(identity)
-            if row_key in done:
-                continue
-            append_row(path, new_row(
-                profiler.receiver.model, key=row_key, source="profile", pair=cfg.pair.name, task=task,
-                split=cfg.split, method=method_name,
-                plan=plan_name, resolved_plan=plan_name, metric=profile.metric, quality=ev.quality,
-                n_samples=len(ev.per_input), per_sample=list(ev.per_input), num_layers=profile.num_layers,
-                recomputed_fraction=ev.compute_fraction if method_name != "sender" else 1.0,
-                prefill_seconds=ev.prefill_seconds, baseline_prefill_seconds=baseline,
-                speedup=baseline / ev.prefill_seconds if ev.prefill_seconds > 0 else None,
-                eval_seconds=ev.seconds, warnings=profiler.warnings or None, question_set=questions,
-            ).to_dict())

@@ -56,7 +56,7 @@ class ResultRow:
     bytes_loaded: int | None = None  # at the cache's own precision
     codec: str = "lossless"  # the transfer codec K/V and E crossed the link with (droidspeak.codec)
     transfer_bytes: int | None = None  # what crossed the link through that codec, summed over the point's prefills
-    cost: dict | None = None  # droidspeak.plan.PrefillCost summed over the point's prefills
+    cost: dict | None = None  # droidspeak.engine.plan.PrefillCost summed over the point's prefills
     timed_contexts: int | None = None
     timed_path: str | None = None  # the code path its prefill_seconds timed (e.g. bench.answer_path.CONTEXT_PREFILL)
     sender_prefills: int | None = None

@@ -8,6 +8,6 @@ fine-tuned variants, the task JSONL files they are scored on, and the measured r
   match, Rouge-L, edit similarity), ``corpus`` (training examples);
 - ``recipe`` (a family's typed recipe and its hash), ``train`` (models, LoRA, optimisation), ``gguf_base`` (a
   pretrained base from a GGUF in a pip package), ``builder`` (trains a family or an extension into a folder),
-  ``measure`` (scores models and plans through the engine), ``cards`` (model cards), ``family`` (names, installs and
-  serves a built family).
+  ``measure`` (a task's questions for the engine, and the family's measured phenomenon), ``cards`` (model cards),
+  ``family`` (names, installs and serves a built family).
 """

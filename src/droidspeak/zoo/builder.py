@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from droidspeak.loading import find_tokens
+from droidspeak.engine.loading import find_tokens
 from droidspeak.zoo import cards
 from droidspeak.zoo.corpus import Encoder, Example, TokenizerEncoder, induction_document, qa_example, world_document
 from droidspeak.zoo.gguf_base import convert_base
@@ -164,14 +164,15 @@ class FamilyBuilder:
         self.finetune(name, variant)
         invocation = oracle = None
         if variant.kind == "alora":  # as the engine loads it (base cache, nothing recomputed), against peft's forward
-            from droidspeak.loading import load_model
-            from droidspeak.zoo.measure import TaskRows, activated_oracle
+            from droidspeak.engine.loading import load_model
+            from droidspeak.zoo.measure import activated_oracle, task_questions
 
             adapter = str(self.root / "models" / name)
             receiver = load_model(str(family_root / "models" / BASE), adapter=adapter)
             invocation = list(receiver.invocation)
             task = variant.tasks[0]
-            oracle = activated_oracle(receiver, adapter, TaskRows(task, self.rows[task]["profile"], self.tokenizer))
+            questions = task_questions(task, self.rows[task]["profile"], self.tokenizer)
+            oracle = activated_oracle(receiver, adapter, questions)
             self.log(f"{name} from the base's cache vs peft's aLoRA forward: {oracle}")
         report = {"name": name, "recipe_hash": extension_hash(self.zoo, name), "code_version": CODE_VERSION,
                   "family": family_root.name, "recipe": OmegaConf.to_container(OmegaConf.structured(variant)),
@@ -256,8 +257,8 @@ class FamilyBuilder:
 
     # ---- measurement -----------------------------------------------------------------------------------
     def measure(self) -> dict:
-        from droidspeak.loading import load_model
-        from droidspeak.zoo.measure import TaskRows, pair_phenomenon, quality
+        from droidspeak.engine.loading import load_model
+        from droidspeak.zoo.measure import pair_phenomenon, quality, task_questions
 
         m = self.zoo.measure
         base_dir = self.root / "models" / BASE
@@ -265,7 +266,7 @@ class FamilyBuilder:
         for name, variant in self.zoo.variants.items():
             folder = str(self.root / "models" / name)
             loaded[name] = load_model(str(base_dir), adapter=folder) if variant.kind == "lora" else load_model(folder)
-        rows = {t: TaskRows(t, self.rows[t][m.split][: m.max_questions], self.tokenizer) for t in self.zoo.tasks}
+        rows = {t: task_questions(t, self.rows[t][m.split][: m.max_questions], self.tokenizer) for t in self.zoo.tasks}
         start = time.perf_counter()
         accuracy = {
             name: {t: round(quality(model, rows[t], batch_size=m.batch_size), 4) for t in rows}

@@ -44,7 +44,7 @@ class TokenizerEncoder:
         self.tokenizer = tokenizer
         self.eos = tokenizer.eos_token_id
         # What the tokenizer puts before a prompt it encodes (Gemma's <bos>; nothing for SmolLM2): a fine-tune's
-        # prompts start as the evaluated ones do (engine.measure's TaskRows, lm-eval's add_bos_token for Gemma).
+        # prompts start as the evaluated ones do (engine.answers.Questions, lm-eval's add_bos_token for Gemma).
         self.prompt_start: list[int] = tokenizer("")["input_ids"]
 
     def __call__(self, text: str) -> list[int]:

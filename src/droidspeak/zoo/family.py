@@ -62,7 +62,7 @@ class Family:
         return {"path": str(self.models[name]), "adapter": None}
 
     def load(self, name: str, **kwargs):
-        from droidspeak.loading import load_model
+        from droidspeak.engine.loading import load_model
 
         args = self.load_args(name)
         return load_model(args["path"], adapter=args["adapter"], **kwargs)

@@ -9,89 +9,31 @@ recovers, every group of that size is measured and the best one is kept).
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from functools import partial
 
 import torch
 
-from droidspeak.cache import ContextCache
-from droidspeak.engine import PrefilledBatch, generate, receiver_prefill, sender_prefill, tail_logits
-from droidspeak.engine.batch import prefill_rows
+from droidspeak.engine import receiver_prefill, sender_prefill, tail_logits
+from droidspeak.engine.answers import Questions, predict, prefill_contexts
+from droidspeak.engine.loading import LoadedModel
 from droidspeak.engine.verify import check_pair
-from droidspeak.loading import LoadedModel
 from droidspeak.zoo.tasks import TASKS, score
 
 
-class TaskRows:
-    """Questions of one task with their context ids tokenized once."""
-
-    def __init__(self, task: str, rows: Sequence[dict], tokenizer):
-        self.task, self.rows = task, list(rows)
-        ids = lambda text, start: torch.tensor(tokenizer(text, add_special_tokens=start)["input_ids"],  # noqa: E731
-                                          dtype=torch.long)
-        self.contexts = {r["context_id"]: ids(r["context"], True) for r in self.rows}  # Gemma's <bos> first
-        # as in the prompt (a BPE sees the break), and no second <bos> in mid-prompt
-        self.suffixes = [ids("\n\n" + r["question"], False) for r in self.rows]
-        self.decode = lambda t: tokenizer.decode(t, skip_special_tokens=True)  # noqa: E731
-
-
-@torch.inference_mode()
-def answer(model: LoadedModel, rows: TaskRows, prefill: Callable[[list[dict]], PrefilledBatch],
-           batch_size: int = 32) -> tuple[list[str], list[PrefilledBatch]]:
-    """Greedy answers of ``model`` to every question, in batches; ``prefill(chunk)`` gives one cache row per question.
-    Returns the answers and each batch's prefill (its cost)."""
-    answers: list[str] = []
-    prefills: list[PrefilledBatch] = []
-    for start in range(0, len(rows.rows), batch_size):
-        prefilled = prefill(rows.rows[start : start + batch_size])
-        prefills.append(prefilled)
-        answers += answer_batch(model, rows, start, prefilled)
-    return answers, prefills
-
-
-def answer_batch(model: LoadedModel, rows: TaskRows, start: int, prefilled: PrefilledBatch) -> list[str]:
-    """Greedy answers to the questions ``rows.rows[start:]`` that ``prefilled``'s rows hold the contexts of."""
-    tokens = generate(model, prefilled, rows.suffixes[start : start + len(prefilled.token_ids)],
-                      max_new_tokens=TASKS[rows.task].max_new_tokens)
-    return [rows.decode(t) for t in tokens]
-
-
-def scores(rows: TaskRows, answers: Sequence[str]) -> list[float]:
-    """The task's metric of each answer against its question's references."""
-    return [score(rows.task, a, r["answers"]) for a, r in zip(answers, rows.rows)]
-
-
-def predict(
-    receiver: LoadedModel,
-    rows: TaskRows,
-    plan: str,
-    caches: dict[str, ContextCache] | None = None,
-    batch_size: int = 32,
-) -> list[str]:
-    """Greedy answers of ``receiver`` under ``plan`` (``caches``: the sender's, per context id)."""
-    def prefill(chunk: list[dict]) -> PrefilledBatch:  # a context's questions share one receiver prefill
-        return prefill_rows([r["context_id"] for r in chunk], lambda distinct: receiver_prefill(
-            receiver, [caches[c] if caches else rows.contexts[c] for c in distinct], plan))
-
-    return answer(receiver, rows, prefill, batch_size)[0]
+def task_questions(task: str, rows: Sequence[dict], tokenizer) -> Questions:
+    """The questions of one embedded task, tokenized once, answered with its token budget and scored by its metric."""
+    return Questions(rows, tokenizer, max_new_tokens=TASKS[task].max_new_tokens, metric=partial(score, task))
 
 
 def quality(
-    receiver: LoadedModel, rows: TaskRows, plan: str = "full_prefill", caches=None, batch_size: int = 32
+    receiver: LoadedModel, rows: Questions, plan: str = "full_prefill", caches=None, batch_size: int = 32
 ) -> float:
-    return sum(scores(rows, predict(receiver, rows, plan, caches, batch_size))) / max(1, len(rows.rows))
-
-
-def prefill_contexts(sender: LoadedModel, rows: TaskRows, batch_size: int = 32) -> dict[str, ContextCache]:
-    """Every context's sender cache, E at every layer and sliding layers whole: one set serves every plan, CacheBlend's
-    too."""
-    keys = list(rows.contexts)
-    caches = sender_prefill(sender, [rows.contexts[k] for k in keys], e_layers="all", batch_size=batch_size,
-                            full_sliding=True)
-    return dict(zip(keys, caches))
+    return sum(rows.scores(predict(receiver, rows, plan, caches, batch_size))) / max(1, len(rows.rows))
 
 
 def pair_phenomenon(
-    receiver: LoadedModel, sender: LoadedModel, rows: TaskRows, tolerance: float = 0.05, batch_size: int = 32,
+    receiver: LoadedModel, sender: LoadedModel, rows: Questions, tolerance: float = 0.05, batch_size: int = 32,
     max_group_layers: int | None = None,
 ) -> dict:
     """Receiver / sender / full-reuse quality and the smallest recovering contiguous group (of at most
@@ -131,7 +73,7 @@ def pair_phenomenon(
 
 
 @torch.inference_mode()
-def activated_oracle(receiver: LoadedModel, adapter: str, rows: TaskRows, contexts: int = 2) -> dict:
+def activated_oracle(receiver: LoadedModel, adapter: str, rows: Questions, contexts: int = 2) -> dict:
     """An activated LoRA served from its base's cache with nothing recomputed, against peft's own aLoRA forward over
     each whole prompt: the largest |logit difference| on the query tokens; beside it, for scale, that of the same
     weights merged over the whole prompt (what a plain LoRA receiver would compute)."""

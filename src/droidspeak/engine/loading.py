@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from droidspeak.arch import DecoderStack, decoder_stack, kv_shape
+from droidspeak.engine.arch import DecoderStack, decoder_stack, kv_shape
 from droidspeak.errors import DroidSpeakError, PairMismatchError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

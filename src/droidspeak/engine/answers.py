@@ -1,0 +1,77 @@
+"""Greedy answers to tokenized questions over prefilled contexts: a context is prefilled once for all its questions.
+
+What profiling and the zoo's measurements share: :class:`Questions` holds one task's questions tokenized once (with
+how many tokens an answer may take and how an answer is scored, so nothing here knows the tasks); :func:`answer`
+drives any prefill (a plan's, or a custom one) over them batch by batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from droidspeak.engine.batch import PrefilledBatch, prefill_rows
+from droidspeak.engine.cache import ContextCache
+from droidspeak.engine.infer import generate
+from droidspeak.engine.loading import LoadedModel
+from droidspeak.engine.prefill import receiver_prefill, sender_prefill
+
+Metric = Callable[[str, list[str]], float]
+
+
+class Questions:
+    """Rows (``context_id``, ``context``, ``question``, ``answers``), their contexts and questions tokenized once."""
+
+    def __init__(self, rows: Sequence[dict], tokenizer, *, max_new_tokens: int, metric: Metric):
+        self.rows, self.max_new_tokens, self.metric = list(rows), max_new_tokens, metric
+        ids = lambda text, start: torch.tensor(tokenizer(text, add_special_tokens=start)["input_ids"],  # noqa: E731
+                                          dtype=torch.long)
+        self.contexts = {r["context_id"]: ids(r["context"], True) for r in self.rows}  # Gemma's <bos> first
+        # as in the prompt (a BPE sees the break), and no second <bos> in mid-prompt
+        self.suffixes = [ids("\n\n" + r["question"], False) for r in self.rows]
+        self.decode = lambda t: tokenizer.decode(t, skip_special_tokens=True)  # noqa: E731
+
+    def scores(self, answers: Sequence[str]) -> list[float]:
+        """Each answer's metric against its question's references."""
+        return [self.metric(a, r["answers"]) for a, r in zip(answers, self.rows)]
+
+
+@torch.inference_mode()
+def answer(model: LoadedModel, questions: Questions, prefill: Callable[[list[dict]], PrefilledBatch],
+           batch_size: int = 32) -> tuple[list[str], list[PrefilledBatch]]:
+    """Greedy answers of ``model`` to every question, in batches; ``prefill(chunk)`` gives one cache row per question.
+    Returns the answers and each batch's prefill (its cost)."""
+    answers: list[str] = []
+    prefills: list[PrefilledBatch] = []
+    for start in range(0, len(questions.rows), batch_size):
+        prefilled = prefill(questions.rows[start : start + batch_size])
+        prefills.append(prefilled)
+        answers += answer_batch(model, questions, start, prefilled)
+    return answers, prefills
+
+
+def answer_batch(model: LoadedModel, questions: Questions, start: int, prefilled: PrefilledBatch) -> list[str]:
+    """Greedy answers to the questions ``questions.rows[start:]`` that ``prefilled``'s rows hold the contexts of."""
+    tokens = generate(model, prefilled, questions.suffixes[start : start + len(prefilled.token_ids)],
+                      max_new_tokens=questions.max_new_tokens)
+    return [questions.decode(t) for t in tokens]
+
+
+def predict(receiver: LoadedModel, questions: Questions, plan: str,
+            caches: dict[str, ContextCache] | None = None, batch_size: int = 32) -> list[str]:
+    """Greedy answers of ``receiver`` under ``plan`` (``caches``: the sender's, per context id)."""
+    def prefill(chunk: list[dict]) -> PrefilledBatch:  # a context's questions share one receiver prefill
+        return prefill_rows([r["context_id"] for r in chunk], lambda distinct: receiver_prefill(
+            receiver, [caches[c] if caches else questions.contexts[c] for c in distinct], plan))
+
+    return answer(receiver, questions, prefill, batch_size)[0]
+
+
+def prefill_contexts(sender: LoadedModel, questions: Questions, batch_size: int = 32) -> dict[str, ContextCache]:
+    """Every context's sender cache, E at every layer and sliding layers whole: one set serves every plan, CacheBlend's
+    too."""
+    keys = list(questions.contexts)
+    caches = sender_prefill(sender, [questions.contexts[k] for k in keys], e_layers="all", batch_size=batch_size,
+                            full_sliding=True)
+    return dict(zip(keys, caches))
