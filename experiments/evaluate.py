@@ -21,16 +21,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-import droidspeak.sweep.config  # noqa: F401  (registers the structured config schemas)
+from droidspeak.sweep.config import check_values  # (importing it registers the structured config schemas)
 from droidspeak.sweep.console import entry
-from droidspeak.sweep.point import evaluate_point, point_identity, uses_zoo
+from droidspeak.sweep.point import evaluate_point, resume_keys, settle_method, uses_zoo
 from droidspeak.track.logger import check_mode, make_logger
 from droidspeak.track.results import (
     RESULTS_FILE,
     append_row,
     check_code_version,
     finished_keys,
-    point_key,
     write_job_row,
 )
 from droidspeak.track.version import code_version
@@ -47,12 +46,13 @@ def _in_multirun() -> bool:
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
 @entry
 def main(cfg: DictConfig) -> None:
+    settle_method(cfg)  # a method field the method does not read fails before anything runs
+    check_values(cfg)
     check_mode(cfg.logger.mode)  # a missing W&B login fails before any compute
     family = build_family(cfg.zoo, progress=cfg.progress, log=log.info) if uses_zoo(cfg) else None
     results = Path(cfg.results_dir) / RESULTS_FILE
     check_code_version(results, code_version(), cfg.stale)
-    key = point_key(point_identity(cfg, family))
-    if key in finished_keys(results):
+    if set(resume_keys(cfg, family)) & finished_keys(results):
         log.info("skip %s / %s / %s: already in %s", cfg.pair.name, cfg.task.name, cfg.method.plan, results)
         return
     logger = make_logger(

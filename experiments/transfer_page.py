@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.figures.codec_page import write_transfer_page
 from droidspeak.sweep.console import entry
+from droidspeak.track.records import read_results
 from droidspeak.track.results import read_rows
 
 log = logging.getLogger("transfer_page")
@@ -24,7 +25,8 @@ log = logging.getLogger("transfer_page")
 def main(cfg: DictConfig) -> None:
     path = hydra.utils.to_absolute_path
     links = [int(rate) if float(rate).is_integer() else rate for rate in cfg.links_gbit]  # "1 Gb/s", not "1.0"
-    page = write_transfer_page(read_rows(path(cfg.results)), read_rows(path(cfg.timing)),
+    results = [row.to_dict() for row in read_results(path(cfg.results))]  # unlike rows never share its tables
+    page = write_transfer_page(results, read_rows(path(cfg.timing)),
                                OmegaConf.to_container(cfg.chosen), path(cfg.out_dir), links_gbit=links,
                                tolerance=cfg.tolerance, command=cfg.command,
                                template=path(cfg.template))

@@ -1,6 +1,6 @@
 """CUDA exactness, as a plain program: pipelined ≡ unpipelined, graph-captured suffix ≡ eager, and a failed capture
-leaves the process usable. The GPU check runs it with no pytest installed (``python -m droidspeak.bench.exactness [device=cpu]``);
-the CUDA test calls the same function.
+leaves the process usable. The GPU check runs it with no pytest installed
+(``python -m droidspeak.bench.exactness [device=cpu]``); the CUDA test calls the same function.
 
 Each check is isolated and reported by name; the capture-failure check runs last, since a broken CUDA context would
 spoil whatever follows it.

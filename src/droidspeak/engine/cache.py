@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 
 from droidspeak.atomic import replacing
 from droidspeak.codec import Encoded, get_codec
-from droidspeak.errors import CacheFormatError, CacheMismatchError
+from droidspeak.errors import CacheFormatError, CacheMismatchError, CodecError
 from droidspeak.faults import fault_point
 
 FORMAT = "droidspeak.context_cache"
@@ -220,26 +220,31 @@ class CacheFile:
         if metadata.get("version") not in READABLE_VERSIONS:
             raise CacheFormatError(f"{self.path}: cache format version {metadata.get('version')}, expected one of "
                                    f"{', '.join(READABLE_VERSIONS)}")
-        self.sender = metadata["sender"]
-        self.num_layers = int(metadata["num_layers"])
-        self.meta = json.loads(metadata.get("meta", "{}"))
-        self._digest = metadata["context_digest"]
-        self._checksums = json.loads(metadata.get("checksums", "{}"))
-        try:
+        try:  # a torn or hand-edited header (checksums intact) is a corrupt file, set aside like one
+            self.sender = str(metadata["sender"])
+            self.num_layers = int(metadata["num_layers"])
+            self.meta = json.loads(metadata.get("meta", "{}"))
+            self._digest = str(metadata["context_digest"])
+            self._checksums = json.loads(metadata.get("checksums", "{}"))
+            if not isinstance(self.meta, dict) or not isinstance(self._checksums, dict) or self.num_layers < 1:
+                raise ValueError("meta and checksums must be JSON objects and num_layers at least 1")
             self.codec = get_codec(metadata.get("codec", "lossless"))
             self._logical = {name: (tuple(shape), dtype) for name, (shape, dtype) in
                              json.loads(metadata.get("tensors", "{}")).items()}
             if any(dtype not in TORCH_DTYPES for _, dtype in self._logical.values()):
                 raise ValueError(f"dtypes {sorted({d for _, d in self._logical.values()})}")
-        except (ValueError, TypeError) as err:
-            raise CacheFormatError(f"{self.path}: unreadable codec header ({err})") from None
+        except (KeyError, ValueError, TypeError, CodecError) as err:
+            raise CacheFormatError(f"{self.path}: malformed cache header ({type(err).__name__}: {err})") from None
         names = set(self._file.keys())
         expected = {"token_ids"} | {f"{kv}.{i}" for kv in "kv" for i in range(self.num_layers)}
         if not expected <= names:
             raise CacheFormatError(f"{self.path}: truncated cache, missing {sorted(expected - names)[:4]}…")
         self.hidden_layers = sorted(int(n.split(".")[1]) for n in names if n.startswith("e.") and n.count(".") == 1)
         self.num_tokens = self.shape("token_ids")[0]
-        self.held_from = held_from(self.num_tokens, self.num_layers, self.meta)
+        try:
+            self.held_from = held_from(self.num_tokens, self.num_layers, self.meta)
+        except (KeyError, ValueError, TypeError) as err:
+            raise CacheFormatError(f"{self.path}: malformed cache header ({type(err).__name__}: {err})") from None
         for layer, start in enumerate(self.held_from):  # a shape the header cannot explain is never padded into place
             for name in (f"k.{layer}", f"v.{layer}"):
                 if self.shape(name)[1:2] != (self.num_tokens - start,):
@@ -253,16 +258,24 @@ class CacheFile:
         return ids
 
     def tensor(self, name: str, device: str | torch.device = "cpu") -> torch.Tensor:
-        """Read one tensor, verified against its checksum before it can be used (decoded, under a lossy codec)."""
-        if self.codec.lossless or name == "token_ids":
+        """Read one tensor, verified against its checksum before it can be used (decoded, under a lossy codec); a
+        K, V or E tensor holding NaN or Inf is refused (a checksum only proves the file is as written)."""
+        if name == "token_ids":
             return self._verified(name).to(device)
-        if name not in self._logical:
-            raise CacheFormatError(f"{self.path}: {name} is missing from the codec header (corrupt file)")
-        shape, dtype = self._logical[name]
-        parts = {part: self._verified(name if part == "data" else f"{name}.{part}") for part in self.codec.parts}
-        decoded = self.codec.decode(Encoded(parts, shape, TORCH_DTYPES[dtype]), name.split(".")[0])
-        if tuple(decoded.shape) != shape:
-            raise CacheFormatError(f"{self.path}: {name} decodes to {tuple(decoded.shape)}, not its header's {shape}")
+        if self.codec.lossless:
+            decoded = self._verified(name)
+        else:
+            if name not in self._logical:
+                raise CacheFormatError(f"{self.path}: {name} is missing from the codec header (corrupt file)")
+            shape, dtype = self._logical[name]
+            parts = {part: self._verified(name if part == "data" else f"{name}.{part}") for part in self.codec.parts}
+            decoded = self.codec.decode(Encoded(parts, shape, TORCH_DTYPES[dtype]), name.split(".")[0])
+            if tuple(decoded.shape) != shape:
+                raise CacheFormatError(f"{self.path}: {name} decodes to {tuple(decoded.shape)}, not its header's "
+                                       f"{shape}")
+        if not bool(torch.isfinite(decoded).all()):
+            raise CacheFormatError(f"{self.path}: {name} holds NaN or Inf (a sender that diverged, or a bad write): "
+                                   "not served; recompute this cache")
         return decoded.to(device)
 
     def _verified(self, name: str) -> torch.Tensor:

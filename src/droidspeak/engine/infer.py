@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 from transformers.cache_utils import DynamicLayer
 
 from droidspeak.engine.batch import PrefilledBatch, adopt, context_cache
@@ -65,6 +65,33 @@ def check_window(receiver: LoadedModel, prefilled: PrefilledBatch, batch: TailBa
             "one context length and one tail length")
 
 
+def check_positions(receiver: LoadedModel, prefilled: PrefilledBatch, batch: TailBatch, new_tokens: int = 0) -> None:
+    """Context + tail + new tokens must fit the model's trained positions: past them RoPE extrapolates silently."""
+    limit = getattr(receiver.config, "max_position_embeddings", None)
+    tails = batch.attention_mask[:, prefilled.token_ids.shape[1]:].sum(-1)
+    longest = int((prefilled.lengths + tails).max()) + new_tokens
+    if limit and longest > limit:
+        raise DroidSpeakError(
+            f"a context of up to {int(prefilled.lengths.max())} tokens, a tail of up to {int(tails.max())} and "
+            f"{new_tokens} new tokens need {longest} positions; the model has {limit} (max_position_embeddings): "
+            "shorten the context or ask for fewer new tokens")
+
+
+def check_finite(logits: torch.Tensor, what: str) -> torch.Tensor:
+    """A NaN (or +Inf) logit is refused, not turned into an empty answer or a log-likelihood of nan."""
+    if bool(torch.isnan(logits).any() or torch.isposinf(logits).any()):
+        raise DroidSpeakError(f"the receiver's logits turned NaN or Inf ({what}): a cache or weights that diverged; "
+                              "this point is not scored")
+    return logits
+
+
+class _FiniteLogits(LogitsProcessor):
+    """Stops generation at the first step whose logits are not finite (greedy would answer with token 0)."""
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return check_finite(scores, f"at generated token {input_ids.shape[1]}")
+
+
 class RoomyLayer(DynamicLayer):
     """A ``DynamicLayer`` that appends into room reserved up front instead of concatenating.
 
@@ -113,6 +140,7 @@ def tail_logits(receiver: LoadedModel, prefilled: PrefilledBatch, tails: Sequenc
     receiver.check_tails(tails)
     batch = tail_batch(prefilled, tails)
     check_window(receiver, prefilled, batch)
+    check_positions(receiver, prefilled, batch)
     out = receiver.model(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
@@ -121,7 +149,7 @@ def tail_logits(receiver: LoadedModel, prefilled: PrefilledBatch, tails: Sequenc
         **cache_arg(prefilled.cache),
     )
     rewind(prefilled)
-    return out.logits
+    return check_finite(out.logits, "over the tails")
 
 
 def continuation_logprobs(
@@ -165,6 +193,7 @@ def generate(
     receiver.check_tails(suffixes)
     batch = tail_batch(prefilled, suffixes)
     check_window(receiver, prefilled, batch, max_new_tokens)
+    check_positions(receiver, prefilled, batch, max_new_tokens)
     input_ids = torch.cat([prefilled.token_ids, batch.input_ids], dim=-1)
     config = receiver.model.generation_config
     pad_id = config.pad_token_id if config.pad_token_id is not None else 0
@@ -179,6 +208,7 @@ def generate(
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,
             pad_token_id=pad_id,
+            logits_processor=LogitsProcessorList([_FiniteLogits(), *generation_kwargs.pop("logits_processor", [])]),
             **generation_kwargs,
         )
     new_tokens = sequences[:, input_ids.shape[1] :].cpu()

@@ -172,6 +172,7 @@ def merge_adapter(model: nn.Module, adapter: str, *, activated: bool = False) ->
             f"adapter {adapter!r} is an activated LoRA (aLoRA, invocation tokens {list(invocation)}): it applies only "
             "from its invocation tokens on, so merged weights would be wrong for every context token. Load it with "
             "load_model(base, adapter=...), which computes contexts with the base and tails with the adapter")
+    check_adapter(model, adapter)  # before any weight changes
     try:
         config = PeftConfig.from_pretrained(adapter)
         if invocation:
@@ -179,6 +180,39 @@ def merge_adapter(model: nn.Module, adapter: str, *, activated: bool = False) ->
         return PeftModel.from_pretrained(model, adapter, config=config).merge_and_unload()
     except (OSError, ValueError, NotImplementedError) as err:
         raise DroidSpeakError(f"cannot load adapter {adapter!r}: {err}") from None
+
+
+def check_adapter(model: nn.Module, adapter: str) -> None:
+    """An adapter fits the model it is merged into by what it holds, not by the path it names: every LoRA matrix must
+    sit on a module the model has, with that module's input and output sizes (another base's adapter — another layer
+    count or width — would otherwise be merged where it fits, with only peft's warning)."""
+    from safetensors import safe_open
+
+    weights = Path(adapter) / "adapter_model.safetensors"
+    if not weights.is_file():
+        return  # peft's own loader says what is missing
+    modules = dict(model.named_modules())
+    problems = []
+    with safe_open(str(weights), framework="pt") as tensors:
+        for key in tensors.keys():
+            side = "A" if ".lora_A." in key else "B" if ".lora_B." in key else None
+            if side is None:
+                continue
+            name = key.split(f".lora_{side}.")[0].removeprefix("base_model.model.")
+            module, shape = modules.get(name), tensors.get_slice(key).get_shape()
+            if module is None:
+                problems.append(f"{name} is not a module of this model")
+                continue
+            size = getattr(module, "in_features" if side == "A" else "out_features", None)
+            held = shape[1] if side == "A" else shape[0]
+            if size is not None and held != size:
+                problems.append(f"{name} has {'in' if side == 'A' else 'out'}put size {size}, the adapter's {held}")
+    if problems:
+        layers = getattr(model.config, "num_hidden_layers", "?")
+        raise DroidSpeakError(
+            f"adapter {adapter!r} was not trained on this model ({model.config.model_type}, {layers} layers, hidden "
+            f"size {getattr(model.config, 'hidden_size', '?')}): {len(problems)} of its LoRA matrices do not fit, e.g. "
+            + "; ".join(problems[:3]) + ". Load it onto the base it was trained on")
 
 
 def from_module(model: nn.Module, tokenizer=None, name: str = "in-memory") -> LoadedModel:

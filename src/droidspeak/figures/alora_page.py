@@ -19,7 +19,7 @@ from droidspeak.figures.style import OKABE_ITO, FigureDataError, new_figure, sav
 from droidspeak.figures.template import render_page
 from droidspeak.markdown import table
 from droidspeak.profile.choice import quality_target
-from droidspeak.track.results import read_rows
+from droidspeak.track.records import read_results
 
 RECEIVERS = {"lora": ("LoRA", OKABE_ITO["blue"], "o"), "alora": ("aLoRA", OKABE_ITO["orange"], "s")}
 METHODS = ("full_prefill", "full_reuse", "recompute")
@@ -135,7 +135,7 @@ def alora_markdown(summary: Sequence[Mapping], training: Mapping, *, command: st
 def write_alora_page(out_dir: str | Path, comparisons: Mapping[str, Mapping[str, str]], *, command: str,
                      tolerance: float, template: str | Path) -> Path:
     out = Path(out_dir)
-    summary = alora_summary(read_rows(out / "rows" / "results.jsonl"), comparisons)
+    summary = alora_summary([row.to_dict() for row in read_results(out / "rows" / "results.jsonl")], comparisons)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     plot_alora(summary, out)
     page = out / "README.md"

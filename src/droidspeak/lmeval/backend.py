@@ -10,6 +10,7 @@ rest of the prompt and the continuation run through the receiver's own forward o
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import time
 from collections.abc import Sequence
@@ -32,6 +33,28 @@ from droidspeak.store import DiskStore, MemoryStore, TieredStore
 from droidspeak.transfer import transmit
 
 eval_logger = logging.getLogger(__name__)
+
+# HFLM's own options a droidspeak run may set (the rest would load or place the model behind our back).
+HFLM_OPTIONS = ("max_length", "max_batch_size", "add_bos_token", "truncation", "logits_cache", "softmax_dtype",
+                "prefix_token_id", "think_end_token", "enable_thinking", "chat_template_args")
+MISSING_DELIMITER = ("error", "receiver_only")
+_ESCAPES = {"\\n": "\n", "\\t": "\t", "\\r": "\r"}
+
+
+def unescape(text: str) -> str:
+    """``\\n``, ``\\t`` and ``\\r`` typed in a shell (``model_args`` arrive unprocessed) read as the characters."""
+    for typed, char in _ESCAPES.items():
+        text = text.replace(typed, char)
+    return text
+
+
+def check_model_args(extra: dict) -> None:
+    """A ``model_args`` key no code reads (a typo such as ``pln=``) is an error naming every valid key."""
+    unknown = sorted(set(extra) - set(HFLM_OPTIONS))
+    if unknown:
+        ours = [name for name, p in inspect.signature(DroidSpeakLM).parameters.items() if p.kind != p.VAR_KEYWORD]
+        raise DroidSpeakError(f"unknown model_args {', '.join(unknown)}: droidspeak reads {', '.join(ours)}, and "
+                              f"passes {', '.join(HFLM_OPTIONS)} to lm-eval's hf backend")
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -74,8 +97,15 @@ class DroidSpeakLM(HFLM):
         allow_foreign_profile: bool = False,
         allow_mismatch: str = "",
         transfer_codec: str = "lossless",
+        missing_delimiter: str = "error",
         **kwargs,
     ):
+        check_model_args(kwargs)  # before any model loads
+        context_delimiter = unescape(str(context_delimiter))
+        if not context_delimiter:
+            raise DroidSpeakError("context_delimiter must be a non-empty string")
+        if missing_delimiter not in MISSING_DELIMITER:
+            raise DroidSpeakError(f"missing_delimiter={missing_delimiter!r}: one of {', '.join(MISSING_DELIMITER)}")
         codec = get_codec(
             transfer_codec
         )  # what the sender's cache crosses the link as; a bad name fails before loading
@@ -108,9 +138,7 @@ class DroidSpeakLM(HFLM):
                                     "allow_foreign_profile is set", self.profile.path, self.profile.pair)
             self.plan = self.profile.plan
         self.codec = codec
-        if not context_delimiter:
-            raise DroidSpeakError("context_delimiter must be a non-empty string")
-        self.context_delimiter = context_delimiter
+        self.context_delimiter, self.missing_delimiter = context_delimiter, missing_delimiter
         self.e_layers = "all" if e_layers == "all" else self.plan
         self._full_sliding = self.plan.kind == "cacheblend"  # it reads sliding layers' K/V beyond their last window
         memory = MemoryStore(self.pair.sender.device, pin=False, capacity_bytes=int(float(max_cache_gb) * 2**30))
@@ -140,8 +168,14 @@ class DroidSpeakLM(HFLM):
     def _shared_tokens(self, context: str, context_enc: Sequence[int]) -> int:
         """How many leading tokens of ``context_enc`` are the shared context (text before the last delimiter)."""
         cut = context.rfind(self.context_delimiter)
-        if cut < 0:
-            return len(context_enc)
+        if cut < 0:  # never the whole prompt: the question would be served from a sender's cache
+            if self.missing_delimiter == "receiver_only":
+                return 0
+            shown = context if len(context) <= 160 else f"{context[:80]}…{context[-60:]}"
+            raise DroidSpeakError(
+                f"the prompt {shown!r} holds no context_delimiter {self.context_delimiter!r}, so its shared context "
+                "is unknown: set context_delimiter to what the task puts between context and question, or "
+                "missing_delimiter=receiver_only to run such prompts on the receiver alone")
         return common_prefix_length(self.tok_encode(context[:cut]), context_enc)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):

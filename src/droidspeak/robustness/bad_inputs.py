@@ -1,12 +1,14 @@
 """Every bad input we know, each tried once on the toy family: it must give one clear error, early.
 
 A case passes when it raises one of droidspeak's own errors (``DroidSpeakError``: a message written for the
-user) whose text names what is wrong (``says``). Any other exception is an *unclear* error (a stack trace from
-deep inside a library); no exception at all is *accepted* — a silent wrong answer, the worst outcome.
+user) whose text names what is wrong (``says``): a *clear* error. Our error that does not name it is *unclear*;
+any other exception is a *crash* (a stack trace from deep inside a library); no exception at all is *silent* — a
+wrong answer nobody sees, the worst outcome.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -19,6 +21,9 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
+from safetensors import safe_open
+from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from droidspeak.engine.cache import cache_key
@@ -27,7 +32,10 @@ from droidspeak.errors import DroidSpeakError
 from droidspeak.profile.profile_file import load_profile, resolve_profile_plan
 from droidspeak.reuse import ReusePair
 from droidspeak.store import DiskStore
+from droidspeak.sweep.config import EvaluateConfig, MethodConfig, check_values
+from droidspeak.sweep.point import settle_method
 from droidspeak.track.logger import check_mode
+from droidspeak.track.records import read_results
 from droidspeak.track.results import read_rows
 from droidspeak.zoo.gguf_base import GgufConfig, locate
 
@@ -40,13 +48,16 @@ class Case:
     run: Callable[["Bench"], object]
 
 
+OUTCOMES = ("clear error", "unclear error", "crash", "silent")
+
+
 @dataclass(frozen=True)
 class Outcome:
     """One tried input: what was expected (a clear error) and what happened."""
 
     name: str
     group: str
-    observed: str  # "clear error" | "unclear error" | "accepted"
+    observed: str  # one of OUTCOMES
     error: str | None  # exception type
     message: str | None  # its first line
     seconds: float
@@ -189,6 +200,98 @@ def _non_utf8_file(bench: Bench):
     return read_rows(path)
 
 
+def _poisoned(bench: Bench, where: str, value: float):
+    """A cache file holding one NaN or Inf, written whole with valid checksums, read back."""
+    cache = bench.cache
+    tensors = {"k": cache.keys, "v": cache.values, "e": cache.hidden}[where]
+    layer = 1 if where != "e" else sorted(tensors)[0]
+    original = tensors[layer]
+    tensors[layer] = original.clone()
+    tensors[layer].view(-1)[0] = value
+    try:
+        root = bench.scratch / f"store-poison-{where}"
+        shutil.rmtree(root, ignore_errors=True)
+        key = DiskStore(root).put(cache)
+    finally:
+        tensors[layer] = original
+    return DiskStore(root).get(key)
+
+
+def _torn_header(bench: Bench, **changes):
+    """A cache file whose header (not its tensors: every checksum holds) was torn or hand-edited."""
+    root, key = bench.saved_cache("header-" + "-".join(changes))
+    path = root / f"{key}.safetensors"
+    with safe_open(str(path), framework="pt") as handle:
+        metadata, tensors = handle.metadata(), {name: handle.get_tensor(name) for name in handle.keys()}
+    metadata = {name: value for name, value in {**metadata, **changes}.items() if value is not None}
+    save_file(tensors, str(path), metadata=metadata)
+    return DiskStore(root).get(key)
+
+
+def _nan_answer(bench: Bench):
+    cache = bench.cache
+    spoiled = dataclasses.replace(cache, keys=[k.clone() for k in cache.keys])
+    spoiled.keys[0].view(-1)[:64] = float("nan")
+    return bench.pair.generate([spoiled], [" Q: x\nA:"], "full_reuse", max_new_tokens=4)
+
+
+def _past_positions(bench: Bench, **kwargs):
+    limit = bench.sender.config.max_position_embeddings
+    (cache,) = bench.pair.prefill([torch.randint(4, bench.sender.config.vocab_size, (limit - 4,))])
+    tail = torch.randint(4, bench.sender.config.vocab_size, (8,))
+    if kwargs.get("loglikelihood"):
+        return bench.pair.loglikelihood([cache], [tail], [tail[:2]], "full_reuse")
+    return bench.pair.generate([cache], [tail[:2]], "full_reuse", max_new_tokens=8)
+
+
+def _foreign_adapter(bench: Bench, **changes):
+    """A LoRA trained on a model of another shape, merged into the sender's own folder."""
+    from peft import LoraConfig, get_peft_model
+
+    folder = bench.scratch / f"lora-{'-'.join(f'{k}{v}' for k, v in changes.items())}"
+    if not folder.exists():
+        config = AutoConfig.from_pretrained(bench.family.models[bench.sender_name])
+        for key, value in changes.items():
+            setattr(config, key, value)
+        torch.manual_seed(0)
+        lora = get_peft_model(AutoModelForCausalLM.from_config(config),
+                              LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+        lora.save_pretrained(folder)
+    return load_model(str(bench.family.models[bench.sender_name]), adapter=str(folder))
+
+
+def _backend(bench: Bench, model_args: str, prompt: str | None = None):
+    """The lm-eval backend on the receiver, as ``--model_args`` would make it; with ``prompt``, where it splits."""
+    from lm_eval.api.registry import get_model
+
+    lm = get_model("droidspeak").create_from_arg_string(
+        f"receiver={bench.family.models[bench.receiver_name]},{model_args}", {"device": "cpu"})
+    return lm._shared_tokens(prompt, lm.tok_encode(prompt)) if prompt is not None else lm
+
+
+def _sweep_config(**settings):
+    """An evaluate config with ``settings`` (dotted keys), checked as a sweep point checks it before it runs."""
+    cfg = OmegaConf.structured(EvaluateConfig(method=MethodConfig(name="full_prefill", plan="full_prefill")))
+    for key, value in settings.items():
+        OmegaConf.update(cfg, key.replace("__", "."), value, force_add=True)
+    settle_method(cfg)
+    check_values(cfg)
+    return cfg
+
+
+def _results_file(bench: Bench, name: str, *rows: dict | str):
+    path = bench.scratch / f"results-{name}.jsonl"
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return read_results(path)
+
+
+_ROW = {"kind": "eval", "key": "k1", "source": "sweep", "pair": "ft-mdqa<-base", "task": "mdqa", "split": "test",
+        "method": "full_prefill", "plan": "full_prefill", "resolved_plan": "full_prefill", "metric": "f1",
+        "quality": 0.9, "n_samples": 16, "num_layers": 8, "recomputed_fraction": 1.0, "prefill_seconds": 0.1,
+        "baseline_prefill_seconds": 0.1, "speedup": 1.0, "eval_seconds": 1.0, "device": "cpu", "dtype": "float32",
+        "git_sha": "abc", "time": "2026-12-06T00:00:00", "code_version": "0.1.0+a", "question_set": "q16"}
+
+
 def _cases() -> list[Case]:
     pair = lambda **changes: lambda b: ReusePair(b.variant("-".join(changes), **changes), b.receiver)  # noqa: E731
     plan = lambda text: lambda b: b.pair.plan(text)  # noqa: E731
@@ -300,6 +403,71 @@ def _cases() -> list[Case]:
         Case("an empty context", "bad text", "at least one token", lambda b: b.pair.prefill([""])),
         Case("non-UTF-8 bytes as text", "bad text", "decode", lambda b: b.pair.prefill([b"caf\xe9"])),
         Case("a non-UTF-8 task or results file", "bad text", "not UTF-8", _non_utf8_file),
+        Case("NaN in a cache's K", "non-finite cache", "NaN or Inf", lambda b: _poisoned(b, "k", float("nan"))),
+        Case("Inf in a cache's V", "non-finite cache", "NaN or Inf", lambda b: _poisoned(b, "v", float("inf"))),
+        Case("-Inf in a cache's E", "non-finite cache", "NaN or Inf", lambda b: _poisoned(b, "e", float("-inf"))),
+        Case("a NaN cache in memory, answered", "non-finite cache", "NaN or Inf", _nan_answer),
+        Case("a torn header", "malformed cache header", "malformed", lambda b: _torn_header(b, meta='{"slid')),
+        Case("a header without its sender", "malformed cache header", "malformed",
+             lambda b: _torn_header(b, sender=None)),
+        Case("a mistyped layer count", "malformed cache header", "malformed",
+             lambda b: _torn_header(b, num_layers="eight")),
+        Case("checksums that are not an object", "malformed cache header", "malformed",
+             lambda b: _torn_header(b, checksums="[]")),
+        Case("a mistyped sliding window", "malformed cache header", "malformed",
+             lambda b: _torn_header(b, meta='{"sliding_window": "x", "sliding_layers": [0]}')),
+        Case("context + new tokens past the positions", "limits", "positions", _past_positions),
+        Case("context + tail past the positions (log-likelihood)", "limits", "positions",
+             lambda b: _past_positions(b, loglikelihood=True)),
+        Case("a LoRA of a deeper model", "foreign adapter", "not trained on this model",
+             lambda b: _foreign_adapter(b, num_hidden_layers=12)),
+        Case("a LoRA of a wider model", "foreign adapter", "not trained on this model",
+             lambda b: _foreign_adapter(b, hidden_size=128, intermediate_size=256)),
+        Case("a misspelt model_args key (pln=)", "lm-eval model_args", "unknown model_args",
+             lambda b: _backend(b, "pln=full_reuse")),
+        Case("a misspelt delimiter key", "lm-eval model_args", "unknown model_args",
+             lambda b: _backend(b, "contex_delimiter=##")),
+        Case("an unknown missing_delimiter", "lm-eval model_args", "missing_delimiter",
+             lambda b: _backend(b, "missing_delimiter=skip")),
+        Case("a prompt without the delimiter", "lm-eval model_args", "no context_delimiter",
+             lambda b: _backend(b, "plan=full_reuse", "one prompt and no blank line in it")),
+        Case("a delimiter the task never uses", "lm-eval model_args", "no context_delimiter",
+             lambda b: _backend(b, "context_delimiter=@@", b.context + "\n\nQ: x\nA:")),
+        Case("method=full_reuse with method.layers", "ignored setting", "does not read",
+             lambda b: _sweep_config(method__name="full_reuse", method__plan="full_reuse", method__layers="0-3")),
+        Case("method=full_prefill with method.ratio", "ignored setting", "does not read",
+             lambda b: _sweep_config(method__ratio=0.2)),
+        Case("method=recompute with a profile path", "ignored setting", "does not read",
+             lambda b: _sweep_config(method__name="recompute", method__plan="recompute:0-1", method__layers="0-1",
+                                     method__path="p.json")),
+        Case("method_settings for no such method", "ignored setting", "no such method",
+             lambda b: _sweep_config(method_settings__recompte={"layers": "0-1"})),
+        Case("method_settings a method does not read", "ignored setting", "reads",
+             lambda b: _sweep_config(method_settings__recompute={"ratio": 0.2})),
+        Case("batch_size=0", "bad value", "at least 1", lambda b: _sweep_config(batch_size=0)),
+        Case("task.limit=-8", "bad value", "at least 1", lambda b: _sweep_config(task__limit=-8)),
+        Case("timing.repeats=0", "bad value", "at least 1", lambda b: _sweep_config(timing__repeats=0)),
+        Case("an unknown split", "bad value", "split", lambda b: _sweep_config(task__split="validation")),
+        Case("dtype=float64", "bad value", "dtype", lambda b: _sweep_config(dtype="float64")),
+        Case("a device this torch cannot use", "bad value", "device",
+             lambda b: _sweep_config(device="cuda:7" if torch.cuda.device_count() < 8 else "tpu")),
+        Case("a CacheBlend ratio of 0", "bad value", "method.ratio",
+             lambda b: _sweep_config(method__name="cacheblend", method__plan="cacheblend:0", method__ratio=0.0)),
+        Case("output_root that is a file", "bad value", "not a folder",
+             lambda b: _sweep_config(output_root=str(b.family.models[b.sender_name] / "config.json"))),
+        Case("output_root under a file", "bad value", "is a file",
+             lambda b: _sweep_config(output_root=str(b.family.models[b.sender_name] / "config.json" / "out"))),
+        Case("a results line that is a JSON list", "results file", "not a row",
+             lambda b: _results_file(b, "list", _ROW, "[1, 2]", {**_ROW, "key": "k2"})),
+        Case("a results row without its fields", "results file", "not a result row",
+             lambda b: _results_file(b, "fields", _ROW, {"kind": "eval", "key": "k2"}, {**_ROW, "key": "k3"})),
+        Case("a results row with a mistyped quality", "results file", "not a result row",
+             lambda b: _results_file(b, "typed", _ROW, {**_ROW, "key": "k2", "quality": "0.9"})),
+        Case("two task.limit values in one table", "results file", "question sets",
+             lambda b: _results_file(b, "limits", _ROW, {**_ROW, "key": "k2", "method": "recompute",
+                                                          "n_samples": 8, "question_set": "q8"})),
+        Case("rows of two code versions in one table", "results file", "code versions",
+             lambda b: _results_file(b, "versions", _ROW, {**_ROW, "key": "k2", "code_version": "0.1.0+b"})),
     ]
 
 
@@ -320,11 +488,11 @@ def try_case(case: Case, bench: Bench) -> Outcome:
         case.run(bench)
     except Exception as err:  # noqa: BLE001 — the campaign's point: anything but our own clear error is a finding
         text = _message(err, bench)
-        clear = isinstance(err, DroidSpeakError) and case.says.lower() in text.lower()
+        observed = ("crash" if not isinstance(err, DroidSpeakError)
+                    else "clear error" if case.says.lower() in text.lower() else "unclear error")
         summary = " ".join(line.strip() for line in text.splitlines()[:2])[:220]  # a mismatch's first bullet too
-        return Outcome(case.name, case.group, "clear error" if clear else "unclear error", type(err).__name__, summary,
-                       time.perf_counter() - started)
-    return Outcome(case.name, case.group, "accepted", None, None, time.perf_counter() - started)
+        return Outcome(case.name, case.group, observed, type(err).__name__, summary, time.perf_counter() - started)
+    return Outcome(case.name, case.group, "silent", None, None, time.perf_counter() - started)
 
 
 def try_all(bench: Bench, cases: list[Case] = CASES) -> list[Outcome]:

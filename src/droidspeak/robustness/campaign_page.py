@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Mapping
 
 from droidspeak.markdown import table
+from droidspeak.robustness.bad_inputs import OUTCOMES
 
 
 def _mib(n: int | None) -> str:
@@ -15,7 +16,7 @@ def _mib(n: int | None) -> str:
 def markdown(tallies: Mapping, *, command: str) -> str:
     inputs, kills, writers, memory = tallies["bad_inputs"], tallies["kills"], tallies["writers"], tallies["memory"]
     cfg = tallies["config"]
-    clear = sum(o["ok"] for o in inputs)
+    observed = Counter(o["observed"] for o in inputs)
     killed = [k for k in kills if k["killed"]]
     survived = sum(k["ok"] for k in killed)
     lines = [
@@ -28,7 +29,8 @@ def markdown(tallies: Mapping, *, command: str) -> str:
         "",
         "| what was tried | expected | observed |",
         "|---|---|---|",
-        f"| {len(inputs)} bad inputs | one clear error each | {clear} clear, {len(inputs) - clear} not |",
+        f"| {len(inputs)} bad inputs | one clear error each | "
+        + ", ".join(f"{observed[kind]} {kind.removesuffix(' error')}" for kind in OUTCOMES) + " |",
         f"| {len(killed)} SIGKILLs mid-sweep ({len(kills)} trials), each resumed | "
         "no point lost or duplicated, identical "
         f"qualities, no corrupt cache served | {survived} of {len(killed)} |",
@@ -43,8 +45,9 @@ def markdown(tallies: Mapping, *, command: str) -> str:
         "",
         "## Bad inputs",
         "",
-        "Each must raise one of droidspeak's own errors whose message names the problem (*clear*); any other exception",
-        "is *unclear*; no exception is *accepted* (a silent wrong answer).",
+        "Each must raise one of droidspeak's own errors whose message names the problem (*clear*); our error that",
+        "does not name it is *unclear*; any other exception is a *crash*; no exception is *silent* (a wrong answer",
+        "nobody sees).",
         "",
         *table(
             ["group", "input", "observed", "error", "message (first line)"],

@@ -8,11 +8,15 @@ composed, before anything runs.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from droidspeak.errors import DroidSpeakError
 from droidspeak.zoo.gguf_base import GgufConfig
 from droidspeak.zoo.recipe import ZooConfig
 
@@ -98,6 +102,8 @@ class EvaluateConfig:
     cache_dir: str | None = None  # sender caches on disk, shared by every point and receiver (None: in memory)
     stale: str = "refuse"  # rows of another code version in results.jsonl: refuse | keep | move (track.results)
     progress: bool = True
+    # per method name, fields applied only when that method runs (a sweep over several methods sets each its own)
+    method_settings: dict[str, Any] = field(default_factory=dict)
 
 
 # ---- the other entry points (experiments/<name>.py reads conf/<name>.yaml) -------------------------------------
@@ -340,3 +346,70 @@ def register_configs() -> None:
 
 
 register_configs()
+
+
+# ---- values a schema's types cannot refuse, checked when a job reads its config (before any model loads) ----------
+AT_LEAST_ONE = ("batch_size", "task.limit", "timing.contexts", "timing.repeats", "contexts", "granularity",
+                "max_transitions", "transition_plans_per_count", "proxy_samples", "max_groups", "max_group_layers",
+                "transition_layers")
+FRACTIONS = {"tolerance": (0.0, 1.0), "method.tolerance": (0.0, 1.0), "method.ratio": (0.0, 1.0),
+             "hybrid_fractions": (0.0, 1.0), "cacheblend_ratios": (0.0, 1.0)}
+DTYPES = ("float32", "bfloat16", "float16")
+SPLITS = ("profile", "test")
+FOLDERS = ("output_root", "results_dir", "cache_dir")
+
+
+def check_values(cfg) -> None:
+    """Counts at least 1, fractions inside (0, 1], a device this torch can use, a known dtype and split, and output
+    folders that can be written: each a DroidSpeakError naming the setting, before hours of work and not after."""
+    def value(path: str):
+        return OmegaConf.select(cfg, path, default=None)
+
+    for path in AT_LEAST_ONE:
+        if value(path) is not None and value(path) < 1:
+            raise DroidSpeakError(f"{path}={value(path)}: must be at least 1 (leave it unset for no limit)")
+    for path, (low, high) in FRACTIONS.items():
+        for number in value(path) if OmegaConf.is_list(value(path)) else [value(path)]:
+            if number is not None and not low < number <= high and not (path.endswith("tolerance") and number == 0):
+                raise DroidSpeakError(f"{path}={number}: must lie in ({low:g}, {high:g}]")
+    if value("dtype") is not None and value("dtype") not in DTYPES:
+        raise DroidSpeakError(f"dtype={value('dtype')}: one of {', '.join(DTYPES)}")
+    split = value("split") if value("split") is not None else value("task.split")
+    if split is not None and value("task.source") in (None, "zoo") and split not in SPLITS:
+        raise DroidSpeakError(f"split {split!r}: the embedded tasks have the splits {', '.join(SPLITS)}")
+    if value("device") is not None:
+        _check_device(str(value("device")))
+    for path in FOLDERS + (("output",) if value("output") else ()):
+        if value(path):
+            _check_writable(path, Path(str(value(path))), folder=path != "output")
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind == "cpu" and not index:
+        return
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise DroidSpeakError(f"device={device}: cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise DroidSpeakError(f"device={device}: this torch ({torch.__version__}) sees no CUDA device; use device=cpu")
+    if index and int(index) >= torch.cuda.device_count():
+        raise DroidSpeakError(f"device={device}: only {torch.cuda.device_count()} CUDA device(s)")
+
+
+def _check_writable(setting: str, path: Path, *, folder: bool) -> None:
+    """The folder (or a file's folder) exists or can be made, and can be written."""
+    if folder and path.exists() and not path.is_dir():
+        raise DroidSpeakError(f"{setting}={path}: a file, not a folder")
+    if not folder and path.is_dir():
+        raise DroidSpeakError(f"{setting}={path}: a folder, not a file path")
+    existing = path if folder else path.parent
+    while not existing.exists():
+        if existing.is_symlink():
+            raise DroidSpeakError(f"{setting}={path}: {existing} is a broken link")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DroidSpeakError(f"{setting}={path}: {existing} is a file, so nothing can be written under it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DroidSpeakError(f"{setting}={path}: {existing} is not writable")

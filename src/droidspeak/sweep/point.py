@@ -12,6 +12,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from droidspeak.bench.answer_path import CONTEXT_PREFILL, time_context_prefill
+from droidspeak.engine.plan import parse_plan
 from droidspeak.errors import DroidSpeakError
 from droidspeak.hashing import file_sha256
 from droidspeak.lmeval.task_yaml import LONGBENCH, embedded_task_name, write_embedded_tasks
@@ -20,6 +21,34 @@ from droidspeak.track.results import point_key
 from droidspeak.zoo.tasks import TASKS
 
 ZOO_PREFIX = "zoo:"
+# What each method reads besides name, plan and codec: any other method field set is a mistake, not a no-op.
+METHOD_FIELDS = {"full_prefill": (), "full_reuse": (), "sender": (), "recompute": ("layers",),
+                 "cacheblend": ("ratio",), "profile": ("path", "tolerance", "allow_foreign_profile")}
+_UNSET = {"layers": None, "ratio": None, "path": None, "tolerance": None, "allow_foreign_profile": False}
+
+
+def settle_method(cfg) -> None:
+    """Apply ``method_settings`` for the method that runs; then a method field it does not read is an error (e.g.
+    ``method=full_reuse method.layers=0-3``), naming where such a field belongs."""
+    name = cfg.method.name
+    if name not in METHOD_FIELDS:
+        raise DroidSpeakError(f"method={name}: one of {', '.join(METHOD_FIELDS)}")
+    for method, settings in cfg.method_settings.items():
+        if method not in METHOD_FIELDS:
+            raise DroidSpeakError(f"method_settings.{method}: no such method; one of {', '.join(METHOD_FIELDS)}")
+        stray = sorted(set(settings) - set(METHOD_FIELDS[method]) - {"codec"})
+        if stray:
+            raise DroidSpeakError(f"method_settings.{method}.{stray[0]}: method {method} reads "
+                                  f"{', '.join(METHOD_FIELDS[method]) or 'no field of its own'} (and codec)")
+    for key, value in cfg.method_settings.get(name, {}).items():
+        cfg.method[key] = value
+    unread = [key for key, unset in _UNSET.items() if key not in METHOD_FIELDS[name] and cfg.method[key] != unset]
+    if unread:
+        owners = {key: [m for m, fields in METHOD_FIELDS.items() if key in fields][0] for key in unread}
+        raise DroidSpeakError(
+            f"method={name} does not read {', '.join(f'method.{k}' for k in unread)} (set to "
+            f"{', '.join(repr(cfg.method[k]) for k in unread)}): drop it, or, in a sweep over several methods, set it "
+            f"per method as {', '.join(f'method_settings.{owners[k]}.{k}' for k in unread)}")
 
 
 def resolve_model(reference: str, adapter: str | None, family) -> tuple[str, str | None]:
@@ -49,13 +78,14 @@ def uses_zoo(cfg) -> bool:
     )
 
 
-def point_identity(cfg, family) -> dict:
-    """Everything that determines the point's result (its resume key); not where it is written or logged."""
+def point_identity(cfg, family, plan: str | None = None) -> dict:
+    """Everything that determines the point's result (its resume key); not where it is written or logged. The plan
+    is keyed in its canonical spelling (``recompute:00-01`` is ``recompute:0-1``) unless ``plan`` says otherwise."""
     identity = {
         "pair": OmegaConf.to_container(cfg.pair, resolve=True),
         "task": {k: cfg.task[k] for k in ("name", "source", "lm_eval_task", "split", "limit", "context_delimiter")},
         "method": cfg.method.name,
-        "plan": cfg.method.plan,
+        "plan": plan if plan is not None else str(parse_plan(cfg.method.plan)),  # one spelling per plan
         "seed": cfg.seed,
         "dtype": cfg.dtype,
         "family": None if family is None else family.root.name,
@@ -72,6 +102,11 @@ def point_identity(cfg, family) -> dict:
         identity |= {"profile": _profile_digest(cfg.method.path),
                      "allow_foreign_profile": bool(cfg.method.get("allow_foreign_profile"))}
     return identity
+
+
+def resume_keys(cfg, family) -> tuple[str, str]:
+    """The point's key, and the key rows written before plans were keyed canonically carry (they still resume)."""
+    return point_key(point_identity(cfg, family)), point_key(point_identity(cfg, family, plan=cfg.method.plan))
 
 
 def _profile_digest(path: str) -> str | None:

@@ -17,7 +17,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 
-from droidspeak.track.results import git_sha, read_all_rows
+from droidspeak.track.results import ResultsFileError, git_sha, located_rows
 from droidspeak.track.version import code_version
 
 SCHEMA_VERSION = 3
@@ -83,8 +83,38 @@ class ResultRow:
             row.setdefault("split", "test")
         if row.get("schema", 1) < SCHEMA_VERSION:  # version 2: no question_set (None: unknown questions)
             row["schema"] = SCHEMA_VERSION
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in row.items() if k in names})
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        row = {k: v for k, v in row.items() if k in fields}
+        missing = [f.name for f in fields.values() if f.name not in row and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
+        for name, value in row.items():
+            if not _fits(value, fields[name].type):
+                raise ValueError(f"{name}={value!r:.60} is not {fields[name].type}")
+        return cls(**row)
+
+
+_TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "dict": dict}
+
+
+def _fits(value, annotation: str) -> bool:
+    """Whether a JSON value fits a field's annotation (``float``, ``str | None``, ``list[float] | None``...)."""
+    options = [part.strip() for part in annotation.split("|")]
+    if value is None:
+        return "None" in options
+    for option in options:
+        if option.startswith("list["):
+            inner = _TYPES.get(option[5:-1])
+            if isinstance(value, list) and (inner is None or all(_fits_one(v, inner) for v in value)):
+                return True
+        elif option in _TYPES and _fits_one(value, _TYPES[option]):
+            return True
+    return False
+
+
+def _fits_one(value, kind) -> bool:
+    return isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
 
 
 def question_set_digest(task: str, split: str, questions: int, task_version: str) -> str:
@@ -113,5 +143,33 @@ def new_row(model, **fields) -> ResultRow:
 
 
 def read_results(path: str | os.PathLike) -> list[ResultRow]:
-    """Every evaluated point in a results file (its other lines, e.g. benchmark records, are not results)."""
-    return [ResultRow.from_dict(row) for row in read_all_rows(path) if row.get("kind", "eval") == "eval"]
+    """Every evaluated point in a results file (its other lines, e.g. benchmark records, are not results). A line that
+    is no result row is an error naming its file and line; so are rows that would share a table unlike (below)."""
+    rows, places = [], []
+    for place, row in located_rows(path):
+        if row.get("kind", "eval") != "eval":
+            continue
+        try:
+            rows.append(ResultRow.from_dict(row))
+        except (ValueError, TypeError) as err:
+            raise ResultsFileError(f"{place}: not a result row ({err})") from None
+        places.append(place)
+    check_comparable(rows, places)
+    return rows
+
+
+def check_comparable(rows: list[ResultRow], places: list[str]) -> None:
+    """Rows of one pair, task and split sit in one table, so they must be scored on one question set (the digest;
+    the count where an older row has none) by one code version: two ``task.limit`` values, or rows kept from other
+    code, would put a plan on 8 questions beside the receiver on 16."""
+    seen: dict[tuple, tuple[tuple, str]] = {}
+    for row, place in zip(rows, places):
+        panel = (row.pair, row.task, row.split)
+        scored = (row.question_set or f"{row.n_samples} questions", row.code_version)
+        first = seen.setdefault(panel, (scored, place))
+        if first[0] != scored:
+            what = "question sets" if first[0][0] != scored[0] else "code versions"
+            raise ResultsFileError(
+                f"{place} and {first[1]}: rows of {row.pair} / {row.task} / {row.split} on two {what} ({first[0][0]}, "
+                f"code {first[0][1]} vs {scored[0]}, code {scored[1]}) would share a table; keep one per results file "
+                "(rerun with one task.limit, or stale=move to set rows of other code aside)")

@@ -61,7 +61,7 @@ def append_row(path: str | os.PathLike, row: dict) -> bool:
         if data and not data.endswith(b"\n"):
             data = data[: data.rfind(b"\n") + 1]
             handle.truncate(len(data))
-        if "key" in row and any(old.get("key") == row["key"] for old in _parse_lines(data.decode(), path)):
+        if "key" in row and any(old.get("key") == row["key"] for _, old in _parse_lines(data.decode(), path)):
             return False
         fault_point("result_append", lambda: (handle.write(line.encode()[: len(line) // 2]), handle.flush()))
         handle.write(line.encode())
@@ -73,10 +73,14 @@ def append_row(path: str | os.PathLike, row: dict) -> bool:
 def read_rows(path: str | os.PathLike) -> list[dict]:
     """Every row of a JSONL file: results, task splits, comparisons (one reader, one policy for a torn line).
 
-    A torn last line (a writer killed mid-write) is skipped; a bad line anywhere else is corruption and raises,
-    naming the file and line. A missing file has no rows.
+    A torn last line (a writer killed mid-write) is skipped; a bad line anywhere else (not JSON, or JSON that is not
+    an object) is corruption and raises, naming the file and line. A missing file has no rows.
     """
-    path = Path(path)
+    return [row for _, row in _located(Path(path))]
+
+
+def _located(path: Path) -> list[tuple[str, dict]]:
+    """(``file:line``, row) for each row of one JSONL file."""
     try:
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:  # missing, or a job file merged away by another process meanwhile
@@ -86,7 +90,7 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
     return _parse_lines(text, path)
 
 
-def _parse_lines(text: str, path: Path) -> list[dict]:
+def _parse_lines(text: str, path: Path) -> list[tuple[str, dict]]:
     lines = text.splitlines()
     last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     rows = []
@@ -94,11 +98,14 @@ def _parse_lines(text: str, path: Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError as err:
             if i == last:
                 break
             raise ResultsFileError(f"{path}:{i + 1}: not a JSON line ({err})") from None
+        if not isinstance(row, dict):
+            raise ResultsFileError(f"{path}:{i + 1}: a JSON {type(row).__name__}, not a row (a JSON object)")
+        rows.append((f"{path}:{i + 1}", row))
     return rows
 
 
@@ -124,14 +131,19 @@ def _job_files(results: Path) -> list[Path]:
 
 def read_all_rows(results: str | os.PathLike) -> list[dict]:
     """The results file's rows, then those of jobs not merged yet (a row already in the file counts once)."""
+    return [row for _, row in located_rows(results)]
+
+
+def located_rows(results: str | os.PathLike) -> list[tuple[str, dict]]:
+    """:func:`read_all_rows` with each row's ``file:line`` (what an error about the row names)."""
     results = Path(results)
-    rows = read_rows(results)
-    seen = {row.get("key") for row in rows}
+    rows = _located(results)
+    seen = {row.get("key") for _, row in rows}
     for path in _job_files(results):
-        for row in read_rows(path):
+        for place, row in _located(path):
             if row.get("key") not in seen:
                 seen.add(row.get("key"))
-                rows.append(row)
+                rows.append((place, row))
     return rows
 
 
