@@ -199,7 +199,11 @@ def test_the_page_counts_exactness_and_compares_with_the_lora_plan(tmp_path):
     with pytest.raises(FigureDataError, match="missing"):
         alora_summary(rows[:-1], comparisons)
     (tmp_path / "rows").mkdir()
-    (tmp_path / "rows" / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    provenance = {"key": "k", "source": "sweep", "resolved_plan": "p", "num_layers": 30, "prefill_seconds": 1.0,
+                  "baseline_prefill_seconds": 2.0, "eval_seconds": 1.0, "device": "cpu", "dtype": "float32",
+                  "git_sha": "abc", "time": "t"}  # what every row written through new_row carries
+    (tmp_path / "rows" / "results.jsonl").write_text(
+        "".join(json.dumps({**provenance, **r, "key": f"k{i}"}) + "\n" for i, r in enumerate(rows)))
     curve = [[50, 0.5, 1.0], [60, 0.1, 2.0]]
     recipe = {"tasks": ["long_code"], "rank": 8, "alpha": 16, "steps": 60, "lr": 1e-3, "batch_size": 1,
               "invocation": "\n\n# Complete"}

@@ -28,13 +28,6 @@ def _studies() -> dict[str, str]:
 
 
 STUDIES = _studies()
-ROWS_NOT_YET_COMMITTED = {"smollm2_cacheblend"}  # their pages predate committed rows
-
-
-def _marked(study: str):
-    if study in ROWS_NOT_YET_COMMITTED:
-        return pytest.param(study, marks=pytest.mark.xfail(strict=True, reason="its rows are not committed yet"))
-    return study
 
 
 def test_the_demo_tables_re_render_from_its_committed_rows(tmp_path, monkeypatch):
@@ -46,7 +39,7 @@ def test_the_demo_tables_re_render_from_its_committed_rows(tmp_path, monkeypatch
 
 
 @pytest.mark.slow  # draws every figure again
-@pytest.mark.parametrize("study", [_marked(study) for study in sorted(STUDIES)])
+@pytest.mark.parametrize("study", sorted(STUDIES))
 def test_every_page_re_renders_byte_for_byte_from_the_repository_alone(study, tmp_path):
     page = STUDIES[study]
     for shared in ("conf", "experiments"):
