@@ -143,7 +143,7 @@ def test_a_corrupt_scale_or_codec_header_is_refused(tmp_path):
     unknown = make_cache(seed=1).save(tmp_path / "u.safetensors", codec="int4")
     text = unknown.read_bytes().replace(b'"codec":"int4"', b'"codec":"int5"')
     unknown.write_bytes(text)
-    with pytest.raises(CacheFormatError, match="unreadable codec header"):
+    with pytest.raises(CacheFormatError, match="malformed cache header"):
         ContextCache.load(unknown)
 
 

@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from droidspeak.figures.heldout import bootstrap_interval, interval_text, paired_delta
+from droidspeak.figures.heldout import bootstrap_interval, interval_text, paired_delta, paired_test_text
 from droidspeak.figures.style import OKABE_ITO, FigureDataError, new_figure, save_figure
 from droidspeak.figures.template import render_page
 from droidspeak.markdown import table
@@ -88,14 +88,10 @@ def _delta(d: Mapping) -> str:
 
 
 def _verdict(d: Mapping) -> str:
-    """What a paired interval says at 95%: a difference, or none that these questions can tell."""
-    low, high = d["delta_ci"]
-    if low > 0 or high < 0:
-        edge = low if low > 0 else high
-        return ("higher" if low > 0 else "lower") + (
-            f", only just (the interval ends at {edge:+.4f})" if abs(edge) < 0.01 else ""
-        )
-    return "not distinguishable on these questions"
+    """What the paired test says: higher or lower only where the difference is significant (heldout.paired_delta)."""
+    if d["significant"]:
+        return ("higher" if d["delta"] > 0 else "lower") + f", significant ({paired_test_text(d).split(',')[0]})"
+    return f"not significant ({paired_test_text(d).split(',')[0]}): these questions cannot tell them apart"
 
 
 def _method(e: Mapping) -> str:

@@ -43,7 +43,8 @@ def glance_block(studies: Sequence[tuple[str, str]], root: Path, tolerance: floa
     rows = []
     for name, folder in studies:
         summary = json.loads((root / folder / "summary.json").read_text())
-        rows += glance_rows(name, f"{folder}/", summary, tolerance)
+        page = next(f"{folder}/{file}" for file in ("README.md", "summary.md") if (root / folder / file).exists())
+        rows += glance_rows(name, page, summary, tolerance)
     header = ["study", "receiver ← sender", "task (metric, test questions)", "receiver", "sender answers",
               "full reuse", "plan chosen on the profile split", "its quality [95% CI]", "Δ vs receiver [paired CI]",
               f"holds at {tolerance:.0%}?"]

@@ -2,8 +2,10 @@
 every quality with a bootstrap confidence interval over questions.
 
 Why intervals: a 5% tolerance on 64 questions is three answers, so a plan "within 5%" on one draw of questions
-may not be on another. Each interval resamples the questions (percentile bootstrap); the difference to the
-receiver resamples the same questions for both (paired), which is what "is this plan as good" asks.
+may not be on another. Each interval resamples the questions (percentile bootstrap, 10,000 resamples); the
+difference to the receiver resamples the same questions for both (paired), which is what "is this plan as good"
+asks. A difference is called significant only when a paired sign-flip test gives p < 0.05 and the paired interval
+excludes zero under each of ten resampling seeds.
 
 CacheBlend gets the same treatment as DroidSpeak's plans: where the sweep also scored CacheBlend plans on the
 profile split (check layers at one compute), the best of them there is marked on the test split and compared,
@@ -21,8 +23,9 @@ import numpy as np
 from droidspeak.figures.result_plots import eval_rows
 
 BASELINES = ("full_prefill", "sender", "full_reuse")
-RESAMPLES = 2000
+RESAMPLES = 10_000
 LEVEL = 0.95
+SEEDS = range(10)  # a difference is called significant only if every one of these resampling seeds agrees
 
 
 def _percentiles(values: list[float], level: float) -> tuple[float, float]:
@@ -56,12 +59,38 @@ def _plan_of(row: Mapping) -> str:
     return row.get("resolved_plan") or row["plan"]
 
 
+def sign_flip_p(diffs: Sequence[float], *, resamples: int = RESAMPLES, seed: int = 0) -> float:
+    """Two-sided p-value of a paired sign-flip (permutation) test that the mean difference is 0: exact over every
+    sign pattern of the non-zero differences when there are at most 2^14 of them, else ``resamples`` random ones."""
+    nonzero = np.asarray([d for d in diffs if d != 0], dtype=np.float64)
+    if nonzero.size == 0:
+        return 1.0
+    if nonzero.size <= 14:
+        signs = 1 - 2 * ((np.arange(2 ** nonzero.size)[:, None] >> np.arange(nonzero.size)) & 1)
+    else:
+        signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(resamples, nonzero.size))
+    observed = abs(nonzero.sum())
+    return float(np.mean(np.abs(signs @ nonzero) >= observed - 1e-12))
+
+
 def paired_delta(scores: Sequence[float] | None, reference: Sequence[float] | None) -> dict:
-    """``delta`` (mean of scores minus reference's) and its paired ``delta_ci``; None where the questions differ."""
+    """``delta`` (mean of scores minus reference's), its paired ``delta_ci`` (seed 0), the sign-flip test's ``p``,
+    and ``significant``: p < 0.05 and the interval excludes 0 under every seed of SEEDS. None where the questions
+    differ."""
     if not scores or not reference or len(scores) != len(reference):
-        return {"delta": None, "delta_ci": None}
-    return {"delta": statistics.fmean(scores) - statistics.fmean(reference),
-            "delta_ci": paired_difference_interval(scores, reference)}
+        return {"delta": None, "delta_ci": None, "p": None, "significant": None}
+    intervals = [paired_difference_interval(scores, reference, seed=seed) for seed in SEEDS]
+    p = sign_flip_p([a - b for a, b in zip(scores, reference)])
+    return {"delta": statistics.fmean(scores) - statistics.fmean(reference), "delta_ci": intervals[0], "p": p,
+            "significant": p < 1 - LEVEL and all(low > 0 or high < 0 for low, high in intervals)}
+
+
+def paired_test_text(d: Mapping) -> str:
+    """The paired test as the pages print it: p, and whether the difference is significant (– for none)."""
+    if d.get("p") is None:
+        return "–"
+    p = "p < 0.001" if d["p"] < 0.001 else f"p = {d['p']:.3f}"
+    return f"{p}, {'significant' if d['significant'] else 'not significant'}"
 
 
 def _entry(row: Mapping, reference: Sequence[float] | None) -> dict:
@@ -128,6 +157,11 @@ def heldout(rows: Iterable[Mapping], split: str = "test") -> list[dict]:
     return table
 
 
+def check_layer(plan: str) -> int:
+    """The check layer of a ``cacheblend:R[@L]`` plan (0 where it names none)."""
+    return int(plan.partition("@")[2] or 0)
+
+
 def interval_text(ci, signed: bool = False) -> str:
     """A 95% interval as the pages print it (– where there is none); ``signed`` for differences."""
     form = "{:+.3f}" if signed else "{:.3f}"
@@ -138,6 +172,8 @@ def _method_name(e: Mapping) -> str:
     names = {"full_prefill": "receiver (full prefill)", "sender": "sender answers", "full_reuse": "full KV reuse",
              "profile": "plan chosen on the profile split", "recompute": "DroidSpeak plan", "cacheblend": "CacheBlend"}
     name = names.get(e["method"], e["method"])
+    if e["method"] == "cacheblend":  # a CacheBlend is named by the layer its tokens are ranked at (LMCache's is 1)
+        name = f"CacheBlend, check layer {check_layer(e['plan'])}"
     if e.get("profile_quality") is not None:
         name += f" ({e['profile_quality']:.3f} on the profile split{', chosen there' if e.get('chosen') else ''})"
     return name
@@ -149,8 +185,9 @@ def markdown(table: list[dict]) -> list[str]:
     for panel in table:
         lines += [f"**{panel['pair']}** on {panel['task']} ({panel['metric']}, {panel['split']} split, "
                   f"{panel['rows'][0]['n']} questions)", "",
-                  "| method | plan | quality | 95% CI | Δ vs receiver | paired 95% CI of Δ | recomputed | speedup |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| method | plan | quality | 95% CI | Δ vs receiver | paired 95% CI of Δ | paired test | "
+                  "recomputed | speedup |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for e in panel["rows"]:
             delta = "–" if e["delta"] is None else f"{e['delta']:+.3f}"
             fraction = "–" if e["recomputed_fraction"] is None else f"{e['recomputed_fraction']:.0%}"
@@ -158,13 +195,15 @@ def markdown(table: list[dict]) -> list[str]:
             speedup = f"{e['speedup']:.2f}×" if timed else "–"
             lines.append(
                 f"| {_method_name(e)} | `{e['plan']}` | {e['quality']:.3f} | "
-                f"{interval_text(e['ci'])} | {delta} | {interval_text(e['delta_ci'])} | {fraction} | {speedup} |"
+                f"{interval_text(e['ci'])} | {delta} | {interval_text(e['delta_ci'])} | "
+                f"{paired_test_text(e) if e['method'] != 'full_prefill' else '–'} | {fraction} | {speedup} |"
             )
         versus = panel.get("versus")
         if versus and versus["delta"] is not None:
             blend, droidspeak = versus["fractions"]
-            lines += ["", f"CacheBlend chosen on the profile split (`{versus['cacheblend']}`, {blend:.0%} recomputed) "
+            lines += ["", f"CacheBlend chosen on the profile split (check layer {check_layer(versus['cacheblend'])}, "
+                      f"`{versus['cacheblend']}`, {blend:.0%} recomputed) "
                       f"minus DroidSpeak's `{versus['droidspeak']}` ({droidspeak:.0%}): {versus['delta']:+.3f}, "
-                      f"paired 95% CI {interval_text(versus['delta_ci'])}."]
+                      f"paired 95% CI {interval_text(versus['delta_ci'])}; {paired_test_text(versus)}."]
         lines.append("")
     return lines

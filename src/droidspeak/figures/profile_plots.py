@@ -10,6 +10,7 @@ from pathlib import Path
 
 import matplotlib
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from droidspeak.figures.style import (
     CYCLE,
@@ -69,8 +70,9 @@ def plot_layer_sensitivity(
             ax.bar(layers, drops, 0.8, color=colours)
             ax.axhline(100 * threshold, color=OKABE_ITO["black"], ls="--", lw=0.8)
             ax.set_xlabel("Reused layer (all others recomputed)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(f"Relative {pretty_metric(prof.metric)} drop (%)")
-            ax.set_title(f"{prof.pair} · {prof.task}")
+            ax.set_title(f"{prof.pair} · {prof.task} (n = {prof.n_samples})")
             ax.grid(axis="x", visible=False)
         handles = [
             Patch(color=OKABE_ITO["vermillion"], label=f"critical (> {100 * threshold:g}% drop)"),
@@ -224,9 +226,10 @@ def plot_profile_pareto(
                 ax.annotate(chosen.plan, (chosen.recomputed_layers, chosen.quality), xytext=(4, -10),
                             textcoords="offset points", fontsize=7)
             ax.set_xlabel("Recomputed layers")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(pretty_metric(prof.metric))
             ax.set_xlim(-0.5, prof.num_layers + 0.5)
-            ax.set_title(f"{prof.pair} · {prof.task}")
+            ax.set_title(f"{prof.pair} · {prof.task} (n = {prof.n_samples})")
         unique_legend(fig, axes, ncols=3)
         return save_figure(fig, out_dir, stem)
 

@@ -162,14 +162,20 @@ def plot_quality_vs_cost(
                 if not pts:
                     continue
                 label, colour, marker = METHOD_STYLE[method]
+                if method == "cacheblend":  # named by the layer(s) its tokens are ranked at
+                    layers = sorted({int(plan.partition("@")[2] or 0) for (m, plan) in grouped if m == method})
+                    label = f"CacheBlend, check layer{'s' if len(layers) > 1 else ''} " + ", ".join(map(str, layers))
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], ls="none", marker=marker,
                         ms=7 if method == "profile" else 4.5, color=colour, label=label, alpha=0.85)
                 if method in ("recompute", "cacheblend", "hybrid") and len(pts) > 1:
                     front = _envelope(pts, higher_x_is_better=x == "speedup")
                     ax.plot([p[0] for p in front], [p[1] for p in front], lw=1, color=colour, drawstyle="steps-post"
-                            if x != "speedup" else "steps-pre")
+                            if x != "speedup" else "steps-pre", label=f"{label.split(' (')[0]}: Pareto frontier")
             ax.set_xlabel(x_label)
-            ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+            if x == "speedup":  # 1-7x and 100x+ on one axis: only a log scale shows both
+                ax.set_xscale("log")
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
             ax.set_ylabel(pretty_metric(_metric_label(panel_rows)))
             ax.set_title(f"{key[0]} · {key[1]}")
         unique_legend(fig, axes, ncols=3)

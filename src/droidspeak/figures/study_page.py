@@ -11,6 +11,7 @@ import math
 import statistics
 from pathlib import Path
 
+from droidspeak.figures.heldout import RESAMPLES, SEEDS
 from droidspeak.figures.heldout import markdown as heldout_markdown
 from droidspeak.figures.template import render_page
 from droidspeak.markdown import table
@@ -142,6 +143,7 @@ def write_study_page(facts: dict, out_dir: str | Path, *, command: str, template
     own = [p for p in profiles if p.n_samples]
     context = {
         "command": command, "tolerance": tolerance, "report": facts["report"], "base": facts["base"],
+        "resamples": f"{RESAMPLES:,}", "seeds": len(SEEDS),
         "family_section": "\n".join(_family_section(facts["report"])),
         "token_table": "\n".join(table(["task", "split", "contexts", "questions", "median tokens", "min", "max",
                                          "≥ 2,000"], token_rows)),

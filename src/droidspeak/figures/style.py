@@ -68,7 +68,8 @@ def save_figure(fig: Figure, out_dir: str | os.PathLike, stem: str) -> list[Path
 
 
 def pretty_metric(metric: str) -> str:
-    return {"f1": "F1", "exact_match": "Exact match", "acc": "Accuracy", "rouge_l": "Rouge-L"}.get(metric, metric)
+    return {"f1": "F1", "exact_match": "Exact match", "acc": "Accuracy", "rouge_l": "Rouge-L",
+            "edit_sim": "Edit similarity", "em": "Exact match"}.get(metric, metric)
 
 
 def unique_legend(fig: Figure, axes, **kwargs) -> None:

@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from droidspeak.figures.heldout import RESAMPLES, SEEDS
 from droidspeak.figures.heldout import markdown as heldout_markdown
 from droidspeak.figures.result_plots import eval_rows
 from droidspeak.profile.choice import choose_point
@@ -97,7 +98,9 @@ def write_summary(
             "",
             "Each pair's plan is the profile file's fewest-layer plan within the tolerance (as `method=profile`",
             "serves it), chosen on the profile split and never tuned on these questions. Intervals are percentile",
-            "bootstraps over questions (2,000 resamples); Δ is paired (the same resampled questions for both).",
+            f"bootstraps over questions ({RESAMPLES:,} resamples); Δ is paired (the same resampled questions for",
+            "both); a Δ is *significant* only where a paired sign-flip test gives p < 0.05 and its interval excludes",
+            f"zero under each of {len(SEEDS)} resampling seeds.",
             "*Speedup* is the receiver's full prefill time over this plan's, measured in the same process.",
             "",
             *heldout_markdown(held_out),
