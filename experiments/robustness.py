@@ -2,6 +2,7 @@
 
     python experiments/robustness.py                      # 20 kills, 4 writers, every bad input (~11 min)
     python experiments/robustness.py zoo=mini kill_trials=5 writers=2 out_dir=/tmp/r   # a quick one
+    python experiments/robustness.py render_only=true     # the page again from reports/robustness.json
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from omegaconf import DictConfig
 
 import droidspeak.sweep.config  # noqa: F401  (registers the zoo schema)
 from droidspeak.robustness.campaign import run_campaign
-from droidspeak.robustness.campaign_page import markdown
+from droidspeak.robustness.campaign_page import write_page
 from droidspeak.sweep.console import entry
 from droidspeak.zoo.family import build_family, cache_root
 
@@ -26,22 +27,24 @@ log = logging.getLogger("robustness")
 @hydra.main(config_path="../conf", config_name="robustness", version_base="1.3")
 @entry
 def main(cfg: DictConfig) -> None:
+    out = Path(cfg.out_dir)
+    template = Path(__file__).resolve().parents[1] / cfg.template  # conf/ beside experiments/, from any folder
+    if cfg.render_only:
+        page = write_page(json.loads((out / "robustness.json").read_text()), out, command=cfg.command,
+                          template=template)
+        log.info("wrote %s", page)
+        return
     family = build_family(cfg.zoo, progress=cfg.progress, log=log.info)
     env = {"DROIDSPEAK_CACHE": str(cache_root()), "HF_HUB_OFFLINE": "1"}  # the sweeps find this family, not train one
     tallies = run_campaign(cfg, family, Path(__file__).with_name("evaluate.py"), env)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (Path(cfg.work_dir) / "tallies.json").write_text(json.dumps(tallies, indent=1) + "\n")
-    (out / "robustness.md").write_text(markdown(tallies, command=cfg.command))
-    log.info("wrote %s", out / "robustness.md")
+    page = write_page(tallies, out, command=cfg.command, template=template)
+    log.info("wrote %s", page)
     failed = [o["name"] for o in tallies["bad_inputs"] if not o["ok"]] + [
         f"kill {k['trial']}" for k in tallies["kills"] if k["killed"] and not k["ok"]]
     failed += [] if tallies["writers"]["ok"] else ["writers"]
     failed += [] if tallies["memory"]["ok"] else ["memory bound"]
     if failed:
-        raise SystemExit(
-            f"robustness campaign: {len(failed)} failure(s): {', '.join(failed)} (see {out / 'robustness.md'})"
-        )
+        raise SystemExit(f"robustness campaign: {len(failed)} failure(s): {', '.join(failed)} (see {page})")
 
 
 if __name__ == "__main__":

@@ -88,15 +88,15 @@ class DecoderStack:
         masks = self.layer_masks(hidden, attention_mask)
         rope = self.rope(hidden, position_ids)
         for index in range(start, end + 1):
-            hidden = self.layers[index](
-                hidden,
-                attention_mask=masks[self.layer_types[index]],
-                position_embeddings=rope[self.layer_types[index]],
-                position_ids=position_ids,
-                use_cache=True,
-                **cache_arg(cache),
-            )
+            hidden = self.run_layer(index, hidden, masks=masks, rope=rope, position_ids=position_ids, cache=cache)
         return hidden
+
+    def run_layer(self, index: int, hidden: torch.Tensor, *, masks: dict, rope: dict, position_ids: torch.Tensor,
+                  cache) -> torch.Tensor:
+        """Decoder layer ``index`` on ``hidden``, with the mask and rotary embedding of its attention type."""
+        kind = self.layer_types[index]
+        return self.layers[index](hidden, attention_mask=masks[kind], position_embeddings=rope[kind],
+                                  position_ids=position_ids, use_cache=True, **cache_arg(cache))
 
 
 def context_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:

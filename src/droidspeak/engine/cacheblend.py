@@ -214,13 +214,6 @@ def cacheblend_prefill(
             layer = end + 1
             continue
         if chosen:
-            hidden = stack.layers[layer](
-                hidden,
-                attention_mask=attention[stack.layer_types[layer]],
-                position_embeddings=rope[stack.layer_types[layer]],
-                position_ids=index,
-                use_cache=True,
-                **cache_arg(scatter),
-            )
+            hidden = stack.run_layer(layer, hidden, masks=attention, rope=rope, position_ids=index, cache=scatter)
         layer += 1
     return PrefilledBatch(cache, ids, mask, cost_of(receiver, plan, int(mask.sum()), chosen_tokens=int(valid.sum())))

@@ -11,12 +11,13 @@ import math
 import statistics
 from pathlib import Path
 
-from droidspeak.figures.heldout import RESAMPLES, SEEDS
+from droidspeak.figures.heldout import RESAMPLES, SEEDS, paired_delta, paired_test_text
 from droidspeak.figures.heldout import markdown as heldout_markdown
 from droidspeak.figures.template import render_page
 from droidspeak.markdown import table
 from droidspeak.profile.profile_file import Profile
 from droidspeak.profile.ranks import frontier_difference
+from droidspeak.track.records import read_results
 from droidspeak.track.results import read_rows
 from droidspeak.zoo.recipe import BASE
 
@@ -108,6 +109,77 @@ def _profile_section(profiles: dict) -> list[str]:
             f"{used} of {len(rows)}."]
 
 
+def _layer_ranges(layers: list[int]) -> str:
+    """``[6, 7, 8, 10]`` → ``6–8, 10``."""
+    ranges, start = [], None
+    for i, layer in enumerate(layers):
+        start = layer if start is None else start
+        if i + 1 == len(layers) or layers[i + 1] != layer + 1:
+            ranges.append(f"{start}–{layer}" if layer > start else str(start))
+            start = None
+    return ", ".join(ranges)
+
+
+def _where(layers: list[int], num_layers: int) -> str:
+    thirds = sorted({("early", "middle", "late")[min(2, 3 * layer // num_layers)] for layer in layers},
+                    key=("early", "middle", "late").index)
+    return " and ".join(thirds)
+
+
+def _same_pair(held: str, profiled: str) -> bool:
+    """A held-out pair (config names, e.g. ``smol-lora-code<-base``) and a profile's (model names)."""
+    (h_receiver, h_sender), (p_receiver, p_sender) = held.split("<-"), profiled.split("<-")
+    return h_receiver.endswith(p_receiver) and h_sender.endswith(p_sender)
+
+
+def _paper_comparison(summary: dict, profiles: dict, results: Path, tolerance: float) -> list[str]:
+    """Per held-out pair, the paper's findings beside ours: how much full reuse loses and whether it beats the sender
+    (test split, paired), how many layers are critical and where (profile split), whether the chosen plan holds on
+    the test split, and its measured speed-up against the compute bound L/k."""
+    scores = {(r.pair, r.method): r.per_sample for r in read_results(results)} if results.exists() else {}
+    rows = []
+    for panel in summary.get("held_out", []):
+        by = {e["method"]: e for e in panel["rows"]}
+        receiver, reuse, sender, chosen = (by.get(m) for m in ("full_prefill", "full_reuse", "sender", "profile"))
+        profile = next((p for p in profiles.get("profiles", []) if p["task"] == panel["task"]
+                        and _same_pair(panel["pair"], p["pair"])), None)
+        if receiver is None or reuse is None or profile is None:
+            continue
+        pair, layers = panel["pair"], panel["num_layers"]
+        loss = 1 - reuse["quality"] / receiver["quality"] if receiver["quality"] else 0.0
+        rows.append([pair, "full KV reuse loses a lot (> 50% of F1 on most pairs)",
+                     f"loses {loss:.0%} of the receiver's {receiver['quality']:.3f} (n = {receiver['n']})",
+                     "yes" if loss > 0.5 else "it loses less"])
+        if sender is not None:
+            versus = paired_delta(scores.get((pair, "full_reuse")), scores.get((pair, "sender")))
+            beats = ("–" if versus["significant"] is None else "yes" if versus["significant"] and versus["delta"] > 0
+                     else "no: below the sender" if versus["significant"] else "not significant either way")
+            rows.append([pair, "full reuse still beats the sender answering alone",
+                         f"{reuse['quality']:.3f} vs the sender's {sender['quality']:.3f}"
+                         + ("" if versus["delta"] is None else f" ({paired_test_text(versus).split(',')[0]})"),
+                         beats])
+        critical = profile["critical_layers"] or []
+        share = len(critical) / layers
+        rows.append([pair, "about 10% of layers are critical (> 10% drop); which ones depends on the pair",
+                     f"{len(critical)} of {layers} ({share:.0%})"
+                     + (f": {_layer_ranges(critical)}, {_where(critical, layers)}" if critical else ""),
+                     "yes" if share <= 0.15 else "more of them"])
+        if chosen is not None:
+            floor = -tolerance * receiver["quality"]
+            holds = chosen["delta_ci"][0] >= floor
+            rows.append([pair, f"the fewest layers within {tolerance:.0%} of the receiver, chosen offline, hold",
+                         f"`{chosen['plan']}` ({profile['chosen_layers']} of {layers} layers): Δ {chosen['delta']:+.3f}"
+                         f" [{chosen['delta_ci'][0]:+.3f}, {chosen['delta_ci'][1]:+.3f}] on the test split, floor "
+                         f"{floor:+.3f}", "yes" if holds else "no: it misses on the test split"])
+            if chosen.get("speedup") and profile["chosen_layers"]:
+                bound = layers / profile["chosen_layers"]
+                rows.append([pair, "prefill 1.7–3.1× faster (GPU, 8K–14K tokens)",
+                             f"{chosen['speedup']:.2f}× (one timing, 2-core CPU) of a compute bound of "
+                             f"{layers}/{profile['chosen_layers']} = {bound:.1f}×",
+                             "within the bound" if chosen["speedup"] <= bound * 1.05 else "above the bound: noise"])
+    return table(["pair", "the paper's finding", "here", "agrees?"], rows) if rows else []
+
+
 def _transfer_table(profiles: list[Profile], own_task: dict, tolerance: float) -> list[str]:
     """Each pair profiled on a second task: does the plan its own task chose hold there, and how far apart are
     the two frontiers (Fig. 17)?"""
@@ -152,6 +224,9 @@ def write_study_page(facts: dict, out_dir: str | Path, *, command: str, template
         "profiles_table": "\n".join(_profile_section(json.loads(profiles_json.read_text())))
         if profiles_json.exists() else None,
         "transfer_table": "\n".join(_transfer_table(list(profiles), facts["own_task"], tolerance)),
+        "paper_table": "\n".join(_paper_comparison(
+            json.loads(summary.read_text()), json.loads(profiles_json.read_text()), out / "rows" / "results.jsonl",
+            tolerance)) if summary.exists() and profiles_json.exists() else None,
         "speed": "\n".join(speed.read_text().splitlines()[2:]) if speed.exists() else None,
         "figures": [(stem, caption) for stem, caption in FIGURES if (out / f"{stem}.png").exists()],
         "shortest": min(r[5] for r in token_rows), "longest": max(r[6] for r in token_rows),

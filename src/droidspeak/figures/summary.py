@@ -44,6 +44,7 @@ def summarize(rows: Iterable[Mapping], tolerance: float = 0.05) -> list[dict]:
             "pair": pair,
             "task": task,
             "metric": panel[0]["metric"],
+            "questions": by_method["full_prefill"][0].get("n_samples"),
             "num_layers": num_layers,
             "receiver": receiver,
             "sender": _mean(by_method["sender"]),
@@ -112,14 +113,15 @@ def write_summary(
         "is within the tolerance of the receiver's (an optimistic, in-sample choice: the held-out table is the",
         "honest one); *speedup* is receiver prefill time of full recompute over that plan, same process.",
         "",
-        "| pair (receiver<-sender) | task | metric | receiver | sender | full reuse | fewest layers within tol. "
-        "| its quality | its speedup | full-reuse speedup |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| pair (receiver<-sender) | task | metric | questions | receiver | sender | full reuse | fewest layers within "
+        "tol. | its quality | its speedup | full-reuse speedup |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in summary:
         chosen = "–" if e["chosen_plan"] is None else f"{e['chosen_layers']}/{e['num_layers']} (`{e['chosen_plan']}`)"
         lines.append(
-            f"| {e['pair']} | {e['task']} | {e['metric']} | {fmt(e['receiver'])} | {fmt(e['sender'])} | "
+            f"| {e['pair']} | {e['task']} | {e['metric']} | {fmt(e.get('questions'))} | {fmt(e['receiver'])} | "
+            f"{fmt(e['sender'])} | "
             f"{fmt(e['full_reuse'])} | {chosen} | {fmt(e['chosen_quality'])} | {fmt(e['chosen_speedup'], 2)}× | "
             f"{fmt(e['full_reuse_speedup'], 2)}× |"
         )

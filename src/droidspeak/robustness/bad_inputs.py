@@ -244,15 +244,15 @@ def _past_positions(bench: Bench, **kwargs):
     return bench.pair.generate([cache], [tail[:2]], "full_reuse", max_new_tokens=8)
 
 
-def _foreign_adapter(bench: Bench, **changes):
-    """A LoRA trained on a model of another shape, merged into the sender's own folder."""
+def _foreign_adapter(bench: Bench, *, grow: tuple[str, ...]):
+    """A LoRA trained on a model of another shape (the sender's ``grow`` sizes doubled), merged into the sender."""
     from peft import LoraConfig, get_peft_model
 
-    folder = bench.scratch / f"lora-{'-'.join(f'{k}{v}' for k, v in changes.items())}"
+    folder = bench.scratch / f"lora-{'-'.join(grow)}"
     if not folder.exists():
         config = AutoConfig.from_pretrained(bench.family.models[bench.sender_name])
-        for key, value in changes.items():
-            setattr(config, key, value)
+        for key in grow:
+            setattr(config, key, 2 * getattr(config, key))
         torch.manual_seed(0)
         lora = get_peft_model(AutoModelForCausalLM.from_config(config),
                               LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
@@ -420,9 +420,9 @@ def _cases() -> list[Case]:
         Case("context + tail past the positions (log-likelihood)", "limits", "positions",
              lambda b: _past_positions(b, loglikelihood=True)),
         Case("a LoRA of a deeper model", "foreign adapter", "not trained on this model",
-             lambda b: _foreign_adapter(b, num_hidden_layers=12)),
+             lambda b: _foreign_adapter(b, grow=("num_hidden_layers",))),
         Case("a LoRA of a wider model", "foreign adapter", "not trained on this model",
-             lambda b: _foreign_adapter(b, hidden_size=128, intermediate_size=256)),
+             lambda b: _foreign_adapter(b, grow=("hidden_size", "intermediate_size"))),
         Case("a misspelt model_args key (pln=)", "lm-eval model_args", "unknown model_args",
              lambda b: _backend(b, "pln=full_reuse")),
         Case("a misspelt delimiter key", "lm-eval model_args", "unknown model_args",

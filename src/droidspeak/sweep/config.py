@@ -163,6 +163,8 @@ class RobustnessConfig:
     work_dir: str = "outputs/robustness"
     out_dir: str = "reports"
     command: str = "python experiments/robustness.py"  # what the report says regenerates it
+    template: str = "conf/pages/robustness.md.j2"
+    render_only: bool = False  # the page again from <out_dir>/robustness.json, no campaign
     progress: bool = True
 
 
