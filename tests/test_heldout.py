@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from droidspeak.figures.heldout import bootstrap_interval, heldout, markdown, paired_difference_interval
+from droidspeak.figures.heldout import heldout, markdown
+from droidspeak.figures.intervals import bootstrap_interval, paired_difference_interval
 
 
 def test_interval_holds_the_mean_and_narrows_with_more_questions():

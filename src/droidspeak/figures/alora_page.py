@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from droidspeak.figures.heldout import bootstrap_interval, interval_text, paired_delta, paired_test_text
+from droidspeak.figures.intervals import bootstrap_interval, interval_text, paired_delta, paired_test_text
 from droidspeak.figures.style import OKABE_ITO, FigureDataError, new_figure, save_figure
 from droidspeak.figures.template import render_page
 from droidspeak.markdown import table

@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from droidspeak.bench.codec_cost import latency_model
-from droidspeak.figures.heldout import bootstrap_interval, interval_text, paired_delta
+from droidspeak.figures.intervals import bootstrap_interval, interval_text, paired_delta
 from droidspeak.figures.result_plots import eval_rows
 from droidspeak.figures.style import OKABE_ITO, FigureDataError, new_figure, pretty_metric, save_figure
 from droidspeak.figures.template import render_page

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from droidspeak.figures.heldout import bootstrap_interval, interval_text, paired_delta
+from droidspeak.figures.intervals import bootstrap_interval, interval_text, paired_delta
 from droidspeak.figures.style import OKABE_ITO, new_figure, save_figure
 from droidspeak.figures.template import render_page
 from droidspeak.markdown import table

@@ -11,6 +11,7 @@ from pathlib import Path
 import matplotlib
 from matplotlib.ticker import MaxNLocator
 
+from droidspeak.figures.intervals import bootstrap_interval
 from droidspeak.figures.style import (
     OKABE_ITO,
     STYLE,
@@ -87,7 +88,8 @@ def _envelope(points: list[tuple[float, float]], *, higher_x_is_better: bool) ->
 def plot_quality_bars(
     rows: Iterable[Mapping], out_dir: str | os.PathLike, *, stem: str = "fig06_quality_bars"
 ) -> list[Path]:
-    """Fig. 6: per pair and task, the receiver's own quality, the sender's, and full KV reuse (mean ± std over seeds).
+    """Fig. 6: per pair and task, the receiver's own quality, the sender's, and full KV reuse, each with the 95%
+    bootstrap interval over its questions that the tables quote (the questions of every seed pooled).
 
     Needs eval rows with method full_prefill, sender and/or full_reuse; missing methods leave a gap.
     """
@@ -101,24 +103,30 @@ def plot_quality_bars(
         fig, (ax,) = new_figure(1, panel_size=(max(3.4, 1.1 * len(panels) + 1.0), 2.8))
         for m_idx, method in enumerate(methods):
             label, colour, _ = METHOD_STYLE[method]
-            xs, means, stds = [], [], []
+            xs, means, errors = [], [], [[], []]
             for p_idx, key in enumerate(panels):
-                values = [float(r["quality"]) for r in panels[key] if r["method"] == method]
-                if values:
-                    mean, std = _mean_std(values)
+                chosen = [r for r in panels[key] if r["method"] == method]
+                if chosen:
+                    mean = _mean_std([float(r["quality"]) for r in chosen])[0]
+                    scores = [float(s) for r in chosen for s in (r.get("per_sample") or [])]
+                    low, high = bootstrap_interval(scores) if scores else (mean, mean)
                     xs.append(p_idx + (m_idx - (len(methods) - 1) / 2) * width)
                     means.append(mean)
-                    stds.append(std)
+                    errors[0].append(max(0.0, mean - low))
+                    errors[1].append(max(0.0, high - mean))
             if xs:
                 ax.bar(
-                    xs, means, width, yerr=stds, label=label, color=colour, capsize=2, edgecolor="white", linewidth=0.5
+                    xs, means, width, yerr=errors, label=label, color=colour, capsize=2, edgecolor="white",
+                    linewidth=0.5
                 )
         ax.set_xticks(range(len(panels)))
-        ax.set_xticklabels([_pair_label(pair, task) for pair, task in panels], rotation=0, fontsize=8)
+        questions = {key: max((int(r.get("n_samples") or 0) for r in panels[key]), default=0) for key in panels}
+        ax.set_xticklabels([f"{_pair_label(pair, task)}\nn = {questions[(pair, task)]}" for pair, task in panels],
+                           rotation=0, fontsize=8)
         ax.set_ylabel(pretty_metric(_metric_label(rows)))
         ax.set_ylim(bottom=0)
         ax.grid(axis="x", visible=False)
-        ax.set_title("Receiver vs sender vs full KV reuse")
+        ax.set_title("Receiver vs sender vs full KV reuse (95% bootstrap intervals)")
         unique_legend(fig, [ax], ncols=3)
         return save_figure(fig, out_dir, stem)
 

@@ -11,8 +11,8 @@ import math
 import statistics
 from pathlib import Path
 
-from droidspeak.figures.heldout import RESAMPLES, SEEDS, paired_delta, paired_test_text
 from droidspeak.figures.heldout import markdown as heldout_markdown
+from droidspeak.figures.intervals import RESAMPLES, SEEDS, paired_delta, paired_test_text
 from droidspeak.figures.template import render_page
 from droidspeak.markdown import table
 from droidspeak.profile.profile_file import Profile

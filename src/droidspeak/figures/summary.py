@@ -9,8 +9,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from droidspeak.figures.heldout import RESAMPLES, SEEDS
 from droidspeak.figures.heldout import markdown as heldout_markdown
+from droidspeak.figures.intervals import RESAMPLES, SEEDS
 from droidspeak.figures.result_plots import eval_rows
 from droidspeak.profile.choice import choose_point
 from droidspeak.profile.points import ProfilePoint

@@ -1,0 +1,78 @@
+"""The statistics every page quotes: percentile bootstrap intervals over questions, paired differences, a paired
+sign-flip test, and the rule for calling a difference significant (p < 0.05 and an interval that excludes zero under
+every resampling seed of SEEDS), so no page words an effect more strongly than these numbers allow."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+RESAMPLES = 10_000
+LEVEL = 0.95
+SEEDS = range(10)  # a difference is called significant only if every one of these resampling seeds agrees
+
+def _percentiles(values: list[float], level: float) -> tuple[float, float]:
+    values = sorted(values)
+    tail = (1 - level) / 2
+    low = values[int(tail * (len(values) - 1))]
+    high = values[int(round((1 - tail) * (len(values) - 1)))]
+    return low, high
+
+
+def bootstrap_interval(scores: Sequence[float], *, resamples: int = RESAMPLES, level: float = LEVEL,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``scores`` (deterministic for a seed)."""
+    if not scores:
+        raise ValueError("no scores to bootstrap")
+    picks = np.random.default_rng(seed).integers(0, len(scores), size=(resamples, len(scores)))
+    means = np.asarray(scores, dtype=np.float64)[picks].mean(axis=1)
+    return _percentiles(means.tolist(), level)
+
+
+def paired_difference_interval(scores: Sequence[float], reference: Sequence[float], *, resamples: int = RESAMPLES,
+                               level: float = LEVEL, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap interval of mean(scores - reference), the same questions resampled for both."""
+    if len(scores) != len(reference) or not scores:
+        raise ValueError(f"paired scores need the same questions: {len(scores)} vs {len(reference)}")
+    diffs = [a - b for a, b in zip(scores, reference)]
+    return bootstrap_interval(diffs, resamples=resamples, level=level, seed=seed)
+
+def sign_flip_p(diffs: Sequence[float], *, resamples: int = RESAMPLES, seed: int = 0) -> float:
+    """Two-sided p-value of a paired sign-flip (permutation) test that the mean difference is 0: exact over every
+    sign pattern of the non-zero differences when there are at most 2^14 of them, else ``resamples`` random ones."""
+    nonzero = np.asarray([d for d in diffs if d != 0], dtype=np.float64)
+    if nonzero.size == 0:
+        return 1.0
+    if nonzero.size <= 14:
+        signs = 1 - 2 * ((np.arange(2 ** nonzero.size)[:, None] >> np.arange(nonzero.size)) & 1)
+    else:
+        signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(resamples, nonzero.size))
+    observed = abs(nonzero.sum())
+    return float(np.mean(np.abs(signs @ nonzero) >= observed - 1e-12))
+
+
+def paired_delta(scores: Sequence[float] | None, reference: Sequence[float] | None) -> dict:
+    """``delta`` (mean of scores minus reference's), its paired ``delta_ci`` (seed 0), the sign-flip test's ``p``,
+    and ``significant``: p < 0.05 and the interval excludes 0 under every seed of SEEDS. None where the questions
+    differ."""
+    if not scores or not reference or len(scores) != len(reference):
+        return {"delta": None, "delta_ci": None, "p": None, "significant": None}
+    intervals = [paired_difference_interval(scores, reference, seed=seed) for seed in SEEDS]
+    p = sign_flip_p([a - b for a, b in zip(scores, reference)])
+    return {"delta": statistics.fmean(scores) - statistics.fmean(reference), "delta_ci": intervals[0], "p": p,
+            "significant": p < 1 - LEVEL and all(low > 0 or high < 0 for low, high in intervals)}
+
+
+def paired_test_text(d: Mapping) -> str:
+    """The paired test as the pages print it: p, and whether the difference is significant (– for none)."""
+    if d.get("p") is None:
+        return "–"
+    p = "p < 0.001" if d["p"] < 0.001 else f"p = {d['p']:.3f}"
+    return f"{p}, {'significant' if d['significant'] else 'not significant'}"
+
+def interval_text(ci, signed: bool = False) -> str:
+    """A 95% interval as the pages print it (– where there is none); ``signed`` for differences."""
+    form = "{:+.3f}" if signed else "{:.3f}"
+    return "–" if ci is None else f"[{form.format(ci[0])}, {form.format(ci[1])}]"
