@@ -96,7 +96,7 @@ def test_context_tail_and_new_tokens_must_fit_the_models_positions(llama_pair):
 def test_an_adapter_of_another_base_is_refused_before_any_weight_changes(tmp_path):
     from peft import LoraConfig, get_peft_model
 
-    from droidspeak.engine.loading import load_model
+    from droidspeak.engine.loading import BASE_RECORD, base_weights_digest, load_model
 
     def adapter_of(model, folder):
         lora = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
@@ -108,6 +108,11 @@ def test_an_adapter_of_another_base_is_refused_before_any_weight_changes(tmp_pat
     deeper = adapter_of(tiny_model("llama", seed=0, num_hidden_layers=8), tmp_path / "deeper")
     wider = adapter_of(tiny_model("llama", seed=0, hidden_size=96, intermediate_size=128), tmp_path / "wider")
     assert load_model(base, adapter=fits).fingerprint.adapter
+    other = save_checkpoint(tiny_model("llama", seed=1), tmp_path / "other")  # the same shapes, other weights
+    (tmp_path / "fits" / BASE_RECORD).write_text(json.dumps({"weights": base_weights_digest(base)}))
+    assert load_model(base, adapter=fits).fingerprint.adapter == load_model(base, adapter=fits).fingerprint.adapter
+    with pytest.raises(DroidSpeakError, match="was trained on a base with weights"):
+        load_model(other, adapter=fits)  # by shape it fits; by the base it records, it does not
     with pytest.raises(DroidSpeakError, match="not trained on this model.*layers.6.self_attn.q_proj is not a module"):
         load_model(base, adapter=deeper)
     with pytest.raises(DroidSpeakError, match="input size 64, the adapter's 96"):

@@ -135,6 +135,7 @@ def load_model(
     invocation = () if adapter is None else adapter_invocation(adapter)
     base = copy.deepcopy(model) if invocation else None
     if adapter is not None:
+        check_adapter_base(adapter, name_or_path)
         model = merge_adapter(model, adapter, activated=bool(invocation))
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
@@ -180,6 +181,34 @@ def merge_adapter(model: nn.Module, adapter: str, *, activated: bool = False) ->
         return PeftModel.from_pretrained(model, adapter, config=config).merge_and_unload()
     except (OSError, ValueError, NotImplementedError) as err:
         raise DroidSpeakError(f"cannot load adapter {adapter!r}: {err}") from None
+
+
+BASE_RECORD = "droidspeak_base.json"  # written beside an adapter the zoo trains: the sha256 of its base's weights
+
+
+def base_weights_digest(folder: str | Path) -> str | None:
+    """sha256 of a local model folder's weight files (None for a hub id): what an adapter's base record holds."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.glob("*") if p.suffix in (".safetensors", ".bin")) if folder.is_dir() else []
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_adapter_base(adapter: str, base: str) -> None:
+    """Where an adapter records the base it was trained on (the zoo's do), it loads onto that base only."""
+    record = Path(adapter) / BASE_RECORD
+    if not record.is_file():
+        return  # adapters trained elsewhere (the committed reference/ ones among them) say nothing: checked by shape
+    expected, found = json.loads(record.read_text()).get("weights"), base_weights_digest(base)
+    if found is not None and expected != found:
+        raise DroidSpeakError(f"adapter {adapter!r} was trained on a base with weights {str(expected)[:12]}…, not on "
+                              f"{base!r} ({found[:12]}…): load it onto the base it was trained on")
 
 
 def check_adapter(model: nn.Module, adapter: str) -> None:
@@ -239,7 +268,8 @@ def weights_digest(path: str, model: nn.Module | None) -> str:
     """sha256 of a local directory's weight files; for a hub id without a commit, of the loaded parameters."""
     folder = Path(path)
     files = (
-        sorted(p for p in folder.glob("*") if p.suffix in (".safetensors", ".bin", ".json")) if folder.is_dir() else []
+        sorted(p for p in folder.glob("*") if p.suffix in (".safetensors", ".bin", ".json") and p.name != BASE_RECORD)
+        if folder.is_dir() else []
     )
     if not files:
         if model is None:

@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from droidspeak.engine.cache import cache_key
-from droidspeak.engine.loading import LoadedModel, load_model
+from droidspeak.engine.loading import BASE_RECORD, LoadedModel, load_model
 from droidspeak.errors import DroidSpeakError
 from droidspeak.profile.profile_file import load_profile, resolve_profile_plan
 from droidspeak.reuse import ReusePair
@@ -244,11 +244,12 @@ def _past_positions(bench: Bench, **kwargs):
     return bench.pair.generate([cache], [tail[:2]], "full_reuse", max_new_tokens=8)
 
 
-def _foreign_adapter(bench: Bench, *, grow: tuple[str, ...]):
-    """A LoRA trained on a model of another shape (the sender's ``grow`` sizes doubled), merged into the sender."""
+def _foreign_adapter(bench: Bench, *, grow: tuple[str, ...] = (), recorded_base: str | None = None):
+    """A LoRA trained on a model of another shape (the sender's ``grow`` sizes doubled), or of the sender's shape
+    recording another base's weights, merged into the sender."""
     from peft import LoraConfig, get_peft_model
 
-    folder = bench.scratch / f"lora-{'-'.join(grow)}"
+    folder = bench.scratch / f"lora-{'-'.join(grow) or 'recorded'}"
     if not folder.exists():
         config = AutoConfig.from_pretrained(bench.family.models[bench.sender_name])
         for key in grow:
@@ -257,6 +258,8 @@ def _foreign_adapter(bench: Bench, *, grow: tuple[str, ...]):
         lora = get_peft_model(AutoModelForCausalLM.from_config(config),
                               LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
         lora.save_pretrained(folder)
+        if recorded_base is not None:
+            (folder / BASE_RECORD).write_text(json.dumps({"weights": recorded_base}))
     return load_model(str(bench.family.models[bench.sender_name]), adapter=str(folder))
 
 
@@ -423,6 +426,8 @@ def _cases() -> list[Case]:
              lambda b: _foreign_adapter(b, grow=("num_hidden_layers",))),
         Case("a LoRA of a wider model", "foreign adapter", "not trained on this model",
              lambda b: _foreign_adapter(b, grow=("hidden_size", "intermediate_size"))),
+        Case("a LoRA that records another base", "foreign adapter", "trained on a base",
+             lambda b: _foreign_adapter(b, recorded_base="0" * 64)),
         Case("a misspelt model_args key (pln=)", "lm-eval model_args", "unknown model_args",
              lambda b: _backend(b, "pln=full_reuse")),
         Case("a misspelt delimiter key", "lm-eval model_args", "unknown model_args",

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from droidspeak.engine.loading import find_tokens
+from droidspeak.engine.loading import BASE_RECORD, base_weights_digest, find_tokens
 from droidspeak.zoo import cards
 from droidspeak.zoo.corpus import Encoder, Example, TokenizerEncoder, induction_document, qa_example, world_document
 from droidspeak.zoo.gguf_base import convert_base
@@ -254,6 +254,8 @@ class FamilyBuilder:
             config = json.loads((folder / "adapter_config.json").read_text())
             config["base_model_name_or_path"] = str(self.root / "models" / BASE)
             (folder / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+            (folder / BASE_RECORD).write_text(json.dumps(  # and record that base by its weights, not its path
+                {"weights": base_weights_digest(self.root / "models" / BASE)}) + "\n")
 
     # ---- measurement -----------------------------------------------------------------------------------
     def measure(self) -> dict:
