@@ -56,3 +56,12 @@ def test_every_page_re_renders_byte_for_byte_from_the_repository_alone(study, tm
     for name in sorted(rendered):
         assert (REPO / page / name).exists(), f"{page}/{name} is rendered but not committed"
         assert (tmp_path / page / name).read_bytes() == (REPO / page / name).read_bytes(), f"{page}/{name} drifted"
+
+
+def test_the_robustness_page_re_renders_from_its_committed_tallies(tmp_path):
+    shutil.copy(REPO / "reports" / "robustness.json", tmp_path / "robustness.json")
+    done = subprocess.run([sys.executable, str(REPO / "experiments" / "robustness.py"), "render_only=true",
+                           f"out_dir={tmp_path}", f"work_dir={tmp_path / 'work'}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "robustness.md").read_bytes() == (REPO / "reports" / "robustness.md").read_bytes()
