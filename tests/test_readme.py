@@ -39,3 +39,20 @@ def test_the_quickstart_shows_full_reuse_losing_and_a_recomputed_group_recoverin
              for line in done.stdout.splitlines() if " score " in line}
     assert score["full_reuse"] < score["full_prefill"] and score["recompute:0-1"] == score["full_prefill"]
     assert score["recompute:2-7"] < score["full_prefill"]
+
+
+def test_every_number_in_readme_prose_is_the_one_the_code_uses():
+    """README's prose outside the generated block quotes few numbers; each is checked against where it lives."""
+    from droidspeak.codec import get_codec
+
+    text = (ROOT / "README.md").read_text()
+    glance = yaml.safe_load((ROOT / "conf" / "readme_glance.yaml").read_text())
+    assert f"within {glance['tolerance']:.0%} of the receiver" in text  # the tolerance the glance table applies
+    assert f"stays above −{glance['tolerance']:.0%} of the receiver" in text
+    quickstart = (ROOT / "examples" / "quickstart.py").read_text()
+    shown = int(re.search(r"runs this on (\d+) test questions", text).group(1))
+    assert f'["test"])[:{shown}]' in quickstart
+    torch_pin = re.search(r"^torch==([\d.]+)$", (ROOT / "constraints-cpu.txt").read_text(), flags=re.M).group(1)
+    assert f"CPU torch\n{torch_pin} through" in text or f"CPU torch {torch_pin} through" in text
+    groups = {grouping.group for _, grouping in get_codec("int4").grouping}
+    assert groups == {int(re.search(r"groups of (\d+)\)", text).group(1))}
