@@ -206,7 +206,7 @@ def check_adapter_base(adapter: str, base: str) -> None:
     if not record.is_file():
         return  # adapters trained elsewhere (the committed reference/ ones among them) say nothing: checked by shape
     expected, found = json.loads(record.read_text()).get("weights"), base_weights_digest(base)
-    if found is not None and expected != found:
+    if expected is not None and found is not None and expected != found:
         raise DroidSpeakError(f"adapter {adapter!r} was trained on a base with weights {str(expected)[:12]}…, not on "
                               f"{base!r} ({found[:12]}…): load it onto the base it was trained on")
 

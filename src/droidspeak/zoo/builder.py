@@ -37,6 +37,7 @@ class FamilyBuilder:
         self, zoo: ZooConfig, root: Path, progress: bool, log: Callable[[str], None], steps: int | None = None
     ):
         self.zoo, self.root, self.log = zoo, root, log
+        self.base_folder = root / "models" / BASE  # the base its adapters are trained on (load_base moves it)
         self.base_source: dict | None = None
         if zoo.gguf is None:
             self.world = World(zoo.world)
@@ -154,6 +155,7 @@ class FamilyBuilder:
             self.tokenizer = AutoTokenizer.from_pretrained(folder)
             self.enc = TokenizerEncoder(self.tokenizer)
         self.base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        self.base_folder = folder
 
     def extend(self, family_root: Path, name: str) -> None:
         """Train extension ``name`` on the base and data of the family at ``family_root``, into this builder's root."""
@@ -255,7 +257,7 @@ class FamilyBuilder:
             config["base_model_name_or_path"] = str(self.root / "models" / BASE)
             (folder / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
             (folder / BASE_RECORD).write_text(json.dumps(  # and record that base by its weights, not its path
-                {"weights": base_weights_digest(self.root / "models" / BASE)}) + "\n")
+                {"weights": base_weights_digest(self.base_folder)}) + "\n")
 
     # ---- measurement -----------------------------------------------------------------------------------
     def measure(self) -> dict:
