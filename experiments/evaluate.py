@@ -47,7 +47,7 @@ def _in_multirun() -> bool:
 @entry
 def main(cfg: DictConfig) -> None:
     settle_method(cfg)  # a method field the method does not read fails before anything runs
-    check_values(cfg)
+    check_values(cfg)  # again: the fields method_settings just set
     check_mode(cfg.logger.mode)  # a missing W&B login fails before any compute
     family = build_family(cfg.zoo, progress=cfg.progress, log=log.info) if uses_zoo(cfg) else None
     results = Path(cfg.results_dir) / RESULTS_FILE

@@ -16,7 +16,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from droidspeak.sweep.config import check_values  # (importing it registers the pair and zoo schemas)
+import droidspeak.sweep.config  # noqa: F401  (registers the pair and zoo schemas)
 from droidspeak.sweep.console import entry
 from droidspeak.sweep.profile_job import run_job
 from droidspeak.zoo.family import build_family
@@ -27,7 +27,6 @@ log = logging.getLogger("profile")
 @hydra.main(config_path="../conf", config_name="profile", version_base="1.3")
 @entry
 def main(cfg: DictConfig) -> None:
-    check_values(cfg)  # before the family builds or a model loads
     family = build_family(cfg.zoo, progress=cfg.progress, log=log.info)
     for kind, path in run_job(cfg, family).items():
         log.info("wrote %s: %s", kind, path)

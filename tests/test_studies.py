@@ -13,9 +13,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import droidspeak.sweep.config  # noqa: F401  (registers the schemas the steps' configs use)  # noqa: F401  (registers every config schema)
 import droidspeak.sweep.profile_job  # noqa: F401
 from droidspeak.errors import DroidSpeakError
+from droidspeak.sweep.config import check_values  # (importing it registers every config schema)
+from droidspeak.sweep.point import settle_method
 from droidspeak.sweep.study import Command, execute, missing_packages, plan_commands
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +62,13 @@ def test_every_step_of_every_study_composes_against_its_scripts_config(hydra_con
             overrides = [a for a in _single_point(command.argv[2:]) if not a.startswith("hydra/")]
             composed = compose(config_name=config_name, overrides=overrides)
             assert OmegaConf.to_container(composed, resolve=False), f"{name}: step {command.step} composed empty"
+            swept = compose(config_name=config_name, overrides=overrides, return_hydra_config=True).hydra.sweeper
+            given = {o.split("=")[0] for o in overrides}  # the sweep's own first point, unless the step sets it
+            first = [f"{k}={str(v).split(',')[0]}" for k, v in (swept.get("params") or {}).items() if k not in given]
+            composed = compose(config_name=config_name, overrides=first + overrides)
+            if config_name == "evaluate":
+                settle_method(composed)  # no method field a step sets goes unread
+            check_values(composed)  # what the step's entry point checks before it runs
 
 
 def test_a_cheap_run_never_writes_over_the_studys_rows_or_page(hydra_conf, monkeypatch):

@@ -5,7 +5,8 @@ banners and run summaries, lm-eval's per-run INFO lines and its warnings about t
 purpose, transformers' weight-loading progress bars, fontTools' PDF-subsetting INFO and a transformers deprecation
 warning raised inside peft (lm-eval's own two progress bars stay: tqdm reads its switches when it is imported) —
 and turns a :class:`DroidSpeakError` into one line on stderr and exit status 1. ``DROIDSPEAK_DEBUG=1`` keeps all
-of it, tracebacks included.
+of it, tracebacks included. Before the main runs, its config's values are checked (``config.check_values``): a count
+of 0, an unknown split or an unwritable folder fails before anything is built or loaded, in every entry point.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import os
 import sys
 import warnings
 
+from omegaconf import DictConfig
+
 from droidspeak.errors import DroidSpeakError
+from droidspeak.sweep.config import check_values
 
 DEBUG = "DROIDSPEAK_DEBUG"
 QUIETER = {  # logger -> the lowest level it still shows
@@ -57,13 +61,15 @@ def quiet() -> None:
 
 
 def entry(main):
-    """Wrap an entry point's main (under ``@hydra.main``, which sees through the wrapper): quiet, and a
-    DroidSpeakError as ``error: <Kind>: <message>`` on stderr with exit status 1."""
+    """Wrap an entry point's main (under ``@hydra.main``, which sees through the wrapper): quiet, its config's values
+    checked, and a DroidSpeakError as ``error: <Kind>: <message>`` on stderr with exit status 1."""
 
     @functools.wraps(main)
     def run(*args, **kwargs):
         quiet()
         try:
+            if args and isinstance(args[0], DictConfig):
+                check_values(args[0])
             return main(*args, **kwargs)
         except DroidSpeakError as err:
             if debugging():
