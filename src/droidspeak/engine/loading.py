@@ -190,14 +190,7 @@ def base_weights_digest(folder: str | Path) -> str | None:
     """sha256 of a local model folder's weight files (None for a hub id): what an adapter's base record holds."""
     folder = Path(folder)
     files = sorted(p for p in folder.glob("*") if p.suffix in (".safetensors", ".bin")) if folder.is_dir() else []
-    if not files:
-        return None
-    digest = hashlib.sha256()
-    for file in files:
-        with file.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
+    return _files_digest(files, named=False) if files else None
 
 
 def check_adapter_base(adapter: str, base: str) -> None:
@@ -275,9 +268,15 @@ def weights_digest(path: str, model: nn.Module | None) -> str:
         if model is None:
             raise DroidSpeakError(f"cannot fingerprint {path!r}: no weight files found")
         return parameters_digest(model)
+    return _files_digest(files, named=True)
+
+
+def _files_digest(files: Sequence[Path], *, named: bool) -> str:
+    """sha256 over ``files`` read in blocks, each preceded by its name when ``named``."""
     digest = hashlib.sha256()
     for file in files:
-        digest.update(file.name.encode())
+        if named:
+            digest.update(file.name.encode())
         with file.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(chunk)

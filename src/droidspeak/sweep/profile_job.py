@@ -25,7 +25,7 @@ from droidspeak.profile.result_rows import evaluation_rows
 from droidspeak.sweep.config import safe_name
 from droidspeak.sweep.point import ZOO_PREFIX, check_family, resolve_model
 from droidspeak.track.records import question_set_digest
-from droidspeak.track.results import append_row, check_code_version, finished_keys, git_sha, read_rows
+from droidspeak.track.results import append_row, check_code_version, git_sha, read_rows
 from droidspeak.track.version import code_version
 from droidspeak.zoo.tasks import TASKS
 
@@ -85,10 +85,8 @@ def run_job(cfg, family) -> dict[str, Path]:
     save_profile(out, profile)
     write_text(comparisons_path(out),
                "".join(json.dumps({"pair": cfg.pair.name, "task": task, **row}) + "\n" for row in comparisons))
-    done = finished_keys(results)
     for row in eval_rows:
-        if row.key not in done:
-            append_row(results, row.to_dict())
+        append_row(results, row.to_dict())  # a key already there is not written again (a rerun's points)
     log.info("profile %s: reference %.3f, full reuse %s, chosen @%.2f: %s", out, profile.reference_quality,
              profile.full_reuse_quality, cfg.tolerance, profile.choose(cfg.tolerance))
     return written
