@@ -41,37 +41,70 @@ class AnswerPathRow:
         return asdict(self)
 
 
-CONTEXT_PREFILL = "engine.receiver_prefill over the shared contexts (batched; no query, no transfer)"
+CONTEXT_PREFILL = ("engine.receiver_prefill, one shared context at a time (batch 1; no query, no transfer), "
+                   "interleaved with the receiver's full prefill of the same context")
 """What a sweep point's speedup times (its row's ``timed_path``): the receiver-side prefill a plan changes."""
 
 
-def time_context_prefill(receiver, caches, plan, num_layers: int, *, repeats: int, warmup: int) -> tuple[float, float]:
-    """Median seconds of the receiver's prefill of ``caches``' contexts: (``plan``, every layer recomputed),
-    interleaved repeats after ``warmup`` rounds.
+@dataclass(frozen=True)
+class PlanTiming:
+    """One plan's interleaved samples: every (context, repeat) round gives the plan's seconds and the seconds of the
+    full prefill run beside it in the same round, so each ratio compares like with like."""
 
-    Both go through the same engine path (recomputing every layer reproduces the receiver's own prefill, which the
-    oracle tests assert), so the ratio is the compute the plan saves, not framework overhead; the sender's caches
-    exist before timing starts. ``full_prefill`` is timed as every layer recomputed: its ratio is the noise floor.
+    plan: str
+    plan_seconds: tuple[float, ...]
+    baseline_seconds: tuple[float, ...]
+    contexts: int
+    repeats: int
+
+    @property
+    def ratios(self) -> list[float]:
+        return [base / ours for ours, base in zip(self.plan_seconds, self.baseline_seconds)]
+
+    @property
+    def speedup(self) -> float:
+        """The median ratio over every (context, repeat)."""
+        return statistics.median(self.ratios)
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        """The smallest and largest ratio: a claim that one speedup beats another needs these not to overlap."""
+        return min(self.ratios), max(self.ratios)
+
+
+def time_plans(receiver, caches, plans: Sequence, num_layers: int, *, repeats: int, warmup: int) -> list[PlanTiming]:
+    """Time each plan against the receiver's full prefill, one context (``caches``: the sender's) at a time.
+
+    Each round runs the full prefill and every plan once on one context, in an order rotated from round to round
+    (no plan always runs first, warm or cold), and after ``warmup`` untimed rounds on the first context. Every
+    plan, the full prefill and the timed baseline go through the same engine path (recomputing every layer
+    reproduces the receiver's own prefill, which the oracle tests assert), so a ratio is the compute a plan saves,
+    not framework overhead. ``full_prefill`` is timed as every layer recomputed against a second such run: its
+    speedup is the noise floor.
     """
     baseline = f"recompute:0-{num_layers - 1}"
-    timed = baseline if parse_plan(plan).kind == "full_prefill" else plan
+    runs = [baseline, *(baseline if parse_plan(str(plan)).kind == "full_prefill" else plan for plan in plans)]
 
-    def once(which) -> float:
+    def once(which, cache) -> float:
         if receiver.device.type == "cuda":
             torch.cuda.synchronize(receiver.device)
         start = time.perf_counter()
-        receiver_prefill(receiver, caches, which)
+        receiver_prefill(receiver, [cache], which)
         if receiver.device.type == "cuda":
             torch.cuda.synchronize(receiver.device)
         return time.perf_counter() - start
 
-    ours, theirs = [], []
-    for step in range(warmup + repeats):
-        a, b = once(timed), once(baseline)
-        if step >= warmup:
-            ours.append(a)
-            theirs.append(b)
-    return statistics.median(ours), statistics.median(theirs)
+    for _ in range(warmup):
+        for which in runs:
+            once(which, caches[0])
+    seconds: list[list[float]] = [[] for _ in runs]
+    rounds = [(repeat, cache) for repeat in range(repeats) for cache in caches]
+    for number, (_, cache) in enumerate(rounds):
+        order = [(number + i) % len(runs) for i in range(len(runs))]
+        for index in order:
+            seconds[index].append(once(runs[index], cache))
+    return [PlanTiming(str(plan), tuple(seconds[i + 1]), tuple(seconds[0]), len(caches), repeats)
+            for i, plan in enumerate(plans)]
 
 
 def _ms(fn: Callable[[], object]) -> float:

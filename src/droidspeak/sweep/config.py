@@ -297,6 +297,18 @@ class BenchAnswerPathConfig:
 
 
 @dataclass
+class RetimeConfig:
+    zoo: ZooConfig = field(default_factory=ZooConfig)
+    results: str = "???"  # a study's results.jsonl: its rows are re-timed, not re-scored
+    out: str | None = None  # default: timings.jsonl beside the results, where read_results joins it
+    contexts: int = 5  # the first contexts of each row's task split, one at a time
+    repeats: int = 3  # interleaved rounds per context
+    warmup: int = 1  # untimed rounds first
+    threads: int = 2
+    device: str = "cpu"
+
+
+@dataclass
 class BenchTransferConfig:
     zoo: ZooConfig = field(default_factory=ZooConfig)
     pairs: dict[str, list[str]] = field(default_factory=dict)  # conf/pair name -> its plans
@@ -324,7 +336,7 @@ SCHEMAS = {  # conf/<name>.yaml -> its schema
     "robustness": RobustnessConfig, "run_study": RunStudyConfig, "figures": FiguresConfig,
     "wandb_report": WandbReportConfig, "keep_rows": KeepRowsConfig, "readme_glance": ReadmeGlanceConfig,
     "study_page": StudyPageConfig, "alora_page": AloraPageConfig, "transfer_page": TransferPageConfig,
-    "proxy_study": ProxyStudyConfig, "bench_answer_path": BenchAnswerPathConfig,
+    "proxy_study": ProxyStudyConfig, "bench_answer_path": BenchAnswerPathConfig, "retime": RetimeConfig,
     "bench_transfer": BenchTransferConfig, "verify_model": VerifyModelConfig,
 }
 
@@ -351,7 +363,7 @@ register_configs()
 
 
 # ---- values a schema's types cannot refuse, checked when a job reads its config (before any model loads) ----------
-AT_LEAST_ONE = ("batch_size", "task.limit", "timing.contexts", "timing.repeats", "contexts", "granularity",
+AT_LEAST_ONE = ("batch_size", "task.limit", "timing.contexts", "timing.repeats", "contexts", "repeats", "granularity",
                 "max_transitions", "transition_plans_per_count", "proxy_samples", "max_groups", "max_group_layers",
                 "transition_layers")
 FRACTIONS = {"tolerance": (0.0, 1.0), "method.tolerance": (0.0, 1.0), "method.ratio": (0.0, 1.0),

@@ -5,13 +5,14 @@ Model references are ``zoo:NAME`` (the embedded family, built or reused from its
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from droidspeak.bench.answer_path import CONTEXT_PREFILL, time_context_prefill
+from droidspeak.bench.answer_path import CONTEXT_PREFILL, time_plans
 from droidspeak.engine.plan import parse_plan
 from droidspeak.errors import DroidSpeakError
 from droidspeak.hashing import file_sha256
@@ -201,10 +202,8 @@ def evaluate_point(cfg, family) -> ResultRow:
     samples = sorted(out["samples"][task_name], key=lambda sample: sample["doc_id"])
     per_sample = [float(sample[metric]) for sample in samples] if all(metric in s for s in samples) else None
     timed = lm.shared_contexts()[: cfg.timing.contexts]
-    prefill_s, baseline_s = time_context_prefill(
-        lm.pair.receiver, lm.sender_caches(timed), lm.plan, lm.pair.num_layers,
-        repeats=cfg.timing.repeats, warmup=cfg.timing.warmup,
-    )
+    (timing,) = time_plans(lm.pair.receiver, lm.sender_caches(timed), [lm.plan], lm.pair.num_layers,
+                           repeats=cfg.timing.repeats, warmup=cfg.timing.warmup)
     done = lm.summary()
     cost = done.cost
     identity = point_identity(cfg, family)
@@ -238,10 +237,12 @@ def evaluate_point(cfg, family) -> ResultRow:
         transfer_bytes=done.transfer_bytes,
         receiver_invocation=list(done.invocation) or None,
         cost=asdict(cost) if cost else None,
-        prefill_seconds=prefill_s,
-        baseline_prefill_seconds=baseline_s,
-        speedup=baseline_s / prefill_s if prefill_s > 0 else None,
+        prefill_seconds=statistics.median(timing.plan_seconds),
+        baseline_prefill_seconds=statistics.median(timing.baseline_seconds),
+        speedup=timing.speedup,
+        speedup_spread=list(timing.spread),
         timed_contexts=len(timed),
+        timed_repeats=cfg.timing.repeats,
         timed_path=CONTEXT_PREFILL,
         eval_seconds=eval_seconds,
         sender_prefills=done.sender_prefills,

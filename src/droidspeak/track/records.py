@@ -16,8 +16,9 @@ import os
 import platform
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from droidspeak.track.results import ResultsFileError, git_sha, located_rows
+from droidspeak.track.results import TIMINGS_FILE, ResultsFileError, git_sha, located_rows
 from droidspeak.track.version import code_version
 
 SCHEMA_VERSION = 3
@@ -57,7 +58,9 @@ class ResultRow:
     codec: str = "lossless"  # the transfer codec K/V and E crossed the link with (droidspeak.codec)
     transfer_bytes: int | None = None  # what crossed the link through that codec, summed over the point's prefills
     cost: dict | None = None  # droidspeak.engine.plan.PrefillCost summed over the point's prefills
+    speedup_spread: list[float] | None = None  # the smallest and largest ratio over every timed (context, repeat)
     timed_contexts: int | None = None
+    timed_repeats: int | None = None  # interleaved rounds per context (rows before it: one batched timing)
     timed_path: str | None = None  # the code path its prefill_seconds timed (e.g. bench.answer_path.CONTEXT_PREFILL)
     sender_prefills: int | None = None
     sender_cache_hits: int | None = None
@@ -83,16 +86,59 @@ class ResultRow:
             row.setdefault("split", "test")
         if row.get("schema", 1) < SCHEMA_VERSION:  # version 2: no question_set (None: unknown questions)
             row["schema"] = SCHEMA_VERSION
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        row = {k: v for k, v in row.items() if k in fields}
-        missing = [f.name for f in fields.values() if f.name not in row and f.default is dataclasses.MISSING
-                   and f.default_factory is dataclasses.MISSING]
-        if missing:
-            raise ValueError(f"no {', '.join(missing)}")
-        for name, value in row.items():
-            if not _fits(value, fields[name].type):
-                raise ValueError(f"{name}={value!r:.60} is not {fields[name].type}")
-        return cls(**row)
+        return _typed(cls, row)
+
+
+@dataclass
+class TimingRecord:
+    """A re-timing of result rows' prefill (droidspeak.bench.retime), kept beside them in ``timings.jsonl``: the
+    rows keep their scores, :func:`read_results` takes their speedups from here."""
+
+    keys: list[str]  # the result rows it times (one plan of one pair, task and split)
+    pair: str
+    task: str
+    split: str
+    plan: str  # the resolved plan timed
+    receiver: str | None
+    sender: str | None
+    prefill_seconds: float  # medians over every (context, repeat)
+    baseline_prefill_seconds: float
+    speedup: float  # the median ratio
+    speedup_spread: list[float]  # its smallest and largest
+    ratios: list[float]  # every (context, repeat) ratio, context by context within each repeat
+    timed_contexts: int
+    timed_repeats: int
+    warmup: int
+    context_tokens: list[int]
+    timed_path: str
+    device: str
+    dtype: str
+    git_sha: str
+    code_version: str
+    time: str
+    kind: str = "timing"
+    schema: int = 1
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "TimingRecord":
+        return _typed(cls, record)
+
+
+def _typed(cls, record: dict):
+    """``cls`` from a JSON object: unknown keys dropped, missing required fields and wrong types refused."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    record = {k: v for k, v in record.items() if k in fields}
+    missing = [f.name for f in fields.values() if f.name not in record and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)}")
+    for name, value in record.items():
+        if not _fits(value, fields[name].type):
+            raise ValueError(f"{name}={value!r:.60} is not {fields[name].type}")
+    return cls(**record)
 
 
 _TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "dict": dict}
@@ -139,7 +185,12 @@ def new_row(model, **fields) -> ResultRow:
     the commit, the engine's code version and the time come from this process."""
     parameter = next(model.parameters())
     return ResultRow(**fields, device=device_name(parameter.device), dtype=str(parameter.dtype).removeprefix("torch."),
-                     git_sha=git_sha(), code_version=code_version(), time=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                     **new_record_provenance())
+
+
+def new_record_provenance() -> dict:
+    """What every record says of the process that wrote it: the commit, the engine's code version, the time."""
+    return dict(git_sha=git_sha(), code_version=code_version(), time=time.strftime("%Y-%m-%dT%H:%M:%S"))
 
 
 def read_results(path: str | os.PathLike) -> list[ResultRow]:
@@ -155,7 +206,44 @@ def read_results(path: str | os.PathLike) -> list[ResultRow]:
             raise ResultsFileError(f"{place}: not a result row ({err})") from None
         places.append(place)
     check_comparable(rows, places)
-    return rows
+    timings = Path(path).parent / TIMINGS_FILE
+    return with_timings(rows, read_timings(timings)) if timings.is_file() else rows
+
+
+def read_timings(path: str | os.PathLike) -> list[tuple[str, TimingRecord]]:
+    """Every timing record of a ``timings.jsonl`` with its file:line; another line is an error naming both."""
+    records = []
+    for place, record in located_rows(path):
+        try:
+            records.append((place, TimingRecord.from_dict(record)))
+        except (ValueError, TypeError) as err:
+            raise ResultsFileError(f"{place}: not a timing record ({err})") from None
+    return records
+
+
+def with_timings(rows: list[ResultRow], records: list[tuple[str, TimingRecord]]) -> list[ResultRow]:
+    """Rows whose speedups come from their re-timing; a row it does not time loses its own single timing (a page
+    never shows it beside timed ones), and a record timing no row here is an error (its rows changed since)."""
+    timed: dict[str, TimingRecord] = {}
+    known = {row.key for row in rows}
+    for place, record in records:
+        stray = [key for key in record.keys if key not in known]
+        if stray:
+            raise ResultsFileError(f"{place}: times rows not in the results beside it ({', '.join(stray[:3])}): "
+                                   "the rows changed since; re-time them (experiments/retime.py)")
+        timed.update(dict.fromkeys(record.keys, record))
+    joined = []
+    for row in rows:
+        record = timed.get(row.key)
+        joined.append(dataclasses.replace(
+            row, speedup=record.speedup if record else None,
+            speedup_spread=record.speedup_spread if record else None,
+            prefill_seconds=record.prefill_seconds if record else row.prefill_seconds,
+            baseline_prefill_seconds=record.baseline_prefill_seconds if record else row.baseline_prefill_seconds,
+            timed_contexts=record.timed_contexts if record else None,
+            timed_repeats=record.timed_repeats if record else None,
+            timed_path=record.timed_path if record else None))
+    return joined
 
 
 def check_comparable(rows: list[ResultRow], places: list[str]) -> None:

@@ -25,6 +25,7 @@ from droidspeak.errors import DroidSpeakError
 from droidspeak.faults import fault_point
 
 RESULTS_FILE = "results.jsonl"
+TIMINGS_FILE = "timings.jsonl"  # bench.retime's timing of the rows beside it (track.records.with_timings)
 
 
 class ResultsFileError(DroidSpeakError, ValueError):
@@ -242,15 +243,16 @@ def keep_rows(results_dir: str | os.PathLike, rows_dir: str | os.PathLike) -> li
 
     ``<results_dir>/results.jsonl`` (with the rows of jobs not merged yet) becomes ``<rows_dir>/results.jsonl``, one
     line per row as the sweep writes it; every profile and its comparisons under ``<results_dir>/profiles/<pair>/``
-    go to ``<rows_dir>/profiles/<pair>/``, and the family's facts (``family.json``) beside the rows where the study
-    wrote them. The rows folder is replaced whole: a point the study no longer runs leaves.
+    go to ``<rows_dir>/profiles/<pair>/``, and the family's facts (``family.json``) and the rows' re-timing
+    (``timings.jsonl``) beside the rows where the study wrote them. The rows folder is replaced whole: a point the
+    study no longer runs leaves.
     """
     source, target = Path(results_dir), Path(rows_dir)
     rows = read_all_rows(source / RESULTS_FILE)
     if not rows:
         raise ResultsFileError(f"{source / RESULTS_FILE}: no rows to keep; run the study first")
     profiles = sorted({path for pattern in PROFILE_FILES for path in (source / "profiles").glob(pattern)})
-    facts = [source / FACTS_FILE] if (source / FACTS_FILE).is_file() else []
+    facts = [source / name for name in (FACTS_FILE, TIMINGS_FILE) if (source / name).is_file()]
     if target.exists():
         for old in sorted(target.rglob("*"), reverse=True):
             old.rmdir() if old.is_dir() else old.unlink()
