@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.figures.alora_page import write_alora_page
-from droidspeak.sweep.console import entry
+from droidspeak.sweep.console import entry_point
 from droidspeak.zoo.family import build_family
 
 log = logging.getLogger("alora_page")
@@ -41,8 +41,7 @@ def training_record(report: dict, lora: str, alora: str) -> dict:
     }
 
 
-@hydra.main(config_path="../conf", config_name="alora_page", version_base="1.3")
-@entry
+@entry_point("alora_page")
 def main(cfg: DictConfig) -> None:
     out = Path(hydra.utils.to_absolute_path(cfg.out_dir))
     if cfg.training:

@@ -15,7 +15,6 @@ import json
 import logging
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
@@ -23,7 +22,7 @@ import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.bench.answer_path import markdown, time_plan
 from droidspeak.profile.profile_file import load_profile
 from droidspeak.profile.profiler import select_profile_rows
-from droidspeak.sweep.console import entry
+from droidspeak.sweep.console import entry_point
 from droidspeak.track.results import read_rows
 from droidspeak.zoo.family import build_family
 from droidspeak.zoo.measure import task_questions
@@ -31,8 +30,7 @@ from droidspeak.zoo.measure import task_questions
 log = logging.getLogger("bench_answer_path")
 
 
-@hydra.main(config_path="../conf", config_name="bench_answer_path", version_base="1.3")
-@entry
+@entry_point("bench_answer_path")
 def main(cfg: DictConfig) -> None:
     torch.set_num_threads(cfg.threads)
     family = build_family(cfg.zoo, progress=False, log=log.info)

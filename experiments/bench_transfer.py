@@ -23,7 +23,7 @@ from droidspeak.bench.codec_cost import measure_codecs
 from droidspeak.engine import sender_prefill
 from droidspeak.engine.plan import parse_plan
 from droidspeak.profile.profiler import select_profile_rows
-from droidspeak.sweep.console import entry
+from droidspeak.sweep.console import entry_point
 from droidspeak.sweep.point import ZOO_PREFIX
 from droidspeak.track.results import read_rows
 from droidspeak.zoo.family import build_family
@@ -33,8 +33,7 @@ log = logging.getLogger("bench_transfer")
 PAIRS = Path(__file__).resolve().parent.parent / "conf" / "pair"
 
 
-@hydra.main(config_path="../conf", config_name="bench_transfer", version_base="1.3")
-@entry
+@entry_point("bench_transfer")
 def main(cfg: DictConfig) -> None:
     torch.set_num_threads(cfg.threads)
     family = build_family(cfg.zoo, progress=False, log=log.info)

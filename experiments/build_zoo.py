@@ -14,20 +14,18 @@ import logging
 import shutil
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
-from droidspeak.sweep.console import entry
+from droidspeak.sweep.console import entry_point
 from droidspeak.zoo.cards import pair_table
 from droidspeak.zoo.family import build_family, export_reference
 
 log = logging.getLogger("build_zoo")
 
 
-@hydra.main(config_path="../conf", config_name="build_zoo", version_base="1.3")
-@entry
+@entry_point("build_zoo")
 def main(cfg: DictConfig) -> None:
     family = build_family(cfg.zoo, progress=cfg.progress, force=cfg.force, log=log.info)
     curves = family.root / "learning_curves.jsonl"

@@ -16,13 +16,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from droidspeak.sweep.config import check_values  # (importing it registers the structured config schemas)
-from droidspeak.sweep.console import entry
+from droidspeak.sweep.console import entry_point
 from droidspeak.sweep.point import evaluate_point, resume_keys, settle_method, uses_zoo
 from droidspeak.track.logger import check_mode, make_logger
 from droidspeak.track.results import (
@@ -43,8 +42,7 @@ def _in_multirun() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
-@entry
+@entry_point("evaluate")
 def main(cfg: DictConfig) -> None:
     settle_method(cfg)  # a method field the method does not read fails before anything runs
     check_values(cfg)  # again: the fields method_settings just set

@@ -12,23 +12,21 @@ import logging
 from collections import defaultdict
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
 import droidspeak.sweep.config  # noqa: F401  (registers the logger schema)
 from droidspeak.figures.render import render_pages
-from droidspeak.sweep.console import entry
+from droidspeak.sweep.console import entry_point
 from droidspeak.track.logger import check_mode, make_logger
 
 log = logging.getLogger("figures")
 PARETO_COLUMNS = ["plan", "method", "recomputed_layers", "recomputed_fraction", "speedup", "quality"]
 
 
-@hydra.main(config_path="../conf", config_name="figures", version_base="1.3")
-@entry
+@entry_point("figures")
 def main(cfg: DictConfig) -> None:
     check_mode(cfg.logger.mode)
-    shown, written = render_pages(cfg.results, cfg.profiles, cfg.out_dir, tolerance=cfg.tolerance)
+    shown, written = render_pages(cfg.results, cfg.profiles, cfg.out_dir, tolerance=cfg.tolerance, facts=cfg.facts)
     logger = make_logger(
         cfg.logger.mode,
         project=cfg.logger.project,

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import logging
 
-import hydra
 from omegaconf import DictConfig
 
 import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
-from droidspeak.sweep.console import entry
+from droidspeak.sweep.console import entry_point
 from droidspeak.track.results import keep_rows
 
 log = logging.getLogger("keep_rows")
 
 
-@hydra.main(config_path="../conf", config_name="keep_rows", version_base="1.3")
-@entry
+@entry_point("keep_rows")
 def main(cfg: DictConfig) -> None:
     written = keep_rows(cfg.results_dir, cfg.rows_dir)
     log.info("kept %d file(s) of %s in %s", len(written), cfg.results_dir, cfg.rows_dir)

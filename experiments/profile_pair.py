@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import logging
 
-import hydra
 from omegaconf import DictConfig
 
 import droidspeak.sweep.config  # noqa: F401  (registers the pair and zoo schemas)
-from droidspeak.sweep.console import entry
+from droidspeak.sweep.console import entry_point
 from droidspeak.sweep.profile_job import run_job
 from droidspeak.zoo.family import build_family
 
 log = logging.getLogger("profile")
 
 
-@hydra.main(config_path="../conf", config_name="profile", version_base="1.3")
-@entry
+@entry_point("profile")
 def main(cfg: DictConfig) -> None:
     family = build_family(cfg.zoo, progress=cfg.progress, log=log.info)
     for kind, path in run_job(cfg, family).items():

@@ -25,7 +25,7 @@ from droidspeak.figures.proxy_page import write_proxy_page
 from droidspeak.profile.profile_file import comparisons_path, load_profile
 from droidspeak.profile.profiler import Profiler
 from droidspeak.profile.proxy import ProxyCase, select_rule
-from droidspeak.sweep.console import entry
+from droidspeak.sweep.console import entry_point
 from droidspeak.track.records import new_row, question_set_digest
 from droidspeak.track.results import point_key, read_rows
 from droidspeak.zoo.family import build_family
@@ -76,8 +76,7 @@ def heldout_rows(family, path: str, row: dict, split: str) -> list[dict]:
     return out
 
 
-@hydra.main(config_path="../conf", config_name="proxy_study", version_base="1.3")
-@entry
+@entry_point("proxy_study")
 def main(cfg: DictConfig) -> None:
     torch.set_num_threads(cfg.threads)
     out = Path(hydra.utils.to_absolute_path(cfg.out_dir))

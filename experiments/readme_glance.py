@@ -13,13 +13,12 @@ from omegaconf import DictConfig
 
 import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.figures.glance import glance_block, refresh_readme
-from droidspeak.sweep.console import entry
+from droidspeak.sweep.console import entry_point
 
 log = logging.getLogger("readme_glance")
 
 
-@hydra.main(config_path="../conf", config_name="readme_glance", version_base="1.3")
-@entry
+@entry_point("readme_glance")
 def main(cfg: DictConfig) -> None:
     root = Path(hydra.utils.get_original_cwd())
     block = glance_block(list(cfg.studies.items()), root, tolerance=cfg.tolerance)

@@ -13,13 +13,12 @@ import json
 import logging
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
 import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.bench.retime import retime
-from droidspeak.sweep.console import entry
+from droidspeak.sweep.console import entry_point
 from droidspeak.track.records import read_results, read_timings
 from droidspeak.track.results import TIMINGS_FILE
 from droidspeak.zoo.family import build_family
@@ -27,8 +26,7 @@ from droidspeak.zoo.family import build_family
 log = logging.getLogger("retime")
 
 
-@hydra.main(config_path="../conf", config_name="retime", version_base="1.3")
-@entry
+@entry_point("retime")
 def main(cfg: DictConfig) -> None:
     torch.set_num_threads(cfg.threads)
     results = Path(cfg.results)

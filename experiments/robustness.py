@@ -12,20 +12,18 @@ import logging
 import os
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
 import droidspeak.sweep.config  # noqa: F401  (registers the zoo schema)
 from droidspeak.robustness.campaign import run_campaign
 from droidspeak.robustness.campaign_page import write_page
-from droidspeak.sweep.console import entry
+from droidspeak.sweep.console import entry_point
 from droidspeak.zoo.family import build_family, cache_root
 
 log = logging.getLogger("robustness")
 
 
-@hydra.main(config_path="../conf", config_name="robustness", version_base="1.3")
-@entry
+@entry_point("robustness")
 def main(cfg: DictConfig) -> None:
     out = Path(cfg.out_dir)
     template = Path(__file__).resolve().parents[1] / cfg.template  # conf/ beside experiments/, from any folder

@@ -8,15 +8,12 @@
 
 from __future__ import annotations
 
-import hydra
-
 import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
-from droidspeak.sweep.console import entry
+from droidspeak.sweep.console import entry_point
 from droidspeak.sweep.study import RunStudyConfig, run_study
 
 
-@hydra.main(config_path="../conf", config_name="run_study", version_base="1.3")
-@entry
+@entry_point("run_study")
 def main(cfg: RunStudyConfig) -> None:
     run_study(cfg)
 

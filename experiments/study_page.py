@@ -11,20 +11,18 @@ import json
 import logging
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
 import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.atomic import write_text
 from droidspeak.figures.study_page import study_facts, write_study_page
 from droidspeak.profile.profile_file import load_profile
-from droidspeak.sweep.console import entry
+from droidspeak.sweep.console import entry_point
 
 log = logging.getLogger("study_page")
 
 
-@hydra.main(config_path="../conf", config_name="study_page", version_base="1.3")
-@entry
+@entry_point("study_page")
 def main(cfg: DictConfig) -> None:
     if cfg.write_facts:
         from transformers import AutoTokenizer

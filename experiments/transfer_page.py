@@ -13,15 +13,14 @@ from omegaconf import DictConfig, OmegaConf
 
 import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.figures.codec_page import write_transfer_page
-from droidspeak.sweep.console import entry
+from droidspeak.sweep.console import entry_point
 from droidspeak.track.records import read_results
 from droidspeak.track.results import read_rows
 
 log = logging.getLogger("transfer_page")
 
 
-@hydra.main(config_path="../conf", config_name="transfer_page", version_base="1.3")
-@entry
+@entry_point("transfer_page")
 def main(cfg: DictConfig) -> None:
     path = hydra.utils.to_absolute_path
     links = [int(rate) if float(rate).is_integer() else rate for rate in cfg.links_gbit]  # "1 Gb/s", not "1.0"

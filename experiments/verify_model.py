@@ -12,7 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
@@ -20,7 +19,7 @@ from droidspeak.engine.loading import load_model
 from droidspeak.engine.verify import PROBE_CONTEXTS, probe
 from droidspeak.errors import DroidSpeakError
 from droidspeak.markdown import table
-from droidspeak.sweep.console import entry
+from droidspeak.sweep.console import entry_point
 from droidspeak.zoo.family import cache_root
 from droidspeak.zoo.gguf_base import GgufConfig, convert_base
 
@@ -34,8 +33,7 @@ def converted(cfg: GgufConfig) -> Path:
     return destination
 
 
-@hydra.main(config_path="../conf", config_name="verify_model", version_base="1.3")
-@entry
+@entry_point("verify_model")
 def main(cfg: DictConfig) -> None:
     source = cfg.get("gguf")
     try:

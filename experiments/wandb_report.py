@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import logging
 
-import hydra
 from omegaconf import DictConfig
 
 import droidspeak.sweep.config  # noqa: F401  (registers the logger schema)
 from droidspeak.figures.heldout import heldout
 from droidspeak.figures.summary import summarize
-from droidspeak.sweep.console import entry
+from droidspeak.sweep.console import entry_point
 from droidspeak.track.logger import check_mode
 from droidspeak.track.records import read_results
 from droidspeak.track.wandb_report import build_report, publish, write_offline
@@ -26,8 +25,7 @@ from droidspeak.track.wandb_report import build_report, publish, write_offline
 log = logging.getLogger("wandb_report")
 
 
-@hydra.main(config_path="../conf", config_name="wandb_report", version_base="1.3")
-@entry
+@entry_point("wandb_report")
 def main(cfg: DictConfig) -> None:
     mode = check_mode(cfg.logger.mode)  # online without a login fails here, before anything is built
     rows = [row.to_dict() for row in read_results(cfg.results)]

@@ -145,6 +145,19 @@ def test_every_figure_renders_png_and_pdf_without_touching_rcparams(results_json
     assert dict(matplotlib.rcParams) == before
 
 
+def test_layer_sensitivity_marks_the_rarer_attention_type(profile_paths, tmp_path, monkeypatch):
+    layers = make_profile("hotpot_like", 0.8).num_layers
+    kinds = ["sliding_attention"] * layers
+    kinds[1] = "full_attention"
+    drawn = []
+    monkeypatch.setattr("droidspeak.figures.profile_plots.save_figure",
+                        lambda fig, out, stem: drawn.append([t.get_text() for t in fig.legends[0].get_texts()]) or [])
+    plot_layer_sensitivity(profile_paths, tmp_path, layer_types=kinds)
+    plot_layer_sensitivity(profile_paths, tmp_path, layer_types=["full_attention"] * layers)  # one kind: no mark
+    assert drawn[0][-1] == "full attention layer (the others: sliding attention)"
+    assert not any("attention" in text for text in drawn[1])
+
+
 def test_quality_vs_cost_accepts_other_cost_axes(results_jsonl, tmp_path):
     paths = plot_quality_vs_cost(read_rows(results_jsonl), tmp_path, x="recomputed_fraction", stem="by_fraction")
     _check(paths, tmp_path, "by_fraction")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -141,7 +142,51 @@ def test_the_delimiter_typed_in_a_shell_is_the_one_meant_and_a_prompt_without_it
     assert alone._shared_tokens("w1 w2 w3 w4", alone.tok_encode("w1 w2 w3 w4")) == 0
 
 
+def test_an_lm_eval_request_longer_than_max_length_is_refused_not_cut(llama_checkpoints):
+    from lm_eval.api.instance import Instance
+    from lm_eval.api.registry import get_model
+
+    root = str(llama_checkpoints / "tuned")
+    lm = get_model("droidspeak").create_from_arg_string(f"receiver={root},max_length=24", {})
+    long_context = " ".join(f"w{i % 50}" for i in range(40)) + "\n\nw1"
+    with pytest.raises(DroidSpeakError, match=r"a log-likelihood request: \d+ prompt tokens \+ 0 to generate exceed "
+                                              r"max_length 24"):
+        lm._loglikelihood_tokens([((long_context, " w2"), lm.tok_encode(long_context), lm.tok_encode(" w2"))])
+    request = Instance("generate_until", {}, ("w1 w2\n\nw3", {"until": ["\n"], "max_gen_toks": 30}), 0)
+    with pytest.raises(DroidSpeakError, match=r"a generation request: \d+ prompt tokens \+ 30 to generate"):
+        lm.generate_until([request])
+    positions = llama_checkpoints / "tuned" / "config.json"
+    limit = json.loads(positions.read_text())["max_position_embeddings"]
+    with pytest.raises(DroidSpeakError, match=f"max_length={limit + 1} exceeds the receiver's {limit} positions"):
+        get_model("droidspeak").create_from_arg_string(f"receiver={root},max_length={limit + 1}", {})
+
+
 # ---- sweeps: nothing set is ignored, one plan has one key, values are checked when the config is read ------------
+@pytest.mark.parametrize("override, says", [
+    ("+task.limt=8", r"task.limt: no such setting; task takes name, .*limit.*; did you mean task.limit\?"),
+    ("+seeed=1", r"seeed: no such setting; this entry point takes pair, .*seed.*; did you mean seed\?"),
+    ("+pair.recever=zoo:base", r"pair.recever: .*did you mean pair.receiver\?"),
+])
+def test_a_key_no_schema_declares_is_an_error_naming_the_valid_ones(override, says):
+    cfg = compose_config("evaluate", "pair=mdqa_from_base", "method=full_prefill", override)
+    with pytest.raises(DroidSpeakError, match=says):
+        check_values(cfg)
+
+
+def test_a_misspelt_override_is_refused_before_hydra_composes_with_the_valid_keys(tmp_path):
+    from droidspeak.sweep.console import check_overrides
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with pytest.raises(DroidSpeakError, match=r"task.limt: no such setting; task takes .*did you mean task.limit\?"):
+        check_overrides("evaluate", conf, ["-m", "task.limt=8"])
+    with pytest.raises(DroidSpeakError, match=r"timing.repeat: .*did you mean timing.repeats\?"):
+        check_overrides("evaluate", conf, ["timing.repeat=3"])
+    check_overrides("evaluate", conf, ["-m", "pair=a,b", "+experiment=smollm2_heldout", "task.limit=8",  # all valid
+                                       "+method_settings.recompute.layers=0-1", "hydra/launcher=local_parallel",
+                                       "hydra.run.dir=x", "~logger", "--cfg", "job"])
+    check_overrides("verify_model", conf, ["+gguf=smollm2_135m", "gguf.package=x"])
+
+
 def test_a_method_field_the_method_does_not_read_is_an_error_and_method_settings_apply_per_method():
     cfg = compose_config("evaluate", "pair=mdqa_from_base", "method=full_reuse", "method.layers=0-3")
     with pytest.raises(DroidSpeakError, match=r"method=full_reuse does not read method.layers.*method_settings."

@@ -58,7 +58,7 @@ def test_every_step_of_every_study_composes_against_its_scripts_config(hydra_con
         run, render = plan_commands(cfg)
         for command in run + render:
             script = Path(command.argv[1])
-            config_name = re.search(r'config_name="(\w+)"', script.read_text()).group(1)
+            config_name = re.search(r'@entry_point\("(\w+)"\)', script.read_text()).group(1)
             overrides = [a for a in _single_point(command.argv[2:]) if not a.startswith("hydra/")]
             composed = compose(config_name=config_name, overrides=overrides)
             assert OmegaConf.to_container(composed, resolve=False), f"{name}: step {command.step} composed empty"
@@ -128,4 +128,5 @@ def test_make_study_dry_run_prints_every_step_and_runs_nothing():
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith("OMP_NUM_THREADS=")]
     assert [line.split()[2] for line in lines] == ["experiments/build_zoo.py", "experiments/evaluate.py",
-                                                   "experiments/evaluate.py", "experiments/figures.py"]
+                                                   "experiments/evaluate.py", "experiments/retime.py",
+                                                   "experiments/figures.py"]

@@ -156,7 +156,7 @@ def time_plan(receiver, sender, context: torch.Tensor, query: torch.Tensor, plan
 
 
 def markdown(rows: Sequence[dict]) -> str:
-    """Per (pair, plan): medians over the timed contexts of each figure."""
+    """Per (pair, plan): medians over the timed contexts of each figure; speedups with their smallest and largest."""
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["pair"], row["task"], row["plan"]), []).append(row)
@@ -165,13 +165,15 @@ def markdown(rows: Sequence[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (pair, task, plan), group in groups.items():
         med = lambda key: statistics.median(r[key] for r in group)  # noqa: E731
+        ranged = lambda key: (f"{med(key):.2f}× [{min(r[key] for r in group):.2f}–"  # noqa: E731
+                              f"{max(r[key] for r in group):.2f}]")
         limit = group[0]["compute_limit"]
         tokens = ", ".join(str(r["context_tokens"]) for r in group)
         lines.append(
             f"| {pair} | {task} | `{plan}` | {group[0]['recomputed_layers']}/{group[0]['num_layers']} | {tokens} | "
             f"{med('full_prefill_ms') / 1e3:.2f} s | {med('plan_prefill_ms') / 1e3:.2f} s | "
-            f"{med('prefill_speedup'):.2f}× | "
+            f"{ranged('prefill_speedup')} | "
             f"{'∞' if limit is None else f'{limit:.2f}×'} | {med('full_answer_ms') / 1e3:.2f} s | "
-            f"{med('plan_answer_ms') / 1e3:.2f} s | {med('answer_speedup'):.2f}× |"
+            f"{med('plan_answer_ms') / 1e3:.2f} s | {ranged('answer_speedup')} |"
         )
     return "\n".join(lines) + "\n"

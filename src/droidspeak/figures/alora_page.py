@@ -14,7 +14,14 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from droidspeak.figures.intervals import bootstrap_interval, interval_text, paired_delta, paired_test_text
+from droidspeak.figures.intervals import (
+    bootstrap_interval,
+    interval_text,
+    paired_delta,
+    paired_test_text,
+    speedup_text,
+    timing_text,
+)
 from droidspeak.figures.style import OKABE_ITO, FigureDataError, new_figure, save_figure
 from droidspeak.figures.template import render_page
 from droidspeak.markdown import table
@@ -29,6 +36,7 @@ def _entry(row: Mapping, reference: Sequence[float]) -> dict:
     return {"method": row["method"], "plan": row.get("resolved_plan") or row["plan"], "quality": row["quality"],
             "ci": list(bootstrap_interval(row["per_sample"])), "n": row["n_samples"],
             "recomputed_fraction": row["recomputed_fraction"], "speedup": row.get("speedup"),
+            "speedup_spread": row.get("speedup_spread"), "timed": [row.get("timed_contexts"), row.get("timed_repeats")],
             "invocation": row.get("receiver_invocation"), **paired_delta(row["per_sample"], reference)}
 
 
@@ -108,7 +116,8 @@ def alora_markdown(summary: Sequence[Mapping], training: Mapping, *, command: st
                 rows.append([part["sender"], label, _method(e), f"{e['quality']:.3f} {interval_text(e['ci'])}",
                              "–" if kind == "lora" and e["method"] == "full_prefill" else _delta(e),
                              f"{(1.0 if e['method'] == 'full_prefill' else e['recomputed_fraction']):.2f}",
-                             "–" if e["speedup"] is None or e["method"] == "full_prefill" else f"{e['speedup']:.2f}×"])
+                             speedup_text(e["speedup"], e["speedup_spread"])
+                             + (" (noise floor)" if e["method"] == "full_prefill" and e["speedup"] else "")])
     heldout_table = table(["sender's cache", "receiver", "plan", f"test {summary[0]['metric']} [95% CI]",
                            "Δ vs LoRA full prefill [paired 95% CI]", "layers recomputed", "speed-up"], rows)
     by_method = lambda part, kind: {e["method"]: e for e in part["entries"][kind]}  # noqa: E731
@@ -124,8 +133,10 @@ def alora_markdown(summary: Sequence[Mapping], training: Mapping, *, command: st
         "own": by_method(base, "alora")["full_prefill"], "plan": base_lora["recompute"],
         "floor": quality_target(reference, tolerance) - reference,
         "others": [(part, by_method(part, "alora")) for part in summary[1:]],
+        "timing": timing_text(*base_lora["full_prefill"]["timed"]),
     }
-    return render_page(template, context, {"delta": _delta, "verdict": _verdict, "method": _method})
+    return render_page(template, context, {"delta": _delta, "verdict": _verdict, "method": _method,
+                                           "speedup": lambda e: speedup_text(e["speedup"], e["speedup_spread"])})
 
 
 def write_alora_page(out_dir: str | Path, comparisons: Mapping[str, Mapping[str, str]], *, command: str,

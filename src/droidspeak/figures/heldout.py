@@ -17,7 +17,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
-from droidspeak.figures.intervals import bootstrap_interval, interval_text, paired_delta, paired_test_text
+from droidspeak.figures.intervals import (
+    bootstrap_interval,
+    interval_text,
+    paired_delta,
+    paired_test_text,
+    speedup_text,
+    timing_text,
+)
 from droidspeak.figures.result_plots import eval_rows
 
 BASELINES = ("full_prefill", "sender", "full_reuse")
@@ -31,7 +38,17 @@ def _entry(row: Mapping, reference: Sequence[float] | None) -> dict:
     scores = row.get("per_sample")
     return {"method": row["method"], "plan": _plan_of(row), "quality": row["quality"], "n": row.get("n_samples"),
             "recomputed_fraction": row.get("recomputed_fraction"), "speedup": row.get("speedup"),
+            "speedup_spread": row.get("speedup_spread"), "timed": [row.get("timed_contexts"), row.get("timed_repeats")],
+            "tolerance": (row.get("profile") or {}).get("tolerance"),
             "ci": bootstrap_interval(scores) if scores else None, **paired_delta(scores, reference)}
+
+
+def meets_target(entry: Mapping, receiver_quality: float) -> bool | None:
+    """Whether a plan chosen at a tolerance holds on these questions: the lower end of its paired interval against
+    the receiver stays above −tolerance × the receiver's quality (None: no tolerance or no interval)."""
+    if entry.get("tolerance") is None or entry.get("delta_ci") is None:
+        return None
+    return entry["delta_ci"][0] >= -entry["tolerance"] * receiver_quality
 
 
 def _best_on_profile(rows: Iterable[Mapping]) -> str | None:
@@ -82,6 +99,7 @@ def heldout(rows: Iterable[Mapping], split: str = "test") -> list[dict]:
         entries = [_entry(r, reference) for r in ordered]
         profile_quality = {_plan_of(r): r["quality"] for r in profile_split[(pair, task)]}
         for e in entries:
+            e["meets_target"] = meets_target(e, receiver["quality"])
             e["profile_quality"] = profile_quality.get(e["plan"]) if e["method"] == "cacheblend" else None
             e["chosen"] = e["method"] == "cacheblend" and e["plan"] == chosen
         blend = next((r for r, e in zip(ordered, entries) if e["chosen"]), None)
@@ -107,20 +125,31 @@ def _method_name(e: Mapping) -> str:
     return name
 
 
+def speedup_cell(e: Mapping) -> str:
+    """A table's speedup: the receiver's own is the noise floor (full prefill timed against itself); a plan chosen at
+    a tolerance that misses it on these questions is not quoted; the sender answering alone has none."""
+    if e["method"] == "sender" or e["speedup"] is None:
+        return "–"
+    if e.get("meets_target") is False:
+        return "not quoted: misses its target"
+    text = speedup_text(e["speedup"], e.get("speedup_spread"))
+    return f"{text} (noise floor)" if e["method"] == "full_prefill" else text
+
+
 def markdown(table: list[dict]) -> list[str]:
     """The held-out tables (one per pair) as markdown lines."""
     lines = []
     for panel in table:
+        timed = next((e["timed"] for e in panel["rows"] if e["method"] == "full_prefill"), [None, None])
         lines += [f"**{panel['pair']}** on {panel['task']} ({panel['metric']}, {panel['split']} split, "
-                  f"{panel['rows'][0]['n']} questions)", "",
+                  f"{panel['rows'][0]['n']} questions; speedups: {timing_text(*timed)})", "",
                   "| method | plan | quality | 95% CI | Δ vs receiver | paired 95% CI of Δ | paired test | "
                   "recomputed | speedup |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for e in panel["rows"]:
             delta = "–" if e["delta"] is None else f"{e['delta']:+.3f}"
             fraction = "–" if e["recomputed_fraction"] is None else f"{e['recomputed_fraction']:.0%}"
-            timed = e["speedup"] is not None and e["method"] not in ("sender", "full_prefill")  # the baseline itself
-            speedup = f"{e['speedup']:.2f}×" if timed else "–"
+            speedup = speedup_cell(e)
             lines.append(
                 f"| {_method_name(e)} | `{e['plan']}` | {e['quality']:.3f} | "
                 f"{interval_text(e['ci'])} | {delta} | {interval_text(e['delta_ci'])} | "

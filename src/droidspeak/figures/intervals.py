@@ -76,3 +76,23 @@ def interval_text(ci, signed: bool = False) -> str:
     """A 95% interval as the pages print it (– where there is none); ``signed`` for differences."""
     form = "{:+.3f}" if signed else "{:.3f}"
     return "–" if ci is None else f"[{form.format(ci[0])}, {form.format(ci[1])}]"
+
+
+TRUSTED_TIMING = (5, 3)  # contexts x interleaved rounds below which a page calls a timing cheap
+
+
+def speedup_text(speedup: float | None, spread: Sequence[float] | None) -> str:
+    """A median speedup with its smallest and largest ratio over the timed (context, round)s: ``2.97× [2.57–3.28]``
+    (– where untimed). Two speedups differ only where these ranges do not overlap."""
+    if speedup is None:
+        return "–"
+    return f"{speedup:.2f}×" + ("" if spread is None else f" [{spread[0]:.2f}–{spread[1]:.2f}]")
+
+
+def timing_text(contexts: int | None, repeats: int | None) -> str:
+    """How a page's speedups were timed, and whether that is below what a reader should trust."""
+    if not contexts or not repeats:
+        return "one batched timing (not re-timed)"
+    cheap = contexts < TRUSTED_TIMING[0] or repeats < TRUSTED_TIMING[1]
+    return (f"median over {contexts} contexts × {repeats} interleaved rounds [smallest–largest]"
+            + (f" — a cheap timing, below {TRUSTED_TIMING[0]} × {TRUSTED_TIMING[1]}" if cheap else ""))

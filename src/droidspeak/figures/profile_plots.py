@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
@@ -49,15 +50,23 @@ def as_profiles(profiles: Profile | Mapping | str | os.PathLike | Iterable) -> l
 
 # ---- Fig. 7: single-layer sensitivity ---------------------------------------------------------------------
 def plot_layer_sensitivity(
-    profiles, out_dir: str | os.PathLike, *, threshold: float = 0.10, stem: str = "fig07_layer_sensitivity"
+    profiles, out_dir: str | os.PathLike, *, threshold: float = 0.10, stem: str = "fig07_layer_sensitivity",
+    layer_types: Sequence[str] | None = None,
 ) -> list[Path]:
     """Fig. 7: relative quality drop when only one layer's K/V is reused, per layer; critical layers highlighted.
 
-    Needs each profile's ``single_layer`` table and ``reference_quality``.
+    Needs each profile's ``single_layer`` table and ``reference_quality``. Where ``layer_types`` (the model config's,
+    one per layer) holds more than one kind, the layers of the rarer kind (Gemma 3's global attention among its
+    sliding-window layers) are marked under the axis.
     """
     profiles = [p for p in as_profiles(profiles) if p.single_layer]
     if not profiles:
         raise FigureDataError("layer sensitivity needs profiles with a single_layer table")
+    kinds = Counter(layer_types or [])
+    marked, rare, common = [], "", ""
+    if len(kinds) > 1:
+        (common, _), *_, (rare, _) = kinds.most_common()
+        marked = [layer for layer, kind in enumerate(layer_types) if kind == rare]
     with matplotlib.rc_context(STYLE):
         fig, axes = new_figure(len(profiles), panel_size=(3.6, 2.4), max_cols=2)
         for ax, prof in zip(axes, profiles):
@@ -74,11 +83,17 @@ def plot_layer_sensitivity(
             ax.set_ylabel(f"Relative {pretty_metric(prof.metric)} drop (%)")
             ax.set_title(f"{prof.pair} · {prof.task} (n = {prof.n_samples})")
             ax.grid(axis="x", visible=False)
+            if marked:
+                ax.plot(marked, [0.0] * len(marked), ls="none", marker="^", ms=5, color=OKABE_ITO["black"],
+                        transform=ax.get_xaxis_transform(), clip_on=False)
         handles = [
             Patch(color=OKABE_ITO["vermillion"], label=f"critical (> {100 * threshold:g}% drop)"),
             Patch(color=OKABE_ITO["sky"], label="not critical"),
         ]
-        fig.legend(handles=handles, loc="outside lower center", frameon=False, ncols=2)
+        if marked:
+            handles.append(Line2D([], [], ls="none", marker="^", ms=5, color=OKABE_ITO["black"],
+                                  label=f"{rare.replace('_', ' ')} layer (the others: {common.replace('_', ' ')})"))
+        fig.legend(handles=handles, loc="outside lower center", frameon=False, ncols=len(handles))
         return save_figure(fig, out_dir, stem)
 
 

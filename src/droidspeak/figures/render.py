@@ -7,6 +7,7 @@ committed rows (tests/test_committed_pages.py) run the same code.
 from __future__ import annotations
 
 import glob
+import json
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -74,11 +75,12 @@ def eval_figures(rows: list[dict], out_dir: Path) -> list[Path]:
     )
 
 
-def profile_figures(profiles: list[str], out_dir: Path, tolerance: float) -> list[Path]:
+def profile_figures(profiles: list[str], out_dir: Path, tolerance: float,
+                    layer_types: list[str] | None = None) -> list[Path]:
     if not profiles:
         return []
     return _drawn((
-        ("layer sensitivity", lambda: plot_layer_sensitivity(profiles, out_dir)),
+        ("layer sensitivity", lambda: plot_layer_sensitivity(profiles, out_dir, layer_types=layer_types)),
         ("input spread", lambda: plot_input_spread(profiles, out_dir)),
         ("transitions", lambda: plot_transitions(profiles, out_dir)),
         ("profiling Pareto", lambda: plot_profile_pareto(profiles, out_dir, tolerance=tolerance)),
@@ -87,16 +89,18 @@ def profile_figures(profiles: list[str], out_dir: Path, tolerance: float) -> lis
 
 
 def render_pages(results: str, profile_patterns: Iterable[str], out_dir: str | Path, *, tolerance: float = 0.05,
-                 draw: bool = True) -> tuple[list[dict], list[Path]]:
+                 draw: bool = True, facts: str | None = None) -> tuple[list[dict], list[Path]]:
     """Write the pages of the rows in ``results`` (and the profiles the patterns match) into ``out_dir``; returns the
-    rows shown and the files written. ``draw=False`` writes the tables only (no matplotlib)."""
+    rows shown and the files written. ``draw=False`` writes the tables only (no matplotlib); ``facts`` (a study's
+    ``rows/family.json``) gives the base's attention type per layer, marked on Fig. 7."""
     rows = [row.to_dict() for row in read_results(results)]
     if not rows:
         raise SystemExit(f"no results in {results}: run experiments/evaluate.py first")
     out_dir = Path(out_dir)
     profiles = profile_files(profile_patterns)
     shown = shown_rows(rows)
-    written = eval_figures(shown, out_dir) + profile_figures(profiles, out_dir, tolerance) if draw else []
+    layer_types = json.loads(Path(facts).read_text())["base"].get("layer_types") if facts else None
+    written = eval_figures(shown, out_dir) + profile_figures(profiles, out_dir, tolerance, layer_types) if draw else []
     versions = Counter(str(row.get("code_version")) for row in rows)
     written += write_summary(summarize(shown, tolerance), out_dir, source=f"`{results}`", held_out=heldout(rows),
                              code_versions=versions)

@@ -132,6 +132,21 @@ def plot_quality_bars(
 
 
 # ---- Fig. 14: quality vs prefill cost --------------------------------------------------------------------
+def _draw_intervals(ax, groups, x: str, scale: float, colour: str) -> None:
+    """The intervals the tables quote, on points that are one row each: the quality's bootstrap 95% CI over
+    questions (vertical) and, on a speedup axis, the smallest-to-largest timed ratio (horizontal)."""
+    for px, py, rows in groups:
+        if len(rows) != 1:
+            continue
+        row = rows[0]
+        low, high = bootstrap_interval(row["per_sample"]) if row.get("per_sample") else (py, py)
+        spread = row.get("speedup_spread") if x == "speedup" else None
+        left, right = (scale * spread[0], scale * spread[1]) if spread else (px, px)
+        if (low, high, left, right) != (py, py, px, px):
+            ax.errorbar([px], [py], yerr=[[py - low], [high - py]], xerr=[[px - left], [right - px]], fmt="none",
+                        ecolor=colour, elinewidth=0.7, capsize=1.5, alpha=0.6)
+
+
 def plot_quality_vs_cost(
     rows: Iterable[Mapping],
     out_dir: str | os.PathLike,
@@ -163,13 +178,14 @@ def plot_quality_vs_cost(
             for r in panel_rows:
                 grouped[(r["method"], str(r.get("plan")))].append(r)
             for method in methods:
-                pts = sorted(
-                    (scale * _mean_std([float(r[x]) for r in g])[0], _mean_std([float(r["quality"]) for r in g])[0])
-                    for (m, _), g in grouped.items() if m == method
-                )
+                groups = sorted(((scale * _mean_std([float(r[x]) for r in g])[0],
+                                  _mean_std([float(r["quality"]) for r in g])[0], g)
+                                 for (m, _), g in grouped.items() if m == method), key=lambda t: t[:2])
+                pts = [(px, py) for px, py, _ in groups]
                 if not pts:
                     continue
                 label, colour, marker = METHOD_STYLE[method]
+                _draw_intervals(ax, groups, x, scale, colour)
                 if method == "cacheblend":  # named by the layer(s) its tokens are ranked at
                     layers = sorted({int(plan.partition("@")[2] or 0) for (m, plan) in grouped if m == method})
                     label = f"CacheBlend, check layer{'s' if len(layers) > 1 else ''} " + ", ".join(map(str, layers))

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from droidspeak.figures.heldout import markdown as heldout_markdown
-from droidspeak.figures.intervals import RESAMPLES, SEEDS
+from droidspeak.figures.intervals import RESAMPLES, SEEDS, speedup_text
 from droidspeak.figures.result_plots import eval_rows
 from droidspeak.profile.choice import choose_point
 from droidspeak.profile.points import ProfilePoint
@@ -19,6 +19,12 @@ from droidspeak.profile.points import ProfilePoint
 def _mean(rows: list[Mapping], field: str = "quality") -> float | None:
     values = [float(r[field]) for r in rows if isinstance(r.get(field), (int, float))]
     return statistics.fmean(values) if values else None
+
+
+def _timing(name: str, rows: list[Mapping]) -> dict:
+    """``<name>_speedup`` and its spread, from the first of ``rows`` that was timed (a plan has one row per panel)."""
+    timed = next((row for row in rows if row.get("speedup") is not None), {})
+    return {f"{name}_speedup": timed.get("speedup"), f"{name}_speedup_spread": timed.get("speedup_spread")}
 
 
 def summarize(rows: Iterable[Mapping], tolerance: float = 0.05) -> list[dict]:
@@ -54,8 +60,8 @@ def summarize(rows: Iterable[Mapping], tolerance: float = 0.05) -> list[dict]:
             "chosen_plan": chosen.plan if chosen else None,
             "chosen_layers": chosen.recomputed_layers if chosen else None,
             "chosen_quality": chosen.quality if chosen else None,
-            "chosen_speedup": _mean(by_plan[chosen.plan], "speedup") if chosen else None,
-            "full_reuse_speedup": _mean(by_method["full_reuse"], "speedup"),
+            **_timing("chosen", by_plan[chosen.plan] if chosen else []),
+            **_timing("full_reuse", by_method["full_reuse"]),
         }
         summary.append(entry)
     return summary
@@ -102,7 +108,10 @@ def write_summary(
             f"bootstraps over questions ({RESAMPLES:,} resamples); Δ is paired (the same resampled questions for",
             "both); a Δ is *significant* only where a paired sign-flip test gives p < 0.05 and its interval excludes",
             f"zero under each of {len(SEEDS)} resampling seeds.",
-            "*Speedup* is the receiver's full prefill time over this plan's, measured in the same process.",
+            "*Speedup* is the receiver's full prefill time over this plan's, one context at a time, in the same",
+            "process and the same interleaved rounds: the median ratio [smallest–largest]. The receiver's own row is",
+            "its full prefill timed against itself, the noise floor: two speedups differ only where their ranges do",
+            "not overlap. A plan that misses its target on these questions has its speedup withheld.",
             "",
             *heldout_markdown(held_out),
         ]
@@ -111,7 +120,7 @@ def write_summary(
         "",
         "*Fewest layers* is the plan with the fewest recomputed layers whose quality on these same test questions",
         "is within the tolerance of the receiver's (an optimistic, in-sample choice: the held-out table is the",
-        "honest one); *speedup* is receiver prefill time of full recompute over that plan, same process.",
+        "honest one); *speedup* is receiver prefill time of full recompute over that plan, timed as above.",
         "",
         "| pair (receiver<-sender) | task | metric | questions | receiver | sender | full reuse | fewest layers within "
         "tol. | its quality | its speedup | full-reuse speedup |",
@@ -122,8 +131,9 @@ def write_summary(
         lines.append(
             f"| {e['pair']} | {e['task']} | {e['metric']} | {fmt(e.get('questions'))} | {fmt(e['receiver'])} | "
             f"{fmt(e['sender'])} | "
-            f"{fmt(e['full_reuse'])} | {chosen} | {fmt(e['chosen_quality'])} | {fmt(e['chosen_speedup'], 2)}× | "
-            f"{fmt(e['full_reuse_speedup'], 2)}× |"
+            f"{fmt(e['full_reuse'])} | {chosen} | {fmt(e['chosen_quality'])} | "
+            f"{speedup_text(e['chosen_speedup'], e['chosen_speedup_spread'])} | "
+            f"{speedup_text(e['full_reuse_speedup'], e['full_reuse_speedup_spread'])} |"
         )
     md_path = out / "summary.md"
     md_path.write_text("\n".join(lines) + "\n")

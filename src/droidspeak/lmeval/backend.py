@@ -150,6 +150,10 @@ class DroidSpeakLM(HFLM):
         super().__init__(
             pretrained=self.pair.receiver.model, tokenizer=self.pair.receiver.tokenizer, batch_size=batch_size, **kwargs
         )
+        self._max_positions = getattr(self.pair.receiver.config, "max_position_embeddings", None) or self.max_length
+        if self.max_length > self._max_positions:  # past them RoPE extrapolates silently
+            raise DroidSpeakError(f"max_length={self.max_length} exceeds the receiver's {self._max_positions} "
+                                  "positions (max_position_embeddings)")
 
     @classmethod
     def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> "DroidSpeakLM":
@@ -178,9 +182,19 @@ class DroidSpeakLM(HFLM):
                 "missing_delimiter=receiver_only to run such prompts on the receiver alone")
         return common_prefix_length(self.tok_encode(context[:cut]), context_enc)
 
+    def _check_fits(self, prompt: int, new_tokens: int, what: str) -> None:
+        """HFLM would cut a request longer than ``max_length`` from the left, and score or answer what is left as if
+        it were the whole: refused instead, with the numbers, before any compute."""
+        if prompt + new_tokens > self.max_length:
+            raise DroidSpeakError(
+                f"{what}: {prompt} prompt tokens + {new_tokens} to generate exceed max_length {self.max_length} "
+                f"(the model has {self._max_positions} positions); lm-eval would drop its first "
+                f"{prompt + new_tokens - self.max_length} tokens: use shorter contexts")
+
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
         for key, context_enc, continuation_enc in requests:
             whole = list(context_enc) + list(continuation_enc)
+            self._check_fits(len(whole) - 1, 0, "a log-likelihood request")
             row = whole[-(self.max_length + 1) :][:-1]  # exactly what HFLM feeds the model
             dropped = len(whole) - 1 - len(row)
             shared = self._shared_tokens(key[0], context_enc) if key is not None else len(context_enc)
@@ -192,6 +206,8 @@ class DroidSpeakLM(HFLM):
         for request in requests:
             context = request.args[0]
             encoded = self.tok_encode(context)
+            options = request.args[1] if len(request.args) > 1 and isinstance(request.args[1], dict) else {}
+            self._check_fits(len(encoded), int(options.get("max_gen_toks", self.max_gen_toks)), "a generation request")
             self._shared_lengths[tuple(encoded)] = self._shared_tokens(context, encoded)
         return super().generate_until(requests, disable_tqdm=disable_tqdm)
 

@@ -282,6 +282,29 @@ def _sweep_config(**settings):
     return cfg
 
 
+def _long_request(bench: Bench):
+    """A log-likelihood request longer than the backend's max_length (lm-eval would cut it from the left)."""
+    lm = _backend(bench, "max_length=16")
+    context = bench.context + "\n\nQ: x\nA:"
+    return lm._loglikelihood_tokens([((context, " y"), lm.tok_encode(context), lm.tok_encode(" y"))])
+
+
+def _override(*argv: str):
+    """Command-line overrides of ``experiments/evaluate.py``, checked as its entry point checks them."""
+    from droidspeak.sweep.console import check_overrides
+
+    check_overrides("evaluate", Path(__file__).resolve().parents[3] / "conf", list(argv))
+
+
+def _timings(bench: Bench, name: str, record: dict):
+    """The rows of ``_ROW`` with ``record`` as the timings file beside them."""
+    folder = bench.scratch / f"timings-{name}"
+    folder.mkdir(exist_ok=True)
+    (folder / "results.jsonl").write_text(json.dumps(_ROW) + "\n")
+    (folder / "timings.jsonl").write_text(json.dumps(record) + "\n")
+    return read_results(folder / "results.jsonl")
+
+
 def _results_file(bench: Bench, name: str, *rows: dict | str):
     path = bench.scratch / f"results-{name}.jsonl"
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
@@ -293,6 +316,13 @@ _ROW = {"kind": "eval", "key": "k1", "source": "sweep", "pair": "ft-mdqa<-base",
         "quality": 0.9, "n_samples": 16, "num_layers": 8, "recomputed_fraction": 1.0, "prefill_seconds": 0.1,
         "baseline_prefill_seconds": 0.1, "speedup": 1.0, "eval_seconds": 1.0, "device": "cpu", "dtype": "float32",
         "git_sha": "abc", "time": "2026-12-06T00:00:00", "code_version": "0.1.0+a", "question_set": "q16"}
+
+
+_TIMING = {"kind": "timing", "keys": ["k1", "k-gone"], "pair": "ft-mdqa<-base", "task": "mdqa", "split": "test",
+           "plan": "full_prefill", "receiver": "zoo:ft-mdqa", "sender": "zoo:base", "prefill_seconds": 0.1,
+           "baseline_prefill_seconds": 0.1, "speedup": 1.0, "speedup_spread": [0.9, 1.1], "ratios": [0.9, 1.0, 1.1],
+           "timed_contexts": 3, "timed_repeats": 1, "warmup": 1, "context_tokens": [9, 9, 9], "timed_path": "p",
+           "device": "cpu", "dtype": "float32", "git_sha": "abc", "code_version": "0.1.0+a", "time": "t"}
 
 
 def _cases() -> list[Case]:
@@ -449,6 +479,17 @@ def _cases() -> list[Case]:
              lambda b: _sweep_config(method_settings__recompte={"layers": "0-1"})),
         Case("method_settings a method does not read", "ignored setting", "reads",
              lambda b: _sweep_config(method_settings__recompute={"ratio": 0.2})),
+        Case("a misspelt key added with + (+task.limt=8)", "ignored setting", "no such setting",
+             lambda b: _sweep_config(task__limt=8)),
+        Case("a misspelt top-level key added with + (+seeed=1)", "ignored setting", "did you mean seed",
+             lambda b: _sweep_config(seeed=1)),
+        Case("a misspelt override (task.limt=8)", "ignored setting", "did you mean task.limit",
+             lambda b: _override("task.limt=8")),
+        Case("a misspelt override in a sweep (timing.repeat=3)", "ignored setting", "did you mean timing.repeats",
+             lambda b: _override("-m", "pair=mdqa_from_base", "timing.repeat=3")),
+        Case("an lm-eval request longer than max_length", "limits", "exceed max_length", _long_request),
+        Case("max_length past the model's positions", "limits", "positions",
+             lambda b: _backend(b, "max_length=1000000")),
         Case("batch_size=0", "bad value", "at least 1", lambda b: _sweep_config(batch_size=0)),
         Case("task.limit=-8", "bad value", "at least 1", lambda b: _sweep_config(task__limit=-8)),
         Case("timing.repeats=0", "bad value", "at least 1", lambda b: _sweep_config(timing__repeats=0)),
@@ -471,6 +512,10 @@ def _cases() -> list[Case]:
         Case("two task.limit values in one table", "results file", "question sets",
              lambda b: _results_file(b, "limits", _ROW, {**_ROW, "key": "k2", "method": "recompute",
                                                           "n_samples": 8, "question_set": "q8"})),
+        Case("a timings file timing rows that are not there", "results file", "times rows not in",
+             lambda b: _timings(b, "stray", _TIMING)),
+        Case("a timings line of the wrong shape", "results file", "not a timing record",
+             lambda b: _timings(b, "shape", {**_TIMING, "keys": ["k1"], "speedup": "fast"})),
         Case("rows of two code versions in one table", "results file", "code versions",
              lambda b: _results_file(b, "versions", _ROW, {**_ROW, "key": "k2", "code_version": "0.1.0+b"})),
     ]

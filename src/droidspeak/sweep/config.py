@@ -8,7 +8,11 @@ composed, before anything runs.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,6 +213,7 @@ class FiguresConfig:
     tolerance: float = 0.05
     run_name: str = "demo"
     wandb_dir: str = "outputs/${run_name}"
+    facts: str | None = None  # a study's rows/family.json: the base's attention type per layer, marked on Fig. 7
 
 
 @dataclass
@@ -290,8 +295,8 @@ class BenchAnswerPathConfig:
     profiles: list[str] = field(default_factory=list)
     tolerance: float = 0.05
     split: str = "test"
-    contexts: int = 1
-    repeats: int = 1
+    contexts: int = 5
+    repeats: int = 3
     threads: int = 2
     out: str = "???"
 
@@ -373,9 +378,58 @@ SPLITS = ("profile", "test")
 FOLDERS = ("output_root", "results_dir", "cache_dir")
 
 
+# ---- keys: a setting no schema declares is read by no code -------------------------------------------------------
+def _schema_of(annotation) -> type | None:
+    """The dataclass a field holds (through ``X | None``), or None for a scalar, a list or a free-form dict."""
+    if dataclasses.is_dataclass(annotation):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return next((arg for arg in typing.get_args(annotation) if dataclasses.is_dataclass(arg)), None)
+    return None
+
+
+def unknown_key(schema: type, path: str) -> str | None:
+    """Why ``path`` names no setting of ``schema`` (its valid keys where it strays, and the closest), or None when
+    it does or leaves the schema's reach (a free-form dict such as ``method_settings``)."""
+    node, parts = schema, path.split(".")
+    for depth, part in enumerate(parts):
+        fields = typing.get_type_hints(node)
+        if part not in fields:
+            where = ".".join(parts[:depth])
+            close = difflib.get_close_matches(part, list(fields), n=1)
+            hint = f"; did you mean {'.'.join([*parts[:depth], close[0]])}?" if close else ""
+            return f"{path}: no such setting; {where or 'this entry point'} takes {', '.join(fields)}{hint}"
+        node = _schema_of(fields[part])
+        if node is None:
+            return None
+    return None
+
+
+def check_keys(cfg) -> None:
+    """Every key of a composed config is one its schema declares: a ``+key=value`` (or a key a config file adds)
+    that no code reads is an error naming the valid keys, not a run that quietly ignores it."""
+    root = OmegaConf.get_type(cfg)
+    if not dataclasses.is_dataclass(root):
+        return
+
+    def walk(node, schema: type, prefix: str) -> None:
+        fields = typing.get_type_hints(schema)
+        for key in node.keys():
+            path = f"{prefix}{key}"
+            if key not in fields:
+                raise DroidSpeakError(unknown_key(root, path))
+            inner, child = _schema_of(fields[key]), node._get_node(key)
+            if inner is not None and OmegaConf.is_dict(child) and not child._is_none() and not child._is_missing():
+                walk(child, inner, f"{path}.")
+
+    walk(cfg, root, "")
+
+
 def check_values(cfg) -> None:
     """Counts at least 1, fractions inside (0, 1], a device this torch can use, a known dtype and split, and output
     folders that can be written: each a DroidSpeakError naming the setting, before hours of work and not after."""
+    check_keys(cfg)
+
     def value(path: str):
         return OmegaConf.select(cfg, path, default=None)
 

@@ -1,6 +1,7 @@
 """What a run prints: its own progress and result, not third-party chatter; a droidspeak error as one line.
 
-Every entry point in ``experiments/`` wraps its main with :func:`entry`. It turns down what floods a terminal — W&B's
+Every entry point in ``experiments/`` declares its main with :func:`entry_point` (``@hydra.main`` over :func:`entry`,
+its command-line keys checked against its schema before Hydra composes). It turns down what floods a terminal — W&B's
 banners and run summaries, lm-eval's per-run INFO lines and its warnings about the model object we hand it on
 purpose, transformers' weight-loading progress bars, fontTools' PDF-subsetting INFO and a transformers deprecation
 warning raised inside peft (lm-eval's own two progress bars stay: tqdm reads its switches when it is imported) —
@@ -12,15 +13,18 @@ of 0, an unknown split or an unwritable folder fails before anything is built or
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 import sys
 import warnings
+from pathlib import Path
 
+import hydra
 from omegaconf import DictConfig
 
 from droidspeak.errors import DroidSpeakError
-from droidspeak.sweep.config import check_values
+from droidspeak.sweep.config import SCHEMAS, check_values, unknown_key
 
 DEBUG = "DROIDSPEAK_DEBUG"
 QUIETER = {  # logger -> the lowest level it still shows
@@ -60,6 +64,13 @@ def quiet() -> None:
     hf_logging.disable_progress_bar()
 
 
+def _refuse(err: DroidSpeakError) -> None:
+    if debugging():
+        raise err
+    print(f"error: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+    raise SystemExit(1) from None
+
+
 def entry(main):
     """Wrap an entry point's main (under ``@hydra.main``, which sees through the wrapper): quiet, its config's values
     checked, and a DroidSpeakError as ``error: <Kind>: <message>`` on stderr with exit status 1."""
@@ -72,9 +83,49 @@ def entry(main):
                 check_values(args[0])
             return main(*args, **kwargs)
         except DroidSpeakError as err:
-            if debugging():
-                raise
-            print(f"error: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
-            raise SystemExit(1) from None
+            _refuse(err)
 
     return run
+
+
+def check_overrides(config_name: str, conf_dir: Path, argv: list[str]) -> None:
+    """A command-line override naming no setting (``task.limt=8``) is refused with the valid keys and the closest
+    one, before Hydra composes (whose own message names the key but not the choices, and suggests ``+``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue  # Hydra's flags (-m, --cfg job ...) are Hydra's
+        try:
+            (override,) = parser.parse_overrides([arg])
+        except Exception:  # noqa: BLE001 - a malformed override is Hydra's to explain
+            continue
+        key = override.key_or_group
+        if override.package is not None or key.startswith("hydra") or "/" in key or override.is_delete():
+            continue
+        if "." not in key and (conf_dir / key).is_dir():
+            continue  # a config group's option (pair=..., +experiment=...): Hydra lists the available ones
+        problem = unknown_key(SCHEMAS[config_name], key)
+        if problem:
+            raise DroidSpeakError(problem)
+
+
+def entry_point(config_name: str):
+    """``@hydra.main`` over :func:`entry` for ``conf/<config_name>.yaml``, its command-line keys checked first."""
+
+    def wrap(main):
+        conf_dir = (Path(inspect.getfile(main)).parent / ".." / "conf").resolve()
+        hydra_main = hydra.main(config_path=str(conf_dir), config_name=config_name, version_base="1.3")(entry(main))
+
+        @functools.wraps(main)
+        def run():
+            try:
+                check_overrides(config_name, conf_dir, sys.argv[1:])
+            except DroidSpeakError as err:
+                _refuse(err)
+            return hydra_main()
+
+        return run
+
+    return wrap
