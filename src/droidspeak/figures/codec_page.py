@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from droidspeak.bench.codec_cost import latency_model
-from droidspeak.figures.intervals import bootstrap_interval, interval_text, paired_delta
+from droidspeak.figures.intervals import bootstrap_interval, interval_text, paired_delta, timing_text
 from droidspeak.figures.result_plots import eval_rows
 from droidspeak.figures.style import OKABE_ITO, FigureDataError, new_figure, pretty_metric, save_figure
 from droidspeak.figures.template import render_page
@@ -106,7 +106,9 @@ def transfer_summary(rows: Sequence[Mapping], timing: Sequence[Mapping], chosen:
                             "lossless_quality": (test_of(plain) or {}).get("quality")})
         summary.append({"pair": pair, "task": receiver["test"]["task"], "metric": receiver["test"]["metric"],
                         "n": receiver["test"]["n_samples"], "accepted": accepted, "floor": floor, "tokens": tokens,
-                        "threads": pair_timing[0]["threads"], "entries": entries, "planner": planner})
+                        "threads": pair_timing[0]["threads"], "repeats": pair_timing[0]["repeats"],
+                        "timed_contexts": len({t["context_tokens"] for t in pair_timing}),
+                        "entries": entries, "planner": planner})
     return summary
 
 
@@ -211,6 +213,8 @@ def transfer_markdown(summary: Sequence[Mapping], links_gbit: Sequence[float], *
                       template: str | Path) -> str:
     """The page: ``template``'s prose (conf/pages/transfer.md.j2) over the numbers of ``summary``."""
     context = {"command": command, "tolerance": tolerance, "threads": summary[0]["threads"],
+               "timing": timing_text(min(p["timed_contexts"] for p in summary), min(p["repeats"] for p in summary),
+                                     ranged=False),
                "codec_findings": _codec_findings(summary), "link_findings": _link_findings(summary, links_gbit),
                "pairs": [_pair_tables(pair, links_gbit) for pair in summary]}
     return render_page(template, context, {"ci": functools.partial(interval_text, signed=True)})

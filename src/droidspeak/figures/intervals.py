@@ -89,10 +89,12 @@ def speedup_text(speedup: float | None, spread: Sequence[float] | None) -> str:
     return f"{speedup:.2f}×" + ("" if spread is None else f" [{spread[0]:.2f}–{spread[1]:.2f}]")
 
 
-def timing_text(contexts: int | None, repeats: int | None) -> str:
-    """How a page's speedups were timed, and whether that is below what a reader should trust."""
+def timing_text(contexts: int | None, repeats: int | None, ranged: bool = True) -> str:
+    """How a page's speedups were timed (``ranged``: printed with their ranges), and whether that is below what a
+    reader should trust."""
     if not contexts or not repeats:
         return "one batched timing (not re-timed)"
     cheap = contexts < TRUSTED_TIMING[0] or repeats < TRUSTED_TIMING[1]
-    return (f"median over {contexts} contexts × {repeats} interleaved rounds [smallest–largest]"
+    return (f"median over {contexts} context{'s' if contexts != 1 else ''} × {repeats} interleaved rounds"
+            + (" [smallest–largest]" if ranged else "")
             + (f" — a cheap timing, below {TRUSTED_TIMING[0]} × {TRUSTED_TIMING[1]}" if cheap else ""))
