@@ -275,6 +275,27 @@ def test_the_page_plans_by_the_profile_split_and_reports_the_test_split(tmp_path
     )
 
 
+def test_several_timed_contexts_give_median_terms_and_a_gain_with_its_range(tmp_path):
+    from droidspeak.figures.codec_page import transfer_summary, write_transfer_page
+
+    chosen = {"p<-s": "recompute:10-19"}
+    timing = [{**row, "context_index": index, "kv_bytes": row["kv_bytes"] * scale, "context_tokens": 1000 * scale}
+              for index, scale in enumerate((1, 2, 3)) for row in _timing()]
+    [pair] = transfer_summary(_rows(), timing, chosen, links_gbit=(1,), tolerance=0.2)
+    (link,) = pair["planner"]
+    low, high = link["gain_range"]
+    assert pair["timed_contexts"] == 3 and pair["tokens"] == 2000  # the median context
+    assert low < link["gain"] < high  # one gain per context, the median quoted with its range
+    [single] = transfer_summary(_rows(), _timing(), chosen, links_gbit=(1,), tolerance=0.2)
+    assert single["planner"][0]["gain_range"] is None  # one context: no range to give
+    assert single["planner"][0]["gain"] == pytest.approx(single["planner"][0]["lossless_ttft"]
+                                                         / single["planner"][0]["ttft"])
+    page = write_transfer_page(_rows(), timing, chosen, tmp_path, links_gbit=(1,), tolerance=0.2, command="make x",
+                               template=Path(__file__).resolve().parents[1] / "conf" / "pages" / "transfer.md.j2")
+    assert f"{link['gain']:.2f}× [{low:.2f}–{high:.2f}]" in page.read_text()
+    assert "a cheap timing" in page.read_text()  # 3 contexts x 1 round is below 5 x 3
+
+
 def test_the_page_refuses_a_pair_without_its_receiver_rows():
     from droidspeak.figures.codec_page import transfer_summary
     from droidspeak.figures.style import FigureDataError

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import json
+import statistics
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from droidspeak.bench.codec_cost import latency_model
-from droidspeak.figures.intervals import bootstrap_interval, interval_text, paired_delta, timing_text
+from droidspeak.figures.intervals import bootstrap_interval, interval_text, paired_delta, speedup_text, timing_text
 from droidspeak.figures.result_plots import eval_rows
 from droidspeak.figures.style import OKABE_ITO, FigureDataError, new_figure, pretty_metric, save_figure
 from droidspeak.figures.template import render_page
@@ -47,6 +49,28 @@ def _by_point(rows: Sequence[Mapping]) -> dict[tuple[str, str, str, str], Mappin
     return points
 
 
+def _by_context(timing: Sequence[Mapping]) -> list[list[Mapping]]:
+    """A pair's timing rows per timed context (rows written before ``context_index``: one context)."""
+    groups: dict[int, list[Mapping]] = defaultdict(list)
+    for row in timing:
+        groups[row.get("context_index", 0)].append(row)
+    return [groups[index] for index in sorted(groups)]
+
+
+def _typical(by_context: list[list[Mapping]]) -> list[Mapping]:
+    """One row per (plan, codec) whose every measured number is its median over the timed contexts."""
+    if len(by_context) == 1:
+        return by_context[0]
+    keyed: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
+    for rows in by_context:
+        for row in rows:
+            keyed[(row["plan"], row["codec"])].append(row)
+    numeric = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    typical = [{k: statistics.median(r[k] for r in rows) if numeric(v) else v for k, v in rows[0].items()}
+               for rows in keyed.values()]
+    return [{**row, "context_tokens": int(round(row["context_tokens"]))} for row in typical]
+
+
 def transfer_summary(rows: Sequence[Mapping], timing: Sequence[Mapping], chosen: Mapping[str, str], *,
                      links_gbit: Sequence[float] = (1, 10, 100), tolerance: float = 0.05) -> list[dict]:
     """Per pair: every (plan, codec) on the test split with its bytes and modelled TTFT, and the planner's choices."""
@@ -60,8 +84,11 @@ def transfer_summary(rows: Sequence[Mapping], timing: Sequence[Mapping], chosen:
         relative = {(t["plan"], t["codec"]): points[(pair, "profile", t["plan"], t["codec"])]["quality"]
                     / receiver["profile"]["quality"] for t in pair_timing
                     if (pair, "profile", t["plan"], t["codec"]) in points}
-        latency, options = latency_model(pair_timing, relative)
-        tokens = pair_timing[0]["context_tokens"]
+        by_context = _by_context(pair_timing)
+        typical = _typical(by_context)
+        latency, options = latency_model(typical, relative)
+        tokens = typical[0]["context_tokens"]
+        per_context = [(latency_model(rows, relative)[0], rows[0]["context_tokens"]) for rows in by_context]
         ttft = {
             o.name: {str(g): latency.prefill_seconds(o.name, 1, tokens, g / 8) for g in links_gbit} for o in options
         }
@@ -98,7 +125,11 @@ def transfer_summary(rows: Sequence[Mapping], timing: Sequence[Mapping], chosen:
         planner = []
         for g in links_gbit:
             pick, plain = named[choose(options, g)], named[choose(lossless_options, g)]
+            gains = [model.prefill_seconds(plain.name, 1, n, g / 8) / model.prefill_seconds(pick.name, 1, n, g / 8)
+                     for model, n in per_context]  # the choice made on the median timings, timed per context
             planner.append({"gbit": g, "choice": pick.name, "ttft": ttft[pick.name][str(g)],
+                            "gain": statistics.median(gains),
+                            "gain_range": [min(gains), max(gains)] if len(gains) > 1 else None,
                             "quality": (test_of(pick) or {}).get("quality"),
                             "vs_accepted": paired_delta((test_of(pick) or {}).get("per_sample"),
                                                   (test_of(plain) or {}).get("per_sample")),
@@ -107,7 +138,7 @@ def transfer_summary(rows: Sequence[Mapping], timing: Sequence[Mapping], chosen:
         summary.append({"pair": pair, "task": receiver["test"]["task"], "metric": receiver["test"]["metric"],
                         "n": receiver["test"]["n_samples"], "accepted": accepted, "floor": floor, "tokens": tokens,
                         "threads": pair_timing[0]["threads"], "repeats": pair_timing[0]["repeats"],
-                        "timed_contexts": len({t["context_tokens"] for t in pair_timing}),
+                        "timed_contexts": len(by_context),
                         "entries": entries, "planner": planner})
     return summary
 
@@ -172,11 +203,11 @@ def _pair_tables(pair: Mapping, links_gbit: Sequence[float]) -> dict:
         vs = p["vs_accepted"]
         rows.append([f"{p['gbit']:g}", f"`{p['choice']}`", f"{p['ttft']:.2f}",
                      "–" if p["quality"] is None else f"{p['quality']:.3f}", f"`{p['lossless_choice']}`",
-                     f"{p['lossless_ttft']:.2f}", f"{p['lossless_ttft'] / p['ttft']:.2f}×",
+                     f"{p['lossless_ttft']:.2f}", speedup_text(p["gain"], p["gain_range"]),
                      "–" if vs["delta"] is None else f"{vs['delta']:+.3f} {signed(vs['delta_ci'])}"])
     planner = table(["Gb/s", "plan × codec chosen", "TTFT (s)", "test quality", "lossless-only choice", "its TTFT (s)",
                      "TTFT gain", "Δ quality vs lossless-only (paired 95% CI)"], rows)
-    return {**{k: pair[k] for k in ("pair", "task", "metric", "n", "tokens", "floor", "accepted")},
+    return {**{k: pair[k] for k in ("pair", "task", "metric", "n", "tokens", "floor", "accepted", "timed_contexts")},
             "table": "\n".join(codecs), "planner_table": "\n".join(planner)}
 
 
@@ -202,7 +233,7 @@ def _link_findings(summary: Sequence[Mapping], links_gbit: Sequence[float]) -> l
     """Per link rate: how often the planner sends a lossy codec, and its TTFT gain over the lossless-only one."""
     findings = []
     for g in links_gbit:
-        gains = [p["lossless_ttft"] / p["ttft"] for s in summary for p in s["planner"] if p["gbit"] == g]
+        gains = [p["gain"] for s in summary for p in s["planner"] if p["gbit"] == g]
         compressed = sum(1 for s in summary for p in s["planner"] if p["gbit"] == g and " " in p["choice"])
         findings.append({"gbit": g, "compressed": compressed, "pairs": len(gains), "low": min(gains),
                          "high": max(gains)})
@@ -213,8 +244,9 @@ def transfer_markdown(summary: Sequence[Mapping], links_gbit: Sequence[float], *
                       template: str | Path) -> str:
     """The page: ``template``'s prose (conf/pages/transfer.md.j2) over the numbers of ``summary``."""
     context = {"command": command, "tolerance": tolerance, "threads": summary[0]["threads"],
+               "contexts": min(p["timed_contexts"] for p in summary),
                "timing": timing_text(min(p["timed_contexts"] for p in summary), min(p["repeats"] for p in summary),
-                                     ranged=False),
+                                     ranged=min(p["timed_contexts"] for p in summary) > 1),
                "codec_findings": _codec_findings(summary), "link_findings": _link_findings(summary, links_gbit),
                "pairs": [_pair_tables(pair, links_gbit) for pair in summary]}
     return render_page(template, context, {"ci": functools.partial(interval_text, signed=True)})

@@ -319,6 +319,7 @@ class BenchTransferConfig:
     pairs: dict[str, list[str]] = field(default_factory=dict)  # conf/pair name -> its plans
     codecs: list[str] = field(default_factory=list)
     split: str = "test"
+    contexts: int = 5  # the first contexts of the split, each timed on its own
     repeats: int = 3
     threads: int = 2
     out: str = "???"
