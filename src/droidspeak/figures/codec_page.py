@@ -246,7 +246,7 @@ def transfer_markdown(summary: Sequence[Mapping], links_gbit: Sequence[float], *
     context = {"command": command, "tolerance": tolerance, "threads": summary[0]["threads"],
                "contexts": min(p["timed_contexts"] for p in summary),
                "timing": timing_text(min(p["timed_contexts"] for p in summary), min(p["repeats"] for p in summary),
-                                     ranged=min(p["timed_contexts"] for p in summary) > 1),
+                                     ranged=False),
                "codec_findings": _codec_findings(summary), "link_findings": _link_findings(summary, links_gbit),
                "pairs": [_pair_tables(pair, links_gbit) for pair in summary]}
     return render_page(template, context, {"ci": functools.partial(interval_text, signed=True)})
