@@ -98,8 +98,8 @@ def time_plans(receiver, caches, plans: Sequence, num_layers: int, *, repeats: i
         for which in runs:
             once(which, caches[0])
     seconds: list[list[float]] = [[] for _ in runs]
-    rounds = [(repeat, cache) for repeat in range(repeats) for cache in caches]
-    for number, (_, cache) in enumerate(rounds):
+    rounds = [cache for _ in range(repeats) for cache in caches]
+    for number, cache in enumerate(rounds):
         order = [(number + i) % len(runs) for i in range(len(runs))]
         for index in order:
             seconds[index].append(once(runs[index], cache))

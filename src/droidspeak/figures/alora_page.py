@@ -14,12 +14,14 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from droidspeak.figures.heldout import speedup_cell
 from droidspeak.figures.intervals import (
     bootstrap_interval,
     interval_text,
     paired_delta,
     paired_test_text,
     speedup_text,
+    timing_fields,
     timing_text,
 )
 from droidspeak.figures.style import OKABE_ITO, FigureDataError, new_figure, save_figure
@@ -35,8 +37,7 @@ METHODS = ("full_prefill", "full_reuse", "recompute")
 def _entry(row: Mapping, reference: Sequence[float]) -> dict:
     return {"method": row["method"], "plan": row.get("resolved_plan") or row["plan"], "quality": row["quality"],
             "ci": list(bootstrap_interval(row["per_sample"])), "n": row["n_samples"],
-            "recomputed_fraction": row["recomputed_fraction"], "speedup": row.get("speedup"),
-            "speedup_spread": row.get("speedup_spread"), "timed": [row.get("timed_contexts"), row.get("timed_repeats")],
+            "recomputed_fraction": row["recomputed_fraction"], **timing_fields(row),
             "invocation": row.get("receiver_invocation"), **paired_delta(row["per_sample"], reference)}
 
 
@@ -116,8 +117,7 @@ def alora_markdown(summary: Sequence[Mapping], training: Mapping, *, command: st
                 rows.append([part["sender"], label, _method(e), f"{e['quality']:.3f} {interval_text(e['ci'])}",
                              "–" if kind == "lora" and e["method"] == "full_prefill" else _delta(e),
                              f"{(1.0 if e['method'] == 'full_prefill' else e['recomputed_fraction']):.2f}",
-                             speedup_text(e["speedup"], e["speedup_spread"])
-                             + (" (noise floor)" if e["method"] == "full_prefill" and e["speedup"] else "")])
+                             speedup_cell(e)])
     heldout_table = table(["sender's cache", "receiver", "plan", f"test {summary[0]['metric']} [95% CI]",
                            "Δ vs LoRA full prefill [paired 95% CI]", "layers recomputed", "speed-up"], rows)
     by_method = lambda part, kind: {e["method"]: e for e in part["entries"][kind]}  # noqa: E731

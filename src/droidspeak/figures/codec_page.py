@@ -243,10 +243,9 @@ def _link_findings(summary: Sequence[Mapping], links_gbit: Sequence[float]) -> l
 def transfer_markdown(summary: Sequence[Mapping], links_gbit: Sequence[float], *, command: str, tolerance: float,
                       template: str | Path) -> str:
     """The page: ``template``'s prose (conf/pages/transfer.md.j2) over the numbers of ``summary``."""
-    context = {"command": command, "tolerance": tolerance, "threads": summary[0]["threads"],
-               "contexts": min(p["timed_contexts"] for p in summary),
-               "timing": timing_text(min(p["timed_contexts"] for p in summary), min(p["repeats"] for p in summary),
-                                     ranged=False),
+    contexts = min(p["timed_contexts"] for p in summary)
+    context = {"command": command, "tolerance": tolerance, "threads": summary[0]["threads"], "contexts": contexts,
+               "timing": timing_text(contexts, min(p["repeats"] for p in summary), ranged=False),
                "codec_findings": _codec_findings(summary), "link_findings": _link_findings(summary, links_gbit),
                "pairs": [_pair_tables(pair, links_gbit) for pair in summary]}
     return render_page(template, context, {"ci": functools.partial(interval_text, signed=True)})

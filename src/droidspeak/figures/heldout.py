@@ -23,6 +23,7 @@ from droidspeak.figures.intervals import (
     paired_delta,
     paired_test_text,
     speedup_text,
+    timing_fields,
     timing_text,
 )
 from droidspeak.figures.result_plots import eval_rows
@@ -37,8 +38,7 @@ def _plan_of(row: Mapping) -> str:
 def _entry(row: Mapping, reference: Sequence[float] | None) -> dict:
     scores = row.get("per_sample")
     return {"method": row["method"], "plan": _plan_of(row), "quality": row["quality"], "n": row.get("n_samples"),
-            "recomputed_fraction": row.get("recomputed_fraction"), "speedup": row.get("speedup"),
-            "speedup_spread": row.get("speedup_spread"), "timed": [row.get("timed_contexts"), row.get("timed_repeats")],
+            "recomputed_fraction": row.get("recomputed_fraction"), **timing_fields(row),
             "tolerance": (row.get("profile") or {}).get("tolerance"),
             "ci": bootstrap_interval(scores) if scores else None, **paired_delta(scores, reference)}
 

@@ -13,6 +13,7 @@ RESAMPLES = 10_000
 LEVEL = 0.95
 SEEDS = range(10)  # a difference is called significant only if every one of these resampling seeds agrees
 
+
 def _percentiles(values: list[float], level: float) -> tuple[float, float]:
     values = sorted(values)
     tail = (1 - level) / 2
@@ -38,6 +39,7 @@ def paired_difference_interval(scores: Sequence[float], reference: Sequence[floa
         raise ValueError(f"paired scores need the same questions: {len(scores)} vs {len(reference)}")
     diffs = [a - b for a, b in zip(scores, reference)]
     return bootstrap_interval(diffs, resamples=resamples, level=level, seed=seed)
+
 
 def sign_flip_p(diffs: Sequence[float], *, resamples: int = RESAMPLES, seed: int = 0) -> float:
     """Two-sided p-value of a paired sign-flip (permutation) test that the mean difference is 0: exact over every
@@ -72,6 +74,7 @@ def paired_test_text(d: Mapping) -> str:
     p = "p < 0.001" if d["p"] < 0.001 else f"p = {d['p']:.3f}"
     return f"{p}, {'significant' if d['significant'] else 'not significant'}"
 
+
 def interval_text(ci, signed: bool = False) -> str:
     """A 95% interval as the pages print it (– where there is none); ``signed`` for differences."""
     form = "{:+.3f}" if signed else "{:.3f}"
@@ -79,6 +82,13 @@ def interval_text(ci, signed: bool = False) -> str:
 
 
 TRUSTED_TIMING = (5, 3)  # contexts x interleaved rounds below which a page calls a timing cheap
+
+
+def timing_fields(row: Mapping) -> dict:
+    """What a page entry keeps of a row's timing: its median speedup, that speedup's range, and how it was timed
+    (contexts, rounds)."""
+    return {"speedup": row.get("speedup"), "speedup_spread": row.get("speedup_spread"),
+            "timed": [row.get("timed_contexts"), row.get("timed_repeats")]}
 
 
 def speedup_text(speedup: float | None, spread: Sequence[float] | None) -> str:

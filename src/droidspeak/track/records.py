@@ -221,6 +221,10 @@ def read_timings(path: str | os.PathLike) -> list[tuple[str, TimingRecord]]:
     return records
 
 
+TIMED_FIELDS = ("speedup", "speedup_spread", "prefill_seconds", "baseline_prefill_seconds", "timed_contexts",
+                "timed_repeats", "timed_path")  # what a timing record gives the rows it times
+
+
 def with_timings(rows: list[ResultRow], records: list[tuple[str, TimingRecord]]) -> list[ResultRow]:
     """Rows whose speedups come from their re-timing; a row it does not time loses its own single timing (a page
     never shows it beside timed ones), and a record timing no row here is an error (its rows changed since)."""
@@ -232,18 +236,9 @@ def with_timings(rows: list[ResultRow], records: list[tuple[str, TimingRecord]])
             raise ResultsFileError(f"{place}: times rows not in the results beside it ({', '.join(stray[:3])}): "
                                    "the rows changed since; re-time them (experiments/retime.py)")
         timed.update(dict.fromkeys(record.keys, record))
-    joined = []
-    for row in rows:
-        record = timed.get(row.key)
-        joined.append(dataclasses.replace(
-            row, speedup=record.speedup if record else None,
-            speedup_spread=record.speedup_spread if record else None,
-            prefill_seconds=record.prefill_seconds if record else row.prefill_seconds,
-            baseline_prefill_seconds=record.baseline_prefill_seconds if record else row.baseline_prefill_seconds,
-            timed_contexts=record.timed_contexts if record else None,
-            timed_repeats=record.timed_repeats if record else None,
-            timed_path=record.timed_path if record else None))
-    return joined
+    untimed = dict.fromkeys(("speedup", "speedup_spread", "timed_contexts", "timed_repeats", "timed_path"))
+    return [dataclasses.replace(row, **({name: getattr(timed[row.key], name) for name in TIMED_FIELDS}
+                                        if row.key in timed else untimed)) for row in rows]
 
 
 def check_comparable(rows: list[ResultRow], places: list[str]) -> None:
