@@ -211,10 +211,15 @@ def _comparison_rows(pair: str, task: str) -> list[dict]:
             "kendall_kl": 0.62,
             "same_best_top1": True,
             "same_best_kl": False,
+            "search_repeats": 3,
             "proxy_seconds": 3.0,
+            "proxy_seconds_range": [2.9, 3.4],
             "task_seconds": 12.6,
             "task_group_prefill_seconds": 2.5,
-            "cost_ratio": 4.2,
+            "task_seconds_equal_samples": 9.3,
+            "task_seconds_equal_samples_range": [9.0, 9.9],
+            "cost_ratio_equal_samples": 3.1,
+            "cost_ratio_equal_samples_range": [2.8, 3.3],
             "tolerance": 0.05,
             "reference_quality": 0.8,
             "exhaustive_plan": "recompute:2-5",
@@ -306,7 +311,8 @@ def test_profiles_summary_tabulates_profiles_and_their_comparison_rows(profile_p
     # Beyond the paper: rows only from the file beside hotpot_like.
     assert [r["task"] for r in summary["proxy"] + summary["multigroup"]] == ["hotpot_like", "hotpot_like"]
     assert ("| ft_a<-ft_b | hotpot_like | 4 / 2 | 3 / 3 | 0.91 / – | 2/8 `recompute:2-3` (0.720) | "
-            "4/8 `recompute:2-5` (0.780) | no | 7/9 (1.2%) | 3.00 / 12.60 (2.50) | 4.20× |") in md
+            "4/8 `recompute:2-5` (0.780) | no | 7/9 (1.2%) | 12.60 (2.50) |") in md
+    assert "| 3.00 s [2.90–3.40] | 9.30 s [9.00–9.90] | 3.10× [2.80–3.30] (3) |" in md  # medians of 3 runs, ranges
     assert ("| ft_a<-ft_b | hotpot_like | dp_measured_groups | 1 | 3 | 3: `recompute:2-3+5-5` (+0.020) | – | "
             "+0.020 |") in md
     assert [h["budget_fraction"] for h in summary["hybrid"]] == [0.25]

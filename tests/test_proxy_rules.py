@@ -49,19 +49,27 @@ def test_the_page_says_whether_the_goal_is_met():
             "samples": 8,
             "proxy_contexts": 2,
             "plans": 7,
+            "search_repeats": 3,
             "proxy_seconds": 1.0,
+            "proxy_seconds_range": [0.9, 1.1],
             "task_group_prefill_seconds": s / 2,
             "spearman_top1": 0.9,
             "task_seconds_equal_samples": s,
+            "task_seconds_equal_samples_range": [s - 1, s + 1],
             "cost_ratio_equal_samples": s,
+            "cost_ratio_equal_samples_range": [low, s + 1],
         }
-        for p, s in (("x", 12.0), ("y", 15.0))
+        for p, s, low in (("x", 12.0, 11.0), ("y", 15.0, 14.0))
     ]
     toy = [{"rule": "point", "pair": "t<-s", "plan": "recompute:0-0", "within": True, "layers": 1}]
     summary = proxy_summary(_heldout("x", 1.0) + _heldout("y", 0.97), comparisons, 0.05)
     assert all(e["within"] for p in summary for e in p["entries"])
     page = proxy_markdown(summary, toy, rule="point", command="make x", tolerance=0.05, template=TEMPLATE)
-    assert "is **met**" in page
+    assert "is **met**" in page and "x 12.00× [11.00–13.00]" in page and "cheaper on every pair" in page
+    comparisons[1]["cost_ratio_equal_samples_range"][0] = 9.0  # a run below the goal: not met, whatever the median
+    page = proxy_markdown(proxy_summary(_heldout("x", 1.0) + _heldout("y", 0.97), comparisons, 0.05), toy,
+                          rule="point", command="make x", tolerance=0.05, template=TEMPLATE)
+    assert "is **not met**" in page
     missed = proxy_summary(_heldout("x", 1.0) + _heldout("y", 0.75), comparisons, 0.05)
     text = proxy_markdown(missed, toy, rule="point", command="make x", tolerance=0.05, template=TEMPLATE)
     assert "is **not met**" in text and "for 1 of 2 pairs" in text

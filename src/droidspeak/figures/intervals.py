@@ -91,12 +91,17 @@ def timing_fields(row: Mapping) -> dict:
             "timed": [row.get("timed_contexts"), row.get("timed_repeats")]}
 
 
-def speedup_text(speedup: float | None, spread: Sequence[float] | None) -> str:
-    """A median speedup with its smallest and largest ratio over the timed (context, round)s: ``2.97× [2.57–3.28]``
-    (– where untimed). Two speedups differ only where these ranges do not overlap."""
-    if speedup is None:
+def ranged_text(value: float | None, spread: Sequence[float] | None, *, digits: int = 2, unit: str = "") -> str:
+    """A median with the smallest and largest of what it is the median of: ``2.97× [2.57–3.28]``, ``104.9 s
+    [98.1–110.2]`` (– where unmeasured). Two such numbers differ only where their ranges do not overlap."""
+    if value is None:
         return "–"
-    return f"{speedup:.2f}×" + ("" if spread is None else f" [{spread[0]:.2f}–{spread[1]:.2f}]")
+    return f"{value:.{digits}f}{unit}" + ("" if spread is None else f" [{spread[0]:.{digits}f}–{spread[1]:.{digits}f}]")
+
+
+def speedup_text(speedup: float | None, spread: Sequence[float] | None) -> str:
+    """A median speedup with its smallest and largest ratio over the timed (context, round)s."""
+    return ranged_text(speedup, spread, unit="×")
 
 
 def timing_text(contexts: int | None, repeats: int | None, ranged: bool = True) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from droidspeak.engine.plan import parse_plan
+from droidspeak.figures.intervals import ranged_text
 from droidspeak.figures.profile_plots import transition_strata
 from droidspeak.figures.summary import fmt
 from droidspeak.markdown import table
@@ -192,12 +193,13 @@ def _proxy_section(rows: list[Mapping]) -> list[str]:
                 f"({fmt(r.get('exhaustive_quality'))})",
                 _yes_no(r.get("proxy_within_tolerance")),
                 f"{fmt(r.get('budgets_same_quality'))}/{fmt(r.get('budgets'))} ({_pct(r.get('budget_regret_mean'))})",
-                f"{fmt(r.get('proxy_seconds'), 2)} / {fmt(r.get('task_seconds'), 2)} "
-                f"({fmt(r.get('task_group_prefill_seconds'), 2)})",
-                f"{fmt(r.get('cost_ratio'), 2)}×",
+                f"{fmt(r.get('task_seconds'), 2)} ({fmt(r.get('task_group_prefill_seconds'), 2)})",
                 f"{_plan(r.get('equal_samples_plan'), r.get('equal_samples_layers'), r['num_layers'])} "
                 f"({fmt(r.get('equal_samples_quality'))}), {_yes_no(r.get('equal_samples_within_tolerance'))}",
-                f"{fmt(r.get('task_seconds_equal_samples'), 2)} s, {fmt(r.get('cost_ratio_equal_samples'), 2)}×",
+                ranged_text(r.get("proxy_seconds"), r.get("proxy_seconds_range"), unit=" s"),
+                ranged_text(r.get("task_seconds_equal_samples"), r.get("task_seconds_equal_samples_range"), unit=" s"),
+                f"{ranged_text(r.get('cost_ratio_equal_samples'), r.get('cost_ratio_equal_samples_range'), unit='×')}"
+                f" ({fmt(r.get('search_repeats'))})",
             ]
         )
     header = [
@@ -210,10 +212,11 @@ def _proxy_section(rows: list[Mapping]) -> list[str]:
         "exhaustive plan (quality)",
         "within tol.",
         "budgets: proxy's best = task's best (mean loss)",
-        "s proxy / task (task's group prefills)",
-        "cost ratio",
+        "whole task search s, one run (its group prefills)",
         "task search on the proxy's samples: plan (quality), within tol.",
-        "its s, cost ratio at equal samples",
+        "proxy s",
+        "task s at equal samples",
+        "cost ratio at equal samples (runs)",
     ]
     return table(header, out, empty="No proxy comparison in these profiles.")
 
@@ -304,13 +307,15 @@ def write_profiles_summary(summary: Mapping, out_dir: str | Path, *, source: str
         "significantly",
         "above the tolerance, exact binomial test at 0.05); per budget (recomputed layers), "
         "how often the proxy's best plan has the task",
-        "metric's best quality and the mean relative loss when it does not; cost ratio is task-metric search time over",
-        "proxy search time, both from scratch (sender prefill included). The proxy shares one receiver pass among the",
-        "groups that start at the same layer; the task search's cost counts each plan's prefill as one of its own (its",
-        "layers' share of the passes it reads), and its group prefills (in parentheses) bound what sharing saves it.",
-        "The last two columns run the task search again on the proxy's own samples (the same contexts and questions):",
-        "the plan it picks there, with that plan's quality on the whole profile split, and the cost ratio at equal",
-        "samples — how much of the proxy's saving is reading fewer samples rather than skipping generation.",
+        "metric's best quality and the mean relative loss when it does not. The whole task search's seconds are the",
+        "profile's own run (one timing, more samples than the proxy's: not a comparison), with the part its group",
+        "prefills took. The task search is then run again on the proxy's own samples (the same contexts and",
+        "questions): the plan it picks there, with that plan's quality on the whole profile split; and the two",
+        "searches' costs at equal samples, each from scratch (sender prefill included), timed in alternating order:",
+        "median [smallest–largest] over the runs, and the cost ratio (task seconds over proxy seconds, run by run).",
+        "The proxy shares one receiver pass among the groups that start at the same layer; so does the task search",
+        "(each plan's prefill is its layers' share of the passes it reads); what the proxy skips is generating and",
+        "scoring answers.",
         "",
         *_proxy_section(summary["proxy"]),
         "",

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from droidspeak.figures.intervals import bootstrap_interval, interval_text, paired_delta
+from droidspeak.figures.intervals import bootstrap_interval, interval_text, paired_delta, ranged_text
 from droidspeak.figures.style import OKABE_ITO, new_figure, save_figure
 from droidspeak.figures.template import render_page
 from droidspeak.markdown import table
@@ -58,9 +58,13 @@ def proxy_summary(heldout: Sequence[Mapping], comparisons: Sequence[Mapping], to
                 "samples": comparison["samples"],
                 "contexts": comparison["proxy_contexts"],
                 "plans": comparison["plans"],
+                "search_repeats": comparison["search_repeats"],
                 "proxy_seconds": comparison["proxy_seconds"],
+                "proxy_seconds_range": comparison["proxy_seconds_range"],
                 "task_seconds": comparison["task_seconds_equal_samples"],
+                "task_seconds_range": comparison["task_seconds_equal_samples_range"],
                 "ratio": comparison["cost_ratio_equal_samples"],
+                "ratio_range": comparison["cost_ratio_equal_samples_range"],
                 "entries": entries,
                 "task_prefill_seconds": comparison["task_group_prefill_seconds"],
                 "spearman_top1": comparison["spearman_top1"],
@@ -79,13 +83,15 @@ def plot_proxy(summary: Sequence[Mapping], out_dir: Path) -> list[Path]:
             low, high = e["ci"]
             quality.bar(i + (j - 1) * width, e["quality"], width, color=colour, label=label,
                         yerr=[[e["quality"] - low], [high - e["quality"]]], error_kw={"elinewidth": 0.7})
-        cost.bar(i - width / 2, pair["task_seconds"], width, color=METHODS["task_search"][1])  # the plans' colours
-        cost.bar(i + width / 2, pair["proxy_seconds"], width, color=METHODS["proxy"][1])
+        for offset, method in ((-width / 2, "task"), (width / 2, "proxy")):  # in the colours of the searches' plans
+            seconds, (low, high) = pair[f"{method}_seconds"], pair[f"{method}_seconds_range"]
+            cost.bar(i + offset, seconds, width, color=METHODS["task_search" if method == "task" else "proxy"][1],
+                     yerr=[[seconds - low], [high - seconds]], error_kw={"elinewidth": 0.7})
     names = [p["pair"].replace("smol-", "") for p in summary]
     for ax in (quality, cost):
         ax.set_xticks(range(len(summary)), names, rotation=20, ha="right")
     quality.set_ylabel("test quality")
-    cost.set_ylabel("search seconds")
+    cost.set_ylabel(f"search seconds (median, range of {summary[0]['search_repeats']} runs)")
     handles = dict(zip(*reversed(quality.get_legend_handles_labels())))
     fig.legend(list(handles.values()), list(handles), loc="outside lower center", frameon=False, ncol=len(handles))
     return save_figure(fig, out_dir, "fig_proxy_heldout")
@@ -104,23 +110,28 @@ def proxy_markdown(summary: Sequence[Mapping], toy: Sequence[Mapping], *, rule: 
     rows = []
     for pair in summary:
         for e in pair["entries"]:
-            seconds = {"task_search": pair["task_seconds"], "proxy": pair["proxy_seconds"]}.get(e["method"])
+            search = {"task_search": "task", "proxy": "proxy"}.get(e["method"])
             rows.append([pair["pair"], METHODS[e["method"]][0], f"`{e['plan']}`",
                          f"{e['quality']:.3f} {interval_text(e['ci'])}",
                          f"{e['delta']:+.3f} {interval_text(e['delta_ci'])}", "yes" if e["within"] else "no",
-                         "–" if seconds is None else f"{seconds:.1f} s"])
+                         "–" if search is None else ranged_text(pair[f"{search}_seconds"],
+                                                                 pair[f"{search}_seconds_range"], digits=1, unit=" s")])
     within = lambda method: sum(next(e for e in p["entries"] if e["method"] == method)["within"]  # noqa: E731
                                 for p in summary)
     ratios = [p["ratio"] for p in summary]
+    ratio_lows = [p["ratio_range"][0] for p in summary]
     context = {
         "command": command, "tolerance": tolerance, "first": summary[0], "pairs": len(summary),
         "toy_table": "\n".join(table(["rule", *toy_pairs, "within tol.", "layers in all"], toy_rows)),
         "heldout_table": "\n".join(table(["pair", "plan from", "plan", "test quality [95% CI]",
-                                           "Δ vs receiver [paired 95% CI]", "within tol.", "search seconds"], rows)),
+                                           "Δ vs receiver [paired 95% CI]", "within tol.",
+                                           "search seconds [range]"], rows)),
         "proxy_ok": within("proxy"), "task_ok": within("task_search"), "ratios": ratios,
+        "ratio_texts": [f"{p['pair']} {ranged_text(p['ratio'], p['ratio_range'], unit='×')}" for p in summary],
+        "cheaper_everywhere": min(ratio_lows) > 1, "cheaper_nowhere": max(ratio_lows) <= 1,
         "prefill_seconds": [p["task_prefill_seconds"] for p in summary],
         "task_seconds": [p["task_seconds"] for p in summary], "spearman": [p["spearman_top1"] for p in summary],
-        "goal_ratio": GOAL_RATIO, "met": within("proxy") == len(summary) and min(ratios) >= GOAL_RATIO,
+        "goal_ratio": GOAL_RATIO, "met": within("proxy") == len(summary) and min(ratio_lows) >= GOAL_RATIO,
     }
     return render_page(template, context)
 

@@ -6,9 +6,10 @@ a) ``compare_multigroup`` — several groups, searched by dynamic programming wi
    measured single-group gains. Each DP plan is then MEASURED and compared with the best measured single group
    at the same recomputed-layer count.
 b) ``compare_proxy`` — output-level proxies (profile.proxy) on few samples: rank correlation with the task
-   metric over every profiled plan, cost ratio (wall time of each search from scratch, sender prefill included)
-   against the whole task search and against the task search run on the proxy's own samples (equal samples),
-   and whether the plan the proxy alone chooses (fewest layers whose disagreement passes the tolerance) is as good.
+   metric over every profiled plan; the cost of each search against the task search run on the proxy's own samples
+   (equal samples), both from scratch (sender prefill included), timed ``search_repeats`` times with the order
+   alternated (median and range: one wall-clock run of a whole search is noise); and whether the plan the proxy
+   alone chooses (fewest layers whose disagreement passes the tolerance) is as good.
 c) ``compare_hybrid`` — at equal compute fraction: the best single layer group, CacheBlend cross-model, and a
    hybrid (the best group one granularity step smaller plus token recompute in the other layers filling the budget).
 Every function returns plain dict rows (one JSON line each); :func:`run_comparisons` runs the kinds a job asks for.
@@ -37,7 +38,7 @@ COMPARISON_KINDS = ("multigroup", "proxy", "hybrid")
 
 def run_comparisons(profiler: Profiler, profile: Profile, kinds: Sequence[str], *, max_groups: int | None,
                     proxy_samples: int, proxy_rule: str, tolerance: float, hybrid_fractions: Sequence[float],
-                    cacheblend_ratios: Sequence[float]) -> list[dict]:
+                    cacheblend_ratios: Sequence[float], search_repeats: int = 1) -> list[dict]:
     """The comparisons ``kinds`` (of COMPARISON_KINDS) of a profiled pair, as rows; the proxy's scores and the time
     they took go into ``profile``."""
     rows: list[dict] = []
@@ -48,7 +49,8 @@ def run_comparisons(profiler: Profiler, profile: Profile, kinds: Sequence[str], 
         scorer = ProxyScorer(profiler.receiver, profiler.sender, profiler.task, profiler.rows.rows,
                              samples=proxy_samples, batch_size=profiler.batch_size,
                              allow_mismatch=profiler.allow_mismatch)
-        proxy = compare_proxy(profiler, profile, scorer, tolerance=tolerance, rule=get_rule(proxy_rule))
+        proxy = compare_proxy(profiler, profile, scorer, tolerance=tolerance, rule=get_rule(proxy_rule),
+                              search_repeats=search_repeats)
         profile.extra["proxy_scores"] = proxy.pop("proxy_scores")
         rows.append(proxy)
     if "hybrid" in kinds:
@@ -107,8 +109,37 @@ def compare_multigroup(profiler: Profiler, profile: Profile, *, max_groups: int 
     return rows
 
 
+def _searches_again(profiler: Profiler, proxy: ProxyScorer, plans: Sequence[str], *,
+                    proxy_first: bool) -> tuple[float, float]:
+    """Both searches once more on the proxy's samples, each from scratch (new objects: the sender's prefill again,
+    nothing memoised), counted as the first run counts them: (proxy seconds, task seconds)."""
+    def proxy_search() -> float:
+        fresh = ProxyScorer(profiler.receiver, profiler.sender, profiler.task, profiler.rows.rows,
+                            samples=len(proxy.index), batch_size=profiler.batch_size,
+                            allow_mismatch=profiler.allow_mismatch)
+        return fresh.setup_seconds + sum(s.seconds for s in fresh.score_all(plans).values())
+
+    def task_search() -> float:
+        fresh = Profiler(profiler.receiver, profiler.sender, profiler.task, proxy.rows.rows,
+                         batch_size=profiler.batch_size, allow_mismatch=profiler.allow_mismatch)
+        return fresh.sender_seconds + sum(e.seconds for e in fresh.evaluate_many(plans))
+
+    if proxy_first:
+        seconds = proxy_search()
+        return seconds, task_search()
+    seconds = task_search()
+    return proxy_search(), seconds
+
+
+def _median_range(values: Sequence[float], digits: int) -> tuple[float | None, list]:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return _r(median, digits), [_r(ordered[0], digits), _r(ordered[-1], digits)]
+
+
 def compare_proxy(profiler: Profiler, profile: Profile, proxy: ProxyScorer, *, tolerance: float,
-                  rule: ProxyRule = PROXY_RULES["binomial@0.05"]) -> dict:
+                  rule: ProxyRule = PROXY_RULES["binomial@0.05"], search_repeats: int = 1) -> dict:
     plans = [p.plan for p in profile.points]
     scores = proxy.score_all(plans)
     task = {p.plan: p.quality for p in profile.points}
@@ -136,6 +167,13 @@ def compare_proxy(profiler: Profiler, profile: Profile, proxy: ProxyScorer, *, t
                                                 batch_size=profiler.batch_size, allow_mismatch=profiler.allow_mismatch)
     equal.evaluate_many(plans)
     equal_seconds = equal.sender_seconds + sum(equal.results[p].seconds for p in plans)
+    # The first run is the profile's own (the task search, then the proxy); each further run alternates the order.
+    runs = [(proxy_seconds, equal_seconds)] + [
+        _searches_again(profiler, proxy, plans, proxy_first=i % 2 == 1) for i in range(1, search_repeats)
+    ]
+    proxy_median, proxy_range = _median_range([p for p, _ in runs], 3)
+    equal_median, equal_range = _median_range([t for _, t in runs], 3)
+    ratio_median, ratio_range = _median_range([t / max(p, 1e-9) for p, t in runs], 2)
     equal_choice = choose_point([equal.point(p) for p in plans], equal.evaluate("full_prefill").quality, tolerance)
     equal_plan = equal_choice.plan if equal_choice else "full_prefill"
     equal_quality = task.get(equal_plan, ref)
@@ -153,15 +191,18 @@ def compare_proxy(profiler: Profiler, profile: Profile, proxy: ProxyScorer, *, t
         "kendall_kl": _r(kl["kendall"]),
         "same_best_top1": top1["same_best"],
         "same_best_kl": kl["same_best"],
-        "proxy_seconds": _r(proxy_seconds, 3),
-        "task_seconds": _r(task_seconds, 3),
+        "search_repeats": len(runs),
+        "proxy_seconds": proxy_median,
+        "proxy_seconds_range": proxy_range,
+        "task_seconds": _r(task_seconds, 3),  # the whole task search, once: the profile's own run
         # the part of the task search that prefix sharing (which the proxy uses) could save at most
         "task_group_prefill_seconds": _r(
             sum(profiler.results[p].prefill_seconds for p in plans if p.startswith("recompute:")), 3
         ),
-        "cost_ratio": _r(task_seconds / max(proxy_seconds, 1e-9), 2),
-        "task_seconds_equal_samples": _r(equal_seconds, 3),
-        "cost_ratio_equal_samples": _r(equal_seconds / max(proxy_seconds, 1e-9), 2),
+        "task_seconds_equal_samples": equal_median,
+        "task_seconds_equal_samples_range": equal_range,
+        "cost_ratio_equal_samples": ratio_median,
+        "cost_ratio_equal_samples_range": ratio_range,
         "equal_samples_plan": equal_plan,
         "equal_samples_layers": equal_choice.recomputed_layers if equal_choice else layers,
         "equal_samples_quality": _r(equal_quality),

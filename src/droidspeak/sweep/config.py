@@ -139,6 +139,7 @@ class ProfileJobConfig:
     comparisons: bool = True  # run the beyond-the-paper comparisons named in comparison_kinds
     comparison_kinds: list[str] = field(default_factory=lambda: ["multigroup", "proxy", "hybrid"])
     proxy_rule: str = "binomial@0.05"  # how the proxy's scores become a plan (profile.proxy.PROXY_RULES)
+    proxy_search_repeats: int = 3  # the proxy's and the task search's costs: each timed this many times, from scratch
     hybrid_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5])
     cacheblend_ratios: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5])
     batch_size: int = 32
@@ -371,7 +372,7 @@ register_configs()
 # ---- values a schema's types cannot refuse, checked when a job reads its config (before any model loads) ----------
 AT_LEAST_ONE = ("batch_size", "task.limit", "timing.contexts", "timing.repeats", "contexts", "repeats", "granularity",
                 "max_transitions", "transition_plans_per_count", "proxy_samples", "max_groups", "max_group_layers",
-                "transition_layers")
+                "transition_layers", "proxy_search_repeats")
 FRACTIONS = {"tolerance": (0.0, 1.0), "method.tolerance": (0.0, 1.0), "method.ratio": (0.0, 1.0),
              "hybrid_fractions": (0.0, 1.0), "cacheblend_ratios": (0.0, 1.0)}
 DTYPES = ("float32", "bfloat16", "float16")

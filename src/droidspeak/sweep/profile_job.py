@@ -76,7 +76,7 @@ def run_job(cfg, family) -> dict[str, Path]:
     comparisons = run_comparisons(
         profiler, profile, kinds, max_groups=cfg.max_groups, proxy_samples=cfg.proxy_samples,
         proxy_rule=cfg.proxy_rule, tolerance=cfg.tolerance, hybrid_fractions=cfg.hybrid_fractions,
-        cacheblend_ratios=cfg.cacheblend_ratios,
+        cacheblend_ratios=cfg.cacheblend_ratios, search_repeats=cfg.proxy_search_repeats,
     )
     eval_rows = evaluation_rows(profiler, profile, pair=cfg.pair.name, split=cfg.split, tolerance=cfg.tolerance,
                                 question_set=question_set)
@@ -94,7 +94,7 @@ def run_job(cfg, family) -> dict[str, Path]:
 
 JOB_FIELDS = ("split", "contexts", "granularity", "max_group_layers", "transitions", "tolerance", "transition_layers",
               "max_transitions", "transition_plans_per_count", "max_groups", "proxy_samples", "comparisons",
-              "comparison_kinds", "proxy_rule",
+              "comparison_kinds", "proxy_rule", "proxy_search_repeats",
               "hybrid_fractions", "cacheblend_ratios", "batch_size", "device", "dtype")
 
 
