@@ -25,9 +25,10 @@ from droidspeak.figures.proxy_page import write_proxy_page
 from droidspeak.profile.profile_file import comparisons_path, load_profile
 from droidspeak.profile.profiler import Profiler
 from droidspeak.profile.proxy import ProxyCase, select_rule
+from droidspeak.profile.result_rows import heldout_row
 from droidspeak.sweep.console import entry_point
-from droidspeak.track.records import new_row, question_set_digest
-from droidspeak.track.results import point_key, read_rows
+from droidspeak.track.records import question_set_digest
+from droidspeak.track.results import read_rows
 from droidspeak.zoo.family import build_family
 
 log = logging.getLogger("proxy_study")
@@ -61,18 +62,11 @@ def heldout_rows(family, path: str, row: dict, split: str) -> list[dict]:
     plans = {"full_prefill": "full_prefill", "task_search": row["exhaustive_plan"], "proxy": row["proxy_plan"]}
     out = []
     for method, plan in plans.items():
-        ev = profiler.evaluate(plan)
-        identity = {"pair": row["pair"], "task": profile.task, "split": split, "method": method, "plan": plan,
-                    "profile": Path(path).name, "family": family.root.name}
-        out.append(new_row(
-            receiver.model, key=point_key(identity), source="profile", pair=row["pair"], task=profile.task, split=split,
-            method=method, plan=plan, resolved_plan=plan, metric=profile.metric, quality=ev.quality,
-            n_samples=len(ev.per_input), num_layers=profile.num_layers, recomputed_fraction=ev.compute_fraction,
-            prefill_seconds=ev.prefill_seconds, baseline_prefill_seconds=None, speedup=None, eval_seconds=ev.seconds,
-            receiver=profile.receiver, sender=profile.sender, family=family.root.name, per_sample=list(ev.per_input),
-            question_set=questions,
-        ).to_dict())
-        log.info("%s %s %s on %s: %.3f", row["pair"], method, plan, split, ev.quality)
+        row_out = heldout_row(profiler, profile, profiler.evaluate(plan), pair=row["pair"], split=split,
+                              method=method, family=family.root.name, question_set=questions,
+                              identity={"profile": Path(path).name})
+        out.append(row_out.to_dict())
+        log.info("%s %s %s on %s: %.3f", row["pair"], method, plan, split, row_out.quality)
     return out
 
 

@@ -97,3 +97,17 @@ def compose_config(config_name: str, *overrides: str):
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name, overrides=list(overrides))
+
+
+def qa_rows(n_contexts: int = 2, questions: int = 2, seed: int = 0) -> list[dict]:
+    """Zoo-shaped task rows over random word contexts, ``questions`` per context (answers the tiny models rarely
+    give: the scores vary by plan)."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for c in range(n_contexts):
+        context = " ".join(f"w{int(i)}" for i in torch.randint(1, 99, (14,), generator=generator))
+        for q in range(questions):
+            question = " ".join(f"w{int(i)}" for i in torch.randint(1, 99, (3,), generator=generator))
+            out.append({"id": f"c{c}-{q}", "context_id": f"c{c}", "context": context, "question": question,
+                        "answers": [f"w{c + 1} w{q + 2}"]})
+    return out

@@ -4,27 +4,15 @@ end to end on the mini family, resolved by the main job's ``profile:PATH@TOL`` p
 from pathlib import Path
 
 import pytest
-import torch
 
 from droidspeak.engine.plan import parse_plan
 from droidspeak.profile import load_profile, resolve_profile_plan, save_profile
 from droidspeak.profile.comparisons import compare_hybrid, compare_multigroup, compare_proxy
 from droidspeak.profile.profiler import Profiler, profile_pair, select_profile_rows
 from droidspeak.profile.proxy import ProxyScorer, agrees_within, spread_rows
+from helpers import qa_rows as rows
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-
-
-def rows(n_contexts=2, questions=2, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    out = []
-    for c in range(n_contexts):
-        context = " ".join(f"w{int(i)}" for i in torch.randint(1, 99, (14,), generator=generator))
-        for q in range(questions):
-            question = " ".join(f"w{int(i)}" for i in torch.randint(1, 99, (3,), generator=generator))
-            out.append({"id": f"c{c}-{q}", "context_id": f"c{c}", "context": context, "question": question,
-                        "answers": [f"w{c + 1} w{q + 2}"]})
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -103,13 +91,16 @@ def test_proxy_and_comparisons(models):
     assert by_method["hybrid"]["compute_fraction"] == pytest.approx(2 / 3, abs=0.05)
 
 
-def test_evaluate_many_scores_every_plan_as_evaluate_does(models):
-    """Plans scored together from shared passes (in batches smaller than the rows) answer exactly as each plan
-    scored alone, and each is charged a positive share of the passes."""
+@pytest.mark.parametrize("plans_per_batch", [1, 3])
+def test_evaluate_many_scores_every_plan_as_evaluate_does(models, plans_per_batch):
+    """Plans scored together from shared passes (in batches smaller than the rows), their answers decoded one plan
+    or three plans at a time, answer exactly as each plan scored alone, and each is charged a positive share of the
+    passes."""
     sender, receiver = models
     plans = ["full_reuse", "recompute:0-1", "recompute:0-3", "recompute:2-3", "recompute:2-5", "recompute:0-0+2-5",
              "full_prefill", "cacheblend:0.5"]
-    together = Profiler(receiver, sender, "mdqa", rows(3), batch_size=4).evaluate_many(plans)
+    together = Profiler(receiver, sender, "mdqa", rows(3), batch_size=4,
+                        plans_per_batch=plans_per_batch).evaluate_many(plans)
     alone = Profiler(receiver, sender, "mdqa", rows(3), batch_size=4)
     for plan, ev in zip(plans, together, strict=True):
         reference = alone.evaluate(plan)

@@ -365,7 +365,8 @@ def test_profile_roundtrip_and_chosen_plan(tmp_path):
     assert resolve(f"profile:{path}@0").kind in ("recompute", "full_prefill")
     resolved = resolve_profile_plan(f"profile:{path}@0.2", L, **PAIR)
     assert resolved.record() == {"path": str(path), "pair": "ft_a<-ft_b", "task": "hotpot_like", "tolerance": 0.2,
-                                 "plan": "recompute:2-3", "foreign_pair": False}
+                                 "plan": "recompute:2-3", "foreign_pair": False, "rule": "point", "level": None,
+                                 "resamples": None, "questions": 2}  # no rule recorded: chosen by the point rule
 
 
 def test_resolve_rejects_a_profile_for_another_layer_count(tmp_path):

@@ -54,5 +54,10 @@ def test_every_number_in_readme_prose_is_the_one_the_code_uses():
     assert f'["test"])[:{shown}]' in quickstart
     torch_pin = re.search(r"^torch==([\d.]+)$", (ROOT / "constraints-cpu.txt").read_text(), flags=re.M).group(1)
     assert f"CPU torch\n{torch_pin} through" in text or f"CPU torch {torch_pin} through" in text
+    from droidspeak.engine.plan import DEFAULT_CHOICE_RULE
+    from droidspeak.profile.choice import choice_rule
+
+    level = choice_rule(DEFAULT_CHOICE_RULE).level
+    assert f"`{DEFAULT_CHOICE_RULE}`, the default for new profiles, needs the one-sided {level:.0%}" in text
     groups = {grouping.group for _, grouping in get_codec("int4").grouping}
     assert groups == {int(re.search(r"groups of (\d+)\)", text).group(1))}

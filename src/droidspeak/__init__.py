@@ -7,7 +7,8 @@ The core, read bottom-up: ``errors`` (what a user can act on), ``hf_compat`` (th
 transformers), ``codec`` (lower-precision transfer) → ``engine`` (the model it runs on, recompute plans, context
 caches, loading a pair, prefill, inference and answers) → ``transfer`` (what crosses the link for a plan), ``reuse``
 (``ReusePair``, the user API); ``store`` (where sender caches live) beside them. Helpers: ``atomic`` (files written
-whole), ``hashing`` (file sha256), ``markdown`` (tables), ``faults`` (the robustness campaign's kill points).
+whole), ``hashing`` (file sha256), ``markdown`` (tables), ``stats`` (the bootstrap), ``faults`` (the robustness
+campaign's kill points).
 
 Built on it: ``lmeval`` (the lm-eval backend), ``profile`` (choosing plans), ``zoo`` (the model families and tasks),
 ``bench`` and ``serve`` (speed), ``robustness`` (the bad-input campaign); then ``sweep`` (the Hydra jobs), ``track``

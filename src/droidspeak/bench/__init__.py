@@ -5,7 +5,8 @@
 - ``prefill_speed`` — full vs partial vs pipelined prefill (Figs. 13, 20); ``serving`` — the serving simulation
   calibrated on measured steps (Figs. 15, 21); ``answer_path`` — what a user waits for per chosen plan on a real
   context; ``retime`` — a study's rows timed over several contexts and repeats, after scoring; ``codec_cost`` —
-  bytes and decode time of each transfer codec; ``exactness`` — the CUDA exactness checks;
+  bytes and decode time of each transfer codec; ``exactness`` — the CUDA exactness checks; ``profile_cost`` — what
+  profiling costs per (plan × question), path against path;
 - ``recording`` — the shared tail of every benchmark script: record as measured, print the table, one JSON line.
 """
 

@@ -51,9 +51,13 @@ def answer(model: LoadedModel, questions: Questions, prefill: Callable[[list[dic
     return answers, prefills
 
 
-def answer_batch(model: LoadedModel, questions: Questions, start: int, prefilled: PrefilledBatch) -> list[str]:
-    """Greedy answers to the questions ``questions.rows[start:]`` that ``prefilled``'s rows hold the contexts of."""
-    tokens = generate(model, prefilled, questions.suffixes[start : start + len(prefilled.token_ids)],
+def answer_batch(model: LoadedModel, questions: Questions, start: int, prefilled: PrefilledBatch, *,
+                 plans: int = 1) -> list[str]:
+    """Greedy answers to the questions ``questions.rows[start:]`` that ``prefilled``'s rows hold the contexts of;
+    ``plans`` > 1: its rows are that many plans' copies of those questions, one plan after another
+    (engine.batch.stack_rows), answered in one decode."""
+    rows = len(prefilled.token_ids) // plans
+    tokens = generate(model, prefilled, questions.suffixes[start : start + rows] * plans,
                       max_new_tokens=questions.max_new_tokens)
     return [questions.decode(t) for t in tokens]
 

@@ -183,6 +183,18 @@ def select_rows(prefilled: PrefilledBatch, rows: Sequence[int]) -> PrefilledBatc
     )
 
 
+def stack_rows(batches: Sequence[PrefilledBatch], rows: Sequence[int]) -> PrefilledBatch:
+    """Rows ``rows`` of each of ``batches`` (several plans' prefills of the same contexts), one plan after another:
+    one decode then answers every plan's questions. Its cost is the first batch's (each plan keeps its own)."""
+    picked = [select_rows(batch, rows) for batch in batches]
+    if len(picked) == 1:
+        return picked[0]
+    data = [(torch.cat([p.cache.layers[i].keys for p in picked]), torch.cat([p.cache.layers[i].values for p in picked]))
+            for i in range(len(picked[0].cache.layers))]
+    return PrefilledBatch(cache=context_cache(data), token_ids=torch.cat([p.token_ids for p in picked]),
+                          attention_mask=torch.cat([p.attention_mask for p in picked]), cost=picked[0].cost)
+
+
 def distinct_rows(row_contexts: Sequence[Hashable]) -> tuple[list, list[int]]:
     """(the distinct contexts in first-seen order, the index of each row's context among them)."""
     distinct = list(dict.fromkeys(row_contexts))

@@ -2,7 +2,9 @@
 
 One syntax everywhere (Hydra, lm-eval model_args, Python):
 ``full_prefill`` · ``full_reuse`` · ``recompute:A-B[+C-D...]`` (0-based, inclusive) ·
-``cacheblend:R[@L]`` (tokens chosen at check layer L, default 0) · ``profile:PATH[@TOL]``.
+``cacheblend:R[@L]`` (tokens chosen at check layer L, default 0) · ``profile:PATH[@TOL][@RULE]`` (the fewest-layer
+plan the choice RULE accepts within TOL of the receiver: ``point`` or ``bootstrapNN``, see profile.choice; default
+the rule the profile was made with).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from droidspeak.errors import PlanError
 
 _RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
 DEFAULT_PROFILE_TOLERANCE = 0.05
+CHOICE_RULE_NAME = re.compile(r"point|bootstrap\d{2}")  # profile.choice.choice_rule checks the level's range
+DEFAULT_CHOICE_RULE = "bootstrap95"
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class RecomputePlan:
     check_layer: int | None = None  # cacheblend:R@L: tokens chosen by their deviation at layer L (None: layer 0)
     profile_path: str | None = None  # profile
     tolerance: float | None = None  # profile
+    rule: str | None = None  # profile: the choice rule (None: the one the profile records)
 
     @property
     def recomputed_layers(self) -> tuple[int, ...]:
@@ -98,7 +103,7 @@ def _parse(text: str) -> RecomputePlan:
     if not sep or not body:
         raise PlanError(
             f"unknown plan {text!r}: expected full_prefill, full_reuse, recompute:A-B[+C-D...], "
-            "cacheblend:R or profile:PATH[@TOL]"
+            "cacheblend:R or profile:PATH[@TOL][@RULE]"
         )
     if head == "recompute":
         groups = []
@@ -122,14 +127,18 @@ def _parse(text: str) -> RecomputePlan:
             raise PlanError(f"plan {text!r}: the check layer after '@' is a layer index, e.g. cacheblend:0.15@4")
         return RecomputePlan("cacheblend", token_fraction=fraction, check_layer=int(layer) or None if at else None)
     if head == "profile":
+        rest, at, last = body.rpartition("@")
+        rule = last if at and CHOICE_RULE_NAME.fullmatch(last) else None
+        body = rest if rule else body
         path, at, tol = body.rpartition("@") if "@" in body else (body, "", "")
         try:
             tolerance = float(tol) if at else DEFAULT_PROFILE_TOLERANCE
         except ValueError:
-            raise PlanError(f"plan {text!r}: tolerance after '@' must be a number, e.g. @0.05") from None
+            raise PlanError(f"plan {text!r}: after '@' comes a tolerance (e.g. @0.05), then optionally a choice "
+                            f"rule (@point or @{DEFAULT_CHOICE_RULE}); {tol!r} is neither") from None
         if not 0.0 <= tolerance < 1.0:
             raise PlanError(f"plan {text!r}: tolerance must lie in [0, 1)")
-        return RecomputePlan("profile", profile_path=path, tolerance=tolerance)
+        return RecomputePlan("profile", profile_path=path, tolerance=tolerance, rule=rule)
     raise PlanError(f"unknown plan kind {head!r} in {text!r}: expected recompute, cacheblend or profile")
 
 
@@ -141,7 +150,7 @@ def format_plan(plan: RecomputePlan) -> str:
         return "recompute:" + "+".join(f"{s}-{e}" for s, e in plan.groups)
     if plan.kind == "cacheblend":
         return f"cacheblend:{plan.token_fraction:g}" + (f"@{plan.check_layer}" if plan.check_layer else "")
-    return f"profile:{plan.profile_path}@{plan.tolerance:g}"
+    return f"profile:{plan.profile_path}@{plan.tolerance:g}" + (f"@{plan.rule}" if plan.rule else "")
 
 
 def layer_groups(plan: RecomputePlan, num_layers: int) -> tuple[tuple[int, int], ...]:

@@ -36,10 +36,10 @@ def _plan_of(row: Mapping) -> str:
 
 
 def _entry(row: Mapping, reference: Sequence[float] | None) -> dict:
-    scores = row.get("per_sample")
+    scores, choice = row.get("per_sample"), row.get("profile") or {}
     return {"method": row["method"], "plan": _plan_of(row), "quality": row["quality"], "n": row.get("n_samples"),
             "recomputed_fraction": row.get("recomputed_fraction"), **timing_fields(row),
-            "tolerance": (row.get("profile") or {}).get("tolerance"),
+            "tolerance": choice.get("tolerance"), "rule": choice.get("rule"), "rule_questions": choice.get("questions"),
             "ci": bootstrap_interval(scores) if scores else None, **paired_delta(scores, reference)}
 
 
@@ -120,6 +120,8 @@ def _method_name(e: Mapping) -> str:
     name = names.get(e["method"], e["method"])
     if e["method"] == "cacheblend":  # a CacheBlend is named by the layer its tokens are ranked at (LMCache's is 1)
         name = f"CacheBlend, check layer {check_layer(e['plan'])}"
+    if e.get("rule"):  # rows since the choice rule is recorded say which rule chose, on how many questions
+        name += f" (rule `{e['rule']}`, {e['rule_questions']} questions)"
     if e.get("profile_quality") is not None:
         name += f" ({e['profile_quality']:.3f} on the profile split{', chosen there' if e.get('chosen') else ''})"
     return name

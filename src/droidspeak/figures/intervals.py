@@ -9,36 +9,23 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from droidspeak import stats
+
 RESAMPLES = 10_000
 LEVEL = 0.95
 SEEDS = range(10)  # a difference is called significant only if every one of these resampling seeds agrees
 
 
-def _percentiles(values: list[float], level: float) -> tuple[float, float]:
-    values = sorted(values)
-    tail = (1 - level) / 2
-    low = values[int(tail * (len(values) - 1))]
-    high = values[int(round((1 - tail) * (len(values) - 1)))]
-    return low, high
-
-
 def bootstrap_interval(scores: Sequence[float], *, resamples: int = RESAMPLES, level: float = LEVEL,
                        seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``scores`` (deterministic for a seed)."""
-    if not scores:
-        raise ValueError("no scores to bootstrap")
-    picks = np.random.default_rng(seed).integers(0, len(scores), size=(resamples, len(scores)))
-    means = np.asarray(scores, dtype=np.float64)[picks].mean(axis=1)
-    return _percentiles(means.tolist(), level)
+    """Percentile bootstrap interval of the mean of ``scores`` at the pages' resamples and level."""
+    return stats.bootstrap_interval(scores, resamples=resamples, level=level, seed=seed)
 
 
 def paired_difference_interval(scores: Sequence[float], reference: Sequence[float], *, resamples: int = RESAMPLES,
                                level: float = LEVEL, seed: int = 0) -> tuple[float, float]:
     """Bootstrap interval of mean(scores - reference), the same questions resampled for both."""
-    if len(scores) != len(reference) or not scores:
-        raise ValueError(f"paired scores need the same questions: {len(scores)} vs {len(reference)}")
-    diffs = [a - b for a, b in zip(scores, reference)]
-    return bootstrap_interval(diffs, resamples=resamples, level=level, seed=seed)
+    return stats.paired_difference_interval(scores, reference, resamples=resamples, level=level, seed=seed)
 
 
 def sign_flip_p(diffs: Sequence[float], *, resamples: int = RESAMPLES, seed: int = 0) -> float:

@@ -234,7 +234,7 @@ def plot_profile_pareto(
             )
             ax.axhline(quality_target(prof.reference_quality, tolerance), color=OKABE_ITO["black"], ls=":", lw=0.8,
                        label=f"target ({100 * tolerance:g}% tolerance)")
-            chosen = choose_point(prof.points, prof.reference_quality, tolerance)
+            chosen = choose_point(prof, tolerance=tolerance, rule=prof.rule())
             if chosen is not None:
                 ax.scatter([chosen.recomputed_layers], [chosen.quality], marker="*", s=90, zorder=5,
                            color=OKABE_ITO["vermillion"], label="chosen plan")

@@ -3,12 +3,14 @@
 Pure and model-free (plans go in as contract strings, qualities as floats; tested on synthetic tables):
 - ``points`` — :class:`ProfilePoint` (one measured plan), layer groups, plan-string helpers;
 - ``candidates`` — which plans to evaluate (aligned contiguous groups, single-layer and transition plans);
-- ``choice`` — the Pareto frontier and the fewest-layer plan within a tolerance of the receiver's quality;
+- ``choice`` — the Pareto frontier and the fewest-layer plan a choice rule (the mean, or a paired-bootstrap lower
+  bound) accepts within a tolerance of the receiver's quality;
 - ``sensitivity`` — critical layers and per-layer harms from single-layer sensitivity;
 - ``groups_dp`` — multi-group search by dynamic programming over an additive model of quality;
 - ``beam`` — evaluation-driven multi-group search (a beam over a ``score(plan) -> float`` callable);
 - ``ranks`` — comparing rankings (proxy vs task metric) and frontiers (cross-dataset transfer);
-- ``profile_file`` — the profile JSON file, and :func:`resolve_profile_plan` for ``profile:PATH[@TOL]`` plans.
+- ``profile_file`` — the profile JSON file, and :func:`resolve_profile_plan` for ``profile:PATH[@TOL][@RULE]`` plans;
+- ``question_budget`` — a profile's questions drawn again at smaller budgets, and the plan each rule picks.
 
 Running models (they score plans and hand the pure modules floats):
 - ``profiler`` — scores plans by the task metric on profiling rows and writes the profile;

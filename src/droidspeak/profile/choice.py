@@ -1,14 +1,62 @@
-"""How a plan is chosen: the Pareto frontier of measured points and the fewest-layer plan within a tolerance
-of the receiver's own quality.
+"""How a plan is chosen: the Pareto frontier of measured points and the fewest-layer plan a :class:`ChoiceRule`
+accepts at a tolerance of the receiver's own quality.
+
+Why a rule with a level: a profile reads a sample of questions, and a plan whose mean on 8 of them sits inside the
+tolerance may well sit outside it on the next 64. The default rule (``bootstrap95``) accepts a plan only when the
+profile's own questions show it: the one-sided 95% lower confidence bound of its paired difference with the receiver
+stays above −tolerance × the receiver's quality. ``point`` (the mean alone) stays available by name.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from droidspeak.engine.plan import DEFAULT_PROFILE_TOLERANCE
+from droidspeak.engine.plan import CHOICE_RULE_NAME, DEFAULT_CHOICE_RULE, DEFAULT_PROFILE_TOLERANCE
+from droidspeak.errors import PlanError
 from droidspeak.profile.points import HasPoints, ProfilePoint
+from droidspeak.stats import paired_lower_bound
+
+CHOICE_RESAMPLES = 2_000
+
+
+@dataclass(frozen=True)
+class ChoiceRule:
+    """``point``: a plan passes when its mean quality reaches the target. ``bootstrap<NN>``: when the one-sided
+    NN% lower bound of its paired bootstrap difference with the receiver (``CHOICE_RESAMPLES`` resamples of the
+    profile's questions, seed 0, the same resamples for every plan) reaches −tolerance × |receiver|."""
+
+    name: str
+    level: float | None  # None for the point rule
+
+    def record(self, questions: int) -> dict:
+        """What a profile or a row says of the rule it chose with."""
+        return {"rule": self.name, "level": self.level, "resamples": CHOICE_RESAMPLES if self.level else None,
+                "questions": questions}
+
+    def passes(self, point: ProfilePoint, reference_quality: float, reference_per_input: Sequence[float] | None,
+               tolerance: float) -> bool:
+        target = quality_target(reference_quality, tolerance)
+        slack = 1e-12 * max(1.0, abs(reference_quality))  # float noise must not flip an exact tie
+        if self.level is None:
+            return point.quality >= target - slack
+        if point.per_input is None or reference_per_input is None:
+            raise PlanError(f"choice rule {self.name}: the plan {point.plan!r} or the receiver has no per-question "
+                            "scores in this profile; profile the pair again, or choose with the point rule by name")
+        bound = paired_lower_bound(point.per_input, reference_per_input, resamples=CHOICE_RESAMPLES,
+                                   level=self.level)
+        return bound >= target - reference_quality - slack
+
+
+def choice_rule(name: str = DEFAULT_CHOICE_RULE) -> ChoiceRule:
+    """The rule called ``name``: ``point`` or ``bootstrapNN`` (NN% one-sided, 50 < NN < 100)."""
+    if name == "point":
+        return ChoiceRule("point", None)
+    if CHOICE_RULE_NAME.fullmatch(name) is None or not 50 < int(name.removeprefix("bootstrap")) < 100:
+        raise PlanError(f"unknown choice rule {name!r}: expected point or bootstrapNN (a one-sided level, "
+                        f"e.g. {DEFAULT_CHOICE_RULE})")
+    return ChoiceRule(name, int(name.removeprefix("bootstrap")) / 100)
 
 
 def point_sort_key(p: ProfilePoint) -> tuple:
@@ -56,15 +104,18 @@ def choose_point(
     points: Iterable[ProfilePoint] | "HasPoints",
     reference_quality: float | None = None,
     tolerance: float = DEFAULT_PROFILE_TOLERANCE,
+    *,
+    rule: ChoiceRule | str = "point",
+    reference_per_input: Sequence[float] | None = None,
 ) -> ProfilePoint | None:
-    """The frontier point :func:`choose_plan` picks, or None when no point is within the tolerance."""
-    points, reference_quality = _points_and_reference(points, reference_quality)
-    target = quality_target(reference_quality, tolerance)
-    slack = 1e-12 * max(1.0, abs(reference_quality))  # float noise must not flip an exact tie
-    for p in pareto_frontier(points):
-        if p.quality >= target - slack:
-            return p
-    return None
+    """The point :func:`choose_plan` picks: the fewest recomputed layers ``rule`` accepts (at a layer count, the
+    higher quality first), or None when it accepts none. With the point rule this is a frontier point."""
+    points, reference_quality, reference_per_input = _points_and_reference(points, reference_quality,
+                                                                           reference_per_input)
+    rule = choice_rule(rule) if isinstance(rule, str) else rule
+    ordered = sorted((p for p in points if not math.isnan(p.quality)),
+                     key=lambda p: (p.recomputed_layers, *point_sort_key(p)))
+    return next((p for p in ordered if rule.passes(p, reference_quality, reference_per_input, tolerance)), None)
 
 
 def choose_plan(
@@ -73,8 +124,11 @@ def choose_plan(
     tolerance: float = DEFAULT_PROFILE_TOLERANCE,
     *,
     fallback: str = "full_prefill",
+    rule: ChoiceRule | str = "point",
+    reference_per_input: Sequence[float] | None = None,
 ) -> str:
-    """The plan with the fewest recomputed layers whose quality >= (1 - tolerance) × reference.
+    """The plan with the fewest recomputed layers that ``rule`` accepts at ``tolerance`` (the point rule: quality
+    >= (1 - tolerance) × reference).
 
     ``points`` is a list of :class:`ProfilePoint` (all points or just a frontier: the answer is the same) or
     a profile object with ``points`` and ``reference_quality`` (then ``reference_quality`` may be omitted).
@@ -86,8 +140,9 @@ def choose_plan(
     """
     if fallback not in ("full_prefill", "best"):
         raise ValueError(f"fallback must be 'full_prefill' or 'best', got {fallback!r}")
-    points, reference_quality = _points_and_reference(points, reference_quality)
-    chosen = choose_point(points, reference_quality, tolerance)
+    points, reference_quality, reference_per_input = _points_and_reference(points, reference_quality,
+                                                                           reference_per_input)
+    chosen = choose_point(points, reference_quality, tolerance, rule=rule, reference_per_input=reference_per_input)
     if chosen is not None:
         return chosen.plan
     frontier = pareto_frontier(points)
@@ -96,13 +151,15 @@ def choose_plan(
     return "full_prefill"
 
 
-def _points_and_reference(points, reference_quality) -> tuple[list[ProfilePoint], float]:
+def _points_and_reference(points, reference_quality, reference_per_input=None):
     if hasattr(points, "points") and hasattr(points, "reference_quality"):
         if reference_quality is None:
             reference_quality = points.reference_quality
+        if reference_per_input is None:
+            reference_per_input = getattr(points, "reference_per_input", None)
         points = points.points
     if reference_quality is None:
         raise ValueError("reference_quality is required when choosing from a plain list of points")
     if math.isnan(reference_quality):
         raise ValueError("reference_quality is NaN")
-    return list(points), float(reference_quality)
+    return list(points), float(reference_quality), reference_per_input

@@ -150,7 +150,7 @@ def compare_proxy(profiler: Profiler, profile: Profile, proxy: ProxyScorer, *, t
     task_seconds = profiler.sender_seconds + sum(profiler.results[p].seconds for p in plans)
     layers = profile.num_layers
     ref = profile.reference_quality
-    exhaustive = choose_point(profile.points, ref, tolerance)
+    exhaustive = choose_point(profile, tolerance=tolerance, rule=profile.rule())
     # quality = top-1 agreement; cost = KL, so agreement ties fall to the plan whose distributions moved least
     proxy_points = [ProfilePoint.from_plan(p, s.top1, num_layers=layers, cost=s.kl) for p, s in scores.items()]
     chosen_plan = rule.choose({p: (s.top1, s.kl) for p, s in scores.items()}, proxy.positions, tolerance, layers)
@@ -174,7 +174,9 @@ def compare_proxy(profiler: Profiler, profile: Profile, proxy: ProxyScorer, *, t
     proxy_median, proxy_range = _median_range([p for p, _ in runs], 3)
     equal_median, equal_range = _median_range([t for _, t in runs], 3)
     ratio_median, ratio_range = _median_range([t / max(p, 1e-9) for p, t in runs], 2)
-    equal_choice = choose_point([equal.point(p) for p in plans], equal.evaluate("full_prefill").quality, tolerance)
+    equal_reference = equal.evaluate("full_prefill")
+    equal_choice = choose_point([equal.point(p) for p in plans], equal_reference.quality, tolerance,
+                                rule=profile.rule(), reference_per_input=equal_reference.per_input)
     equal_plan = equal_choice.plan if equal_choice else "full_prefill"
     equal_quality = task.get(equal_plan, ref)
     return {

@@ -1,7 +1,7 @@
 """The profile file: everything offline profiling learned about one sender/receiver pair, as one JSON document.
 
 Why it exists: profiling costs hours on a real pair, serving needs only the frontier. The file is what the
-``profile:PATH[@TOL]`` plan reads; :func:`resolve_profile_plan` turns that plan into a concrete one at the
+``profile:PATH[@TOL][@RULE]`` plan reads; :func:`resolve_profile_plan` turns that plan into a concrete one at the
 tolerance, after checking the file was made for this very pair: the same layer count, and the same receiver and
 sender weights, adapters and dtype (``identity``; where the files live does not matter). A profile measured on
 another pair is an error naming both, unless the caller opts in (``allow_foreign``); using it on another task is
@@ -26,6 +26,8 @@ Schema (``schema_version`` 1; every quality is in units of ``metric``, higher is
       "single_layer": [{"layer": 0, "quality": 0.82, "per_input": [...] | null}, …],  # reuse only this layer
       "transitions":  [points at fixed recomputed layers, varying transitions (Fig. 10)],
       "timing": {"total_seconds": 3600.0, "evaluations": 528, ...},
+      "choice": {"rule": "bootstrap95", "level": 0.95, "resamples": 2000, "questions": 50} | null,
+                                                              # the rule a profile: plan chooses by (null: point)
       "created": "2025-01-01T00:00:00+00:00", "git_sha": "abc123" | null, "code_version": "0.1.0+…" | null,
       "extra": {}                                             # free-form (proxy scores, notes)
     }
@@ -44,7 +46,7 @@ from pathlib import Path
 from droidspeak.atomic import write_text
 from droidspeak.engine.plan import DEFAULT_PROFILE_TOLERANCE, RecomputePlan, format_plan, parse_plan
 from droidspeak.errors import PlanError
-from droidspeak.profile.choice import choose_plan, pareto_frontier
+from droidspeak.profile.choice import ChoiceRule, choice_rule, choose_plan, pareto_frontier
 from droidspeak.profile.points import ProfilePoint, plan_layers
 from droidspeak.profile.sensitivity import critical_layers
 
@@ -106,6 +108,8 @@ class Profile:
     created: str | None = None
     git_sha: str | None = None
     code_version: str | None = None  # droidspeak.track.version.code_version() of the profiler that measured it
+    choice_rule: str | None = None  # the rule its plans are chosen by (None: written before rules were recorded,
+    # chosen by the point rule; profile.choice)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -129,9 +133,21 @@ class Profile:
         p = self.point("full_reuse")
         return None if p is None else p.quality
 
-    def choose(self, tolerance: float = DEFAULT_PROFILE_TOLERANCE, *, fallback: str = "full_prefill") -> str:
-        """Fewest-layer plan within ``tolerance`` of the receiver's own quality (see choice.choose_plan)."""
-        return choose_plan(self.points, self.reference_quality, tolerance, fallback=fallback)
+    @property
+    def questions(self) -> int | None:
+        """How many questions each of its qualities is a mean of."""
+        return len(self.reference_per_input) if self.reference_per_input is not None else self.n_samples
+
+    def rule(self, name: str | None = None) -> ChoiceRule:
+        """The choice rule ``name``, else the one this profile records, else the point rule it was chosen by."""
+        return choice_rule(name or self.choice_rule or "point")
+
+    def choose(self, tolerance: float = DEFAULT_PROFILE_TOLERANCE, *, fallback: str = "full_prefill",
+               rule: str | None = None) -> str:
+        """Fewest-layer plan that ``rule`` (default: :meth:`rule`) accepts within ``tolerance`` of the receiver's
+        own quality (see choice.choose_plan)."""
+        return choose_plan(self.points, self.reference_quality, tolerance, fallback=fallback, rule=self.rule(rule),
+                           reference_per_input=self.reference_per_input)
 
     def critical_layers(self, threshold: float = 0.10) -> list[int]:
         return critical_layers(self.single_layer_table, self.reference_quality, threshold)
@@ -169,6 +185,7 @@ class Profile:
             "created": self.created,
             "git_sha": self.git_sha,
             "code_version": self.code_version,
+            "choice": None if self.choice_rule is None else self.rule().record(self.questions),
             "extra": dict(self.extra),
         }
 
@@ -211,6 +228,7 @@ class Profile:
                 created=data.get("created"),
                 git_sha=data.get("git_sha"),
                 code_version=data.get("code_version"),
+                choice_rule=None if data.get("choice") is None else str(data["choice"]["rule"]),
                 extra=dict(data.get("extra") or {}),
             )
         except KeyError as err:
@@ -228,6 +246,11 @@ class Profile:
             raise ProfileError(f"{source}: reference quality is {self.reference_quality}")
         if not self.points:
             raise ProfileError(f"{source}: the profile has no points")
+        if self.choice_rule is not None:
+            try:
+                self.rule()
+            except PlanError as err:
+                raise ProfileError(f"{source}: {err}") from None
         for table, points in (("points", self.points), ("transitions", self.transitions)):
             for p in points:
                 try:
@@ -344,10 +367,11 @@ class ResolvedProfile:
     task: str
     tolerance: float
     foreign: bool
+    choice: dict  # ChoiceRule.record: the rule, its level and the questions it read
 
     def record(self) -> dict:
         return {"path": self.path, "pair": self.pair, "task": self.task, "tolerance": self.tolerance,
-                "plan": format_plan(self.plan), "foreign_pair": self.foreign}
+                "plan": format_plan(self.plan), "foreign_pair": self.foreign, **self.choice}
 
 
 def resolve_profile_plan(
@@ -359,17 +383,18 @@ def resolve_profile_plan(
     allow_foreign: bool = False,
     fallback: str = "full_prefill",
 ) -> ResolvedProfile:
-    """Turn ``profile:PATH[@TOL]`` into the concrete plan it selects for a model with ``num_layers`` layers.
+    """Turn ``profile:PATH[@TOL][@RULE]`` into the concrete plan it selects for a model with ``num_layers`` layers.
 
     Loads the profile, checks it was made for this pair (layer count, and the ``receiver`` / ``sender``
-    identities: see :func:`check_profile_pair`), picks the fewest-layer plan within TOL relative
-    quality loss of the receiver's own quality (see :func:`droidspeak.profile.choice.choose_plan`;
-    ``full_prefill`` when none qualifies), and returns it validated, with its provenance. Resolve once per
-    run: this reads the file every call.
+    identities: see :func:`check_profile_pair`), picks the fewest-layer plan that RULE (default: the profile's own)
+    accepts within TOL relative quality loss of the receiver's own quality (see
+    :func:`droidspeak.profile.choice.choose_plan`; ``full_prefill`` when none qualifies), and returns it validated,
+    with its provenance (the rule, its level and the questions it read included). Resolve once per run: this reads
+    the file every call.
     """
     plan = parse_plan(plan) if isinstance(plan, str) else plan
     if plan.kind != "profile":
-        raise PlanError(f"resolve_profile_plan needs a profile:PATH[@TOL] plan, got {format_plan(plan)!r}")
+        raise PlanError(f"resolve_profile_plan needs a profile:PATH[@TOL][@RULE] plan, got {format_plan(plan)!r}")
     profile = load_profile(plan.profile_path)
     if profile.num_layers != num_layers:
         raise ProfileError(
@@ -378,5 +403,7 @@ def resolve_profile_plan(
         )
     foreign = check_profile_pair(profile, receiver, sender, source=plan.profile_path, allow_foreign=allow_foreign)
     tolerance = DEFAULT_PROFILE_TOLERANCE if plan.tolerance is None else plan.tolerance
-    chosen = parse_plan(profile.choose(tolerance, fallback=fallback), num_layers)
-    return ResolvedProfile(chosen, str(plan.profile_path), profile.pair, profile.task, tolerance, foreign)
+    rule = profile.rule(plan.rule)
+    chosen = parse_plan(profile.choose(tolerance, fallback=fallback, rule=rule.name), num_layers)
+    return ResolvedProfile(chosen, str(plan.profile_path), profile.pair, profile.task, tolerance, foreign,
+                           rule.record(profile.questions))

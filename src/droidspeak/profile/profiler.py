@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from droidspeak.engine import receiver_prefill
 from droidspeak.engine.answers import answer, answer_batch, prefill_contexts
-from droidspeak.engine.batch import PrefilledBatch, distinct_rows, prefill_rows, select_rows
+from droidspeak.engine.batch import PrefilledBatch, distinct_rows, prefill_rows, stack_rows
 from droidspeak.engine.cache import ContextCache
 from droidspeak.engine.loading import LoadedModel
 from droidspeak.engine.plan import PrefillCost, parse_plan, total_cost
@@ -89,6 +89,7 @@ class Profiler:
         rows: Sequence[dict],
         *,
         batch_size: int = 32,
+        plans_per_batch: int = 1,
         tokenizer=None,
         allow_mismatch: Sequence[str] = (),
     ):
@@ -98,6 +99,7 @@ class Profiler:
         self.warnings = check_pair(sender, receiver, allow_mismatch)  # mismatches allowed: in every row it writes
         self.allow_mismatch = tuple(allow_mismatch)
         self.batch_size = batch_size
+        self.plans_per_batch = plans_per_batch  # evaluate_many: how many layer plans' answers one decode batches
         start = time.perf_counter()
         self.caches = prefill_contexts(sender, self.rows, batch_size)
         self.sender_seconds = time.perf_counter() - start
@@ -152,8 +154,11 @@ class Profiler:
     def evaluate_many(self, plans: Iterable[str], desc: str = "plans", progress: bool = False) -> list[Evaluation]:
         """Every plan scored exactly as :meth:`evaluate` scores it alone, faster: batch by batch, the layer plans
         that read the sender's cache are prefilled from shared receiver passes (engine.shared_passes), so a
-        profile's groups and single-layer plans cost each start's pass once. Each plan's prefill seconds are its
-        layers' share of those passes; the rest are evaluated one by one."""
+        profile's groups and single-layer plans cost each start's pass once, and one decode answers
+        ``plans_per_batch`` plans' questions at a time. Each plan's prefill seconds are its layers' share of those
+        passes, its answer seconds its share of the decode; the plans that do not read the sender's cache are
+        evaluated one by one. (A decode of several plans' rows may round differently from one of a single plan's:
+        tests/test_profile_run.py checks the answers equal.)"""
         plans = list(plans)
         todo = [p for p in dict.fromkeys(plans) if p not in self.results]
         shared = [p for p in todo if parse_plan(p, self.num_layers).kind in ("full_reuse", "recompute")]
@@ -167,16 +172,29 @@ class Profiler:
             distinct, row_index = distinct_rows(
                 [r["context_id"] for r in self.rows.rows[start : start + self.batch_size]]
             )
+            group: list[SharedPrefill] = []
             for item in shared_prefills(self.receiver, [self.caches[c] for c in distinct], shared):
-                started = time.perf_counter()
-                prefilled = select_rows(item.batch, row_index)
-                partial[item.plan].add(answer_batch(self.receiver, self.rows, start, prefilled), item,
-                                       time.perf_counter() - started)
+                group.append(item)
+                if len(group) == self.plans_per_batch:
+                    self._answer_group(group, start, row_index, partial)
+                    group = []
+            if group:
+                self._answer_group(group, start, row_index, partial)
         for plan, done in partial.items():
             self._record(plan, done.answers, done.seconds, done.prefill_seconds, done.costs)
             bar.update()
         bar.close()
         return [self.results[p] for p in plans]
+
+    def _answer_group(self, group: list[SharedPrefill], start: int, row_index: list[int],
+                      partial: dict[str, _Partial]) -> None:
+        """One decode answers the batch's questions under every plan of ``group``; each plan is charged its share."""
+        started = time.perf_counter()
+        answers = answer_batch(self.receiver, self.rows, start, stack_rows([item.batch for item in group], row_index),
+                               plans=len(group))
+        share, rows = (time.perf_counter() - started) / len(group), len(row_index)
+        for index, item in enumerate(group):
+            partial[item.plan].add(answers[index * rows : (index + 1) * rows], item, share)
 
     def _record(self, key: str, answers: list[str], seconds: float, prefill_seconds: float, costs) -> Evaluation:
         per_input = self.rows.scores(answers)

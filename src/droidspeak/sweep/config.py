@@ -20,7 +20,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from droidspeak.errors import DroidSpeakError
+from droidspeak.engine.plan import DEFAULT_CHOICE_RULE
+from droidspeak.errors import DroidSpeakError, PlanError
+from droidspeak.profile.choice import choice_rule
 from droidspeak.zoo.gguf_base import GgufConfig
 from droidspeak.zoo.recipe import ZooConfig
 
@@ -131,6 +133,7 @@ class ProfileJobConfig:
     # on 2 CPU cores cannot afford all 120 groups at granularity 2)
     transitions: bool = True  # Fig. 10's study of transition counts
     tolerance: float = 0.05
+    choice_rule: str = DEFAULT_CHOICE_RULE  # how the profile's plan is chosen (profile.choice): bootstrapNN | point
     transition_layers: int | None = None  # Fig. 10: recomputed layers held fixed (default L/2)
     max_transitions: int = 3
     transition_plans_per_count: int = 8  # Fig. 10: layouts per transition count (free, and holding the critical layers)
@@ -143,6 +146,7 @@ class ProfileJobConfig:
     hybrid_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5])
     cacheblend_ratios: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5])
     batch_size: int = 32
+    plans_per_batch: int = 1  # layer plans whose answers one decode batches (batch_size questions each)
     device: str = "cpu"
     dtype: str = "float32"
     output_root: str = "outputs"
@@ -277,17 +281,55 @@ class TransferPageConfig:
 
 
 @dataclass
-class ProxyStudyConfig:
+class PageStep:
+    """A study step that measures into files beside its page and renders it; ``page_only``: the page again from
+    those files, no model run."""
+
+    out_dir: str = "???"
+    command: str = "???"  # the command the page says rebuilt it
+    page_only: bool = False
+
+
+@dataclass
+class ProxyStudyConfig(PageStep):
     zoo: ZooConfig = field(default_factory=ZooConfig)
     toy_profiles: str = "???"
     real_profiles: str = "???"
     split: str = "test"
     tolerance: float = 0.05
     threads: int = 2
-    out_dir: str = "???"
-    command: str = "???"
-    page_only: bool = False
     template: str = "conf/pages/proxy.md.j2"  # the page's prose
+
+
+@dataclass
+class BenchProfileCostConfig(PageStep):
+    zoo: ZooConfig = field(default_factory=ZooConfig)
+    receiver: str = "???"  # names in the zoo family
+    sender: str = "???"
+    task: str = "???"
+    contexts: int = 2  # the profile split's first contexts, every question of each
+    granularity: int = 5  # the profile's plans: full reuse, every aligned group, full prefill
+    paths: list[str] = field(default_factory=lambda: ["float32x1", "bfloat16x1", "bfloat16x8"])  # today's first
+    rounds: int = 3
+    batch_size: int = 8
+    threads: int = 2
+    tolerance: float = 0.05
+    template: str = "conf/pages/profile_cost.md.j2"
+
+
+@dataclass
+class QuestionBudgetConfig(PageStep):
+    zoo: ZooConfig = field(default_factory=ZooConfig)
+    profiles: str = "???"  # a glob of profile files (their own tasks only)
+    budgets: list[int] = field(default_factory=lambda: [4, 8, 16, 32])  # and every question the profile read
+    draws: int = 20  # per budget, the same for every rule
+    rules: list[str] = field(default_factory=lambda: ["point", "bootstrap95"])
+    tolerance: float = 0.05
+    seed: int = 0
+    split: str = "test"
+    batch_size: int = 16
+    threads: int = 2
+    template: str = "conf/pages/question_budget.md.j2"
 
 
 @dataclass
@@ -345,6 +387,7 @@ SCHEMAS = {  # conf/<name>.yaml -> its schema
     "study_page": StudyPageConfig, "alora_page": AloraPageConfig, "transfer_page": TransferPageConfig,
     "proxy_study": ProxyStudyConfig, "bench_answer_path": BenchAnswerPathConfig, "retime": RetimeConfig,
     "bench_transfer": BenchTransferConfig, "verify_model": VerifyModelConfig,
+    "bench_profile_cost": BenchProfileCostConfig, "question_budget": QuestionBudgetConfig,
 }
 
 
@@ -370,9 +413,9 @@ register_configs()
 
 
 # ---- values a schema's types cannot refuse, checked when a job reads its config (before any model loads) ----------
-AT_LEAST_ONE = ("batch_size", "task.limit", "timing.contexts", "timing.repeats", "contexts", "repeats", "granularity",
-                "max_transitions", "transition_plans_per_count", "proxy_samples", "max_groups", "max_group_layers",
-                "transition_layers", "proxy_search_repeats")
+AT_LEAST_ONE = ("batch_size", "task.limit", "timing.contexts", "timing.repeats", "contexts", "repeats", "rounds",
+                "granularity", "max_transitions", "transition_plans_per_count", "proxy_samples", "max_groups",
+                "max_group_layers", "transition_layers", "proxy_search_repeats", "plans_per_batch", "draws")
 FRACTIONS = {"tolerance": (0.0, 1.0), "method.tolerance": (0.0, 1.0), "method.ratio": (0.0, 1.0),
              "hybrid_fractions": (0.0, 1.0), "cacheblend_ratios": (0.0, 1.0)}
 DTYPES = ("float32", "bfloat16", "float16")
@@ -428,8 +471,9 @@ def check_keys(cfg) -> None:
 
 
 def check_values(cfg) -> None:
-    """Counts at least 1, fractions inside (0, 1], a device this torch can use, a known dtype and split, and output
-    folders that can be written: each a DroidSpeakError naming the setting, before hours of work and not after."""
+    """Counts at least 1, fractions inside (0, 1], a known choice rule, a device this torch can use, a known dtype and
+    split, and output folders that can be written: each a DroidSpeakError naming the setting, before hours of work
+    and not after."""
     check_keys(cfg)
 
     def value(path: str):
@@ -442,6 +486,12 @@ def check_values(cfg) -> None:
         for number in value(path) if OmegaConf.is_list(value(path)) else [value(path)]:
             if number is not None and not low < number <= high and not (path.endswith("tolerance") and number == 0):
                 raise DroidSpeakError(f"{path}={number}: must lie in ({low:g}, {high:g}]")
+    for path in ("choice_rule", "rules"):
+        for name in value(path) if OmegaConf.is_list(value(path)) else [value(path)]:
+            try:
+                name is None or choice_rule(str(name))
+            except PlanError as err:
+                raise DroidSpeakError(f"{path}={value(path)}: {err}") from None
     if value("dtype") is not None and value("dtype") not in DTYPES:
         raise DroidSpeakError(f"dtype={value('dtype')}: one of {', '.join(DTYPES)}")
     split = value("split") if value("split") is not None else value("task.split")

@@ -1,7 +1,7 @@
 """The profiling job behind ``experiments/profile_pair.py``: config schema, and pair × task → files.
 
 Writes, for one pair on one embedded task's profiling split:
-- ``<output_root>/profiles/<pair>/<task>.json`` — the profile (what ``profile:PATH@TOL`` reads);
+- ``<output_root>/profiles/<pair>/<task>.json`` — the profile (what ``profile:PATH@TOL[@RULE]`` reads);
 - ``<output_root>/profiles/<pair>/<task>.comparisons.jsonl`` — the beyond-the-paper comparisons, one row each;
 - ``<output_root>/profiles/results.jsonl`` — eval rows (kind "eval") of the baselines, the frontier, the chosen
   plan, CacheBlend and the hybrid, for the quality-vs-cost figures (6, 14); a point already there is skipped.
@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from droidspeak.atomic import write_text
 from droidspeak.engine.loading import load_model
 from droidspeak.errors import DroidSpeakError
+from droidspeak.profile.choice import choice_rule
 from droidspeak.profile.comparisons import COMPARISON_KINDS, run_comparisons
 from droidspeak.profile.profile_file import ProfileError, comparisons_path, load_profile, save_profile
 from droidspeak.profile.profiler import Profiler, profile_pair, select_profile_rows
@@ -43,6 +44,7 @@ def run_job(cfg, family) -> dict[str, Path]:
     if set(cfg.comparison_kinds) - set(COMPARISON_KINDS):
         raise DroidSpeakError(f"comparison_kinds {sorted(cfg.comparison_kinds)}: each must be one of "
                               f"{', '.join(COMPARISON_KINDS)}")
+    rule = choice_rule(cfg.choice_rule)  # an unknown rule fails here, before any model loads
     check_family(cfg.pair, family)
     receiver_path, receiver_adapter = resolve_model(cfg.pair.receiver, cfg.pair.receiver_adapter, family)
     sender_path, sender_adapter = resolve_model(cfg.pair.sender, cfg.pair.sender_adapter, family)
@@ -62,7 +64,8 @@ def run_job(cfg, family) -> dict[str, Path]:
     question_set = question_set_digest(task, cfg.split, len(rows), family.task_version(task, cfg.split))
     receiver = load_model(receiver_path, adapter=receiver_adapter, dtype=cfg.dtype, device=cfg.device)
     sender = load_model(sender_path, adapter=sender_adapter, dtype=cfg.dtype, device=cfg.device)
-    profiler = Profiler(receiver, sender, task, rows, batch_size=cfg.batch_size, allow_mismatch=cfg.pair.allow_mismatch)
+    profiler = Profiler(receiver, sender, task, rows, batch_size=cfg.batch_size, plans_per_batch=cfg.plans_per_batch,
+                        allow_mismatch=cfg.pair.allow_mismatch)
     for warning in profiler.warnings:
         log.warning("%s", warning)
     log.info("%s on %s/%s: %d contexts, %d questions", cfg.pair.name, task, cfg.split, len(profiler.caches), len(rows))
@@ -73,6 +76,7 @@ def run_job(cfg, family) -> dict[str, Path]:
         transition_plans_per_count=cfg.transition_plans_per_count, progress=cfg.progress,
         max_group_layers=cfg.max_group_layers, transitions=cfg.transitions,
     )
+    profile.choice_rule = rule.name
     comparisons = run_comparisons(
         profiler, profile, kinds, max_groups=cfg.max_groups, proxy_samples=cfg.proxy_samples,
         proxy_rule=cfg.proxy_rule, tolerance=cfg.tolerance, hybrid_fractions=cfg.hybrid_fractions,
@@ -94,8 +98,8 @@ def run_job(cfg, family) -> dict[str, Path]:
 
 JOB_FIELDS = ("split", "contexts", "granularity", "max_group_layers", "transitions", "tolerance", "transition_layers",
               "max_transitions", "transition_plans_per_count", "max_groups", "proxy_samples", "comparisons",
-              "comparison_kinds", "proxy_rule", "proxy_search_repeats",
-              "hybrid_fractions", "cacheblend_ratios", "batch_size", "device", "dtype")
+              "comparison_kinds", "proxy_rule", "proxy_search_repeats", "choice_rule",
+              "hybrid_fractions", "cacheblend_ratios", "batch_size", "plans_per_batch", "device", "dtype")
 
 
 def job_identity(cfg, task: str, family) -> dict:

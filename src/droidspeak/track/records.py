@@ -127,6 +127,45 @@ class TimingRecord:
         return _typed(cls, record)
 
 
+@dataclass
+class ProfileCostRun:
+    """One scoring path's pass over every plan and question of a profile, timed once (bench.profile_cost; a line of
+    profile_cost.jsonl): what a profile costs per (plan × question) on that path, and what it answered."""
+
+    pair: str
+    task: str
+    path: str  # ProfilePath.name
+    dtype: str
+    plans_per_batch: int
+    round: int
+    order: int  # its place in the round (the order rotates)
+    seconds: float  # Profiler.evaluate_many over every plan, wall time
+    plans: list[str]
+    num_layers: int
+    questions: int
+    batch_size: int
+    threads: int
+    scores: dict[str, list[float]]  # first round only (else empty): plan -> per-question score
+    answers: dict[str, list[str]]  # first round only (else empty): plan -> answers
+    device: str
+    git_sha: str
+    code_version: str
+    time: str
+    kind: str = "profile_cost"
+    schema: int = 1
+
+    @property
+    def seconds_per_answer(self) -> float:
+        return self.seconds / (len(self.plans) * self.questions)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "ProfileCostRun":
+        return _typed(cls, record)
+
+
 def _typed(cls, record: dict):
     """``cls`` from a JSON object: unknown keys dropped, missing required fields and wrong types refused."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -154,6 +193,8 @@ def _fits(value, annotation: str) -> bool:
             inner = _TYPES.get(option[5:-1])
             if isinstance(value, list) and (inner is None or all(_fits_one(v, inner) for v in value)):
                 return True
+        elif option.startswith("dict[") and isinstance(value, dict):
+            return True
         elif option in _TYPES and _fits_one(value, _TYPES[option]):
             return True
     return False

@@ -1,0 +1,133 @@
+"""The question-budget page: per pair, budget and choice rule, how often the plan chosen from a draw of that many
+profile questions holds on the test split, how many layers it recomputes, and its test quality and speed.
+
+Reads ``choices.jsonl`` (profile.question_budget.BudgetChoice lines) and ``heldout.jsonl`` (ResultRow rows of the
+receiver and every distinct chosen plan on the test split, re-timed by bench.retime where timings.jsonl sits beside
+them) from the page's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from droidspeak.figures.heldout import meets_target
+from droidspeak.figures.intervals import paired_delta, ranged_text, timing_text
+from droidspeak.figures.style import OKABE_ITO, new_figure, save_figure
+from droidspeak.figures.template import render_page
+from droidspeak.markdown import table
+from droidspeak.profile.points import plan_layers
+from droidspeak.profile.question_budget import BudgetChoice
+from droidspeak.track.records import ResultRow, read_results
+from droidspeak.track.results import read_rows
+
+CHOICES_FILE = "choices.jsonl"
+HELDOUT_FILE = "heldout.jsonl"
+RULE_STYLE = {"point": (OKABE_ITO["orange"], "o"), "bootstrap95": (OKABE_ITO["blue"], "s")}
+
+
+def _median_range(values: Sequence[float]) -> tuple[float | None, list[float] | None]:
+    return (statistics.median(values), [min(values), max(values)]) if values else (None, None)
+
+
+def plan_outcomes(heldout: Sequence[ResultRow], tolerance: float) -> dict[tuple[str, str], dict]:
+    """(pair, plan) -> the plan on the test split: quality, paired difference with the receiver, whether it holds
+    (heldout.meets_target), speedup and its spread where timed."""
+    receivers = {r.pair: r for r in heldout if r.method == "full_prefill"}
+    outcomes = {}
+    for row in heldout:
+        receiver = receivers[row.pair]
+        entry = {"quality": row.quality, "tolerance": tolerance, **paired_delta(row.per_sample, receiver.per_sample)}
+        outcomes[(row.pair, row.plan)] = {
+            "quality": row.quality, "delta": entry["delta"], "delta_ci": entry["delta_ci"],
+            "holds": bool(meets_target(entry, receiver.quality)), "speedup": row.speedup,
+            "speedup_spread": row.speedup_spread, "timed_contexts": row.timed_contexts,
+            "timed_repeats": row.timed_repeats, "num_layers": row.num_layers,
+        }
+    return outcomes
+
+
+def budget_summary(choices: Sequence[BudgetChoice], outcomes: Mapping[tuple[str, str], dict]) -> list[dict]:
+    """One entry per (pair, budget, rule), in file order."""
+    groups: dict[tuple[str, int, str], list[BudgetChoice]] = defaultdict(list)
+    for choice in choices:
+        groups[(choice.pair, choice.budget, choice.rule)].append(choice)
+    summary = []
+    for (pair, budget, rule), drawn in groups.items():
+        results = [outcomes[(pair, c.plan)] for c in drawn]
+        layers = [plan_layers(c.plan, results[0]["num_layers"])[0] for c in drawn]
+        held = [r for r in results if r["holds"]]
+        quality, quality_range = _median_range([r["quality"] for r in results])
+        speedup, speedup_range = _median_range([r["speedup"] for r in held if r["speedup"] is not None])
+        summary.append({
+            "pair": pair, "budget": budget, "rule": rule, "draws": len(drawn),
+            "distinct_plans": len({c.plan for c in drawn}), "plans": sorted({c.plan for c in drawn}),
+            "layers": statistics.median_low(layers), "layers_range": [min(layers), max(layers)],
+            "holds": len(held) / len(drawn), "quality": quality, "quality_range": quality_range,
+            "speedup_of_holding": speedup, "speedup_of_holding_range": speedup_range,
+        })
+    return summary
+
+
+def plot_budget(summary: Sequence[Mapping], out_dir: Path) -> list[Path]:
+    """Per pair and rule: the share of draws whose plan holds on the test split, and the layers it recomputes."""
+    fig, (holds, layers) = new_figure(2, panel_size=(4.2, 2.8), max_cols=2)
+    pairs = list(dict.fromkeys(s["pair"] for s in summary))
+    for rule, (colour, marker) in RULE_STYLE.items():
+        for index, pair in enumerate(pairs):
+            line = sorted((s for s in summary if s["pair"] == pair and s["rule"] == rule), key=lambda s: s["budget"])
+            if not line:
+                continue
+            budgets = [s["budget"] for s in line]
+            label = rule if index == 0 else None
+            holds.plot(budgets, [s["holds"] for s in line], color=colour, marker=marker, lw=0.9, ms=3, alpha=0.8,
+                       label=label)
+            layers.plot(budgets, [s["layers"] for s in line], color=colour, marker=marker, lw=0.9, ms=3, alpha=0.8)
+    for ax in (holds, layers):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("profile questions the choice read")
+    holds.set_ylabel("draws whose plan holds on test")
+    holds.set_ylim(-0.03, 1.03)
+    layers.set_ylabel("layers recomputed (median draw)")
+    holds.legend(frameon=False, fontsize=7, title="choice rule", title_fontsize=7)
+    return save_figure(fig, out_dir, "fig_question_budget")
+
+
+def budget_markdown(summary: Sequence[Mapping], heldout: Sequence[ResultRow], *, tolerance: float, command: str,
+                    template: str | Path) -> str:
+    """The page: ``template``'s prose (conf/pages/question_budget.md.j2) over ``summary``."""
+    rows = [[s["pair"], s["budget"], f"`{s['rule']}`", f"{s['distinct_plans']} of {s['draws']}",
+             ranged_text(s["layers"], s["layers_range"], digits=0), f"{100 * s['holds']:.0f}%",
+             ranged_text(s["quality"], s["quality_range"], digits=3),
+             ranged_text(s["speedup_of_holding"], s["speedup_of_holding_range"], unit="×")] for s in summary]
+    timed = next((r for r in heldout if r.timed_contexts), None)
+    largest = {pair: max(s["budget"] for s in summary if s["pair"] == pair) for pair in {s["pair"] for s in summary}}
+    at_all = [s for s in summary if s["budget"] == largest[s["pair"]]]
+    context = {
+        "command": command, "tolerance": tolerance, "pairs": len(largest),
+        "budgets": sorted({s["budget"] for s in summary if s["budget"] != largest[s["pair"]]}),
+        "draws": max(s["draws"] for s in summary), "test_questions": heldout[0].n_samples,
+        "timing": timing_text(timed.timed_contexts, timed.timed_repeats) if timed else timing_text(None, None),
+        "table": "\n".join(table(["pair", "questions", "rule", "distinct plans (of draws)",
+                                  "layers recomputed, median [range]", "draws whose plan holds on test",
+                                  "test quality, median [range]", "speedup of the holding draws' plans"], rows)),
+        "at_all": at_all, "small": [s for s in summary if s["budget"] <= 8],
+        "noise": [f"{r.pair} {ranged_text(r.speedup, r.speedup_spread, unit='×')}" for r in heldout
+                  if r.method == "full_prefill" and r.speedup is not None],
+    }
+    return render_page(template, context)
+
+
+def write_budget_page(out_dir: str | Path, *, tolerance: float, command: str, template: str | Path) -> Path:
+    out = Path(out_dir)
+    choices = [BudgetChoice.from_dict(row) for row in read_rows(out / CHOICES_FILE)]
+    heldout = read_results(out / HELDOUT_FILE)
+    summary = budget_summary(choices, plan_outcomes(heldout, tolerance))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    plot_budget(summary, out)
+    page = out / "README.md"
+    page.write_text(budget_markdown(summary, heldout, tolerance=tolerance, command=command, template=template))
+    return page

@@ -1,0 +1,140 @@
+"""The choice rule: the default accepts a plan only when its one-sided 95% paired-bootstrap lower bound stays within
+the tolerance; the point rule stays available by name; both are recorded in the profile and in the rows that use it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from droidspeak.engine.plan import format_plan, parse_plan
+from droidspeak.errors import DroidSpeakError, PlanError
+from droidspeak.figures.question_budget_page import budget_summary
+from droidspeak.profile import Profile, ProfileError, ProfilePoint, load_profile, resolve_profile_plan, save_profile
+from droidspeak.profile.choice import CHOICE_RESAMPLES, choice_rule, choose_point
+from droidspeak.profile.question_budget import BudgetChoice, budget_choices, chosen_plans, restricted
+from droidspeak.stats import paired_lower_bound
+from droidspeak.sweep.config import check_values
+
+L = 4
+IDENTITY = {"weights": "a" * 64, "adapter": None, "dtype": "float32"}
+
+
+def _point(plan: str, per_input: list[float]) -> ProfilePoint:
+    return ProfilePoint.from_plan(plan, sum(per_input) / len(per_input), num_layers=L, per_input=per_input)
+
+
+def _profile(n: int, misses: int, **fields) -> Profile:
+    """The receiver answers all ``n`` questions; full reuse misses ``misses`` of them; recompute:0-1 misses none."""
+    reference = [1.0] * n
+    points = [_point("full_reuse", [0.0] * misses + [1.0] * (n - misses)), _point("recompute:0-1", reference)]
+    return Profile(receiver="r", sender="s", task="t", metric="em", num_layers=L, reference_quality=1.0,
+                   reference_per_input=reference, points=points, n_samples=n, inputs=[f"q{i}" for i in range(n)],
+                   receiver_identity=IDENTITY, sender_identity=IDENTITY, **fields)
+
+
+def test_the_lower_bound_is_the_low_percentile_of_paired_bootstrap_means():
+    assert paired_lower_bound([1.0] * 5, [1.0] * 5, resamples=100, level=0.95) == 0.0
+    bound = paired_lower_bound([0.0] + [1.0] * 19, [1.0] * 20, resamples=CHOICE_RESAMPLES, level=0.95)
+    assert -0.2 < bound < -0.05 + 1e-12  # one miss in 20: the mean is -0.05, the bound below it
+    with pytest.raises(ValueError, match="same questions"):
+        paired_lower_bound([1.0], [1.0, 0.0], resamples=10, level=0.95)
+
+
+def test_on_few_questions_the_default_refuses_what_the_point_rule_accepts():
+    few = _profile(20, 1)  # full reuse: 0.95 of the receiver, on the target at 5% — by one answer of 20
+    assert few.choose(0.05, rule="point") == "full_reuse"
+    assert few.choose(0.05, rule="bootstrap95") == "recompute:0-1"  # the questions cannot show full reuse is within
+    many = _profile(400, 4)  # 1% lost on 400 questions: the bound shows it is within 5%
+    assert many.choose(0.05, rule="bootstrap95") == "full_reuse"
+    lenient = choice_rule("bootstrap60")
+    assert choose_point(few, tolerance=0.05, rule=lenient).plan == "full_reuse"  # a 60% bound is barely below 0.95
+
+
+def test_rule_names_and_levels():
+    assert choice_rule("point").level is None and choice_rule("bootstrap95").level == 0.95
+    assert choice_rule().name == "bootstrap95"  # the default
+    for bad in ("bootstrap50", "bootstrap5", "boot95", "Point", ""):
+        with pytest.raises(PlanError, match="unknown choice rule"):
+            choice_rule(bad)
+    assert choice_rule("bootstrap90").record(48) == {"rule": "bootstrap90", "level": 0.9,
+                                                     "resamples": CHOICE_RESAMPLES, "questions": 48}
+
+
+def test_the_plan_contract_names_a_rule_after_the_tolerance():
+    plan = parse_plan("profile:runs/a@b/p.json@0.1@point")
+    assert (plan.profile_path, plan.tolerance, plan.rule) == ("runs/a@b/p.json", 0.1, "point")
+    assert parse_plan("profile:p.json@0.05").rule is None and parse_plan("profile:p.json@bootstrap90").tolerance == 0.05
+    for text in ("profile:p.json@0.05@point", "profile:p.json@0.2@bootstrap90", "profile:p.json@0.05"):
+        assert format_plan(parse_plan(text)) == text
+    with pytest.raises(PlanError, match="choice rule"):
+        parse_plan("profile:p.json@0.05@pointy")
+
+
+def test_the_profile_records_its_rule_and_a_plan_may_override_it(tmp_path):
+    path = save_profile(tmp_path / "p.json", _profile(20, 1, choice_rule="bootstrap95"))
+    loaded = load_profile(path)
+    assert loaded.choice_rule == "bootstrap95" and loaded.choose(0.05) == "recompute:0-1"
+    resolved = resolve_profile_plan(f"profile:{path}@0.05", L, receiver=IDENTITY, sender=IDENTITY)
+    assert format_plan(resolved.plan) == "recompute:0-1"
+    assert resolved.record()["rule"] == "bootstrap95" and resolved.record()["questions"] == 20
+    by_mean = resolve_profile_plan(f"profile:{path}@0.05@point", L, receiver=IDENTITY, sender=IDENTITY)
+    assert format_plan(by_mean.plan) == "full_reuse" and by_mean.record()["level"] is None
+    old = save_profile(tmp_path / "old.json", _profile(20, 1))  # written before rules were recorded
+    assert load_profile(old).choose(0.05) == "full_reuse"
+
+
+def test_a_rule_that_needs_per_question_scores_says_so(tmp_path):
+    bare = _profile(20, 1, choice_rule="bootstrap95")
+    bare.reference_per_input = None
+    with pytest.raises(PlanError, match="per-question scores.*point rule by name"):
+        bare.choose(0.05)
+    assert bare.choose(0.05, rule="point") == "full_reuse"
+    path = save_profile(tmp_path / "p.json", _profile(20, 1, choice_rule="bootstrap95"))
+    text = path.read_text().replace('"rule": "bootstrap95"', '"rule": "bootstrap7"')
+    path.write_text(text)
+    with pytest.raises(ProfileError, match="unknown choice rule 'bootstrap7'"):
+        load_profile(path)
+
+
+def test_a_profile_job_with_an_unknown_rule_fails_before_any_model_loads():
+    with pytest.raises(DroidSpeakError, match="choice_rule=pointwise: unknown choice rule"):
+        check_values(OmegaConf.create({"choice_rule": "pointwise"}))
+
+
+def test_a_profile_restricted_to_some_questions_scores_them_alone():
+    profile = _profile(20, 1)
+    few = restricted(profile, [0, 1, 2, 3])  # the question full reuse misses is question 0
+    assert few.point("full_reuse").quality == 0.75 and few.reference_quality == 1.0 and few.questions == 4
+    assert few.inputs == ["q0", "q1", "q2", "q3"]
+    assert restricted(profile, [5, 6]).point("full_reuse").quality == 1.0
+
+
+def test_budget_choices_draw_the_same_questions_for_every_rule_and_end_with_all_of_them():
+    profile = _profile(20, 1)
+    choices = budget_choices(profile, [4, 8, 32], draws=5, rules=["point", "bootstrap95"], tolerance=0.05)
+    assert {c.budget for c in choices} == {4, 8, 20}  # 32 > the 20 questions read: only all of them
+    by_draw: dict = {}
+    for c in choices:
+        by_draw.setdefault((c.budget, c.draw), set()).add(c.questions)
+    assert all(len(q) == 1 for q in by_draw.values())  # the same draw for both rules
+    assert [c.plan for c in choices if c.budget == 20] == ["full_reuse", "recompute:0-1"]
+    for c in choices:  # a draw without the missed question: full reuse on every rule's reading
+        if 0 not in c.questions and c.rule == "point":
+            assert c.plan == "full_reuse"
+    assert chosen_plans(choices)[0] in ("full_reuse", "recompute:0-1")
+    assert BudgetChoice.from_dict(json.loads(json.dumps(choices[0].to_dict()))) == choices[0]
+    again = budget_choices(profile, [4, 8, 32], draws=5, rules=["point", "bootstrap95"], tolerance=0.05)
+    assert again == choices  # seeded: the same draws
+
+
+def test_the_budget_summary_counts_the_draws_whose_plan_holds():
+    choices = [BudgetChoice("p", "t", 4, d, "point", plan, (0, 1, 2, 3))
+               for d, plan in enumerate(["full_reuse", "full_reuse", "recompute:0-1"])]
+    outcomes = {("p", "full_reuse"): {"quality": 0.5, "holds": False, "speedup": 9.0, "num_layers": L},
+                ("p", "recompute:0-1"): {"quality": 0.9, "holds": True, "speedup": 2.0, "num_layers": L}}
+    (entry,) = budget_summary(choices, outcomes)
+    assert entry["holds"] == pytest.approx(1 / 3) and entry["distinct_plans"] == 2 and entry["layers"] == 0
+    assert entry["speedup_of_holding"] == 2.0  # a plan that misses is never the speedup quoted
+    assert entry["quality"] == 0.5 and entry["quality_range"] == [0.5, 0.9]
