@@ -122,6 +122,25 @@ def _flip_byte(path: Path, offset_from_end: int) -> None:
     path.write_bytes(bytes(data))
 
 
+def test_a_cache_stored_again_is_replaced_never_missing_for_another_process(tmp_path, monkeypatch):
+    """Two sweep jobs share one disk tier: while one stores a context again (with more E layers), the other, whose
+    index lists it, must find the old file or the new one — never none (a cold `make demo` once read it gone)."""
+    writer, cache = DiskStore(tmp_path), make_cache(0)
+    key = writer.put(cache)
+    reader = DiskStore(tmp_path)  # another process: its index comes from the folder
+    dump = writer.serde.dump
+
+    def dump_while_read(richer, path):
+        assert_same(reader.get(key), cache)  # mid-replacement, the other process still reads a whole cache
+        return dump(richer, path)
+
+    monkeypatch.setattr(writer.serde, "dump", dump_while_read)
+    richer = make_cache(0)
+    richer.hidden[2] = torch.ones_like(richer.hidden[1])
+    writer.put(richer, key)
+    assert 2 in DiskStore(tmp_path).get(key).hidden and writer.nbytes == writer.serde.nbytes(richer)
+
+
 def test_disk_rejects_flipped_byte(tmp_path):
     store = DiskStore(tmp_path)
     key = store.put(make_cache())

@@ -117,8 +117,9 @@ class CacheStore(ABC):
                 f"{self.name}: a cache of {size / 2**20:.1f} MiB does not fit a capacity of "
                 f"{self.capacity_bytes / 2**20:.1f} MiB"
             )
-        if key in self._lru:
-            self.remove(key)
+        if key in self._lru:  # replaced, not removed first: another process reading a shared disk tier must never
+            del self._lru[key]  # find the file gone (a disk file is replaced atomically by _write)
+            self._forget(key)
         while self.capacity_bytes is not None and self.nbytes + size > self.capacity_bytes:
             victim = next(iter(self._lru))
             self.remove(victim)
@@ -210,6 +211,10 @@ class CacheStore(ABC):
 
     @abstractmethod
     def _delete(self, key: str) -> None: ...
+
+    def _forget(self, key: str) -> None:
+        """Drop what this tier keeps of ``key`` besides its stored bytes (before _write replaces them)."""
+        self._delete(key)
 
 
 class StoredCache:

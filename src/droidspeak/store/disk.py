@@ -112,9 +112,12 @@ class DiskStore(CacheStore):
             )
         return self._infos[key]
 
-    def _delete(self, key: str) -> None:
+    def _forget(self, key: str) -> None:
         self._open.pop(key, None)
         self._infos.pop(key, None)
+
+    def _delete(self, key: str) -> None:
+        self._forget(key)
         self.path(key).unlink(missing_ok=True)
 
     def close(self) -> None:
