@@ -105,16 +105,31 @@ def budget_markdown(summary: Sequence[Mapping], heldout: Sequence[ResultRow], *,
              ranged_text(s["speedup_of_holding"], s["speedup_of_holding_range"], unit="×")] for s in summary]
     timed = next((r for r in heldout if r.timed_contexts), None)
     largest = {pair: max(s["budget"] for s in summary if s["pair"] == pair) for pair in {s["pair"] for s in summary}}
-    at_all = [s for s in summary if s["budget"] == largest[s["pair"]]]
+    label = lambda s: "all" if s["budget"] == largest[s["pair"]] else s["budget"]  # noqa: E731
+    pooled = []  # over the pairs: how often a draw's plan holds, per budget and rule
+    for budget in dict.fromkeys(label(s) for s in sorted(summary, key=lambda s: s["budget"])):
+        cells = []
+        for rule in RULE_STYLE:
+            mine = [s for s in summary if label(s) == budget and s["rule"] == rule]
+            draws = sum(s["draws"] for s in mine)
+            cells.append({"rule": rule, "draws": draws, "holds": sum(s["holds"] * s["draws"] for s in mine) / draws,
+                          "layers": sum(s["layers"] * s["draws"] for s in mine) / draws})
+        pooled.append({"budget": budget, "cells": cells})
+    pooled_rows = [[p["budget"], *(f"{100 * c['holds']:.0f}% of {c['draws']} ({c['layers']:.1f} layers)"
+                                   for c in p["cells"])] for p in pooled]
     context = {
         "command": command, "tolerance": tolerance, "pairs": len(largest),
-        "budgets": sorted({s["budget"] for s in summary if s["budget"] != largest[s["pair"]]}),
+        "budgets": [p["budget"] for p in pooled if p["budget"] != "all"],
         "draws": max(s["draws"] for s in summary), "test_questions": heldout[0].n_samples,
         "timing": timing_text(timed.timed_contexts, timed.timed_repeats) if timed else timing_text(None, None),
         "table": "\n".join(table(["pair", "questions", "rule", "distinct plans (of draws)",
                                   "layers recomputed, median [range]", "draws whose plan holds on test",
-                                  "test quality, median [range]", "speedup of the holding draws' plans"], rows)),
-        "at_all": at_all, "small": [s for s in summary if s["budget"] <= 8],
+                                  "test quality, median [range]",
+                                  "speedup of the holding draws' plans, median [range over those draws]"], rows)),
+        "pooled_table": "\n".join(table(["questions", *(f"`{rule}`: draws that hold (mean layers)"
+                                                        for rule in RULE_STYLE)], pooled_rows)),
+        "pooled": {p["budget"]: {c["rule"]: c for c in p["cells"]} for p in pooled},
+        "at_all": {rule: [s for s in summary if label(s) == "all" and s["rule"] == rule] for rule in RULE_STYLE},
         "noise": [f"{r.pair} {ranged_text(r.speedup, r.speedup_spread, unit='×')}" for r in heldout
                   if r.method == "full_prefill" and r.speedup is not None],
     }
