@@ -62,12 +62,14 @@ def measure(paths: Sequence[ProfilePath], load: Loader, *, pair: str, task: str,
             first = round_ == 0
             run = ProfileCostRun(
                 pair=pair, task=task, path=path.name, dtype=path.dtype, plans_per_batch=path.plans_per_batch,
-                round=round_, order=order, seconds=round(seconds, 3), plans=list(plans),
+                round=round_, order=order, seconds=round(seconds, 3),
+                prefill_seconds=round(sum(e.prefill_seconds for e in evaluations), 3), plans=list(plans),
                 num_layers=receiver.stack.num_layers, questions=len(rows),
                 batch_size=batch_size, threads=threads,
                 scores={e.name: list(e.per_input) for e in evaluations} if first else {},
                 answers={e.name: list(e.answers) for e in evaluations} if first else {},
                 device=device_name(receiver.device), **new_record_provenance(),
             )
-            log(f"round {round_} {path.name}: {seconds:.1f} s, {1000 * run.seconds_per_answer:.0f} ms per answer")
+            log(f"round {round_} {path.name}: {seconds:.1f} s ({run.prefill_seconds:.1f} s prefill), "
+                f"{1000 * run.seconds_per_answer:.0f} ms per answer")
             yield run

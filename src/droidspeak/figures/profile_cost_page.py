@@ -42,13 +42,14 @@ def cost_summary(runs: Sequence[ProfileCostRun], tolerance: float) -> list[dict]
         mine = [r for r in runs if r.path == name]
         first = next(r for r in mine if r.round == 0)
         per_answer, per_answer_range = _median_range([1000 * r.seconds_per_answer for r in mine])
+        prefill_share = statistics.median(r.prefill_seconds / r.seconds for r in mine)
         ratio, ratio_range = _median_range([by_round[r.round] / r.seconds for r in mine])
         pairs = [(a, b) for plan in first.plans for a, b in zip(first.answers[plan], baseline.answers[plan])]
         quality_gap = max(abs(statistics.fmean(first.scores[p]) - statistics.fmean(baseline.scores[p]))
                           for p in first.plans)
         summary.append({
             "path": name, "dtype": first.dtype, "plans_per_batch": first.plans_per_batch, "runs": len(mine),
-            "ms_per_answer": per_answer, "ms_per_answer_range": per_answer_range,
+            "ms_per_answer": per_answer, "ms_per_answer_range": per_answer_range, "prefill_share": prefill_share,
             "ratio": ratio, "ratio_range": ratio_range,
             "same_answers": sum(a == b for a, b in pairs) / len(pairs), "answers": len(pairs),
             "max_quality_gap": quality_gap,
@@ -62,7 +63,8 @@ def cost_markdown(runs: Sequence[ProfileCostRun], summary: Sequence[dict], *, to
     """The page: ``template``'s prose (conf/pages/profile_cost.md.j2) over ``summary``."""
     first = runs[0]
     rows = [[f"`{s['path']}`", ranged_text(s["ms_per_answer"], s["ms_per_answer_range"], digits=0, unit=" ms"),
-             ranged_text(s["ratio"], s["ratio_range"], unit="×"), f"{100 * s['same_answers']:.1f}% of {s['answers']}",
+             f"{100 * s['prefill_share']:.0f}%", ranged_text(s["ratio"], s["ratio_range"], unit="×"),
+             f"{100 * s['same_answers']:.1f}% of {s['answers']}",
              f"{s['max_quality_gap']:.3f}", *(f"`{s['chosen'][rule]}`" for rule in RULES)] for s in summary]
     cheapest = max(summary[1:], key=lambda s: s["ratio"]) if len(summary) > 1 else summary[0]
     context = {
@@ -73,7 +75,7 @@ def cost_markdown(runs: Sequence[ProfileCostRun], summary: Sequence[dict], *, to
         "same_choice": all(cheapest["chosen"][rule] == summary[0]["chosen"][rule] for rule in RULES),
         "rules": RULES,
         "table": "\n".join(table(["path (dtype × plans per decode)", "ms per (plan × question) [range]",
-                                  "cheaper than today's, run by run [range]", "answers as today's",
+                                  "of it prefill", "cheaper than today's, run by run [range]", "answers as today's",
                                   "largest plan-quality change", *(f"chosen by `{r}`" for r in RULES)], rows)),
     }
     return render_page(template, context)

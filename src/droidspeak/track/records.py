@@ -140,6 +140,7 @@ class ProfileCostRun:
     round: int
     order: int  # its place in the round (the order rotates)
     seconds: float  # Profiler.evaluate_many over every plan, wall time
+    prefill_seconds: float  # of which the receiver's prefills (the plans' shares of the shared passes)
     plans: list[str]
     num_layers: int
     questions: int
