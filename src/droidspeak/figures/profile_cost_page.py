@@ -50,6 +50,7 @@ def cost_summary(runs: Sequence[ProfileCostRun], tolerance: float) -> list[dict]
         summary.append({
             "path": name, "dtype": first.dtype, "plans_per_batch": first.plans_per_batch, "runs": len(mine),
             "ms_per_answer": per_answer, "ms_per_answer_range": per_answer_range, "prefill_share": prefill_share,
+            "prefill_ms": per_answer * prefill_share, "answer_ms": per_answer * (1 - prefill_share),
             "ratio": ratio, "ratio_range": ratio_range,
             "same_answers": sum(a == b for a, b in pairs) / len(pairs), "answers": len(pairs),
             "max_quality_gap": quality_gap,
@@ -73,7 +74,7 @@ def cost_markdown(runs: Sequence[ProfileCostRun], summary: Sequence[dict], *, to
         "threads": first.threads, "rounds": max(r.round for r in runs) + 1, "baseline": summary[0],
         "cheapest": cheapest, "goal_ratio": GOAL_RATIO, "met": cheapest["ratio_range"][0] >= GOAL_RATIO,
         "same_choice": all(cheapest["chosen"][rule] == summary[0]["chosen"][rule] for rule in RULES),
-        "rules": RULES,
+        "rules": RULES, "paths": summary,
         "table": "\n".join(table(["path (dtype × plans per decode)", "ms per (plan × question) [range]",
                                   "of it prefill", "cheaper than today's, run by run [range]", "answers as today's",
                                   "largest plan-quality change", *(f"chosen by `{r}`" for r in RULES)], rows)),

@@ -309,7 +309,7 @@ class BenchProfileCostConfig(PageStep):
     task: str = "???"
     contexts: int = 2  # the profile split's first contexts, every question of each
     granularity: int = 5  # the profile's plans: full reuse, every aligned group, full prefill
-    paths: list[str] = field(default_factory=lambda: ["float32x1", "float32x4", "bfloat16x1", "bfloat16x4"])  # today first
+    paths: list[str] = field(default_factory=lambda: ["float32x1", "float32x4", "bfloat16x1", "bfloat16x4"])
     rounds: int = 3
     batch_size: int = 8
     threads: int = 2
