@@ -4,6 +4,7 @@ Deterministic for a seed, so a page, a profile and a test read the same interval
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,3 +50,11 @@ def paired_lower_bound(scores: Sequence[float], reference: Sequence[float], *, r
     paired bootstrap means (percentile method, same indexing as the two-sided interval's lower end)."""
     return _percentiles(bootstrap_means(_differences(scores, reference), resamples=resamples, seed=seed).tolist(),
                         2 * level - 1)[0]
+
+
+def median_range(values: Sequence[float]) -> tuple[float | None, list[float] | None]:
+    """The median of repeated measurements with their smallest and largest: how every timing and ratio is quoted
+    (None, None for none)."""
+    if not values:
+        return None, None
+    return statistics.median(values), [min(values), max(values)]

@@ -14,16 +14,13 @@ from droidspeak.figures.template import render_page
 from droidspeak.markdown import table
 from droidspeak.profile.choice import choose_plan
 from droidspeak.profile.points import ProfilePoint
+from droidspeak.stats import median_range
 from droidspeak.track.records import ProfileCostRun
 from droidspeak.track.results import read_rows
 
 GOAL_RATIO = 5.0  # issue 34: at least 5x cheaper per (plan x question) than today's float32 path
 RULES = ("point", "bootstrap95")
 RUNS_FILE = "profile_cost.jsonl"
-
-
-def _median_range(values: Sequence[float]) -> tuple[float, list[float]]:
-    return statistics.median(values), [min(values), max(values)]
 
 
 def _chosen(run: ProfileCostRun, tolerance: float, rule: str) -> str:
@@ -41,9 +38,9 @@ def cost_summary(runs: Sequence[ProfileCostRun], tolerance: float) -> list[dict]
     for name in dict.fromkeys(r.path for r in sorted(runs, key=lambda r: r.path != baseline.path)):
         mine = [r for r in runs if r.path == name]
         first = next(r for r in mine if r.round == 0)
-        per_answer, per_answer_range = _median_range([1000 * r.seconds_per_answer for r in mine])
+        per_answer, per_answer_range = median_range([1000 * r.seconds_per_answer for r in mine])
         prefill_share = statistics.median(r.prefill_seconds / r.seconds for r in mine)
-        ratio, ratio_range = _median_range([by_round[r.round] / r.seconds for r in mine])
+        ratio, ratio_range = median_range([by_round[r.round] / r.seconds for r in mine])
         pairs = [(a, b) for plan in first.plans for a, b in zip(first.answers[plan], baseline.answers[plan])]
         quality_gap = max(abs(statistics.fmean(first.scores[p]) - statistics.fmean(baseline.scores[p]))
                           for p in first.plans)

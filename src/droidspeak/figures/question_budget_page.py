@@ -21,16 +21,13 @@ from droidspeak.figures.template import render_page
 from droidspeak.markdown import table
 from droidspeak.profile.points import plan_layers
 from droidspeak.profile.question_budget import BudgetChoice
+from droidspeak.stats import median_range
 from droidspeak.track.records import ResultRow, read_results
 from droidspeak.track.results import read_rows
 
 CHOICES_FILE = "choices.jsonl"
 HELDOUT_FILE = "heldout.jsonl"
 RULE_STYLE = {"point": (OKABE_ITO["orange"], "o"), "bootstrap95": (OKABE_ITO["blue"], "s")}
-
-
-def _median_range(values: Sequence[float]) -> tuple[float | None, list[float] | None]:
-    return (statistics.median(values), [min(values), max(values)]) if values else (None, None)
 
 
 def plan_outcomes(heldout: Sequence[ResultRow], tolerance: float) -> dict[tuple[str, str], dict]:
@@ -60,8 +57,8 @@ def budget_summary(choices: Sequence[BudgetChoice], outcomes: Mapping[tuple[str,
         results = [outcomes[(pair, c.plan)] for c in drawn]
         layers = [plan_layers(c.plan, results[0]["num_layers"])[0] for c in drawn]
         held = [r for r in results if r["holds"]]
-        quality, quality_range = _median_range([r["quality"] for r in results])
-        speedup, speedup_range = _median_range([r["speedup"] for r in held if r["speedup"] is not None])
+        quality, quality_range = median_range([r["quality"] for r in results])
+        speedup, speedup_range = median_range([r["speedup"] for r in held if r["speedup"] is not None])
         summary.append({
             "pair": pair, "budget": budget, "rule": rule, "draws": len(drawn),
             "distinct_plans": len({c.plan for c in drawn}), "plans": sorted({c.plan for c in drawn}),

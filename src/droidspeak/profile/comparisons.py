@@ -32,6 +32,7 @@ from droidspeak.profile.profiler import Profiler
 from droidspeak.profile.proxy import PROXY_RULES, ProxyRule, ProxyScorer, get_rule
 from droidspeak.profile.ranks import rank_agreement
 from droidspeak.profile.sensitivity import harm_from_single_layer
+from droidspeak.stats import median_range
 
 COMPARISON_KINDS = ("multigroup", "proxy", "hybrid")
 
@@ -132,10 +133,9 @@ def _searches_again(profiler: Profiler, proxy: ProxyScorer, plans: Sequence[str]
 
 
 def _median_range(values: Sequence[float], digits: int) -> tuple[float | None, list]:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-    return _r(median, digits), [_r(ordered[0], digits), _r(ordered[-1], digits)]
+    """stats.median_range, rounded for the JSONL."""
+    median, (low, high) = median_range(values)
+    return _r(median, digits), [_r(low, digits), _r(high, digits)]
 
 
 def compare_proxy(profiler: Profiler, profile: Profile, proxy: ProxyScorer, *, tolerance: float,
