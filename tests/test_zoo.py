@@ -17,7 +17,7 @@ from droidspeak.zoo import family as family_mod
 from droidspeak.zoo.builder import MARKER, FamilyBuilder
 from droidspeak.zoo.recipe import ZooConfig, recipe_hash
 from droidspeak.zoo.task_metrics import edit_similarity, exact_match, f1, normalize_answer, rouge_l
-from droidspeak.zoo.tasks import SPLITS, TASKS, TaskConfig, build_splits, score
+from droidspeak.zoo.tasks import SPLITS, TASKS, WIDE_TEST, TaskConfig, build_splits, score, wide_test_rows
 from droidspeak.zoo.tokenizer import build_tokenizer
 from droidspeak.zoo.world import World, WorldConfig
 
@@ -81,6 +81,42 @@ def test_metrics_match_their_definitions():
     assert rouge_l("a1 b2 c3 d4", "a1 c3 d4") == pytest.approx(2 * 1 * 0.75 / 1.75)
     assert edit_similarity("x , y )\nmore", "x , y )") == 1.0
     assert 0 < edit_similarity("x , z )", "x , y )") < 1
+
+
+@pytest.mark.parametrize("task", ["mdqa", "code"])
+def test_the_wide_test_split_extends_the_test_split_with_unseen_contexts(world, task):
+    splits = build_splits(world, task, SMALL, seed=1)
+    wide = wide_test_rows(world, task, SMALL, 1, 15, splits)
+    contexts = [r["context"] for r in wide]
+    assert len(dict.fromkeys(contexts)) == 15 and {r["split"] for r in wide} == {WIDE_TEST}
+    assert [{**r, "split": "test"} for r in wide[: len(splits["test"])]] == splits["test"]  # the test split, first
+    assert not set(contexts) & {r["context"] for split in ("train", "profile") for r in splits[split]}
+    other = build_splits(world, task, SMALL, seed=2)  # a family whose test split is not this stream's is refused
+    with pytest.raises(ValueError, match="no longer draws this family's test split"):
+        wide_test_rows(world, task, SMALL, 1, 15, {**splits, "test": other["test"]})
+
+
+def test_the_wide_test_split_changes_no_family_name_and_needs_its_size():
+    mini = compose_zoo("zoo=mini").zoo
+    assert recipe_hash(compose_zoo("zoo=mini", "+zoo.wide_test_contexts=40").zoo) == recipe_hash(mini)
+    from droidspeak.errors import DroidSpeakError
+    from droidspeak.sweep.config import check_values
+
+    with pytest.raises(DroidSpeakError, match="zoo.wide_test_contexts"):
+        check_values(OmegaConf.create({"split": WIDE_TEST, "zoo": {"name": "mini"}}))
+
+
+def test_a_built_family_draws_its_wide_test_split_once_beside_its_others(mini_family, monkeypatch):
+    cfg, family = mini_family
+    monkeypatch.setenv("DROIDSPEAK_CACHE", str(family.root.parent))
+    wide = family_mod.build_family(OmegaConf.merge(cfg, {"wide_test_contexts": 9}), progress=False)
+    assert wide.root == family.root and WIDE_TEST not in family.task_files[next(iter(family.task_files))]
+    for task, files in wide.task_files.items():
+        rows, test = read_rows(files[WIDE_TEST]), read_rows(files["test"])
+        assert files[WIDE_TEST].parent == files["test"].parent and len({r["context"] for r in rows}) == 9
+        assert [r["id"] for r in rows[: len(test)]] == [r["id"] for r in test]
+    with pytest.raises(ValueError, match="fewer than"):
+        family_mod.build_family(OmegaConf.merge(cfg, {"wide_test_contexts": 1}), progress=False)
 
 
 def test_configs_compose_and_a_misspelt_key_fails():

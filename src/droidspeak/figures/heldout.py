@@ -66,23 +66,24 @@ def _versus(blend: Mapping, droidspeak: Mapping) -> dict:
             **paired_delta(blend.get("per_sample"), droidspeak.get("per_sample"))}
 
 
-def heldout(rows: Iterable[Mapping], split: str = "test") -> list[dict]:
-    """Per (pair, task) with a receiver result and a plan chosen elsewhere on ``split``: the baselines, the
+def heldout(rows: Iterable[Mapping]) -> list[dict]:
+    """Per (pair, task, held-out split: ``test`` or the wide ``test_wide``) with a receiver result and a plan chosen
+    elsewhere: the baselines, the
     DroidSpeak plan (method ``profile``; or, where CacheBlend was chosen on the profile split, the ``recompute``
     plan it is compared with) and every CacheBlend point, each with its interval and its paired difference to the
     receiver; the CacheBlend plan best on the profile split is marked ``chosen`` and compared with the DroidSpeak
     plan (``versus``)."""
-    panels: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
+    panels: dict[tuple[str, str, str], list[Mapping]] = defaultdict(list)
     profile_split: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
     for row in eval_rows(rows):
         if row.get("source", "sweep") != "sweep":
             continue
-        if row.get("split", "test") == split:
-            panels[(row["pair"], row["task"])].append(row)
-        elif row.get("split") == "profile":
+        if row.get("split", "test") == "profile":
             profile_split[(row["pair"], row["task"])].append(row)
+        else:
+            panels[(row["pair"], row["task"], row.get("split", "test"))].append(row)
     table = []
-    for (pair, task), panel in sorted(panels.items()):
+    for (pair, task, split), panel in sorted(panels.items()):
         by_method = defaultdict(list)
         for row in panel:
             by_method[row["method"]].append(row)

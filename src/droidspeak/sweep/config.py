@@ -25,6 +25,7 @@ from droidspeak.errors import DroidSpeakError, PlanError
 from droidspeak.profile.choice import choice_rule
 from droidspeak.zoo.gguf_base import GgufConfig
 from droidspeak.zoo.recipe import ZooConfig
+from droidspeak.zoo.tasks import WIDE_TEST
 
 
 @dataclass
@@ -419,7 +420,7 @@ AT_LEAST_ONE = ("batch_size", "task.limit", "timing.contexts", "timing.repeats",
 FRACTIONS = {"tolerance": (0.0, 1.0), "method.tolerance": (0.0, 1.0), "method.ratio": (0.0, 1.0),
              "hybrid_fractions": (0.0, 1.0), "cacheblend_ratios": (0.0, 1.0)}
 DTYPES = ("float32", "bfloat16", "float16")
-SPLITS = ("profile", "test")
+SPLITS = ("profile", "test", WIDE_TEST)  # test_wide: where the family sets zoo.wide_test_contexts
 FOLDERS = ("output_root", "results_dir", "cache_dir")
 
 
@@ -497,6 +498,9 @@ def check_values(cfg) -> None:
     split = value("split") if value("split") is not None else value("task.split")
     if split is not None and value("task.source") in (None, "zoo") and split not in SPLITS:
         raise DroidSpeakError(f"split {split!r}: the embedded tasks have the splits {', '.join(SPLITS)}")
+    if split == WIDE_TEST and value("zoo.wide_test_contexts") is None:
+        raise DroidSpeakError(f"split {WIDE_TEST}: the family draws it only where zoo.wide_test_contexts is set "
+                              "(how many test contexts it holds)")
     if value("device") is not None:
         _check_device(str(value("device")))
     for path in FOLDERS + (("output",) if value("output") else ()):

@@ -36,7 +36,10 @@ from droidspeak.hashing import file_sha256
 from droidspeak.zoo import cards
 from droidspeak.zoo.builder import EXTENSION_REPORT, MARKER, FamilyBuilder
 from droidspeak.zoo.gguf_base import GgufConfig, convert_base
+from droidspeak.zoo.long_tasks import Lexicon
 from droidspeak.zoo.recipe import BASE, ZooConfig, extension_hash, recipe_hash, zoo_config
+from droidspeak.zoo.tasks import WIDE_TEST, read_jsonl, wide_test_rows, write_jsonl
+from droidspeak.zoo.world import World
 
 EXTENSIONS = "extensions"
 
@@ -226,7 +229,25 @@ def build_family(cfg, progress: bool = True, force: bool = False, log: Callable[
     family = _base_family(zoo, progress, force, log)
     for name in zoo.extensions or {}:
         _attach_extension(family, zoo, name, progress, force, log)
+    if zoo.wide_test_contexts is not None:
+        _attach_wide_test(family, zoo)
     return family
+
+
+def _attach_wide_test(family: Family, zoo: ZooConfig) -> None:
+    """Each task's wide held-out split (``zoo.wide_test_contexts`` contexts) into ``family.task_files``: drawn once
+    (text only, no model) and kept beside the task's other splits, named by its size."""
+    world = World(zoo.world) if zoo.gguf is None else Lexicon(zoo.world.seed)
+    for task, files in family.task_files.items():
+        size = zoo.wide_test_contexts
+        if size < zoo.tasks[task].contexts["test"]:
+            raise ValueError(f"zoo.wide_test_contexts={size}: fewer than {task}'s test split "
+                             f"({zoo.tasks[task].contexts['test']} contexts), which it extends")
+        path = family.root / "tasks" / task / f"{WIDE_TEST}-{size}.jsonl"
+        if not path.exists():
+            splits = {split: read_jsonl(files[split]) for split in ("train", "profile", "test")}
+            write_jsonl(wide_test_rows(world, task, zoo.tasks[task], zoo.seed, size, splits), path)
+        files[WIDE_TEST] = path
 
 
 def _attach_extension(family: Family, zoo: ZooConfig, name: str, progress: bool, force: bool,

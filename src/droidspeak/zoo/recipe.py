@@ -92,6 +92,10 @@ class ZooConfig:
     # fine-tunes trained later on top of the built family: hashed apart (zoo.family.extension_root), so adding one
     # keeps the family's name, its checkpoints and every result keyed by them
     extensions: dict[str, VariantConfig] | None = None
+    # contexts of each task's wide held-out split (zoo.tasks.WIDE_TEST): the test split's contexts followed by more of
+    # the same stream, for a test with the power to show non-inferiority; hashed apart (it adds questions, changes no
+    # checkpoint), so setting it keeps the family's name
+    wide_test_contexts: int | None = None
 
 
 # ---- recipe identity ----------------------------------------------------------------------------------------
@@ -122,6 +126,7 @@ def _set_fields(node):
 def recipe_hash(cfg) -> str:
     recipe = _set_fields(dataclasses.asdict(zoo_config(cfg)))
     recipe.pop("extensions", None)  # hashed apart (extension_root): an extension leaves the family as it was
+    recipe.pop("wide_test_contexts", None)  # questions drawn after the build: the checkpoints are the same
     payload = json.dumps({"code": CODE_VERSION, "recipe": recipe}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 

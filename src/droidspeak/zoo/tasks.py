@@ -23,9 +23,10 @@ import hashlib
 import json
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from droidspeak.atomic import write_text
 from droidspeak.zoo.long_tasks import long_code, long_fieldqa, long_mdqa
 from droidspeak.zoo.task_metrics import METRICS
 from droidspeak.zoo.world import ATTRIBUTES, FRIEND, Document, World, sample_documents, sample_program, sample_record
@@ -137,9 +138,11 @@ def _draw(world: World, task: str, cfg: TaskConfig, rng: random.Random, size: in
     return TASKS[task].make(world, rng, size, cfg.questions)
 
 
-def eval_contexts(world: World, task: str, cfg: TaskConfig, seed: int) -> dict[str, list[tuple[str, QA]]]:
-    """The profile and test splits (contexts + questions), disjoint from each other."""
-    seen: set[str] = set()
+def eval_contexts(
+    world: World, task: str, cfg: TaskConfig, seed: int, exclude: frozenset[str] = frozenset()
+) -> dict[str, list[tuple[str, QA]]]:
+    """The profile and test splits (contexts + questions), disjoint from each other and from ``exclude``."""
+    seen: set[str] = set(exclude)
     out: dict[str, list[tuple[str, QA]]] = {}
     for split in ("profile", "test"):
         rng = random.Random(f"{seed}-{task}-{split}")
@@ -151,6 +154,23 @@ def eval_contexts(world: World, task: str, cfg: TaskConfig, seed: int) -> dict[s
                 rows.append((context, qa))
         out[split] = rows
     return out
+
+
+WIDE_TEST = "test_wide"  # a family's wide held-out split (ZooConfig.wide_test_contexts)
+
+
+def wide_test_rows(world: World, task: str, cfg: TaskConfig, seed: int, contexts: int,
+                   family_splits: dict[str, list[dict]]) -> list[dict]:
+    """The wide held-out split of a built family: its test split's contexts, then the next ones of the same stream,
+    none a training or profile context. Drawn after the build, so the family's own splits are checked to be this
+    stream's (a generator that changed since would give other questions under the same name)."""
+    train = frozenset(row["context"] for row in family_splits["train"])
+    drawn = eval_contexts(world, task, replace(cfg, contexts={**cfg.contexts, "test": contexts}), seed, train)
+    for split in ("profile", "test"):
+        ours = [row["context"] for row in rows_of(task, split, drawn[split])][: len(family_splits[split])]
+        if ours != [row["context"] for row in family_splits[split]]:
+            raise ValueError(f"{task}: the generator no longer draws this family's {split} split; rebuild the family")
+    return rows_of(task, WIDE_TEST, drawn["test"])
 
 
 def train_stream(
@@ -209,11 +229,13 @@ def build_splits(world: World, task: str, cfg: TaskConfig, seed: int) -> dict[st
 
 
 def write_jsonl(rows: list[dict], path: Path) -> Path:
+    """Atomically: the parallel jobs of a sweep may write (and read) the same split."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, sort_keys=True) + "\n")
-    return path
+    return write_text(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def score(task: str, prediction: str, answers: list[str]) -> float:
