@@ -6,7 +6,14 @@ import json
 
 import torch
 
-from droidspeak.track.records import SCHEMA_VERSION, ResultRow, new_row, question_set_digest, read_results
+from droidspeak.track.records import (
+    SCHEMA_VERSION,
+    ResultRow,
+    cpu_matmul_flags,
+    new_row,
+    question_set_digest,
+    read_results,
+)
 from droidspeak.track.results import append_row, read_rows
 from droidspeak.track.version import code_version
 
@@ -88,3 +95,12 @@ def test_new_row_fills_provenance_from_what_ran():
                   speedup=None, eval_seconds=0.0)
     assert row.dtype == "bfloat16" and row.device.startswith("cpu (") and "threads" in row.device
     assert row.code_version == code_version() and row.git_sha and row.time[:4].isdigit()
+
+
+def test_a_cpu_row_names_the_instruction_sets_its_matmuls_ran_on(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile amx_bf16\n")
+    assert cpu_matmul_flags(str(cpuinfo)) == ["avx2", "avx512f", "avx512_bf16", "amx_bf16"]
+    cpuinfo.write_text("flags\t\t: fpu sse avx2\n")
+    assert cpu_matmul_flags(str(cpuinfo)) == ["avx2"]
+    assert cpu_matmul_flags(str(tmp_path / "absent")) == []

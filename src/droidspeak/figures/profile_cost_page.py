@@ -69,6 +69,7 @@ def cost_markdown(runs: Sequence[ProfileCostRun], summary: Sequence[dict], *, to
         "command": command, "tolerance": tolerance, "pair": first.pair, "task": first.task,
         "plans": len(first.plans), "questions": first.questions, "batch_size": first.batch_size,
         "threads": first.threads, "rounds": max(r.round for r in runs) + 1, "baseline": summary[0],
+        "devices": sorted({r.device for r in runs}), "amx": any("amx_bf16" in r.device for r in runs),
         "cheapest": cheapest, "goal_ratio": GOAL_RATIO, "met": cheapest["ratio_range"][0] >= GOAL_RATIO,
         "same_choice": all(cheapest["chosen"][rule] == summary[0]["chosen"][rule] for rule in RULES),
         "rules": RULES, "paths": summary,

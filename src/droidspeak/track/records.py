@@ -219,7 +219,23 @@ def device_name(device) -> str:
     device = torch.device(device)
     if device.type == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    flags = cpu_matmul_flags()
+    return (f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+            + (f"; {' '.join(flags)}" if flags else "") + ")")
+
+
+MATMUL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # what decides a CPU's float32 and bf16 matmul speed
+
+
+def cpu_matmul_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
+    """The CPU's matmul-relevant instruction sets (x86 Linux; [] elsewhere): a bf16 timing means little without them
+    (AMX makes bf16 several times faster than float32; without it bf16 can be slower)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return []
+    present = {word for line in text.splitlines() if line.startswith("flags") for word in line.split()}
+    return [flag for flag in MATMUL_FLAGS if flag in present]
 
 
 def new_row(model, **fields) -> ResultRow:
