@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from droidspeak.figures.glance import BEGIN, END, glance_block
+from droidspeak.figures.glance import BEGIN, END, compute_limit_text, glance_block
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,6 +21,11 @@ def test_readme_results_are_the_committed_pages_results():
     shown = text[text.index(BEGIN) : text.index(END) + len(END)]
     assert shown == glance_block(list(cfg["studies"].items()), ROOT, tolerance=cfg["tolerance"]), (
         "README's results drifted from reports/: run .venv/bin/python experiments/readme_glance.py")
+
+
+def test_the_compute_only_limit_is_one_over_the_recomputed_share():
+    assert compute_limit_text(1 / 3) == "3.00×" and compute_limit_text(1.0) == "1.00×"
+    assert compute_limit_text(0.0).startswith("unbounded") and compute_limit_text(None) == "–"
 
 
 def test_readme_is_at_most_200_lines_and_links_resolve():

@@ -23,7 +23,7 @@ END = "<!-- end of the generated results -->"
 def glance_rows(study: str, page: str, summary: Mapping, tolerance: float) -> list[list[str]]:
     """One row per held-out pair: the receiver, the sender answering, full reuse and the plan chosen on the profile
     split, on the test split; whether that plan holds (the paired interval's lower end above -tolerance x receiver) and,
-    only where it does, its prefill speedup with the range of its timed rounds."""
+    only where it does, its prefill speedup with the range of its timed rounds, beside the compute-only limit."""
     rows = []
     for entry in summary.get("held_out", []):
         by = {row["method"]: row for row in entry["rows"]}
@@ -38,8 +38,19 @@ def glance_rows(study: str, page: str, summary: Mapping, tolerance: float) -> li
                      for method in ("full_prefill", "sender", "full_reuse")]
         rows.append([f"[{study}]({page})", entry["pair"], f"{entry['task']} ({entry['metric']}, {receiver['n']} q.)",
                      *qualities, f"`{chosen['plan']}`", f"{chosen['quality']:.3f} {interval_text(chosen['ci'])}",
-                     f"{chosen['delta']:+.3f} {interval_text(chosen['delta_ci'], signed=True)}", holds, speedup])
+                     f"{chosen['delta']:+.3f} {interval_text(chosen['delta_ci'], signed=True)}", holds, speedup,
+                     compute_limit_text(chosen.get("recomputed_fraction"))])
     return rows
+
+
+def compute_limit_text(recomputed_fraction: float | None) -> str:
+    """The speedup a plan would reach if prefill time were its recomputed compute alone (1 / the recomputed share of
+    the receiver's prefill): what the measured speedup is read against."""
+    if recomputed_fraction is None:
+        return "–"
+    if recomputed_fraction <= 0:
+        return "unbounded (nothing recomputed)"
+    return f"{1 / recomputed_fraction:.2f}×"
 
 
 def glance_block(studies: Sequence[tuple[str, str]], root: Path, tolerance: float = 0.05) -> str:
@@ -51,7 +62,7 @@ def glance_block(studies: Sequence[tuple[str, str]], root: Path, tolerance: floa
         rows += glance_rows(name, page, summary, tolerance)
     header = ["study", "receiver ← sender", "task (metric, test questions)", "receiver", "sender answers",
               "full reuse", "plan chosen on the profile split", "its quality [95% CI]", "Δ vs receiver [paired CI]",
-              f"holds at {tolerance:.0%}?", "its prefill speedup [range]"]
+              f"holds at {tolerance:.0%}?", "its prefill speedup [range]", "compute-only limit"]
     return "\n".join([BEGIN, *table(header, rows), END])
 
 
