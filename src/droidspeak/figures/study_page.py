@@ -21,6 +21,7 @@ from droidspeak.profile.ranks import frontier_difference
 from droidspeak.track.records import read_results
 from droidspeak.track.results import read_rows
 from droidspeak.zoo.recipe import BASE
+from droidspeak.zoo.tasks import WIDE_TEST
 
 FIGURES = (
     ("fig06_quality_bars", "Fig. 6: receiver / sender / full reuse per pair (test split)"),
@@ -54,10 +55,12 @@ def study_facts(family, tokenizer) -> dict:
             "token_rows": _token_lengths(family.task_files, tokenizer), "base": _base_facts(family.models[BASE])}
 
 
-def _token_lengths(task_files: dict, tokenizer, splits=("profile", "test")) -> list[list]:
+def _token_lengths(task_files: dict, tokenizer) -> list[list]:
+    """Per task and evaluation split (the wide test split too, where the family draws one): contexts, questions and
+    the contexts' lengths in tokens."""
     rows = []
     for task, files in task_files.items():
-        for split in splits:
+        for split in [s for s in ("profile", "test", WIDE_TEST) if s in files]:
             records = read_rows(files[split])
             contexts = {r["context_id"]: r["context"] for r in records}
             lengths = sorted(len(tokenizer(c)["input_ids"]) for c in contexts.values())
@@ -239,7 +242,7 @@ def write_study_page(facts: dict, out_dir: str | Path, *, command: str, template
         "figures": [(stem, caption) for stem, caption in FIGURES if (out / f"{stem}.png").exists()],
         "shortest": min(r[5] for r in token_rows), "longest": max(r[6] for r in token_rows),
         "budget": {"questions": own[0].n_samples, "plans": len(own[0].points) + len(own[0].single_layer),
-                   "granularity": own[0].granularity} if own else None,
+                   "granularity": own[0].granularity, "rule": own[0].rule().name} if own else None,
     }
     path = out / "README.md"
     out.mkdir(parents=True, exist_ok=True)
