@@ -44,7 +44,10 @@ def _in_multirun() -> bool:
 
 @entry_point("evaluate")
 def main(cfg: DictConfig) -> None:
-    settle_method(cfg)  # a method field the method does not read fails before anything runs
+    unreachable = settle_method(cfg)  # a method field the method does not read fails before anything runs
+    if unreachable:
+        log.info("skip %s / %s: %s", cfg.pair.name, cfg.task.name, unreachable)
+        return
     check_values(cfg)  # again: the fields method_settings just set
     check_mode(cfg.logger.mode)  # a missing W&B login fails before any compute
     family = build_family(cfg.zoo, progress=cfg.progress, log=log.info) if uses_zoo(cfg) else None

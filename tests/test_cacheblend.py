@@ -3,12 +3,16 @@
 import pytest
 import torch
 
+import droidspeak.sweep.config  # noqa: F401  (registers the config schemas)
 from droidspeak.engine import receiver_prefill, tail_logits
 from droidspeak.engine.batch import context_batch
 from droidspeak.engine.cacheblend import cacheblend_prefill, layer_kv, select_tokens
 from droidspeak.errors import DroidSpeakError
+from droidspeak.profile.points import ProfilePoint
+from droidspeak.profile.profile_file import Profile, save_profile
 from droidspeak.reuse import ReusePair
-from helpers import random_ids
+from droidspeak.sweep.point import settle_method
+from helpers import compose_config, random_ids
 
 ATOL = 1e-5
 CONTEXTS, SUFFIXES = (23, 9, 16), (4, 6, 1)
@@ -169,3 +173,30 @@ def test_a_check_layer_out_of_range_or_with_groups_is_refused(family):
         receiver_prefill(receiver, caches, "cacheblend:0.2@x")
     with pytest.raises(DroidSpeakError, match="takes no other groups"):
         cacheblend_prefill(receiver, caches, 0.2, groups=[(2, 3)], check_layer=1)
+
+
+
+def _blend_config(profile_path, *overrides, method="cacheblend"):
+    return compose_config("evaluate", "pair=mdqa_from_base", f"method={method}",
+                          f"method.compute_of=profile:{profile_path}@0.05@point", *overrides)
+
+
+def test_cacheblend_at_equal_compute_spends_the_compute_of_the_plan_the_profile_chooses(tmp_path):
+    layers, n = 30, 8
+    points = [ProfilePoint.from_plan(plan, quality, num_layers=layers, per_input=[quality] * n)
+              for plan, quality in (("full_reuse", 0.5), ("recompute:10-19", 1.0))]
+    profile = Profile(receiver="ft-mdqa", sender="base", task="mdqa", metric="f1", num_layers=layers,
+                      reference_quality=1.0, reference_per_input=[1.0] * n, points=points, n_samples=n,
+                      inputs=[f"q{i}" for i in range(n)])
+    path = save_profile(tmp_path / "p.json", profile)
+    for layer, plan in ((0, "cacheblend:0.3333"), (1, "cacheblend:0.3103@1"), (6, "cacheblend:0.1667@6")):
+        cfg = _blend_config(path, f"method.check_layer={layer}")
+        assert settle_method(cfg) is None and cfg.method.plan == plan
+        fraction = (layer + float(plan.split(":")[1].split("@")[0]) * (layers - layer)) / layers
+        assert abs(fraction - 10 / layers) < 1e-3  # (L + R (N - L)) / N: the plan's 10 of 30 layers
+    assert "cost more" in settle_method(_blend_config(path, "method.check_layer=12"))  # 12 full layers > 10
+    foreign = save_profile(tmp_path / "f.json", Profile(**{**profile.__dict__, "receiver": "ft-twohop"}))
+    with pytest.raises(DroidSpeakError, match="a profile of ft-twohop<-base, not of ft-mdqa<-base"):
+        settle_method(_blend_config(foreign))
+    with pytest.raises(DroidSpeakError, match="does not read method.compute_of"):
+        settle_method(_blend_config(path, "method.layers=0-1", method="recompute"))

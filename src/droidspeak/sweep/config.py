@@ -65,6 +65,9 @@ class MethodConfig:
     plan: str = "???"
     layers: str | None = None  # recompute: "A-B[+C-D...]"
     ratio: float | None = None  # cacheblend: fraction of context tokens recomputed
+    check_layer: int | None = None  # cacheblend: the layer its tokens are ranked at (None: 0; LMCache ranks at 1)
+    compute_of: str | None = None  # cacheblend: profile:PATH[@TOL][@RULE]; the ratio then spends at check_layer the
+    # compute of the plan that profile chooses (CacheBlend against DroidSpeak at equal compute)
     path: str | None = None  # profile: the profile JSON
     tolerance: float | None = None  # profile: allowed relative quality loss
     allow_foreign_profile: bool = False  # profile: apply a profile measured on another pair (recorded in each row)

@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from droidspeak.bench.answer_path import CONTEXT_PREFILL, time_plans
-from droidspeak.engine.plan import parse_plan
+from droidspeak.engine.plan import RecomputePlan, format_plan, parse_plan
 from droidspeak.errors import DroidSpeakError
 from droidspeak.hashing import file_sha256
 from droidspeak.lmeval.task_yaml import LONGBENCH, embedded_task_name, write_embedded_tasks
@@ -24,13 +24,16 @@ from droidspeak.zoo.tasks import TASKS
 ZOO_PREFIX = "zoo:"
 # What each method reads besides name, plan and codec: any other method field set is a mistake, not a no-op.
 METHOD_FIELDS = {"full_prefill": (), "full_reuse": (), "sender": (), "recompute": ("layers",),
-                 "cacheblend": ("ratio",), "profile": ("path", "tolerance", "allow_foreign_profile")}
-_UNSET = {"layers": None, "ratio": None, "path": None, "tolerance": None, "allow_foreign_profile": False}
+                 "cacheblend": ("ratio", "check_layer", "compute_of"),
+                 "profile": ("path", "tolerance", "allow_foreign_profile")}
+_UNSET = {"layers": None, "ratio": None, "check_layer": None, "compute_of": None, "path": None, "tolerance": None,
+          "allow_foreign_profile": False}
 
 
-def settle_method(cfg) -> None:
+def settle_method(cfg) -> str | None:
     """Apply ``method_settings`` for the method that runs; then a method field it does not read is an error (e.g.
-    ``method=full_reuse method.layers=0-3``), naming where such a field belongs."""
+    ``method=full_reuse method.layers=0-3``), naming where such a field belongs. Returns why the point cannot run
+    (a CacheBlend at equal compute that no ratio reaches), else None."""
     name = cfg.method.name
     if name not in METHOD_FIELDS:
         raise DroidSpeakError(f"method={name}: one of {', '.join(METHOD_FIELDS)}")
@@ -50,6 +53,40 @@ def settle_method(cfg) -> None:
             f"method={name} does not read {', '.join(f'method.{k}' for k in unread)} (set to "
             f"{', '.join(repr(cfg.method[k]) for k in unread)}): drop it, or, in a sweep over several methods, set it "
             f"per method as {', '.join(f'method_settings.{owners[k]}.{k}' for k in unread)}")
+    if name == "cacheblend" and (cfg.method.check_layer is not None or cfg.method.compute_of is not None):
+        plan = cacheblend_plan(cfg.method, (cfg.pair.receiver.removeprefix(ZOO_PREFIX),
+                                            cfg.pair.sender.removeprefix(ZOO_PREFIX)))
+        if plan is None:
+            return (f"no CacheBlend at check layer {cfg.method.check_layer} spends the compute of the plan "
+                    f"{cfg.method.compute_of} chooses: its check layers alone cost more")
+        cfg.method.plan = plan
+    return None
+
+
+def cacheblend_plan(method, models: tuple[str, str]) -> str | None:
+    """``cacheblend:R@L`` for ``method.check_layer`` L: R is ``method.ratio``, or, with ``method.compute_of`` (a
+    ``profile:PATH[@TOL][@RULE]`` plan), the ratio at which CacheBlend recomputes as much as the plan that profile
+    chooses for these (receiver, sender) ``models``: (L + R (N - L)) / N = k / N for its k of N layers. None where
+    k < L (no ratio reaches it)."""
+    layer = method.check_layer or 0
+    if method.compute_of is None:
+        ratio = method.ratio
+    else:
+        from droidspeak.profile.profile_file import load_profile
+
+        spec = parse_plan(method.compute_of)
+        if spec.kind != "profile":
+            raise DroidSpeakError(f"method.compute_of={method.compute_of}: a profile:PATH[@TOL][@RULE] plan")
+        profile = load_profile(spec.profile_path)
+        if (profile.receiver, profile.sender) != models:
+            raise DroidSpeakError(f"method.compute_of={method.compute_of}: a profile of {profile.pair}, not of "
+                                  f"{models[0]}<-{models[1]}")
+        chosen = parse_plan(profile.choose(spec.tolerance, rule=spec.rule), profile.num_layers)
+        layers = profile.num_layers if chosen.kind == "full_prefill" else sum(e - s + 1 for s, e in chosen.groups)
+        if layers < layer or layer >= profile.num_layers:
+            return None
+        ratio = round((layers - layer) / (profile.num_layers - layer), 4)
+    return format_plan(RecomputePlan("cacheblend", token_fraction=ratio, check_layer=layer or None))
 
 
 def resolve_model(reference: str, adapter: str | None, family) -> tuple[str, str | None]:
