@@ -7,6 +7,8 @@ import pytest
 
 from droidspeak.engine.plan import parse_plan
 from droidspeak.profile import load_profile, resolve_profile_plan, save_profile
+from droidspeak.profile.candidates import single_group_plans
+from droidspeak.profile.choice import choice_rule
 from droidspeak.profile.comparisons import compare_hybrid, compare_multigroup, compare_proxy
 from droidspeak.profile.profiler import Profiler, profile_pair, select_profile_rows
 from droidspeak.profile.proxy import ProxyScorer, agrees_within, spread_rows
@@ -49,6 +51,21 @@ def test_self_reuse_profile_is_flat_and_round_trips(models, tmp_path):
     assert load_profile(path).choose(0.05) == "full_reuse"
     identity = base.fingerprint.identity
     assert str(resolve_profile_plan(f"profile:{path}@0.05", 6, receiver=identity, sender=identity).plan) == "full_reuse"
+
+
+def test_the_coarse_to_fine_search_scores_its_plans_as_the_exhaustive_one_does(models):
+    base, tuned = models
+    exhaustive = profile_pair(Profiler(tuned, base, "mdqa", rows()), receiver_name="t", sender_name="b",
+                              granularity=1, progress=False, transitions=False)
+    staged = profile_pair(Profiler(tuned, base, "mdqa", rows()), receiver_name="t", sender_name="b", granularity=1,
+                          progress=False, transitions=False, search="coarse_to_fine", coarse_granularity=2,
+                          rule=choice_rule("point"), tolerance=0.05)
+    everything = {p.plan: p.quality for p in exhaustive.points}
+    assert {p.plan: p.quality for p in staged.points}.items() <= everything.items()
+    assert set(single_group_plans(6, 2)) <= {p.plan for p in staged.points}  # the coarse stage, whole
+    assert staged.extra["search"] == {"kind": "coarse_to_fine", "group_plans": len(staged.points),
+                                      "coarse_granularity": 2}
+    assert len(staged.single_layer) == 6 and exhaustive.extra["search"]["kind"] == "exhaustive"
 
 
 def test_proxy_and_comparisons(models):

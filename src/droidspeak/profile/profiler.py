@@ -24,10 +24,12 @@ from droidspeak.engine.answers import answer, answer_batch, prefill_contexts
 from droidspeak.engine.batch import PrefilledBatch, distinct_rows, prefill_rows, stack_rows
 from droidspeak.engine.cache import ContextCache
 from droidspeak.engine.loading import LoadedModel
-from droidspeak.engine.plan import PrefillCost, parse_plan, total_cost
+from droidspeak.engine.plan import DEFAULT_PROFILE_TOLERANCE, PrefillCost, parse_plan, total_cost
 from droidspeak.engine.shared_passes import SharedPrefill, shared_prefills
 from droidspeak.engine.verify import check_pair
 from droidspeak.profile.candidates import single_group_plans, single_layer_plan, transition_plans
+from droidspeak.profile.choice import ChoiceRule, choice_rule
+from droidspeak.profile.coarse_to_fine import SEARCHES, coarse_to_fine
 from droidspeak.profile.points import ProfilePoint
 from droidspeak.profile.profile_file import LayerSensitivity, Profile
 from droidspeak.profile.sensitivity import critical_layers
@@ -222,6 +224,10 @@ def profile_pair(
     progress: bool = True,
     max_group_layers: int | None = None,
     transitions: bool = True,
+    search: str = "exhaustive",
+    coarse_granularity: int | None = None,
+    rule: ChoiceRule | None = None,
+    tolerance: float = DEFAULT_PROFILE_TOLERANCE,
 ) -> Profile:
     """The paper's profiling of one pair: reference, sender, single-layer sensitivity, every aligned contiguous
     group (Fig. 11), and quality vs transitions at ``transition_layers`` recomputed layers (Fig. 10; default L/2).
@@ -229,15 +235,31 @@ def profile_pair(
     The transition study scores up to ``transition_plans_per_count`` layouts per transition count twice: drawn
     freely, and holding the critical layers (single-layer sensitivity) in every plan, which isolates the layout
     from the choice of layers. ``max_group_layers`` caps the contiguous groups' length (None: every group);
-    ``transitions=False`` skips Fig. 10's study."""
+    ``transitions=False`` skips Fig. 10's study. ``search="coarse_to_fine"`` scores the groups aligned to
+    ``coarse_granularity`` first, then only the ``granularity``-aligned ones that could beat their choice by ``rule``
+    at ``tolerance`` (profile.coarse_to_fine); the default scores every ``granularity``-aligned group."""
     start = time.perf_counter()
     layers = profiler.num_layers
     reference = profiler.evaluate("full_prefill")
     sender = profiler.evaluate("full_prefill", model=profiler.sender)
-    group_plans = single_group_plans(layers, granularity, max_group_layers)
     single_plans = [single_layer_plan(layer, layers) for layer in range(layers)]
-    profiler.evaluate_many(group_plans + single_plans, "groups and single layers", progress)  # one pass per start
-    points = [profiler.point(p) for p in group_plans]
+    if search == "exhaustive":
+        group_plans = single_group_plans(layers, granularity, max_group_layers)
+        profiler.evaluate_many(group_plans + single_plans, "groups and single layers", progress)  # one pass per start
+        points = [profiler.point(p) for p in group_plans]
+    elif search == "coarse_to_fine":
+        rule = rule or choice_rule()
+        pending = list(single_plans)  # scored with the first (coarse) groups: one pass per start for both
+
+        def evaluate(plans: list[str]) -> list[ProfilePoint]:
+            profiler.evaluate_many(pending + plans, "groups and single layers", progress)
+            pending.clear()
+            return [profiler.point(p) for p in plans]
+
+        points = coarse_to_fine(evaluate, lambda p: rule.passes(p, reference.quality, reference.per_input, tolerance),
+                                layers, coarse=coarse_granularity, fine=granularity, max_layers=max_group_layers)
+    else:
+        raise ValueError(f"search must be one of {SEARCHES}, not {search!r}")
     single = [profiler.point(p) for p in single_plans]
     k = transition_layers or max(granularity, (layers // 2) // granularity * granularity)
     critical = critical_layers([p.quality for p in single], reference.quality)
@@ -254,7 +276,7 @@ def profile_pair(
     )
     trans = profiler.evaluate_all(plans, "transitions", progress)
     evaluations = [e for e in profiler.results.values()]
-    return Profile(
+    profile = Profile(
         receiver=receiver_name,
         sender=sender_name,
         receiver_fingerprint=profiler.receiver.fingerprint.digest,
@@ -281,3 +303,6 @@ def profile_pair(
             "contexts": len(profiler.caches),
         },
     )
+    profile.extra["search"] = {"kind": search, "group_plans": len(points),
+                               **({"coarse_granularity": coarse_granularity} if search == "coarse_to_fine" else {})}
+    return profile

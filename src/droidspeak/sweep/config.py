@@ -135,6 +135,8 @@ class ProfileJobConfig:
     granularity: int = 1
     max_group_layers: int | None = None  # contiguous groups up to this many layers (None: all; a 30-layer model
     # on 2 CPU cores cannot afford all 120 groups at granularity 2)
+    search: str = "exhaustive"  # every group aligned to granularity | coarse_to_fine (profile.coarse_to_fine)
+    coarse_granularity: int | None = None  # coarse_to_fine: the first stage's alignment (a multiple of granularity)
     transitions: bool = True  # Fig. 10's study of transition counts
     tolerance: float = 0.05
     choice_rule: str = DEFAULT_CHOICE_RULE  # how the profile's plan is chosen (profile.choice): bootstrapNN | point
@@ -418,8 +420,9 @@ register_configs()
 
 # ---- values a schema's types cannot refuse, checked when a job reads its config (before any model loads) ----------
 AT_LEAST_ONE = ("batch_size", "task.limit", "timing.contexts", "timing.repeats", "contexts", "repeats", "rounds",
-                "granularity", "max_transitions", "transition_plans_per_count", "proxy_samples", "max_groups",
-                "max_group_layers", "transition_layers", "proxy_search_repeats", "plans_per_batch", "draws")
+                "granularity", "coarse_granularity", "max_transitions", "transition_plans_per_count", "proxy_samples",
+                "max_groups", "max_group_layers", "transition_layers", "proxy_search_repeats", "plans_per_batch",
+                "draws")
 FRACTIONS = {"tolerance": (0.0, 1.0), "method.tolerance": (0.0, 1.0), "method.ratio": (0.0, 1.0),
              "hybrid_fractions": (0.0, 1.0), "cacheblend_ratios": (0.0, 1.0)}
 DTYPES = ("float32", "bfloat16", "float16")

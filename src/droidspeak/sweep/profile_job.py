@@ -19,6 +19,7 @@ from droidspeak.atomic import write_text
 from droidspeak.engine.loading import load_model
 from droidspeak.errors import DroidSpeakError
 from droidspeak.profile.choice import choice_rule
+from droidspeak.profile.coarse_to_fine import SEARCHES
 from droidspeak.profile.comparisons import COMPARISON_KINDS, run_comparisons
 from droidspeak.profile.profile_file import ProfileError, comparisons_path, load_profile, save_profile
 from droidspeak.profile.profiler import Profiler, profile_pair, select_profile_rows
@@ -45,6 +46,7 @@ def run_job(cfg, family) -> dict[str, Path]:
         raise DroidSpeakError(f"comparison_kinds {sorted(cfg.comparison_kinds)}: each must be one of "
                               f"{', '.join(COMPARISON_KINDS)}")
     rule = choice_rule(cfg.choice_rule)  # an unknown rule fails here, before any model loads
+    check_search(cfg.search, cfg.granularity, cfg.coarse_granularity)
     check_family(cfg.pair, family)
     receiver_path, receiver_adapter = resolve_model(cfg.pair.receiver, cfg.pair.receiver_adapter, family)
     sender_path, sender_adapter = resolve_model(cfg.pair.sender, cfg.pair.sender_adapter, family)
@@ -74,7 +76,8 @@ def run_job(cfg, family) -> dict[str, Path]:
         profiler, receiver_name=name(cfg.pair.receiver), sender_name=name(cfg.pair.sender), granularity=cfg.granularity,
         transition_layers=cfg.transition_layers, max_transitions=cfg.max_transitions,
         transition_plans_per_count=cfg.transition_plans_per_count, progress=cfg.progress,
-        max_group_layers=cfg.max_group_layers, transitions=cfg.transitions,
+        max_group_layers=cfg.max_group_layers, transitions=cfg.transitions, search=cfg.search,
+        coarse_granularity=cfg.coarse_granularity, rule=rule, tolerance=cfg.tolerance,
     )
     profile.choice_rule = rule.name
     comparisons = run_comparisons(
@@ -96,10 +99,19 @@ def run_job(cfg, family) -> dict[str, Path]:
     return written
 
 
-JOB_FIELDS = ("split", "contexts", "granularity", "max_group_layers", "transitions", "tolerance", "transition_layers",
-              "max_transitions", "transition_plans_per_count", "max_groups", "proxy_samples", "comparisons",
-              "comparison_kinds", "proxy_rule", "proxy_search_repeats", "choice_rule",
+JOB_FIELDS = ("split", "contexts", "granularity", "search", "coarse_granularity", "max_group_layers", "transitions",
+              "tolerance", "transition_layers", "max_transitions", "transition_plans_per_count", "max_groups",
+              "proxy_samples", "comparisons", "comparison_kinds", "proxy_rule", "proxy_search_repeats", "choice_rule",
               "hybrid_fractions", "cacheblend_ratios", "batch_size", "plans_per_batch", "device", "dtype")
+
+
+def check_search(search: str, granularity: int, coarse: int | None) -> None:
+    """The group search named, and for coarse_to_fine a coarse alignment that is a larger multiple of the fine one."""
+    if search not in SEARCHES:
+        raise DroidSpeakError(f"search={search}: one of {', '.join(SEARCHES)}")
+    if search == "coarse_to_fine" and (coarse is None or coarse <= granularity or coarse % granularity):
+        raise DroidSpeakError(f"search=coarse_to_fine needs coarse_granularity, a multiple of granularity="
+                              f"{granularity} larger than it (got {coarse})")
 
 
 def job_identity(cfg, task: str, family) -> dict:

@@ -1,0 +1,75 @@
+"""The coarse-to-fine group search: the exhaustive fine search's choice at a fraction of its plans where quality is
+monotone in the recomputed layers, and what it misses where it is not."""
+
+from __future__ import annotations
+
+import pytest
+
+from droidspeak.engine.plan import parse_plan
+from droidspeak.profile.candidates import single_group_plans
+from droidspeak.profile.choice import choose_plan
+from droidspeak.profile.coarse_to_fine import coarse_hull, coarse_to_fine
+from droidspeak.profile.points import ProfilePoint
+
+L = 30
+
+
+def covered(plan: str, layers: range) -> float:
+    """The share of ``layers`` the plan recomputes: monotone in the recomputed set."""
+    parsed = parse_plan(plan, L)
+    if parsed.kind == "full_prefill":
+        return 1.0
+    recomputed = {layer for s, e in parsed.groups for layer in range(s, e + 1)}
+    return len(recomputed & set(layers)) / len(layers)
+
+
+def search(quality, coarse=6, fine=2):
+    scored: list[str] = []
+
+    def evaluate(plans):
+        scored.extend(plans)
+        return [ProfilePoint.from_plan(p, quality(p), num_layers=L) for p in plans]
+
+    points = coarse_to_fine(evaluate, lambda p: p.quality >= 0.95, L, coarse=coarse, fine=fine)
+    exhaustive = [ProfilePoint.from_plan(p, quality(p), num_layers=L) for p in single_group_plans(L, fine)]
+    return choose_plan(points, 1.0, 0.05), choose_plan(exhaustive, 1.0, 0.05), scored, len(exhaustive)
+
+
+@pytest.mark.parametrize("critical", [range(11, 17), range(0, 3), range(25, 30), range(8, 22), range(14, 15)])
+def test_where_quality_is_monotone_it_picks_the_exhaustive_choice_from_fewer_plans(critical):
+    chosen, exhaustive, scored, everything = search(lambda plan: covered(plan, critical))
+    assert chosen == exhaustive
+    assert len(scored) == len(set(scored)) and len(scored) < everything / 2
+
+
+def test_full_reuse_accepted_ends_the_search_at_the_coarse_stage():
+    chosen, exhaustive, scored, _ = search(lambda plan: 1.0)
+    assert chosen == exhaustive == "full_reuse" and scored == single_group_plans(L, 6)
+
+
+def test_where_a_group_scores_better_than_its_hull_it_can_miss_the_exhaustive_choice():
+    def quality(plan):  # recomputing 10-17 alone is good, any more of the model is bad: not monotone
+        return 1.0 if plan in ("recompute:10-17", "full_prefill") else 0.0
+
+    chosen, exhaustive, _, _ = search(quality)
+    assert exhaustive == "recompute:10-17" and chosen == "full_prefill"
+
+
+def test_the_hull_and_the_granularities():
+    assert coarse_hull((10, 17), 6, L) == (6, 17) and coarse_hull((24, 29), 6, L) == (24, 29)
+    assert coarse_hull((0, 1), 4, L) == (0, 3) and coarse_hull((28, 29), 4, L) == (28, 29)
+    with pytest.raises(ValueError, match="multiple of the fine one"):
+        coarse_to_fine(lambda plans: [], lambda p: True, L, coarse=5, fine=2)
+
+
+def test_a_profile_job_refuses_an_unknown_search_or_a_coarse_stage_that_does_not_nest():
+    from droidspeak.errors import DroidSpeakError
+    from droidspeak.sweep.profile_job import check_search
+
+    check_search("exhaustive", 2, None)
+    check_search("coarse_to_fine", 2, 6)
+    with pytest.raises(DroidSpeakError, match="search=greedy: one of exhaustive, coarse_to_fine"):
+        check_search("greedy", 2, None)
+    for coarse in (None, 2, 5):
+        with pytest.raises(DroidSpeakError, match="needs coarse_granularity"):
+            check_search("coarse_to_fine", 2, coarse)
