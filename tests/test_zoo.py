@@ -17,7 +17,7 @@ from droidspeak.zoo import family as family_mod
 from droidspeak.zoo.builder import MARKER, FamilyBuilder
 from droidspeak.zoo.recipe import ZooConfig, recipe_hash
 from droidspeak.zoo.task_metrics import edit_similarity, exact_match, f1, normalize_answer, rouge_l
-from droidspeak.zoo.tasks import SPLITS, TASKS, WIDE_TEST, TaskConfig, build_splits, score, wide_test_rows
+from droidspeak.zoo.tasks import DEV, SPLITS, TASKS, WIDE_TEST, TaskConfig, build_splits, score, wide_test_rows
 from droidspeak.zoo.tokenizer import build_tokenizer
 from droidspeak.zoo.world import World, WorldConfig
 
@@ -104,17 +104,25 @@ def test_the_wide_test_split_changes_no_family_name_and_needs_its_size():
 
     with pytest.raises(DroidSpeakError, match="zoo.wide_test_contexts"):
         check_values(OmegaConf.create({"split": WIDE_TEST, "zoo": {"name": "mini"}}))
+    with pytest.raises(DroidSpeakError, match="zoo.dev_contexts"):
+        check_values(OmegaConf.create({"task": {"split": DEV}, "zoo": {"name": "mini"}}))
+    assert recipe_hash(compose_zoo("zoo=mini", "zoo.dev_contexts=8").zoo) == recipe_hash(mini)
 
 
-def test_a_built_family_draws_its_wide_test_split_once_beside_its_others(mini_family, monkeypatch):
+def test_a_built_family_draws_its_wide_test_and_dev_splits_once_beside_its_others(mini_family, monkeypatch):
     cfg, family = mini_family
     monkeypatch.setenv("DROIDSPEAK_CACHE", str(family.root.parent))
-    wide = family_mod.build_family(OmegaConf.merge(cfg, {"wide_test_contexts": 9}), progress=False)
+    wide = family_mod.build_family(OmegaConf.merge(cfg, {"wide_test_contexts": 9, "dev_contexts": 5}),
+                                   progress=False)
     assert wide.root == family.root and WIDE_TEST not in family.task_files[next(iter(family.task_files))]
     for task, files in wide.task_files.items():
         rows, test = read_rows(files[WIDE_TEST]), read_rows(files["test"])
         assert files[WIDE_TEST].parent == files["test"].parent and len({r["context"] for r in rows}) == 9
         assert [r["id"] for r in rows[: len(test)]] == [r["id"] for r in test]
+        dev = {r["context"] for r in read_rows(files[DEV])}
+        assert len(dev) == 5 and {r["split"] for r in read_rows(files[DEV])} == {DEV}
+        others = {r["context"] for split in ("train", "profile", "test", WIDE_TEST) for r in read_rows(files[split])}
+        assert not dev & others, task
     with pytest.raises(ValueError, match="fewer than"):
         family_mod.build_family(OmegaConf.merge(cfg, {"wide_test_contexts": 1}), progress=False)
 

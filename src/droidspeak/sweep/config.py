@@ -25,7 +25,7 @@ from droidspeak.errors import DroidSpeakError, PlanError
 from droidspeak.profile.choice import choice_rule
 from droidspeak.zoo.gguf_base import GgufConfig
 from droidspeak.zoo.recipe import ZooConfig
-from droidspeak.zoo.tasks import WIDE_TEST
+from droidspeak.zoo.tasks import DEV, WIDE_TEST
 
 
 @dataclass
@@ -426,7 +426,7 @@ AT_LEAST_ONE = ("batch_size", "task.limit", "timing.contexts", "timing.repeats",
 FRACTIONS = {"tolerance": (0.0, 1.0), "method.tolerance": (0.0, 1.0), "method.ratio": (0.0, 1.0),
              "hybrid_fractions": (0.0, 1.0), "cacheblend_ratios": (0.0, 1.0)}
 DTYPES = ("float32", "bfloat16", "float16")
-SPLITS = ("profile", "test", WIDE_TEST)  # test_wide: where the family sets zoo.wide_test_contexts
+SPLITS = ("profile", "test", WIDE_TEST, DEV)  # test_wide and dev: where the family sets their sizes (zoo.*_contexts)
 FOLDERS = ("output_root", "results_dir", "cache_dir")
 
 
@@ -504,9 +504,10 @@ def check_values(cfg) -> None:
     split = value("split") if value("split") is not None else value("task.split")
     if split is not None and value("task.source") in (None, "zoo") and split not in SPLITS:
         raise DroidSpeakError(f"split {split!r}: the embedded tasks have the splits {', '.join(SPLITS)}")
-    if split == WIDE_TEST and value("zoo.wide_test_contexts") is None:
-        raise DroidSpeakError(f"split {WIDE_TEST}: the family draws it only where zoo.wide_test_contexts is set "
-                              "(how many test contexts it holds)")
+    for drawn, size in ((WIDE_TEST, "zoo.wide_test_contexts"), (DEV, "zoo.dev_contexts")):
+        if split == drawn and value(size) is None:
+            raise DroidSpeakError(f"split {drawn}: the family draws it only where {size} is set (how many contexts "
+                                  "it holds)")
     if value("device") is not None:
         _check_device(str(value("device")))
     for path in FOLDERS + (("output",) if value("output") else ()):

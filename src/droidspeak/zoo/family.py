@@ -38,7 +38,7 @@ from droidspeak.zoo.builder import EXTENSION_REPORT, MARKER, FamilyBuilder
 from droidspeak.zoo.gguf_base import GgufConfig, convert_base
 from droidspeak.zoo.long_tasks import Lexicon
 from droidspeak.zoo.recipe import BASE, ZooConfig, extension_hash, recipe_hash, zoo_config
-from droidspeak.zoo.tasks import WIDE_TEST, read_jsonl, wide_test_rows, write_jsonl
+from droidspeak.zoo.tasks import DEV, WIDE_TEST, dev_rows, read_jsonl, wide_test_rows, write_jsonl
 from droidspeak.zoo.world import World
 
 EXTENSIONS = "extensions"
@@ -229,25 +229,33 @@ def build_family(cfg, progress: bool = True, force: bool = False, log: Callable[
     family = _base_family(zoo, progress, force, log)
     for name in zoo.extensions or {}:
         _attach_extension(family, zoo, name, progress, force, log)
-    if zoo.wide_test_contexts is not None:
-        _attach_wide_test(family, zoo)
+    if zoo.wide_test_contexts is not None or zoo.dev_contexts is not None:
+        _attach_drawn_splits(family, zoo)
     return family
 
 
-def _attach_wide_test(family: Family, zoo: ZooConfig) -> None:
-    """Each task's wide held-out split (``zoo.wide_test_contexts`` contexts) into ``family.task_files``: drawn once
-    (text only, no model) and kept beside the task's other splits, named by its size."""
+def _attach_drawn_splits(family: Family, zoo: ZooConfig) -> None:
+    """The splits drawn after the build, into ``family.task_files``: each task's wide held-out split
+    (``zoo.wide_test_contexts``) and its development split (``zoo.dev_contexts``); drawn once (text only, no model)
+    and kept beside the task's other splits, named by their size, each disjoint from every other."""
     world = World(zoo.world) if zoo.gguf is None else Lexicon(zoo.world.seed)
     for task, files in family.task_files.items():
-        size = zoo.wide_test_contexts
-        if size < zoo.tasks[task].contexts["test"]:
-            raise ValueError(f"zoo.wide_test_contexts={size}: fewer than {task}'s test split "
+        wanted = {WIDE_TEST: zoo.wide_test_contexts, DEV: zoo.dev_contexts}
+        paths = {split: family.root / "tasks" / task / f"{split}-{size}.jsonl" for split, size in wanted.items()
+                 if size is not None}
+        if zoo.wide_test_contexts is not None and zoo.wide_test_contexts < zoo.tasks[task].contexts["test"]:
+            raise ValueError(f"zoo.wide_test_contexts={zoo.wide_test_contexts}: fewer than {task}'s test split "
                              f"({zoo.tasks[task].contexts['test']} contexts), which it extends")
-        path = family.root / "tasks" / task / f"{WIDE_TEST}-{size}.jsonl"
-        if not path.exists():
+        if not all(path.exists() for path in paths.values()):
             splits = {split: read_jsonl(files[split]) for split in ("train", "profile", "test")}
-            write_jsonl(wide_test_rows(world, task, zoo.tasks[task], zoo.seed, size, splits), path)
-        files[WIDE_TEST] = path
+            if WIDE_TEST in paths:
+                splits[WIDE_TEST] = wide_test_rows(world, task, zoo.tasks[task], zoo.seed, zoo.wide_test_contexts,
+                                                   splits)
+            if DEV in paths:
+                splits[DEV] = dev_rows(world, task, zoo.tasks[task], zoo.seed, zoo.dev_contexts, splits)
+            for split, path in paths.items():
+                write_jsonl(splits[split], path)
+        files.update(paths)
 
 
 def _attach_extension(family: Family, zoo: ZooConfig, name: str, progress: bool, force: bool,

@@ -96,6 +96,9 @@ class ZooConfig:
     # the same stream, for a test with the power to show non-inferiority; hashed apart (it adds questions, changes no
     # checkpoint), so setting it keeps the family's name
     wide_test_contexts: int | None = None
+    # contexts of each task's development split (zoo.tasks.DEV): a stream of its own, disjoint from every other split,
+    # to tune recipes on without reading a profile or test question; hashed apart like wide_test_contexts
+    dev_contexts: int | None = None
 
 
 # ---- recipe identity ----------------------------------------------------------------------------------------
@@ -126,7 +129,8 @@ def _set_fields(node):
 def recipe_hash(cfg) -> str:
     recipe = _set_fields(dataclasses.asdict(zoo_config(cfg)))
     recipe.pop("extensions", None)  # hashed apart (extension_root): an extension leaves the family as it was
-    recipe.pop("wide_test_contexts", None)  # questions drawn after the build: the checkpoints are the same
+    for drawn_later in ("wide_test_contexts", "dev_contexts"):  # questions drawn after the build: same checkpoints
+        recipe.pop(drawn_later, None)
     payload = json.dumps({"code": CODE_VERSION, "recipe": recipe}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 

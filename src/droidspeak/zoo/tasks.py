@@ -173,6 +173,24 @@ def wide_test_rows(world: World, task: str, cfg: TaskConfig, seed: int, contexts
     return rows_of(task, WIDE_TEST, drawn["test"])
 
 
+DEV = "dev"  # a family's development split (ZooConfig.dev_contexts): for tuning recipes, never profiled or reported
+
+
+def dev_rows(world: World, task: str, cfg: TaskConfig, seed: int, contexts: int,
+             family_splits: dict[str, list[dict]]) -> list[dict]:
+    """The development split of a built family: ``contexts`` contexts from a stream of its own, none in any of
+    ``family_splits``, so a recipe can be tuned on it without reading a profile or test question."""
+    seen = {row["context"] for rows in family_splits.values() for row in rows}
+    rng = random.Random(f"{seed}-{task}-{DEV}")
+    drawn: list[tuple[str, QA]] = []
+    while len(drawn) < contexts:
+        context, qa = _draw(world, task, cfg, rng)
+        if context not in seen:
+            seen.add(context)
+            drawn.append((context, qa))
+    return rows_of(task, DEV, drawn)
+
+
 def train_stream(
     world: World,
     task: str,
