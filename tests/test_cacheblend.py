@@ -195,6 +195,11 @@ def test_cacheblend_at_equal_compute_spends_the_compute_of_the_plan_the_profile_
         fraction = (layer + float(plan.split(":")[1].split("@")[0]) * (layers - layer)) / layers
         assert abs(fraction - 10 / layers) < 1e-3  # (L + R (N - L)) / N: the plan's 10 of 30 layers
     assert "cost more" in settle_method(_blend_config(path, "method.check_layer=12"))  # 12 full layers > 10
+    with pytest.raises(DroidSpeakError, match="check_layer=30: the model has layers 0-29"):
+        settle_method(_blend_config(path, "method.check_layer=30"))
+    nothing_holds = save_profile(tmp_path / "n.json", Profile(**{**profile.__dict__, "points": points[:1]}))
+    cfg = _blend_config(nothing_holds, "method.check_layer=1")  # the profile falls back to full prefill: all of it
+    assert settle_method(cfg) is None and cfg.method.plan == "cacheblend:1@1"
     foreign = save_profile(tmp_path / "f.json", Profile(**{**profile.__dict__, "receiver": "ft-twohop"}))
     with pytest.raises(DroidSpeakError, match="a profile of ft-twohop<-base, not of ft-mdqa<-base"):
         settle_method(_blend_config(foreign))

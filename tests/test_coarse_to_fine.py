@@ -8,7 +8,7 @@ import pytest
 from droidspeak.engine.plan import parse_plan
 from droidspeak.profile.candidates import single_group_plans
 from droidspeak.profile.choice import choose_plan
-from droidspeak.profile.coarse_to_fine import coarse_hull, coarse_to_fine
+from droidspeak.profile.coarse_to_fine import coarse_hull, coarse_to_fine, fine_candidates
 from droidspeak.profile.points import ProfilePoint
 
 L = 30
@@ -23,15 +23,15 @@ def covered(plan: str, layers: range) -> float:
     return len(recomputed & set(layers)) / len(layers)
 
 
-def search(quality, coarse=6, fine=2):
+def search(quality, coarse=6, fine=2, layers=L):
     scored: list[str] = []
 
     def evaluate(plans):
         scored.extend(plans)
-        return [ProfilePoint.from_plan(p, quality(p), num_layers=L) for p in plans]
+        return [ProfilePoint.from_plan(p, quality(p), num_layers=layers) for p in plans]
 
-    points = coarse_to_fine(evaluate, lambda p: p.quality >= 0.95, L, coarse=coarse, fine=fine)
-    exhaustive = [ProfilePoint.from_plan(p, quality(p), num_layers=L) for p in single_group_plans(L, fine)]
+    points = coarse_to_fine(evaluate, lambda p: p.quality >= 0.95, layers, coarse=coarse, fine=fine)
+    exhaustive = [ProfilePoint.from_plan(p, quality(p), num_layers=layers) for p in single_group_plans(layers, fine)]
     return choose_plan(points, 1.0, 0.05), choose_plan(exhaustive, 1.0, 0.05), scored, len(exhaustive)
 
 
@@ -40,6 +40,27 @@ def test_where_quality_is_monotone_it_picks_the_exhaustive_choice_from_fewer_pla
     chosen, exhaustive, scored, everything = search(lambda plan: covered(plan, critical))
     assert chosen == exhaustive
     assert len(scored) == len(set(scored)) and len(scored) < everything / 2
+
+
+def test_groups_as_long_as_the_coarse_choice_are_scored_so_ties_break_as_in_the_exhaustive_search():
+    candidates = fine_candidates({(6, 17)}, 6, L, coarse=6, fine=2)
+    assert (10, 15) in candidates and (8, 13) in candidates  # 6 layers under the 12-layer hull 6-17
+    assert all(e - s + 1 <= 6 and coarse_hull((s, e), 6, L) == (6, 17) for s, e in candidates)
+    assert [e - s for s, e in candidates] == sorted(e - s for s, e in candidates)  # shortest first
+
+
+def test_a_last_block_shorter_than_the_coarse_one():
+    layers = 28  # coarse blocks of 6: ..., 24-27
+    chosen, exhaustive, scored, everything = search(lambda plan: covered_of(plan, range(25, 27), layers),
+                                                    layers=layers)
+    assert chosen == exhaustive == "recompute:24-27" and len(scored) < everything
+
+
+def covered_of(plan: str, layers: range, num_layers: int) -> float:
+    parsed = parse_plan(plan, num_layers)
+    if parsed.kind == "full_prefill":
+        return 1.0
+    return len({x for s, e in parsed.groups for x in range(s, e + 1)} & set(layers)) / len(layers)
 
 
 def test_full_reuse_accepted_ends_the_search_at_the_coarse_stage():
@@ -73,3 +94,23 @@ def test_a_profile_job_refuses_an_unknown_search_or_a_coarse_stage_that_does_not
     for coarse in (None, 2, 5):
         with pytest.raises(DroidSpeakError, match="needs coarse_granularity"):
             check_search("coarse_to_fine", 2, coarse)
+    with pytest.raises(DroidSpeakError, match="drop max_group_layers=6"):
+        check_search("coarse_to_fine", 2, 6, max_group_layers=6)
+
+
+def test_a_steered_profile_chooses_only_with_the_rule_and_tolerance_that_steered_it():
+    from droidspeak.profile.profile_file import Profile, ProfileError
+    from droidspeak.profile.question_budget import budget_choices
+
+    points = [ProfilePoint.from_plan(p, q, num_layers=L, per_input=[q] * 4)
+              for p, q in (("full_reuse", 0.5), ("recompute:10-19", 1.0))]
+    profile = Profile(receiver="r", sender="s", task="t", metric="f1", num_layers=L, reference_quality=1.0,
+                      reference_per_input=[1.0] * 4, points=points, n_samples=4, inputs=list("abcd"),
+                      choice_rule="point",
+                      extra={"search": {"kind": "coarse_to_fine", "rule": "point", "tolerance": 0.05}})
+    profile.check_choice(0.05)
+    for tolerance, rule in ((0.1, None), (0.05, "bootstrap95")):
+        with pytest.raises(ProfileError, match="steered by rule point at tolerance 0.05"):
+            profile.check_choice(tolerance, rule)
+    with pytest.raises(ProfileError, match="search=exhaustive"):
+        budget_choices(profile, [2], draws=1, rules=["point"], tolerance=0.05)

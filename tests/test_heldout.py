@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from droidspeak.figures.heldout import heldout, markdown
+from droidspeak.figures.glance import split_label
+from droidspeak.figures.heldout import heldout, markdown, one_held_out_split
 from droidspeak.figures.intervals import bootstrap_interval, paired_difference_interval
 
 
@@ -80,3 +81,14 @@ def test_cacheblend_is_chosen_on_the_profile_split_and_compared_with_droidspeak_
     assert heldout(rows[:4]) == []  # nothing chosen on the profile split: a recompute sweep is in-sample, not held out
     swept = heldout([*rows, _row("profile", 0.75, [1.0, 0.5, 1.0, 0.5], plan="recompute:4-9")])
     assert [e["method"] for e in swept[0]["rows"]][:2] == ["full_prefill", "profile"]  # a profile's plan first
+
+
+def test_each_held_out_split_is_its_own_panel_and_a_page_summarizes_the_wide_one_only():
+    rows = [_row(m, q, s, split=split) for split in ("test", "test_wide", "dev")
+            for m, q, s in (("full_prefill", 1.0, [1.0, 1.0]), ("profile", 0.5, [1.0, 0.0]))]
+    panels = heldout(rows)
+    assert [p["split"] for p in panels] == ["test", "test_wide"]  # the dev split tunes recipes: never reported
+    assert "test_wide split" in "\n".join(markdown(panels[1:]))
+    assert {r["split"] for r in one_held_out_split(rows)} == {"test_wide"}  # never an average over two splits
+    assert {r["split"] for r in one_held_out_split([r for r in rows if r["split"] != "test_wide"])} == {"test"}
+    assert split_label("test_wide", 128) == "128 q., test_wide" and split_label("test", 64) == "64 q."

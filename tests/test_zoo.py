@@ -17,7 +17,17 @@ from droidspeak.zoo import family as family_mod
 from droidspeak.zoo.builder import MARKER, FamilyBuilder
 from droidspeak.zoo.recipe import ZooConfig, recipe_hash
 from droidspeak.zoo.task_metrics import edit_similarity, exact_match, f1, normalize_answer, rouge_l
-from droidspeak.zoo.tasks import DEV, SPLITS, TASKS, WIDE_TEST, TaskConfig, build_splits, score, wide_test_rows
+from droidspeak.zoo.tasks import (
+    DEV,
+    SPLITS,
+    TASKS,
+    WIDE_TEST,
+    TaskConfig,
+    build_splits,
+    score,
+    trained_contexts,
+    wide_test_rows,
+)
 from droidspeak.zoo.tokenizer import build_tokenizer
 from droidspeak.zoo.world import World, WorldConfig
 
@@ -86,14 +96,19 @@ def test_metrics_match_their_definitions():
 @pytest.mark.parametrize("task", ["mdqa", "code"])
 def test_the_wide_test_split_extends_the_test_split_with_unseen_contexts(world, task):
     splits = build_splits(world, task, SMALL, seed=1)
-    wide = wide_test_rows(world, task, SMALL, 1, 15, splits)
-    contexts = [r["context"] for r in wide]
-    assert len(dict.fromkeys(contexts)) == 15 and {r["split"] for r in wide} == {WIDE_TEST}
+    trained = trained_contexts(world, task, SMALL, 1, splits, consumed=50)  # what fine-tunes read: the train split too
+    assert {r["context"] for r in splits["train"]} < trained and len(trained) == 50
+    wide = wide_test_rows(world, task, SMALL, 1, 15, splits, trained)
+    contexts = list(dict.fromkeys(r["context"] for r in wide))
+    assert len(contexts) == 15 and {r["split"] for r in wide} == {WIDE_TEST}
     assert [{**r, "split": "test"} for r in wide[: len(splits["test"])]] == splits["test"]  # the test split, first
-    assert not set(contexts) & {r["context"] for split in ("train", "profile") for r in splits[split]}
+    assert not set(contexts) & ({r["context"] for r in splits["profile"]} | trained)
+    read = trained | set(contexts[8:10])  # had a fine-tune read two of them, the split would pass them by
+    again = list(dict.fromkeys(r["context"] for r in wide_test_rows(world, task, SMALL, 1, 15, splits, read)))
+    assert again[:8] == contexts[:8] and not set(again) & read and len(again) == 15
     other = build_splits(world, task, SMALL, seed=2)  # a family whose test split is not this stream's is refused
     with pytest.raises(ValueError, match="no longer draws this family's test split"):
-        wide_test_rows(world, task, SMALL, 1, 15, {**splits, "test": other["test"]})
+        wide_test_rows(world, task, SMALL, 1, 15, {**splits, "test": other["test"]}, trained)
 
 
 def test_the_wide_test_split_changes_no_family_name_and_needs_its_size():

@@ -23,7 +23,7 @@ END = "<!-- end of the generated results -->"
 def glance_rows(study: str, page: str, summary: Mapping, tolerance: float) -> list[list[str]]:
     """One row per held-out pair: the receiver, the sender answering, full reuse and the plan chosen on the profile
     split, on the test split; whether that plan holds (the paired interval's lower end above -tolerance x receiver) and,
-    only where it does, its prefill speedup with the range of its timed rounds, beside the compute-only limit."""
+    only where it does, its prefill speedup with the range of its timed rounds, beside 1 / the share it recomputes."""
     rows = []
     for entry in summary.get("held_out", []):
         by = {row["method"]: row for row in entry["rows"]}
@@ -36,16 +36,23 @@ def glance_rows(study: str, page: str, summary: Mapping, tolerance: float) -> li
         speedup = speedup_text(chosen.get("speedup"), chosen.get("speedup_spread")) if met else "not quoted"
         qualities = [f"{by[method]['quality']:.3f}" if method in by else "–"
                      for method in ("full_prefill", "sender", "full_reuse")]
-        rows.append([f"[{study}]({page})", entry["pair"], f"{entry['task']} ({entry['metric']}, {receiver['n']} q.)",
+        questions = split_label(entry.get("split", "test"), receiver["n"])
+        rows.append([f"[{study}]({page})", entry["pair"], f"{entry['task']} ({entry['metric']}, {questions})",
                      *qualities, f"`{chosen['plan']}`", f"{chosen['quality']:.3f} {interval_text(chosen['ci'])}",
                      f"{chosen['delta']:+.3f} {interval_text(chosen['delta_ci'], signed=True)}", holds, speedup,
                      compute_limit_text(chosen.get("recomputed_fraction"))])
     return rows
 
 
+def split_label(split: str, questions: int) -> str:
+    """How many questions, and of which held-out split where it is not the test split itself."""
+    return f"{questions} q." if split == "test" else f"{questions} q., {split}"
+
+
 def compute_limit_text(recomputed_fraction: float | None) -> str:
-    """The speedup a plan would reach if prefill time were its recomputed compute alone (1 / the recomputed share of
-    the receiver's prefill): what the measured speedup is read against."""
+    """What the saved compute alone predicts for a plan's speedup: 1 / the share of the prefill's layer-tokens it
+    recomputes (not a bound: layers of unequal cost, such as sliding-window ones, can put a measured speedup above
+    it)."""
     if recomputed_fraction is None:
         return "–"
     if recomputed_fraction <= 0:
@@ -62,7 +69,7 @@ def glance_block(studies: Sequence[tuple[str, str]], root: Path, tolerance: floa
         rows += glance_rows(name, page, summary, tolerance)
     header = ["study", "receiver ← sender", "task (metric, test questions)", "receiver", "sender answers",
               "full reuse", "plan chosen on the profile split", "its quality [95% CI]", "Δ vs receiver [paired CI]",
-              f"holds at {tolerance:.0%}?", "its prefill speedup [range]", "compute-only limit"]
+              f"holds at {tolerance:.0%}?", "its prefill speedup [range]", "1 / share recomputed"]
     return "\n".join([BEGIN, *table(header, rows), END])
 
 

@@ -27,6 +27,7 @@ from droidspeak.figures.intervals import (
     timing_text,
 )
 from droidspeak.figures.result_plots import eval_rows
+from droidspeak.zoo.tasks import WIDE_TEST
 
 BASELINES = ("full_prefill", "sender", "full_reuse")
 
@@ -66,6 +67,17 @@ def _versus(blend: Mapping, droidspeak: Mapping) -> dict:
             **paired_delta(blend.get("per_sample"), droidspeak.get("per_sample"))}
 
 
+HELD_OUT_SPLITS = ("test", WIDE_TEST)  # what a page reports (dev tunes recipes; profile chooses plans)
+
+
+def one_held_out_split(rows: Iterable[Mapping]) -> list[dict]:
+    """The rows a page summarizes: the held-out split's, and where a (pair, task) has rows on both the test split and
+    the wide one that extends it, the wide one's only (never an average over two question sets)."""
+    tested = [row for row in rows if row.get("split", "test") in HELD_OUT_SPLITS]
+    widened = {(row["pair"], row["task"]) for row in tested if row.get("split") == WIDE_TEST}
+    return [row for row in tested if row.get("split") == WIDE_TEST or (row["pair"], row["task"]) not in widened]
+
+
 def heldout(rows: Iterable[Mapping]) -> list[dict]:
     """Per (pair, task, held-out split: ``test`` or the wide ``test_wide``) with a receiver result and a plan chosen
     elsewhere: the baselines, the
@@ -80,7 +92,7 @@ def heldout(rows: Iterable[Mapping]) -> list[dict]:
             continue
         if row.get("split", "test") == "profile":
             profile_split[(row["pair"], row["task"])].append(row)
-        else:
+        elif row.get("split", "test") in HELD_OUT_SPLITS:
             panels[(row["pair"], row["task"], row.get("split", "test"))].append(row)
     table = []
     for (pair, task, split), panel in sorted(panels.items()):

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from droidspeak.figures.heldout import heldout
+from droidspeak.figures.heldout import heldout, one_held_out_split
 from droidspeak.figures.profile_plots import (
     plot_input_spread,
     plot_layer_sensitivity,
@@ -31,10 +31,10 @@ log = logging.getLogger(__name__)
 
 
 def shown_rows(rows: list[dict]) -> list[dict]:
-    """The rows the figures and the in-sample table show: the test split's, where a sweep also scored plans on the
-    profile split (to choose among them there; the held-out table reads those)."""
-    tested = [row for row in rows if row.get("split", "test") != "profile"]
-    return tested or rows
+    """The rows the figures and the in-sample table show: one held-out split's per (pair, task) (heldout.
+    one_held_out_split), where a sweep also scored plans on the profile split (to choose among them there; the
+    held-out table reads those) or on the dev split."""
+    return one_held_out_split(rows) or rows
 
 
 def profile_files(entries: Iterable[str]) -> list[str]:

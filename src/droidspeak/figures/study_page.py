@@ -141,7 +141,7 @@ def _paper_comparison(summary: dict, profiles: dict, results: Path, tolerance: f
     """Per held-out pair, the paper's findings beside ours: how much full reuse loses and whether it beats the sender
     (test split, paired), how many layers are critical and where (profile split), whether the chosen plan holds on
     the test split, and its measured speed-up against the compute bound L/k."""
-    scores = {(r.pair, r.method): r.per_sample for r in read_results(results)} if results.exists() else {}
+    scores = {(r.pair, r.split, r.method): r.per_sample for r in read_results(results)} if results.exists() else {}
     rows = []
     for panel in summary.get("held_out", []):
         by = {e["method"]: e for e in panel["rows"]}
@@ -156,7 +156,8 @@ def _paper_comparison(summary: dict, profiles: dict, results: Path, tolerance: f
                      f"loses {loss:.0%} of the receiver's {receiver['quality']:.3f} (n = {receiver['n']})",
                      "yes" if loss > 0.5 else "it loses less"])
         if sender is not None:
-            versus = paired_delta(scores.get((pair, "full_reuse")), scores.get((pair, "sender")))
+            versus = paired_delta(scores.get((pair, panel["split"], "full_reuse")),
+                                  scores.get((pair, panel["split"], "sender")))
             beats = ("–" if versus["significant"] is None else "yes" if versus["significant"] and versus["delta"] > 0
                      else "no: below the sender" if versus["significant"] else "not significant either way")
             rows.append([pair, "full reuse still beats the sender answering alone",

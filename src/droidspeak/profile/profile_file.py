@@ -149,6 +149,18 @@ class Profile:
         return choose_plan(self.points, self.reference_quality, tolerance, fallback=fallback, rule=self.rule(rule),
                            reference_per_input=self.reference_per_input)
 
+    def check_choice(self, tolerance: float, rule: str | None = None) -> None:
+        """A profile whose group search was steered by one rule and tolerance (coarse_to_fine) chooses with those
+        only: with others it could miss a plan the search never scored."""
+        search = self.extra.get("search") or {}
+        if search.get("kind") != "coarse_to_fine":
+            return
+        asked = (self.rule(rule).name, float(tolerance))
+        if asked != (search["rule"], float(search["tolerance"])):
+            raise ProfileError(f"this profile's coarse-to-fine search was steered by rule {search['rule']} at "
+                               f"tolerance {search['tolerance']:g}; it cannot choose by {asked[0]} at {asked[1]:g} "
+                               "(profile again with those, or with search=exhaustive)")
+
     def critical_layers(self, threshold: float = 0.10) -> list[int]:
         return critical_layers(self.single_layer_table, self.reference_quality, threshold)
 
@@ -404,6 +416,7 @@ def resolve_profile_plan(
     foreign = check_profile_pair(profile, receiver, sender, source=plan.profile_path, allow_foreign=allow_foreign)
     tolerance = DEFAULT_PROFILE_TOLERANCE if plan.tolerance is None else plan.tolerance
     rule = profile.rule(plan.rule)
+    profile.check_choice(tolerance, rule.name)
     chosen = parse_plan(profile.choose(tolerance, fallback=fallback, rule=rule.name), num_layers)
     return ResolvedProfile(chosen, str(plan.profile_path), profile.pair, profile.task, tolerance, foreign,
                            rule.record(profile.questions))

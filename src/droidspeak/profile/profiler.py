@@ -257,7 +257,7 @@ def profile_pair(
             return [profiler.point(p) for p in plans]
 
         points = coarse_to_fine(evaluate, lambda p: rule.passes(p, reference.quality, reference.per_input, tolerance),
-                                layers, coarse=coarse_granularity, fine=granularity, max_layers=max_group_layers)
+                                layers, coarse=coarse_granularity, fine=granularity)
     else:
         raise ValueError(f"search must be one of {SEARCHES}, not {search!r}")
     single = [profiler.point(p) for p in single_plans]
@@ -303,6 +303,7 @@ def profile_pair(
             "contexts": len(profiler.caches),
         },
     )
+    steered = {"coarse_granularity": coarse_granularity, "rule": rule.name, "tolerance": tolerance}
     profile.extra["search"] = {"kind": search, "group_plans": len(points),
-                               **({"coarse_granularity": coarse_granularity} if search == "coarse_to_fine" else {})}
+                               **(steered if search == "coarse_to_fine" else {})}
     return profile

@@ -58,6 +58,9 @@ def budget_choices(profile: Profile, budgets: Sequence[int], *, draws: int, rule
     total = profile.questions
     if not total:
         raise ProfileError(f"{profile.pair}: the profile records no questions")
+    if (profile.extra.get("search") or {}).get("kind") == "coarse_to_fine":  # its plans were steered by every question
+        raise ProfileError(f"{profile.pair}: a coarse-to-fine profile scored only the plans its own choice steered it "
+                           "to; fewer questions may accept others it never scored (profile with search=exhaustive)")
     rng = random.Random(seed)
     drawn = [(budget, draw, tuple(sorted(rng.sample(range(total), budget))))
              for budget in sorted(b for b in set(budgets) if b < total) for draw in range(draws)]

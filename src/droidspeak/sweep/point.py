@@ -19,7 +19,7 @@ from droidspeak.hashing import file_sha256
 from droidspeak.lmeval.task_yaml import LONGBENCH, embedded_task_name, write_embedded_tasks
 from droidspeak.track.records import ResultRow, new_row, question_set_digest
 from droidspeak.track.results import point_key
-from droidspeak.zoo.tasks import TASKS
+from droidspeak.zoo.tasks import DEV, TASKS, WIDE_TEST
 
 ZOO_PREFIX = "zoo:"
 # What each method reads besides name, plan and codec: any other method field set is a mistake, not a no-op.
@@ -81,9 +81,12 @@ def cacheblend_plan(method, models: tuple[str, str]) -> str | None:
         if (profile.receiver, profile.sender) != models:
             raise DroidSpeakError(f"method.compute_of={method.compute_of}: a profile of {profile.pair}, not of "
                                   f"{models[0]}<-{models[1]}")
+        profile.check_choice(spec.tolerance, spec.rule)
         chosen = parse_plan(profile.choose(spec.tolerance, rule=spec.rule), profile.num_layers)
         layers = profile.num_layers if chosen.kind == "full_prefill" else sum(e - s + 1 for s, e in chosen.groups)
-        if layers < layer or layer >= profile.num_layers:
+        if layer >= profile.num_layers:
+            raise DroidSpeakError(f"method.check_layer={layer}: the model has layers 0-{profile.num_layers - 1}")
+        if layers < layer:
             return None
         ratio = round((layers - layer) / (profile.num_layers - layer), 4)
     return format_plan(RecomputePlan("cacheblend", token_fraction=ratio, check_layer=layer or None))
@@ -136,6 +139,9 @@ def point_identity(cfg, family, plan: str | None = None) -> dict:
         identity["extensions"] = trained_apart
     if cfg.method.codec != "lossless":  # lossless points keep the keys they had before codecs existed
         identity["codec"] = cfg.method.codec
+    drawn_later = cfg.task.split in (WIDE_TEST, DEV) and family is not None and cfg.task.name in family.task_files
+    if drawn_later:  # a split drawn after the build: its size, so its questions, may change under the same name
+        identity["questions"] = family.task_version(cfg.task.name, cfg.task.split)
     if cfg.method.name == "profile":  # a re-profiled file (or a foreign one allowed) is another point
         identity |= {"profile": _profile_digest(cfg.method.path),
                      "allow_foreign_profile": bool(cfg.method.get("allow_foreign_profile"))}
@@ -170,7 +176,8 @@ def task_setup(cfg, family) -> tuple[str, str | None]:
                 f"unknown embedded task {task.name!r}; the family has {sorted(family.task_files)} "
                 "(LongBench tasks are task=longbench_<name>)"
             )
-        include = write_embedded_tasks(family.task_files, family.root / "lm_eval_tasks" / task.split, split=task.split)
+        folder = Path(family.task_files[task.name][task.split]).stem  # a drawn split's size is in its file's name
+        include = write_embedded_tasks(family.task_files, family.root / "lm_eval_tasks" / folder, split=task.split)
         return task.lm_eval_task or embedded_task_name(task.name), str(include)
     if task.source == "lm_eval":
         return task.lm_eval_task or LONGBENCH.get(task.name, task.name), task.include_path

@@ -38,7 +38,15 @@ from droidspeak.zoo.builder import EXTENSION_REPORT, MARKER, FamilyBuilder
 from droidspeak.zoo.gguf_base import GgufConfig, convert_base
 from droidspeak.zoo.long_tasks import Lexicon
 from droidspeak.zoo.recipe import BASE, ZooConfig, extension_hash, recipe_hash, zoo_config
-from droidspeak.zoo.tasks import DEV, WIDE_TEST, dev_rows, read_jsonl, wide_test_rows, write_jsonl
+from droidspeak.zoo.tasks import (
+    DEV,
+    WIDE_TEST,
+    dev_rows,
+    read_jsonl,
+    trained_contexts,
+    wide_test_rows,
+    write_jsonl,
+)
 from droidspeak.zoo.world import World
 
 EXTENSIONS = "extensions"
@@ -236,26 +244,43 @@ def build_family(cfg, progress: bool = True, force: bool = False, log: Callable[
 
 def _attach_drawn_splits(family: Family, zoo: ZooConfig) -> None:
     """The splits drawn after the build, into ``family.task_files``: each task's wide held-out split
-    (``zoo.wide_test_contexts``) and its development split (``zoo.dev_contexts``); drawn once (text only, no model)
-    and kept beside the task's other splits, named by their size, each disjoint from every other."""
+    (``zoo.wide_test_contexts``) and its development split (``zoo.dev_contexts``). Each is drawn once (text only, no
+    model), kept beside the task's other splits and named by its size; none holds a context a fine-tune read, and the
+    drawn splits are checked disjoint from each other every time they are attached."""
     world = World(zoo.world) if zoo.gguf is None else Lexicon(zoo.world.seed)
     for task, files in family.task_files.items():
-        wanted = {WIDE_TEST: zoo.wide_test_contexts, DEV: zoo.dev_contexts}
-        paths = {split: family.root / "tasks" / task / f"{split}-{size}.jsonl" for split, size in wanted.items()
+        cfg = zoo.tasks[task]
+        sizes = {split: size for split, size in ((WIDE_TEST, zoo.wide_test_contexts), (DEV, zoo.dev_contexts))
                  if size is not None}
-        if zoo.wide_test_contexts is not None and zoo.wide_test_contexts < zoo.tasks[task].contexts["test"]:
-            raise ValueError(f"zoo.wide_test_contexts={zoo.wide_test_contexts}: fewer than {task}'s test split "
-                             f"({zoo.tasks[task].contexts['test']} contexts), which it extends")
-        if not all(path.exists() for path in paths.values()):
-            splits = {split: read_jsonl(files[split]) for split in ("train", "profile", "test")}
-            if WIDE_TEST in paths:
-                splits[WIDE_TEST] = wide_test_rows(world, task, zoo.tasks[task], zoo.seed, zoo.wide_test_contexts,
-                                                   splits)
-            if DEV in paths:
-                splits[DEV] = dev_rows(world, task, zoo.tasks[task], zoo.seed, zoo.dev_contexts, splits)
-            for split, path in paths.items():
-                write_jsonl(splits[split], path)
+        if sizes.get(WIDE_TEST, cfg.contexts["test"]) < cfg.contexts["test"]:
+            raise ValueError(f"zoo.wide_test_contexts={sizes[WIDE_TEST]}: fewer than {task}'s test split "
+                             f"({cfg.contexts['test']} contexts), which it extends")
+        paths = {split: family.root / "tasks" / task / f"{split}-{size}.jsonl" for split, size in sizes.items()}
+        missing = [split for split, path in paths.items() if not path.exists()]
+        if missing:
+            splits = {split: read_jsonl(files[split]) for split in ("profile", "test")}
+            trained = trained_contexts(world, task, cfg, zoo.seed, splits, _contexts_read_in_training(zoo, task))
+            for split in (WIDE_TEST, DEV):  # the wide split first: the dev split is drawn past it
+                if split in missing:
+                    draw = wide_test_rows if split == WIDE_TEST else dev_rows
+                    write_jsonl(draw(world, task, cfg, zoo.seed, sizes[split], splits, trained), paths[split])
+                if split in paths:
+                    splits[split] = read_jsonl(paths[split])
+        if len(paths) == 2:
+            shared = ({r["context"] for r in read_jsonl(paths[WIDE_TEST])}
+                      & {r["context"] for r in read_jsonl(paths[DEV])})
+            if shared:
+                raise ValueError(f"{task}: {len(shared)} context(s) in both {paths[WIDE_TEST].name} and "
+                                 f"{paths[DEV].name}; delete {paths[DEV].name} to draw the dev split again past it")
         files.update(paths)
+
+
+def _contexts_read_in_training(zoo: ZooConfig, task: str) -> int:
+    """How many of ``task``'s training contexts the hungriest fine-tune of the family read (every variant reads its
+    tasks' contexts in turn, one an example, from the start of the same stream)."""
+    variants = [*zoo.variants.values(), *(zoo.extensions or {}).values()]
+    return max((sum(v.tasks[i % len(v.tasks)] == task for i in range(v.steps * v.batch_size))
+                for v in variants if task in v.tasks), default=0)
 
 
 def _attach_extension(family: Family, zoo: ZooConfig, name: str, progress: bool, force: bool,

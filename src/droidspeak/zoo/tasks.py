@@ -159,13 +159,21 @@ def eval_contexts(
 WIDE_TEST = "test_wide"  # a family's wide held-out split (ZooConfig.wide_test_contexts)
 
 
+def trained_contexts(world: World, task: str, cfg: TaskConfig, seed: int, family_splits: dict[str, list[dict]],
+                     consumed: int) -> frozenset[str]:
+    """Every context of ``task`` a fine-tune of the family read: the first ``consumed`` of its training stream (each
+    variant draws from the start of the same stream, past the profile and test contexts), the train split included."""
+    evaluated = {row["context"] for split in ("profile", "test") for row in family_splits[split]}
+    stream = train_stream(world, task, cfg, seed, evaluated, train_sizes(cfg))
+    return frozenset(next(stream)[0] for _ in range(max(consumed, cfg.contexts["train"])))
+
+
 def wide_test_rows(world: World, task: str, cfg: TaskConfig, seed: int, contexts: int,
-                   family_splits: dict[str, list[dict]]) -> list[dict]:
+                   family_splits: dict[str, list[dict]], trained: frozenset[str]) -> list[dict]:
     """The wide held-out split of a built family: its test split's contexts, then the next ones of the same stream,
-    none a training or profile context. Drawn after the build, so the family's own splits are checked to be this
-    stream's (a generator that changed since would give other questions under the same name)."""
-    train = frozenset(row["context"] for row in family_splits["train"])
-    drawn = eval_contexts(world, task, replace(cfg, contexts={**cfg.contexts, "test": contexts}), seed, train)
+    none a profile context or one in ``trained``. Drawn after the build, so the family's own splits are checked to be
+    this stream's (a generator that changed since would give other questions under the same name)."""
+    drawn = eval_contexts(world, task, replace(cfg, contexts={**cfg.contexts, "test": contexts}), seed, trained)
     for split in ("profile", "test"):
         ours = [row["context"] for row in rows_of(task, split, drawn[split])][: len(family_splits[split])]
         if ours != [row["context"] for row in family_splits[split]]:
@@ -177,10 +185,10 @@ DEV = "dev"  # a family's development split (ZooConfig.dev_contexts): for tuning
 
 
 def dev_rows(world: World, task: str, cfg: TaskConfig, seed: int, contexts: int,
-             family_splits: dict[str, list[dict]]) -> list[dict]:
+             family_splits: dict[str, list[dict]], trained: frozenset[str]) -> list[dict]:
     """The development split of a built family: ``contexts`` contexts from a stream of its own, none in any of
-    ``family_splits``, so a recipe can be tuned on it without reading a profile or test question."""
-    seen = {row["context"] for rows in family_splits.values() for row in rows}
+    ``family_splits`` or ``trained``, so a recipe can be tuned on it without reading a profile or test question."""
+    seen = {row["context"] for rows in family_splits.values() for row in rows} | trained
     rng = random.Random(f"{seed}-{task}-{DEV}")
     drawn: list[tuple[str, QA]] = []
     while len(drawn) < contexts:
