@@ -243,7 +243,8 @@ def write_study_page(facts: dict, out_dir: str | Path, *, command: str, template
         "figures": [(stem, caption) for stem, caption in FIGURES if (out / f"{stem}.png").exists()],
         "shortest": min(r[5] for r in token_rows), "longest": max(r[6] for r in token_rows),
         "budget": {"questions": own[0].n_samples, "plans": len(own[0].points) + len(own[0].single_layer),
-                   "granularity": own[0].granularity, "rule": own[0].rule().name} if own else None,
+                   "granularity": own[0].granularity, "rule": own[0].rule().name,
+                   "search": own[0].extra.get("search") or {"kind": "exhaustive"}} if own else None,
     }
     path = out / "README.md"
     out.mkdir(parents=True, exist_ok=True)

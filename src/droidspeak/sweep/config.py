@@ -422,7 +422,7 @@ register_configs()
 AT_LEAST_ONE = ("batch_size", "task.limit", "timing.contexts", "timing.repeats", "contexts", "repeats", "rounds",
                 "granularity", "coarse_granularity", "max_transitions", "transition_plans_per_count", "proxy_samples",
                 "max_groups", "max_group_layers", "transition_layers", "proxy_search_repeats", "plans_per_batch",
-                "draws")
+                "draws", "zoo.wide_test_contexts", "zoo.dev_contexts")
 FRACTIONS = {"tolerance": (0.0, 1.0), "method.tolerance": (0.0, 1.0), "method.ratio": (0.0, 1.0),
              "hybrid_fractions": (0.0, 1.0), "cacheblend_ratios": (0.0, 1.0)}
 DTYPES = ("float32", "bfloat16", "float16")
