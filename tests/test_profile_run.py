@@ -64,7 +64,7 @@ def test_the_coarse_to_fine_search_scores_its_plans_as_the_exhaustive_one_does(m
     assert {p.plan: p.quality for p in staged.points}.items() <= everything.items()
     assert set(single_group_plans(6, 2)) <= {p.plan for p in staged.points}  # the coarse stage, whole
     assert staged.extra["search"] == {"kind": "coarse_to_fine", "group_plans": len(staged.points),
-                                      "coarse_granularity": 2}
+                                      "coarse_granularity": 2, "rule": "point", "tolerance": 0.05}
     assert len(staged.single_layer) == 6 and exhaustive.extra["search"]["kind"] == "exhaustive"
 
 

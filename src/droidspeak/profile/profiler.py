@@ -303,7 +303,8 @@ def profile_pair(
             "contexts": len(profiler.caches),
         },
     )
-    steered = {"coarse_granularity": coarse_granularity, "rule": rule.name, "tolerance": tolerance}
-    profile.extra["search"] = {"kind": search, "group_plans": len(points),
-                               **(steered if search == "coarse_to_fine" else {})}
+    profile.extra["search"] = {"kind": search, "group_plans": len(points)}
+    if search == "coarse_to_fine":  # what steered it: a choice by another rule or tolerance is refused
+        profile.extra["search"] |= {"coarse_granularity": coarse_granularity, "rule": rule.name,
+                                    "tolerance": tolerance}
     return profile
