@@ -72,6 +72,7 @@ def cacheblend_plan(method, models: tuple[str, str]) -> str | None:
     if method.compute_of is None:
         ratio = method.ratio
     else:
+        from droidspeak.profile.points import plan_layers
         from droidspeak.profile.profile_file import load_profile
 
         spec = parse_plan(method.compute_of)
@@ -81,11 +82,10 @@ def cacheblend_plan(method, models: tuple[str, str]) -> str | None:
         if (profile.receiver, profile.sender) != models:
             raise DroidSpeakError(f"method.compute_of={method.compute_of}: a profile of {profile.pair}, not of "
                                   f"{models[0]}<-{models[1]}")
-        profile.check_choice(spec.tolerance, spec.rule)
-        chosen = parse_plan(profile.choose(spec.tolerance, rule=spec.rule), profile.num_layers)
-        layers = profile.num_layers if chosen.kind == "full_prefill" else sum(e - s + 1 for s, e in chosen.groups)
         if layer >= profile.num_layers:
             raise DroidSpeakError(f"method.check_layer={layer}: the model has layers 0-{profile.num_layers - 1}")
+        profile.check_choice(spec.tolerance, spec.rule)
+        layers, _ = plan_layers(profile.choose(spec.tolerance, rule=spec.rule), profile.num_layers)
         if layers < layer:
             return None
         ratio = round((layers - layer) / (profile.num_layers - layer), 4)

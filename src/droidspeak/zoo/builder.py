@@ -30,6 +30,12 @@ MARKER = "DONE"  # written last: a folder without it is a killed build
 EXTENSION_REPORT = "extension.json"
 
 
+def task_world(zoo: ZooConfig) -> World | Lexicon:
+    """What a family's tasks draw their entities from: its own World, or, for a pretrained base, a Lexicon of real
+    English names."""
+    return World(zoo.world) if zoo.gguf is None else Lexicon(zoo.world.seed)
+
+
 class FamilyBuilder:
     """Trains a family (``run``) or one extension of a built one (``extend``) into ``root``: data, models, report."""
 
@@ -39,12 +45,10 @@ class FamilyBuilder:
         self.zoo, self.root, self.log = zoo, root, log
         self.base_folder = root / "models" / BASE  # the base its adapters are trained on (load_base moves it)
         self.base_source: dict | None = None
-        if zoo.gguf is None:
-            self.world = World(zoo.world)
+        self.world = task_world(zoo)
+        if zoo.gguf is None:  # a pretrained base's tokenizer arrives with its conversion (make_base)
             self.tokenizer = build_tokenizer(self.world)
             self.enc = Encoder(self.tokenizer)
-        else:  # a pretrained base: its tokenizer arrives with the conversion (make_base)
-            self.world = Lexicon(zoo.world.seed)
         self.timings: dict[str, float] = {}
         self.curves: list[Curve] = []
         pretrain_steps = zoo.pretrain.induction_steps + zoo.pretrain.world_steps if zoo.gguf is None else 0

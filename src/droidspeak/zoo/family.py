@@ -33,21 +33,19 @@ from pathlib import Path
 import torch
 
 from droidspeak.hashing import file_sha256
+from droidspeak.track.results import read_rows
 from droidspeak.zoo import cards
-from droidspeak.zoo.builder import EXTENSION_REPORT, MARKER, FamilyBuilder
+from droidspeak.zoo.builder import EXTENSION_REPORT, MARKER, FamilyBuilder, task_world
 from droidspeak.zoo.gguf_base import GgufConfig, convert_base
-from droidspeak.zoo.long_tasks import Lexicon
 from droidspeak.zoo.recipe import BASE, ZooConfig, extension_hash, recipe_hash, zoo_config
 from droidspeak.zoo.tasks import (
     DEV,
     WIDE_TEST,
     dev_rows,
-    read_jsonl,
     trained_contexts,
     wide_test_rows,
     write_jsonl,
 )
-from droidspeak.zoo.world import World
 
 EXTENSIONS = "extensions"
 
@@ -247,7 +245,7 @@ def _attach_drawn_splits(family: Family, zoo: ZooConfig) -> None:
     (``zoo.wide_test_contexts``) and its development split (``zoo.dev_contexts``). Each is drawn once (text only, no
     model), kept beside the task's other splits and named by its size; none holds a context a fine-tune read, and the
     drawn splits are checked disjoint from each other every time they are attached."""
-    world = World(zoo.world) if zoo.gguf is None else Lexicon(zoo.world.seed)
+    world = task_world(zoo)
     for task, files in family.task_files.items():
         cfg = zoo.tasks[task]
         sizes = {split: size for split, size in ((WIDE_TEST, zoo.wide_test_contexts), (DEV, zoo.dev_contexts))
@@ -258,17 +256,18 @@ def _attach_drawn_splits(family: Family, zoo: ZooConfig) -> None:
         paths = {split: family.root / "tasks" / task / f"{split}-{size}.jsonl" for split, size in sizes.items()}
         missing = [split for split, path in paths.items() if not path.exists()]
         if missing:
-            splits = {split: read_jsonl(files[split]) for split in ("profile", "test")}
+            splits = {split: read_rows(files[split]) for split in ("profile", "test")}
             trained = trained_contexts(world, task, cfg, zoo.seed, splits, _contexts_read_in_training(zoo, task))
             for split in (WIDE_TEST, DEV):  # the wide split first: the dev split is drawn past it
                 if split in missing:
                     draw = wide_test_rows if split == WIDE_TEST else dev_rows
-                    write_jsonl(draw(world, task, cfg, zoo.seed, sizes[split], splits, trained), paths[split])
-                if split in paths:
-                    splits[split] = read_jsonl(paths[split])
+                    splits[split] = draw(world, task, cfg, zoo.seed, sizes[split], splits, trained)
+                    write_jsonl(splits[split], paths[split])
+                elif split in paths:
+                    splits[split] = read_rows(paths[split])
         if len(paths) == 2:
-            shared = ({r["context"] for r in read_jsonl(paths[WIDE_TEST])}
-                      & {r["context"] for r in read_jsonl(paths[DEV])})
+            shared = ({r["context"] for r in read_rows(paths[WIDE_TEST])}
+                      & {r["context"] for r in read_rows(paths[DEV])})
             if shared:
                 raise ValueError(f"{task}: {len(shared)} context(s) in both {paths[WIDE_TEST].name} and "
                                  f"{paths[DEV].name}; delete {paths[DEV].name} to draw the dev split again past it")

@@ -143,17 +143,21 @@ def eval_contexts(
 ) -> dict[str, list[tuple[str, QA]]]:
     """The profile and test splits (contexts + questions), disjoint from each other and from ``exclude``."""
     seen: set[str] = set(exclude)
-    out: dict[str, list[tuple[str, QA]]] = {}
-    for split in ("profile", "test"):
-        rng = random.Random(f"{seed}-{task}-{split}")
-        rows: list[tuple[str, QA]] = []
-        while len(rows) < cfg.contexts[split]:
-            context, qa = _draw(world, task, cfg, rng)
-            if context not in seen:
-                seen.add(context)
-                rows.append((context, qa))
-        out[split] = rows
-    return out
+    return {split: _draw_unseen(world, task, cfg, seed, split, cfg.contexts[split], seen)  # profile first
+            for split in ("profile", "test")}
+
+
+def _draw_unseen(world: World, task: str, cfg: TaskConfig, seed: int, split: str, count: int,
+                 seen: set[str]) -> list[tuple[str, QA]]:
+    """``count`` contexts of ``split``'s own stream, none in ``seen`` (which each one joins)."""
+    rng = random.Random(f"{seed}-{task}-{split}")
+    drawn: list[tuple[str, QA]] = []
+    while len(drawn) < count:
+        context, qa = _draw(world, task, cfg, rng)
+        if context not in seen:
+            seen.add(context)
+            drawn.append((context, qa))
+    return drawn
 
 
 WIDE_TEST = "test_wide"  # a family's wide held-out split (ZooConfig.wide_test_contexts)
@@ -189,14 +193,7 @@ def dev_rows(world: World, task: str, cfg: TaskConfig, seed: int, contexts: int,
     """The development split of a built family: ``contexts`` contexts from a stream of its own, none in any of
     ``family_splits`` or ``trained``, so a recipe can be tuned on it without reading a profile or test question."""
     seen = {row["context"] for rows in family_splits.values() for row in rows} | trained
-    rng = random.Random(f"{seed}-{task}-{DEV}")
-    drawn: list[tuple[str, QA]] = []
-    while len(drawn) < contexts:
-        context, qa = _draw(world, task, cfg, rng)
-        if context not in seen:
-            seen.add(context)
-            drawn.append((context, qa))
-    return rows_of(task, DEV, drawn)
+    return rows_of(task, DEV, _draw_unseen(world, task, cfg, seed, DEV, contexts, seen))
 
 
 def train_stream(
@@ -259,9 +256,6 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_text(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def score(task: str, prediction: str, answers: list[str]) -> float:
