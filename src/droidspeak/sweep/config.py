@@ -351,6 +351,27 @@ class BenchAnswerPathConfig:
 
 
 @dataclass
+class ServeConfig:
+    """The executing server (experiments/serve.py): which family models serve, which pairs share and how, the load."""
+
+    zoo: ZooConfig = field(default_factory=ZooConfig)
+    receivers: list[str] = field(default_factory=list)  # family model names, every one a receiver
+    plans: dict[str, str] = field(default_factory=dict)  # "receiver<-owner": a reuse plan or profile:PATH[@TOL][@RULE]
+    task: str = "???"  # whose split's questions are asked (its contexts are the shared ones)
+    split: str = "test"
+    qps: float = 1.0  # Poisson arrivals: mean requests per second
+    requests: int = 8
+    seed: int = 0
+    trace: str | None = None  # a JSONL trace (serve.workload.read_trace) instead of Poisson arrivals
+    max_batch: int = 4
+    store_mib: float = 2048.0  # the cache tier's bound (LRU)
+    threads: int = 2
+    dtype: str = "float32"
+    device: str = "cpu"
+    out: str = "outputs/serve/requests.jsonl"
+
+
+@dataclass
 class RetimeConfig:
     zoo: ZooConfig = field(default_factory=ZooConfig)
     results: str = "???"  # a study's results.jsonl: its rows are re-timed, not re-scored
@@ -393,7 +414,7 @@ SCHEMAS = {  # conf/<name>.yaml -> its schema
     "study_page": StudyPageConfig, "alora_page": AloraPageConfig, "transfer_page": TransferPageConfig,
     "proxy_study": ProxyStudyConfig, "bench_answer_path": BenchAnswerPathConfig, "retime": RetimeConfig,
     "bench_transfer": BenchTransferConfig, "verify_model": VerifyModelConfig,
-    "bench_profile_cost": BenchProfileCostConfig, "question_budget": QuestionBudgetConfig,
+    "bench_profile_cost": BenchProfileCostConfig, "question_budget": QuestionBudgetConfig, "serve": ServeConfig,
 }
 
 

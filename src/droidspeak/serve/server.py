@@ -1,0 +1,256 @@
+"""A multi-receiver server that executes its requests: queries arrive on the wall clock, prefills are batched per
+receiver and decode steps interleaved with them, and every request is served with the plan its pair's profile
+chose over whichever cache of its context the store holds.
+
+Where a receiver's context cache comes from, in order: its own (a prefix cache: every layer reused, exact); another
+model's, where a plan is known for (receiver, that model) (DroidSpeak: the plan's groups recomputed, the rest
+reused); else its own full prefill, which is then stored for itself and for every receiver that may reuse it. The
+store is one bounded tier (LRU): what it evicted is prefilled again. Every model prefills with its context weights
+(an activated LoRA's are its base's), so an aLoRA finds its base's cache as its own.
+
+One iteration of the loop: admit what has arrived (a query that cannot be served is refused with why, alone), prefill
+one batch (the oldest waiting query's receiver, its waiting queries in arrival order, up to ``max_batch``), then one
+decode step of every running cohort. Our engine merges each adapter into its own weights, so a batch holds one
+receiver's queries only: batching across adapters would need the base's weights shared and each row's adapter
+applied beside them (punica / S-LoRA kernels, vLLM's multi-LoRA), which the engine does not do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from droidspeak.engine.batch import prefill_rows
+from droidspeak.engine.cache import ContextCache, cache_key
+from droidspeak.engine.loading import LoadedModel
+from droidspeak.engine.plan import layer_groups, parse_plan
+from droidspeak.engine.prefill import receiver_prefill, sender_prefill
+from droidspeak.errors import DroidSpeakError
+from droidspeak.serve.cohort import Cohort
+from droidspeak.serve.workload import BadLine, Query
+from droidspeak.store.base import CacheStore
+
+OWN = "own"  # a receiver's own cache: every layer reused
+FULL_PREFILL = "full_prefill"
+
+
+@dataclass
+class ServedRow:
+    """One request's record: when it arrived, waited, got its first token and its last; the plan and whose cache
+    served it; the answer and its score; or why it was refused (``error``; the timings are then None)."""
+
+    rid: int
+    receiver: str
+    context_id: str
+    arrival: float | None
+    prefill_start: float | None = None
+    first_token: float | None = None
+    last_token: float | None = None
+    tokens: int = 0
+    queueing: float | None = None
+    ttft: float | None = None
+    tbt_mean: float | None = None
+    e2e: float | None = None
+    plan: str | None = None
+    cache_from: str | None = None  # "own", another model's name, or None (the receiver's full prefill)
+    answer: str | None = None
+    score: float | None = None
+    error: str | None = None
+    token_times: list[float] = field(default_factory=list, repr=False)
+
+    def record(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "token_times"}
+
+
+@dataclass
+class _Active:
+    cohort: Cohort
+    queries: list[Query]
+
+
+class Server:
+    """Serves queries with ``models`` (name → loaded model; every receiver and every model whose cache may be reused),
+    ``plans`` ((receiver, cache owner) → a concrete plan; a pair without one never shares), ``contexts`` (context id →
+    text), ``store`` (the bounded cache tier). ``score(query, answer)`` scores an answer (None: unscored)."""
+
+    def __init__(self, models: Mapping[str, LoadedModel], plans: Mapping[tuple[str, str], str],
+                 contexts: Mapping[str, str], store: CacheStore, *, max_new_tokens: int, max_batch: int = 4,
+                 score: Callable[[Query, str], float] | None = None, clock: Callable[[], float] = time.perf_counter):
+        unknown = sorted({name for pair in plans for name in pair} - set(models))
+        if unknown:
+            raise DroidSpeakError(f"plans name models the server does not hold: {', '.join(unknown)}")
+        self.models, self.contexts, self.store = dict(models), dict(contexts), store
+        self.max_new_tokens, self.max_batch, self.score, self.clock = max_new_tokens, max_batch, score, clock
+        self.plans = {pair: _concrete(pair, plan, models[pair[0]].stack.num_layers) for pair, plan in plans.items()}
+        self._tokens: dict[tuple[str, str], torch.Tensor] = {}
+        self.not_stored = 0  # caches too big for the whole tier
+        self.e_layers = {name: sorted({start for (_, owner), plan in self.plans.items() if owner == name
+                                       for start, _ in layer_groups(parse_plan(plan), models[name].stack.num_layers)})
+                         for name in models}
+
+    # ---- the loop ----------------------------------------------------------------------------------------------
+    def run(self, queries: Sequence[Query | BadLine]) -> list[ServedRow]:
+        """Serve ``queries`` in real time (arrivals are seconds after this call); one row each, in rid order."""
+        rows: dict[int, ServedRow] = {}
+        pending = sorted(queries, key=lambda q: (q.arrival if q.arrival is not None else -1.0, q.rid))
+        waiting: list[Query] = []
+        running: list[_Active] = []
+        start = self.clock()
+        now = lambda: self.clock() - start  # noqa: E731
+        while pending or waiting or running:
+            while pending and (pending[0].arrival is None or pending[0].arrival <= now()):
+                query = pending.pop(0)
+                refusal = self._refusal(query)
+                if refusal is not None:
+                    rows[query.rid] = _refused(query, refusal)
+                else:
+                    rows[query.rid] = ServedRow(query.rid, query.receiver, query.context_id, query.arrival)
+                    waiting.append(query)
+            if not waiting and not running:  # idle until the next arrival (if any is left)
+                if pending:
+                    time.sleep(max(0.0, pending[0].arrival - now()))
+                continue
+            if waiting:
+                receiver = waiting[0].receiver
+                batch = [q for q in waiting if q.receiver == receiver][: self.max_batch]
+                waiting = [q for q in waiting if q not in batch]
+                running += self._prefill(receiver, batch, rows, now)
+            for active in running:
+                self._step(active, rows, now)
+            running = [a for a in running if not a.cohort.done]
+        return [rows[rid] for rid in sorted(rows)]
+
+    def _prefill(self, receiver: str, batch: list[Query], rows: dict[int, ServedRow], now) -> list[_Active]:
+        """Prefill ``batch`` (one cohort per cache source and plan), each cohort's first step included."""
+        begun = now()
+        for query in batch:
+            rows[query.rid].prefill_start = begun
+        by_source: dict[tuple[str | None, str], list[Query]] = defaultdict(list)
+        caches: dict[str, ContextCache] = {}
+        for query in batch:
+            try:
+                source, plan, cache = self._source(receiver, query.context_id)
+            except DroidSpeakError as error:
+                rows[query.rid] = _refused(query, str(error), rows[query.rid])
+                continue
+            if cache is not None:
+                caches[query.context_id] = cache
+            by_source[(source, plan)].append(query)
+        fresh = by_source.pop((None, FULL_PREFILL), [])
+        if fresh:  # the receiver's own full prefill, stored for itself and its readers; then served from it
+            ids = list(dict.fromkeys(q.context_id for q in fresh))
+            model = self.models[receiver].context_model
+            for context_id, cache in zip(ids, sender_prefill(model, [self._ids(receiver, c) for c in ids],
+                                                             e_layers=self.e_layers[receiver])):
+                caches[context_id] = cache
+                self._put(cache)
+            by_source[(None, "full_reuse")] = fresh
+        started = []
+        for (source, plan), queries in by_source.items():
+            model = self.models[receiver]
+            try:
+                prefilled = prefill_rows([q.context_id for q in queries],
+                                         lambda ids: receiver_prefill(model, [caches[c] for c in ids], plan))
+                cohort = Cohort(model, prefilled, [self._tail(receiver, q) for q in queries], self.max_new_tokens)
+            except DroidSpeakError as error:
+                for query in queries:
+                    rows[query.rid] = _refused(query, str(error), rows[query.rid])
+                continue
+            for query in queries:
+                row = rows[query.rid]
+                row.plan = FULL_PREFILL if source is None else plan
+                row.cache_from = source
+            active = _Active(cohort, queries)
+            self._step(active, rows, now)
+            if not cohort.done:
+                started.append(active)
+        return started
+
+    def _step(self, active: _Active, rows: dict[int, ServedRow], now) -> None:
+        grew = active.cohort.step()
+        stamp = now()
+        for index in grew:
+            row = rows[active.queries[index].rid]
+            row.token_times.append(stamp)
+            if active.cohort.finished[index]:
+                self._finish(row, active.queries[index], active.cohort.tokens[index])
+
+    def _finish(self, row: ServedRow, query: Query, tokens: list[int]) -> None:
+        times = row.token_times
+        row.first_token, row.last_token, row.tokens = times[0], times[-1], len(times)
+        row.queueing = row.prefill_start - row.arrival
+        row.ttft, row.e2e = times[0] - row.arrival, times[-1] - row.arrival
+        row.tbt_mean = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
+        tokenizer = self.models[query.receiver].tokenizer
+        row.answer = tokenizer.decode(tokens, skip_special_tokens=True)
+        row.score = None if self.score is None else self.score(query, row.answer)
+
+    # ---- caches ------------------------------------------------------------------------------------------------
+    def _source(self, receiver: str, context_id: str) -> tuple[str | None, str, ContextCache | None]:
+        """(whose cache, the plan, the cache) for ``receiver`` on a context: its own, a profiled reader's, or none."""
+        ids = self._ids(receiver, context_id)
+        owners = [(OWN, receiver, "full_reuse")] + [(owner, owner, plan) for (r, owner), plan in self.plans.items()
+                                                    if r == receiver]
+        for label, owner, plan in owners:
+            digest = self.models[owner].context_model.fingerprint.digest
+            key = cache_key(digest, ids)
+            if key in self.store:
+                cache = self.store.get(key)
+                cache.check_for(sender=digest, token_ids=ids)  # a cache another model wrote is refused, not served
+                return label, plan, cache
+        return None, FULL_PREFILL, None
+
+    def _put(self, cache: ContextCache) -> None:
+        try:
+            self.store.put(cache)
+        except DroidSpeakError:  # a context bigger than the whole tier: served from this prefill, kept nowhere
+            self.not_stored += 1
+
+    def _ids(self, receiver: str, context_id: str) -> torch.Tensor:
+        key = (receiver, context_id)
+        if key not in self._tokens:
+            tokenizer = self.models[receiver].tokenizer
+            self._tokens[key] = torch.tensor(tokenizer(self.contexts[context_id])["input_ids"], dtype=torch.long)
+        return self._tokens[key]
+
+    def _tail(self, receiver: str, query: Query) -> torch.Tensor:
+        tokenizer = self.models[receiver].tokenizer  # as the studies ask (engine.answers.Questions)
+        return torch.tensor(tokenizer("\n\n" + query.question, add_special_tokens=False)["input_ids"],
+                            dtype=torch.long)
+
+    # ---- refusals ----------------------------------------------------------------------------------------------
+    def _refusal(self, query: Query | BadLine) -> str | None:
+        """Why ``query`` cannot be served (checked on arrival, before any work), or None."""
+        if isinstance(query, BadLine):
+            return query.error
+        if query.receiver not in self.models:
+            return f"unknown receiver {query.receiver!r}; this server holds {', '.join(sorted(self.models))}"
+        if query.context_id not in self.contexts:
+            return f"unknown context {query.context_id!r}"
+        model = self.models[query.receiver]
+        need = len(self._ids(query.receiver, query.context_id)) + len(self._tail(query.receiver, query))
+        limit = getattr(model.config, "max_position_embeddings", None)
+        if limit and need + self.max_new_tokens > limit:
+            return (f"context and question take {need} tokens and the answer up to {self.max_new_tokens}; "
+                    f"{query.receiver} has {limit} positions")
+        return None
+
+
+def _concrete(pair: tuple[str, str], plan: str, num_layers: int) -> str:
+    spec = parse_plan(plan, num_layers)
+    if spec.kind == "profile" or not spec.uses_cache:
+        raise DroidSpeakError(f"plan for {pair[0]}<-{pair[1]}: {plan!r} is not a reuse plan (resolve a profile first; "
+                              "a pair that should not share has no plan)")
+    return plan
+
+
+def _refused(query: Query | BadLine, error: str, row: ServedRow | None = None) -> ServedRow:
+    if row is not None:
+        row.error = error
+        return row
+    return ServedRow(query.rid, getattr(query, "receiver", ""), getattr(query, "context_id", ""), query.arrival,
+                     error=error)

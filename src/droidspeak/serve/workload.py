@@ -1,0 +1,93 @@
+"""What a server is asked: queries ``(receiver, context, question)`` that arrive over time, from a Poisson process over
+task rows or from a trace file (JSON lines), every one kept: a trace line that cannot be read becomes a refusal for
+that line, never a dropped request."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Query:
+    """One request: ``receiver`` asks ``question`` over the shared context ``context_id`` (its text is the server's
+    context table's); ``answers`` score the reply (the task's own metric)."""
+
+    rid: int
+    arrival: float  # seconds after the run starts
+    receiver: str
+    context_id: str
+    question: str
+    answers: tuple[str, ...] = ()
+    task: str = ""
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """A trace line that is not a query: refused for that line, with why."""
+
+    rid: int
+    arrival: float | None
+    error: str
+
+
+TRACE_FIELDS = ("arrival", "receiver", "context_id", "question")
+
+
+def poisson_queries(rows: Sequence[Mapping], receivers: Sequence[str], *, qps: float, count: int,
+                    seed: int = 0, task: str = "") -> list[Query]:
+    """``count`` queries with exponential gaps of mean 1/``qps``: each a uniformly drawn receiver asking a uniformly
+    drawn task row (``context_id``, ``question``, ``answers``), so receivers meet over the rows' shared contexts."""
+    if qps <= 0 or count <= 0:
+        raise ValueError(f"qps ({qps}) and count ({count}) must be positive")
+    if not rows or not receivers:
+        raise ValueError("poisson_queries needs at least one row and one receiver")
+    rng, now, queries = random.Random(seed), 0.0, []
+    for rid in range(count):
+        now += rng.expovariate(qps)
+        row = rows[rng.randrange(len(rows))]
+        queries.append(Query(rid, round(now, 6), receivers[rng.randrange(len(receivers))], row["context_id"],
+                             row["question"], tuple(row.get("answers", ())), task))
+    return queries
+
+
+def write_trace(queries: Sequence[Query], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(asdict(q)) + "\n" for q in queries))
+    return path
+
+
+def read_trace(path: str | Path) -> list[Query | BadLine]:
+    """Every line of a trace, in order: a :class:`Query`, or a :class:`BadLine` saying why it is not one."""
+    out: list[Query | BadLine] = []
+    for rid, line in enumerate(Path(path).read_text().splitlines()):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            out.append(BadLine(rid, None, f"trace line {rid + 1} is not JSON: {error}"))
+            continue
+        out.append(_query(rid, item))
+    return out
+
+
+def _query(rid: int, item) -> Query | BadLine:
+    if not isinstance(item, dict):
+        return BadLine(rid, None, f"trace line {rid + 1} is a {type(item).__name__}, not an object with "
+                                  f"{', '.join(TRACE_FIELDS)}")
+    missing = [name for name in TRACE_FIELDS if name not in item]
+    arrival = item.get("arrival")
+    if not isinstance(arrival, (int, float)) or isinstance(arrival, bool) or arrival < 0:
+        return BadLine(rid, None, f"trace line {rid + 1}: arrival must be seconds >= 0, got {arrival!r}")
+    if missing:
+        return BadLine(rid, float(arrival), f"trace line {rid + 1} lacks {', '.join(missing)}")
+    answers = item.get("answers", [])
+    if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+        return BadLine(rid, float(arrival), f"trace line {rid + 1}: answers must be a list of strings")
+    return Query(rid, float(arrival), str(item["receiver"]), str(item["context_id"]), str(item["question"]),
+                 tuple(answers), str(item.get("task", "")))
