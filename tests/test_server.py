@@ -180,8 +180,8 @@ def test_serve_script_on_the_mini_family_shares_a_context_and_refuses_a_bad_line
         out.write('{"arrival": 0.6, "receiver": "ft-mdqa", "context_id": "nowhere", "question": "q"}\n')
     out = tmp_path / "requests.jsonl"
     env = {**os.environ, "DROIDSPEAK_CACHE": str(family.root.parent), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "serve.py"), "zoo=mini", f"trace={trace}",
-                           f"out={out}", "threads=1", f"hydra.run.dir={tmp_path / 'run'}"],
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "serve.py"), "zoo=mini",
+                           f"workload.trace={trace}", f"out={out}", "threads=1", f"hydra.run.dir={tmp_path / 'run'}"],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     served = read_rows(out)
@@ -190,3 +190,6 @@ def test_serve_script_on_the_mini_family_shares_a_context_and_refuses_a_bad_line
     assert "unknown context 'nowhere'" in served[2]["error"]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["requests"] == 3 and summary["refused"] == 1 and summary["ttft_p50"] > 0
+    assert json.loads(out.with_suffix(".run.json").read_text()) == summary
+    assert summary["system"] == "droidspeak" and summary["qps"] is None  # a trace: no offered load
+    assert summary["busy_seconds"]["prefill"] > 0 and summary["plans"] == {"ft-mdqa<-base": "recompute:1-2"}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -65,6 +65,15 @@ class ServedRow:
     def record(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "token_times"}
 
+    def finish(self, answer: str, score: float | None) -> None:
+        """Its timings from its token times (stamped as each token came), its answer and score."""
+        times = self.token_times
+        self.first_token, self.last_token, self.tokens = times[0], times[-1], len(times)
+        self.queueing = None if self.prefill_start is None else self.prefill_start - self.arrival
+        self.ttft, self.e2e = times[0] - self.arrival, times[-1] - self.arrival
+        self.tbt_mean = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
+        self.answer, self.score = answer, score
+
 
 @dataclass
 class _Active:
@@ -87,10 +96,22 @@ class Server:
         self.max_new_tokens, self.max_batch, self.score, self.clock = max_new_tokens, max_batch, score, clock
         self.plans = {pair: _concrete(pair, plan, models[pair[0]].stack.num_layers) for pair, plan in plans.items()}
         self._tokens: dict[tuple[str, str], torch.Tensor] = {}
-        self.not_stored = 0  # caches too big for the whole tier
+        self.not_stored: list[str] = []  # why a cache was not kept (bigger than the whole tier)
+        self.busy = {"prefill": 0.0, "decode": 0.0}  # seconds the loop spent in each (the rest: waiting, scheduling)
         self.e_layers = {name: sorted({start for (_, owner), plan in self.plans.items() if owner == name
                                        for start, _ in layer_groups(parse_plan(plan), models[name].stack.num_layers)})
                          for name in models}
+
+    def warm_up(self, tokens: int = 64) -> None:
+        """One short untimed request per model (its first kernels and allocations are not a request's latency)."""
+        text = next(iter(self.contexts.values()), "")
+        for model in self.models.values():
+            ids = torch.tensor(model.tokenizer(text)["input_ids"][:tokens], dtype=torch.long)
+            prefilled = receiver_prefill(model, [ids], FULL_PREFILL)
+            cohort = Cohort(model, prefilled, [ids[-4:]] if not model.invocation else [torch.tensor(model.invocation)],
+                            2)
+            while not cohort.done:
+                cohort.step()
 
     # ---- the loop ----------------------------------------------------------------------------------------------
     def run(self, queries: Sequence[Query | BadLine]) -> list[ServedRow]:
@@ -106,7 +127,7 @@ class Server:
                 query = pending.pop(0)
                 refusal = self._refusal(query)
                 if refusal is not None:
-                    rows[query.rid] = _refused(query, refusal)
+                    rows[query.rid] = refused(query, refusal)
                 else:
                     rows[query.rid] = ServedRow(query.rid, query.receiver, query.context_id, query.arrival)
                     waiting.append(query)
@@ -118,9 +139,13 @@ class Server:
                 receiver = waiting[0].receiver
                 batch = [q for q in waiting if q.receiver == receiver][: self.max_batch]
                 waiting = [q for q in waiting if q not in batch]
+                begun = now()
                 running += self._prefill(receiver, batch, rows, now)
+                self.busy["prefill"] += now() - begun
+            begun = now()
             for active in running:
                 self._step(active, rows, now)
+            self.busy["decode"] += now() - begun
             running = [a for a in running if not a.cohort.done]
         return [rows[rid] for rid in sorted(rows)]
 
@@ -135,7 +160,7 @@ class Server:
             try:
                 source, plan, cache = self._source(receiver, query.context_id)
             except DroidSpeakError as error:
-                rows[query.rid] = _refused(query, str(error), rows[query.rid])
+                rows[query.rid] = refused(query, str(error), rows[query.rid])
                 continue
             if cache is not None:
                 caches[query.context_id] = cache
@@ -158,7 +183,7 @@ class Server:
                 cohort = Cohort(model, prefilled, [self._tail(receiver, q) for q in queries], self.max_new_tokens)
             except DroidSpeakError as error:
                 for query in queries:
-                    rows[query.rid] = _refused(query, str(error), rows[query.rid])
+                    rows[query.rid] = refused(query, str(error), rows[query.rid])
                 continue
             for query in queries:
                 row = rows[query.rid]
@@ -180,14 +205,8 @@ class Server:
                 self._finish(row, active.queries[index], active.cohort.tokens[index])
 
     def _finish(self, row: ServedRow, query: Query, tokens: list[int]) -> None:
-        times = row.token_times
-        row.first_token, row.last_token, row.tokens = times[0], times[-1], len(times)
-        row.queueing = row.prefill_start - row.arrival
-        row.ttft, row.e2e = times[0] - row.arrival, times[-1] - row.arrival
-        row.tbt_mean = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
-        tokenizer = self.models[query.receiver].tokenizer
-        row.answer = tokenizer.decode(tokens, skip_special_tokens=True)
-        row.score = None if self.score is None else self.score(query, row.answer)
+        answer = self.models[query.receiver].tokenizer.decode(tokens, skip_special_tokens=True)
+        row.finish(answer, None if self.score is None else self.score(query, answer))
 
     # ---- caches ------------------------------------------------------------------------------------------------
     def _source(self, receiver: str, context_id: str) -> tuple[str | None, str, ContextCache | None]:
@@ -207,8 +226,8 @@ class Server:
     def _put(self, cache: ContextCache) -> None:
         try:
             self.store.put(cache)
-        except DroidSpeakError:  # a context bigger than the whole tier: served from this prefill, kept nowhere
-            self.not_stored += 1
+        except DroidSpeakError as error:  # a context bigger than the whole tier: served from this prefill, kept nowhere
+            self.not_stored.append(str(error))
 
     def _ids(self, receiver: str, context_id: str) -> torch.Tensor:
         key = (receiver, context_id)
@@ -224,20 +243,10 @@ class Server:
 
     # ---- refusals ----------------------------------------------------------------------------------------------
     def _refusal(self, query: Query | BadLine) -> str | None:
-        """Why ``query`` cannot be served (checked on arrival, before any work), or None."""
-        if isinstance(query, BadLine):
-            return query.error
-        if query.receiver not in self.models:
-            return f"unknown receiver {query.receiver!r}; this server holds {', '.join(sorted(self.models))}"
-        if query.context_id not in self.contexts:
-            return f"unknown context {query.context_id!r}"
-        model = self.models[query.receiver]
-        need = len(self._ids(query.receiver, query.context_id)) + len(self._tail(query.receiver, query))
-        limit = getattr(model.config, "max_position_embeddings", None)
-        if limit and need + self.max_new_tokens > limit:
-            return (f"context and question take {need} tokens and the answer up to {self.max_new_tokens}; "
-                    f"{query.receiver} has {limit} positions")
-        return None
+        model = self.models.get(getattr(query, "receiver", None))
+        positions = getattr(model.config, "max_position_embeddings", None) if model is not None else None
+        prompt = lambda q: len(self._ids(q.receiver, q.context_id)) + len(self._tail(q.receiver, q))  # noqa: E731
+        return refusal_of(query, self.models, self.contexts, prompt, self.max_new_tokens, positions)
 
 
 def _concrete(pair: tuple[str, str], plan: str, num_layers: int) -> str:
@@ -248,7 +257,24 @@ def _concrete(pair: tuple[str, str], plan: str, num_layers: int) -> str:
     return plan
 
 
-def _refused(query: Query | BadLine, error: str, row: ServedRow | None = None) -> ServedRow:
+def refusal_of(query: Query | BadLine, receivers: Container[str], contexts: Container[str],
+               prompt_tokens: Callable[[Query], int], max_new_tokens: int, positions: int | None) -> str | None:
+    """Why ``query`` cannot be served (checked on arrival, before any work), or None: a bad trace line, an unknown
+    receiver or context, or a prompt and answer past the receiver's ``positions``."""
+    if isinstance(query, BadLine):
+        return query.error
+    if query.receiver not in receivers:
+        return f"unknown receiver {query.receiver!r}; this server holds {', '.join(sorted(receivers))}"
+    if query.context_id not in contexts:
+        return f"unknown context {query.context_id!r}"
+    need = prompt_tokens(query)
+    if positions and need + max_new_tokens > positions:
+        return (f"context and question take {need} tokens and the answer up to {max_new_tokens}; "
+                f"{query.receiver} has {positions} positions")
+    return None
+
+
+def refused(query: Query | BadLine, error: str, row: ServedRow | None = None) -> ServedRow:
     if row is not None:
         row.error = error
         return row

@@ -190,6 +190,7 @@ class StepConfig:
     threads: int = 1  # OMP_NUM_THREADS of its processes
     alongside: bool = False  # start it and go on; joined when the next step that is not alongside ends
     cheap: list[str] = field(default_factory=list)  # overrides added when the study runs cheap=true
+    python: str | None = None  # another environment's interpreter (e.g. .venv-vllm/bin/python: make vllm-venv)
 
 
 @dataclass
@@ -351,24 +352,44 @@ class BenchAnswerPathConfig:
 
 
 @dataclass
-class ServeConfig:
-    """The executing server (experiments/serve.py): which family models serve, which pairs share and how, the load."""
+class WorkloadConfig:
+    """What a server is asked: one task split's questions over its shared contexts, by Poisson arrivals or a trace."""
 
-    zoo: ZooConfig = field(default_factory=ZooConfig)
-    receivers: list[str] = field(default_factory=list)  # family model names, every one a receiver
-    plans: dict[str, str] = field(default_factory=dict)  # "receiver<-owner": a reuse plan or profile:PATH[@TOL][@RULE]
-    task: str = "???"  # whose split's questions are asked (its contexts are the shared ones)
+    task: str = "???"
     split: str = "test"
     qps: float = 1.0  # Poisson arrivals: mean requests per second
     requests: int = 8
     seed: int = 0
     trace: str | None = None  # a JSONL trace (serve.workload.read_trace) instead of Poisson arrivals
+
+
+@dataclass
+class ServeConfig:
+    """The executing server (experiments/serve.py): which family models serve, which pairs share and how, the load."""
+
+    zoo: ZooConfig = field(default_factory=ZooConfig)
+    engine: str = "droidspeak"  # or vllm: the same queries through vLLM (its own venv: make vllm-venv), no plans
+    system: str = "${.engine}"  # what a page calls this configuration (e.g. full_prefill, droidspeak, vllm)
+    receivers: list[str] = field(default_factory=list)  # family model names, every one a receiver
+    plans: list[str] = field(default_factory=list)  # "RECEIVER<-OWNER=PLAN": RECEIVER may read OWNER's caches with
+    # PLAN, a reuse plan or profile:PATH[@TOL][@RULE]; a pair not named never shares
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     max_batch: int = 4
-    store_mib: float = 2048.0  # the cache tier's bound (LRU)
+    store_mib: float = 2048.0  # the cache tier's bound (LRU; vLLM: its KV cache, VLLM_CPU_KVCACHE_SPACE)
     threads: int = 2
     dtype: str = "float32"
     device: str = "cpu"
-    out: str = "outputs/serve/requests.jsonl"
+    out: str = "outputs/serve/requests.jsonl"  # one row per request; beside it <stem>.run.json: the run's summary
+
+
+@dataclass
+class ServingPageConfig:
+    rows_dir: str = "???"  # the serving runs: <system>-qps<load>.jsonl and .run.json
+    out_dir: str = "???"
+    template: str = "conf/pages/serving.md.j2"
+    slo_factor: float = 4.0  # the SLO: p90 TTFT within this many single-request TTFTs of our full prefill
+    reference_system: str = "full_prefill"
+    command: str = "???"
 
 
 @dataclass
@@ -415,6 +436,7 @@ SCHEMAS = {  # conf/<name>.yaml -> its schema
     "proxy_study": ProxyStudyConfig, "bench_answer_path": BenchAnswerPathConfig, "retime": RetimeConfig,
     "bench_transfer": BenchTransferConfig, "verify_model": VerifyModelConfig,
     "bench_profile_cost": BenchProfileCostConfig, "question_budget": QuestionBudgetConfig, "serve": ServeConfig,
+    "serving_page": ServingPageConfig,
 }
 
 

@@ -48,7 +48,7 @@ def _command(name: str, step: StepConfig, cheap: bool) -> Command:
     if step.threads < 1:
         raise DroidSpeakError(f"study step {name!r}: threads must be at least 1, not {step.threads}")
     args = [*step.args, *(step.cheap if cheap else [])]
-    return Command(name, [sys.executable, str(script), *args], step.threads, step.alongside)
+    return Command(name, [step.python or sys.executable, str(script), *args], step.threads, step.alongside)
 
 
 def plan_commands(cfg: RunStudyConfig) -> tuple[list[Command], list[Command]]:
@@ -80,6 +80,9 @@ def missing_packages(requirements: list[str]) -> list[str]:
 
 
 def _start(command: Command) -> subprocess.Popen:
+    if not Path(command.argv[0]).is_file():
+        raise DroidSpeakError(f"study step {command.step!r} runs in {command.argv[0]}, which is not there: make "
+                              "vllm-venv (or the target that makes that environment) first")
     log.info("step %s: %s", command.step, command)
     return subprocess.Popen(command.argv, env={**os.environ, "OMP_NUM_THREADS": str(command.threads)})
 

@@ -1,0 +1,132 @@
+"""The serving page: systems served the same Poisson traces at rising loads, executed on one machine
+(experiments/serve.py writes ``<system>-qps<load>.jsonl``, one row per request, and ``.run.json``, the run's summary,
+beside the page).
+
+The SLO is the issue's: p90 TTFT within ``slo_factor`` × our full prefill's median single-request TTFT, measured as the
+median TTFT of the reference system's requests at its lightest load that found the server idle (waited under 50 ms).
+A system sustains a load when its served requests' p90 TTFT is within the SLO and none was refused; its throughput at
+the SLO is the highest such offered load (the loads are a grid, so it is a lower bound of the truth between two).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from droidspeak.figures.style import OKABE_ITO, FigureDataError, new_figure, save_figure
+from droidspeak.figures.template import render_page
+from droidspeak.markdown import table
+from droidspeak.serve.latency import served_summary
+
+IDLE_WAIT = 0.05  # seconds: a request that waited less found the server idle
+STYLE = {"full_prefill": ("our full prefill (own prefix caches)", OKABE_ITO["black"], "o"),
+         "droidspeak": ("DroidSpeak (profiled plans)", OKABE_ITO["blue"], "s"),
+         "vllm": ("vLLM (LoRA adapters, prefix caching)", OKABE_ITO["orange"], "^")}
+
+
+def read_runs(rows_dir: str | Path) -> list[dict]:
+    """Every run beside the page: its summary (``.run.json``) with its rows, ordered by system and load."""
+    runs = []
+    for summary_path in sorted(Path(rows_dir).glob("*.run.json")):
+        rows_path = summary_path.with_name(summary_path.name.removesuffix(".run.json") + ".jsonl")
+        if not rows_path.is_file():
+            raise FigureDataError(f"{summary_path}: no rows beside it ({rows_path.name})")
+        rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
+        runs.append({**json.loads(summary_path.read_text()), "rows": rows, "file": rows_path.name})
+    if not runs:
+        raise FigureDataError(f"{rows_dir}: no serving runs (*.run.json); run the study first")
+    order = list(STYLE)
+    return sorted(runs, key=lambda r: (order.index(r["system"]) if r["system"] in order else len(order), r["qps"]))
+
+
+def single_request_ttft(runs: Sequence[Mapping], system: str) -> tuple[float, int]:
+    """(median TTFT, how many requests) of ``system``'s requests at its lightest load that found the server idle."""
+    own = [r for r in runs if r["system"] == system]
+    if not own:
+        raise FigureDataError(f"no runs of the reference system {system!r}")
+    lightest = min(own, key=lambda r: r["qps"])
+    idle = [row["ttft"] for row in lightest["rows"]
+            if row["error"] is None and row["queueing"] is not None and row["queueing"] < IDLE_WAIT]
+    if not idle:
+        raise FigureDataError(f"{system} at {lightest['qps']} qps: no request found the server idle")
+    return statistics.median(idle), len(idle)
+
+
+def serving_summary(runs: Sequence[Mapping], *, slo_factor: float, reference: str) -> dict:
+    single, idle = single_request_ttft(runs, reference)
+    slo = slo_factor * single
+    table_rows, sustained = [], {}
+    for run in runs:
+        summary = served_summary(run["rows"])
+        meets = summary["refused"] == 0 and summary.get("ttft_p90", float("inf")) <= slo
+        if meets:
+            sustained[run["system"]] = max(sustained.get(run["system"], 0.0), run["qps"])
+        busy = run.get("busy_seconds") or {}
+        table_rows.append({"system": run["system"], "qps": run["qps"], "meets_slo": meets, "busy": busy,
+                           **{k: v for k, v in summary.items() if k != "served_by"},
+                           "served_by": summary.get("served_by", {})})
+    systems = list(dict.fromkeys(r["system"] for r in runs))
+    ratios = {s: (sustained.get(s, 0.0) / sustained[reference] if sustained.get(reference) else None)
+              for s in systems}
+    first = runs[0]
+    return {"slo_seconds": slo, "single_ttft": single, "single_ttft_requests": idle, "slo_factor": slo_factor,
+            "reference": reference, "runs": table_rows, "systems": systems,
+            "throughput_at_slo": {s: sustained.get(s, 0.0) for s in systems}, "ratio_to_reference": ratios,
+            "setting": {k: first.get(k) for k in ("receivers", "task", "split", "dtype", "threads", "device",
+                                                   "max_batch")},
+            "plans": {r["system"]: r.get("plans", {}) for r in runs}}
+
+
+def _cell(value, spec=".2f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def markdown_table(summary: Mapping) -> list[str]:
+    rows = []
+    for r in summary["runs"]:
+        quality = "–" if r.get("quality") is None else (
+            f"{r['quality']:.3f}" + (f" [{r['quality_ci'][0]:.3f}, {r['quality_ci'][1]:.3f}]" if r.get("quality_ci")
+                                     else ""))
+        busy = r["busy"]
+        rows.append([STYLE.get(r["system"], (r["system"],))[0], f"{r['qps']:g}", f"{r['served']}/{r['requests']}",
+                     _cell(r.get("ttft_p50")), _cell(r.get("ttft_p90")), _cell(r.get("tbt_mean_p50"), ".3f"),
+                     _cell(r.get("e2e_p50")), _cell(r.get("e2e_p90")), _cell(r.get("throughput_rps"), ".3f"),
+                     quality, "yes" if r["meets_slo"] else "no",
+                     "–" if not busy else f"{busy['prefill']:.0f} / {busy['decode']:.0f}",
+                     "; ".join(f"{k}: {v}" for k, v in sorted(r["served_by"].items()))])
+    return table(["system", "offered qps", "served", "TTFT p50 (s)", "TTFT p90 (s)", "TBT p50 (s)", "E2E p50 (s)",
+                  "E2E p90 (s)", "completed / s", "quality [95% CI]", "within SLO", "prefill / decode busy (s)",
+                  "served by"], rows)
+
+
+def figure(summary: Mapping, out_dir: str | Path) -> list[Path]:
+    """Fig. 15's shape: TTFT (p50 and p90) and end-to-end p50 against offered load, per system, the SLO drawn."""
+    fig, axes = new_figure(2)
+    for system in summary["systems"]:
+        label, color, marker = STYLE.get(system, (system, OKABE_ITO["purple"], "x"))
+        runs = [r for r in summary["runs"] if r["system"] == system and r.get("ttft_p50") is not None]
+        loads = [r["qps"] for r in runs]
+        axes[0].plot(loads, [r["ttft_p90"] for r in runs], color=color, marker=marker, label=f"{label}, p90")
+        axes[0].plot(loads, [r["ttft_p50"] for r in runs], color=color, marker=marker, linestyle=":",
+                     label=f"{label}, p50")
+        axes[1].plot(loads, [r["e2e_p50"] for r in runs], color=color, marker=marker, label=label)
+    axes[0].axhline(summary["slo_seconds"], color="#999999", linestyle="--", label="SLO (p90 TTFT)")
+    axes[0].set(xlabel="offered load (requests / s)", ylabel="TTFT (s)", yscale="log")
+    axes[1].set(xlabel="offered load (requests / s)", ylabel="end-to-end p50 (s)", yscale="log")
+    axes[0].legend(fontsize=6)
+    return save_figure(fig, out_dir, "fig15_serving")
+
+
+def write_serving_page(rows_dir: str | Path, out_dir: str | Path, template: str | Path, *, slo_factor: float,
+                       reference: str, command: str) -> list[Path]:
+    summary = serving_summary(read_runs(rows_dir), slo_factor=slo_factor, reference=reference)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = figure(summary, out)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    page = render_page(template, {**summary, "table": "\n".join(markdown_table(summary)), "command": command,
+                                  "names": {s: STYLE.get(s, (s,))[0] for s in summary["systems"]}})
+    (out / "README.md").write_text(page)
+    return [*written, out / "summary.json", out / "README.md"]

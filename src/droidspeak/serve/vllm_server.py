@@ -1,0 +1,101 @@
+"""The same queries served by vLLM, what a user would deploy fine-tunes with today: one engine over the base, every
+LoRA receiver as an adapter (``LoRARequest``), automatic prefix caching on, continuous batching, greedy decoding.
+vLLM keys each cached block by its adapter, so one fine-tune's cache never serves another: the redundancy DroidSpeak
+removes. Rows are :class:`droidspeak.serve.server.ServedRow`, timed on the same wall clock, over the same token ids
+(the context as our server tokenizes it, then the query tail), refused on the same rules.
+
+vLLM is not a dependency of the project: it lives in its own virtual environment (``make vllm-venv``), and this module
+imports it only when a server is built.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from droidspeak.errors import DroidSpeakError
+from droidspeak.serve.server import ServedRow, refusal_of, refused
+from droidspeak.serve.workload import BadLine, Query
+
+
+class VllmServer:
+    """``receivers``: name → (base model directory, adapter directory or None); every receiver must share one base."""
+
+    def __init__(self, receivers: Mapping[str, tuple[str, str | None]], contexts: Mapping[str, str], *,
+                 max_new_tokens: int, dtype: str = "float32", max_model_len: int = 8192,
+                 score: Callable[[Query, str], float] | None = None, seed: int = 0):
+        from transformers import AutoTokenizer
+        from vllm import EngineArgs, LLMEngine
+        from vllm.lora.request import LoRARequest
+
+        bases = {base for base, _ in receivers.values()}
+        if len(bases) != 1:
+            raise DroidSpeakError(f"one vLLM engine serves one base and its adapters; these receivers have {bases}")
+        base = bases.pop()
+        adapters = {name: adapter for name, (_, adapter) in receivers.items() if adapter}
+        self.lora = {name: LoRARequest(name, index + 1, adapter) for index, (name, adapter) in
+                     enumerate(sorted(adapters.items()))}
+        self.engine = LLMEngine.from_engine_args(EngineArgs(
+            model=base, dtype=dtype, enforce_eager=True, enable_prefix_caching=True, seed=seed,
+            max_model_len=max_model_len, enable_lora=bool(adapters), max_loras=max(1, len(adapters)),
+            max_lora_rank=64))
+        self.tokenizer = AutoTokenizer.from_pretrained(base)
+        self.receivers, self.contexts = dict(receivers), dict(contexts)
+        self.max_new_tokens, self.max_model_len, self.score = max_new_tokens, max_model_len, score
+
+    def _prompt(self, query: Query) -> list[int]:
+        context = self.tokenizer(self.contexts[query.context_id])["input_ids"]
+        return context + self.tokenizer("\n\n" + query.question, add_special_tokens=False)["input_ids"]
+
+    def warm_up(self, tokens: int = 64) -> None:
+        """One short untimed request per receiver (vLLM loads an adapter into its slot on first use)."""
+        from vllm import SamplingParams
+
+        ids = self.tokenizer(next(iter(self.contexts.values()), ""))["input_ids"][:tokens][::-1]  # no context's prefix
+        for index, name in enumerate(self.receivers):
+            self.engine.add_request(f"warm-{index}", {"prompt_token_ids": ids}, SamplingParams(max_tokens=2),
+                                    lora_request=self.lora.get(name))
+        while self.engine.has_unfinished_requests():
+            self.engine.step()
+
+    def run(self, queries: Sequence[Query | BadLine]) -> list[ServedRow]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens,
+                                output_kind=RequestOutputKind.CUMULATIVE)
+        rows: dict[int, ServedRow] = {}
+        live: dict[str, Query] = {}
+        pending = sorted(queries, key=lambda q: (q.arrival if q.arrival is not None else -1.0, q.rid))
+        start = time.perf_counter()
+        now = lambda: time.perf_counter() - start  # noqa: E731
+        while pending or live:
+            while pending and (pending[0].arrival is None or pending[0].arrival <= now()):
+                query = pending.pop(0)
+                why = refusal_of(query, self.receivers, self.contexts, lambda q: len(self._prompt(q)),
+                                 self.max_new_tokens, self.max_model_len)
+                if why is not None:
+                    rows[query.rid] = refused(query, why)
+                    continue
+                # vLLM schedules inside the engine: when its prefill starts is not seen here (queueing stays None)
+                rows[query.rid] = ServedRow(query.rid, query.receiver, query.context_id, query.arrival, plan="vllm")
+                self.engine.add_request(str(query.rid), {"prompt_token_ids": self._prompt(query)}, params,
+                                        lora_request=self.lora.get(query.receiver))
+                live[str(query.rid)] = query
+            if not live:
+                if pending:
+                    time.sleep(max(0.0, pending[0].arrival - now()))
+                continue
+            outputs = self.engine.step()
+            stamp = now()
+            for output in outputs:
+                query = live[output.request_id]
+                row, tokens = rows[query.rid], list(output.outputs[0].token_ids)
+                row.token_times += [stamp] * (len(tokens) - len(row.token_times))
+                if output.finished:
+                    del live[output.request_id]
+                    cached = getattr(output, "num_cached_tokens", None) or 0  # its prefix cache hit (per adapter)
+                    row.cache_from = f"own prefix ({cached} tokens)" if cached else None
+                    answer = self.tokenizer.decode(tokens, skip_special_tokens=True)
+                    row.finish(answer, None if self.score is None else self.score(query, answer))
+        return [rows[rid] for rid in sorted(rows)]

@@ -1,0 +1,73 @@
+"""The serving page (droidspeak.figures.serving_page): the SLO from the reference system's idle requests, the load each
+system sustains within it, and a page whose every number comes from the rows."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from droidspeak.figures.serving_page import read_runs, serving_summary, write_serving_page
+from droidspeak.figures.style import FigureDataError
+
+TEMPLATE = "conf/pages/serving.md.j2"
+
+
+def _rows(system, qps, ttfts, waits, *, refused=0):
+    rows = [{"system": system, "qps": qps, "rid": i, "receiver": "r", "context_id": "c", "arrival": float(i),
+             "prefill_start": i + w, "first_token": i + t, "last_token": i + t + 1.0, "tokens": 3, "queueing": w,
+             "ttft": t, "tbt_mean": 0.5, "e2e": t + 1.0, "plan": "full_prefill", "cache_from": None, "answer": "a",
+             "score": 1.0, "error": None} for i, (t, w) in enumerate(zip(ttfts, waits))]
+    rows += [{**rows[0], "rid": len(rows) + i, "error": "unknown receiver"} for i in range(refused)]
+    return rows
+
+
+def _write(folder, system, qps, rows):
+    (folder / f"{system}-qps{qps}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / f"{system}-qps{qps}.run.json").write_text(json.dumps(
+        {"system": system, "qps": qps, "receivers": ["r"], "task": "t", "split": "test", "dtype": "float32",
+         "threads": 2, "device": "cpu", "max_batch": 4, "plans": {}, "busy_seconds": {"prefill": 3.0, "decode": 1.0}}))
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    _write(rows, "full_prefill", 0.1, _rows("full_prefill", 0.1, [1.0, 1.2, 1.1, 4.0], [0.0, 0.01, 0.02, 3.0]))
+    _write(rows, "full_prefill", 0.4, _rows("full_prefill", 0.4, [2.0, 6.0, 7.0], [1.0, 4.0, 5.0]))
+    _write(rows, "droidspeak", 0.1, _rows("droidspeak", 0.1, [0.8, 0.9], [0.0, 0.0]))
+    _write(rows, "droidspeak", 0.4, _rows("droidspeak", 0.4, [1.0, 3.0], [0.0, 1.0]))
+    _write(rows, "vllm", 0.1, _rows("vllm", 0.1, [1.0], [0.0], refused=1))
+    return rows
+
+
+def test_slo_is_from_idle_requests_and_sustained_loads_follow_it(runs_dir):
+    summary = serving_summary(read_runs(runs_dir), slo_factor=4.0, reference="full_prefill")
+    assert summary["single_ttft"] == pytest.approx(1.1) and summary["single_ttft_requests"] == 3
+    assert summary["slo_seconds"] == pytest.approx(4.4)
+    # full prefill: p90 at 0.4 qps is 7.0 > 4.4; droidspeak: 3.0 within; vllm refused one request: never sustained
+    assert summary["throughput_at_slo"] == {"full_prefill": 0.1, "droidspeak": 0.4, "vllm": 0.0}
+    assert summary["ratio_to_reference"]["droidspeak"] == pytest.approx(4.0)
+
+
+def test_page_numbers_come_from_the_summary(runs_dir, tmp_path):
+    out = tmp_path / "page"
+    write_serving_page(runs_dir, out, TEMPLATE, slo_factor=4.0, reference="full_prefill", command="make x")
+    page = (out / "README.md").read_text()
+    assert "**4.40 s**" in page and "0.4 requests / s (4.00× our full prefill)" in page
+    assert (out / "fig15_serving.png").is_file() and json.loads((out / "summary.json").read_text())["slo_seconds"]
+    again = tmp_path / "again"
+    write_serving_page(runs_dir, again, TEMPLATE, slo_factor=4.0, reference="full_prefill", command="make x")
+    assert (again / "README.md").read_text() == page
+    assert not re.search(r"\{\{|\}\}", page)
+
+
+def test_no_runs_or_no_idle_request_is_an_error(tmp_path, runs_dir):
+    with pytest.raises(FigureDataError, match="no serving runs"):
+        read_runs(tmp_path / "nothing")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    _write(busy, "full_prefill", 0.1, _rows("full_prefill", 0.1, [5.0], [2.0]))
+    with pytest.raises(FigureDataError, match="found the server idle"):
+        serving_summary(read_runs(busy), slo_factor=4.0, reference="full_prefill")
