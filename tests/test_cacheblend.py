@@ -203,5 +203,9 @@ def test_cacheblend_at_equal_compute_spends_the_compute_of_the_plan_the_profile_
     foreign = save_profile(tmp_path / "f.json", Profile(**{**profile.__dict__, "receiver": "ft-twohop"}))
     with pytest.raises(DroidSpeakError, match="a profile of ft-twohop<-base, not of ft-mdqa<-base"):
         settle_method(_blend_config(foreign))
+    elsewhere = save_profile(tmp_path / "e.json", Profile(**{**profile.__dict__,
+                                                             "extra": {"job": {"family": "zoo-default-0000"}}}))
+    with pytest.raises(DroidSpeakError, match="measured on the family zoo-default-0000, not on the one configured"):
+        settle_method(_blend_config(elsewhere))  # same model names, another family's models
     with pytest.raises(DroidSpeakError, match="does not read method.compute_of"):
         settle_method(_blend_config(path, "method.layers=0-1", method="recompute"))

@@ -15,11 +15,11 @@ calling this package never changes global matplotlib settings.
 - :mod:`droidspeak.figures.style`: colours, rc style, panel grid and PNG + PDF saving shared by both.
 
 The pages: ``render`` (a sweep's figures and tables from its rows), ``summary`` (the headline table), ``glance``
-(README's results at a glance), ``heldout`` (the plan chosen on the profile split, scored on the test split),
+(README's results at a glance), ``heldout`` (the plan chosen on the profile split, scored on a held-out split),
 ``intervals`` (bootstrap intervals, the paired test and the rule for "significant", shared by every page),
 ``profiles_summary`` (profiling tables), ``study_page`` (a real-model study's page), ``codec_page``, ``proxy_page``,
-``alora_page``, ``profile_cost_page`` and ``question_budget_page`` (the pages of the compressed-transfer, proxy,
-activated-LoRA, profiling-cost and question-budget studies); ``template`` renders a page's prose from its template
+``alora_page``, ``profile_cost_page``, ``question_budget_page`` and ``serving_page`` (the pages of the
+compressed-transfer, proxy, activated-LoRA, profiling-cost, question-budget and serving studies); ``template`` renders a page's prose from its template
 (conf/pages/). The figure modules: ``result_plots``, ``profile_plots``, ``style``.
 """
 

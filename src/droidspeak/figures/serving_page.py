@@ -23,6 +23,7 @@ from droidspeak.serve.latency import served_summary
 IDLE_WAIT = 0.05  # seconds: a request that waited less found the server idle
 STYLE = {"full_prefill": ("our full prefill (own prefix caches)", OKABE_ITO["black"], "o"),
          "droidspeak": ("DroidSpeak (profiled plans)", OKABE_ITO["blue"], "s"),
+         "alora": ("aLoRA in lora-code's place (reads the base's cache)", OKABE_ITO["green"], "D"),
          "vllm": ("vLLM (LoRA adapters, prefix caching)", OKABE_ITO["orange"], "^")}
 
 

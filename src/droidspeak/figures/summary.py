@@ -101,7 +101,8 @@ def write_summary(
                   + ", ".join(f"`{v}` ({n} rows)" for v, n in sorted(code_versions.items(), key=lambda kv: -kv[1])), ""]
     if held_out:
         lines += [
-            "## Held out: the plan chosen on the profile split, scored on the test split",
+            "## Held out: the plan chosen on the profile split, scored on held-out questions (each table names its "
+            "split)",
             "",
             "Each pair's plan is the profile file's fewest-layer plan within the tolerance (as `method=profile`",
             "serves it), chosen on the profile split and never tuned on these questions. Intervals are percentile",

@@ -1,6 +1,7 @@
 """Serving, executed and simulated. Executed: ``workload`` (queries over shared contexts, from a Poisson process or a
 trace file), ``cohort`` (greedy decoding a step at a time over a prefilled batch) and ``server`` (the loop that runs
-them on the wall clock, each pair with its plan, caches in a bounded tier). Simulated: ``arrivals`` (requests as
+them on the wall clock, each pair with its plan, caches in a bounded tier), ``vllm_server`` (the same queries through
+vLLM, from its own environment). Simulated: ``arrivals`` (requests as
 token counts and their Poisson arrivals), ``scheduler`` (a batched prefill + decode scheduler over an executor's step
 times), ``planner`` (the latency model and the plan choice). Both: ``latency`` (TTFT, TBT, E2E, throughput at an
 SLO)."""

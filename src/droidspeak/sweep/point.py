@@ -19,6 +19,7 @@ from droidspeak.hashing import file_sha256
 from droidspeak.lmeval.task_yaml import LONGBENCH, embedded_task_name, write_embedded_tasks
 from droidspeak.track.records import ResultRow, new_row, question_set_digest
 from droidspeak.track.results import point_key
+from droidspeak.zoo.family import family_root
 from droidspeak.zoo.tasks import DEV, TASKS, WIDE_TEST
 
 ZOO_PREFIX = "zoo:"
@@ -54,8 +55,10 @@ def settle_method(cfg) -> str | None:
             f"{', '.join(repr(cfg.method[k]) for k in unread)}): drop it, or, in a sweep over several methods, set it "
             f"per method as {', '.join(f'method_settings.{owners[k]}.{k}' for k in unread)}")
     if name == "cacheblend" and (cfg.method.check_layer is not None or cfg.method.compute_of is not None):
+        zoo = all(ref.startswith(ZOO_PREFIX) for ref in (cfg.pair.receiver, cfg.pair.sender))
         plan = cacheblend_plan(cfg.method, (cfg.pair.receiver.removeprefix(ZOO_PREFIX),
-                                            cfg.pair.sender.removeprefix(ZOO_PREFIX)))
+                                            cfg.pair.sender.removeprefix(ZOO_PREFIX)),
+                               family=family_root(cfg.zoo).name if zoo else None)
         if plan is None:
             return (f"no CacheBlend at check layer {cfg.method.check_layer} spends the compute of the plan "
                     f"{cfg.method.compute_of} chooses: its check layers alone cost more")
@@ -63,11 +66,12 @@ def settle_method(cfg) -> str | None:
     return None
 
 
-def cacheblend_plan(method, models: tuple[str, str]) -> str | None:
+def cacheblend_plan(method, models: tuple[str, str], family: str | None = None) -> str | None:
     """``cacheblend:R@L`` for ``method.check_layer`` L: R is ``method.ratio``, or, with ``method.compute_of`` (a
     ``profile:PATH[@TOL][@RULE]`` plan), the ratio at which CacheBlend recomputes as much as the plan that profile
-    chooses for these (receiver, sender) ``models``: (L + R (N - L)) / N = k / N for its k of N layers. None where
-    k < L (no ratio reaches it)."""
+    chooses for these (receiver, sender) ``models`` (of the zoo ``family`` folder, where the pair is a family's: a
+    profile of same-named models of another family is refused): (L + R (N - L)) / N = k / N for its k of N layers.
+    None where k < L (no ratio reaches it)."""
     layer = method.check_layer or 0
     if method.compute_of is None:
         ratio = method.ratio
@@ -82,6 +86,10 @@ def cacheblend_plan(method, models: tuple[str, str]) -> str | None:
         if (profile.receiver, profile.sender) != models:
             raise DroidSpeakError(f"method.compute_of={method.compute_of}: a profile of {profile.pair}, not of "
                                   f"{models[0]}<-{models[1]}")
+        measured_on = (profile.extra.get("job") or {}).get("family")
+        if family is not None and measured_on not in (None, family):
+            raise DroidSpeakError(f"method.compute_of={method.compute_of}: measured on the family {measured_on}, "
+                                  f"not on the one configured ({family})")
         if layer >= profile.num_layers:
             raise DroidSpeakError(f"method.check_layer={layer}: the model has layers 0-{profile.num_layers - 1}")
         profile.check_choice(spec.tolerance, spec.rule)
