@@ -111,6 +111,8 @@ def main(cfg: DictConfig) -> dict:
         "busy_seconds": getattr(server, "busy", None), "dtype": cfg.dtype, "threads": cfg.threads,
         "device": device_name(cfg.device), "max_batch": cfg.max_batch}
     out.with_suffix(".run.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    if getattr(server, "steps", None):  # every step's cost: what a simulator is calibrated on
+        out.with_suffix(".steps.jsonl").write_text("".join(json.dumps(step) + "\n" for step in server.steps))
     if not_stored:
         log.warning("%d cache(s) not kept, e.g.: %s", len(not_stored), not_stored[0])
     for row in served:

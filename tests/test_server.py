@@ -193,3 +193,7 @@ def test_serve_script_on_the_mini_family_shares_a_context_and_refuses_a_bad_line
     assert json.loads(out.with_suffix(".run.json").read_text()) == summary
     assert summary["system"] == "droidspeak" and summary["qps"] is None  # a trace: no offered load
     assert summary["busy_seconds"]["prefill"] > 0 and summary["plans"] == {"ft-mdqa<-base": "recompute:1-2"}
+    steps = read_rows(out.with_suffix(".steps.jsonl"))
+    assert {s["kind"] for s in steps} == {"context_prefill", "prefill", "decode"}
+    assert [(s["cache_from"], s["plan"]) for s in steps if s["kind"] == "prefill"] == [
+        (None, "full_reuse"), ("base", "recompute:1-2")]  # base's own full prefill, then ft-mdqa reading it

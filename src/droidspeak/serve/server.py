@@ -98,6 +98,7 @@ class Server:
         self._tokens: dict[tuple[str, str], torch.Tensor] = {}
         self.not_stored: list[str] = []  # why a cache was not kept (bigger than the whole tier)
         self.busy = {"prefill": 0.0, "decode": 0.0}  # seconds the loop spent in each (the rest: waiting, scheduling)
+        self.steps: list[dict] = []  # every prefill and decode step's cost (_log)
         self.e_layers = {name: sorted({start for (_, owner), plan in self.plans.items() if owner == name
                                        for start, _ in layer_groups(parse_plan(plan), models[name].stack.num_layers)})
                          for name in models}
@@ -168,15 +169,23 @@ class Server:
         fresh = by_source.pop((None, FULL_PREFILL), [])
         if fresh:  # the receiver's own full prefill, stored for itself and its readers; then served from it
             ids = list(dict.fromkeys(q.context_id for q in fresh))
-            model = self.models[receiver].context_model
-            for context_id, cache in zip(ids, sender_prefill(model, [self._ids(receiver, c) for c in ids],
-                                                             e_layers=self.e_layers[receiver])):
+            model, begun = self.models[receiver].context_model, now()
+            try:
+                prefilled = sender_prefill(model, [self._ids(receiver, c) for c in ids],
+                                           e_layers=self.e_layers[receiver])
+            except DroidSpeakError as error:
+                for query in fresh:
+                    rows[query.rid] = refused(query, str(error), rows[query.rid])
+                prefilled, fresh = [], []
+            for context_id, cache in zip(ids, prefilled):
                 caches[context_id] = cache
                 self._put(cache)
-            by_source[(None, "full_reuse")] = fresh
+            if fresh:
+                self._log("context_prefill", receiver, None, FULL_PREFILL, ids, fresh, now() - begun)
+                by_source[(None, "full_reuse")] = fresh
         started = []
         for (source, plan), queries in by_source.items():
-            model = self.models[receiver]
+            model, begun = self.models[receiver], now()
             try:
                 prefilled = prefill_rows([q.context_id for q in queries],
                                          lambda ids: receiver_prefill(model, [caches[c] for c in ids], plan))
@@ -190,14 +199,28 @@ class Server:
                 row.plan = FULL_PREFILL if source is None else plan
                 row.cache_from = source
             active = _Active(cohort, queries)
-            self._step(active, rows, now)
+            self._step(active, rows, now, log=False)
+            self._log("prefill", receiver, source, plan, list(dict.fromkeys(q.context_id for q in queries)), queries,
+                      now() - begun)
             if not cohort.done:
                 started.append(active)
         return started
 
-    def _step(self, active: _Active, rows: dict[int, ServedRow], now) -> None:
+    def _log(self, kind: str, receiver: str, source: str | None, plan: str, contexts: list[str], queries: list[Query],
+             seconds: float) -> None:
+        """A step's cost, for a model of them (the simulator's calibration): what ran, over how much, how long."""
+        self.steps.append({"kind": kind, "receiver": receiver, "cache_from": source, "plan": plan,
+                           "contexts": len(contexts), "rows": len(queries), "seconds": seconds,
+                           "context_tokens": sum(len(self._ids(receiver, c)) for c in contexts)})
+
+    def _step(self, active: _Active, rows: dict[int, ServedRow], now, log: bool = True) -> None:
+        begun = now()
         grew = active.cohort.step()
         stamp = now()
+        if log:  # a decode step (a cohort's first step is its prefill's)
+            self.steps.append({"kind": "decode", "receiver": active.queries[0].receiver, "rows": len(grew),
+                               "batch": len(active.queries), "seconds": stamp - begun,
+                               "span_tokens": int(active.cohort.mask.shape[1])})  # padded cache width
         for index in grew:
             row = rows[active.queries[index].rid]
             row.token_times.append(stamp)
