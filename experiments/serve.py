@@ -1,6 +1,6 @@
 """Serve a family's receivers for real: Poisson arrivals (or a trace) over one task split's shared contexts, each pair
 served with its plan (a profile's choice, resolved and checked against the pair), caches in a bounded LRU tier.
-Writes one row per request (droidspeak.serve.server.ServedRow) and prints a summary.
+Writes one row per request (droidspeak.serve.loop.ServedRow) and prints a summary.
 
     python experiments/serve.py                                   # the mini family, 8 requests (seconds)
     python experiments/serve.py zoo=smollm2 workload.task=long_code receivers=[lora-code,base] \\
@@ -58,6 +58,13 @@ def plan_entry(text: str) -> tuple[str, str, str]:
     return receiver.strip(), owner.strip(), plan.strip()
 
 
+def context_owners(server) -> dict[str, str]:
+    """Each served model → the first model with its context weights (an aLoRA → its base): whose caches are its own."""
+    models = getattr(server, "models", {})
+    digests = {name: model.context_model.fingerprint.digest for name, model in models.items()}
+    return {name: next(other for other in digests if digests[other] == digest) for name, digest in digests.items()}
+
+
 def _vllm_dirs(family, name: str) -> tuple[str, str | None]:
     """(base directory, adapter directory or None) of a family model, as vLLM loads it."""
     args = family.load_args(name)
@@ -109,7 +116,8 @@ def main(cfg: DictConfig) -> dict:
         "engine": cfg.engine, "receivers": list(cfg.receivers), "task": work.task, "split": work.split,
         "plans": {f"{r}<-{o}": p for (r, o), p in plans.items()}, "not_stored": len(not_stored),
         "busy_seconds": getattr(server, "busy", None), "dtype": cfg.dtype, "threads": cfg.threads,
-        "device": device_name(cfg.device), "max_batch": cfg.max_batch}
+        "device": device_name(cfg.device), "max_batch": cfg.max_batch, "store_mib": cfg.store_mib,
+        "context_owners": context_owners(server)}
     out.with_suffix(".run.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
     if getattr(server, "steps", None):  # every step's cost: what a simulator is calibrated on
         out.with_suffix(".steps.jsonl").write_text("".join(json.dumps(step) + "\n" for step in server.steps))

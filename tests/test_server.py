@@ -197,3 +197,37 @@ def test_serve_script_on_the_mini_family_shares_a_context_and_refuses_a_bad_line
     assert {s["kind"] for s in steps} == {"context_prefill", "prefill", "decode"}
     assert [(s["cache_from"], s["plan"]) for s in steps if s["kind"] == "prefill"] == [
         (None, "full_reuse"), ("base", "recompute:1-2")]  # base's own full prefill, then ft-mdqa reading it
+
+
+def test_the_modelled_loop_charges_each_step_its_cost_on_a_virtual_clock():
+    from droidspeak.serve.modelled import ModelledServer, StepCosts
+
+    costs = StepCosts(context_prefill=(1.0, 0.01), prefill={"full_reuse": (0.2, 0.0), "recompute:1-2": (0.5, 0.0)},
+                      decode=(0.1, 0.05))
+    server = ModelledServer({("tuned", "base"): "recompute:1-2"}, costs, receivers=["base", "tuned"],
+                            context_tokens={"c": 100}, output_tokens={0: 3, 1: 2}, context_owner={},
+                            bytes_per_token={"base": 10.0}, capacity_bytes=None, max_new_tokens=4, max_batch=4)
+    first, second = server.run([Query(0, 0.0, "base", "c", ""), Query(1, 10.0, "tuned", "c", "")])
+    # base: its full prefill (1 + 0.01 * 100) then full_reuse of it (0.2, its first token), two decode steps of 0.15
+    assert (first.cache_from, first.plan) == (None, "full_prefill")
+    assert first.ttft == pytest.approx(2.2) and first.e2e == pytest.approx(2.5) and first.tokens == 3
+    # tuned, arriving when the server is idle: base's cache read with the pair's plan (0.5), one decode step
+    assert (second.cache_from, second.plan) == ("base", "recompute:1-2")
+    assert second.ttft == pytest.approx(0.5) and second.e2e == pytest.approx(0.65)
+    assert server.tier == {("base", "c"): 1000}
+
+
+def test_replaying_an_executed_run_reproduces_its_cache_decisions(llama_pair):
+    from droidspeak.serve.modelled import StepCosts, replay
+
+    rows = qa_rows(n_contexts=2, questions=2, seed=11)
+    server = _server(llama_pair, rows)
+    queries = [_query(0, 0.0, "base", rows[0]), _query(1, 0.3, "tuned", rows[1]), _query(2, 0.6, "tuned", rows[2]),
+               _query(3, 0.9, "base", rows[1])]
+    executed = [row.record() for row in server.run(queries)]
+    run = {"rows": executed, "steps": server.steps, "plans": {"tuned<-base": "recompute:1-2"}, "max_batch": 4,
+           "store_mib": None, "context_owners": {}}
+    modelled = replay(run, StepCosts.fit(server.steps))
+    assert [(r["cache_from"], r["plan"], r["tokens"]) for r in modelled] == [
+        (r["cache_from"], r["plan"], r["tokens"]) for r in executed]
+    assert [r["cache_from"] for r in executed] == [None, "base", None, "own"]

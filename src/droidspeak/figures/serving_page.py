@@ -19,6 +19,7 @@ from droidspeak.figures.style import OKABE_ITO, FigureDataError, new_figure, sav
 from droidspeak.figures.template import render_page
 from droidspeak.markdown import table
 from droidspeak.serve.latency import served_summary
+from droidspeak.serve.modelled import StepCosts, replay
 
 IDLE_WAIT = 0.05  # seconds: a request that waited less found the server idle
 STYLE = {"full_prefill": ("our full prefill (own prefix caches)", OKABE_ITO["black"], "o"),
@@ -34,12 +35,17 @@ def read_runs(rows_dir: str | Path) -> list[dict]:
         rows_path = summary_path.with_name(summary_path.name.removesuffix(".run.json") + ".jsonl")
         if not rows_path.is_file():
             raise FigureDataError(f"{summary_path}: no rows beside it ({rows_path.name})")
-        rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
-        runs.append({**json.loads(summary_path.read_text()), "rows": rows, "file": rows_path.name})
+        steps_path = rows_path.with_suffix(".steps.jsonl")
+        runs.append({**json.loads(summary_path.read_text()), "rows": _jsonl(rows_path), "file": rows_path.name,
+                     "steps": _jsonl(steps_path) if steps_path.is_file() else []})
     if not runs:
         raise FigureDataError(f"{rows_dir}: no serving runs (*.run.json); run the study first")
     order = list(STYLE)
     return sorted(runs, key=lambda r: (order.index(r["system"]) if r["system"] in order else len(order), r["qps"]))
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def single_request_ttft(runs: Sequence[Mapping], system: str) -> tuple[float, int]:
@@ -69,6 +75,7 @@ def serving_summary(runs: Sequence[Mapping], *, slo_factor: float, reference: st
                            **{k: v for k, v in summary.items() if k != "served_by"},
                            "served_by": summary.get("served_by", {})})
     systems = list(dict.fromkeys(r["system"] for r in runs))
+    modelled = modelled_vs_executed(runs, slo)
     ratios = {s: (sustained.get(s, 0.0) / sustained[reference] if sustained.get(reference) else None)
               for s in systems}
     first = runs[0]
@@ -77,7 +84,43 @@ def serving_summary(runs: Sequence[Mapping], *, slo_factor: float, reference: st
             "throughput_at_slo": {s: sustained.get(s, 0.0) for s in systems}, "ratio_to_reference": ratios,
             "setting": {k: first.get(k) for k in ("receivers", "task", "split", "dtype", "threads", "device",
                                                    "max_batch")},
-            "plans": {r["system"]: r.get("plans", {}) for r in runs}}
+            "plans": {r["system"]: r.get("plans", {}) for r in runs}, "modelled": modelled,
+            "model_tolerance": MODEL_TOLERANCE}
+
+
+MODEL_TOLERANCE = 0.15  # the modelled loop must predict median TTFT and throughput at the SLO this closely
+SATURATED = 0.9  # a run whose loop was busy this share of its span is at or past saturation
+
+
+def modelled_vs_executed(runs: Sequence[Mapping], slo: float) -> list[dict]:
+    """Per run of a system with a step log: its executed median TTFT and whether it met the SLO, beside the modelled
+    loop's (droidspeak.serve.modelled), its costs fitted to the step log of every run of that system."""
+    out, sustained = [], {}
+    for system in dict.fromkeys(r["system"] for r in runs):
+        own = [r for r in runs if r["system"] == system and r["steps"]]
+        if not own:
+            continue
+        costs = StepCosts.fit([step for r in own for step in r["steps"]])
+        for run in own:
+            executed, modelled = served_summary(run["rows"]), served_summary(replay(run, costs))
+            busy = run.get("busy_seconds") or {}
+            span = max(r["last_token"] for r in run["rows"] if r["error"] is None) - min(
+                r["arrival"] for r in run["rows"] if r["error"] is None)
+            utilization = (busy.get("prefill", 0.0) + busy.get("decode", 0.0)) / span if span > 0 else None
+            error = modelled["ttft_p50"] / executed["ttft_p50"] - 1
+            meets = (executed["ttft_p90"] <= slo, modelled["ttft_p90"] <= slo)
+            for index, verdict in enumerate(meets):
+                if verdict:
+                    sustained.setdefault((system, index), []).append(run["qps"])
+            out.append({"system": system, "qps": run["qps"], "executed_ttft_p50": executed["ttft_p50"],
+                        "modelled_ttft_p50": modelled["ttft_p50"], "ttft_error": error, "utilization": utilization,
+                        "below_saturation": utilization is not None and utilization < SATURATED,
+                        "within_tolerance": abs(error) <= MODEL_TOLERANCE,
+                        "executed_meets_slo": meets[0], "modelled_meets_slo": meets[1]})
+    for row in out:
+        row["executed_throughput_at_slo"] = max(sustained.get((row["system"], 0), []), default=0.0)
+        row["modelled_throughput_at_slo"] = max(sustained.get((row["system"], 1), []), default=0.0)
+    return out
 
 
 def _cell(value, spec=".2f") -> str:
@@ -100,6 +143,16 @@ def markdown_table(summary: Mapping) -> list[str]:
     return table(["system", "offered qps", "served", "TTFT p50 (s)", "TTFT p90 (s)", "TBT p50 (s)", "E2E p50 (s)",
                   "E2E p90 (s)", "completed / s", "quality [95% CI]", "within SLO", "prefill / decode busy (s)",
                   "served by"], rows)
+
+
+def modelled_table(summary: Mapping) -> list[str]:
+    rows = [[STYLE.get(r["system"], (r["system"],))[0], f"{r['qps']:g}", _cell(r["utilization"], ".0%"),
+             f"{r['executed_ttft_p50']:.2f}", f"{r['modelled_ttft_p50']:.2f}", f"{r['ttft_error']:+.0%}",
+             "yes" if r["within_tolerance"] else "no", "yes" if r["executed_meets_slo"] else "no",
+             "yes" if r["modelled_meets_slo"] else "no"] for r in summary["modelled"]]
+    return table(["system", "offered qps", "loop busy", "executed TTFT p50 (s)", "modelled TTFT p50 (s)", "error",
+                  f"within {summary['model_tolerance']:.0%}", "executed within SLO", "modelled within SLO"], rows,
+                 empty="no run with a step log")
 
 
 def figure(summary: Mapping, out_dir: str | Path) -> list[Path]:
@@ -127,7 +180,8 @@ def write_serving_page(rows_dir: str | Path, out_dir: str | Path, template: str 
     out.mkdir(parents=True, exist_ok=True)
     written = figure(summary, out)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
-    page = render_page(template, {**summary, "table": "\n".join(markdown_table(summary)), "command": command,
+    page = render_page(template, {**summary, "table": "\n".join(markdown_table(summary)),
+                                  "modelled_table": "\n".join(modelled_table(summary)), "command": command,
                                   "names": {s: STYLE.get(s, (s,))[0] for s in summary["systems"]}})
     (out / "README.md").write_text(page)
     return [*written, out / "summary.json", out / "README.md"]

@@ -1,7 +1,7 @@
 """The same queries served by vLLM, what a user would deploy fine-tunes with today: one engine over the base, every
 LoRA receiver as an adapter (``LoRARequest``), automatic prefix caching on, continuous batching, greedy decoding.
 vLLM keys each cached block by its adapter, so one fine-tune's cache never serves another: the redundancy DroidSpeak
-removes. Rows are :class:`droidspeak.serve.server.ServedRow`, timed on the same wall clock, over the same token ids
+removes. Rows are :class:`droidspeak.serve.loop.ServedRow`, timed on the same wall clock, over the same token ids
 (the context as our server tokenizes it, then the query tail), refused on the same rules.
 
 vLLM is not a dependency of the project: it lives in its own virtual environment (``make vllm-venv``), and this module
@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from droidspeak.errors import DroidSpeakError
-from droidspeak.serve.server import ServedRow, refusal_of, refused
+from droidspeak.serve.loop import ServedRow, refusal_of, refused
 from droidspeak.serve.workload import BadLine, Query
 
 
@@ -43,9 +43,11 @@ class VllmServer:
         self.receivers, self.contexts = dict(receivers), dict(contexts)
         self.max_new_tokens, self.max_model_len, self.score = max_new_tokens, max_model_len, score
 
+    def _context(self, query: Query) -> list[int]:
+        return self.tokenizer(self.contexts[query.context_id])["input_ids"]
+
     def _prompt(self, query: Query) -> list[int]:
-        context = self.tokenizer(self.contexts[query.context_id])["input_ids"]
-        return context + self.tokenizer("\n\n" + query.question, add_special_tokens=False)["input_ids"]
+        return self._context(query) + self.tokenizer("\n\n" + query.question, add_special_tokens=False)["input_ids"]
 
     def warm_up(self, tokens: int = 64) -> None:
         """One short untimed request per receiver (vLLM loads an adapter into its slot on first use)."""
@@ -78,7 +80,8 @@ class VllmServer:
                     rows[query.rid] = refused(query, why)
                     continue
                 # vLLM schedules inside the engine: when its prefill starts is not seen here (queueing stays None)
-                rows[query.rid] = ServedRow(query.rid, query.receiver, query.context_id, query.arrival, plan="vllm")
+                rows[query.rid] = ServedRow(query.rid, query.receiver, query.context_id, query.arrival, plan="vllm",
+                                            context_tokens=len(self._context(query)))
                 self.engine.add_request(str(query.rid), {"prompt_token_ids": self._prompt(query)}, params,
                                         lora_request=self.lora.get(query.receiver))
                 live[str(query.rid)] = query
