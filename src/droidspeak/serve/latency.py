@@ -79,7 +79,8 @@ def served_summary(rows: list[dict]) -> dict:
         return out
     for name in ("queueing", "ttft", "e2e", "tbt_mean"):
         values = [r[name] for r in served if r[name] is not None]
-        out |= {f"{name}_p50": percentile(values, 50), f"{name}_p90": percentile(values, 90)}
+        if values:  # vLLM's queueing is not seen from outside its engine
+            out |= {f"{name}_p50": percentile(values, 50), f"{name}_p90": percentile(values, 90)}
     span = max(r["last_token"] for r in served) - min(r["arrival"] for r in served)
     out["throughput_rps"] = len(served) / span if span > 0 else float("inf")
     scores = [r["score"] for r in served if r["score"] is not None]

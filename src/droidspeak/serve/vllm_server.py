@@ -10,8 +10,10 @@ imports it only when a server is built.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 from droidspeak.errors import DroidSpeakError
 from droidspeak.serve.loop import ServedRow, refusal_of, refused
@@ -35,10 +37,11 @@ class VllmServer:
         adapters = {name: adapter for name, (_, adapter) in receivers.items() if adapter}
         self.lora = {name: LoRARequest(name, index + 1, adapter) for index, (name, adapter) in
                      enumerate(sorted(adapters.items()))}
+        rank = max((_lora_rank(a) for a in adapters.values()), default=8)  # vLLM sizes its LoRA kernels by this
         self.engine = LLMEngine.from_engine_args(EngineArgs(
             model=base, dtype=dtype, enforce_eager=True, enable_prefix_caching=True, seed=seed,
             max_model_len=max_model_len, enable_lora=bool(adapters), max_loras=max(1, len(adapters)),
-            max_lora_rank=64))
+            max_lora_rank=rank))
         self.tokenizer = AutoTokenizer.from_pretrained(base)
         self.receivers, self.contexts = dict(receivers), dict(contexts)
         self.max_new_tokens, self.max_model_len, self.score = max_new_tokens, max_model_len, score
@@ -102,3 +105,8 @@ class VllmServer:
                     answer = self.tokenizer.decode(tokens, skip_special_tokens=True)
                     row.finish(answer, None if self.score is None else self.score(query, answer))
         return [rows[rid] for rid in sorted(rows)]
+
+
+def _lora_rank(adapter: str) -> int:
+    """An adapter's rank, from its peft config."""
+    return int(json.loads((Path(adapter) / "adapter_config.json").read_text())["r"])
