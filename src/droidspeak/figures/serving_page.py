@@ -11,6 +11,7 @@ the SLO is the highest such offered load (the loads are a grid, so it is a lower
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -61,7 +62,10 @@ def single_request_ttft(runs: Sequence[Mapping], system: str) -> tuple[float, in
     return statistics.median(idle), len(idle)
 
 
-def serving_summary(runs: Sequence[Mapping], *, slo_factor: float, reference: str) -> dict:
+def serving_summary(every_run: Sequence[Mapping], *, slo_factor: float, reference: str) -> dict:
+    """Latency, the SLO and throughput at it over the load runs; answers compared over every run, checks included
+    (a run whose ``.run.json`` says ``"check": "why"``: requests served again to explain a difference, not a load)."""
+    runs = [r for r in every_run if not r.get("check")]
     single, idle = single_request_ttft(runs, reference)
     slo = slo_factor * single
     table_rows, sustained = [], {}
@@ -71,21 +75,62 @@ def serving_summary(runs: Sequence[Mapping], *, slo_factor: float, reference: st
         if meets:
             sustained[run["system"]] = max(sustained.get(run["system"], 0.0), run["qps"])
         busy = run.get("busy_seconds") or {}
+        prefills = [step for step in run["steps"] if step["kind"] == "context_prefill"]
+        pace = (1000 * sum(s["seconds"] for s in prefills) / sum(s["context_tokens"] for s in prefills)
+                if prefills else None)  # the machine's speed during this run: a full prefill's seconds per 1K tokens
         table_rows.append({"system": run["system"], "qps": run["qps"], "meets_slo": meets, "busy": busy,
+                           "prefill_seconds_per_1k": pace,
                            **{k: v for k, v in summary.items() if k != "served_by"},
                            "served_by": summary.get("served_by", {})})
     systems = list(dict.fromkeys(r["system"] for r in runs))
     modelled = modelled_vs_executed(runs, slo)
-    ratios = {s: (sustained.get(s, 0.0) / sustained[reference] if sustained.get(reference) else None)
+    agreement = answer_agreement(every_run, reference)
+    highest = {s: max(r["qps"] for r in runs if r["system"] == s) for s in systems}
+    # a system that sustained the highest load it ran has no limit found: "at least", and no ratio
+    at_least = {s: sustained.get(s, 0.0) >= highest[s] for s in systems}
+    ratios = {s: (sustained.get(s, 0.0) / sustained[reference]
+                  if sustained.get(reference) and not at_least[s] and not at_least[reference] else None)
               for s in systems}
     first = runs[0]
     return {"slo_seconds": slo, "single_ttft": single, "single_ttft_requests": idle, "slo_factor": slo_factor,
             "reference": reference, "runs": table_rows, "systems": systems,
             "throughput_at_slo": {s: sustained.get(s, 0.0) for s in systems}, "ratio_to_reference": ratios,
+            "at_least": at_least,
             "setting": {k: first.get(k) for k in ("receivers", "task", "split", "dtype", "threads", "device",
                                                    "max_batch")},
-            "plans": {r["system"]: r.get("plans", {}) for r in runs}, "modelled": modelled,
+            "plans": {r["system"]: r.get("plans", {}) for r in runs}, "modelled": modelled, "agreement": agreement,
             "model_tolerance": MODEL_TOLERANCE}
+
+
+def answer_agreement(runs: Sequence[Mapping], reference: str) -> list[dict]:
+    """Per system, load and receiver: how many of its answers equal the reference system's to the same request (the
+    same trace: same seed and load), and their mean scores. Where a system's quality differs from the reference's,
+    this says whether its answers or its scoring do."""
+    answers = {(r["qps"], row["rid"]): row for r in runs if r["system"] == reference for row in r["rows"]}
+    out = []
+    for run in runs:
+        if run["system"] == reference:
+            continue
+        by_receiver: dict[str, list[tuple[Mapping, Mapping]]] = {}
+        for row in run["rows"]:
+            theirs = answers.get((run["qps"], row["rid"]))
+            if theirs is not None and row["error"] is None and theirs["error"] is None:
+                by_receiver.setdefault(row["receiver"], []).append((row, theirs))
+        for receiver, pairs in sorted(by_receiver.items()):
+            out.append({"system": run["system"], "qps": run["qps"], "receiver": receiver, "requests": len(pairs),
+                        "check": run.get("check"),
+                        "same": sum(a["answer"] == b["answer"] for a, b in pairs),
+                        "score": statistics.fmean(a["score"] for a, _ in pairs),
+                        "reference_score": statistics.fmean(b["score"] for _, b in pairs)})
+    return out
+
+
+def agreement_table(summary: Mapping) -> list[str]:
+    rows = [[STYLE.get(r["system"], (r["system"],))[0] + (f" — check: {r['check']}" if r["check"] else ""),
+             f"{r['qps']:g}", r["receiver"], f"{r['same']}/{r['requests']}", f"{r['score']:.3f}",
+             f"{r['reference_score']:.3f}"] for r in summary["agreement"]]
+    return table(["system", "trace (offered qps)", "receiver", "answers equal to ours", "its mean score",
+                  "our full prefill's"], rows, empty="one system only")
 
 
 MODEL_TOLERANCE = 0.15  # the modelled loop must predict median TTFT and throughput at the SLO this closely
@@ -127,6 +172,15 @@ def _cell(value, spec=".2f") -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _sources(served_by: Mapping[str, int]) -> dict[str, int]:
+    """How many requests each cache source served, a prefix hit's token count left out (vLLM names it)."""
+    merged: dict[str, int] = {}
+    for label, count in served_by.items():
+        label = re.sub(r" \(\d+ tokens\)", "", label)
+        merged[label] = merged.get(label, 0) + count
+    return merged
+
+
 def markdown_table(summary: Mapping) -> list[str]:
     rows = []
     for r in summary["runs"]:
@@ -139,10 +193,11 @@ def markdown_table(summary: Mapping) -> list[str]:
                      _cell(r.get("e2e_p50")), _cell(r.get("e2e_p90")), _cell(r.get("throughput_rps"), ".3f"),
                      quality, "yes" if r["meets_slo"] else "no",
                      "–" if not busy else f"{busy['prefill']:.0f} / {busy['decode']:.0f}",
-                     "; ".join(f"{k}: {v}" for k, v in sorted(r["served_by"].items()))])
+                     _cell(r["prefill_seconds_per_1k"]),
+                     "; ".join(f"{k}: {v}" for k, v in sorted(_sources(r["served_by"]).items()))])
     return table(["system", "offered qps", "served", "TTFT p50 (s)", "TTFT p90 (s)", "TBT p50 (s)", "E2E p50 (s)",
                   "E2E p90 (s)", "completed / s", "quality [95% CI]", "within SLO", "prefill / decode busy (s)",
-                  "served by"], rows)
+                  "full prefill s / 1K tokens", "served by"], rows)
 
 
 def modelled_table(summary: Mapping) -> list[str]:
@@ -181,7 +236,8 @@ def write_serving_page(rows_dir: str | Path, out_dir: str | Path, template: str 
     written = figure(summary, out)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
     page = render_page(template, {**summary, "table": "\n".join(markdown_table(summary)),
-                                  "modelled_table": "\n".join(modelled_table(summary)), "command": command,
+                                  "modelled_table": "\n".join(modelled_table(summary)),
+                                  "agreement_table": "\n".join(agreement_table(summary)), "command": command,
                                   "names": {s: STYLE.get(s, (s,))[0] for s in summary["systems"]}})
     (out / "README.md").write_text(page)
     return [*written, out / "summary.json", out / "README.md"]
