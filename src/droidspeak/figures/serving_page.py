@@ -217,14 +217,14 @@ def figure(summary: Mapping, out_dir: str | Path) -> list[Path]:
         label, color, marker = STYLE.get(system, (system, OKABE_ITO["purple"], "x"))
         runs = [r for r in summary["runs"] if r["system"] == system and r.get("ttft_p50") is not None]
         loads = [r["qps"] for r in runs]
-        axes[0].plot(loads, [r["ttft_p90"] for r in runs], color=color, marker=marker, label=f"{label}, p90")
-        axes[0].plot(loads, [r["ttft_p50"] for r in runs], color=color, marker=marker, linestyle=":",
-                     label=f"{label}, p50")
+        axes[0].plot(loads, [r["ttft_p90"] for r in runs], color=color, marker=marker)
+        axes[0].plot(loads, [r["ttft_p50"] for r in runs], color=color, marker=marker, linestyle=":")
         axes[1].plot(loads, [r["e2e_p50"] for r in runs], color=color, marker=marker, label=label)
-    axes[0].axhline(summary["slo_seconds"], color="#999999", linestyle="--", label="SLO (p90 TTFT)")
-    axes[0].set(xlabel="offered load (requests / s)", ylabel="TTFT (s)", yscale="log")
+    axes[0].axhline(summary["slo_seconds"], color="#999999", linestyle="--")
+    axes[0].set(xlabel="offered load (requests / s)", ylabel="TTFT (s)", yscale="log",
+                title="p90 solid, p50 dotted; dashed: the SLO")
     axes[1].set(xlabel="offered load (requests / s)", ylabel="end-to-end p50 (s)", yscale="log")
-    axes[0].legend(fontsize=6)
+    fig.legend(*axes[1].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=6)
     return save_figure(fig, out_dir, "fig15_serving")
 
 
