@@ -20,6 +20,12 @@ from droidspeak.engine.prefill import receiver_prefill, sender_prefill
 Metric = Callable[[str, list[str]], float]
 
 
+def question_ids(tokenizer, question: str) -> list[int]:
+    """A question's tokens as every prompt here follows its context: a blank line, then the question, tokenized as in
+    the prompt (a BPE sees the break) and with no second <bos> in mid-prompt."""
+    return tokenizer("\n\n" + question, add_special_tokens=False)["input_ids"]
+
+
 class Questions:
     """Rows (``context_id``, ``context``, ``question``, ``answers``), their contexts and questions tokenized once."""
 
@@ -28,8 +34,7 @@ class Questions:
         ids = lambda text, start: torch.tensor(tokenizer(text, add_special_tokens=start)["input_ids"],  # noqa: E731
                                           dtype=torch.long)
         self.contexts = {r["context_id"]: ids(r["context"], True) for r in self.rows}  # Gemma's <bos> first
-        # as in the prompt (a BPE sees the break), and no second <bos> in mid-prompt
-        self.suffixes = [ids("\n\n" + r["question"], False) for r in self.rows]
+        self.suffixes = [torch.tensor(question_ids(tokenizer, r["question"]), dtype=torch.long) for r in self.rows]
         self.decode = lambda t: tokenizer.decode(t, skip_special_tokens=True)  # noqa: E731
 
     def scores(self, answers: Sequence[str]) -> list[float]:

@@ -212,9 +212,14 @@ def generate(
             **generation_kwargs,
         )
     new_tokens = sequences[:, input_ids.shape[1] :].cpu()
-    eos = receiver.model.generation_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    return [_cut_at_eos(row, eos_ids) for row in new_tokens]
+    stop = eos_ids(receiver)
+    return [_cut_at_eos(row, stop) for row in new_tokens]
+
+
+def eos_ids(model: LoadedModel) -> set[int]:
+    """The token ids that end an answer: the model's generation config's EOS (one id, several, or none)."""
+    eos = model.model.generation_config.eos_token_id
+    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
 
 def _cut_at_eos(tokens: torch.Tensor, eos_ids: set[int]) -> torch.Tensor:

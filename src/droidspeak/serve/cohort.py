@@ -15,14 +15,9 @@ from collections.abc import Sequence
 import torch
 
 from droidspeak.engine.batch import PrefilledBatch
-from droidspeak.engine.infer import check_finite, check_positions, check_window, roomy_cache, tail_batch
+from droidspeak.engine.infer import check_finite, check_positions, check_window, eos_ids, roomy_cache, tail_batch
 from droidspeak.engine.loading import LoadedModel
 from droidspeak.hf_compat import cache_arg
-
-
-def eos_ids(model: LoadedModel) -> set[int]:
-    eos = model.model.generation_config.eos_token_id
-    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
 
 class Cohort:

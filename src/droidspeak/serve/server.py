@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
+from droidspeak.engine.answers import question_ids
 from droidspeak.engine.batch import prefill_rows
 from droidspeak.engine.cache import ContextCache, cache_key
 from droidspeak.engine.loading import LoadedModel
@@ -116,9 +117,7 @@ class Server(ServingLoop):
         return self._tokens[key]
 
     def _tail(self, receiver: str, query: Query) -> torch.Tensor:
-        tokenizer = self.models[receiver].tokenizer  # as the studies ask (engine.answers.Questions)
-        return torch.tensor(tokenizer("\n\n" + query.question, add_special_tokens=False)["input_ids"],
-                            dtype=torch.long)
+        return torch.tensor(question_ids(self.models[receiver].tokenizer, query.question), dtype=torch.long)
 
 
 def _concrete(pair: tuple[str, str], plan: str, num_layers: int) -> str:

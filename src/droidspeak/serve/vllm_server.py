@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from droidspeak.engine.answers import question_ids
 from droidspeak.errors import DroidSpeakError
 from droidspeak.serve.loop import ServedRow, refusal_of, refused
 from droidspeak.serve.workload import BadLine, Query
@@ -45,12 +46,16 @@ class VllmServer:
         self.tokenizer = AutoTokenizer.from_pretrained(base)
         self.receivers, self.contexts = dict(receivers), dict(contexts)
         self.max_new_tokens, self.max_model_len, self.score = max_new_tokens, max_model_len, score
+        self._context_ids: dict[str, list[int]] = {}
 
     def _context(self, query: Query) -> list[int]:
-        return self.tokenizer(self.contexts[query.context_id])["input_ids"]
+        """The context's tokens, tokenized once (refusal, row and prompt all need them, inside the timed loop)."""
+        if query.context_id not in self._context_ids:
+            self._context_ids[query.context_id] = self.tokenizer(self.contexts[query.context_id])["input_ids"]
+        return self._context_ids[query.context_id]
 
     def _prompt(self, query: Query) -> list[int]:
-        return self._context(query) + self.tokenizer("\n\n" + query.question, add_special_tokens=False)["input_ids"]
+        return self._context(query) + question_ids(self.tokenizer, query.question)
 
     def warm_up(self, tokens: int = 64) -> None:
         """One short untimed request per receiver (vLLM loads an adapter into its slot on first use)."""
