@@ -3,6 +3,7 @@
     python experiments/build_zoo.py [zoo=mini]          # cached, else the reference in reference/, else trained
     python experiments/build_zoo.py force=true           # retrain from the recipe; compared with the reference
     python experiments/build_zoo.py export_reference=true  # copy the cached family into reference/ (to commit)
+    python experiments/build_zoo.py zoo=smollm2 'export_merged=[lora-code]'  # a LoRA merged, as a plain HF folder
 
 Prints the family's folder and its phenomenon table; the learning curves are in
 <family>/learning_curves.jsonl (copied into the Hydra run folder).
@@ -34,6 +35,8 @@ def main(cfg: DictConfig) -> None:
     log.info(
         "family %s at %s (built in %s s)", family.report["name"], family.root, family.report["timings_s"].get("total_s")
     )
+    for name in cfg.export_merged:
+        log.info("%s merged into its base: %s", name, family.export_merged(name))
     if cfg.export_reference:
         log.info("reference copy (commit it): %s", export_reference(family))
     print(pair_table(family.report["phenomenon"]))

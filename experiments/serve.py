@@ -20,10 +20,10 @@ import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.engine.plan import format_plan, parse_plan
 from droidspeak.engine.verify import check_pair
 from droidspeak.errors import DroidSpeakError
-from droidspeak.profile.profile_file import resolve_profile_plan
+from droidspeak.profile.profile_file import load_profile, resolve_profile_plan
 from droidspeak.serve.latency import served_summary
 from droidspeak.serve.server import Server
-from droidspeak.serve.workload import poisson_queries, read_trace
+from droidspeak.serve.workload import poisson_queries, read_trace, shared_context_queries
 from droidspeak.store import MemoryStore
 from droidspeak.sweep.console import entry_point
 from droidspeak.track.records import device_name
@@ -34,19 +34,25 @@ from droidspeak.zoo.tasks import TASKS, score
 log = logging.getLogger("serve")
 
 
-def pair_plans(cfg: DictConfig, models: dict) -> dict[tuple[str, str], str]:
-    """``cfg.plans`` as (receiver, owner) → concrete plan: each pair checked, a profile resolved for it."""
-    plans = {}
+def pair_plans(cfg: DictConfig, models: dict) -> tuple[dict[tuple[str, str], str], dict[str, dict]]:
+    """``cfg.plans`` as (receiver, owner) → concrete plan, each pair checked and a profile resolved for it; and each
+    resolved profile's record (its path, rule, and, where it was measured on other models or another dtype and
+    ``allow_foreign_profile`` lets it apply, the dtype it was measured in)."""
+    plans, profiles = {}, {}
     for receiver, owner, plan in map(plan_entry, cfg.plans):
         if receiver not in models:
             raise DroidSpeakError(f"plans: {receiver!r} is not a served receiver ({', '.join(cfg.receivers)})")
         check_pair(models[owner], models[receiver])
         if parse_plan(plan).kind == "profile":
-            plan = format_plan(resolve_profile_plan(plan, models[receiver].stack.num_layers,
-                                                    receiver=models[receiver].fingerprint.identity,
-                                                    sender=models[owner].fingerprint.identity).plan)
+            resolved = resolve_profile_plan(plan, models[receiver].stack.num_layers,
+                                            receiver=models[receiver].fingerprint.identity,
+                                            sender=models[owner].fingerprint.identity,
+                                            allow_foreign=cfg.allow_foreign_profile)
+            measured = (load_profile(resolved.path).receiver_identity or {}).get("dtype")
+            profiles[f"{receiver}<-{owner}"] = resolved.record() | {"profile_dtype": measured}
+            plan = format_plan(resolved.plan)
         plans[(receiver, owner)] = plan
-    return plans
+    return plans, profiles
 
 
 def plan_entry(text: str) -> tuple[str, str, str]:
@@ -58,6 +64,24 @@ def plan_entry(text: str) -> tuple[str, str, str]:
     return receiver.strip(), owner.strip(), plan.strip()
 
 
+def workload_queries(cfg: DictConfig, rows: list[dict]) -> list:
+    """The run's queries: a trace file's lines, shared-context sessions (``workload.readers``), or uniform draws."""
+    work = cfg.workload
+    if work.trace:
+        if work.readers:
+            raise DroidSpeakError("workload.trace and workload.readers both say who asks what: give one")
+        return read_trace(work.trace)
+    if work.readers:
+        strangers = sorted(set(work.readers) - set(cfg.receivers))
+        if strangers:
+            raise DroidSpeakError(f"workload.readers {', '.join(strangers)}: not among the receivers "
+                                  f"({', '.join(cfg.receivers)})")
+        return shared_context_queries(rows, list(work.readers), qps=work.qps, count=work.requests, seed=work.seed,
+                                      task=work.task, shuffle_readers=work.shuffle_readers)
+    return poisson_queries(rows, list(cfg.receivers), qps=work.qps, count=work.requests, seed=work.seed,
+                           task=work.task)
+
+
 def context_owners(server) -> dict[str, str]:
     """Each served model → the first model with its context weights (an aLoRA → its base): whose caches are its own."""
     models = getattr(server, "models", {})
@@ -65,10 +89,18 @@ def context_owners(server) -> dict[str, str]:
     return {name: next(other for other in digests if digests[other] == digest) for name, digest in digests.items()}
 
 
-def _vllm_dirs(family, name: str) -> tuple[str, str | None]:
-    """(base directory, adapter directory or None) of a family model, as vLLM loads it."""
+def _vllm_dirs(family, name: str, mode: str) -> tuple[str, str | None]:
+    """(model directory, adapter directory or None) of a family model, as vLLM loads it: the base and the adapter, or
+    (``merged``) the LoRA merged into its base, exported beforehand (build_zoo.py export_merged=[...]: this venv has no
+    peft)."""
     args = family.load_args(name)
-    return args["path"], args["adapter"]
+    if mode != "merged" or args["adapter"] is None:
+        return args["path"], args["adapter"]
+    merged = family.merged_dir(name)
+    if not (merged / "DONE").is_file():
+        raise DroidSpeakError(f"vllm_mode=merged: {name} is not merged yet ({merged}); run python "
+                              f"experiments/build_zoo.py zoo={family.report.get('name')} 'export_merged=[{name}]'")
+    return str(merged), None
 
 
 @entry_point("serve")
@@ -88,21 +120,20 @@ def main(cfg: DictConfig) -> dict:
     unknown = sorted({*cfg.receivers, *owners} - set(family.models))
     if unknown:
         raise DroidSpeakError(f"{', '.join(unknown)}: not in the {cfg.zoo.name} family ({', '.join(family.models)})")
-    queries = (read_trace(work.trace) if work.trace else
-               poisson_queries(rows, list(cfg.receivers), qps=work.qps, count=work.requests, seed=work.seed,
-                               task=work.task))
+    queries = workload_queries(cfg, rows)
     contexts = {r["context_id"]: r["context"] for r in rows}
     scorer = lambda query, answer: score(query.task or work.task, answer, list(query.answers))  # noqa: E731
     max_new_tokens = TASKS[work.task].max_new_tokens
     if cfg.engine == "vllm":
         from droidspeak.serve.vllm_server import VllmServer
 
-        server = VllmServer({name: _vllm_dirs(family, name) for name in cfg.receivers}, contexts,
-                            max_new_tokens=max_new_tokens, dtype=cfg.dtype, score=scorer, seed=work.seed)
-        plans = {}
+        server = VllmServer({name: _vllm_dirs(family, name, cfg.vllm_mode) for name in cfg.receivers}, contexts,
+                            max_new_tokens=max_new_tokens, dtype=cfg.dtype, mode=cfg.vllm_mode,
+                            kv_cache_gib=max(1, round(cfg.store_mib / 1024)), score=scorer, seed=work.seed)
+        plans, profiles = {}, {}
     else:
         models = {name: family.load(name, dtype=cfg.dtype, device=cfg.device) for name in [*cfg.receivers, *owners]}
-        plans = pair_plans(cfg, models)
+        plans, profiles = pair_plans(cfg, models)
         server = Server(models, plans, contexts, MemoryStore(pin=False, capacity_bytes=int(cfg.store_mib * 2**20)),
                         max_new_tokens=max_new_tokens, max_batch=cfg.max_batch, score=scorer)
     server.warm_up()
@@ -113,8 +144,11 @@ def main(cfg: DictConfig) -> dict:
     out.write_text("".join(json.dumps(row) + "\n" for row in served))
     not_stored = getattr(server, "not_stored", [])
     summary = served_summary(served) | load | {
-        "engine": cfg.engine, "receivers": list(cfg.receivers), "task": work.task, "split": work.split,
-        "plans": {f"{r}<-{o}": p for (r, o), p in plans.items()}, "not_stored": len(not_stored),
+        "engine": cfg.engine, "vllm_mode": cfg.vllm_mode if cfg.engine == "vllm" else None,
+        "receivers": list(cfg.receivers), "task": work.task, "split": work.split,
+        "readers": list(work.readers), "shuffle_readers": work.shuffle_readers, "seed": work.seed,
+        "plans": {f"{r}<-{o}": p for (r, o), p in plans.items()}, "profiles": profiles,
+        "not_stored": len(not_stored),
         "busy_seconds": getattr(server, "busy", None), "dtype": cfg.dtype, "threads": cfg.threads,
         "device": device_name(cfg.device), "max_batch": cfg.max_batch, "store_mib": cfg.store_mib,
         "context_owners": context_owners(server)}

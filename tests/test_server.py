@@ -21,7 +21,7 @@ from droidspeak.engine.prefill import receiver_prefill, sender_prefill
 from droidspeak.errors import DroidSpeakError
 from droidspeak.serve.cohort import Cohort
 from droidspeak.serve.server import Server
-from droidspeak.serve.workload import BadLine, Query, poisson_queries, read_trace, write_trace
+from droidspeak.serve.workload import BadLine, Query, poisson_queries, read_trace, shared_context_queries, write_trace
 from droidspeak.store import DiskStore, MemoryStore
 from helpers import qa_rows
 
@@ -167,6 +167,40 @@ def test_poisson_queries_and_traces_round_trip(tmp_path):
     assert torch.tensor([q.arrival for q in queries]).diff().mean() == pytest.approx(0.25, rel=0.6)
 
 
+def test_shared_context_sessions_read_every_context_by_each_reader_in_order():
+    """Each drawn context is asked by every reader, the first reader first; contexts are drawn without replacement
+    before any repeats; a shuffled order still gives every reader one question per context."""
+    rows = qa_rows(n_contexts=3, questions=2)
+    queries = shared_context_queries(rows, ["base", "tuned"], qps=2.0, count=8, seed=4)
+    assert [q.rid for q in queries] == list(range(8))
+    assert all(b.arrival > a.arrival for a, b in zip(queries, queries[1:]))
+    sessions = [queries[i:i + 2] for i in range(0, 8, 2)]
+    assert all([q.receiver for q in s] == ["base", "tuned"] and s[0].context_id == s[1].context_id for s in sessions)
+    assert all(s[0].question != s[1].question for s in sessions)  # two questions of the context, one each
+    assert len({s[0].context_id for s in sessions[:3]}) == 3  # every context before any again
+    valid = {(r["context_id"], r["question"], tuple(r["answers"])) for r in rows}
+    assert all((q.context_id, q.question, q.answers) in valid for q in queries)
+    shuffled = shared_context_queries(rows, ["a", "b", "c"], qps=2.0, count=30, seed=1, shuffle_readers=True)
+    orders = {tuple(q.receiver for q in shuffled[i:i + 3]) for i in range(0, 30, 3)}
+    assert all(sorted(order) == ["a", "b", "c"] for order in orders) and len(orders) > 1
+    assert len(shared_context_queries(rows, ["a", "b", "c"], qps=1.0, count=7)) == 7  # a session cut at the count
+    with pytest.raises(ValueError, match="twice"):
+        shared_context_queries(rows, ["a", "a"], qps=1.0, count=2)
+
+
+def test_a_cacheblend_plan_is_served_with_the_engines_answer(llama_pair):
+    """A receiver reads another model's cache with a token-level CacheBlend plan (no E cache needed): its answer
+    is the engine's for that plan over the sender's cache."""
+    base, tuned = llama_pair
+    rows = qa_rows(n_contexts=1, questions=2, seed=5)
+    served = _server(llama_pair, rows, plan="cacheblend:0.5@1").run([_query(0, 0.0, "base", rows[0]),
+                                                                     _query(1, 0.0, "tuned", rows[1])])
+    assert [(r.error, r.cache_from, r.plan) for r in served] == [(None, None, "full_prefill"),
+                                                                 (None, "base", "cacheblend:0.5@1")]
+    caches = prefill_contexts(base, _questions(base, rows))
+    assert served[1].answer == predict(tuned, _questions(tuned, rows[1:]), "cacheblend:0.5@1", caches)[0]
+
+
 def test_serve_script_on_the_mini_family_shares_a_context_and_refuses_a_bad_line(mini_family, tmp_path):
     """The CI smoke of the executing server: base reads a context, ft-mdqa then asks over it and is served from
     base's cache with the pair's plan; a malformed trace line is refused alone; one row per line."""
@@ -197,6 +231,12 @@ def test_serve_script_on_the_mini_family_shares_a_context_and_refuses_a_bad_line
     assert {s["kind"] for s in steps} == {"context_prefill", "prefill", "decode"}
     assert [(s["cache_from"], s["plan"]) for s in steps if s["kind"] == "prefill"] == [
         (None, "full_reuse"), ("base", "recompute:1-2")]  # base's own full prefill, then ft-mdqa reading it
+
+    refused = subprocess.run([sys.executable, str(ROOT / "experiments" / "serve.py"), "zoo=mini", f"out={out}",
+                              "threads=1", "workload.readers=[base,ghost]", f"hydra.run.dir={tmp_path / 'run2'}"],
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "workload.readers ghost: not among the receivers" in refused.stderr
+    assert read_rows(out) == served  # refused before any work: the earlier run's rows are kept
 
 
 def test_the_modelled_loop_charges_each_step_its_cost_on_a_virtual_clock():

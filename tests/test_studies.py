@@ -130,3 +130,16 @@ def test_make_study_dry_run_prints_every_step_and_runs_nothing():
     assert [line.split()[2] for line in lines] == ["experiments/build_zoo.py", "experiments/evaluate.py",
                                                    "experiments/evaluate.py", "experiments/retime.py",
                                                    "experiments/figures.py"]
+
+
+def test_the_serving_study_serves_cacheblend_as_its_own_study_chose_it():
+    """The serving study's CacheBlend plan (a value of its config) is the one the CacheBlend study chose for
+    lora-code<-base on the profile split: change one, and this fails until the other follows."""
+    import json
+
+    serving = OmegaConf.load(CONF / "study/smollm2_serving.yaml")
+    held_out = json.loads((ROOT / "reports/smollm2_cacheblend/summary.json").read_text())["held_out"]
+    chosen = [row["plan"] for pair in held_out if pair["pair"] == "smol-lora-code<-base"
+              for row in pair["rows"] if row["method"] == "cacheblend" and row["chosen"]]
+    assert chosen == [serving["values"]["cacheblend"]]
+    assert serving["values"]["profile"].endswith("smol-lora-code_from_base/long_code.json")

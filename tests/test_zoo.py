@@ -225,3 +225,24 @@ def test_same_seed_gives_identical_checkpoints_and_a_killed_build_is_redone(mini
         torch.tensor(json.loads((fam.root / "family.json").read_text())["accuracy"]["base"]["mdqa"]),
         torch.tensor(json.loads((again.root / "family.json").read_text())["accuracy"]["base"]["mdqa"]),
     )
+
+
+def test_a_lora_merged_for_vllm_computes_what_the_engine_loads(mini_family):
+    """Family.export_merged writes a LoRA merged into its base as a plain HF folder (vLLM's merged mode serves it):
+    loaded as a model of its own it gives the engine's logits for that LoRA exactly; written once; a model that is
+    not a LoRA has nothing to merge."""
+    from droidspeak.engine.loading import load_model
+    from droidspeak.errors import DroidSpeakError
+
+    _, family = mini_family
+    merged = family.export_merged("lora-code")
+    assert merged == family.merged_dir("lora-code") and (merged / MARKER).is_file()
+    written = (merged / "model.safetensors").stat().st_mtime_ns
+    assert family.export_merged("lora-code") == merged and (merged / "model.safetensors").stat().st_mtime_ns == written
+    ids = torch.arange(3, 40).unsqueeze(0)
+    engine, plain = family.load("lora-code", dtype="float32"), load_model(str(merged), dtype="float32")
+    with torch.no_grad():
+        torch.testing.assert_close(plain.model(ids).logits, engine.model(ids).logits, rtol=0, atol=0)
+        assert not torch.equal(plain.model(ids).logits, family.load("base", dtype="float32").model(ids).logits)
+    with pytest.raises(DroidSpeakError, match="not a LoRA"):
+        family.merged_dir("ft-mdqa")

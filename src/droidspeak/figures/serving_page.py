@@ -25,8 +25,11 @@ from droidspeak.serve.modelled import StepCosts, replay
 IDLE_WAIT = 0.05  # seconds: a request that waited less found the server idle
 STYLE = {"full_prefill": ("our full prefill (own prefix caches)", OKABE_ITO["black"], "o"),
          "droidspeak": ("DroidSpeak (profiled plans)", OKABE_ITO["blue"], "s"),
+         "cacheblend": ("CacheBlend (its check layer and ratio chosen on the profile split)", OKABE_ITO["purple"],
+                        "v"),
          "alora": ("aLoRA in lora-code's place (reads the base's cache)", OKABE_ITO["green"], "D"),
-         "vllm": ("vLLM (LoRA adapters, prefix caching)", OKABE_ITO["orange"], "^")}
+         "vllm": ("vLLM (merged models, prefix caching)", OKABE_ITO["orange"], "^"),
+         "vllm_adapters": ("vLLM (LoRA adapters, prefix caching)", OKABE_ITO["vermillion"], "<")}
 
 
 def read_runs(rows_dir: str | Path) -> list[dict]:
@@ -97,8 +100,13 @@ def serving_summary(every_run: Sequence[Mapping], *, slo_factor: float, referenc
             "throughput_at_slo": {s: sustained.get(s, 0.0) for s in systems}, "ratio_to_reference": ratios,
             "at_least": at_least,
             "setting": {k: first.get(k) for k in ("receivers", "task", "split", "dtype", "threads", "device",
-                                                   "max_batch")},
-            "plans": {r["system"]: r.get("plans", {}) for r in runs}, "modelled": modelled, "agreement": agreement,
+                                                   "max_batch", "readers", "shuffle_readers")},
+            "requests_per_run": sorted({len(r["rows"]) for r in runs}),
+            "dtypes": {r["system"]: r.get("dtype") for r in runs},
+            "vllm_modes": {r["system"]: r.get("vllm_mode") or "adapters" for r in runs if r.get("engine") == "vllm"},
+            "plans": {r["system"]: r.get("plans", {}) for r in runs},
+            "profiles": {r["system"]: r.get("profiles", {}) for r in runs}, "modelled": modelled,
+            "agreement": agreement,
             "model_tolerance": MODEL_TOLERANCE}
 
 
@@ -214,7 +222,7 @@ def figure(summary: Mapping, out_dir: str | Path) -> list[Path]:
     """Fig. 15's shape: TTFT (p50 and p90) and end-to-end p50 against offered load, per system, the SLO drawn."""
     fig, axes = new_figure(2)
     for system in summary["systems"]:
-        label, color, marker = STYLE.get(system, (system, OKABE_ITO["purple"], "x"))
+        label, color, marker = STYLE.get(system, (system, OKABE_ITO["sky"], "x"))
         runs = [r for r in summary["runs"] if r["system"] == system and r.get("ttft_p50") is not None]
         loads = [r["qps"] for r in runs]
         axes[0].plot(loads, [r["ttft_p90"] for r in runs], color=color, marker=marker)

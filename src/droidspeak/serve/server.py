@@ -16,7 +16,7 @@ from droidspeak.engine.answers import question_ids
 from droidspeak.engine.batch import prefill_rows
 from droidspeak.engine.cache import ContextCache, cache_key
 from droidspeak.engine.loading import LoadedModel
-from droidspeak.engine.plan import layer_groups, parse_plan
+from droidspeak.engine.plan import parse_plan
 from droidspeak.engine.prefill import receiver_prefill, sender_prefill
 from droidspeak.errors import DroidSpeakError
 from droidspeak.serve.cohort import Cohort
@@ -42,9 +42,9 @@ class Server(ServingLoop):
         self.score, self.clock = score, clock
         self._tokens: dict[tuple[str, str], torch.Tensor] = {}
         self.not_stored: list[str] = []  # why a cache was not kept (bigger than the whole tier)
-        self.e_layers = {name: sorted({start for (_, owner), plan in self.plans.items() if owner == name
-                                       for start, _ in layer_groups(parse_plan(plan), models[name].stack.num_layers)})
-                         for name in models}
+        self.e_layers = {name: sorted({layer for (_, owner), plan in self.plans.items() if owner == name
+                                       for layer in parse_plan(plan, models[name].stack.num_layers).e_layers})
+                         for name in models}  # a CacheBlend plan needs none
 
     def warm_up(self, tokens: int = 64) -> None:
         """One short untimed request per model (its first kernels and allocations are not a request's latency)."""

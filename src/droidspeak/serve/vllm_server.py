@@ -1,8 +1,12 @@
-"""The same queries served by vLLM, what a user would deploy fine-tunes with today: one engine over the base, every
-LoRA receiver as an adapter (``LoRARequest``), automatic prefix caching on, continuous batching, greedy decoding.
-vLLM keys each cached block by its adapter, so one fine-tune's cache never serves another: the redundancy DroidSpeak
-removes. Rows are :class:`droidspeak.serve.loop.ServedRow`, timed on the same wall clock, over the same token ids
-(the context as our server tokenizes it, then the query tail), refused on the same rules.
+"""The same queries served by vLLM, what a user would deploy fine-tunes with today, in either of its two ways:
+- ``adapters``: one engine over the base, every LoRA receiver as an adapter (``LoRARequest``), continuous batching
+  across adapters; vLLM keys each cached block by its adapter, so one fine-tune's cache never serves another (the
+  redundancy DroidSpeak removes);
+- ``merged``: every receiver a model of its own (a LoRA merged into its base: Family.export_merged), one engine each,
+  no LoRA path; the engines share the machine.
+Automatic prefix caching on, greedy decoding. Rows are :class:`droidspeak.serve.loop.ServedRow`, timed on the same
+wall clock, over the same token ids (the context as our server tokenizes it, then the query tail), refused on the
+same rules.
 
 vLLM is not a dependency of the project: it lives in its own virtual environment (``make vllm-venv``), and this module
 imports it only when a server is built.
@@ -11,6 +15,7 @@ imports it only when a server is built.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -20,31 +25,41 @@ from droidspeak.errors import DroidSpeakError
 from droidspeak.serve.loop import ServedRow, refusal_of, refused
 from droidspeak.serve.workload import BadLine, Query
 
+MODES = ("adapters", "merged")
+
 
 class VllmServer:
-    """``receivers``: name → (base model directory, adapter directory or None); every receiver must share one base."""
+    """``receivers``: name → (model directory, adapter directory or None). ``mode="adapters"``: every receiver shares
+    one base and is served as its adapter by one engine; ``"merged"``: every receiver's directory is a whole model
+    (no adapter), served by an engine of its own. ``kv_cache_gib``: each engine's KV cache (VLLM_CPU_KVCACHE_SPACE)."""
 
     def __init__(self, receivers: Mapping[str, tuple[str, str | None]], contexts: Mapping[str, str], *,
-                 max_new_tokens: int, dtype: str = "float32", max_model_len: int = 8192,
-                 score: Callable[[Query, str], float] | None = None, seed: int = 0):
+                 max_new_tokens: int, dtype: str = "float32", max_model_len: int = 8192, mode: str = "adapters",
+                 kv_cache_gib: int = 4, score: Callable[[Query, str], float] | None = None, seed: int = 0):
         from transformers import AutoTokenizer
         from vllm import EngineArgs, LLMEngine
         from vllm.lora.request import LoRARequest
 
-        bases = {base for base, _ in receivers.values()}
-        if len(bases) != 1:
-            raise DroidSpeakError(f"one vLLM engine serves one base and its adapters; these receivers have {bases}")
-        base = bases.pop()
+        if mode not in MODES:
+            raise DroidSpeakError(f"vLLM mode {mode!r}: one of {', '.join(MODES)}")
+        if mode == "merged" and any(adapter for _, adapter in receivers.values()):
+            raise DroidSpeakError("merged mode serves whole models: give each receiver's merged directory, no adapter")
+        if mode == "adapters" and len({base for base, _ in receivers.values()}) != 1:
+            raise DroidSpeakError("one vLLM engine serves one base and its adapters; these receivers have "
+                                  f"{sorted({base for base, _ in receivers.values()})}")
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)  # read when an engine starts (else ~all memory)
         adapters = {name: adapter for name, (_, adapter) in receivers.items() if adapter}
         self.lora = {name: LoRARequest(name, index + 1, adapter) for index, (name, adapter) in
                      enumerate(sorted(adapters.items()))}
         rank = max((_lora_rank(a) for a in adapters.values()), default=8)  # vLLM sizes its LoRA kernels by this
-        self.engine = LLMEngine.from_engine_args(EngineArgs(
-            model=base, dtype=dtype, enforce_eager=True, enable_prefix_caching=True, seed=seed,
+        directories = {name: path for name, (path, _) in receivers.items()}
+        self.engine_of = {name: directories[name] for name in receivers}  # receiver → its engine's model directory
+        self.engines = {path: LLMEngine.from_engine_args(EngineArgs(
+            model=path, dtype=dtype, enforce_eager=True, enable_prefix_caching=True, seed=seed,
             max_model_len=max_model_len, enable_lora=bool(adapters), max_loras=max(1, len(adapters)),
-            max_lora_rank=rank))
-        self.tokenizer = AutoTokenizer.from_pretrained(base)
-        self.receivers, self.contexts = dict(receivers), dict(contexts)
+            max_lora_rank=rank)) for path in dict.fromkeys(directories.values())}
+        self.tokenizer = AutoTokenizer.from_pretrained(next(iter(directories.values())))
+        self.receivers, self.contexts, self.mode = dict(receivers), dict(contexts), mode
         self.max_new_tokens, self.max_model_len, self.score = max_new_tokens, max_model_len, score
         self._context_ids: dict[str, list[int]] = {}
 
@@ -63,10 +78,16 @@ class VllmServer:
 
         ids = self.tokenizer(next(iter(self.contexts.values()), ""))["input_ids"][:tokens][::-1]  # no context's prefix
         for index, name in enumerate(self.receivers):
-            self.engine.add_request(f"warm-{index}", {"prompt_token_ids": ids}, SamplingParams(max_tokens=2),
-                                    lora_request=self.lora.get(name))
-        while self.engine.has_unfinished_requests():
-            self.engine.step()
+            self.engines[self.engine_of[name]].add_request(f"warm-{index}", {"prompt_token_ids": ids},
+                                                           SamplingParams(max_tokens=2),
+                                                           lora_request=self.lora.get(name))
+        while any(engine.has_unfinished_requests() for engine in self.engines.values()):
+            self._step()
+
+    def _step(self) -> list:
+        """One step of every engine with work (merged: the engines take turns on the machine)."""
+        return [output for engine in self.engines.values() if engine.has_unfinished_requests()
+                for output in engine.step()]
 
     def run(self, queries: Sequence[Query | BadLine]) -> list[ServedRow]:
         from vllm import SamplingParams
@@ -90,14 +111,15 @@ class VllmServer:
                 # vLLM schedules inside the engine: when its prefill starts is not seen here (queueing stays None)
                 rows[query.rid] = ServedRow(query.rid, query.receiver, query.context_id, query.arrival, plan="vllm",
                                             context_tokens=len(self._context(query)))
-                self.engine.add_request(str(query.rid), {"prompt_token_ids": self._prompt(query)}, params,
-                                        lora_request=self.lora.get(query.receiver))
+                self.engines[self.engine_of[query.receiver]].add_request(
+                    str(query.rid), {"prompt_token_ids": self._prompt(query)}, params,
+                    lora_request=self.lora.get(query.receiver))
                 live[str(query.rid)] = query
             if not live:
                 if pending:
                     time.sleep(max(0.0, pending[0].arrival - now()))
                 continue
-            outputs = self.engine.step()
+            outputs = self._step()
             stamp = now()
             for output in outputs:
                 query = live[output.request_id]

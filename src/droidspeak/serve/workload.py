@@ -54,6 +54,36 @@ def poisson_queries(rows: Sequence[Mapping], receivers: Sequence[str], *, qps: f
     return queries
 
 
+def shared_context_queries(rows: Sequence[Mapping], readers: Sequence[str], *, qps: float, count: int,
+                           seed: int = 0, task: str = "", shuffle_readers: bool = False) -> list[Query]:
+    """``count`` queries with exponential gaps of mean 1/``qps``, in sessions: a context drawn without replacement
+    (all are drawn before any is drawn again), then each of ``readers`` asks one of its questions, in the order given
+    (``shuffle_readers``: a random order per context), one after another. Every context is read first by one model
+    and then by the others: the paper's setting, where fine-tunes that read the same documents could share caches."""
+    if qps <= 0 or count <= 0:
+        raise ValueError(f"qps ({qps}) and count ({count}) must be positive")
+    if not rows or not readers:
+        raise ValueError("shared_context_queries needs at least one row and one reader")
+    if len(set(readers)) != len(readers):
+        raise ValueError(f"readers {list(readers)} name a model twice")
+    by_context: dict[str, list[Mapping]] = {}
+    for row in rows:
+        by_context.setdefault(row["context_id"], []).append(row)
+    rng, now, queries, contexts = random.Random(seed), 0.0, [], []
+    while len(queries) < count:
+        if not contexts:
+            contexts = rng.sample(sorted(by_context), len(by_context))
+        questions = by_context[contexts.pop()]
+        order = rng.sample(list(readers), len(readers)) if shuffle_readers else list(readers)
+        asked = rng.sample(range(len(questions)), min(len(order), len(questions)))
+        for index, receiver in enumerate(order[: count - len(queries)]):
+            row = questions[asked[index % len(asked)]]
+            now += rng.expovariate(qps)
+            queries.append(Query(len(queries), round(now, 6), receiver, row["context_id"], row["question"],
+                                 tuple(row.get("answers", ())), task))
+    return queries
+
+
 def write_trace(queries: Sequence[Query], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -123,6 +123,7 @@ class BuildZooConfig:
     progress: bool = True
     force: bool = False  # retrain from the recipe even when it is cached or shipped (then compared by quality)
     export_reference: bool = False  # copy the family into <repo>/reference/ with a sha256 manifest (to commit)
+    export_merged: list[str] = field(default_factory=list)  # LoRAs to write merged into their base (Family.merged_dir)
 
 
 @dataclass
@@ -361,6 +362,9 @@ class WorkloadConfig:
     requests: int = 8
     seed: int = 0
     trace: str | None = None  # a JSONL trace (serve.workload.read_trace) instead of Poisson arrivals
+    readers: list[str] = field(default_factory=list)  # each drawn context asked by these receivers in turn, in this
+    # order (serve.workload.shared_context_queries); empty: each request a uniformly drawn receiver and question
+    shuffle_readers: bool = False  # readers in a random order per context instead
 
 
 @dataclass
@@ -373,9 +377,12 @@ class ServeConfig:
     receivers: list[str] = field(default_factory=list)  # family model names, every one a receiver
     plans: list[str] = field(default_factory=list)  # "RECEIVER<-OWNER=PLAN": RECEIVER may read OWNER's caches with
     # PLAN, a reuse plan or profile:PATH[@TOL][@RULE]; a pair not named never shares
+    allow_foreign_profile: bool = False  # apply a profile measured on other model identities (e.g. another dtype);
+    # the run's summary records each profile's dtype and that it was foreign
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     max_batch: int = 4
-    store_mib: float = 2048.0  # the cache tier's bound (LRU; vLLM: its KV cache, VLLM_CPU_KVCACHE_SPACE)
+    store_mib: float = 2048.0  # the cache tier's bound (LRU; vLLM: each engine's KV cache, VLLM_CPU_KVCACHE_SPACE)
+    vllm_mode: str = "adapters"  # engine=vllm: LoRAs as adapters of one engine, or merged (one engine per receiver)
     threads: int = 2
     dtype: str = "float32"
     device: str = "cpu"

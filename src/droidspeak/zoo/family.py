@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from droidspeak.errors import DroidSpeakError
 from droidspeak.hashing import file_sha256
 from droidspeak.track.results import read_rows
 from droidspeak.zoo import cards
@@ -48,6 +49,7 @@ from droidspeak.zoo.tasks import (
 )
 
 EXTENSIONS = "extensions"
+MERGED = "merged"  # LoRAs merged into their base (Family.export_merged)
 
 
 @dataclass
@@ -75,6 +77,30 @@ class Family:
 
         args = self.load_args(name)
         return load_model(args["path"], adapter=args["adapter"], **kwargs)
+
+    def merged_dir(self, name: str) -> Path:
+        """Where LoRA ``name`` merged into its base is kept as a plain HF directory (named by its adapter's weights),
+        for engines that serve each fine-tune as a model of its own (vLLM without its LoRA path)."""
+        if name not in self.adapters:
+            raise DroidSpeakError(f"{name} is not a LoRA of the {self.report.get('name')} family; it needs no merging")
+        digest = file_sha256(self.models[name] / "adapter_model.safetensors")[:12]
+        return self.root / MERGED / f"{name}-{digest}"
+
+    def export_merged(self, name: str) -> Path:
+        """``name``'s weights with its adapter merged (peft's merge, as the engine loads it), written once (float32, a
+        DONE marker last); an activated LoRA is refused by the loader: merged, it would adapt every context token."""
+        destination = self.merged_dir(name)
+        if (destination / MARKER).is_file():
+            return destination
+        loaded = self.load(name, dtype="float32")
+        scratch = destination.with_name(destination.name + ".partial")
+        shutil.rmtree(scratch, ignore_errors=True)
+        loaded.model.save_pretrained(scratch)
+        loaded.tokenizer.save_pretrained(scratch)
+        (scratch / MARKER).write_text("")
+        shutil.rmtree(destination, ignore_errors=True)
+        scratch.rename(destination)
+        return destination
 
     @classmethod
     def open(cls, root: str | Path) -> "Family":
