@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# GPU check: CUDA exactness, then the prefill benchmark (one process per context length) and the serving benchmark,
-# on a Llama-3-8B shape. Needs only torch and transformers (>= 5.17) on a bare H100/H200 machine; no pytest.
+# GPU check: CUDA exactness, then the prefill benchmark (one process per context length), on a Llama-3-8B shape.
+# (Serving is measured executed, not simulated: experiments/serve.py; the old simulation over assumed costs is gone.) Needs only torch and transformers (>= 5.17) on a bare H100/H200 machine; no pytest.
 #
-# Budget: the step limits below add up to 445 s, plus at most 2 s of kill grace per step: under 8 minutes.
+# Budget: the step limits below add up to 325 s, plus at most 2 s of kill grace per step: under 8 minutes.
 # Every measured record is appended to $OUT/*.jsonl the moment it exists, and perf.md is rendered at the end from
 # whatever was recorded, so a crash or timeout at 16K keeps the 2K/8K rows. Leaves in $OUT (default
-# outputs/gpu_check): perf.md, prefill.jsonl, serving.jsonl, exactness.json, prefill.json, serving.json, gpu_check.log.
+# outputs/gpu_check): perf.md, prefill.jsonl, exactness.json, prefill.json, gpu_check.log.
 # SMOKE=1 runs every step on CPU with the tiny shape (the tests do this, so the script itself is checked before a GPU
 # run spends its minutes).
 set -uo pipefail
@@ -61,14 +61,9 @@ for spec in $contexts; do
     "results=$OUT/prefill.jsonl"
 done
 
-# 3. serving: calibrate on the device, then simulate Poisson arrivals over the measured costs (100 s)
-step 100 serving "$PY" experiments/bench_serving.py "${tiny[@]}" "results=$OUT/serving.jsonl"
-
-# 4. the tables, from whatever was recorded (20 + 20 s)
+# 3. the table, from whatever was recorded (20 s)
 step 20 "render prefill" "$PY" experiments/bench_prefill.py "render=$OUT/prefill.jsonl" \
   "markdown=$OUT/prefill.md" "json=$OUT/prefill.json"
-step 20 "render serving" "$PY" experiments/bench_serving.py "render=$OUT/serving.jsonl" \
-  "markdown=$OUT/serving.md" "json=$OUT/serving.json"
 {
   echo "# Performance, measured by experiments/gpu_check.sh"
   echo
@@ -89,11 +84,7 @@ for check in result.get('checks', []):
   echo "## Prefill (Figs. 13, 20)"
   echo
   cat "$OUT/prefill.md" 2>/dev/null || echo "(no prefill table: see gpu_check.log)"
-  echo
-  echo "## Serving (Figs. 15, 21)"
-  echo
-  cat "$OUT/serving.md" 2>/dev/null || echo "(no serving table: see gpu_check.log)"
 } > "$OUT/perf.md"
-rm -f "$OUT/prefill.md" "$OUT/serving.md" "$OUT"/*.lock
+rm -f "$OUT/prefill.md" "$OUT"/*.lock
 cat "$OUT/perf.md"
 exit $status

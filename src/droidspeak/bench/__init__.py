@@ -2,8 +2,8 @@
 
 - ``timing`` — warm-up, CUDA events or the host clock, medians; ``shapes`` — random-weight models of a paper shape;
   ``link`` — emulated slower links;
-- ``prefill_speed`` — full vs partial vs pipelined prefill (Figs. 13, 20); ``serving`` — the serving simulation
-  calibrated on measured steps (Figs. 15, 21); ``answer_path`` — what a user waits for per chosen plan on a real
+- ``prefill_speed`` — full vs partial vs pipelined prefill (Figs. 13, 20) (serving is executed: droidspeak.serve);
+  ``answer_path`` — what a user waits for per chosen plan on a real
   context; ``retime`` — a study's rows timed over several contexts and repeats, after scoring; ``codec_cost`` —
   bytes and decode time of each transfer codec; ``exactness`` — the CUDA exactness checks; ``profile_cost`` — what
   profiling costs per (plan × question), path against path;

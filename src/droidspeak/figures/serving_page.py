@@ -45,7 +45,8 @@ def read_runs(rows_dir: str | Path) -> list[dict]:
     if not runs:
         raise FigureDataError(f"{rows_dir}: no serving runs (*.run.json); run the study first")
     order = list(STYLE)
-    return sorted(runs, key=lambda r: (order.index(r["system"]) if r["system"] in order else len(order), r["qps"]))
+    return sorted(runs, key=lambda r: (order.index(r["system"]) if r["system"] in order else len(order), r["qps"],
+                                       r.get("seed", 0)))
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -53,15 +54,16 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def single_request_ttft(runs: Sequence[Mapping], system: str) -> tuple[float, int]:
-    """(median TTFT, how many requests) of ``system``'s requests at its lightest load that found the server idle."""
+    """(median TTFT, how many requests) of ``system``'s requests at its lightest load (every trace seed run there)
+    that found the server idle."""
     own = [r for r in runs if r["system"] == system]
     if not own:
         raise FigureDataError(f"no runs of the reference system {system!r}")
-    lightest = min(own, key=lambda r: r["qps"])
-    idle = [row["ttft"] for row in lightest["rows"]
+    lightest = min(r["qps"] for r in own)
+    idle = [row["ttft"] for run in own if run["qps"] == lightest for row in run["rows"]
             if row["error"] is None and row["queueing"] is not None and row["queueing"] < IDLE_WAIT]
     if not idle:
-        raise FigureDataError(f"{system} at {lightest['qps']} qps: no request found the server idle")
+        raise FigureDataError(f"{system} at {lightest} qps: no request found the server idle")
     return statistics.median(idle), len(idle)
 
 
@@ -71,34 +73,37 @@ def serving_summary(every_run: Sequence[Mapping], *, slo_factor: float, referenc
     runs = [r for r in every_run if not r.get("check")]
     single, idle = single_request_ttft(runs, reference)
     slo = slo_factor * single
-    table_rows, sustained = [], {}
+    table_rows = []
     for run in runs:
         summary = served_summary(run["rows"])
         meets = summary["refused"] == 0 and summary.get("ttft_p90", float("inf")) <= slo
-        if meets:
-            sustained[run["system"]] = max(sustained.get(run["system"], 0.0), run["qps"])
         busy = run.get("busy_seconds") or {}
         prefills = [step for step in run["steps"] if step["kind"] == "context_prefill"]
         pace = (1000 * sum(s["seconds"] for s in prefills) / sum(s["context_tokens"] for s in prefills)
                 if prefills else None)  # the machine's speed during this run: a full prefill's seconds per 1K tokens
-        table_rows.append({"system": run["system"], "qps": run["qps"], "meets_slo": meets, "busy": busy,
+        table_rows.append({"system": run["system"], "qps": run["qps"], "seed": run.get("seed", 0), "meets_slo": meets,
+                           "busy": busy,
                            "prefill_seconds_per_1k": pace,
                            **{k: v for k, v in summary.items() if k != "served_by"},
                            "served_by": summary.get("served_by", {})})
     systems = list(dict.fromkeys(r["system"] for r in runs))
+    sustained = highest_sustained([(r["system"], r["qps"], r["meets_slo"]) for r in table_rows])
     modelled = modelled_vs_executed(runs, slo)
     agreement = answer_agreement(every_run, reference)
     highest = {s: max(r["qps"] for r in runs if r["system"] == s) for s in systems}
     # a system that sustained the highest load it ran has no limit found: "at least", and no ratio
     at_least = {s: sustained.get(s, 0.0) >= highest[s] for s in systems}
-    ratios = {s: (sustained.get(s, 0.0) / sustained[reference]
-                  if sustained.get(reference) and not at_least[s] and not at_least[reference] else None)
-              for s in systems}
+    ratios = {s: _ratio(sustained, at_least, s, reference) for s in systems}
+    vllms = [r["system"] for r in runs if r.get("engine") == "vllm"]
+    # the strongest vLLM way run here: the one sustaining the highest load (what a user would pick instead)
+    vllm_best = max(dict.fromkeys(vllms), key=lambda s: sustained.get(s, 0.0), default=None)
     first = runs[0]
     return {"slo_seconds": slo, "single_ttft": single, "single_ttft_requests": idle, "slo_factor": slo_factor,
             "reference": reference, "runs": table_rows, "systems": systems,
             "throughput_at_slo": {s: sustained.get(s, 0.0) for s in systems}, "ratio_to_reference": ratios,
-            "at_least": at_least,
+            "vllm_best": vllm_best, "ratio_to_vllm": {s: _ratio(sustained, at_least, s, vllm_best) for s in systems},
+            "lowest_load": {s: min(r["qps"] for r in runs if r["system"] == s) for s in systems},
+            "at_least": at_least, "seeds": sorted({r["seed"] for r in table_rows}),
             "setting": {k: first.get(k) for k in ("receivers", "task", "split", "dtype", "threads", "device",
                                                    "max_batch", "readers", "shuffle_readers")},
             "requests_per_run": sorted({len(r["rows"]) for r in runs}),
@@ -110,22 +115,43 @@ def serving_summary(every_run: Sequence[Mapping], *, slo_factor: float, referenc
             "model_tolerance": MODEL_TOLERANCE}
 
 
+def highest_sustained(verdicts: Sequence[tuple[str, float, bool]]) -> dict[str, float]:
+    """Per system, the highest load it sustained: where every run at that load (each trace seed) met the SLO."""
+    by_load: dict[tuple[str, float], bool] = {}
+    for system, qps, meets in verdicts:
+        by_load[(system, qps)] = by_load.get((system, qps), True) and meets
+    out: dict[str, float] = {}
+    for (system, qps), meets in by_load.items():
+        if meets:
+            out[system] = max(out.get(system, 0.0), qps)
+    return out
+
+
+def _ratio(sustained: Mapping[str, float], at_least: Mapping[str, bool], system: str, other: str | None):
+    """``system``'s throughput at the SLO over ``other``'s, where both limits were found (None otherwise)."""
+    if other is None or not sustained.get(other) or at_least[system] or at_least[other]:
+        return None
+    return sustained.get(system, 0.0) / sustained[other]
+
+
 def answer_agreement(runs: Sequence[Mapping], reference: str) -> list[dict]:
     """Per system, load and receiver: how many of its answers equal the reference system's to the same request (the
     same trace: same seed and load), and their mean scores. Where a system's quality differs from the reference's,
     this says whether its answers or its scoring do."""
-    answers = {(r["qps"], row["rid"]): row for r in runs if r["system"] == reference for row in r["rows"]}
+    answers = {(r["qps"], r.get("seed", 0), row["rid"]): row for r in runs if r["system"] == reference
+               for row in r["rows"]}
     out = []
     for run in runs:
         if run["system"] == reference:
             continue
         by_receiver: dict[str, list[tuple[Mapping, Mapping]]] = {}
         for row in run["rows"]:
-            theirs = answers.get((run["qps"], row["rid"]))
+            theirs = answers.get((run["qps"], run.get("seed", 0), row["rid"]))
             if theirs is not None and row["error"] is None and theirs["error"] is None:
                 by_receiver.setdefault(row["receiver"], []).append((row, theirs))
         for receiver, pairs in sorted(by_receiver.items()):
-            out.append({"system": run["system"], "qps": run["qps"], "receiver": receiver, "requests": len(pairs),
+            out.append({"system": run["system"], "qps": run["qps"], "seed": run.get("seed", 0), "receiver": receiver,
+                        "requests": len(pairs),
                         "check": run.get("check"),
                         "same": sum(a["answer"] == b["answer"] for a, b in pairs),
                         "score": statistics.fmean(a["score"] for a, _ in pairs),
@@ -135,7 +161,7 @@ def answer_agreement(runs: Sequence[Mapping], reference: str) -> list[dict]:
 
 def agreement_table(summary: Mapping) -> list[str]:
     rows = [[STYLE.get(r["system"], (r["system"],))[0] + (f" — check: {r['check']}" if r["check"] else ""),
-             f"{r['qps']:g}", r["receiver"], f"{r['same']}/{r['requests']}", f"{r['score']:.3f}",
+             _load(r, summary), r["receiver"], f"{r['same']}/{r['requests']}", f"{r['score']:.3f}",
              f"{r['reference_score']:.3f}"] for r in summary["agreement"]]
     return table(["system", "trace (offered qps)", "receiver", "answers equal to ours", "its mean score",
                   "our full prefill's"], rows, empty="one system only")
@@ -148,7 +174,7 @@ SATURATED = 0.9  # a run whose loop was busy this share of its span is at or pas
 def modelled_vs_executed(runs: Sequence[Mapping], slo: float) -> list[dict]:
     """Per run of a system with a step log: its executed median TTFT and whether it met the SLO, beside the modelled
     loop's (droidspeak.serve.modelled), its costs fitted to the step log of every run of that system."""
-    out, sustained = [], {}
+    out = []
     for system in dict.fromkeys(r["system"] for r in runs):
         own = [r for r in runs if r["system"] == system and r["steps"]]
         if not own:
@@ -162,18 +188,23 @@ def modelled_vs_executed(runs: Sequence[Mapping], slo: float) -> list[dict]:
             utilization = (busy.get("prefill", 0.0) + busy.get("decode", 0.0)) / span if span > 0 else None
             error = modelled["ttft_p50"] / executed["ttft_p50"] - 1
             meets = (executed["ttft_p90"] <= slo, modelled["ttft_p90"] <= slo)
-            for index, verdict in enumerate(meets):
-                if verdict:
-                    sustained.setdefault((system, index), []).append(run["qps"])
-            out.append({"system": system, "qps": run["qps"], "executed_ttft_p50": executed["ttft_p50"],
+            out.append({"system": system, "qps": run["qps"], "seed": run.get("seed", 0),
+                        "executed_ttft_p50": executed["ttft_p50"],
                         "modelled_ttft_p50": modelled["ttft_p50"], "ttft_error": error, "utilization": utilization,
                         "below_saturation": utilization is not None and utilization < SATURATED,
                         "within_tolerance": abs(error) <= MODEL_TOLERANCE,
                         "executed_meets_slo": meets[0], "modelled_meets_slo": meets[1]})
+    executed = highest_sustained([(r["system"], r["qps"], r["executed_meets_slo"]) for r in out])
+    modelled = highest_sustained([(r["system"], r["qps"], r["modelled_meets_slo"]) for r in out])
     for row in out:
-        row["executed_throughput_at_slo"] = max(sustained.get((row["system"], 0), []), default=0.0)
-        row["modelled_throughput_at_slo"] = max(sustained.get((row["system"], 1), []), default=0.0)
+        row["executed_throughput_at_slo"] = executed.get(row["system"], 0.0)
+        row["modelled_throughput_at_slo"] = modelled.get(row["system"], 0.0)
     return out
+
+
+def _load(row: Mapping, summary: Mapping) -> str:
+    """A run's offered load, with its trace seed where the page holds more than one."""
+    return f"{row['qps']:g}" + (f" · seed {row['seed']}" if len(summary["seeds"]) > 1 else "")
 
 
 def _cell(value, spec=".2f") -> str:
@@ -196,7 +227,7 @@ def markdown_table(summary: Mapping) -> list[str]:
             f"{r['quality']:.3f}" + (f" [{r['quality_ci'][0]:.3f}, {r['quality_ci'][1]:.3f}]" if r.get("quality_ci")
                                      else ""))
         busy = r["busy"]
-        rows.append([STYLE.get(r["system"], (r["system"],))[0], f"{r['qps']:g}", f"{r['served']}/{r['requests']}",
+        rows.append([STYLE.get(r["system"], (r["system"],))[0], _load(r, summary), f"{r['served']}/{r['requests']}",
                      _cell(r.get("ttft_p50")), _cell(r.get("ttft_p90")), _cell(r.get("tbt_mean_p50"), ".3f"),
                      _cell(r.get("e2e_p50")), _cell(r.get("e2e_p90")), _cell(r.get("throughput_rps"), ".3f"),
                      quality, "yes" if r["meets_slo"] else "no",
@@ -209,7 +240,7 @@ def markdown_table(summary: Mapping) -> list[str]:
 
 
 def modelled_table(summary: Mapping) -> list[str]:
-    rows = [[STYLE.get(r["system"], (r["system"],))[0], f"{r['qps']:g}", _cell(r["utilization"], ".0%"),
+    rows = [[STYLE.get(r["system"], (r["system"],))[0], _load(r, summary), _cell(r["utilization"], ".0%"),
              f"{r['executed_ttft_p50']:.2f}", f"{r['modelled_ttft_p50']:.2f}", f"{r['ttft_error']:+.0%}",
              "yes" if r["within_tolerance"] else "no", "yes" if r["executed_meets_slo"] else "no",
              "yes" if r["modelled_meets_slo"] else "no"] for r in summary["modelled"]]
@@ -219,15 +250,19 @@ def modelled_table(summary: Mapping) -> list[str]:
 
 
 def figure(summary: Mapping, out_dir: str | Path) -> list[Path]:
-    """Fig. 15's shape: TTFT (p50 and p90) and end-to-end p50 against offered load, per system, the SLO drawn."""
+    """Fig. 15's shape: TTFT (p50 and p90) and end-to-end p50 against offered load, per system, the SLO drawn; where a
+    load ran with several trace seeds, the line goes through their mean and each seed's run is a faint point."""
     fig, axes = new_figure(2)
     for system in summary["systems"]:
         label, color, marker = STYLE.get(system, (system, OKABE_ITO["sky"], "x"))
         runs = [r for r in summary["runs"] if r["system"] == system and r.get("ttft_p50") is not None]
-        loads = [r["qps"] for r in runs]
-        axes[0].plot(loads, [r["ttft_p90"] for r in runs], color=color, marker=marker)
-        axes[0].plot(loads, [r["ttft_p50"] for r in runs], color=color, marker=marker, linestyle=":")
-        axes[1].plot(loads, [r["e2e_p50"] for r in runs], color=color, marker=marker, label=label)
+        loads = sorted({r["qps"] for r in runs})
+        mean = lambda key, qps: statistics.fmean(r[key] for r in runs if r["qps"] == qps)  # noqa: E731
+        axes[0].plot(loads, [mean("ttft_p90", q) for q in loads], color=color, marker=marker)
+        axes[0].plot(loads, [mean("ttft_p50", q) for q in loads], color=color, marker=marker, linestyle=":")
+        axes[1].plot(loads, [mean("e2e_p50", q) for q in loads], color=color, marker=marker, label=label)
+        if len(runs) > len(loads):
+            axes[0].scatter([r["qps"] for r in runs], [r["ttft_p90"] for r in runs], color=color, alpha=0.3, s=8)
     axes[0].axhline(summary["slo_seconds"], color="#999999", linestyle="--")
     axes[0].set(xlabel="offered load (requests / s)", ylabel="TTFT (s)", yscale="log",
                 title="p90 solid, p50 dotted; dashed: the SLO")

@@ -1,16 +1,13 @@
 """Serving, executed and modelled. ``loop`` is the serving policy (admission, batching per receiver, where each
 request's cache comes from, cohorts, one row per request), run two ways: ``server`` executes it on the wall clock with
 the engine (``cohort``: greedy decoding a step at a time over a prefilled batch; caches in a bounded tier) and
-``modelled`` charges each step a cost fitted to an executed run's step log, on a virtual clock. ``workload`` holds the
-queries (a Poisson process over shared contexts, or a trace file); ``vllm_server`` serves the same queries through
-vLLM, from its own environment. The older simulation over token counts: ``arrivals``, ``scheduler`` (a batched prefill
-+ decode scheduler over an executor's step times) and ``planner`` (the latency model and the plan choice). Both:
-``latency`` (TTFT, TBT, E2E, throughput at an SLO)."""
+``modelled`` charges each step a cost fitted to an executed run's step log, on a virtual clock (the serving page checks
+it against the executed runs before any simulated number may be quoted). ``workload`` holds the queries (Poisson
+arrivals, shared-context sessions, or a trace file); ``vllm_server`` serves the same queries through vLLM, from its own
+environment; ``latency`` summarizes a run's rows; ``planner`` is the latency model and the plan choice over
+plan × codec."""
 
-from droidspeak.serve.arrivals import Request, poisson_requests
-from droidspeak.serve.latency import RequestRecord, summarize, throughput_at_slo
-from droidspeak.serve.planner import AdaptivePlanner, FixedPlanner, LatencyModel, PlanOption, fit_line
-from droidspeak.serve.scheduler import ModelledExecutor, Scheduler
+from droidspeak.serve.latency import served_summary
+from droidspeak.serve.planner import AdaptivePlanner, LatencyModel, PlanOption, fit_line
 
-__all__ = ["AdaptivePlanner", "FixedPlanner", "LatencyModel", "ModelledExecutor", "PlanOption", "Request",
-           "RequestRecord", "Scheduler", "fit_line", "poisson_requests", "summarize", "throughput_at_slo"]
+__all__ = ["AdaptivePlanner", "LatencyModel", "PlanOption", "fit_line", "served_summary"]

@@ -1,5 +1,6 @@
-"""Plan choice for serving: a latency model calibrated from measurements, and planners that pick a recompute plan
-per batch — fixed, or adaptive to load (the paper's appendix) and to link bandwidth (its stated open limit).
+"""Plan choice for serving: a latency model calibrated from measurements, and a planner that picks a recompute plan
+per batch, adaptive to load (the paper's appendix) and to link bandwidth (its stated open limit); the transfer-codec
+page (droidspeak.figures.codec_page) asks it which plan × codec to send at each link rate.
 
 Latency of a droidspeak prefill at link bandwidth ``bw`` (E-first pipelined):
     E bytes / bw  +  max(recompute time, reused K/V bytes / bw)  +  decode time  +  suffix time
@@ -88,16 +89,6 @@ def fit_line(points: list[tuple[float, float]]) -> tuple[float, float]:
         return my, 0.0
     intercept = my - slope * mx
     return (intercept, slope) if intercept >= 0 else (0.0, sum(y for _, y in points) / sum(x for x, _ in points))
-
-
-class FixedPlanner:
-    """Always the same plan (the baselines: full prefill, or one droidspeak plan)."""
-
-    def __init__(self, plan: str):
-        self.plan = plan
-
-    def choose(self, *, batch: int, tokens: int, queued: int, waited: float, bandwidth_gbps: float | None) -> str:
-        return self.plan
 
 
 class AdaptivePlanner:
