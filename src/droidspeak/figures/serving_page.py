@@ -94,6 +94,9 @@ def serving_summary(every_run: Sequence[Mapping], *, slo_factor: float, referenc
     # a system that sustained the highest load it ran has no limit found: "at least", and no ratio
     at_least = {s: sustained.get(s, 0.0) >= highest[s] for s in systems}
     ratios = {s: _ratio(sustained, at_least, s, reference) for s in systems}
+    # the loads are a grid: a limit found lies between the highest load sustained and the next load run above it
+    next_load = {s: min((r["qps"] for r in runs if r["system"] == s and r["qps"] > sustained.get(s, 0.0)),
+                        default=None) for s in systems}
     vllms = [r["system"] for r in runs if r.get("engine") == "vllm"]
     # the strongest vLLM way run here: the one sustaining the highest load (what a user would pick instead)
     vllm_best = max(dict.fromkeys(vllms), key=lambda s: sustained.get(s, 0.0), default=None)
@@ -102,6 +105,13 @@ def serving_summary(every_run: Sequence[Mapping], *, slo_factor: float, referenc
             "reference": reference, "runs": table_rows, "systems": systems,
             "throughput_at_slo": {s: sustained.get(s, 0.0) for s in systems}, "ratio_to_reference": ratios,
             "vllm_best": vllm_best, "ratio_to_vllm": {s: _ratio(sustained, at_least, s, vllm_best) for s in systems},
+            "next_load": next_load,
+            "ratio_range_to_reference": {s: _ratio_range(sustained, next_load, at_least, s, reference)
+                                         for s in systems},
+            "ratio_range_to_vllm": {s: _ratio_range(sustained, next_load, at_least, s, vllm_best) for s in systems},
+            "anchor_pace": _median_pace([r for r in table_rows if r["system"] == reference
+                                         and r["qps"] == min(x["qps"] for x in runs if x["system"] == reference)]),
+            "median_pace": _median_pace(table_rows),
             "lowest_load": {s: min(r["qps"] for r in runs if r["system"] == s) for s in systems},
             "at_least": at_least, "seeds": sorted({r["seed"] for r in table_rows}),
             "setting": {k: first.get(k) for k in ("receivers", "task", "split", "dtype", "threads", "device",
@@ -132,6 +142,21 @@ def _ratio(sustained: Mapping[str, float], at_least: Mapping[str, bool], system:
     if other is None or not sustained.get(other) or at_least[system] or at_least[other]:
         return None
     return sustained.get(system, 0.0) / sustained[other]
+
+
+def _ratio_range(sustained: Mapping[str, float], next_load: Mapping[str, float | None],
+                 at_least: Mapping[str, bool], system: str, other: str | None) -> tuple[float, float] | None:
+    """What the grid allows the ratio of two found limits to be: each limit lies in [sustained, next load run)."""
+    if _ratio(sustained, at_least, system, other) is None or not sustained.get(system) or next_load[system] is None \
+            or next_load[other] is None:
+        return None
+    return sustained[system] / next_load[other], next_load[system] / sustained[other]
+
+
+def _median_pace(rows: Sequence[Mapping]) -> float | None:
+    """The median of runs' full-prefill seconds per 1K tokens (the machine's pace; None where no run measured it)."""
+    paces = [r["prefill_seconds_per_1k"] for r in rows if r["prefill_seconds_per_1k"] is not None]
+    return statistics.median(paces) if paces else None
 
 
 def answer_agreement(runs: Sequence[Mapping], reference: str) -> list[dict]:
@@ -251,21 +276,23 @@ def modelled_table(summary: Mapping) -> list[str]:
 
 def figure(summary: Mapping, out_dir: str | Path) -> list[Path]:
     """Fig. 15's shape: TTFT (p50 and p90) and end-to-end p50 against offered load, per system, the SLO drawn; where a
-    load ran with several trace seeds, the line goes through their mean and each seed's run is a faint point."""
+    load ran with several trace seeds, the p90 line goes through the worst seed's (the SLO verdict needs every seed),
+    the others through their mean, and each seed's p90 is a faint point."""
     fig, axes = new_figure(2)
     for system in summary["systems"]:
         label, color, marker = STYLE.get(system, (system, OKABE_ITO["sky"], "x"))
         runs = [r for r in summary["runs"] if r["system"] == system and r.get("ttft_p50") is not None]
         loads = sorted({r["qps"] for r in runs})
         mean = lambda key, qps: statistics.fmean(r[key] for r in runs if r["qps"] == qps)  # noqa: E731
-        axes[0].plot(loads, [mean("ttft_p90", q) for q in loads], color=color, marker=marker)
+        worst = lambda key, qps: max(r[key] for r in runs if r["qps"] == qps)  # noqa: E731  (what the verdict reads)
+        axes[0].plot(loads, [worst("ttft_p90", q) for q in loads], color=color, marker=marker)
         axes[0].plot(loads, [mean("ttft_p50", q) for q in loads], color=color, marker=marker, linestyle=":")
         axes[1].plot(loads, [mean("e2e_p50", q) for q in loads], color=color, marker=marker, label=label)
         if len(runs) > len(loads):
             axes[0].scatter([r["qps"] for r in runs], [r["ttft_p90"] for r in runs], color=color, alpha=0.3, s=8)
     axes[0].axhline(summary["slo_seconds"], color="#999999", linestyle="--")
     axes[0].set(xlabel="offered load (requests / s)", ylabel="TTFT (s)", yscale="log",
-                title="p90 solid, p50 dotted; dashed: the SLO")
+                title="p90 solid (worst seed), p50 dotted; dashed: the SLO")
     axes[1].set(xlabel="offered load (requests / s)", ylabel="end-to-end p50 (s)", yscale="log")
     fig.legend(*axes[1].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=6)
     return save_figure(fig, out_dir, "fig15_serving")

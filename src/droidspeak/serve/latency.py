@@ -7,11 +7,15 @@ import statistics
 
 
 def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile, linearly interpolated between the two nearest ranks (numpy's default), so p50 is the
+    median: a nearest-rank index rounded up would report the upper of the two middle values."""
     if not values:
         return float("nan")
     ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
+    position = q / 100 * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def served_summary(rows: list[dict]) -> dict:
