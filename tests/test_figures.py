@@ -360,3 +360,18 @@ def test_study_page_transfer_table_applies_the_own_task_plan_on_the_second_task(
     row = next(line for line in lines if line.startswith("| ft_a<-ft_b"))
     assert "hotpot_like → news_like" in row and f"`{plan}`" in row and f"{there:.3f} ({there / 0.5:.0%})" in row
     assert _transfer_table([own], {"ft_a": "hotpot_like"}, 0.05) == []  # no second task: no section
+
+
+def test_figures_draw_with_matplotlibs_own_fonts_never_the_systems():
+    """A system DejaVu Sans of another version changes a PDF's font subset: the committed pages would drift byte for
+    byte between machines. The figure style pins matplotlib's bundled fonts."""
+    from pathlib import Path
+
+    import matplotlib
+    from matplotlib import font_manager
+
+    import droidspeak.figures.style  # noqa: F401  (pins the fonts on import)
+
+    bundled = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    assert Path(font_manager.findfont("DejaVu Sans")).parent == bundled
+    assert all(Path(font.fname).parent == bundled for font in font_manager.fontManager.ttflist)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import matplotlib
+from matplotlib import font_manager
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -41,6 +42,21 @@ STYLE = {
     "savefig.dpi": 200,
     "savefig.bbox": "tight",
 }
+
+
+def bundled_fonts_only() -> None:
+    """Draw with matplotlib's own fonts, never the system's: a system DejaVu Sans of another version gives the PDF
+    another font subset, so the same rows would give other bytes on another machine (the pages are checked byte for
+    byte)."""
+    bundled = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    manager = font_manager.fontManager
+    manager.ttflist = []  # the font cache may list a system copy in place of the bundled one
+    for path in sorted(bundled.glob("*.ttf")):
+        manager.addfont(path)
+    font_manager._get_font.cache_clear()
+
+
+bundled_fonts_only()
 
 
 class FigureDataError(ValueError):
