@@ -96,11 +96,7 @@ def _vllm_dirs(family, name: str, mode: str) -> tuple[str, str | None]:
     args = family.load_args(name)
     if mode != "merged" or args["adapter"] is None:
         return args["path"], args["adapter"]
-    merged = family.merged_dir(name)
-    if not (merged / "DONE").is_file():
-        raise DroidSpeakError(f"vllm_mode=merged: {name} is not merged yet ({merged}); run python "
-                              f"experiments/build_zoo.py zoo={family.report.get('name')} 'export_merged=[{name}]'")
-    return str(merged), None
+    return str(family.exported_merged(name)), None
 
 
 @entry_point("serve")

@@ -239,6 +239,9 @@ def test_a_lora_merged_for_vllm_computes_what_the_engine_loads(mini_family):
     assert merged == family.merged_dir("lora-code") and (merged / MARKER).is_file()
     written = (merged / "model.safetensors").stat().st_mtime_ns
     assert family.export_merged("lora-code") == merged and (merged / "model.safetensors").stat().st_mtime_ns == written
+    assert family.exported_merged("lora-code") == merged
+    with pytest.raises(DroidSpeakError, match="lora-summary is not merged yet.*export_merged=\\[lora-summary\\]"):
+        family.exported_merged("lora-summary")  # what vLLM's venv (no peft) reads: refused until written
     ids = torch.arange(3, 40).unsqueeze(0)
     engine, plain = family.load("lora-code", dtype="float32"), load_model(str(merged), dtype="float32")
     with torch.no_grad():

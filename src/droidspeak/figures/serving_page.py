@@ -91,6 +91,7 @@ def serving_summary(every_run: Sequence[Mapping], *, slo_factor: float, referenc
     modelled = modelled_vs_executed(runs, slo)
     agreement = answer_agreement(every_run, reference)
     highest = {s: max(r["qps"] for r in runs if r["system"] == s) for s in systems}
+    lowest_load = {s: min(r["qps"] for r in runs if r["system"] == s) for s in systems}
     # a system that sustained the highest load it ran has no limit found: "at least", and no ratio
     at_least = {s: sustained.get(s, 0.0) >= highest[s] for s in systems}
     ratios = {s: _ratio(sustained, at_least, s, reference) for s in systems}
@@ -110,9 +111,8 @@ def serving_summary(every_run: Sequence[Mapping], *, slo_factor: float, referenc
                                          for s in systems},
             "ratio_range_to_vllm": {s: _ratio_range(sustained, next_load, at_least, s, vllm_best) for s in systems},
             "anchor_pace": _median_pace([r for r in table_rows if r["system"] == reference
-                                         and r["qps"] == min(x["qps"] for x in runs if x["system"] == reference)]),
-            "median_pace": _median_pace(table_rows),
-            "lowest_load": {s: min(r["qps"] for r in runs if r["system"] == s) for s in systems},
+                                         and r["qps"] == lowest_load[reference]]),  # the SLO's single-request runs
+            "median_pace": _median_pace(table_rows), "lowest_load": lowest_load,
             "at_least": at_least, "seeds": sorted({r["seed"] for r in table_rows}),
             "setting": {k: first.get(k) for k in ("receivers", "task", "split", "dtype", "threads", "device",
                                                    "max_batch", "readers", "shuffle_readers")},

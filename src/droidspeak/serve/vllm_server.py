@@ -52,13 +52,12 @@ class VllmServer:
         self.lora = {name: LoRARequest(name, index + 1, adapter) for index, (name, adapter) in
                      enumerate(sorted(adapters.items()))}
         rank = max((_lora_rank(a) for a in adapters.values()), default=8)  # vLLM sizes its LoRA kernels by this
-        directories = {name: path for name, (path, _) in receivers.items()}
-        self.engine_of = {name: directories[name] for name in receivers}  # receiver → its engine's model directory
+        self.engine_of = {name: path for name, (path, _) in receivers.items()}  # receiver → its engine's model dir
         self.engines = {path: LLMEngine.from_engine_args(EngineArgs(
             model=path, dtype=dtype, enforce_eager=True, enable_prefix_caching=True, seed=seed,
             max_model_len=max_model_len, enable_lora=bool(adapters), max_loras=max(1, len(adapters)),
-            max_lora_rank=rank)) for path in dict.fromkeys(directories.values())}
-        self.tokenizer = AutoTokenizer.from_pretrained(next(iter(directories.values())))
+            max_lora_rank=rank)) for path in dict.fromkeys(self.engine_of.values())}
+        self.tokenizer = AutoTokenizer.from_pretrained(next(iter(self.engine_of.values())))
         self.receivers, self.contexts, self.mode = dict(receivers), dict(contexts), mode
         self.max_new_tokens, self.max_model_len, self.score = max_new_tokens, max_model_len, score
         self._context_ids: dict[str, list[int]] = {}

@@ -49,8 +49,7 @@ def poisson_queries(rows: Sequence[Mapping], receivers: Sequence[str], *, qps: f
     for rid in range(count):
         now += rng.expovariate(qps)
         row = rows[rng.randrange(len(rows))]
-        queries.append(Query(rid, round(now, 6), receivers[rng.randrange(len(receivers))], row["context_id"],
-                             row["question"], tuple(row.get("answers", ())), task))
+        queries.append(_asking(rid, now, receivers[rng.randrange(len(receivers))], row, task))
     return queries
 
 
@@ -79,9 +78,14 @@ def shared_context_queries(rows: Sequence[Mapping], readers: Sequence[str], *, q
         for index, receiver in enumerate(order[: count - len(queries)]):
             row = questions[asked[index % len(asked)]]
             now += rng.expovariate(qps)
-            queries.append(Query(len(queries), round(now, 6), receiver, row["context_id"], row["question"],
-                                 tuple(row.get("answers", ())), task))
+            queries.append(_asking(len(queries), now, receiver, row, task))
     return queries
+
+
+def _asking(rid: int, arrival: float, receiver: str, row: Mapping, task: str) -> Query:
+    """``receiver`` asking a task row's question over its context at ``arrival`` (microsecond resolution)."""
+    return Query(rid, round(arrival, 6), receiver, row["context_id"], row["question"], tuple(row.get("answers", ())),
+                 task)
 
 
 def write_trace(queries: Sequence[Query], path: str | Path) -> Path:

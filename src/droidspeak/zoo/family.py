@@ -86,6 +86,15 @@ class Family:
         digest = file_sha256(self.models[name] / "adapter_model.safetensors")[:12]
         return self.root / MERGED / f"{name}-{digest}"
 
+    def exported_merged(self, name: str) -> Path:
+        """The finished merged folder of ``name`` (export_merged wrote it), or an error saying how to write it: for a
+        process without peft (vLLM's venv), which can read the folder but not make it."""
+        destination = self.merged_dir(name)
+        if not (destination / MARKER).is_file():
+            raise DroidSpeakError(f"{name} is not merged yet ({destination}); run python experiments/build_zoo.py "
+                                  f"zoo={self.report.get('name')} 'export_merged=[{name}]'")
+        return destination
+
     def export_merged(self, name: str) -> Path:
         """``name``'s weights with its adapter merged (peft's merge, as the engine loads it), written once (float32, a
         DONE marker last); an activated LoRA is refused by the loader: merged, it would adapt every context token."""
