@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from droidspeak.atomic import replacing, write_text
+from droidspeak.atomic import exclusive, replacing, write_text
 from droidspeak.lmeval.task_yaml import write_embedded_tasks
 
 
@@ -40,3 +40,27 @@ def test_readers_never_see_a_task_file_half_written(tmp_path):
         stop.set()
         writer.join()
     assert all(files_now == expected for files_now in seen)
+
+
+def test_exclusive_runs_two_builders_of_one_folder_one_after_the_other(tmp_path):
+    """The second job to attach a family or an extension waits for the first, then finds it built (before the lock,
+    a profile job wiped the folder a build_zoo job was training an extension into and trained it again)."""
+    import time
+
+    folder, events = tmp_path / "extension", []
+
+    def build(name: str) -> None:
+        with exclusive(folder):
+            events.append(f"{name} in")
+            if not folder.exists():
+                time.sleep(0.2)
+                folder.mkdir()
+                events.append(f"{name} built")
+            events.append(f"{name} out")
+
+    first = threading.Thread(target=build, args=("first",))
+    first.start()
+    time.sleep(0.05)
+    build("second")
+    first.join()
+    assert events == ["first in", "first built", "first out", "second in", "second out"]

@@ -6,6 +6,7 @@ profiles. A reader must never see a half-written file, and a writer that dies le
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 from collections.abc import Iterator
@@ -38,3 +39,18 @@ def write_text(path: str | os.PathLike, text: str, *, durable: bool = False, bef
         if before_rename is not None:
             before_rename()
     return Path(path)
+
+
+@contextmanager
+def exclusive(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``<path>.lock`` for the block: jobs that would build the same thing (a family, an
+    extension) run one after the other, and the later one finds it built, instead of wiping the other's half-built
+    folder. The lock goes with the process, so a killed builder leaves nothing to clean up."""
+    lock = Path(path).with_name(Path(path).name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -16,6 +16,7 @@ from droidspeak.figures.heldout import meets_target
 from droidspeak.figures.intervals import RESAMPLES, SEEDS, paired_delta, paired_test_text, speedup_text, timing_text
 from droidspeak.figures.template import render_page
 from droidspeak.markdown import table
+from droidspeak.profile import critical_sets
 from droidspeak.profile.profile_file import Profile
 from droidspeak.profile.ranks import frontier_difference
 from droidspeak.track.records import read_results
@@ -74,22 +75,21 @@ def _family_section(report: dict) -> list[str]:
     lines = [f"Base: `{source['file']}` from the pip package `{source['package']}` {source['version']} "
              f"(GGUF sha256 `{source['sha256'][:16]}…`), converted to float32 safetensors "
              f"({report['timings_s'].get('convert_base')} s). Recipe hash `{report['recipe_hash'][:16]}`.", ""]
+    family_seed = report["recipe"]["seed"]
+    trained = [(name, variant, report.get("curves", {}).get(f"finetune-{name}"),
+                report["timings_s"].get(f"finetune-{name}"), "")
+               for name, variant in report["recipe"]["variants"].items()]
+    trained += [(name, e["recipe"], e.get("curve"), e["timings_s"].get(f"finetune-{name}"), " (extension)")
+                for name, e in report.get("extensions", {}).items()]
     rows = []
-    for name, variant in report["recipe"]["variants"].items():
-        curve = report.get("curves", {}).get(f"finetune-{name}") or [[None, None, None]]
-        rows.append(
-            [
-                name,
-                variant["kind"],
-                f"r={variant['rank']}, α={variant['alpha']}" if variant["kind"] == "lora" else "–",
-                variant["tasks"][0],
-                str(variant["steps"]),
-                f"{variant['lr']:g}",
-                f"{curve[-1][1]:.3f}" if curve[-1][1] is not None else "–",
-                str(report["timings_s"].get(f"finetune-{name}")),
-            ]
-        )
-    lines += table(["receiver", "kind", "adapter", "trained on", "steps", "lr", "final loss", "train s"], rows)
+    for name, variant, curve, seconds, note in trained:
+        final_loss = (curve or [[None, None]])[-1][1]
+        rows.append([name + note, variant["kind"],
+                     f"r={variant['rank']}, α={variant['alpha']}" if variant["kind"] in ("lora", "alora") else "–",
+                     variant["tasks"][0], str(variant["steps"]), f"{variant['lr']:g}",
+                     str(family_seed if variant.get("seed") is None else variant["seed"]),
+                     "–" if final_loss is None else f"{final_loss:.3f}", str(seconds)])
+    lines += table(["receiver", "kind", "adapter", "trained on", "steps", "lr", "seed", "final loss", "train s"], rows)
     accuracy = report["accuracy"]
     tasks = list(next(iter(accuracy.values())))
     lines += ["", f"Quality of every model on every task (test split, greedy, first "
@@ -219,6 +219,40 @@ def _transfer_table(profiles: list[Profile], own_task: dict, tolerance: float) -
     return table(header, rows)
 
 
+def _training_recipes(report: dict) -> dict[str, dict]:
+    """Each fine-tune's recipe (the family's variants and its extensions), its seed filled in (the family's unless
+    its own), so seed twins can be told apart from other receivers."""
+    family_seed = report["recipe"]["seed"]
+    recipes = {**report["recipe"]["variants"],
+               **{name: e["recipe"] for name, e in report.get("extensions", {}).items()}}
+    return {name: {**recipe, "seed": family_seed if recipe.get("seed") is None else recipe["seed"]}
+            for name, recipe in recipes.items()}
+
+
+def _critical_sets_table(profiles: list[Profile], report: dict, own_task: dict) -> list[str]:
+    """Whose critical layers: every profile on its receiver's own task beside the related ones (same receiver, same
+    sender, seed twins), with how much of their agreement survives resampling the profile questions."""
+    own = [p for p in profiles if p.task == own_task.get(p.receiver)]
+    comparisons = critical_sets.side_by_side(own, _training_recipes(report))
+    rows = []
+    for c in comparisons:
+        differs = "; ".join(f"{_layer_ranges(list(layers))} only for {pair}"
+                            for layers, pair in ((c.only_first, c.first), (c.only_second, c.second)) if layers)
+        rows.append([f"{c.first} / {c.second}", c.relation,
+                     _layer_ranges(list(c.critical_first)) or "none", _layer_ranges(list(c.critical_second)) or "none",
+                     f"{c.jaccard:.2f} [{c.jaccard_interval[0]:.2f}, {c.jaccard_interval[1]:.2f}]",
+                     f"{c.ceiling[0]:.2f} / {c.ceiling[1]:.2f}",
+                     f"{c.rank_correlation:.2f} [{c.rank_interval[0]:.2f}, {c.rank_interval[1]:.2f}]",
+                     differs or "none", "same questions" if c.paired else "apart"])
+    if not rows:
+        return []
+    header = ["profiles (first / second)", "relation", "critical layers, first", "critical layers, second",
+              "overlap (Jaccard) [95% CI]", "overlap each allows (itself, resampled)",
+              "rank correlation of per-layer drops [95% CI]",
+              f"critical in one only, in ≥ {critical_sets.LEVEL:.0%} of resamples", "resampled"]
+    return table(header, rows)
+
+
 def write_study_page(facts: dict, out_dir: str | Path, *, command: str, template: str | Path,
                      profiles: list[Profile] = (), tolerance: float = 0.05) -> Path:
     """The page: ``template``'s prose (conf/pages/study.md.j2) over the tables of the study's files."""
@@ -237,6 +271,8 @@ def write_study_page(facts: dict, out_dir: str | Path, *, command: str, template
         "profiles_table": "\n".join(_profile_section(json.loads(profiles_json.read_text())))
         if profiles_json.exists() else None,
         "transfer_table": "\n".join(_transfer_table(list(profiles), facts["own_task"], tolerance)),
+        "critical_sets": {"resamples": f"{critical_sets.RESAMPLES:,}", "level": critical_sets.LEVEL},
+        "critical_sets_table": "\n".join(_critical_sets_table(list(profiles), facts["report"], facts["own_task"])),
         "paper_table": "\n".join(_paper_comparison(
             json.loads(summary.read_text()), json.loads(profiles_json.read_text()), out / "rows" / "results.jsonl",
             tolerance)) if summary.exists() and profiles_json.exists() else None,

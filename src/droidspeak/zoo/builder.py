@@ -88,6 +88,9 @@ class FamilyBuilder:
                 raise ValueError(f"variant {name}: an invocation belongs to (and is needed by) kind alora only")
             if variant.examples_of is not None and variant.examples_of not in self.zoo.variants:
                 raise ValueError(f"variant {name}: examples_of {variant.examples_of!r} is not a variant of the family")
+            if variant.examples_of is not None and variant.seed not in (None, self.zoo.seed):
+                raise ValueError(f"variant {name}: examples_of copies {variant.examples_of}'s examples, which the "
+                                 f"family's seed draws; a seed of its own ({variant.seed}) would draw others")
             unknown = [t for t in variant.tasks if t not in self.zoo.tasks or t not in TASKS]
             if not variant.tasks or unknown:
                 raise ValueError(
@@ -224,9 +227,10 @@ class FamilyBuilder:
     def finetune(self, name: str, variant) -> None:
         model = copy.deepcopy(self.base)
         invocation = self.enc(variant.invocation) if variant.kind == "alora" else None
+        seed = self.zoo.seed if variant.seed is None else variant.seed
         if variant.kind in ("lora", "alora"):
-            model = add_lora(model, variant.rank, variant.alpha, self.zoo.seed, invocation=invocation)
-        rng = random.Random(f"{self.zoo.seed}-{variant.examples_of or name}")
+            model = add_lora(model, variant.rank, variant.alpha, seed, invocation=invocation)
+        rng = random.Random(f"{seed}-{variant.examples_of or name}")
         streams = {
             t: train_stream(self.world, t, self.zoo.tasks[t], self.zoo.seed, self.eval_contexts[t],
                             train_sizes(self.zoo.tasks[t])) for t in variant.tasks

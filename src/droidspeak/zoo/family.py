@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from droidspeak.atomic import exclusive
 from droidspeak.errors import DroidSpeakError
 from droidspeak.hashing import file_sha256
 from droidspeak.track.results import read_rows
@@ -321,19 +322,21 @@ def _attach_extension(family: Family, zoo: ZooConfig, name: str, progress: bool,
                       log: Callable[[str], None]) -> None:
     """Extension ``name`` into ``family`` (models, adapters, own_task, report): cached, shipped, or trained now."""
     folder = extension_root(family.root, zoo, name)
-    if force or not (folder / MARKER).exists():
-        staging = folder.with_name(folder.name + ".building")
-        shipped = extensions_reference(reference_root(zoo)) / folder.name
-        if (shipped / MARKER).exists() and not force:
-            log(f"installing the shipped extension {folder.name}")
-            _verified_copy(shipped, staging)
-        else:
-            with _building(staging, zoo.threads):
-                FamilyBuilder(zoo, staging, progress, log, steps=zoo.extensions[name].steps).extend(family.root, name)
-        _point_adapters_at(staging, str(family.root / "models" / BASE))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
+    with exclusive(folder):  # another job attaching it waits, then finds it built
+        if force or not (folder / MARKER).exists():
+            staging = folder.with_name(folder.name + ".building")
+            shipped = extensions_reference(reference_root(zoo)) / folder.name
+            if (shipped / MARKER).exists() and not force:
+                log(f"installing the shipped extension {folder.name}")
+                _verified_copy(shipped, staging)
+            else:
+                builder = FamilyBuilder(zoo, staging, progress, log, steps=zoo.extensions[name].steps)
+                with _building(staging, zoo.threads):
+                    builder.extend(family.root, name)
+            _point_adapters_at(staging, str(family.root / "models" / BASE))
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(staging, folder)
     report = json.loads((folder / EXTENSION_REPORT).read_text())
     family.models[name] = folder / "models" / name
     family.adapters[name] = family.root / "models" / BASE
@@ -357,18 +360,19 @@ def _building(folder: Path, threads: int):
 
 def _base_family(zoo: ZooConfig, progress: bool, force: bool, log: Callable[[str], None]) -> Family:
     root = family_root(zoo)
-    if (root / MARKER).exists() and not force:
-        return Family.open(root)
-    reference = reference_root(zoo)
-    if (reference / MARKER).exists() and not force:
-        log(f"installing the shipped reference family {reference.name}")
-        install_reference(reference, root)
-        return Family.open(root)
-    with _building(root, zoo.threads):
-        FamilyBuilder(zoo, root, progress, log).run()
-    family = Family.open(root)
-    if (reference / MARKER).exists():
-        differences = compare_with_reference(family, reference)
-        log("retrained family vs the shipped reference: "
-            + ("the same qualities within 0.05" if not differences else "; ".join(differences)))
-    return family
+    with exclusive(root):  # another job building this family waits, then finds it built
+        if (root / MARKER).exists() and not force:
+            return Family.open(root)
+        reference = reference_root(zoo)
+        if (reference / MARKER).exists() and not force:
+            log(f"installing the shipped reference family {reference.name}")
+            install_reference(reference, root)
+            return Family.open(root)
+        with _building(root, zoo.threads):
+            FamilyBuilder(zoo, root, progress, log).run()
+        family = Family.open(root)
+        if (reference / MARKER).exists():
+            differences = compare_with_reference(family, reference)
+            log("retrained family vs the shipped reference: "
+                + ("the same qualities within 0.05" if not differences else "; ".join(differences)))
+        return family

@@ -54,6 +54,8 @@ class VariantConfig:
     alpha: int = 16  # lora only
     invocation: str | None = None  # alora only: the text whose tokens switch the adapter on (the task's query opening)
     examples_of: str | None = None  # train on exactly this variant's examples, in its order (a like-for-like twin)
+    seed: int | None = None  # the fine-tune's own seed (its LoRA's init and the question each example asks), to
+    # train a twin that differs only in it; None: the family's seed. The contexts it reads are the family's either way
 
 
 @dataclass
