@@ -43,24 +43,28 @@ def test_readers_never_see_a_task_file_half_written(tmp_path):
 
 
 def test_exclusive_runs_two_builders_of_one_folder_one_after_the_other(tmp_path):
-    """The second job to attach a family or an extension waits for the first, then finds it built (before the lock,
-    a profile job wiped the folder a build_zoo job was training an extension into and trained it again)."""
-    import time
-
-    folder, events = tmp_path / "extension", []
+    """The second job to build a family waits for the first, then finds it built (before the lock, a profile job wiped
+    the folder a build_zoo job was training an extension into and trained it again)."""
+    folder, events, inside, release = tmp_path / "family", [], threading.Event(), threading.Event()
 
     def build(name: str) -> None:
-        with exclusive(folder):
+        with exclusive(folder.with_name("family.lock")):
             events.append(f"{name} in")
+            inside.set()
             if not folder.exists():
-                time.sleep(0.2)
+                release.wait(5)
                 folder.mkdir()
                 events.append(f"{name} built")
             events.append(f"{name} out")
 
     first = threading.Thread(target=build, args=("first",))
     first.start()
-    time.sleep(0.05)
-    build("second")
+    inside.wait(5)
+    second = threading.Thread(target=build, args=("second",))
+    second.start()
+    second.join(0.2)
+    assert second.is_alive() and events == ["first in"]  # waiting on the lock, not building
+    release.set()
     first.join()
+    second.join()
     assert events == ["first in", "first built", "first out", "second in", "second out"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,14 +42,20 @@ def write_text(path: str | os.PathLike, text: str, *, durable: bool = False, bef
 
 
 @contextmanager
-def exclusive(path: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive lock on ``<path>.lock`` for the block: jobs that would build the same thing (a family, an
-    extension) run one after the other, and the later one finds it built, instead of wiping the other's half-built
-    folder. The lock goes with the process, so a killed builder leaves nothing to clean up."""
-    lock = Path(path).with_name(Path(path).name + ".lock")
+def exclusive(lock: str | os.PathLike, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``lock`` for the block: jobs that would build the same thing (a family and
+    its extensions) run one after the other, and the later one finds it built, instead of wiping the other's
+    half-built folder. ``on_wait()`` runs if another job holds it (to say why this one waits). The lock goes with the
+    process, so a killed builder leaves nothing to clean up; keep ``lock`` outside anything a builder deletes."""
+    lock = Path(lock)
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:

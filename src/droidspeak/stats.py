@@ -10,7 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def _percentiles(values: list[float], level: float) -> tuple[float, float]:
+def percentile_interval(values: list[float], level: float) -> tuple[float, float]:
+    """The middle ``level`` of ``values`` (what every bootstrap interval here is)."""
     values = sorted(values)
     tail = (1 - level) / 2
     low = values[int(tail * (len(values) - 1))]
@@ -29,7 +30,7 @@ def bootstrap_means(scores: Sequence[float], *, resamples: int, seed: int = 0) -
 def bootstrap_interval(scores: Sequence[float], *, resamples: int, level: float,
                        seed: int = 0) -> tuple[float, float]:
     """Two-sided percentile bootstrap interval of the mean of ``scores``."""
-    return _percentiles(bootstrap_means(scores, resamples=resamples, seed=seed).tolist(), level)
+    return percentile_interval(bootstrap_means(scores, resamples=resamples, seed=seed).tolist(), level)
 
 
 def _differences(scores: Sequence[float], reference: Sequence[float]) -> list[float]:
@@ -48,8 +49,8 @@ def paired_lower_bound(scores: Sequence[float], reference: Sequence[float], *, r
                        seed: int = 0) -> float:
     """One-sided ``level`` lower confidence bound of mean(scores - reference): the (1 - level) percentile of the
     paired bootstrap means (percentile method, same indexing as the two-sided interval's lower end)."""
-    return _percentiles(bootstrap_means(_differences(scores, reference), resamples=resamples, seed=seed).tolist(),
-                        2 * level - 1)[0]
+    means = bootstrap_means(_differences(scores, reference), resamples=resamples, seed=seed)
+    return percentile_interval(means.tolist(), 2 * level - 1)[0]
 
 
 def median_range(values: Sequence[float]) -> tuple[float | None, list[float] | None]:

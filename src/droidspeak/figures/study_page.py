@@ -233,24 +233,29 @@ def _critical_sets_table(profiles: list[Profile], report: dict, own_task: dict) 
     """Whose critical layers: every profile on its receiver's own task beside the related ones (same receiver, same
     sender, seed twins), with how much of their agreement survives resampling the profile questions."""
     own = [p for p in profiles if p.task == own_task.get(p.receiver)]
-    comparisons = critical_sets.side_by_side(own, _training_recipes(report))
     rows = []
-    for c in comparisons:
+
+    def share(value: float) -> str:
+        return "– (no critical layer)" if math.isnan(value) else f"{value:.2f}"
+
+    for c in critical_sets.side_by_side(own, _training_recipes(report)):
         differs = "; ".join(f"{_layer_ranges(list(layers))} only for {pair}"
-                            for layers, pair in ((c.only_first, c.first), (c.only_second, c.second)) if layers)
+                            for layers, pair in ((c.differs_first, c.first), (c.differs_second, c.second)) if layers)
         rows.append([f"{c.first} / {c.second}", c.relation,
                      _layer_ranges(list(c.critical_first)) or "none", _layer_ranges(list(c.critical_second)) or "none",
-                     f"{c.jaccard:.2f} [{c.jaccard_interval[0]:.2f}, {c.jaccard_interval[1]:.2f}]",
-                     f"{c.ceiling[0]:.2f} / {c.ceiling[1]:.2f}",
-                     f"{c.rank_correlation:.2f} [{c.rank_interval[0]:.2f}, {c.rank_interval[1]:.2f}]",
-                     differs or "none", "same questions" if c.paired else "apart"])
+                     share(c.jaccard), share(c.jaccard_resampled),
+                     f"{share(c.self_agreement[0])} / {share(c.self_agreement[1])}",
+                     f"{c.rank_correlation:.2f} [{c.rank_range[0]:.2f}, {c.rank_range[1]:.2f}]",
+                     differs or "none", "the same, together" if c.paired else "other, apart"]
+                    + ([f"{c.undefined} undefined"] if c.undefined else []))
     if not rows:
         return []
+    level = f"{critical_sets.LEVEL:.0%}"
     header = ["profiles (first / second)", "relation", "critical layers, first", "critical layers, second",
-              "overlap (Jaccard) [95% CI]", "overlap each allows (itself, resampled)",
-              "rank correlation of per-layer drops [95% CI]",
-              f"critical in one only, in ≥ {critical_sets.LEVEL:.0%} of resamples", "resampled"]
-    return table(header, rows)
+              "overlap (Jaccard), all questions", "overlap, independent resamples of each (mean)",
+              "each with a resample of itself (mean)", f"rank correlation of per-layer drops [middle {level} of "
+              "resamples]", f"critical for one only, in ≥ {level} of resamples", "questions, resampled"]
+    return table(header + (["resamples undefined"] if any(len(r) > len(header) for r in rows) else []), rows)
 
 
 def write_study_page(facts: dict, out_dir: str | Path, *, command: str, template: str | Path,
@@ -271,7 +276,7 @@ def write_study_page(facts: dict, out_dir: str | Path, *, command: str, template
         "profiles_table": "\n".join(_profile_section(json.loads(profiles_json.read_text())))
         if profiles_json.exists() else None,
         "transfer_table": "\n".join(_transfer_table(list(profiles), facts["own_task"], tolerance)),
-        "critical_sets": {"resamples": f"{critical_sets.RESAMPLES:,}", "level": critical_sets.LEVEL},
+        "critical_sets": {"resamples": f"{critical_sets.CHOICE_RESAMPLES:,}", "level": critical_sets.LEVEL},
         "critical_sets_table": "\n".join(_critical_sets_table(list(profiles), facts["report"], facts["own_task"])),
         "paper_table": "\n".join(_paper_comparison(
             json.loads(summary.read_text()), json.loads(profiles_json.read_text()), out / "rows" / "results.jsonl",

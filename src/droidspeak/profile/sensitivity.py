@@ -32,8 +32,13 @@ def critical_layers(
     layer); ``baseline_quality`` is the receiver's own (full-prefill) quality. Paper: >10% F1 drop.
     """
     table = _layer_table(single_layer_table)
-    eps = 1e-9  # a drop of exactly the threshold (up to float noise) is not critical
-    return sorted(layer for layer, q in table.items() if relative_drop(q, baseline_quality) > threshold + eps)
+    return sorted(layer for layer, q in table.items() if is_critical(relative_drop(q, baseline_quality), threshold))
+
+
+def is_critical(drop, threshold: float = 0.10):
+    """A relative drop over ``threshold`` (a float, or an array of them); exactly the threshold, up to float noise,
+    is not critical."""
+    return drop > threshold + 1e-9
 
 
 def harm_from_single_layer(

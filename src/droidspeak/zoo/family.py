@@ -268,11 +268,15 @@ def build_family(cfg, progress: bool = True, force: bool = False, log: Callable[
     zoo = zoo_config(cfg)
     log = log or (lambda _: None)
     force = force or bool(getattr(cfg, "force", False))  # build_zoo.py's force=true
-    family = _base_family(zoo, progress, force, log)
-    for name in zoo.extensions or {}:
-        _attach_extension(family, zoo, name, progress, force, log)
-    if zoo.wide_test_contexts is not None or zoo.dev_contexts is not None:
-        _attach_drawn_splits(family, zoo)
+    root = family_root(zoo)
+    # one job at a time builds a family, its extensions and its drawn splits; another waits, then finds them built
+    # (a profile job once wiped an extension a build_zoo job was training, and trained it again)
+    with exclusive(root.with_name(root.name + ".lock"), lambda: log(f"waiting for another job building {root.name}")):
+        family = _base_family(zoo, progress, force, log)
+        for name in zoo.extensions or {}:
+            _attach_extension(family, zoo, name, progress, force, log)
+        if zoo.wide_test_contexts is not None or zoo.dev_contexts is not None:
+            _attach_drawn_splits(family, zoo)
     return family
 
 
@@ -322,21 +326,19 @@ def _attach_extension(family: Family, zoo: ZooConfig, name: str, progress: bool,
                       log: Callable[[str], None]) -> None:
     """Extension ``name`` into ``family`` (models, adapters, own_task, report): cached, shipped, or trained now."""
     folder = extension_root(family.root, zoo, name)
-    with exclusive(folder):  # another job attaching it waits, then finds it built
-        if force or not (folder / MARKER).exists():
-            staging = folder.with_name(folder.name + ".building")
-            shipped = extensions_reference(reference_root(zoo)) / folder.name
-            if (shipped / MARKER).exists() and not force:
-                log(f"installing the shipped extension {folder.name}")
-                _verified_copy(shipped, staging)
-            else:
-                builder = FamilyBuilder(zoo, staging, progress, log, steps=zoo.extensions[name].steps)
-                with _building(staging, zoo.threads):
-                    builder.extend(family.root, name)
-            _point_adapters_at(staging, str(family.root / "models" / BASE))
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(staging, folder)
+    if force or not (folder / MARKER).exists():
+        staging = folder.with_name(folder.name + ".building")
+        shipped = extensions_reference(reference_root(zoo)) / folder.name
+        if (shipped / MARKER).exists() and not force:
+            log(f"installing the shipped extension {folder.name}")
+            _verified_copy(shipped, staging)
+        else:
+            with _building(staging, zoo.threads):
+                FamilyBuilder(zoo, staging, progress, log, steps=zoo.extensions[name].steps).extend(family.root, name)
+        _point_adapters_at(staging, str(family.root / "models" / BASE))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
     report = json.loads((folder / EXTENSION_REPORT).read_text())
     family.models[name] = folder / "models" / name
     family.adapters[name] = family.root / "models" / BASE
@@ -360,19 +362,18 @@ def _building(folder: Path, threads: int):
 
 def _base_family(zoo: ZooConfig, progress: bool, force: bool, log: Callable[[str], None]) -> Family:
     root = family_root(zoo)
-    with exclusive(root):  # another job building this family waits, then finds it built
-        if (root / MARKER).exists() and not force:
-            return Family.open(root)
-        reference = reference_root(zoo)
-        if (reference / MARKER).exists() and not force:
-            log(f"installing the shipped reference family {reference.name}")
-            install_reference(reference, root)
-            return Family.open(root)
-        with _building(root, zoo.threads):
-            FamilyBuilder(zoo, root, progress, log).run()
-        family = Family.open(root)
-        if (reference / MARKER).exists():
-            differences = compare_with_reference(family, reference)
-            log("retrained family vs the shipped reference: "
-                + ("the same qualities within 0.05" if not differences else "; ".join(differences)))
-        return family
+    if (root / MARKER).exists() and not force:
+        return Family.open(root)
+    reference = reference_root(zoo)
+    if (reference / MARKER).exists() and not force:
+        log(f"installing the shipped reference family {reference.name}")
+        install_reference(reference, root)
+        return Family.open(root)
+    with _building(root, zoo.threads):
+        FamilyBuilder(zoo, root, progress, log).run()
+    family = Family.open(root)
+    if (reference / MARKER).exists():
+        differences = compare_with_reference(family, reference)
+        log("retrained family vs the shipped reference: "
+            + ("the same qualities within 0.05" if not differences else "; ".join(differences)))
+    return family
