@@ -6,6 +6,8 @@ Pure and model-free (plans go in as contract strings, qualities as floats; teste
 - ``choice`` — the Pareto frontier and the fewest-layer plan a choice rule (the mean, or a paired-bootstrap lower
   bound) accepts within a tolerance of the receiver's quality;
 - ``sensitivity`` — critical layers and per-layer harms from single-layer sensitivity;
+- ``critical_sets`` — two profiles' critical layers side by side over resamples of their questions (whose are they:
+  the receiver's, the sender's, the seed's?);
 - ``groups_dp`` — multi-group search by dynamic programming over an additive model of quality;
 - ``beam`` — evaluation-driven multi-group search (a beam over a ``score(plan) -> float`` callable);
 - ``coarse_to_fine`` — the group search that scores coarse groups first, then only the fine ones that could win;

@@ -19,6 +19,7 @@ import numpy as np
 
 from droidspeak.profile.choice import CHOICE_RESAMPLES
 from droidspeak.profile.profile_file import Profile
+from droidspeak.profile.ranks import spearman
 from droidspeak.profile.sensitivity import critical_layers, is_critical
 from droidspeak.stats import percentile_interval
 
@@ -65,25 +66,10 @@ def _drops(reference: np.ndarray, layers: np.ndarray, picks: np.ndarray) -> np.n
     return (ref[:, None] - per_layer) / np.where(ref == 0, np.nan, np.abs(ref))[:, None]
 
 
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks along the last axis, ties sharing their mean rank (as Spearman's correlation takes them)."""
-    out = np.empty_like(values)
-    for row, v in enumerate(values):
-        ranks = np.empty(len(v))
-        ranks[np.argsort(v, kind="stable")] = np.arange(len(v))
-        _, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
-        out[row] = (np.bincount(inverse, weights=ranks) / counts)[inverse]
-    return out
-
-
 def _spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per row; NaN where either row has no spread (or holds a NaN)."""
-    ra, rb = _ranks(a), _ranks(b)
-    ra -= ra.mean(axis=1, keepdims=True)
-    rb -= rb.mean(axis=1, keepdims=True)
-    denominator = np.sqrt((ra * ra).sum(axis=1) * (rb * rb).sum(axis=1))
-    finite = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1) & (denominator > 0)
-    return np.divide((ra * rb).sum(axis=1), denominator, out=np.full(len(ra), np.nan), where=finite)
+    """Spearman's rho of each row pair; NaN where either row holds a NaN or has no spread."""
+    return np.array([spearman(x.tolist(), y.tolist()) if np.isfinite(x).all() and np.isfinite(y).all() else np.nan
+                     for x, y in zip(a, b, strict=True)])
 
 
 def _jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
