@@ -20,7 +20,7 @@ from droidspeak.zoo import cards
 from droidspeak.zoo.corpus import Encoder, Example, TokenizerEncoder, induction_document, qa_example, world_document
 from droidspeak.zoo.gguf_base import convert_base
 from droidspeak.zoo.long_tasks import Lexicon
-from droidspeak.zoo.recipe import BASE, CODE_VERSION, ZooConfig, extension_hash, recipe_hash
+from droidspeak.zoo.recipe import BASE, CODE_VERSION, ZooConfig, extension_hash, recipe_hash, training_task
 from droidspeak.zoo.tasks import TASKS, build_splits, train_sizes, train_stream, write_jsonl
 from droidspeak.zoo.tokenizer import build_tokenizer
 from droidspeak.zoo.train import Curve, Schedule, add_lora, new_model, train
@@ -91,6 +91,11 @@ class FamilyBuilder:
             if variant.examples_of is not None and variant.seed not in (None, self.zoo.seed):
                 raise ValueError(f"variant {name}: examples_of copies {variant.examples_of}'s examples, which the "
                                  f"family's seed draws; a seed of its own ({variant.seed}) would draw others")
+            if variant.train_size is not None:
+                low, high = (list(variant.train_size) + [0, 0])[:2]
+                if len(variant.train_size) != 2 or not 1 <= low <= high or len(variant.tasks) != 1:
+                    raise ValueError(f"variant {name}: train_size {list(variant.train_size)} must be [min, max] with "
+                                     f"1 <= min <= max, for a variant of one task (sizes are in its task's units)")
             unknown = [t for t in variant.tasks if t not in self.zoo.tasks or t not in TASKS]
             if not variant.tasks or unknown:
                 raise ValueError(
@@ -231,10 +236,10 @@ class FamilyBuilder:
         if variant.kind in ("lora", "alora"):
             model = add_lora(model, variant.rank, variant.alpha, seed, invocation=invocation)
         rng = random.Random(f"{seed}-{variant.examples_of or name}")
-        streams = {
-            t: train_stream(self.world, t, self.zoo.tasks[t], self.zoo.seed, self.eval_contexts[t],
-                            train_sizes(self.zoo.tasks[t])) for t in variant.tasks
-        }
+        streams = {}
+        for t in variant.tasks:
+            tcfg = training_task(self.zoo, variant, t)
+            streams[t] = train_stream(self.world, t, tcfg, self.zoo.seed, self.eval_contexts[t], train_sizes(tcfg))
 
         def batch(step: int) -> list[Example]:
             out = []

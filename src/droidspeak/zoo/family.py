@@ -39,10 +39,11 @@ from droidspeak.track.results import read_rows
 from droidspeak.zoo import cards
 from droidspeak.zoo.builder import EXTENSION_REPORT, MARKER, FamilyBuilder, task_world
 from droidspeak.zoo.gguf_base import GgufConfig, convert_base
-from droidspeak.zoo.recipe import BASE, ZooConfig, extension_hash, recipe_hash, zoo_config
+from droidspeak.zoo.recipe import BASE, ZooConfig, extension_hash, recipe_hash, training_task, zoo_config
 from droidspeak.zoo.tasks import (
     DEV,
     WIDE_TEST,
+    TaskConfig,
     dev_rows,
     trained_contexts,
     wide_test_rows,
@@ -283,8 +284,8 @@ def build_family(cfg, progress: bool = True, force: bool = False, log: Callable[
 def _attach_drawn_splits(family: Family, zoo: ZooConfig) -> None:
     """The splits drawn after the build, into ``family.task_files``: each task's wide held-out split
     (``zoo.wide_test_contexts``) and its development split (``zoo.dev_contexts``). Each is drawn once (text only, no
-    model), kept beside the task's other splits and named by its size; none holds a context a fine-tune read, and the
-    drawn splits are checked disjoint from each other every time they are attached."""
+    model), kept beside the task's other splits and named by its size. Every time they are attached they are checked
+    disjoint from each other and from every context a fine-tune read (an extension added later may read others)."""
     world = task_world(zoo)
     for task, files in family.task_files.items():
         cfg = zoo.tasks[task]
@@ -294,17 +295,20 @@ def _attach_drawn_splits(family: Family, zoo: ZooConfig) -> None:
             raise ValueError(f"zoo.wide_test_contexts={sizes[WIDE_TEST]}: fewer than {task}'s test split "
                              f"({cfg.contexts['test']} contexts), which it extends")
         paths = {split: family.root / "tasks" / task / f"{split}-{size}.jsonl" for split, size in sizes.items()}
-        missing = [split for split, path in paths.items() if not path.exists()]
-        if missing:
-            splits = {split: read_rows(files[split]) for split in ("profile", "test")}
-            trained = trained_contexts(world, task, cfg, zoo.seed, splits, _contexts_read_in_training(zoo, task))
-            for split in (WIDE_TEST, DEV):  # the wide split first: the dev split is drawn past it
-                if split in missing:
-                    draw = wide_test_rows if split == WIDE_TEST else dev_rows
-                    splits[split] = draw(world, task, cfg, zoo.seed, sizes[split], splits, trained)
-                    write_jsonl(splits[split], paths[split])
-                elif split in paths:
-                    splits[split] = read_rows(paths[split])
+        splits = {split: read_rows(files[split]) for split in ("profile", "test")}
+        trained = _contexts_read_in_training(zoo, world, task, splits)  # text only: ~20 ms a stream
+        for split in (WIDE_TEST, DEV):  # the wide split first: the dev split is drawn past it
+            if split in paths and not paths[split].exists():
+                draw = wide_test_rows if split == WIDE_TEST else dev_rows
+                splits[split] = draw(world, task, cfg, zoo.seed, sizes[split], splits, trained)
+                write_jsonl(splits[split], paths[split])
+            elif split in paths:
+                splits[split] = read_rows(paths[split])
+                read = {row["context"] for row in splits[split]} & trained
+                if read:  # drawn before a fine-tune that reads other training contexts (its own train_size)
+                    raise ValueError(f"{task}: {len(read)} context(s) of {paths[split].name} were read in training "
+                                     f"by a fine-tune of the family; delete {paths[split].name} to draw it again "
+                                     f"past them (its results then no longer compare with earlier ones)")
         if len(paths) == 2:
             shared = ({r["context"] for r in read_rows(paths[WIDE_TEST])}
                       & {r["context"] for r in read_rows(paths[DEV])})
@@ -314,12 +318,20 @@ def _attach_drawn_splits(family: Family, zoo: ZooConfig) -> None:
         files.update(paths)
 
 
-def _contexts_read_in_training(zoo: ZooConfig, task: str) -> int:
-    """How many of ``task``'s training contexts the hungriest fine-tune of the family read (every variant reads its
-    tasks' contexts in turn, one an example, from the start of the same stream)."""
-    variants = [*zoo.variants.values(), *(zoo.extensions or {}).values()]
-    return max((sum(v.tasks[i % len(v.tasks)] == task for i in range(v.steps * v.batch_size))
-                for v in variants if task in v.tasks), default=0)
+def _contexts_read_in_training(zoo: ZooConfig, world, task: str, splits: dict[str, list[dict]]) -> frozenset[str]:
+    """Every context of ``task`` a fine-tune of the family read. Every variant reads its tasks' contexts in turn, one
+    an example, from the start of the task's training stream, which a variant's own ``train_size`` draws otherwise:
+    so each size draw's stream is replayed as far as its hungriest fine-tune read it."""
+    streams: dict[str, tuple[TaskConfig, int]] = {repr(None): (zoo.tasks[task], 0)}  # the train split's, at least
+    for variant in [*zoo.variants.values(), *(zoo.extensions or {}).values()]:
+        if task in variant.tasks:
+            cfg = training_task(zoo, variant, task)
+            examples = sum(variant.tasks[i % len(variant.tasks)] == task
+                           for i in range(variant.steps * variant.batch_size))
+            key = repr(variant.train_size and list(variant.train_size))
+            streams[key] = (cfg, max(streams.get(key, (cfg, 0))[1], examples))
+    return frozenset().union(*(trained_contexts(world, task, cfg, zoo.seed, splits, examples)
+                               for cfg, examples in streams.values()))
 
 
 def _attach_extension(family: Family, zoo: ZooConfig, name: str, progress: bool, force: bool,

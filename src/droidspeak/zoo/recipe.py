@@ -56,6 +56,9 @@ class VariantConfig:
     examples_of: str | None = None  # train on exactly this variant's examples, in its order (a like-for-like twin)
     seed: int | None = None  # the fine-tune's own seed (its LoRA's init and the question each example asks), to
     # train a twin that differs only in it; None: the family's seed. The contexts it reads are the family's either way
+    train_size: list[int] | None = None  # [min, max] size of its training contexts, in its task's units (None: the
+    # task's train_size): a fine-tune trained at the length it is judged on. Another size draws other contexts from
+    # the task's training stream, so the drawn splits are checked against them (zoo.family)
 
 
 @dataclass
@@ -106,6 +109,13 @@ class ZooConfig:
 # ---- recipe identity ----------------------------------------------------------------------------------------
 CODE_VERSION = "zoo-1"  # bump when code changes what a recipe produces
 BASE = "base"  # the base model's name in a family (a pair's sender may be it)
+
+
+def training_task(zoo: ZooConfig, variant: VariantConfig, task: str) -> TaskConfig:
+    """``task``'s config as ``variant`` trains on it: with the variant's own training-context sizes, if it sets any."""
+    if variant.train_size is None:
+        return zoo.tasks[task]
+    return dataclasses.replace(zoo.tasks[task], train_size=list(variant.train_size))
 
 
 def zoo_config(cfg) -> ZooConfig:
