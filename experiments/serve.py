@@ -20,7 +20,7 @@ import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.engine.plan import format_plan, parse_plan
 from droidspeak.engine.verify import check_pair
 from droidspeak.errors import DroidSpeakError
-from droidspeak.profile.profile_file import load_profile, resolve_profile_plan
+from droidspeak.profile.profile_file import resolve_profile_plan
 from droidspeak.serve.latency import served_summary
 from droidspeak.serve.server import Server
 from droidspeak.serve.workload import poisson_queries, read_trace, shared_context_queries
@@ -48,8 +48,7 @@ def pair_plans(cfg: DictConfig, models: dict) -> tuple[dict[tuple[str, str], str
                                             receiver=models[receiver].fingerprint.identity,
                                             sender=models[owner].fingerprint.identity,
                                             allow_foreign=cfg.allow_foreign_profile)
-            measured = (load_profile(resolved.path).receiver_identity or {}).get("dtype")
-            profiles[f"{receiver}<-{owner}"] = resolved.record() | {"profile_dtype": measured}
+            profiles[f"{receiver}<-{owner}"] = resolved.record() | {"profile_dtype": resolved.measured_dtype}
             plan = format_plan(resolved.plan)
         plans[(receiver, owner)] = plan
     return plans, profiles

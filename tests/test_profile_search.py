@@ -367,6 +367,7 @@ def test_profile_roundtrip_and_chosen_plan(tmp_path):
     assert resolved.record() == {"path": str(path), "pair": "ft_a<-ft_b", "task": "hotpot_like", "tolerance": 0.2,
                                  "plan": "recompute:2-3", "foreign_pair": False, "rule": "point", "level": None,
                                  "resamples": None, "questions": 2}  # no rule recorded: chosen by the point rule
+    assert resolved.measured_dtype == "float32"  # the receiver's dtype when it was measured (a server compares)
 
 
 def test_resolve_rejects_a_profile_for_another_layer_count(tmp_path):

@@ -91,6 +91,16 @@ def test_only_runs_the_named_steps_and_a_wrong_name_lists_the_steps(hydra_conf, 
         plan_commands(_study("gemma3", "only=[heldot]"))
 
 
+def test_a_step_puts_its_named_arg_set_first_and_a_wrong_name_lists_the_sets(hydra_conf, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    run, _ = plan_commands(_study("smollm2_serving", "only=[droidspeak,vllm]"))
+    shared = list(_study("smollm2_serving").study.arg_sets.serve)
+    for command in run:
+        assert command.argv[2:2 + len(shared)] == shared and f"system={command.step}" in command.argv
+    with pytest.raises(DroidSpeakError, match=r"arg_set 'serv' is not one of the study's arg_sets \['serve'\]"):
+        plan_commands(_study("smollm2_serving", "only=[droidspeak]", "study.steps.droidspeak.arg_set=serv"))
+
+
 def _python(step: str, code: str, alongside: bool = False, threads: int = 1) -> Command:
     return Command(step, [sys.executable, "-c", code], threads, alongside)
 

@@ -142,6 +142,44 @@ def test_a_built_family_draws_its_wide_test_and_dev_splits_once_beside_its_other
         family_mod.build_family(OmegaConf.merge(cfg, {"wide_test_contexts": 1}), progress=False)
 
 
+def test_a_fine_tune_may_train_on_contexts_of_its_own_size_and_no_drawn_split_holds_one(mini_family, tmp_path):
+    from droidspeak.zoo.builder import task_world
+    from droidspeak.zoo.recipe import extension_hash, training_task, zoo_config
+
+    cfg, family = mini_family
+    cfg, mini = OmegaConf.to_container(cfg), zoo_config(cfg)  # a plain dict takes new extensions
+    long = {"kind": "lora", "tasks": ["code"], "steps": 6, "batch_size": 2, "rank": 2, "alpha": 4}
+    zoo = zoo_config(OmegaConf.merge(cfg, {"extensions": {"long": {**long, "train_size": [5, 6]}}}))
+    same = zoo_config(OmegaConf.merge(cfg, {"extensions": {"long": long}}))
+    assert recipe_hash(zoo) == recipe_hash(mini) and extension_hash(zoo, "long") != extension_hash(same, "long")
+    assert training_task(zoo, zoo.extensions["long"], "code").train_size == [5, 6]
+    assert training_task(same, same.extensions["long"], "code") == mini.tasks["code"]
+    splits = {split: read_rows(family.task_files["code"][split]) for split in ("profile", "test")}
+    world = task_world(mini)
+    read = family_mod._contexts_read_in_training(zoo, world, "code", splits)
+    default = family_mod._contexts_read_in_training(same, world, "code", splits)
+    longer = read - default  # the 12 contexts the extension read, drawn at its own size, beside the others'
+    assert len(longer) == 12 and all(len(c) > max(map(len, default)) for c in longer)
+    for bad in ([6, 5], [0, 2], [5]):
+        with pytest.raises(ValueError, match="train_size"):
+            FamilyBuilder(zoo_config(OmegaConf.merge(cfg, {"extensions": {"long": {**long, "train_size": bad}}})),
+                          tmp_path, False, print).check()
+    with pytest.raises(ValueError, match="one task"):
+        FamilyBuilder(zoo_config(OmegaConf.merge(cfg, {"extensions": {"long": {
+            **long, "tasks": ["code", "mdqa"], "train_size": [5, 6]}}})), tmp_path, False, print).check()
+    drawn = zoo_config(OmegaConf.merge(cfg, {"dev_contexts": 5}))  # a split drawn before such a fine-tune...
+    family_mod._attach_drawn_splits(family, drawn)
+    dev = {row["context"] for row in read_rows(family.task_files["code"][DEV])}
+    original = family_mod._contexts_read_in_training
+    try:  # ...holding a context it then read is refused, whichever the stream
+        family_mod._contexts_read_in_training = lambda zoo, world, task, splits: original(
+            zoo, world, task, splits) | (set(list(dev)[:1]) if task == "code" else set())
+        with pytest.raises(ValueError, match="code: 1 context.* read in training"):
+            family_mod._attach_drawn_splits(family, drawn)
+    finally:
+        family_mod._contexts_read_in_training = original
+
+
 def test_configs_compose_and_a_misspelt_key_fails():
     default = compose_zoo()
     assert default.zoo.model.layers >= 8 and default.zoo.model.kv_heads < default.zoo.model.heads

@@ -380,6 +380,7 @@ class ResolvedProfile:
     tolerance: float
     foreign: bool
     choice: dict  # ChoiceRule.record: the rule, its level and the questions it read
+    measured_dtype: str | None = None  # the receiver's dtype where the profile was measured (None: not recorded)
 
     def record(self) -> dict:
         return {"path": self.path, "pair": self.pair, "task": self.task, "tolerance": self.tolerance,
@@ -419,4 +420,4 @@ def resolve_profile_plan(
     profile.check_choice(tolerance, rule.name)
     chosen = parse_plan(profile.choose(tolerance, fallback=fallback, rule=rule.name), num_layers)
     return ResolvedProfile(chosen, str(plan.profile_path), profile.pair, profile.task, tolerance, foreign,
-                           rule.record(profile.questions))
+                           rule.record(profile.questions), (profile.receiver_identity or {}).get("dtype"))

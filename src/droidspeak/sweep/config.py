@@ -192,6 +192,7 @@ class StepConfig:
     alongside: bool = False  # start it and go on; joined when the next step that is not alongside ends
     cheap: list[str] = field(default_factory=list)  # overrides added when the study runs cheap=true
     python: str | None = None  # another environment's interpreter (e.g. .venv-vllm/bin/python: make vllm-venv)
+    arg_set: str | None = None  # a name of study.arg_sets: those args come first (steps that share most of theirs)
 
 
 @dataclass
@@ -200,6 +201,7 @@ class StudyConfig:
     about: str = "???"  # one line: the question the study answers (make help lists it)
     packages: list[str] = field(default_factory=list)  # pip requirements of its family, installed --no-deps if missing
     values: dict[str, str] = field(default_factory=dict)  # named once, used by several steps: ${study.values.pairs}
+    arg_sets: dict[str, list[str]] = field(default_factory=dict)  # args named once, put first by a step's arg_set
     run_name: str = "${.name}"  # the steps write under outputs/<run_name>/
     results_dir: str = "outputs/${.run_name}"
     page_dir: str = "reports/${.name}"  # the page; its rows are kept in <page_dir>/rows/

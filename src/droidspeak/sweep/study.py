@@ -41,13 +41,17 @@ class Command:
         return f"OMP_NUM_THREADS={self.threads} " + shlex.join(self.argv)
 
 
-def _command(name: str, step: StepConfig, cheap: bool) -> Command:
+def _command(name: str, step: StepConfig, cheap: bool, arg_sets: dict[str, list[str]]) -> Command:
     script = EXPERIMENTS / f"{step.script}.py"
     if not script.is_file():
         raise DroidSpeakError(f"study step {name!r}: no entry point {script} (steps name a script of experiments/)")
     if step.threads < 1:
         raise DroidSpeakError(f"study step {name!r}: threads must be at least 1, not {step.threads}")
-    args = [*step.args, *(step.cheap if cheap else [])]
+    if step.arg_set is not None and step.arg_set not in arg_sets:
+        raise DroidSpeakError(f"study step {name!r}: arg_set {step.arg_set!r} is not one of the study's arg_sets "
+                              f"{sorted(arg_sets)}")
+    shared = arg_sets[step.arg_set] if step.arg_set is not None else []
+    args = [*shared, *step.args, *(step.cheap if cheap else [])]
     return Command(name, [step.python or sys.executable, str(script), *args], step.threads, step.alongside)
 
 
@@ -59,8 +63,9 @@ def plan_commands(cfg: RunStudyConfig) -> tuple[list[Command], list[Command]]:
         raise DroidSpeakError(f"only={sorted(unknown)}: study {cfg.study.name!r} has the steps {list(steps)}")
     if cfg.only:
         steps = {name: step for name, step in steps.items() if name in cfg.only}
-    run = [_command(name, step, cfg.cheap) for name, step in steps.items()]
-    render = [_command(name, step, cfg.cheap) for name, step in cfg.study.render.items()]
+    arg_sets = dict(cfg.study.arg_sets)
+    run = [_command(name, step, cfg.cheap, arg_sets) for name, step in steps.items()]
+    render = [_command(name, step, cfg.cheap, arg_sets) for name, step in cfg.study.render.items()]
     return run, render
 
 
