@@ -11,7 +11,7 @@ import json
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import droidspeak.sweep.config  # noqa: F401  (registers every config schema)
 from droidspeak.atomic import write_text
@@ -39,7 +39,8 @@ def main(cfg: DictConfig) -> None:
     facts = json.loads(Path(cfg.facts).read_text())
     profiles = [load_profile(p) for pattern in cfg.profiles for p in sorted(glob.glob(pattern))]
     log.info("wrote %s", write_study_page(facts, cfg.out_dir, command=cfg.command, template=cfg.template,
-                                          profiles=profiles, tolerance=cfg.tolerance))
+                                          profiles=profiles, tolerance=cfg.tolerance,
+                                          criteria=OmegaConf.to_container(cfg.informative)))
 
 
 if __name__ == "__main__":

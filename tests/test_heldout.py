@@ -92,3 +92,28 @@ def test_each_held_out_split_is_its_own_panel_and_a_page_summarizes_the_wide_one
     assert {r["split"] for r in one_held_out_split(rows)} == {"test_wide"}  # never an average over two splits
     assert {r["split"] for r in one_held_out_split([r for r in rows if r["split"] != "test_wide"])} == {"test"}
     assert split_label("test_wide", 128) == "128 q., test_wide" and split_label("test", 64) == "64 q."
+
+
+def test_a_pair_is_informative_only_with_a_receiver_in_range_a_weak_sender_and_a_costly_full_reuse():
+    from droidspeak.figures.study_page import _informative_table
+    from droidspeak.sweep.config import InformativeCriteria
+
+    criteria = vars(InformativeCriteria())
+    receiver = [1.0] * 8 + [0.0] * 2  # 0.8
+    cases = {  # sender, full reuse: the receiver's scores with some answers lost
+        "yes": ([0.0] * 10, [1.0] * 6 + [0.0] * 4),  # full reuse 0.6: loses 25%
+        "cheap reuse": ([0.0] * 10, [1.0] * 8 + [0.0] * 2),
+        "strong sender": ([1.0] * 7 + [0.0] * 3, [1.0] * 6 + [0.0] * 4),  # 0.7: only 0.1 below
+    }
+    panels = [heldout([{**r, "pair": name} for r in (
+        _row("full_prefill", 0.8, receiver), _row("sender", sum(s) / 10, s, plan="full_prefill"),
+        _row("full_reuse", sum(f) / 10, f), _row("profile", 0.8, receiver, plan="recompute:0-9"))])[0]
+        for name, (s, f) in cases.items()]
+    lines = _informative_table(panels, criteria)
+    verdicts = {line.split(" | ")[0].strip("| "): line.rsplit(" | ", 1)[1].strip(" |") for line in lines[2:]}
+    assert verdicts == {"yes": "**yes**", "cheap reuse": "no", "strong sender": "no"}
+    assert "25% [" in lines[2] and "| 0.800 [" in lines[2]
+    saturated = heldout([{**r, "pair": "saturated"} for r in (
+        _row("full_prefill", 1.0, [1.0] * 10), _row("sender", 0.0, [0.0] * 10, plan="full_prefill"),
+        _row("full_reuse", 0.5, [1.0] * 5 + [0.0] * 5), _row("profile", 1.0, [1.0] * 10, plan="recompute:0-9"))])
+    assert _informative_table(saturated, criteria)[2].count("**no**") == 1  # only the receiver's range fails

@@ -258,21 +258,57 @@ def _critical_sets_table(profiles: list[Profile], report: dict, own_task: dict) 
     return table(header + (["resamples undefined"] if any(len(r) > len(header) for r in rows) else []), rows)
 
 
+def _share(x: float) -> str:
+    return f"{x + 0.0 if round(x, 2) else 0.0:.0%}"  # never "-0%"
+
+
+def _informative_table(held_out: list[dict], criteria: dict[str, float]) -> list[str]:
+    """Per held-out panel, whether its pair can test DroidSpeak: the receiver's quality within the criteria's range,
+    the sender alone far enough below it, and full reuse losing enough of it (point estimates, intervals beside);
+    ``criteria``: the fields of the page config's ``informative`` (droidspeak.sweep.config.InformativeCriteria)."""
+    low, high, gap, least = (criteria[k] for k in ("receiver_min", "receiver_max", "sender_gap", "full_reuse_loss"))
+    rows = []
+    for panel in held_out:
+        entry = {e["method"]: e for e in panel["rows"] if e["method"] in ("full_prefill", "sender", "full_reuse")}
+        if len(entry) < 3:
+            continue
+        receiver, sender, reuse = entry["full_prefill"], entry["sender"], entry["full_reuse"]
+        in_range = low <= receiver["quality"] <= high
+        far = sender["delta"] <= -gap
+        loss = -reuse["delta"] / receiver["quality"] if receiver["quality"] else math.nan
+        costly = loss >= least
+        rows.append([panel["pair"], f"{panel['task']} ({panel['split']}, {receiver['n']})",
+                     f"{receiver['quality']:.3f} [{receiver['ci'][0]:.3f}, {receiver['ci'][1]:.3f}]",
+                     "yes" if in_range else "**no**", f"{sender['delta']:+.3f} [{sender['delta_ci'][0]:+.3f}, "
+                     f"{sender['delta_ci'][1]:+.3f}]", "yes" if far else "**no**",
+                     f"{loss:.0%} [{_share(-reuse['delta_ci'][1] / receiver['quality'])}, "
+                     f"{_share(-reuse['delta_ci'][0] / receiver['quality'])}]", "yes" if costly else "**no**",
+                     "**yes**" if in_range and far and costly else "no"])
+    header = ["pair", "task (split, questions)", "receiver [95% CI]",
+              f"in {low:.2f}–{high:.2f}?", "sender − receiver [paired 95% CI]", f"≥ {gap:.2f} below?",
+              "full reuse's loss, share of the receiver [paired 95% CI]", f"≥ {least:.0%}?", "informative"]
+    return table(header, rows)
+
+
 def write_study_page(facts: dict, out_dir: str | Path, *, command: str, template: str | Path,
-                     profiles: list[Profile] = (), tolerance: float = 0.05) -> Path:
-    """The page: ``template``'s prose (conf/pages/study.md.j2) over the tables of the study's files."""
+                     profiles: list[Profile] = (), tolerance: float = 0.05,
+                     criteria: dict[str, float] | None = None) -> Path:
+    """The page: ``template``'s prose (conf/pages/study.md.j2) over the tables of the study's files; ``criteria``: when
+    a pair is informative (no such table without it)."""
     out = Path(out_dir)
     token_rows = facts["token_rows"]
     summary, profiles_json = out / "summary.json", out / "profiles.json"
     own = [p for p in profiles if p.n_samples]
+    held_out = json.loads(summary.read_text()).get("held_out", []) if summary.exists() else []
     context = {
         "command": command, "tolerance": tolerance, "report": facts["report"], "base": facts["base"],
         "resamples": f"{RESAMPLES:,}", "seeds": len(SEEDS),
         "family_section": "\n".join(_family_section(facts["report"])),
         "token_table": "\n".join(table(["task", "split", "contexts", "questions", "median tokens", "min", "max",
                                          "≥ 2,000"], token_rows)),
-        "heldout": "\n".join(heldout_markdown(json.loads(summary.read_text()).get("held_out", [])))
-        if summary.exists() else None,
+        "heldout": "\n".join(heldout_markdown(held_out)) if summary.exists() else None,
+        "criteria": criteria,
+        "informative_table": "\n".join(_informative_table(held_out, criteria)) if criteria and held_out else None,
         "profiles_table": "\n".join(_profile_section(json.loads(profiles_json.read_text())))
         if profiles_json.exists() else None,
         "transfer_table": "\n".join(_transfer_table(list(profiles), facts["own_task"], tolerance)),

@@ -254,6 +254,17 @@ class ReadmeGlanceConfig:
 
 
 @dataclass
+class InformativeCriteria:
+    """When a pair can test DroidSpeak (issue 34): a receiver neither weak nor saturated on its own task, a sender
+    that cannot answer in its place, and full reuse that costs enough to need recomputing."""
+
+    receiver_min: float = 0.70
+    receiver_max: float = 0.98
+    sender_gap: float = 0.20  # the sender answering alone scores at least this far below the receiver
+    full_reuse_loss: float = 0.10  # full reuse loses at least this share of the receiver's quality
+
+
+@dataclass
 class StudyPageConfig:
     zoo: ZooConfig = field(default_factory=ZooConfig)
     write_facts: bool = False
@@ -263,6 +274,7 @@ class StudyPageConfig:
     template: str = "conf/pages/study.md.j2"  # the page's prose
     profiles: list[str] = field(default_factory=list)
     tolerance: float = 0.05
+    informative: InformativeCriteria = field(default_factory=InformativeCriteria)
 
 
 @dataclass
