@@ -160,7 +160,8 @@ def test_an_activated_lora_is_an_extension_and_needs_its_invocation(tmp_path):
     cases = [({"variants": {"a": alora}}, "an activated LoRA is an extension"),
              ({"extensions": {"a": {**alora, "invocation": None}}}, "an invocation belongs to"),
              ({"extensions": {"a": {**alora, "examples_of": "nobody"}}}, "examples_of 'nobody'"),
-             ({"extensions": {"a": {**alora, "seed": 1}}}, "a seed of its own")]
+             ({"extensions": {"a": {**alora, "seed": 1}}}, "a seed of its own"),
+             ({"extensions": {"a": {**alora, "train_size": [2, 3]}}}, "a train_size of its own")]
     for change, message in cases:
         zoo = zoo_config(OmegaConf.merge(mini, change))
         with pytest.raises(ValueError, match=message):

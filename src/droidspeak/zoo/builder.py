@@ -96,6 +96,9 @@ class FamilyBuilder:
                 if len(variant.train_size) != 2 or not 1 <= low <= high or len(variant.tasks) != 1:
                     raise ValueError(f"variant {name}: train_size {list(variant.train_size)} must be [min, max] with "
                                      f"1 <= min <= max, for a variant of one task (sizes are in its task's units)")
+                if variant.examples_of is not None:
+                    raise ValueError(f"variant {name}: examples_of copies {variant.examples_of}'s examples, at their "
+                                     f"sizes; a train_size of its own would draw others")
             unknown = [t for t in variant.tasks if t not in self.zoo.tasks or t not in TASKS]
             if not variant.tasks or unknown:
                 raise ValueError(

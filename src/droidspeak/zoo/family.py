@@ -322,13 +322,14 @@ def _contexts_read_in_training(zoo: ZooConfig, world, task: str, splits: dict[st
     """Every context of ``task`` a fine-tune of the family read. Every variant reads its tasks' contexts in turn, one
     an example, from the start of the task's training stream, which a variant's own ``train_size`` draws otherwise:
     so each size draw's stream is replayed as far as its hungriest fine-tune read it."""
-    streams: dict[str, tuple[TaskConfig, int]] = {repr(None): (zoo.tasks[task], 0)}  # the train split's, at least
+    own = zoo.tasks[task]
+    streams: dict[str, tuple[TaskConfig, int]] = {repr(own.train_size): (own, 0)}  # the train split's, at least
     for variant in [*zoo.variants.values(), *(zoo.extensions or {}).values()]:
         if task in variant.tasks:
             cfg = training_task(zoo, variant, task)
             examples = sum(variant.tasks[i % len(variant.tasks)] == task
                            for i in range(variant.steps * variant.batch_size))
-            key = repr(variant.train_size and list(variant.train_size))
+            key = repr(cfg.train_size)  # one stream per size draw
             streams[key] = (cfg, max(streams.get(key, (cfg, 0))[1], examples))
     return frozenset().union(*(trained_contexts(world, task, cfg, zoo.seed, splits, examples)
                                for cfg, examples in streams.values()))

@@ -112,10 +112,12 @@ BASE = "base"  # the base model's name in a family (a pair's sender may be it)
 
 
 def training_task(zoo: ZooConfig, variant: VariantConfig, task: str) -> TaskConfig:
-    """``task``'s config as ``variant`` trains on it: with the variant's own training-context sizes, if it sets any."""
-    if variant.train_size is None:
+    """``task``'s config as ``variant`` trains on it: with the training-context sizes of the variant whose examples it
+    reads (its own, or its ``examples_of``'s), where that variant sets any."""
+    source = zoo.variants[variant.examples_of] if variant.examples_of is not None else variant
+    if source.train_size is None:
         return zoo.tasks[task]
-    return dataclasses.replace(zoo.tasks[task], train_size=list(variant.train_size))
+    return dataclasses.replace(zoo.tasks[task], train_size=list(source.train_size))
 
 
 def zoo_config(cfg) -> ZooConfig:
