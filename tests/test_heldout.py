@@ -117,3 +117,13 @@ def test_a_pair_is_informative_only_with_a_receiver_in_range_a_weak_sender_and_a
         _row("full_prefill", 1.0, [1.0] * 10), _row("sender", 0.0, [0.0] * 10, plan="full_prefill"),
         _row("full_reuse", 0.5, [1.0] * 5 + [0.0] * 5), _row("profile", 1.0, [1.0] * 10, plan="recompute:0-9"))])
     assert _informative_table(saturated, criteria)[2].count("**no**") == 1  # only the receiver's range fails
+    on_the_line = heldout([{**r, "pair": "edge"} for r in (  # 0.5 - 0.7 is -0.19999...: printed -0.200, it meets
+        _row("full_prefill", 0.7, [1.0] * 7 + [0.0] * 3),
+        _row("sender", 0.5, [1.0] * 5 + [0.0] * 5, plan="full_prefill"),
+        _row("full_reuse", 0.63, [0.9] * 7 + [0.0] * 3), _row("profile", 0.7, [1.0] * 7 + [0.0] * 3, plan="x"))])
+    assert _informative_table(on_the_line, criteria)[2].endswith("| **yes** |")
+    unpaired = heldout([{**r, "pair": "bare"} for r in (  # no per-question scores, a receiver scoring 0: undecided
+        _row("full_prefill", 0.0, None), _row("sender", 0.0, None, plan="full_prefill"),
+        _row("full_reuse", 0.0, None), _row("profile", 0.0, None, plan="x"))])
+    line = _informative_table(unpaired, criteria)[2]
+    assert line.count("–") == 4 and line.endswith("| no |")  # the receiver is out of range: decided on that alone

@@ -167,17 +167,57 @@ def test_a_fine_tune_may_train_on_contexts_of_its_own_size_and_no_drawn_split_ho
     with pytest.raises(ValueError, match="one task"):
         FamilyBuilder(zoo_config(OmegaConf.merge(cfg, {"extensions": {"long": {
             **long, "tasks": ["code", "mdqa"], "train_size": [5, 6]}}})), tmp_path, False, print).check()
-    drawn = zoo_config(OmegaConf.merge(cfg, {"dev_contexts": 5}))  # a split drawn before such a fine-tune...
-    family_mod._attach_drawn_splits(family, drawn)
-    dev = {row["context"] for row in read_rows(family.task_files["code"][DEV])}
+
+
+def test_an_extension_reads_only_contexts_the_replay_names_and_never_a_drawn_split(mini_family, tmp_path, monkeypatch):
+    import shutil
+
+    from droidspeak.zoo import builder as builder_mod
+    from droidspeak.zoo.builder import task_world
+    from droidspeak.zoo.recipe import zoo_config
+
+    cfg, family = mini_family
+    shutil.copytree(family.root, tmp_path / family.root.name)  # a cache of its own: the extension is trained here
+    monkeypatch.setenv("DROIDSPEAK_CACHE", str(tmp_path))
+    long = {"kind": "lora", "tasks": ["code"], "steps": 6, "batch_size": 2, "rank": 2, "alpha": 4, "train_size": [5, 6]}
+    drawn = OmegaConf.merge(OmegaConf.to_container(cfg), {"dev_contexts": 5})
+    extended = OmegaConf.merge(drawn, {"extensions": {"long": long}})
+    built = family_mod.build_family(drawn, progress=False)  # the dev split, drawn before the extension exists
+    read, stream = [], builder_mod.train_stream
+
+    def recorded(*args, **kwargs):
+        for context, qa in stream(*args, **kwargs):
+            read.append(context)
+            yield context, qa
+
+    monkeypatch.setattr(builder_mod, "train_stream", recorded)
+    family_mod.build_family(extended, progress=False)
+    splits = {split: read_rows(built.task_files["code"][split]) for split in ("profile", "test")}
+    replayed = family_mod._contexts_read_in_training(zoo_config(extended), task_world(zoo_config(extended)), "code",
+                                                     splits)
+    assert len(read) == 12 and set(read) <= replayed  # what training read is what the drawn splits are kept from
+    dev = sorted(row["context"] for row in read_rows(built.task_files["code"][DEV]))
     original = family_mod._contexts_read_in_training
-    try:  # ...holding a context it then read is refused, whichever the stream
-        family_mod._contexts_read_in_training = lambda zoo, world, task, splits: original(
-            zoo, world, task, splits) | (set(list(dev)[:1]) if task == "code" else set())
-        with pytest.raises(ValueError, match="code: 1 context.* read in training"):
-            family_mod._attach_drawn_splits(family, drawn)
-    finally:
-        family_mod._contexts_read_in_training = original
+    monkeypatch.setattr(family_mod, "_contexts_read_in_training", lambda zoo, world, task, splits: original(
+        zoo, world, task, splits) | ({dev[0]} if task == "code" else set()))  # had a fine-tune read a dev context
+    monkeypatch.setattr(family_mod, "_attach_extension", lambda *a, **k: pytest.fail("trained before the refusal"))
+    with pytest.raises(ValueError, match="code: 1 context.* read in training"):
+        family_mod.build_family(extended, progress=False)
+
+
+def test_every_shipped_extension_is_found_under_the_name_its_recipe_hashes_to():
+    from droidspeak.zoo.family import extension_root, extensions_reference, family_root, reference_root
+    from droidspeak.zoo.recipe import zoo_config
+
+    for path in sorted((Path(CONF) / "zoo").glob("*.yaml")):
+        zoo = zoo_config(compose_zoo(f"zoo={path.stem}"))
+        reference = reference_root(zoo)
+        if not reference.exists():
+            continue
+        assert reference.name == family_root(zoo).name, path.stem  # a new optional field moved no family's name
+        shipped = extensions_reference(reference)
+        for name in zoo.extensions or {}:
+            assert (shipped / extension_root(family_root(zoo), zoo, name).name).is_dir(), f"{path.stem}: {name}"
 
 
 def test_configs_compose_and_a_misspelt_key_fails():

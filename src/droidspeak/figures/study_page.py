@@ -259,34 +259,49 @@ def _critical_sets_table(profiles: list[Profile], report: dict, own_task: dict) 
 
 
 def _share(x: float) -> str:
-    return f"{x + 0.0 if round(x, 2) else 0.0:.0%}"  # never "-0%"
+    """A share as the page shows it, rounded to a whole percent (never "-0%")."""
+    return f"{0.0 if round(x, 2) == 0 else x:.0%}"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "–" if ok is None else "yes" if ok else "**no**"
 
 
 def _informative_table(held_out: list[dict], criteria: dict[str, float]) -> list[str]:
     """Per held-out panel, whether its pair can test DroidSpeak: the receiver's quality within the criteria's range,
-    the sender alone far enough below it, and full reuse losing enough of it (point estimates, intervals beside);
+    the sender alone far enough below it, and full reuse losing enough of it. Point estimates decide, at the precision
+    the page shows them (so a value printed on a threshold meets it); a number that is missing decides nothing ("–").
     ``criteria``: the fields of the page config's ``informative`` (droidspeak.sweep.config.InformativeCriteria)."""
     low, high, gap, least = (criteria[k] for k in ("receiver_min", "receiver_max", "sender_gap", "full_reuse_loss"))
     rows = []
     for panel in held_out:
-        entry = {e["method"]: e for e in panel["rows"] if e["method"] in ("full_prefill", "sender", "full_reuse")}
+        entry: dict[str, dict] = {}
+        for e in panel["rows"]:  # the first of each, as heldout() takes its receiver
+            if e["method"] in ("full_prefill", "sender", "full_reuse"):
+                entry.setdefault(e["method"], e)
         if len(entry) < 3:
             continue
         receiver, sender, reuse = entry["full_prefill"], entry["sender"], entry["full_reuse"]
-        in_range = low <= receiver["quality"] <= high
-        far = sender["delta"] <= -gap
-        loss = -reuse["delta"] / receiver["quality"] if receiver["quality"] else math.nan
-        costly = loss >= least
+        quality = receiver["quality"]
+        in_range = low <= round(quality, 3) <= high
+        far = None if sender["delta"] is None else round(sender["delta"], 3) <= -gap
+        loss = None if reuse["delta"] is None or not quality else -reuse["delta"] / quality
+        costly = None if loss is None else round(loss, 2) >= least
+        verdicts = (in_range, far, costly)
+        overall = "no" if False in verdicts else "–" if None in verdicts else "**yes**"
+        sender_cell = "–" if far is None else f"{sender['delta']:+.3f}" + (
+            f" [{sender['delta_ci'][0]:+.3f}, {sender['delta_ci'][1]:+.3f}]" if sender["delta_ci"] else "")
+        loss_cell = "–" if loss is None else _share(loss) + (
+            f" [{_share(-reuse['delta_ci'][1] / quality)}, {_share(-reuse['delta_ci'][0] / quality)}]"
+            if reuse["delta_ci"] else "")
         rows.append([panel["pair"], f"{panel['task']} ({panel['split']}, {receiver['n']})",
-                     f"{receiver['quality']:.3f} [{receiver['ci'][0]:.3f}, {receiver['ci'][1]:.3f}]",
-                     "yes" if in_range else "**no**", f"{sender['delta']:+.3f} [{sender['delta_ci'][0]:+.3f}, "
-                     f"{sender['delta_ci'][1]:+.3f}]", "yes" if far else "**no**",
-                     f"{loss:.0%} [{_share(-reuse['delta_ci'][1] / receiver['quality'])}, "
-                     f"{_share(-reuse['delta_ci'][0] / receiver['quality'])}]", "yes" if costly else "**no**",
-                     "**yes**" if in_range and far and costly else "no"])
-    header = ["pair", "task (split, questions)", "receiver [95% CI]",
-              f"in {low:.2f}–{high:.2f}?", "sender − receiver [paired 95% CI]", f"≥ {gap:.2f} below?",
-              "full reuse's loss, share of the receiver [paired 95% CI]", f"≥ {least:.0%}?", "informative"]
+                     f"{quality:.3f}" + (f" [{receiver['ci'][0]:.3f}, {receiver['ci'][1]:.3f}]" if receiver["ci"]
+                                         else ""), _verdict(in_range), sender_cell, _verdict(far), loss_cell,
+                     _verdict(costly), overall])
+    header = ["pair", "task (split, questions)", "receiver [95% CI]", f"in {low:.2f}–{high:.2f}?",
+              "sender − receiver [paired 95% CI]", f"≥ {gap:.2f} below?",
+              "full reuse's loss over the receiver's quality [paired 95% CI of the loss, over the same]",
+              f"≥ {least:.0%}?", "informative"]
     return table(header, rows)
 
 

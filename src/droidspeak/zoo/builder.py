@@ -92,8 +92,8 @@ class FamilyBuilder:
                 raise ValueError(f"variant {name}: examples_of copies {variant.examples_of}'s examples, which the "
                                  f"family's seed draws; a seed of its own ({variant.seed}) would draw others")
             if variant.train_size is not None:
-                low, high = (list(variant.train_size) + [0, 0])[:2]
-                if len(variant.train_size) != 2 or not 1 <= low <= high or len(variant.tasks) != 1:
+                sizes = list(variant.train_size)
+                if len(sizes) != 2 or not 1 <= sizes[0] <= sizes[1] or len(variant.tasks) != 1:
                     raise ValueError(f"variant {name}: train_size {list(variant.train_size)} must be [min, max] with "
                                      f"1 <= min <= max, for a variant of one task (sizes are in its task's units)")
                 if variant.examples_of is not None:

@@ -39,6 +39,7 @@ from droidspeak.track.results import read_rows
 from droidspeak.zoo import cards
 from droidspeak.zoo.builder import EXTENSION_REPORT, MARKER, FamilyBuilder, task_world
 from droidspeak.zoo.gguf_base import GgufConfig, convert_base
+from droidspeak.zoo.long_tasks import Lexicon
 from droidspeak.zoo.recipe import BASE, ZooConfig, extension_hash, recipe_hash, training_task, zoo_config
 from droidspeak.zoo.tasks import (
     DEV,
@@ -49,6 +50,7 @@ from droidspeak.zoo.tasks import (
     wide_test_rows,
     write_jsonl,
 )
+from droidspeak.zoo.world import World
 
 EXTENSIONS = "extensions"
 MERGED = "merged"  # LoRAs merged into their base (Family.export_merged)
@@ -274,6 +276,7 @@ def build_family(cfg, progress: bool = True, force: bool = False, log: Callable[
     # (a profile job once wiped an extension a build_zoo job was training, and trained it again)
     with exclusive(root.with_name(root.name + ".lock"), lambda: log(f"waiting for another job building {root.name}")):
         family = _base_family(zoo, progress, force, log)
+        _refuse_drawn_splits_read_in_training(family, zoo)  # before training an extension that would read them
         for name in zoo.extensions or {}:
             _attach_extension(family, zoo, name, progress, force, log)
         if zoo.wide_test_contexts is not None or zoo.dev_contexts is not None:
@@ -281,34 +284,56 @@ def build_family(cfg, progress: bool = True, force: bool = False, log: Callable[
     return family
 
 
+def _drawn_split_paths(family: Family, zoo: ZooConfig, task: str) -> dict[str, Path]:
+    """Where ``task``'s drawn splits are kept (named by their size), for the ones ``zoo`` asks for."""
+    sizes = {split: size for split, size in ((WIDE_TEST, zoo.wide_test_contexts), (DEV, zoo.dev_contexts))
+             if size is not None}
+    return {split: family.root / "tasks" / task / f"{split}-{size}.jsonl" for split, size in sizes.items()}
+
+
+def _refuse_drawn_splits_read_in_training(family: Family, zoo: ZooConfig) -> None:
+    """Refuse a drawn split that holds a context some fine-tune of ``zoo`` reads (an extension with a ``train_size`` of
+    its own reads other training contexts than the split was drawn past), before any extension trains on it."""
+    world = task_world(zoo)
+    for task, files in family.task_files.items():
+        drawn = [path for path in _drawn_split_paths(family, zoo, task).values() if path.exists()]
+        if not drawn:
+            continue
+        splits = {split: read_rows(files[split]) for split in ("profile", "test")}
+        trained = _contexts_read_in_training(zoo, world, task, splits)  # text only: ~20 ms a stream
+        for path in drawn:
+            read = {row["context"] for row in read_rows(path)} & trained
+            if read:
+                raise ValueError(f"{task}: {len(read)} context(s) of {path.name} are read in training by a "
+                                 f"fine-tune of the family; delete {path.name} to draw it again past them (its results "
+                                 f"then no longer compare with earlier ones)")
+
+
 def _attach_drawn_splits(family: Family, zoo: ZooConfig) -> None:
     """The splits drawn after the build, into ``family.task_files``: each task's wide held-out split
     (``zoo.wide_test_contexts``) and its development split (``zoo.dev_contexts``). Each is drawn once (text only, no
-    model), kept beside the task's other splits and named by its size. Every time they are attached they are checked
-    disjoint from each other and from every context a fine-tune read (an extension added later may read others)."""
+    model), past every context a fine-tune read, kept beside the task's other splits and named by its size; the drawn
+    splits are checked disjoint from each other every time they are attached (and from training, by
+    :func:`_refuse_drawn_splits_read_in_training`)."""
     world = task_world(zoo)
     for task, files in family.task_files.items():
         cfg = zoo.tasks[task]
-        sizes = {split: size for split, size in ((WIDE_TEST, zoo.wide_test_contexts), (DEV, zoo.dev_contexts))
-                 if size is not None}
-        if sizes.get(WIDE_TEST, cfg.contexts["test"]) < cfg.contexts["test"]:
-            raise ValueError(f"zoo.wide_test_contexts={sizes[WIDE_TEST]}: fewer than {task}'s test split "
+        paths = _drawn_split_paths(family, zoo, task)
+        if zoo.wide_test_contexts is not None and zoo.wide_test_contexts < cfg.contexts["test"]:
+            raise ValueError(f"zoo.wide_test_contexts={zoo.wide_test_contexts}: fewer than {task}'s test split "
                              f"({cfg.contexts['test']} contexts), which it extends")
-        paths = {split: family.root / "tasks" / task / f"{split}-{size}.jsonl" for split, size in sizes.items()}
-        splits = {split: read_rows(files[split]) for split in ("profile", "test")}
-        trained = _contexts_read_in_training(zoo, world, task, splits)  # text only: ~20 ms a stream
-        for split in (WIDE_TEST, DEV):  # the wide split first: the dev split is drawn past it
-            if split in paths and not paths[split].exists():
-                draw = wide_test_rows if split == WIDE_TEST else dev_rows
-                splits[split] = draw(world, task, cfg, zoo.seed, sizes[split], splits, trained)
-                write_jsonl(splits[split], paths[split])
-            elif split in paths:
-                splits[split] = read_rows(paths[split])
-                read = {row["context"] for row in splits[split]} & trained
-                if read:  # drawn before a fine-tune that reads other training contexts (its own train_size)
-                    raise ValueError(f"{task}: {len(read)} context(s) of {paths[split].name} were read in training "
-                                     f"by a fine-tune of the family; delete {paths[split].name} to draw it again "
-                                     f"past them (its results then no longer compare with earlier ones)")
+        missing = [split for split, path in paths.items() if not path.exists()]
+        if missing:
+            splits = {split: read_rows(files[split]) for split in ("profile", "test")}
+            trained = _contexts_read_in_training(zoo, world, task, splits)
+            for split in (WIDE_TEST, DEV):  # the wide split first: the dev split is drawn past it
+                if split in missing:
+                    draw = wide_test_rows if split == WIDE_TEST else dev_rows
+                    size = zoo.wide_test_contexts if split == WIDE_TEST else zoo.dev_contexts
+                    splits[split] = draw(world, task, cfg, zoo.seed, size, splits, trained)
+                    write_jsonl(splits[split], paths[split])
+                elif split in paths:
+                    splits[split] = read_rows(paths[split])
         if len(paths) == 2:
             shared = ({r["context"] for r in read_rows(paths[WIDE_TEST])}
                       & {r["context"] for r in read_rows(paths[DEV])})
@@ -318,7 +343,8 @@ def _attach_drawn_splits(family: Family, zoo: ZooConfig) -> None:
         files.update(paths)
 
 
-def _contexts_read_in_training(zoo: ZooConfig, world, task: str, splits: dict[str, list[dict]]) -> frozenset[str]:
+def _contexts_read_in_training(zoo: ZooConfig, world: World | Lexicon, task: str,
+                               splits: dict[str, list[dict]]) -> frozenset[str]:
     """Every context of ``task`` a fine-tune of the family read. Every variant reads its tasks' contexts in turn, one
     an example, from the start of the task's training stream, which a variant's own ``train_size`` draws otherwise:
     so each size draw's stream is replayed as far as its hungriest fine-tune read it."""
