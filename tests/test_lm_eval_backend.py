@@ -236,3 +236,13 @@ def test_a_transfer_codec_sends_fewer_bytes_and_a_bad_one_fails_before_loading(s
     assert 0.25 < sent["int8"] / sent["lossless"] < 0.35  # 4x smaller, plus a scale and minimum per channel
     with pytest.raises(CodecError, match="unknown transfer codec"):
         get_model("droidspeak")(receiver="/nonexistent", transfer_codec="fp8")
+
+
+def test_a_context_read_by_consecutive_batches_is_prefilled_once(setup):
+    from lm_eval.api.registry import get_model
+
+    receiver, sender, tasks = setup
+    lm = get_model("droidspeak")(receiver=receiver, sender=sender, plan="recompute:2-3", batch_size=1)
+    ours = lm_eval.simple_evaluate(model=lm, tasks=["ds_gen"], task_manager=tasks, log_samples=True)
+    contexts = {sample["doc"]["context"] for sample in ours["samples"]["ds_gen"]}
+    assert len(lm.stats["costs"]) == len(contexts) < len(ours["samples"]["ds_gen"])  # one question a batch

@@ -126,6 +126,34 @@ def test_evaluate_many_scores_every_plan_as_evaluate_does(models, plans_per_batc
         assert ev.seconds >= ev.prefill_seconds > 0 or plan == "full_reuse", plan
 
 
+def test_a_context_is_prefilled_once_however_small_the_batches(models, monkeypatch):
+    """Batches of one question (a sliding-window model's) read each context's prefill once, not once a question, and
+    answer as evaluate() does."""
+    from droidspeak.profile import profiler as profiler_mod
+
+    sender, receiver = models
+    calls = {"passes": 0, "prefills": 0}
+    shared, prefill = profiler_mod.shared_prefills, profiler_mod.receiver_prefill
+
+    def counted_passes(*args, **kwargs):
+        calls["passes"] += 1
+        yield from shared(*args, **kwargs)
+
+    def counted_prefill(*args, **kwargs):
+        calls["prefills"] += 1
+        return prefill(*args, **kwargs)
+
+    monkeypatch.setattr(profiler_mod, "shared_prefills", counted_passes)
+    monkeypatch.setattr(profiler_mod, "receiver_prefill", counted_prefill)
+    plans = ["full_reuse", "recompute:0-1", "recompute:2-5", "full_prefill"]
+    one_by_one = Profiler(receiver, sender, "mdqa", rows(3, questions=3), batch_size=1)
+    together = one_by_one.evaluate_many(plans)
+    assert calls == {"passes": 3, "prefills": 3}  # the shared passes and full_prefill: once a context each
+    alone = Profiler(receiver, sender, "mdqa", rows(3, questions=3), batch_size=1)
+    for plan, ev in zip(plans, together, strict=True):
+        assert ev.answers == alone.evaluate(plan).answers and len(ev.answers) == 9, plan
+
+
 @pytest.mark.slow
 def test_profile_job_on_the_mini_family_feeds_the_profile_plan(mini_family, tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from droidspeak.engine.batch import PrefilledBatch, prefill_rows
+from droidspeak.engine.batch import PrefilledBatch, distinct_rows, select_rows
 from droidspeak.engine.cache import ContextCache
 from droidspeak.engine.infer import generate
 from droidspeak.engine.loading import LoadedModel
@@ -43,16 +43,21 @@ class Questions:
 
 
 @torch.inference_mode()
-def answer(model: LoadedModel, questions: Questions, prefill: Callable[[list[dict]], PrefilledBatch],
+def answer(model: LoadedModel, questions: Questions, prefill: Callable[[list[str]], PrefilledBatch],
            batch_size: int = 32) -> tuple[list[str], list[PrefilledBatch]]:
-    """Greedy answers of ``model`` to every question, in batches; ``prefill(chunk)`` gives one cache row per question.
-    Returns the answers and each batch's prefill (its cost)."""
+    """Greedy answers of ``model`` to every question, ``batch_size`` at a time; ``prefill(ids)`` prefills the distinct
+    contexts ``ids`` of a batch (first-seen order), once for a run of batches that read the same ones: a batch smaller
+    than a context's questions (sliding-window models decode one at a time) would otherwise prefill it again each
+    time. Returns the answers and each prefill made (its cost)."""
     answers: list[str] = []
     prefills: list[PrefilledBatch] = []
+    held: list[str] | None = None
     for start in range(0, len(questions.rows), batch_size):
-        prefilled = prefill(questions.rows[start : start + batch_size])
-        prefills.append(prefilled)
-        answers += answer_batch(model, questions, start, prefilled)
+        distinct, index = distinct_rows([r["context_id"] for r in questions.rows[start : start + batch_size]])
+        if distinct != held:
+            held = distinct
+            prefills.append(prefill(distinct))
+        answers += answer_batch(model, questions, start, select_rows(prefills[-1], index))
     return answers, prefills
 
 
@@ -70,9 +75,8 @@ def answer_batch(model: LoadedModel, questions: Questions, start: int, prefilled
 def predict(receiver: LoadedModel, questions: Questions, plan: str,
             caches: dict[str, ContextCache] | None = None, batch_size: int = 32) -> list[str]:
     """Greedy answers of ``receiver`` under ``plan`` (``caches``: the sender's, per context id)."""
-    def prefill(chunk: list[dict]) -> PrefilledBatch:  # a context's questions share one receiver prefill
-        return prefill_rows([r["context_id"] for r in chunk], lambda distinct: receiver_prefill(
-            receiver, [caches[c] if caches else questions.contexts[c] for c in distinct], plan))
+    def prefill(distinct: list[str]) -> PrefilledBatch:  # a context's questions share one receiver prefill
+        return receiver_prefill(receiver, [caches[c] if caches else questions.contexts[c] for c in distinct], plan)
 
     return answer(receiver, questions, prefill, batch_size)[0]
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 
 from tqdm.auto import tqdm
 
 from droidspeak.engine import receiver_prefill
 from droidspeak.engine.answers import answer, answer_batch, prefill_contexts
-from droidspeak.engine.batch import PrefilledBatch, distinct_rows, prefill_rows, stack_rows
+from droidspeak.engine.batch import PrefilledBatch, distinct_rows, stack_rows
 from droidspeak.engine.cache import ContextCache
 from droidspeak.engine.loading import LoadedModel
 from droidspeak.engine.plan import DEFAULT_PROFILE_TOLERANCE, PrefillCost, parse_plan, total_cost
@@ -61,11 +62,14 @@ class _Partial:
     prefill_seconds: float = 0.0
     costs: list[PrefillCost] = field(default_factory=list)
 
-    def add(self, answers: list[str], prefill: SharedPrefill, answer_seconds: float) -> None:
-        self.answers += answers
+    def add_prefill(self, prefill: SharedPrefill) -> None:
         self.prefill_seconds += prefill.seconds
-        self.seconds += prefill.seconds + answer_seconds
+        self.seconds += prefill.seconds
         self.costs.append(prefill.batch.cost)
+
+    def add(self, answers: list[str], answer_seconds: float) -> None:
+        self.answers += answers
+        self.seconds += answer_seconds
 
 
 def select_profile_rows(rows: Sequence[dict], contexts: int) -> list[dict]:
@@ -136,8 +140,7 @@ class Profiler:
             return batch
 
         start = time.perf_counter()
-        answers, prefills = answer(model, self.rows, lambda chunk: prefill_rows(
-            [r["context_id"] for r in chunk], timed), self.batch_size)
+        answers, prefills = answer(model, self.rows, timed, self.batch_size)
         return self._record(key, answers, time.perf_counter() - start, prefill_seconds, [p.cost for p in prefills])
 
     def point(self, plan: str) -> ProfilePoint:
@@ -170,33 +173,38 @@ class Profiler:
                 self.evaluate(plan)
                 bar.update()
         partial = {plan: _Partial() for plan in shared}
-        for start in range(0, len(self.rows.rows), self.batch_size):
-            distinct, row_index = distinct_rows(
-                [r["context_id"] for r in self.rows.rows[start : start + self.batch_size]]
-            )
+        batches = [(start, *distinct_rows([r["context_id"] for r in self.rows.rows[start : start + self.batch_size]]))
+                   for start in range(0, len(self.rows.rows), self.batch_size)]
+        # a run of batches that read the same contexts (smaller batches than a context's questions) shares their
+        # prefills, as answer() does: each plan's answers come from the same prefill and the same decode batches
+        for _, run in groupby(batches, key=lambda batch: batch[1]):
+            run = list(run)
             group: list[SharedPrefill] = []
-            for item in shared_prefills(self.receiver, [self.caches[c] for c in distinct], shared):
+            for item in shared_prefills(self.receiver, [self.caches[c] for c in run[0][1]], shared):
+                partial[item.plan].add_prefill(item)
                 group.append(item)
                 if len(group) == self.plans_per_batch:
-                    self._answer_group(group, start, row_index, partial)
+                    self._answer_group(group, run, partial)
                     group = []
             if group:
-                self._answer_group(group, start, row_index, partial)
+                self._answer_group(group, run, partial)
         for plan, done in partial.items():
             self._record(plan, done.answers, done.seconds, done.prefill_seconds, done.costs)
             bar.update()
         bar.close()
         return [self.results[p] for p in plans]
 
-    def _answer_group(self, group: list[SharedPrefill], start: int, row_index: list[int],
+    def _answer_group(self, group: list[SharedPrefill], batches: list[tuple[int, list, list[int]]],
                       partial: dict[str, _Partial]) -> None:
-        """One decode answers the batch's questions under every plan of ``group``; each plan is charged its share."""
-        started = time.perf_counter()
-        answers = answer_batch(self.receiver, self.rows, start, stack_rows([item.batch for item in group], row_index),
-                               plans=len(group))
-        share, rows = (time.perf_counter() - started) / len(group), len(row_index)
-        for index, item in enumerate(group):
-            partial[item.plan].add(answers[index * rows : (index + 1) * rows], item, share)
+        """Batch by batch of ``batches`` (start, distinct contexts, each row's context), one decode answers the batch's
+        questions under every plan of ``group``; each plan is charged its share."""
+        for start, _, row_index in batches:
+            started = time.perf_counter()
+            answers = answer_batch(self.receiver, self.rows, start,
+                                   stack_rows([item.batch for item in group], row_index), plans=len(group))
+            share, rows = (time.perf_counter() - started) / len(group), len(row_index)
+            for index, item in enumerate(group):
+                partial[item.plan].add(answers[index * rows : (index + 1) * rows], share)
 
     def _record(self, key: str, answers: list[str], seconds: float, prefill_seconds: float, costs) -> Evaluation:
         per_input = self.rows.scores(answers)
