@@ -84,12 +84,17 @@ def _family_section(report: dict) -> list[str]:
     rows = []
     for name, variant, curve, seconds, note in trained:
         final_loss = (curve or [[None, None]])[-1][1]
+        task = report["recipe"]["tasks"][variant["tasks"][0]]
+        source = report["recipe"]["variants"].get(variant.get("examples_of")) or variant  # whose examples it reads
+        low, high = source.get("train_size") or task.get("train_size") or (task["size_min"], task["size_max"])
         rows.append([name + note, variant["kind"],
                      f"r={variant['rank']}, α={variant['alpha']}" if variant["kind"] in ("lora", "alora") else "–",
-                     variant["tasks"][0], str(variant["steps"]), f"{variant['lr']:g}",
+                     variant["tasks"][0], f"{low}–{high} (eval {task['size_min']}–{task['size_max']})",
+                     str(variant["steps"]), f"{variant['lr']:g}",
                      str(family_seed if variant.get("seed") is None else variant["seed"]),
                      "–" if final_loss is None else f"{final_loss:.3f}", str(seconds)])
-    lines += table(["receiver", "kind", "adapter", "trained on", "steps", "lr", "seed", "final loss", "train s"], rows)
+    lines += table(["receiver", "kind", "adapter", "trained on", "its contexts' size", "steps", "lr", "seed",
+                    "final loss", "train s"], rows)
     accuracy = report["accuracy"]
     tasks = list(next(iter(accuracy.values())))
     lines += ["", f"Quality of every model on every task (test split, greedy, first "
