@@ -9,6 +9,7 @@ from droidspeak.profile.critical_sets import (
     SAME_RECEIVER,
     SAME_SENDER,
     SEED_TWINS,
+    TWINS,
     relation_of,
     side_by_side,
 )
@@ -65,7 +66,8 @@ def test_relations_follow_the_pairs_the_tasks_and_the_recipes():
     recipes = {"x": recipe, "x1": {**recipe, "seed": 1}, "y": recipe | {"steps": 240}, "w": {**recipe, "tasks": ["u"]}}
     code, twin = _profile("x", "base", {}), _profile("x1", "base", {})
     assert relation_of(code, twin, recipes) == SEED_TWINS
-    assert relation_of(code, _profile("y", "base", {}), recipes) == SAME_SENDER
+    assert relation_of(code, _profile("y", "base", {}), recipes) == TWINS["steps"]  # 240 steps, not 60: that alone
+    assert relation_of(code, _profile("y", "base", {}), {**recipes, "y": recipes["y"] | {"rank": 4}}) == SAME_SENDER
     assert relation_of(code, _profile("w", "base", {}, task="u"), recipes) == OTHER_TASK
     assert relation_of(code, _profile("x", "z", {}), recipes) == SAME_RECEIVER
     assert relation_of(code, _profile("x", "z", {}, task="u"), recipes) is None  # another task: not the sender alone

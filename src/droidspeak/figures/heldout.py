@@ -142,11 +142,12 @@ def _method_name(e: Mapping) -> str:
 
 def speedup_cell(e: Mapping) -> str:
     """A table's speedup: the receiver's own is the noise floor (full prefill timed against itself); a plan chosen at
-    a tolerance that misses it on these questions is not quoted; the sender answering alone has none."""
+    a tolerance that these questions do not show it within (its interval's lower end below the floor) is not quoted;
+    the sender answering alone has none."""
     if e["method"] == "sender" or e["speedup"] is None:
         return "–"
     if e.get("meets_target") is False:
-        return "not quoted: misses its target"
+        return "not quoted: not shown within its target"
     text = speedup_text(e["speedup"], e.get("speedup_spread"))
     return f"{text} (noise floor)" if e["method"] == "full_prefill" else text
 

@@ -25,7 +25,7 @@ from droidspeak.zoo.recipe import BASE
 from droidspeak.zoo.tasks import WIDE_TEST
 
 FIGURES = (
-    ("fig06_quality_bars", "Fig. 6: receiver / sender / full reuse per pair (test split)"),
+    ("fig06_quality_bars", "Fig. 6: receiver / sender / full reuse per pair (held-out split)"),
     (
         "fig07_layer_sensitivity",
         "Fig. 7: quality when only that layer's K/V is reused, every other layer recomputed (profile split)",
@@ -33,7 +33,8 @@ FIGURES = (
     ("fig08_input_spread", "Fig. 8: per-question spread of that sensitivity"),
     ("fig11_profile_pareto", "Fig. 11: every profiled group, its Pareto frontier and the plan chosen at the tolerance"),
     ("fig17_profile_transfer", "Fig. 17: one pair's profile on its own task and on a second task"),
-    ("fig14_quality_vs_speedup", "Fig. 14: quality vs measured prefill speedup (test split; bars: the quality's 95% "
+    ("fig14_quality_vs_speedup", "Fig. 14: quality vs measured prefill speedup (held-out split, every plan scored "
+                                 "there, those not shown within their target included; bars: the quality's 95% "
                                  "CI over questions, the speedup's smallest to largest timed ratio)"),
 )
 
@@ -93,8 +94,8 @@ def _family_section(report: dict) -> list[str]:
                      str(variant["steps"]), f"{variant['lr']:g}",
                      str(family_seed if variant.get("seed") is None else variant["seed"]),
                      "–" if final_loss is None else f"{final_loss:.3f}", str(seconds)])
-    lines += table(["receiver", "kind", "adapter", "trained on", "its contexts' size", "steps", "lr", "seed",
-                    "final loss", "train s"], rows)
+    lines += table(["receiver", "kind", "adapter", "trained on", "training contexts' size (evaluated), in the task's "
+                    "passages / sections / functions", "steps", "lr", "seed", "final loss", "train s"], rows)
     accuracy = report["accuracy"]
     tasks = list(next(iter(accuracy.values())))
     lines += ["", f"Quality of every model on every task (test split, greedy, first "
@@ -180,11 +181,13 @@ def _paper_comparison(summary: dict, profiles: dict, results: Path, tolerance: f
             holds = meets_target({**chosen, "tolerance": tolerance}, receiver["quality"])
             rows.append([pair, f"the fewest layers within {tolerance:.0%} of the receiver, chosen offline, hold",
                          f"`{chosen['plan']}` ({profile['chosen_layers']} of {layers} layers): Δ {chosen['delta']:+.3f}"
-                         f" [{chosen['delta_ci'][0]:+.3f}, {chosen['delta_ci'][1]:+.3f}] on the test split, floor "
-                         f"{floor:+.3f}", "yes" if holds else "no: it misses on the test split"])
+                         f" [{chosen['delta_ci'][0]:+.3f}, {chosen['delta_ci'][1]:+.3f}] on the {panel['split']} "
+                         f"split, floor {floor:+.3f}", "yes" if holds else
+                         f"not shown: the interval's lower end is below the floor on the {panel['split']} split"])
             if not holds:  # a speed-up is quoted only for a plan that meets its target
                 rows.append([pair, "prefill 1.7–3.1× faster (GPU, 8K–14K tokens)",
-                             "not quoted: the plan misses its target on the test split", "–"])
+                             f"not quoted: the plan is not shown within its target on the {panel['split']} split",
+                             "–"])
             elif chosen.get("speedup") and profile["chosen_layers"]:
                 bound = layers / profile["chosen_layers"]
                 low, high = chosen.get("speedup_spread") or (chosen["speedup"], chosen["speedup"])
@@ -305,7 +308,7 @@ def _informative_table(held_out: list[dict], criteria: dict[str, float]) -> list
                      _verdict(costly), overall])
     header = ["pair", "task (split, questions)", "receiver [95% CI]", f"in {low:.2f}–{high:.2f}?",
               "sender − receiver [paired 95% CI]", f"≥ {gap:.2f} below?",
-              "full reuse's loss over the receiver's quality [paired 95% CI of the loss, over the same]",
+              "full reuse's loss, share of the receiver [paired 95% CI of Δ ÷ the receiver]",
               f"≥ {least:.0%}?", "informative"]
     return table(header, rows)
 
@@ -320,6 +323,7 @@ def write_study_page(facts: dict, out_dir: str | Path, *, command: str, template
     summary, profiles_json = out / "summary.json", out / "profiles.json"
     own = [p for p in profiles if p.n_samples]
     held_out = json.loads(summary.read_text()).get("held_out", []) if summary.exists() else []
+    steps = sorted(recipe["steps"] for recipe in _training_recipes(facts["report"]).values())
     context = {
         "command": command, "tolerance": tolerance, "report": facts["report"], "base": facts["base"],
         "resamples": f"{RESAMPLES:,}", "seeds": len(SEEDS),
@@ -328,6 +332,7 @@ def write_study_page(facts: dict, out_dir: str | Path, *, command: str, template
                                          "≥ 2,000"], token_rows)),
         "heldout": "\n".join(heldout_markdown(held_out)) if summary.exists() else None,
         "criteria": criteria,
+        "finetune_steps": "–".join(map(str, sorted({steps[0], steps[-1]}))),
         "informative_table": "\n".join(_informative_table(held_out, criteria)) if criteria and held_out else None,
         "profiles_table": "\n".join(_profile_section(json.loads(profiles_json.read_text())))
         if profiles_json.exists() else None,

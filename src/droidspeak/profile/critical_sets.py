@@ -25,6 +25,8 @@ from droidspeak.stats import percentile_interval
 
 LEVEL = 0.95
 SAME_RECEIVER, SAME_SENDER, SEED_TWINS = "same receiver, other sender", "same sender, other receiver", "seed twins"
+TWINS = {"seed": SEED_TWINS, "train_size": "twins but for their training contexts' size",
+         "steps": "twins but for their training steps"}  # receivers whose recipes differ in that one field only
 OTHER_TASK = "same sender, other receiver and task"  # the receiver, its task and its questions all differ
 
 
@@ -130,13 +132,15 @@ def compare_critical_sets(first: Profile, second: Profile, relation: str, *, res
     )
 
 
-def _recipe_without_seed(recipe: Mapping) -> dict:
-    return {k: v for k, v in recipe.items() if k != "seed" and v is not None}
+def _differing(first: Mapping, second: Mapping) -> set[str]:
+    """The recipe fields two receivers' recipes set differently (unset fields left out)."""
+    return {k for k in {**first, **second} if first.get(k) != second.get(k)}
 
 
 def relation_of(first: Profile, second: Profile, recipes: Mapping[str, Mapping]) -> str | None:
     """How two profiles' pairs relate (None: not a comparison that isolates anything). ``recipes``: each model's
-    training recipe with its seed filled in, to tell seed twins: the same recipe and another seed."""
+    training recipe with its seed filled in, to tell twins: receivers whose recipes differ in one field of ``TWINS``
+    (seed twins: the same recipe and another seed)."""
     if first.receiver == second.receiver and first.sender != second.sender:
         return SAME_RECEIVER if first.task == second.task else None
     if first.sender != second.sender or first.receiver == second.receiver:
@@ -144,10 +148,8 @@ def relation_of(first: Profile, second: Profile, recipes: Mapping[str, Mapping])
     if first.task != second.task:
         return OTHER_TASK
     a, b = recipes.get(first.receiver), recipes.get(second.receiver)
-    if a is not None and b is not None and a.get("seed") != b.get("seed") \
-            and _recipe_without_seed(a) == _recipe_without_seed(b):
-        return SEED_TWINS
-    return SAME_SENDER
+    differing = _differing(a, b) if a is not None and b is not None else set()
+    return TWINS[next(iter(differing))] if len(differing) == 1 and differing <= TWINS.keys() else SAME_SENDER
 
 
 def side_by_side(profiles: Sequence[Profile], recipes: Mapping[str, Mapping], **kwargs) -> list[SetComparison]:
