@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from droidspeak.engine.batch import PrefilledBatch, distinct_rows, select_rows
+from droidspeak.engine.batch import PrefilledBatch, held_prefill, prefill_rows
 from droidspeak.engine.cache import ContextCache
 from droidspeak.engine.infer import generate
 from droidspeak.engine.loading import LoadedModel
@@ -46,18 +46,19 @@ class Questions:
 def answer(model: LoadedModel, questions: Questions, prefill: Callable[[list[str]], PrefilledBatch],
            batch_size: int = 32) -> tuple[list[str], list[PrefilledBatch]]:
     """Greedy answers of ``model`` to every question, ``batch_size`` at a time; ``prefill(ids)`` prefills the distinct
-    contexts ``ids`` of a batch (first-seen order), once for a run of batches that read the same ones: a batch smaller
-    than a context's questions (sliding-window models decode one at a time) would otherwise prefill it again each
-    time. Returns the answers and each prefill made (its cost)."""
+    contexts ``ids`` of a batch (first-seen order), once for a run of batches that read the same ones
+    (engine.batch.held_prefill). Returns the answers and each prefill made (its cost)."""
     answers: list[str] = []
     prefills: list[PrefilledBatch] = []
-    held: list[str] | None = None
+
+    def made(distinct: list[str]) -> PrefilledBatch:
+        prefills.append(prefill(distinct))
+        return prefills[-1]
+
+    held = held_prefill(made)
     for start in range(0, len(questions.rows), batch_size):
-        distinct, index = distinct_rows([r["context_id"] for r in questions.rows[start : start + batch_size]])
-        if distinct != held:
-            held = distinct
-            prefills.append(prefill(distinct))
-        answers += answer_batch(model, questions, start, select_rows(prefills[-1], index))
+        chunk = questions.rows[start : start + batch_size]
+        answers += answer_batch(model, questions, start, prefill_rows([r["context_id"] for r in chunk], held))
     return answers, prefills
 
 

@@ -206,3 +206,18 @@ def prefill_rows(row_contexts: Sequence[Hashable], prefill: Callable[[list], Pre
     the distinct ones, in first-seen order), so a context's questions share one receiver prefill."""
     distinct, index = distinct_rows(row_contexts)
     return select_rows(prefill(distinct), index)
+
+
+def held_prefill(prefill: Callable[[list], PrefilledBatch]) -> Callable[[list], PrefilledBatch]:
+    """``prefill``, returning its last batch again while it is asked for the same distinct contexts: a run of batches
+    smaller than a context's questions (a sliding-window model decodes one at a time) prefills it once. Safe to share:
+    :func:`prefill_rows` hands out copies of its rows, so decoding never writes into the held batch."""
+    held: list = [None, None]  # (the distinct contexts, their prefill)
+
+    def again(distinct: list) -> PrefilledBatch:
+        if held[0] != distinct:
+            held[:] = [list(distinct), prefill(distinct)]
+        return held[1]
+
+    return again
+

@@ -23,7 +23,7 @@ from lm_eval.models.utils_hf import stop_sequences_criteria
 
 from droidspeak.codec import get_codec
 from droidspeak.engine import generate, receiver_prefill, tail_logits
-from droidspeak.engine.batch import PrefilledBatch, prefill_rows
+from droidspeak.engine.batch import PrefilledBatch, held_prefill, prefill_rows
 from droidspeak.engine.cache import ContextCache, cache_key
 from droidspeak.engine.plan import PrefillCost, RecomputePlan, total_cost
 from droidspeak.errors import DroidSpeakError
@@ -143,7 +143,7 @@ class DroidSpeakLM(HFLM):
         self._full_sliding = self.plan.kind == "cacheblend"  # it reads sliding layers' K/V beyond their last window
         memory = MemoryStore(self.pair.sender.device, pin=False, capacity_bytes=int(float(max_cache_gb) * 2**30))
         self.store = TieredStore([memory, *([DiskStore(cache_dir)] if cache_dir else [])])
-        self._held: tuple[list[tuple[int, ...]], PrefilledBatch] | None = None  # the last receiver prefill (_prefill)
+        self._held_prefill = held_prefill(self._receiver_prefill)  # the last receiver prefill, for the next batch
         self._shared_lengths: dict[tuple[int, ...], int] = {}
         self.stats = {"sender_prefills": 0, "sender_cache_hits": 0,
                       "receiver_prefill_seconds": 0.0, "costs": [],
@@ -265,24 +265,21 @@ class DroidSpeakLM(HFLM):
     def _prefill(self, contexts: list[tuple[int, ...]]):
         """Receiver cache for each row's shared context; distinct contexts are prefilled once, and not again while
         the next batch reads the same ones (a context's questions often arrive one batch after another, and a
-        sliding-window model's batches hold one question each). Rows are copies: decoding never writes into it."""
-        def prefill(distinct: list[tuple[int, ...]]):
-            if self._held is not None and self._held[0] == distinct:
-                return self._held[1]
-            if self.plan.uses_cache:  # what the receiver holds after the link (lossy codecs decoded)
-                inputs = [transmit(cache, self.plan, self.codec) for cache in self.sender_caches(distinct)]
-                self.stats["transfer_bytes"] += sum(sent for _, sent in inputs)
-                inputs = [cache for cache, _ in inputs]
-            else:
-                inputs = [torch.tensor(c) for c in distinct]
-            start = time.perf_counter()
-            prefilled = receiver_prefill(self.pair.receiver, inputs, self.plan)
-            self.stats["receiver_prefill_seconds"] += time.perf_counter() - start
-            self.stats["costs"].append(prefilled.cost)
-            self._held = (distinct, prefilled)
-            return prefilled
+        sliding-window model's batches hold one question each)."""
+        return prefill_rows(contexts, self._held_prefill)
 
-        return prefill_rows(contexts, prefill)
+    def _receiver_prefill(self, distinct: list[tuple[int, ...]]) -> PrefilledBatch:
+        if self.plan.uses_cache:  # what the receiver holds after the link (lossy codecs decoded)
+            inputs = [transmit(cache, self.plan, self.codec) for cache in self.sender_caches(distinct)]
+            self.stats["transfer_bytes"] += sum(sent for _, sent in inputs)
+            inputs = [cache for cache, _ in inputs]
+        else:
+            inputs = [torch.tensor(c) for c in distinct]
+        start = time.perf_counter()
+        prefilled = receiver_prefill(self.pair.receiver, inputs, self.plan)
+        self.stats["receiver_prefill_seconds"] += time.perf_counter() - start
+        self.stats["costs"].append(prefilled.cost)
+        return prefilled
 
     def _check_unshared(self) -> None:
         """HFLM's own call runs the receiver's merged weights over the whole row: wrong for an activated LoRA."""
