@@ -13,7 +13,15 @@ from pathlib import Path
 
 from droidspeak.figures.heldout import markdown as heldout_markdown
 from droidspeak.figures.heldout import meets_target
-from droidspeak.figures.intervals import RESAMPLES, SEEDS, paired_delta, paired_test_text, speedup_text, timing_text
+from droidspeak.figures.intervals import (
+    RESAMPLES,
+    SEEDS,
+    interval_text,
+    paired_delta,
+    paired_test_text,
+    speedup_text,
+    timing_text,
+)
 from droidspeak.figures.template import render_page
 from droidspeak.markdown import table
 from droidspeak.profile import critical_sets
@@ -298,13 +306,13 @@ def _informative_table(held_out: list[dict], criteria: dict[str, float]) -> list
         verdicts = (in_range, far, costly)
         overall = "no" if False in verdicts else "–" if None in verdicts else "**yes**"
         sender_cell = "–" if far is None else f"{sender['delta']:+.3f}" + (
-            f" [{sender['delta_ci'][0]:+.3f}, {sender['delta_ci'][1]:+.3f}]" if sender["delta_ci"] else "")
+            f" {interval_text(sender['delta_ci'], signed=True)}" if sender["delta_ci"] else "")
         loss_cell = "–" if loss is None else _share(loss) + (
             f" [{_share(-reuse['delta_ci'][1] / quality)}, {_share(-reuse['delta_ci'][0] / quality)}]"
             if reuse["delta_ci"] else "")
         rows.append([panel["pair"], f"{panel['task']} ({panel['split']}, {receiver['n']})",
-                     f"{quality:.3f}" + (f" [{receiver['ci'][0]:.3f}, {receiver['ci'][1]:.3f}]" if receiver["ci"]
-                                         else ""), _verdict(in_range), sender_cell, _verdict(far), loss_cell,
+                     f"{quality:.3f}" + (f" {interval_text(receiver['ci'])}" if receiver["ci"] else ""),
+                     _verdict(in_range), sender_cell, _verdict(far), loss_cell,
                      _verdict(costly), overall])
     header = ["pair", "task (split, questions)", "receiver [95% CI]", f"in {low:.2f}–{high:.2f}?",
               "sender − receiver [paired 95% CI]", f"≥ {gap:.2f} below?",

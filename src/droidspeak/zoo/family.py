@@ -276,11 +276,13 @@ def build_family(cfg, progress: bool = True, force: bool = False, log: Callable[
     # (a profile job once wiped an extension a build_zoo job was training, and trained it again)
     with exclusive(root.with_name(root.name + ".lock"), lambda: log(f"waiting for another job building {root.name}")):
         family = _base_family(zoo, progress, force, log)
-        _refuse_drawn_splits_read_in_training(family, zoo)  # before training an extension that would read them
+        drawn = zoo.wide_test_contexts is not None or zoo.dev_contexts is not None
+        trained = _read_in_training(family, zoo) if drawn else {}  # text only: ~20 ms a stream
+        _refuse_drawn_splits_read_in_training(family, zoo, trained)  # before an extension trains on one
         for name in zoo.extensions or {}:
             _attach_extension(family, zoo, name, progress, force, log)
-        if zoo.wide_test_contexts is not None or zoo.dev_contexts is not None:
-            _attach_drawn_splits(family, zoo)
+        if drawn:
+            _attach_drawn_splits(family, zoo, trained)
     return family
 
 
@@ -291,30 +293,32 @@ def _drawn_split_paths(family: Family, zoo: ZooConfig, task: str) -> dict[str, P
     return {split: family.root / "tasks" / task / f"{split}-{size}.jsonl" for split, size in sizes.items()}
 
 
-def _refuse_drawn_splits_read_in_training(family: Family, zoo: ZooConfig) -> None:
-    """Refuse a drawn split that holds a context some fine-tune of ``zoo`` reads (an extension with a ``train_size`` of
-    its own reads other training contexts than the split was drawn past), before any extension trains on it."""
+def _read_in_training(family: Family, zoo: ZooConfig) -> dict[str, frozenset[str]]:
+    """Per task, every context a fine-tune of ``zoo`` reads (its extensions included, trained or not)."""
     world = task_world(zoo)
-    for task, files in family.task_files.items():
-        drawn = [path for path in _drawn_split_paths(family, zoo, task).values() if path.exists()]
-        if not drawn:
-            continue
-        splits = {split: read_rows(files[split]) for split in ("profile", "test")}
-        trained = _contexts_read_in_training(zoo, world, task, splits)  # text only: ~20 ms a stream
-        for path in drawn:
-            read = {row["context"] for row in read_rows(path)} & trained
+    return {task: _contexts_read_in_training(zoo, world, task, {split: read_rows(files[split])
+                                                               for split in ("profile", "test")})
+            for task, files in family.task_files.items()}
+
+
+def _refuse_drawn_splits_read_in_training(family: Family, zoo: ZooConfig, trained: dict[str, frozenset[str]]) -> None:
+    """Refuse a drawn split that holds a context some fine-tune of ``zoo`` reads (``trained``, per task: an extension
+    with a ``train_size`` of its own reads other training contexts than the split was drawn past)."""
+    for task in family.task_files:
+        for path in _drawn_split_paths(family, zoo, task).values():
+            read = {row["context"] for row in read_rows(path)} & trained[task] if path.exists() else set()
             if read:
                 raise ValueError(f"{task}: {len(read)} context(s) of {path.name} are read in training by a "
                                  f"fine-tune of the family; delete {path.name} to draw it again past them (its results "
                                  f"then no longer compare with earlier ones)")
 
 
-def _attach_drawn_splits(family: Family, zoo: ZooConfig) -> None:
+def _attach_drawn_splits(family: Family, zoo: ZooConfig, trained: dict[str, frozenset[str]]) -> None:
     """The splits drawn after the build, into ``family.task_files``: each task's wide held-out split
     (``zoo.wide_test_contexts``) and its development split (``zoo.dev_contexts``). Each is drawn once (text only, no
-    model), past every context a fine-tune read, kept beside the task's other splits and named by its size; the drawn
-    splits are checked disjoint from each other every time they are attached (and from training, by
-    :func:`_refuse_drawn_splits_read_in_training`)."""
+    model), past every context a fine-tune read (``trained``, per task), kept beside the task's other splits and named
+    by its size; the drawn splits are checked disjoint from each other every time they are attached (and from
+    training, by :func:`_refuse_drawn_splits_read_in_training`)."""
     world = task_world(zoo)
     for task, files in family.task_files.items():
         cfg = zoo.tasks[task]
@@ -325,12 +329,11 @@ def _attach_drawn_splits(family: Family, zoo: ZooConfig) -> None:
         missing = [split for split, path in paths.items() if not path.exists()]
         if missing:
             splits = {split: read_rows(files[split]) for split in ("profile", "test")}
-            trained = _contexts_read_in_training(zoo, world, task, splits)
             for split in (WIDE_TEST, DEV):  # the wide split first: the dev split is drawn past it
                 if split in missing:
                     draw = wide_test_rows if split == WIDE_TEST else dev_rows
                     size = zoo.wide_test_contexts if split == WIDE_TEST else zoo.dev_contexts
-                    splits[split] = draw(world, task, cfg, zoo.seed, size, splits, trained)
+                    splits[split] = draw(world, task, cfg, zoo.seed, size, splits, trained[task])
                     write_jsonl(splits[split], paths[split])
                 elif split in paths:
                     splits[split] = read_rows(paths[split])

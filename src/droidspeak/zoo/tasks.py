@@ -166,8 +166,9 @@ WIDE_TEST = "test_wide"  # a family's wide held-out split (ZooConfig.wide_test_c
 def trained_contexts(world: World, task: str, cfg: TaskConfig, seed: int, family_splits: dict[str, list[dict]],
                      consumed: int) -> frozenset[str]:
     """Every context of ``task`` a fine-tune of the family read from the training stream ``cfg`` draws: its first
-    ``consumed`` (each variant draws from the start of its stream, past the profile and test contexts), and at least
-    the train split's (the first of the task's own stream)."""
+    ``consumed`` (each variant draws from the start of its stream, past the profile and test contexts), and never
+    fewer than the train split holds (all of it, where ``cfg`` draws the task's own stream; a few more than were read,
+    where it draws another size)."""
     evaluated = {row["context"] for split in ("profile", "test") for row in family_splits[split]}
     stream = train_stream(world, task, cfg, seed, evaluated, train_sizes(cfg))
     return frozenset(next(stream)[0] for _ in range(max(consumed, cfg.contexts["train"])))
