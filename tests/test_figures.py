@@ -163,6 +163,27 @@ def test_quality_vs_cost_accepts_other_cost_axes(results_jsonl, tmp_path):
     _check(paths, tmp_path, "by_fraction")
 
 
+def test_quality_vs_cost_draws_a_plan_not_shown_within_its_target_apart(tmp_path, monkeypatch):
+    """The tables withhold such a plan's speedup; the figure must not show it like one that holds."""
+    receiver_scores = [1.0, 0.0] * 32
+
+    def rows(plan_scores):
+        common = {"pair": "r<-s", "task": "t", "metric": "f1", "speedup": 1.0}
+        return [{**common, "method": "full_prefill", "plan": "full_prefill", "quality": 0.5,
+                 "per_sample": receiver_scores},
+                {**common, "method": "profile", "plan": "recompute:0-3", "speedup": 2.0, "per_sample": plan_scores,
+                 "quality": sum(plan_scores) / len(plan_scores), "profile": {"tolerance": 0.05}}]
+
+    drawn = []
+    monkeypatch.setattr("droidspeak.figures.result_plots.save_figure",
+                        lambda fig, out, stem: drawn.append([t.get_text() for t in fig.legends[0].get_texts()]) or [])
+    plot_quality_vs_cost(rows(receiver_scores), tmp_path, x="speedup")  # the receiver's own answers: it holds
+    plot_quality_vs_cost(rows([0.0] * 64), tmp_path, x="speedup")  # every answer lost: not shown within 5%
+    withheld = "DroidSpeak (profiled plan), not shown within its target (its speedup not quoted)"
+    assert "DroidSpeak (profiled plan)" in drawn[0] and withheld not in drawn[0]
+    assert withheld in drawn[1] and "DroidSpeak (profiled plan)" not in drawn[1]
+
+
 def test_figures_reject_inputs_that_lack_their_data(tmp_path):
     with pytest.raises(FigureDataError):
         plot_quality_bars([{"kind": "eval", "method": "recompute", "quality": 0.5}], tmp_path)

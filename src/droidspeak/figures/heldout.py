@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from droidspeak.figures.intervals import (
     bootstrap_interval,
     interval_text,
+    meets_target,
     paired_delta,
     paired_test_text,
     speedup_text,
@@ -42,14 +43,6 @@ def _entry(row: Mapping, reference: Sequence[float] | None) -> dict:
             "recomputed_fraction": row.get("recomputed_fraction"), **timing_fields(row),
             "tolerance": choice.get("tolerance"), "rule": choice.get("rule"), "rule_questions": choice.get("questions"),
             "ci": bootstrap_interval(scores) if scores else None, **paired_delta(scores, reference)}
-
-
-def meets_target(entry: Mapping, receiver_quality: float) -> bool | None:
-    """Whether a plan chosen at a tolerance holds on these questions: the lower end of its paired interval against
-    the receiver stays above −tolerance × the receiver's quality (None: no tolerance or no interval)."""
-    if entry.get("tolerance") is None or entry.get("delta_ci") is None:
-        return None
-    return entry["delta_ci"][0] >= -entry["tolerance"] * receiver_quality
 
 
 def _best_on_profile(rows: Iterable[Mapping]) -> str | None:

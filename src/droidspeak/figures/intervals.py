@@ -54,6 +54,15 @@ def paired_delta(scores: Sequence[float] | None, reference: Sequence[float] | No
             "significant": p < 1 - LEVEL and all(low > 0 or high < 0 for low, high in intervals)}
 
 
+def meets_target(entry: Mapping, receiver_quality: float) -> bool | None:
+    """Whether a plan chosen at a tolerance holds on these questions: the lower end of its paired interval against
+    the receiver (``entry['delta_ci']``) stays above −tolerance × the receiver's quality (None: no tolerance or no
+    interval)."""
+    if entry.get("tolerance") is None or entry.get("delta_ci") is None:
+        return None
+    return entry["delta_ci"][0] >= -entry["tolerance"] * receiver_quality
+
+
 def paired_test_text(d: Mapping) -> str:
     """The paired test as the pages print it: p, and whether the difference is significant (– for none)."""
     if d.get("p") is None:

@@ -14,8 +14,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from droidspeak.figures.heldout import meets_target
-from droidspeak.figures.intervals import paired_delta, ranged_text, timing_text
+from droidspeak.figures.intervals import meets_target, paired_delta, ranged_text, timing_text
 from droidspeak.figures.style import OKABE_ITO, new_figure, save_figure
 from droidspeak.figures.template import render_page
 from droidspeak.markdown import table
@@ -32,7 +31,7 @@ RULE_STYLE = {"point": (OKABE_ITO["orange"], "o"), "bootstrap95": (OKABE_ITO["bl
 
 def plan_outcomes(heldout: Sequence[ResultRow], tolerance: float) -> dict[tuple[str, str], dict]:
     """(pair, plan) -> the plan on the test split: quality, paired difference with the receiver, whether it holds
-    (heldout.meets_target), speedup and its spread where timed."""
+    (intervals.meets_target), speedup and its spread where timed."""
     receivers = {r.pair: r for r in heldout if r.method == "full_prefill"}
     outcomes = {}
     for row in heldout:

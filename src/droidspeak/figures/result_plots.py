@@ -11,7 +11,7 @@ from pathlib import Path
 import matplotlib
 from matplotlib.ticker import MaxNLocator
 
-from droidspeak.figures.intervals import bootstrap_interval
+from droidspeak.figures.intervals import bootstrap_interval, meets_target, paired_delta
 from droidspeak.figures.style import (
     OKABE_ITO,
     STYLE,
@@ -147,6 +147,18 @@ def _draw_intervals(ax, groups, x: str, scale: float, colour: str) -> None:
                         ecolor=colour, elinewidth=0.7, capsize=1.5, alpha=0.6)
 
 
+def _not_shown_within_target(rows: Sequence[Mapping], panel_rows: Sequence[Mapping]) -> bool:
+    """Whether a plan chosen at a tolerance (one row, with its profile's choice) is not shown within it on these
+    questions, against the receiver's row in the same panel (intervals.meets_target): the tables withhold its
+    speedup."""
+    tolerance = (rows[0].get("profile") or {}).get("tolerance") if len(rows) == 1 else None
+    receiver = next((r for r in panel_rows if r["method"] == "full_prefill"), None)
+    if tolerance is None or receiver is None:
+        return False
+    entry = {"tolerance": tolerance, **paired_delta(rows[0].get("per_sample"), receiver.get("per_sample"))}
+    return meets_target(entry, float(receiver["quality"])) is False
+
+
 def plot_quality_vs_cost(
     rows: Iterable[Mapping],
     out_dir: str | os.PathLike,
@@ -189,8 +201,14 @@ def plot_quality_vs_cost(
                 if method == "cacheblend":  # named by the layer(s) its tokens are ranked at
                     layers = sorted({int(plan.partition("@")[2] or 0) for (m, plan) in grouped if m == method})
                     label = f"CacheBlend, check layer{'s' if len(layers) > 1 else ''} " + ", ".join(map(str, layers))
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], ls="none", marker=marker,
-                        ms=7 if method == "profile" else 4.5, color=colour, label=label, alpha=0.85)
+                shown = [not _not_shown_within_target(g, panel_rows) for _, _, g in groups]
+                for within, fill, name in ((True, colour, label), (False, "none", f"{label}, not shown within its "
+                                                                                  "target (its speedup not quoted)")):
+                    drawn = [p for p, s in zip(pts, shown) if s is within]
+                    if drawn:
+                        ax.plot([p[0] for p in drawn], [p[1] for p in drawn], ls="none", marker=marker,
+                                ms=7 if method == "profile" else 4.5, color=colour, markerfacecolor=fill,
+                                label=name, alpha=0.85)
                 if method in ("recompute", "cacheblend", "hybrid") and len(pts) > 1:
                     front = _envelope(pts, higher_x_is_better=x == "speedup")
                     ax.plot([p[0] for p in front], [p[1] for p in front], lw=1, color=colour, drawstyle="steps-post"

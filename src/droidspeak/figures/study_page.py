@@ -12,11 +12,11 @@ import statistics
 from pathlib import Path
 
 from droidspeak.figures.heldout import markdown as heldout_markdown
-from droidspeak.figures.heldout import meets_target
 from droidspeak.figures.intervals import (
     RESAMPLES,
     SEEDS,
     interval_text,
+    meets_target,
     paired_delta,
     paired_test_text,
     speedup_text,
@@ -42,8 +42,9 @@ FIGURES = (
     ("fig11_profile_pareto", "Fig. 11: every profiled group, its Pareto frontier and the plan chosen at the tolerance"),
     ("fig17_profile_transfer", "Fig. 17: one pair's profile on its own task and on a second task"),
     ("fig14_quality_vs_speedup", "Fig. 14: quality vs measured prefill speedup (held-out split, every plan scored "
-                                 "there, those not shown within their target included; bars: the quality's 95% "
-                                 "CI over questions, the speedup's smallest to largest timed ratio)"),
+                                 "there; a chosen plan not shown within its target is hollow, its speedup not "
+                                 "quoted in the tables; bars: the quality's 95% CI over questions, the speedup's "
+                                 "smallest to largest timed ratio)"),
 )
 
 def _base_facts(base: Path) -> dict:
