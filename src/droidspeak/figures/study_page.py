@@ -110,6 +110,11 @@ def _family_section(report: dict) -> list[str]:
     lines += ["", f"Quality of every model on every task (test split, greedy, first "
               f"{report['recipe']['measure']['max_questions']} questions; built with the family):", ""]
     lines += table(["model", *tasks], [[m, *(f"{accuracy[m][t]:.3f}" for t in tasks)] for m in accuracy])
+    unmeasured = [name for name in report.get("extensions", {}) if name not in accuracy]
+    if unmeasured:  # an extension is trained after the family's measure ran: its quality is its pairs' receiver rows
+        lines += ["", "Not in this table (extensions, trained after it was measured): "
+                  + ", ".join(f"`{name}`" for name in unmeasured)
+                  + ". Where a pair below has one as its receiver, the held-out tables score it on its own task."]
     return lines
 
 
