@@ -22,6 +22,7 @@ from droidspeak.figures import (
     transition_strata,
     write_profiles_summary,
 )
+from droidspeak.figures.heldout import heldout, withheld_plans
 from droidspeak.profile import (
     LayerSensitivity,
     Profile,
@@ -164,21 +165,27 @@ def test_quality_vs_cost_accepts_other_cost_axes(results_jsonl, tmp_path):
 
 
 def test_quality_vs_cost_draws_a_plan_not_shown_within_its_target_apart(tmp_path, monkeypatch):
-    """The tables withhold such a plan's speedup; the figure must not show it like one that holds."""
+    """The tables withhold such a plan's speedup; the figure, given the tables' verdicts, must not show it like one
+    that holds."""
     receiver_scores = [1.0, 0.0] * 32
 
     def rows(plan_scores):
-        common = {"pair": "r<-s", "task": "t", "metric": "f1", "speedup": 1.0}
+        common = {"pair": "r<-s", "task": "t", "metric": "f1", "speedup": 1.0, "num_layers": 4, "n_samples": 64}
         return [{**common, "method": "full_prefill", "plan": "full_prefill", "quality": 0.5,
                  "per_sample": receiver_scores},
-                {**common, "method": "profile", "plan": "recompute:0-3", "speedup": 2.0, "per_sample": plan_scores,
-                 "quality": sum(plan_scores) / len(plan_scores), "profile": {"tolerance": 0.05}}]
+                {**common, "method": "profile", "plan": "profile:p.json@0.05", "resolved_plan": "recompute:0-3",
+                 "speedup": 2.0, "per_sample": plan_scores, "quality": sum(plan_scores) / len(plan_scores),
+                 "profile": {"tolerance": 0.05}}]
+
+    def draw(plan_scores):
+        plot_quality_vs_cost(rows(plan_scores), tmp_path, x="speedup",
+                             withheld=withheld_plans(heldout(rows(plan_scores))))
 
     drawn = []
     monkeypatch.setattr("droidspeak.figures.result_plots.save_figure",
                         lambda fig, out, stem: drawn.append([t.get_text() for t in fig.legends[0].get_texts()]) or [])
-    plot_quality_vs_cost(rows(receiver_scores), tmp_path, x="speedup")  # the receiver's own answers: it holds
-    plot_quality_vs_cost(rows([0.0] * 64), tmp_path, x="speedup")  # every answer lost: not shown within 5%
+    draw(receiver_scores)  # the receiver's own answers: it holds
+    draw([0.0] * 64)  # every answer lost: not shown within 5%
     withheld = "DroidSpeak (profiled plan), not shown within its target (its speedup not quoted)"
     assert "DroidSpeak (profiled plan)" in drawn[0] and withheld not in drawn[0]
     assert withheld in drawn[1] and "DroidSpeak (profiled plan)" not in drawn[1]

@@ -127,3 +127,14 @@ def test_a_pair_is_informative_only_with_a_receiver_in_range_a_weak_sender_and_a
         _row("full_reuse", 0.0, None), _row("profile", 0.0, None, plan="x"))])
     line = _informative_table(unpaired, criteria)[2]
     assert line.count("–") == 4 and line.endswith("| no |")  # the receiver is out of range: decided on that alone
+
+
+def test_a_speedup_is_judged_against_the_layer_count_bound_by_its_median_and_its_range():
+    """18/6 = 3.00x counts every layer as equal cost: a range reaching above it is layer costs, a whole range above
+    it is a timing fault, and neither may read as plainly "within the bound"."""
+    from droidspeak.figures.study_page import _bound_verdict
+
+    assert _bound_verdict(2.5, 2.4, 2.9, 3.0) == "within the bound"
+    assert _bound_verdict(2.99, 2.87, 3.32, 3.0).startswith("median within the layer-count bound, range reaching above")
+    assert _bound_verdict(3.1, 2.9, 3.3, 3.0).startswith("median above the layer-count bound, range straddling")
+    assert _bound_verdict(3.5, 3.2, 3.8, 3.0) == "above the bound: the timing is off"

@@ -115,6 +115,13 @@ def heldout(rows: Iterable[Mapping]) -> list[dict]:
     return table
 
 
+def withheld_plans(table: list[dict]) -> frozenset[tuple[str, str, str]]:
+    """(pair, task, plan) of every plan in ``table`` chosen at a tolerance that its questions do not show it within:
+    the plans whose speedup the tables withhold (speedup_cell), for the figures to mark alike."""
+    return frozenset((panel["pair"], panel["task"], e["plan"]) for panel in table for e in panel["rows"]
+                     if e["meets_target"] is False)
+
+
 def check_layer(plan: str) -> int:
     """The check layer of a ``cacheblend:R[@L]`` plan (0 where it names none)."""
     return int(plan.partition("@")[2] or 0)

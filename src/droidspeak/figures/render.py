@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from droidspeak.figures.heldout import heldout, one_held_out_split
+from droidspeak.figures.heldout import heldout, one_held_out_split, withheld_plans
 from droidspeak.figures.profile_plots import (
     plot_input_spread,
     plot_layer_sensitivity,
@@ -58,19 +58,17 @@ def _drawn(figures) -> list[Path]:
     return written
 
 
-def eval_figures(rows: list[dict], out_dir: Path) -> list[Path]:
+def eval_figures(rows: list[dict], out_dir: Path, withheld: frozenset = frozenset()) -> list[Path]:
+    """``withheld``: the plans the held-out tables do not show within their target (heldout.withheld_plans)."""
+    def versus_cost(x: str, stem: str):
+        return lambda: plot_quality_vs_cost(rows, out_dir, x=x, stem=stem, withheld=withheld)
+
     return _drawn(
         (
             ("quality bars", lambda: plot_quality_bars(rows, out_dir)),
-            (
-                "quality vs speedup",
-                lambda: plot_quality_vs_cost(rows, out_dir, x="speedup", stem="fig14_quality_vs_speedup"),
-            ),
-            (
-                "quality vs recomputed fraction",
-                lambda: plot_quality_vs_cost(rows, out_dir, x="recomputed_fraction", stem="fig14_quality_vs_fraction"),
-            ),
-            ("quality vs prefill time", lambda: plot_quality_vs_cost(rows, out_dir, x="prefill_seconds")),
+            ("quality vs speedup", versus_cost("speedup", "fig14_quality_vs_speedup")),
+            ("quality vs recomputed fraction", versus_cost("recomputed_fraction", "fig14_quality_vs_fraction")),
+            ("quality vs prefill time", versus_cost("prefill_seconds", "fig14_quality_vs_cost")),
         )
     )
 
@@ -100,9 +98,11 @@ def render_pages(results: str, profile_patterns: Iterable[str], out_dir: str | P
     profiles = profile_files(profile_patterns)
     shown = shown_rows(rows)
     layer_types = json.loads(Path(facts).read_text())["base"].get("layer_types") if facts else None
-    written = eval_figures(shown, out_dir) + profile_figures(profiles, out_dir, tolerance, layer_types) if draw else []
+    held_out = heldout(rows)
+    written = (eval_figures(shown, out_dir, withheld_plans(held_out))
+               + profile_figures(profiles, out_dir, tolerance, layer_types)) if draw else []
     versions = Counter(str(row.get("code_version")) for row in rows)
-    written += write_summary(summarize(shown, tolerance), out_dir, source=f"`{results}`", held_out=heldout(rows),
+    written += write_summary(summarize(shown, tolerance), out_dir, source=f"`{results}`", held_out=held_out,
                              code_versions=versions)
     if profiles:
         source = ", ".join(f"`{p}`" for p in profiles)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
 from matplotlib.ticker import MaxNLocator
 
-from droidspeak.figures.intervals import bootstrap_interval, meets_target, paired_delta
+from droidspeak.figures.intervals import bootstrap_interval
 from droidspeak.figures.style import (
     OKABE_ITO,
     STYLE,
@@ -147,24 +147,13 @@ def _draw_intervals(ax, groups, x: str, scale: float, colour: str) -> None:
                         ecolor=colour, elinewidth=0.7, capsize=1.5, alpha=0.6)
 
 
-def _not_shown_within_target(rows: Sequence[Mapping], panel_rows: Sequence[Mapping]) -> bool:
-    """Whether a plan chosen at a tolerance (one row, with its profile's choice) is not shown within it on these
-    questions, against the receiver's row in the same panel (intervals.meets_target): the tables withhold its
-    speedup."""
-    tolerance = (rows[0].get("profile") or {}).get("tolerance") if len(rows) == 1 else None
-    receiver = next((r for r in panel_rows if r["method"] == "full_prefill"), None)
-    if tolerance is None or receiver is None:
-        return False
-    entry = {"tolerance": tolerance, **paired_delta(rows[0].get("per_sample"), receiver.get("per_sample"))}
-    return meets_target(entry, float(receiver["quality"])) is False
-
-
 def plot_quality_vs_cost(
     rows: Iterable[Mapping],
     out_dir: str | os.PathLike,
     *,
     x: str = "prefill_seconds",
     stem: str = "fig14_quality_vs_cost",
+    withheld: Collection[tuple[str, str, str]] = frozenset(),
 ) -> list[Path]:
     """Fig. 14: quality vs prefill cost for ours (recompute / profile), full prefill, full reuse, CacheBlend.
 
@@ -172,8 +161,9 @@ def plot_quality_vs_cost(
     too when present. Each family of plans is a scatter with its Pareto frontier (best quality at that cost).
 
     One panel per (pair, task); ``x`` is a numeric row field (prefill_seconds, recomputed_fraction, speedup,
-    bytes_loaded). Repeated (method, plan) rows (seeds) are averaged; recompute and CacheBlend points are
-    joined in order of cost.
+    bytes_loaded). A plan in ``withheld`` (pair, task, plan: heldout.withheld_plans, the plans the tables do not show
+    within their target) is drawn hollow. Repeated (method, plan) rows (seeds) are averaged; recompute and CacheBlend
+    points are joined in order of cost.
     """
     methods = ["recompute", "profile", "hybrid", "full_prefill", "full_reuse", "cacheblend"]
     rows = [r for r in eval_rows(rows) if r.get("method") in methods and isinstance(r.get(x), (int, float))]
@@ -201,7 +191,7 @@ def plot_quality_vs_cost(
                 if method == "cacheblend":  # named by the layer(s) its tokens are ranked at
                     layers = sorted({int(plan.partition("@")[2] or 0) for (m, plan) in grouped if m == method})
                     label = f"CacheBlend, check layer{'s' if len(layers) > 1 else ''} " + ", ".join(map(str, layers))
-                shown = [not _not_shown_within_target(g, panel_rows) for _, _, g in groups]
+                shown = [(*key, g[0].get("resolved_plan") or g[0]["plan"]) not in withheld for _, _, g in groups]
                 for within, fill, name in ((True, colour, label), (False, "none", f"{label}, not shown within its "
                                                                                   "target (its speedup not quoted)")):
                     drawn = [p for p, s in zip(pts, shown) if s is within]
