@@ -25,7 +25,8 @@ from droidspeak.serve.latency import served_summary
 from droidspeak.serve.modelled import StepCosts, replay
 
 IDLE_WAIT = 0.05  # seconds: a request that waited less found the server idle
-STYLE = {"full_prefill": ("our full prefill (own prefix caches)", OKABE_ITO["black"], "o"),
+OTHER_SLO_FACTORS = (3.0, 5.0)  # the limits again at a tighter and a looser SLO: how much a ratio rests on the choice
+STYLE = {"full_prefill": ("our full prefill (own prefix caches allowed)", OKABE_ITO["black"], "o"),
          "droidspeak": ("DroidSpeak (profiled plans)", OKABE_ITO["blue"], "s"),
          "cacheblend": ("CacheBlend (its check layer and ratio chosen on the profile split)", OKABE_ITO["purple"],
                         "v"),
@@ -105,7 +106,18 @@ def serving_summary(every_run: Sequence[Mapping], *, slo_factor: float, referenc
     # the strongest vLLM way run here: the one sustaining the highest load (what a user would pick instead)
     vllm_best = max(dict.fromkeys(vllms), key=lambda s: sustained.get(s, 0.0), default=None)
     first = runs[0]
-    return {"slo_seconds": slo, "single_ttft": single, "single_ttft_requests": idle, "slo_factor": slo_factor,
+    readings = [(f"{factor:g}× (the SLO)" if factor == slo_factor else f"{factor:g}×", factor * single,
+                 load_verdicts(runs, factor * single)) for factor in sorted({slo_factor, *OTHER_SLO_FACTORS})]
+    first_seed = min(r.get("seed", 0) for r in runs)
+    readings.append((f"{slo_factor:g}×, trace seed {first_seed} only", slo,
+                     load_verdicts([r for r in runs if r.get("seed", 0) == first_seed], slo)))
+    invalid = sorted({a["system"] for a in agreement if a["same"] * 2 < a["requests"] and not a.get("check")})
+    return {"slo_seconds": slo,
+            "other_readings": [{"reading": name, "slo_seconds": seconds, "limits": limits_text(verdicts)}
+                               for name, seconds, verdicts in readings],
+            "invalid": invalid,
+            "quality_at_limit": {s: [a for a in agreement if a["system"] == s and a["qps"] == sustained.get(s)]
+                                 for s in systems}, "single_ttft": single, "single_ttft_requests": idle, "slo_factor": slo_factor,
             "reference": reference, "runs": table_rows, "systems": systems,
             "throughput_at_slo": {s: sustained.get(s, 0.0) for s in systems}, "ratio_to_reference": ratios,
             "vllm_best": vllm_best, "ratio_to_vllm": {s: _ratio(sustained, at_least, s, vllm_best) for s in systems},
@@ -143,6 +155,18 @@ def load_verdicts(runs: Sequence[Mapping], slo: float) -> list[dict]:
                          "requests": summary["requests"], "refused": summary["refused"], "ttft_p90": p90,
                          "meets_slo": summary["refused"] == 0 and p90 is not None and p90 <= slo})
     return verdicts
+
+
+def limits_text(verdicts: Sequence[Mapping]) -> dict[str, str]:
+    """Per system, its throughput at the SLO these load verdicts give, as a page cell: the limit, "≥" where it met
+    the highest load it was run at, "none" where it missed its lightest."""
+    sustained = highest_sustained([(v["system"], v["qps"], v["meets_slo"]) for v in verdicts])
+    out = {}
+    for system in dict.fromkeys(v["system"] for v in verdicts):
+        top = max(v["qps"] for v in verdicts if v["system"] == system)
+        limit = sustained.get(system)
+        out[system] = "none" if limit is None else f"≥ {limit:g}" if limit >= top else f"{limit:g}"
+    return out
 
 
 def highest_sustained(verdicts: Sequence[tuple[str, float, bool]]) -> dict[str, float]:
@@ -183,7 +207,8 @@ def answer_agreement(runs: Sequence[Mapping], reference: str) -> list[dict]:
     """Per system, load and receiver: how many of its answers equal the reference system's to the same request, and
     their mean scores. A trace seed draws the same requests at every load (only the gaps scale), so a request is
     (seed, rid); its reference answer is the reference's at the same load where it ran there (the same batching
-    pressure), else at its lightest load with that seed (``reference_qps`` says which). Where a system's quality
+    pressure), else at its lightest load with that seed (``reference_qps`` says which). A model served in another's
+    place (the aLoRA for its LoRA) is compared with the model it replaces, under both names. Where a system's quality
     differs from the reference's, this says whether its answers or its scoring do."""
     own = sorted((r for r in runs if r["system"] == reference), key=lambda r: r["qps"])
     out = []
@@ -200,8 +225,10 @@ def answer_agreement(runs: Sequence[Mapping], reference: str) -> list[dict]:
         for row in run["rows"]:
             theirs = answers.get(row["rid"])
             if (theirs is not None and row["error"] is None and theirs["error"] is None
-                    and (theirs["receiver"], theirs["context_id"]) == (row["receiver"], row["context_id"])):
-                by_receiver.setdefault(row["receiver"], []).append((row, theirs))
+                    and theirs["context_id"] == row["context_id"]):  # a model in another's place: named as such
+                asker = row["receiver"] if row["receiver"] == theirs["receiver"] else (
+                    f"{row['receiver']} (ours: {theirs['receiver']})")
+                by_receiver.setdefault(asker, []).append((row, theirs))
         for receiver, pairs in sorted(by_receiver.items()):
             out.append({"system": run["system"], "qps": run["qps"], "seed": seed, "receiver": receiver,
                         "reference_qps": match["qps"], "requests": len(pairs),
