@@ -1,4 +1,5 @@
-"""Held-out tables: bootstrap intervals over questions, paired differences, and which rows count."""
+"""Held-out tables: bootstrap intervals over questions (or whole contexts), paired differences, and which rows
+count."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import pytest
 
 from droidspeak.figures.glance import split_label
 from droidspeak.figures.heldout import heldout, markdown, one_held_out_split
-from droidspeak.figures.intervals import bootstrap_interval, paired_difference_interval
+from droidspeak.figures.intervals import bootstrap_interval, paired_difference_interval, sign_flip_p
+from droidspeak.figures.style import FigureDataError
 
 
 def test_interval_holds_the_mean_and_narrows_with_more_questions():
@@ -28,6 +30,27 @@ def test_paired_difference_sees_what_unpaired_intervals_miss():
     assert paired_difference_interval(receiver, receiver) == (0, 0)
     with pytest.raises(ValueError, match="same questions"):
         paired_difference_interval(plan[:-1], receiver)
+
+
+def test_contexts_resampled_whole_widen_an_interval_their_questions_share():
+    """Four questions per context that always agree: 16 contexts are 16 draws, not 64, so the interval that resamples
+    contexts is about twice as wide (sqrt 4); one question per context is the question bootstrap exactly."""
+    scores = [float(c % 2) for c in range(16) for _ in range(4)]
+    contexts = [f"c{c}" for c in range(16) for _ in range(4)]
+    by_question, by_context = bootstrap_interval(scores), bootstrap_interval(scores, clusters=contexts)
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(by_context) > 1.6 * width(by_question)
+    assert bootstrap_interval(scores, clusters=list(range(64))) == by_question
+    with pytest.raises(ValueError, match="cluster labels"):
+        bootstrap_interval(scores, clusters=contexts[:-1])
+
+
+def test_the_sign_flip_test_flips_a_contexts_questions_together():
+    """Four contexts, each losing all four of its questions: 16 independent losses would be overwhelming (p < 0.001);
+    4 contexts' worth of evidence is not (p = 2 / 2^4)."""
+    diffs, contexts = [-1.0] * 16, [c for c in range(4) for _ in range(4)]
+    assert sign_flip_p(diffs) < 0.001
+    assert sign_flip_p(diffs, clusters=contexts) == pytest.approx(2 / 16)
 
 
 def _row(method, quality, scores, split="test", source="sweep", plan=None):
@@ -138,3 +161,14 @@ def test_a_speedup_is_judged_against_the_layer_count_bound_by_its_median_and_its
     assert _bound_verdict(2.99, 2.87, 3.32, 3.0).startswith("median within the layer-count bound, range reaching above")
     assert _bound_verdict(3.1, 2.9, 3.3, 3.0).startswith("median above the layer-count bound, range straddling")
     assert _bound_verdict(3.5, 3.2, 3.8, 3.0) == "above the bound: the timing is off"
+
+
+def test_a_split_whose_contexts_are_known_resamples_them_and_refuses_scores_of_other_questions():
+    rows = [_row("full_prefill", 1.0, [1.0] * 8), _row("profile", 0.5, [1.0] * 4 + [0.0] * 4, plan="recompute:4-9")]
+    [by_question] = heldout(rows)
+    [by_context] = heldout(rows, {"t": {"test": ["a"] * 4 + ["b"] * 4}})
+    assert (by_question["resampled"], by_context["resampled"], by_context["contexts"]) == ("questions", "contexts", 2)
+    assert by_context["rows"][1]["delta_ci"] == (-1.0, 0.0) != by_question["rows"][1]["delta_ci"]
+    assert "intervals resample its 2 contexts whole" in "\n".join(markdown([by_context]))
+    with pytest.raises(FigureDataError, match="scored on others"):
+        heldout(rows, {"t": {"test": ["a"] * 4 + ["b"] * 3}})

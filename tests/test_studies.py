@@ -138,18 +138,28 @@ def test_make_study_dry_run_prints_every_step_and_runs_nothing():
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith("OMP_NUM_THREADS=")]
     assert [line.split()[2] for line in lines] == ["experiments/build_zoo.py", "experiments/evaluate.py",
-                                                   "experiments/evaluate.py", "experiments/retime.py",
-                                                   "experiments/figures.py"]
+                                                   "experiments/evaluate.py", "experiments/study_page.py",
+                                                   "experiments/retime.py", "experiments/figures.py"]
 
 
 def test_the_serving_study_serves_cacheblend_as_its_own_study_chose_it():
     """The serving study's CacheBlend plan (a value of its config) is the one the CacheBlend study chose for
-    lora-code<-base on the profile split: change one, and this fails until the other follows."""
+    lora-code<-base on the profile split, and lora-code-seed1's is CacheBlend at that check layer spending the compute
+    of its own DroidSpeak plan: change one, and this fails until the other follows."""
     import json
+    from types import SimpleNamespace
+
+    from droidspeak.engine.plan import parse_plan
+    from droidspeak.sweep.point import cacheblend_plan
 
     serving = OmegaConf.load(CONF / "study/smollm2_serving.yaml")
+    values = serving["values"]
     held_out = json.loads((ROOT / "reports/smollm2_cacheblend/summary.json").read_text())["held_out"]
     chosen = [row["plan"] for pair in held_out if pair["pair"] == "smol-lora-code<-base"
               for row in pair["rows"] if row["method"] == "cacheblend" and row["chosen"]]
-    assert chosen == [serving["values"]["cacheblend"]]
-    assert serving["values"]["profile"].endswith("smol-lora-code_from_base/long_code.json")
+    assert chosen == [values["cacheblend"]]
+    assert values["profile"].endswith("smol-lora-code_from_base/long_code.json")
+    assert values["profile_seed1"].endswith("smol-lora-code-seed1_from_base/long_code.json")
+    equal_compute = SimpleNamespace(check_layer=parse_plan(values["cacheblend"]).check_layer, ratio=None,
+                                    compute_of=f"profile:{ROOT / values['profile_seed1']}")
+    assert cacheblend_plan(equal_compute, ("lora-code-seed1", "base")) == values["cacheblend_seed1"]

@@ -1,11 +1,13 @@
 """The bootstrap every number with an interval rests on: percentile intervals of a mean over questions, paired
 differences (the same questions resampled for both), and a paired one-sided lower bound (a profile's choice rule).
+Where a context's questions are known (``clusters``: each question's context), a resample draws whole contexts: the
+questions over one document are not independent draws, so resampling them one by one would understate the spread.
 Deterministic for a seed, so a page, a profile and a test read the same interval."""
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
@@ -19,18 +21,35 @@ def percentile_interval(values: list[float], level: float) -> tuple[float, float
     return low, high
 
 
-def bootstrap_means(scores: Sequence[float], *, resamples: int, seed: int = 0) -> np.ndarray:
-    """The mean of ``scores`` in each of ``resamples`` resamples with replacement."""
+def cluster_sums(scores: Sequence[float], clusters: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray]:
+    """Each cluster's score total and question count, clusters in order of first appearance."""
+    if len(clusters) != len(scores):
+        raise ValueError(f"{len(scores)} scores but {len(clusters)} cluster labels: a layout of other questions")
+    index = {label: i for i, label in enumerate(dict.fromkeys(clusters))}
+    labels = np.asarray([index[label] for label in clusters])
+    totals = np.bincount(labels, weights=np.asarray(scores, dtype=np.float64), minlength=len(index))
+    return totals, np.bincount(labels, minlength=len(index)).astype(np.float64)
+
+
+def bootstrap_means(scores: Sequence[float], *, resamples: int, seed: int = 0,
+                    clusters: Sequence[Hashable] | None = None) -> np.ndarray:
+    """The mean of ``scores`` in each of ``resamples`` resamples with replacement: of questions, or, with
+    ``clusters`` (each question's context), of whole contexts (the mean over the questions they bring)."""
     if not scores:
         raise ValueError("no scores to bootstrap")
-    picks = np.random.default_rng(seed).integers(0, len(scores), size=(resamples, len(scores)))
-    return np.asarray(scores, dtype=np.float64)[picks].mean(axis=1)
+    if clusters is None:
+        picks = np.random.default_rng(seed).integers(0, len(scores), size=(resamples, len(scores)))
+        return np.asarray(scores, dtype=np.float64)[picks].mean(axis=1)
+    totals, counts = cluster_sums(scores, clusters)
+    picks = np.random.default_rng(seed).integers(0, len(totals), size=(resamples, len(totals)))
+    return totals[picks].sum(axis=1) / counts[picks].sum(axis=1)
 
 
-def bootstrap_interval(scores: Sequence[float], *, resamples: int, level: float,
-                       seed: int = 0) -> tuple[float, float]:
-    """Two-sided percentile bootstrap interval of the mean of ``scores``."""
-    return percentile_interval(bootstrap_means(scores, resamples=resamples, seed=seed).tolist(), level)
+def bootstrap_interval(scores: Sequence[float], *, resamples: int, level: float, seed: int = 0,
+                       clusters: Sequence[Hashable] | None = None) -> tuple[float, float]:
+    """Two-sided percentile bootstrap interval of the mean of ``scores`` (``clusters``: contexts resampled whole)."""
+    return percentile_interval(bootstrap_means(scores, resamples=resamples, seed=seed, clusters=clusters).tolist(),
+                               level)
 
 
 def _differences(scores: Sequence[float], reference: Sequence[float]) -> list[float]:
@@ -40,9 +59,12 @@ def _differences(scores: Sequence[float], reference: Sequence[float]) -> list[fl
 
 
 def paired_difference_interval(scores: Sequence[float], reference: Sequence[float], *, resamples: int,
-                               level: float, seed: int = 0) -> tuple[float, float]:
-    """Two-sided bootstrap interval of mean(scores - reference), the same questions resampled for both."""
-    return bootstrap_interval(_differences(scores, reference), resamples=resamples, level=level, seed=seed)
+                               level: float, seed: int = 0,
+                               clusters: Sequence[Hashable] | None = None) -> tuple[float, float]:
+    """Two-sided bootstrap interval of mean(scores - reference), the same questions (``clusters``: the same whole
+    contexts) resampled for both."""
+    return bootstrap_interval(_differences(scores, reference), resamples=resamples, level=level, seed=seed,
+                              clusters=clusters)
 
 
 def paired_lower_bound(scores: Sequence[float], reference: Sequence[float], *, resamples: int, level: float,

@@ -2,10 +2,12 @@
 every quality with a bootstrap confidence interval over questions.
 
 Why intervals: a 5% tolerance on 64 questions is three answers, so a plan "within 5%" on one draw of questions
-may not be on another. Each interval resamples the questions (percentile bootstrap, 10,000 resamples); the
-difference to the receiver resamples the same questions for both (paired), which is what "is this plan as good"
-asks. A difference is called significant only when a paired sign-flip test gives p < 0.05 and the paired interval
-excludes zero under each of ten resampling seeds.
+may not be on another. Each interval resamples the questions (percentile bootstrap, 10,000 resamples), or, where the
+study knows each question's context (its facts' ``question_contexts``), whole contexts: a context's questions are
+read over one document and are not independent draws. The difference to the receiver resamples the same questions
+for both (paired), which is what "is this plan as good" asks. A difference is called significant only when a paired
+sign-flip test (a context's questions flipped together) gives p < 0.05 and the paired interval excludes zero under
+each of ten resampling seeds.
 
 CacheBlend gets the same treatment as DroidSpeak's plans: where the sweep also scored CacheBlend plans on the
 profile split (check layers at one compute), the best of them there is marked on the test split and compared,
@@ -28,6 +30,7 @@ from droidspeak.figures.intervals import (
     timing_text,
 )
 from droidspeak.figures.result_plots import eval_rows
+from droidspeak.figures.style import FigureDataError
 from droidspeak.zoo.tasks import WIDE_TEST
 
 BASELINES = ("full_prefill", "sender", "full_reuse")
@@ -37,12 +40,13 @@ def _plan_of(row: Mapping) -> str:
     return row.get("resolved_plan") or row["plan"]
 
 
-def _entry(row: Mapping, reference: Sequence[float] | None) -> dict:
+def _entry(row: Mapping, reference: Sequence[float] | None, clusters: Sequence[str] | None) -> dict:
     scores, choice = row.get("per_sample"), row.get("profile") or {}
     return {"method": row["method"], "plan": _plan_of(row), "quality": row["quality"], "n": row.get("n_samples"),
             "recomputed_fraction": row.get("recomputed_fraction"), **timing_fields(row),
             "tolerance": choice.get("tolerance"), "rule": choice.get("rule"), "rule_questions": choice.get("questions"),
-            "ci": bootstrap_interval(scores) if scores else None, **paired_delta(scores, reference)}
+            "ci": bootstrap_interval(scores, clusters=clusters) if scores else None,
+            **paired_delta(scores, reference, clusters)}
 
 
 def _best_on_profile(rows: Iterable[Mapping]) -> str | None:
@@ -53,11 +57,11 @@ def _best_on_profile(rows: Iterable[Mapping]) -> str | None:
     return _plan_of(max(blends, key=lambda r: (r["quality"], -(r.get("recomputed_fraction") or 0.0))))
 
 
-def _versus(blend: Mapping, droidspeak: Mapping) -> dict:
+def _versus(blend: Mapping, droidspeak: Mapping, clusters: Sequence[str] | None) -> dict:
     """CacheBlend's chosen plan against DroidSpeak's on the same questions: paired difference and both costs."""
     return {"cacheblend": _plan_of(blend), "droidspeak": _plan_of(droidspeak),
             "fractions": (blend.get("recomputed_fraction"), droidspeak.get("recomputed_fraction")),
-            **paired_delta(blend.get("per_sample"), droidspeak.get("per_sample"))}
+            **paired_delta(blend.get("per_sample"), droidspeak.get("per_sample"), clusters)}
 
 
 HELD_OUT_SPLITS = ("test", WIDE_TEST)  # what a page reports (dev tunes recipes; profile chooses plans)
@@ -71,13 +75,14 @@ def one_held_out_split(rows: Iterable[Mapping]) -> list[dict]:
     return [row for row in tested if row.get("split") == WIDE_TEST or (row["pair"], row["task"]) not in widened]
 
 
-def heldout(rows: Iterable[Mapping]) -> list[dict]:
+def heldout(rows: Iterable[Mapping], contexts: Mapping[str, Mapping[str, Sequence[str]]] | None = None) -> list[dict]:
     """Per (pair, task, held-out split: ``test`` or the wide ``test_wide``) with a receiver result and a plan chosen
     elsewhere: the baselines, the
     DroidSpeak plan (method ``profile``; or, where CacheBlend was chosen on the profile split, the ``recompute``
     plan it is compared with) and every CacheBlend point, each with its interval and its paired difference to the
     receiver; the CacheBlend plan best on the profile split is marked ``chosen`` and compared with the DroidSpeak
-    plan (``versus``)."""
+    plan (``versus``). ``contexts``: task → split → each question's context (a study's facts' ``question_contexts``),
+    where known: every interval and paired test of that split then resamples whole contexts (``resampled``)."""
     panels: dict[tuple[str, str, str], list[Mapping]] = defaultdict(list)
     profile_split: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
     for row in eval_rows(rows):
@@ -100,9 +105,14 @@ def heldout(rows: Iterable[Mapping]) -> list[dict]:
             continue
         receiver = by_method["full_prefill"][0]
         reference = receiver.get("per_sample")
+        clusters = ((contexts or {}).get(task) or {}).get(split)
+        for row in panel:
+            if clusters is not None and row.get("per_sample") and len(row["per_sample"]) != len(clusters):
+                raise FigureDataError(f"{pair} on {task}/{split}: {len(row['per_sample'])} per-question scores, but "
+                                      f"the family's {split} split has {len(clusters)} questions: scored on others")
         ordered = [r for m in BASELINES for r in by_method[m]] + droidspeak_rows
         ordered += sorted(by_method["cacheblend"], key=lambda r: (r.get("recomputed_fraction") or 0.0, r["plan"]))
-        entries = [_entry(r, reference) for r in ordered]
+        entries = [_entry(r, reference, clusters) for r in ordered]
         profile_quality = {_plan_of(r): r["quality"] for r in profile_split[(pair, task)]}
         for e in entries:
             e["meets_target"] = meets_target(e, receiver["quality"])
@@ -110,7 +120,9 @@ def heldout(rows: Iterable[Mapping]) -> list[dict]:
             e["chosen"] = e["method"] == "cacheblend" and e["plan"] == chosen
         blend = next((r for r, e in zip(ordered, entries) if e["chosen"]), None)
         table.append({"pair": pair, "task": task, "metric": receiver["metric"], "num_layers": receiver["num_layers"],
-                      "split": split, "versus": None if blend is None else _versus(blend, droidspeak_rows[0]),
+                      "split": split, "resampled": "questions" if clusters is None else "contexts",
+                      "contexts": None if clusters is None else len(set(clusters)),
+                      "versus": None if blend is None else _versus(blend, droidspeak_rows[0], clusters),
                       "rows": entries})
     return table
 
@@ -157,8 +169,10 @@ def markdown(table: list[dict]) -> list[str]:
     lines = []
     for panel in table:
         timed = next((e["timed"] for e in panel["rows"] if e["method"] == "full_prefill"), [None, None])
+        unit = (f"intervals resample its {panel['contexts']} contexts whole"
+                if panel.get("resampled") == "contexts" else "intervals resample questions")
         lines += [f"**{panel['pair']}** on {panel['task']} ({panel['metric']}, {panel['split']} split, "
-                  f"{panel['rows'][0]['n']} questions; speedups: {timing_text(*timed)})", "",
+                  f"{panel['rows'][0]['n']} questions; {unit}; speedups: {timing_text(*timed)})", "",
                   "| method | plan | quality | 95% CI | Δ vs receiver | paired 95% CI of Δ | paired test | "
                   "recomputed | speedup |",
                   "|---|---|---|---|---|---|---|---|---|"]

@@ -1,11 +1,12 @@
 """The statistics every page quotes: percentile bootstrap intervals over questions, paired differences, a paired
 sign-flip test, and the rule for calling a difference significant (p < 0.05 and an interval that excludes zero under
-every resampling seed of SEEDS), so no page words an effect more strongly than these numbers allow."""
+every resampling seed of SEEDS), so no page words an effect more strongly than these numbers allow. Given
+``clusters`` (each question's context), every one of them resamples, or flips, whole contexts."""
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -17,20 +18,26 @@ SEEDS = range(10)  # a difference is called significant only if every one of the
 
 
 def bootstrap_interval(scores: Sequence[float], *, resamples: int = RESAMPLES, level: float = LEVEL,
-                       seed: int = 0) -> tuple[float, float]:
+                      seed: int = 0, clusters: Sequence[Hashable] | None = None) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``scores`` at the pages' resamples and level."""
-    return stats.bootstrap_interval(scores, resamples=resamples, level=level, seed=seed)
+    return stats.bootstrap_interval(scores, resamples=resamples, level=level, seed=seed, clusters=clusters)
 
 
 def paired_difference_interval(scores: Sequence[float], reference: Sequence[float], *, resamples: int = RESAMPLES,
-                               level: float = LEVEL, seed: int = 0) -> tuple[float, float]:
-    """Bootstrap interval of mean(scores - reference), the same questions resampled for both."""
-    return stats.paired_difference_interval(scores, reference, resamples=resamples, level=level, seed=seed)
+                               level: float = LEVEL, seed: int = 0,
+                               clusters: Sequence[Hashable] | None = None) -> tuple[float, float]:
+    """Bootstrap interval of mean(scores - reference), the same questions (or whole contexts) resampled for both."""
+    return stats.paired_difference_interval(scores, reference, resamples=resamples, level=level, seed=seed,
+                                            clusters=clusters)
 
 
-def sign_flip_p(diffs: Sequence[float], *, resamples: int = RESAMPLES, seed: int = 0) -> float:
+def sign_flip_p(diffs: Sequence[float], *, resamples: int = RESAMPLES, seed: int = 0,
+                clusters: Sequence[Hashable] | None = None) -> float:
     """Two-sided p-value of a paired sign-flip (permutation) test that the mean difference is 0: exact over every
-    sign pattern of the non-zero differences when there are at most 2^14 of them, else ``resamples`` random ones."""
+    sign pattern of the non-zero differences when there are at most 2^14 of them, else ``resamples`` random ones.
+    With ``clusters``, a context's questions keep one sign together (what is flipped is each context's total)."""
+    if clusters is not None:
+        diffs = stats.cluster_sums(diffs, clusters)[0].tolist()
     nonzero = np.asarray([d for d in diffs if d != 0], dtype=np.float64)
     if nonzero.size == 0:
         return 1.0
@@ -42,14 +49,15 @@ def sign_flip_p(diffs: Sequence[float], *, resamples: int = RESAMPLES, seed: int
     return float(np.mean(np.abs(signs @ nonzero) >= observed - 1e-12))
 
 
-def paired_delta(scores: Sequence[float] | None, reference: Sequence[float] | None) -> dict:
+def paired_delta(scores: Sequence[float] | None, reference: Sequence[float] | None,
+                 clusters: Sequence[Hashable] | None = None) -> dict:
     """``delta`` (mean of scores minus reference's), its paired ``delta_ci`` (seed 0), the sign-flip test's ``p``,
-    and ``significant``: p < 0.05 and the interval excludes 0 under every seed of SEEDS. None where the questions
-    differ."""
+    and ``significant``: p < 0.05 and the interval excludes 0 under every seed of SEEDS; ``clusters``: contexts
+    resampled and flipped whole. None where the questions differ."""
     if not scores or not reference or len(scores) != len(reference):
         return {"delta": None, "delta_ci": None, "p": None, "significant": None}
-    intervals = [paired_difference_interval(scores, reference, seed=seed) for seed in SEEDS]
-    p = sign_flip_p([a - b for a, b in zip(scores, reference)])
+    intervals = [paired_difference_interval(scores, reference, seed=seed, clusters=clusters) for seed in SEEDS]
+    p = sign_flip_p([a - b for a, b in zip(scores, reference)], clusters=clusters)
     return {"delta": statistics.fmean(scores) - statistics.fmean(reference), "delta_ci": intervals[0], "p": p,
             "significant": p < 1 - LEVEL and all(low > 0 or high < 0 for low, high in intervals)}
 

@@ -61,9 +61,18 @@ def _base_facts(base: Path) -> dict:
 
 def study_facts(family, tokenizer) -> dict:
     """What the page needs from the family, computed while it is at hand: its report, which task each model was
-    tuned on, its contexts' lengths in the model's own tokens and the base's size."""
+    tuned on, its contexts' lengths in the model's own tokens, the base's size, and each question's context."""
     return {"report": family.report, "own_task": family.own_task,
-            "token_rows": _token_lengths(family.task_files, tokenizer), "base": _base_facts(family.models[BASE])}
+            "token_rows": _token_lengths(family.task_files, tokenizer), "base": _base_facts(family.models[BASE]),
+            "question_contexts": question_contexts(family.task_files)}
+
+
+def question_contexts(task_files: dict) -> dict[str, dict[str, list[str]]]:
+    """Per task and evaluation split, each question's context, in document order (the order of a row's per-question
+    scores): what a held-out interval resamples whole."""
+    return {task: {split: [r["context_id"] for r in read_rows(files[split])]
+                   for split in ("profile", "test", WIDE_TEST) if split in files}
+            for task, files in task_files.items()}
 
 
 def _token_lengths(task_files: dict, tokenizer) -> list[list]:
@@ -351,6 +360,7 @@ def write_study_page(facts: dict, out_dir: str | Path, *, command: str, template
     context = {
         "command": command, "tolerance": tolerance, "report": facts["report"], "base": facts["base"],
         "resamples": f"{RESAMPLES:,}", "seeds": len(SEEDS),
+        "resampled": sorted({panel.get("resampled", "questions") for panel in held_out}),
         "family_section": "\n".join(_family_section(facts["report"])),
         "token_table": "\n".join(table(["task", "split", "contexts", "questions", "median tokens", "min", "max",
                                          "≥ 2,000"], token_rows)),
