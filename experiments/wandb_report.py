@@ -15,7 +15,7 @@ import logging
 from omegaconf import DictConfig
 
 import droidspeak.sweep.config  # noqa: F401  (registers the logger schema)
-from droidspeak.figures.heldout import heldout, one_held_out_split
+from droidspeak.figures.heldout import facts_contexts, heldout, one_held_out_split
 from droidspeak.figures.summary import summarize
 from droidspeak.sweep.console import entry_point
 from droidspeak.track.logger import check_mode
@@ -32,7 +32,8 @@ def main(cfg: DictConfig) -> None:
     if not rows:
         raise SystemExit(f"no results in {cfg.results}: run experiments/evaluate.py first")
     report = build_report(rows, project=cfg.logger.project, entity=cfg.logger.entity or "", group=cfg.run_name,
-                          summary=summarize(one_held_out_split(rows), cfg.tolerance), held_out=heldout(rows))
+                          summary=summarize(one_held_out_split(rows), cfg.tolerance),
+                          held_out=heldout(rows, facts_contexts(cfg.facts)))
     if mode == "online":
         print(f"saved the W&B report: {publish(report)}")
         return

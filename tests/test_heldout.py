@@ -170,5 +170,8 @@ def test_a_split_whose_contexts_are_known_resamples_them_and_refuses_scores_of_o
     assert (by_question["resampled"], by_context["resampled"], by_context["contexts"]) == ("questions", "contexts", 2)
     assert by_context["rows"][1]["delta_ci"] == (-1.0, 0.0) != by_question["rows"][1]["delta_ci"]
     assert "intervals resample its 2 contexts whole" in "\n".join(markdown([by_context]))
-    with pytest.raises(FigureDataError, match="scored on others"):
+    with pytest.raises(FigureDataError, match="scored on other questions"):
         heldout(rows, {"t": {"test": ["a"] * 4 + ["b"] * 3}})
+    limited = [_row("full_prefill", 1.0, [1.0] * 6), _row("profile", 0.5, [1.0] * 4 + [0.0] * 2, plan="recompute:4-9")]
+    [first_six] = heldout(limited, {"t": {"test": ["a"] * 4 + ["b"] * 4}})  # lm-eval's limit: the first 6 questions
+    assert first_six["contexts"] == 2 and first_six["rows"][1]["delta_ci"] == (-1.0, 0.0)  # b drawn twice: -4 of 4

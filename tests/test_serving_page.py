@@ -126,13 +126,16 @@ def test_a_load_we_did_not_run_is_compared_with_our_lightest_run_of_its_seed(run
     """A trace seed draws the same requests at every load, so a system run at a load our full prefill skipped is still
     compared, request by request, with ours (at our lightest load of that seed); a model asked in another's place is
     compared under both names, and a request over another context never."""
-    rows = _rows("droidspeak", 0.3, [1.0, 1.0, 1.0], [0.0, 0.0, 0.0])
-    rows[1]["receiver"], rows[2]["context_id"] = "stand-in", "another context"
+    rows = _rows("droidspeak", 0.3, [1.0] * 4, [0.0] * 4)
+    rows[1]["receiver"], rows[2]["context_id"], rows[3]["receiver"] = "stand-in", "another context", "undeclared"
     _write(runs_dir, "droidspeak", 0.3, rows)
+    for name, readers in (("full_prefill-qps0.1-0", ["r", "q"]), ("droidspeak-qps0.3-0", ["stand-in", "q"])):
+        summary_path = runs_dir / f"{name}.run.json"  # the stand-in is declared by its place in the readers' order
+        summary_path.write_text(json.dumps(json.loads(summary_path.read_text()) | {"readers": readers}))
     summary = serving_summary(read_runs(runs_dir), slo_factor=4.0, reference="full_prefill")
-    compared = [(r["reference_qps"], r["receiver"], r["requests"], r["same"]) for r in summary["agreement"]
-                if r["system"] == "droidspeak" and r["qps"] == 0.3]
-    assert compared == [(0.1, "r", 1, 1), (0.1, "stand-in (ours: r)", 1, 1)]
+    compared = [(r["reference_qps"], r["receiver"], r["requests"], r["same"], r["stand_in"])
+                for r in summary["agreement"] if r["system"] == "droidspeak" and r["qps"] == 0.3]
+    assert compared == [(0.1, "r", 1, 1, False), (0.1, "stand-in (ours: r)", 1, 1, True)]
 
 
 def test_the_limits_are_read_again_at_other_slos_and_from_the_first_seed_alone(runs_dir):

@@ -16,8 +16,10 @@ paired, with DroidSpeak's plan.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 from droidspeak.figures.intervals import (
     bootstrap_interval,
@@ -47,6 +49,25 @@ def _entry(row: Mapping, reference: Sequence[float] | None, clusters: Sequence[s
             "tolerance": choice.get("tolerance"), "rule": choice.get("rule"), "rule_questions": choice.get("questions"),
             "ci": bootstrap_interval(scores, clusters=clusters) if scores else None,
             **paired_delta(scores, reference, clusters)}
+
+
+def facts_contexts(facts: str | Path | None) -> dict | None:
+    """Each question's context per task and split, from a study's ``rows/family.json`` (None: no facts, or facts from
+    before they recorded it), for :func:`heldout`."""
+    return json.loads(Path(facts).read_text()).get("question_contexts") if facts else None
+
+
+def _question_contexts(panel: Sequence[Mapping], layout: Sequence[str] | None, where: str) -> list[str] | None:
+    """The contexts of a panel's questions: the split's layout (each question's context, in document order, the order
+    of ``per_sample``), or its first n where the rows were scored on the first n questions (lm-eval's ``limit``, as a
+    cheap rehearsal runs); scores of more questions than the split has, or of different counts, are refused."""
+    counts = {len(row["per_sample"]) for row in panel if row.get("per_sample")}
+    if layout is None or not counts:
+        return None
+    if len(counts) > 1 or max(counts) > len(layout):
+        raise FigureDataError(f"{where}: per-question scores of {sorted(counts)} questions, but the family's split has "
+                              f"{len(layout)}: scored on other questions")
+    return list(layout[: counts.pop()])
 
 
 def _best_on_profile(rows: Iterable[Mapping]) -> str | None:
@@ -105,11 +126,7 @@ def heldout(rows: Iterable[Mapping], contexts: Mapping[str, Mapping[str, Sequenc
             continue
         receiver = by_method["full_prefill"][0]
         reference = receiver.get("per_sample")
-        clusters = ((contexts or {}).get(task) or {}).get(split)
-        for row in panel:
-            if clusters is not None and row.get("per_sample") and len(row["per_sample"]) != len(clusters):
-                raise FigureDataError(f"{pair} on {task}/{split}: {len(row['per_sample'])} per-question scores, but "
-                                      f"the family's {split} split has {len(clusters)} questions: scored on others")
+        clusters = _question_contexts(panel, ((contexts or {}).get(task) or {}).get(split), f"{pair} on {task}/{split}")
         ordered = [r for m in BASELINES for r in by_method[m]] + droidspeak_rows
         ordered += sorted(by_method["cacheblend"], key=lambda r: (r.get("recomputed_fraction") or 0.0, r["plan"]))
         entries = [_entry(r, reference, clusters) for r in ordered]

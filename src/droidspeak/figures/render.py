@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from droidspeak.figures.heldout import heldout, one_held_out_split, withheld_plans
+from droidspeak.figures.heldout import facts_contexts, heldout, one_held_out_split, withheld_plans
 from droidspeak.figures.profile_plots import (
     plot_input_spread,
     plot_layer_sensitivity,
@@ -90,17 +90,16 @@ def render_pages(results: str, profile_patterns: Iterable[str], out_dir: str | P
                  draw: bool = True, facts: str | None = None) -> tuple[list[dict], list[Path]]:
     """Write the pages of the rows in ``results`` (and the profiles the patterns match) into ``out_dir``; returns the
     rows shown and the files written. ``draw=False`` writes the tables only (no matplotlib); ``facts`` (a study's
-    ``rows/family.json``) gives the base's attention type per layer, marked on Fig. 7, and each question's context, which
-the held-out intervals resample whole."""
+    ``rows/family.json``) gives the base's attention type per layer, marked on Fig. 7, and each question's context,
+    which the held-out intervals resample whole."""
     rows = [row.to_dict() for row in read_results(results)]
     if not rows:
         raise SystemExit(f"no results in {results}: run experiments/evaluate.py first")
     out_dir = Path(out_dir)
     profiles = profile_files(profile_patterns)
     shown = shown_rows(rows)
-    facts = json.loads(Path(facts).read_text()) if facts else {}
-    layer_types = facts["base"].get("layer_types") if facts else None
-    held_out = heldout(rows, facts.get("question_contexts"))
+    layer_types = json.loads(Path(facts).read_text())["base"].get("layer_types") if facts else None
+    held_out = heldout(rows, facts_contexts(facts))
     written = (eval_figures(shown, out_dir, withheld_plans(held_out))
                + profile_figures(profiles, out_dir, tolerance, layer_types)) if draw else []
     versions = Counter(str(row.get("code_version")) for row in rows)

@@ -111,13 +111,15 @@ def serving_summary(every_run: Sequence[Mapping], *, slo_factor: float, referenc
     first_seed = min(r.get("seed", 0) for r in runs)
     readings.append((f"{slo_factor:g}×, trace seed {first_seed} only", slo,
                      load_verdicts([r for r in runs if r.get("seed", 0) == first_seed], slo)))
-    invalid = sorted({a["system"] for a in agreement if a["same"] * 2 < a["requests"] and not a.get("check")})
+    invalid = sorted({a["system"] for a in agreement if a["same"] * 2 < a["requests"] and not a.get("check")
+                      and not a["stand_in"]})  # a stand-in is another model: its answers may differ
     return {"slo_seconds": slo,
             "other_readings": [{"reading": name, "slo_seconds": seconds, "limits": limits_text(verdicts)}
                                for name, seconds, verdicts in readings],
             "invalid": invalid,
             "quality_at_limit": {s: [a for a in agreement if a["system"] == s and a["qps"] == sustained.get(s)]
-                                 for s in systems}, "single_ttft": single, "single_ttft_requests": idle, "slo_factor": slo_factor,
+                                 for s in systems},
+            "single_ttft": single, "single_ttft_requests": idle, "slo_factor": slo_factor,
             "reference": reference, "runs": table_rows, "systems": systems,
             "throughput_at_slo": {s: sustained.get(s, 0.0) for s in systems}, "ratio_to_reference": ratios,
             "vllm_best": vllm_best, "ratio_to_vllm": {s: _ratio(sustained, at_least, s, vllm_best) for s in systems},
@@ -210,7 +212,7 @@ def answer_agreement(runs: Sequence[Mapping], reference: str) -> list[dict]:
     pressure), else at its lightest load with that seed (``reference_qps`` says which). A model served in another's
     place (the aLoRA for its LoRA) is compared with the model it replaces, under both names. Where a system's quality
     differs from the reference's, this says whether its answers or its scoring do."""
-    own = sorted((r for r in runs if r["system"] == reference), key=lambda r: r["qps"])
+    own = sorted((r for r in runs if r["system"] == reference and not r.get("check")), key=lambda r: r["qps"])
     out = []
     for run in runs:
         if run["system"] == reference:
@@ -221,22 +223,36 @@ def answer_agreement(runs: Sequence[Mapping], reference: str) -> list[dict]:
         if match is None:
             continue
         answers = {row["rid"]: row for row in match["rows"]}
+        stand_ins = stand_ins_for(run, match)
         by_receiver: dict[str, list[tuple[Mapping, Mapping]]] = {}
         for row in run["rows"]:
             theirs = answers.get(row["rid"])
-            if (theirs is not None and row["error"] is None and theirs["error"] is None
-                    and theirs["context_id"] == row["context_id"]):  # a model in another's place: named as such
-                asker = row["receiver"] if row["receiver"] == theirs["receiver"] else (
-                    f"{row['receiver']} (ours: {theirs['receiver']})")
-                by_receiver.setdefault(asker, []).append((row, theirs))
+            if (theirs is None or row["error"] is not None or theirs["error"] is not None
+                    or theirs["context_id"] != row["context_id"]
+                    or stand_ins.get(row["receiver"], row["receiver"]) != theirs["receiver"]):
+                continue
+            asker = row["receiver"] if row["receiver"] == theirs["receiver"] else (
+                f"{row['receiver']} (ours: {theirs['receiver']})")
+            by_receiver.setdefault(asker, []).append((row, theirs))
         for receiver, pairs in sorted(by_receiver.items()):
             out.append({"system": run["system"], "qps": run["qps"], "seed": seed, "receiver": receiver,
+                        "stand_in": pairs[0][0]["receiver"] != pairs[0][1]["receiver"],
                         "reference_qps": match["qps"], "requests": len(pairs),
                         "check": run.get("check"),
                         "same": sum(a["answer"] == b["answer"] for a, b in pairs),
                         "score": statistics.fmean(a["score"] for a, _ in pairs),
                         "reference_score": statistics.fmean(b["score"] for _, b in pairs)})
     return out
+
+
+def stand_ins_for(run: Mapping, reference: Mapping) -> dict[str, str]:
+    """The models ``run`` asks in another's place: where both runs read each context in sessions of as many readers,
+    the reader at each position of ``run``'s order that differs from the reference's there (the aLoRA where our full
+    prefill had its LoRA). A request (seed, rid) is then the same question asked of the stand-in."""
+    ours, theirs = run.get("readers") or [], reference.get("readers") or []
+    if len(ours) != len(theirs) or run.get("shuffle_readers") or reference.get("shuffle_readers"):
+        return {}
+    return {mine: other for mine, other in zip(ours, theirs) if mine != other}
 
 
 def agreement_table(summary: Mapping) -> list[str]:
@@ -253,15 +269,17 @@ SATURATED = 0.9  # a run whose loop was busy this share of its span is at or pas
 
 def modelled_vs_executed(runs: Sequence[Mapping], slo: float) -> list[dict]:
     """Per run of a system with a step log: its executed median TTFT and whether it met the SLO, beside the modelled
-    loop's (droidspeak.serve.modelled), its costs fitted to the step log of every run of that system."""
-    out = []
+    loop's (droidspeak.serve.modelled), its costs fitted to the step log of every run of that system; and each system's
+    throughput at the SLO both ways."""
+    out, replayed = [], []
     for system in dict.fromkeys(r["system"] for r in runs):
         own = [r for r in runs if r["system"] == system and r["steps"]]
         if not own:
             continue
         costs = StepCosts.fit([step for r in own for step in r["steps"]])
         for run in own:
-            executed, modelled = served_summary(run["rows"]), served_summary(replay(run, costs))
+            replayed.append({**run, "rows": replay(run, costs)})
+            executed, modelled = served_summary(run["rows"]), served_summary(replayed[-1]["rows"])
             busy = run.get("busy_seconds") or {}
             span = max(r["last_token"] for r in run["rows"] if r["error"] is None) - min(
                 r["arrival"] for r in run["rows"] if r["error"] is None)
@@ -274,11 +292,12 @@ def modelled_vs_executed(runs: Sequence[Mapping], slo: float) -> list[dict]:
                         "below_saturation": utilization is not None and utilization < SATURATED,
                         "within_tolerance": abs(error) <= MODEL_TOLERANCE,
                         "executed_meets_slo": meets[0], "modelled_meets_slo": meets[1]})
-    executed = highest_sustained([(r["system"], r["qps"], r["executed_meets_slo"]) for r in out])
-    modelled = highest_sustained([(r["system"], r["qps"], r["modelled_meets_slo"]) for r in out])
-    for row in out:
-        row["executed_throughput_at_slo"] = executed.get(row["system"], 0.0)
-        row["modelled_throughput_at_slo"] = modelled.get(row["system"], 0.0)
+    # throughput at the SLO as the page reads it (seeds pooled per load, a lower miss bounding the limit), both ways
+    logged = [r for r in runs if r["steps"]]
+    executed, modelled = limits_text(load_verdicts(logged, slo)), limits_text(load_verdicts(replayed, slo))
+    for row in out:  # as the page prints a limit: "≥" where it met its highest load, "none" where it missed it all
+        row["executed_throughput_at_slo"] = executed[row["system"]]
+        row["modelled_throughput_at_slo"] = modelled[row["system"]]
     return out
 
 

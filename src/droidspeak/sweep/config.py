@@ -238,6 +238,7 @@ class WandbReportConfig:
     run_name: str = "demo"
     out_dir: str = "reports"
     tolerance: float = 0.05
+    facts: str | None = None  # a study's rows/family.json: its held-out intervals resample contexts, as its page's do
 
 
 @dataclass
