@@ -64,7 +64,19 @@ def plan_entry(text: str) -> tuple[str, str, str]:
 
 
 def workload_queries(cfg: DictConfig, rows: list[dict]) -> list:
-    """The run's queries: a trace file's lines, shared-context sessions (``workload.readers``), or uniform draws."""
+    """The run's queries: a trace file's lines, shared-context sessions (``workload.readers``), or uniform draws;
+    ``workload.only``: just those receivers' queries of them, their ids and arrivals kept."""
+    only = set(cfg.workload.only)
+    strangers = sorted(only - set(cfg.receivers))
+    if strangers:
+        raise DroidSpeakError(f"workload.only {', '.join(strangers)}: not among the receivers "
+                              f"({', '.join(cfg.receivers)})")
+    queries = _drawn_queries(cfg, rows)
+    return [q for q in queries if not hasattr(q, "receiver") or q.receiver in only] if only else queries  # bad lines
+    # stay, to be refused
+
+
+def _drawn_queries(cfg: DictConfig, rows: list[dict]) -> list:
     work = cfg.workload
     if work.trace:
         if work.readers:
@@ -138,7 +150,7 @@ def main(cfg: DictConfig) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(row) + "\n" for row in served))
     not_stored = getattr(server, "not_stored", [])
-    summary = served_summary(served) | load | {
+    summary = served_summary(served) | load | {"check": cfg.check, "only": list(work.only)} | {
         "engine": cfg.engine, "vllm_mode": cfg.vllm_mode if cfg.engine == "vllm" else None,
         "receivers": list(cfg.receivers), "task": work.task, "split": work.split,
         "readers": list(work.readers), "shuffle_readers": work.shuffle_readers, "seed": work.seed,

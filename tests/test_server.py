@@ -238,6 +238,16 @@ def test_serve_script_on_the_mini_family_shares_a_context_and_refuses_a_bad_line
     assert refused.returncode != 0 and "workload.readers ghost: not among the receivers" in refused.stderr
     assert read_rows(out) == served  # refused before any work: the earlier run's rows are kept
 
+    alone = tmp_path / "alone.jsonl"  # a check run: ft-mdqa's request again, base's left out (ids and arrivals kept)
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "serve.py"), "zoo=mini", f"out={alone}",
+                           f"workload.trace={trace}", "workload.only=[ft-mdqa]", "check=alone", "threads=1",
+                           f"hydra.run.dir={tmp_path / 'run3'}"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = read_rows(alone)
+    assert [(r["rid"], r["cache_from"], r["plan"]) for r in again[:1]] == [(1, None, "full_prefill")]  # no base cache
+    assert [r["rid"] for r in again] == [1, 2] and "unknown context" in again[1]["error"]  # the bad line still refused
+    assert json.loads(alone.with_suffix(".run.json").read_text())["check"] == "alone"
+
 
 def test_the_modelled_loop_charges_each_step_its_cost_on_a_virtual_clock():
     from droidspeak.serve.modelled import ModelledServer, StepCosts

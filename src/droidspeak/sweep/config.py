@@ -380,6 +380,8 @@ class WorkloadConfig:
     readers: list[str] = field(default_factory=list)  # each drawn context asked by these receivers in turn, in this
     # order (serve.workload.shared_context_queries); empty: each request a uniformly drawn receiver and question
     shuffle_readers: bool = False  # readers in a random order per context instead
+    only: list[str] = field(default_factory=list)  # serve just these receivers' requests of the trace drawn (ids and
+    # arrivals kept): the same requests again without the others beside them (a check run)
 
 
 @dataclass
@@ -402,6 +404,7 @@ class ServeConfig:
     dtype: str = "float32"
     device: str = "cpu"
     out: str = "outputs/serve/requests.jsonl"  # one row per request; beside it <stem>.run.json: the run's summary
+    check: str | None = None  # why this run serves requests again (e.g. workload.only): a check, not a load point
 
 
 @dataclass
