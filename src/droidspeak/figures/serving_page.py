@@ -106,8 +106,9 @@ def serving_summary(every_run: Sequence[Mapping], *, slo_factor: float, referenc
     # the strongest vLLM way run here: the one sustaining the highest load (what a user would pick instead)
     vllm_best = max(dict.fromkeys(vllms), key=lambda s: sustained.get(s, 0.0), default=None)
     first = runs[0]
-    readings = [(f"{factor:g}× (the SLO)" if factor == slo_factor else f"{factor:g}×", factor * single,
-                 load_verdicts(runs, factor * single)) for factor in sorted({slo_factor, *OTHER_SLO_FACTORS})]
+    readings = [(f"{factor:g}× (the SLO)", slo, loads) if factor == slo_factor else
+                (f"{factor:g}×", factor * single, load_verdicts(runs, factor * single))
+                for factor in sorted({slo_factor, *OTHER_SLO_FACTORS})]
     first_seed = min(r.get("seed", 0) for r in runs)
     readings.append((f"{slo_factor:g}×, trace seed {first_seed} only", slo,
                      load_verdicts([r for r in runs if r.get("seed", 0) == first_seed], slo)))
