@@ -175,3 +175,21 @@ def test_a_split_whose_contexts_are_known_resamples_them_and_refuses_scores_of_o
     limited = [_row("full_prefill", 1.0, [1.0] * 6), _row("profile", 0.5, [1.0] * 4 + [0.0] * 2, plan="recompute:4-9")]
     [first_six] = heldout(limited, {"t": {"test": ["a"] * 4 + ["b"] * 4}})  # lm-eval's limit: the first 6 questions
     assert first_six["contexts"] == 2 and first_six["rows"][1]["delta_ci"] == (-1.0, 0.0)  # b drawn twice: -4 of 4
+
+
+def test_lm_evals_documents_come_in_the_task_files_order_the_context_layout_assumes(mini_family, tmp_path):
+    """A row's per-question scores are sorted by lm-eval's doc_id and resampled by the family's layout of contexts
+    read from the task file: the two agree only if lm-eval numbers the file's rows in order, at every limit."""
+    from lm_eval.tasks import TaskManager
+
+    from droidspeak.figures.study_page import question_contexts
+    from droidspeak.lmeval.task_yaml import embedded_task_name, write_embedded_tasks
+
+    _, family = mini_family
+    layout = question_contexts(family.task_files)
+    task = sorted(family.task_files)[0]
+    include = write_embedded_tasks(family.task_files, tmp_path / "tasks", split="test")
+    name = embedded_task_name(task)
+    docs = list(TaskManager(include_path=str(include)).load(name)["tasks"][name].test_docs())
+    assert len(set(layout[task]["test"])) > 1  # several contexts: an order to get wrong
+    assert [doc["context_id"] for doc in docs] == layout[task]["test"]
