@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from droidspeak.figures.render import render_pages
+from droidspeak.sweep.config import InformativeCriteria
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = ("summary.md", "summary.json", "profiles.md", "profiles.json")
@@ -65,3 +67,22 @@ def test_the_robustness_page_re_renders_from_its_committed_tallies(tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "robustness.md").read_bytes() == (REPO / "reports" / "robustness.md").read_bytes()
+
+
+def test_the_smollm2_study_keeps_the_receivers_in_range_and_sets_the_others_aside():
+    """What the two pages' headings say of their pairs, read off their committed held-out tables: every receiver of
+    the smollm2 study scores within the range a pair needs on its own task, every one set aside outside it."""
+    criteria = InformativeCriteria()
+
+    def receivers(study: str) -> dict[str, float]:
+        summary = json.loads((REPO / "reports" / study / "summary.json").read_text())
+        return {panel["pair"]: next(e["quality"] for e in panel["rows"] if e["method"] == "full_prefill")
+                for panel in summary["held_out"]}
+
+    def in_range(quality: float) -> bool:
+        return criteria.receiver_min <= round(quality, 3) <= criteria.receiver_max
+
+    kept, aside = receivers("smollm2"), receivers("smollm2_set_aside")
+    assert kept and aside and not set(kept) & set(aside)
+    assert all(map(in_range, kept.values())), kept
+    assert not any(map(in_range, aside.values())), aside

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from droidspeak.figures.glance import split_label
-from droidspeak.figures.heldout import heldout, markdown, one_held_out_split
+from droidspeak.figures.heldout import baselines_on, heldout, markdown, one_held_out_split
 from droidspeak.figures.intervals import bootstrap_interval, paired_difference_interval, sign_flip_p
 from droidspeak.figures.style import FigureDataError
 
@@ -193,3 +193,18 @@ def test_lm_evals_documents_come_in_the_task_files_order_the_context_layout_assu
     docs = list(TaskManager(include_path=str(include)).load(name)["tasks"][name].test_docs())
     assert len(set(layout[task]["test"])) > 1  # several contexts: an order to get wrong
     assert [doc["context_id"] for doc in docs] == layout[task]["test"]
+
+
+def test_the_dev_split_gives_each_recipe_its_baselines_and_nothing_else():
+    """A recipe is judged on the dev split by its receiver, the sender answering and full reuse; a plan scored there,
+    or the same baselines on another split, is not part of that judgement."""
+    rows = [_row("full_prefill", 0.75, [1.0, 0.5, 1.0, 0.5], split="dev"),
+            _row("sender", 0.25, [0.5, 0.0, 0.5, 0.0], split="dev"),
+            _row("full_reuse", 0.625, [1.0, 0.0, 1.0, 0.5], split="dev"),
+            _row("profile", 0.75, [1.0, 0.5, 1.0, 0.5], split="dev", plan="recompute:4-9"),
+            _row("full_prefill", 1.0, [1.0, 1.0], split="test")]
+    [panel] = baselines_on(rows, "dev", {"t": {"dev": ["a", "a", "b", "b"]}})
+    assert [e["method"] for e in panel["rows"]] == ["full_prefill", "sender", "full_reuse"]
+    assert (panel["split"], panel["resampled"], panel["contexts"]) == ("dev", "contexts", 2)
+    assert panel["rows"][2]["delta"] == -0.125 and panel["rows"][2]["delta_ci"] == (-0.25, 0.0)  # a's loss, or b's none
+    assert baselines_on(rows, "profile") == [] and baselines_on(rows[1:], "dev") == []  # no receiver: no panel

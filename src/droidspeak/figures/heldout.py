@@ -144,6 +144,31 @@ def heldout(rows: Iterable[Mapping], contexts: Mapping[str, Mapping[str, Sequenc
     return table
 
 
+def baselines_on(rows: Iterable[Mapping], split: str,
+                 contexts: Mapping[str, Mapping[str, Sequence[str]]] | None = None) -> list[dict]:
+    """Per (pair, task) scored on ``split`` (the dev split, where a receiver's recipe is tuned): the receiver, the
+    sender answering and full reuse, each with its interval and its paired difference to the receiver, in the shape
+    of :func:`heldout`'s panels: whether a recipe makes its receiver fit to study, read on questions that no plan is
+    chosen or judged on."""
+    panels: dict[tuple[str, str], dict[str, Mapping]] = defaultdict(dict)
+    for row in eval_rows(rows):
+        if row.get("source", "sweep") == "sweep" and row.get("split") == split and row["method"] in BASELINES:
+            panels[(row["pair"], row["task"])].setdefault(row["method"], row)
+    table = []
+    for (pair, task), by_method in sorted(panels.items()):
+        receiver = by_method.get("full_prefill")
+        if receiver is None:
+            continue
+        clusters = _question_contexts(list(by_method.values()), ((contexts or {}).get(task) or {}).get(split),
+                                      f"{pair} on {task}/{split}")
+        table.append({"pair": pair, "task": task, "metric": receiver["metric"], "split": split,
+                      "resampled": "questions" if clusters is None else "contexts",
+                      "contexts": None if clusters is None else len(set(clusters)),
+                      "rows": [_entry(by_method[m], receiver.get("per_sample"), clusters)
+                               for m in BASELINES if m in by_method]})
+    return table
+
+
 def withheld_plans(table: list[dict]) -> frozenset[tuple[str, str, str]]:
     """(pair, task, plan) of every plan in ``table`` chosen at a tolerance that its questions do not show it within:
     the plans whose speedup the tables withhold (speedup_cell), for the figures to mark alike."""

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from droidspeak.figures.heldout import facts_contexts, heldout, one_held_out_split, withheld_plans
+from droidspeak.figures.heldout import baselines_on, facts_contexts, heldout, one_held_out_split, withheld_plans
 from droidspeak.figures.profile_plots import (
     plot_input_spread,
     plot_layer_sensitivity,
@@ -26,6 +26,7 @@ from droidspeak.figures.result_plots import plot_quality_bars, plot_quality_vs_c
 from droidspeak.figures.style import FigureDataError
 from droidspeak.figures.summary import summarize, write_summary
 from droidspeak.track.records import read_results
+from droidspeak.zoo.tasks import DEV
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +100,13 @@ def render_pages(results: str, profile_patterns: Iterable[str], out_dir: str | P
     profiles = profile_files(profile_patterns)
     shown = shown_rows(rows)
     layer_types = json.loads(Path(facts).read_text())["base"].get("layer_types") if facts else None
-    held_out = heldout(rows, facts_contexts(facts))
+    contexts = facts_contexts(facts)
+    held_out = heldout(rows, contexts)
     written = (eval_figures(shown, out_dir, withheld_plans(held_out))
                + profile_figures(profiles, out_dir, tolerance, layer_types)) if draw else []
     versions = Counter(str(row.get("code_version")) for row in rows)
     written += write_summary(summarize(shown, tolerance), out_dir, source=f"`{results}`", held_out=held_out,
-                             code_versions=versions)
+                             dev=baselines_on(rows, DEV, contexts), code_versions=versions)
     if profiles:
         source = ", ".join(f"`{p}`" for p in profiles)
         written += write_profiles_summary(profiles_summary(profiles, tolerance), out_dir, source=source)

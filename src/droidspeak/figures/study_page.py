@@ -30,7 +30,7 @@ from droidspeak.profile.ranks import frontier_difference
 from droidspeak.track.records import read_results
 from droidspeak.track.results import read_rows
 from droidspeak.zoo.recipe import BASE
-from droidspeak.zoo.tasks import WIDE_TEST
+from droidspeak.zoo.tasks import DEV, WIDE_TEST
 
 FIGURES = (
     ("fig06_quality_bars", "Fig. 6: receiver / sender / full reuse per pair (held-out split)"),
@@ -68,10 +68,10 @@ def study_facts(family, tokenizer) -> dict:
 
 
 def question_contexts(task_files: dict) -> dict[str, dict[str, list[str]]]:
-    """Per task and evaluation split, each question's context, in document order (the order of a row's per-question
-    scores): what a held-out interval resamples whole."""
+    """Per task and split scored (the dev split too), each question's context, in document order (the order of a
+    row's per-question scores): what an interval resamples whole."""
     return {task: {split: [r["context_id"] for r in read_rows(files[split])]
-                   for split in ("profile", "test", WIDE_TEST) if split in files}
+                   for split in ("profile", "test", WIDE_TEST, DEV) if split in files}
             for task, files in task_files.items()}
 
 
@@ -355,7 +355,8 @@ def write_study_page(facts: dict, out_dir: str | Path, *, command: str, template
     token_rows = facts["token_rows"]
     summary, profiles_json = out / "summary.json", out / "profiles.json"
     own = [p for p in profiles if p.n_samples]
-    held_out = json.loads(summary.read_text()).get("held_out", []) if summary.exists() else []
+    summarized = json.loads(summary.read_text()) if summary.exists() else {}
+    held_out, dev = summarized.get("held_out", []), summarized.get("dev", [])
     steps = sorted(recipe["steps"] for recipe in _training_recipes(facts["report"]).values())
     context = {
         "command": command, "tolerance": tolerance, "report": facts["report"], "base": facts["base"],
@@ -368,6 +369,7 @@ def write_study_page(facts: dict, out_dir: str | Path, *, command: str, template
         "criteria": criteria,
         "finetune_steps": "–".join(map(str, sorted({steps[0], steps[-1]}))),
         "informative_table": "\n".join(_informative_table(held_out, criteria)) if criteria and held_out else None,
+        "dev_table": "\n".join(_informative_table(dev, criteria)) if criteria and dev else None,
         "profiles_table": "\n".join(_profile_section(json.loads(profiles_json.read_text())))
         if profiles_json.exists() else None,
         "transfer_table": "\n".join(_transfer_table(list(profiles), facts["own_task"], tolerance)),

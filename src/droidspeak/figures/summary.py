@@ -79,16 +79,19 @@ def write_summary(
     *,
     source: str = "",
     held_out: list[dict] | None = None,
+    dev: list[dict] | None = None,
     code_versions: Mapping[str, int] | None = None,
 ) -> tuple[Path, Path]:
     """summary.json (machine-readable) and summary.md (the table a reader sees first): the held-out tables (plan
     chosen on the profile split, scored on the test split, with intervals) where the sweep has them, then the
-    in-sample table. Rows of more than one code version (a sweep resumed with ``stale=keep``) are flagged on top."""
+    in-sample table. Rows of more than one code version (a sweep resumed with ``stale=keep``) are flagged on top.
+    ``dev``: the baselines on the dev split (heldout.baselines_on), kept in summary.json only where there are any."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "summary.json"
     json_path.write_text(
-        json.dumps({"in_sample": summary, "held_out": held_out or []}, indent=2, sort_keys=True) + "\n"
+        json.dumps({"in_sample": summary, "held_out": held_out or [], **({"dev": dev} if dev else {})}, indent=2,
+                   sort_keys=True) + "\n"
     )
     lines = [
         "# Sweep summary",
