@@ -57,17 +57,26 @@ def facts_contexts(facts: str | Path | None) -> dict | None:
     return json.loads(Path(facts).read_text()).get("question_contexts") if facts else None
 
 
-def _question_contexts(panel: Sequence[Mapping], layout: Sequence[str] | None, where: str) -> list[str] | None:
-    """The contexts of a panel's questions: the split's layout (each question's context, in document order, the order
-    of ``per_sample``), or its first n where the rows were scored on the first n questions (lm-eval's ``limit``, as a
-    cheap rehearsal runs); scores of more questions than the split has, or of different counts, are refused."""
+def _question_contexts(panel: Sequence[Mapping], contexts: Mapping[str, Mapping[str, Sequence[str]]] | None,
+                       pair: str, task: str, split: str) -> list[str] | None:
+    """The contexts of a panel's questions: the split's layout in ``contexts`` (each question's context, in document
+    order, the order of ``per_sample``), or its first n where the rows were scored on the first n questions (lm-eval's
+    ``limit``, as a cheap rehearsal runs); scores of more questions than the split has, or of different counts, are
+    refused."""
+    layout = ((contexts or {}).get(task) or {}).get(split)
     counts = {len(row["per_sample"]) for row in panel if row.get("per_sample")}
     if layout is None or not counts:
         return None
     if len(counts) > 1 or max(counts) > len(layout):
-        raise FigureDataError(f"{where}: per-question scores of {sorted(counts)} questions, but the family's split has "
-                              f"{len(layout)}: scored on other questions")
+        raise FigureDataError(f"{pair} on {task}/{split}: per-question scores of {sorted(counts)} questions, but the "
+                              f"family's split has {len(layout)}: scored on other questions")
     return list(layout[: counts.pop()])
+
+
+def _resampling(clusters: Sequence[str] | None) -> dict:
+    """A panel's note of what its intervals resample: questions, or its contexts whole (and how many)."""
+    return {"resampled": "questions" if clusters is None else "contexts",
+            "contexts": None if clusters is None else len(set(clusters))}
 
 
 def _best_on_profile(rows: Iterable[Mapping]) -> str | None:
@@ -126,7 +135,7 @@ def heldout(rows: Iterable[Mapping], contexts: Mapping[str, Mapping[str, Sequenc
             continue
         receiver = by_method["full_prefill"][0]
         reference = receiver.get("per_sample")
-        clusters = _question_contexts(panel, ((contexts or {}).get(task) or {}).get(split), f"{pair} on {task}/{split}")
+        clusters = _question_contexts(panel, contexts, pair, task, split)
         ordered = [r for m in BASELINES for r in by_method[m]] + droidspeak_rows
         ordered += sorted(by_method["cacheblend"], key=lambda r: (r.get("recomputed_fraction") or 0.0, r["plan"]))
         entries = [_entry(r, reference, clusters) for r in ordered]
@@ -137,8 +146,7 @@ def heldout(rows: Iterable[Mapping], contexts: Mapping[str, Mapping[str, Sequenc
             e["chosen"] = e["method"] == "cacheblend" and e["plan"] == chosen
         blend = next((r for r, e in zip(ordered, entries) if e["chosen"]), None)
         table.append({"pair": pair, "task": task, "metric": receiver["metric"], "num_layers": receiver["num_layers"],
-                      "split": split, "resampled": "questions" if clusters is None else "contexts",
-                      "contexts": None if clusters is None else len(set(clusters)),
+                      "split": split, **_resampling(clusters),
                       "versus": None if blend is None else _versus(blend, droidspeak_rows[0], clusters),
                       "rows": entries})
     return table
@@ -159,11 +167,8 @@ def baselines_on(rows: Iterable[Mapping], split: str,
         receiver = by_method.get("full_prefill")
         if receiver is None:
             continue
-        clusters = _question_contexts(list(by_method.values()), ((contexts or {}).get(task) or {}).get(split),
-                                      f"{pair} on {task}/{split}")
-        table.append({"pair": pair, "task": task, "metric": receiver["metric"], "split": split,
-                      "resampled": "questions" if clusters is None else "contexts",
-                      "contexts": None if clusters is None else len(set(clusters)),
+        clusters = _question_contexts(list(by_method.values()), contexts, pair, task, split)
+        table.append({"pair": pair, "task": task, "metric": receiver["metric"], "split": split, **_resampling(clusters),
                       "rows": [_entry(by_method[m], receiver.get("per_sample"), clusters)
                                for m in BASELINES if m in by_method]})
     return table
