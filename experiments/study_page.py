@@ -40,7 +40,8 @@ def main(cfg: DictConfig) -> None:
     profiles = [load_profile(p) for pattern in cfg.profiles for p in sorted(glob.glob(pattern))]
     log.info("wrote %s", write_study_page(facts, cfg.out_dir, command=cfg.command, template=cfg.template,
                                           profiles=profiles, tolerance=cfg.tolerance,
-                                          criteria=OmegaConf.to_container(cfg.informative)))
+                                          criteria=OmegaConf.to_container(cfg.informative),
+                                          companions=list(cfg.companions)))
 
 
 if __name__ == "__main__":

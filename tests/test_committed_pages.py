@@ -48,6 +48,9 @@ def test_every_page_re_renders_byte_for_byte_from_the_repository_alone(study, tm
         (tmp_path / shared).symlink_to(REPO / shared)
     shutil.copytree(REPO / page, tmp_path / page, ignore=shutil.ignore_patterns("README.md", "*.png", "*.pdf",
                                                                                  "summary.*", "profiles.*"))
+    for other in (REPO / "reports").iterdir():  # the other studies' pages, as committed (a page may read a companion's)
+        if other.is_dir() and not (tmp_path / "reports" / other.name).exists():
+            (tmp_path / "reports" / other.name).symlink_to(other)
     before = {p.name for p in (tmp_path / page).glob("*") if p.is_file()}
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     done = subprocess.run([sys.executable, str(REPO / "experiments" / "run_study.py"), f"study={study}",

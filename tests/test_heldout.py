@@ -152,6 +152,61 @@ def test_a_pair_is_informative_only_with_a_receiver_in_range_a_weak_sender_and_a
     assert line.count("–") == 4 and line.endswith("| no |")  # the receiver is out of range: decided on that alone
 
 
+def test_the_page_names_each_informative_pair_whose_interval_reaches_past_a_criterion():
+    """The verdicts are point estimates: an informative pair whose interval crosses a bound is named with the bound,
+    a pair whose intervals clear every bound is not, and a pair that is not informative is no business of this."""
+    from droidspeak.figures.study_page import _margins_text
+    from droidspeak.sweep.config import InformativeCriteria
+
+    criteria = vars(InformativeCriteria())
+
+    def panel(name: str, receiver: list[float], reuse: list[float]) -> dict:
+        return heldout([{**r, "pair": name} for r in (
+            _row("full_prefill", sum(receiver) / len(receiver), receiver),
+            _row("sender", 0.0, [0.0] * len(receiver), plan="full_prefill"),
+            _row("full_reuse", sum(reuse) / len(reuse), reuse),
+            _row("profile", 0.8, receiver, plan="recompute:0-9"))])[0]
+
+    clear = panel("clear", [1.0] * 80 + [0.5] * 20, [0.5] * 100)  # 0.900 on 100 questions, full reuse loses 44%
+    wide = panel("wide", [1.0] * 8 + [0.0] * 2, [1.0] * 6 + [0.0] * 4)  # 0.8 on 10 questions: an interval of ±0.2
+    cheap = panel("cheap", [1.0] * 8 + [0.0] * 2, [1.0] * 8 + [0.0] * 2)  # full reuse loses nothing: not informative
+    assert _margins_text([clear], criteria) == ("The informative pair meets every criterion across its whole 95% "
+                                                "intervals.")
+    text = _margins_text([clear, wide, cheap], criteria)
+    assert text.startswith("Point estimates decide, and 1 of the 2 informative pairs")
+    assert "wide: the receiver's interval down to" in text and "(below 0.70)" in text and "(above 0.98)" in text
+    assert "clear" not in text and "cheap" not in text
+    assert _margins_text([cheap], criteria) == ""
+
+
+def test_receivers_are_placed_against_the_range_and_those_that_move_between_splits_are_named():
+    from droidspeak.figures.study_page import ReceiverRange
+
+    splits = {"steady": {"test_wide": 0.9, "dev": 0.85, "profile": 0.88},
+              "saturated": {"test_wide": 0.992, "dev": 0.958, "profile": 0.99},
+              "weak": {"test_wide": 0.434, "dev": 0.469}}
+    placed = ReceiverRange(splits, "test_wide", 0.70, 0.98)
+    assert placed.outside(list(splits)) == ["saturated", "weak"]
+    assert placed.placed(["saturated", "weak"]) == ("saturated (0.992, above the range: saturated) and "
+                                                    "weak (0.434, below the range: weak)")
+    assert placed.disagreements() == ("saturated is above the range on test_wide (0.992), in range on the dev split "
+                                      "(0.958)")
+
+
+def test_the_profile_table_keeps_each_receiver_on_its_own_task_and_names_the_transfer_apart():
+    from droidspeak.figures.study_page import _profile_section
+
+    def entry(pair: str, task: str) -> dict:
+        return {"pair": pair, "task": task, "receiver": 0.8, "full_reuse": 0.6, "critical_layers": [3],
+                "chosen_plan": "recompute:0-4", "chosen_layers": 5, "num_layers": 30, "chosen_quality": 0.8,
+                "uses_e_cache": False, "questions": 48}
+
+    lines = _profile_section({"profiles": [entry("a<-base", "code"), entry("a<-base", "qa")], "tolerance": 0.05},
+                             {"a": "code"})
+    assert sum(line.startswith("| a<-base |") for line in lines) == 1 and "| code |" in lines[2]
+    assert lines[-1].endswith("(the transfer section below): a<-base on qa.") and ": 0 of 1." in lines[-1]
+
+
 def test_a_speedup_is_judged_against_the_layer_count_bound_by_its_median_and_its_range():
     """18/6 = 3.00x counts every layer as equal cost: a range reaching above it is layer costs, a whole range above
     it is a timing fault, and neither may read as plainly "within the bound"."""

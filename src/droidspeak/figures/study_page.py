@@ -31,6 +31,7 @@ from droidspeak.track.records import read_results
 from droidspeak.track.results import read_rows
 from droidspeak.zoo.recipe import BASE
 from droidspeak.zoo.tasks import DEV, WIDE_TEST
+from droidspeak.zoo.train import LORA_TARGETS
 
 FIGURES = (
     ("fig06_quality_bars", "Fig. 6: receiver / sender / full reuse per pair (held-out split)"),
@@ -127,9 +128,18 @@ def _family_section(report: dict) -> list[str]:
     return lines
 
 
-def _profile_section(profiles: dict) -> list[str]:
+def _own_task(pair: str, own_task: dict) -> str | None:
+    """The task a profile's receiver (``pair``: ``receiver<-sender``, model names) was tuned on."""
+    return own_task.get(pair.split("<-")[0])
+
+
+def _profile_section(profiles: dict, own_task: dict) -> list[str]:
+    """Each pair's profile on its receiver's own task; one on a second task is named after the table (the transfer
+    section shows it beside its own)."""
+    entries = profiles.get("profiles", [])
+    own = [e for e in entries if e["task"] == _own_task(e["pair"], own_task)]
     rows = []
-    for e in profiles.get("profiles", []):
+    for e in own:
         loss = None if not e["receiver"] or e["full_reuse"] is None else 1 - e["full_reuse"] / e["receiver"]
         rows.append([e["pair"], e["task"], f"{e['receiver']:.3f}", f"{e['full_reuse']:.3f}",
                      "–" if loss is None else f"{loss:.0%}",
@@ -138,9 +148,14 @@ def _profile_section(profiles: dict) -> list[str]:
                      "yes" if e.get("uses_e_cache") else "no", str(e["questions"])])
     header = ["pair", "task", "receiver", "full reuse", "full reuse loses", "critical layers (>10%)",
               f"plan chosen at {profiles.get('tolerance', 0.05):.0%}", "its quality", "fed by the E cache", "questions"]
-    used = sum(1 for e in profiles.get("profiles", []) if e.get("uses_e_cache"))
-    return [*table(header, rows), "", f"Chosen plans fed by the sender's E cache (a group starting above layer 0): "
-            f"{used} of {len(rows)}."]
+    used = sum(1 for e in own if e.get("uses_e_cache"))
+    lines = [*table(header, rows), "", f"Chosen plans fed by the sender's E cache (a group starting above layer 0): "
+             f"{used} of {len(rows)}."]
+    others = [f"{e['pair']} on {e['task']}" for e in entries if e not in own]
+    if others:
+        lines[-1] += (" Not in this table, profiled on a task other than its receiver's own (the transfer section "
+                      f"below): {'; '.join(others)}.")
+    return lines
 
 
 def _layer_ranges(layers: list[int]) -> str:
@@ -308,35 +323,54 @@ def _verdict(ok: bool | None) -> str:
     return "–" if ok is None else "yes" if ok else "**no**"
 
 
+def _range_verdict(quality: float, low: float, high: float) -> str:
+    """Where a receiver's quality falls against the range, at the precision the page prints it: below, in, above."""
+    shown = round(quality, 3)
+    return "below" if shown < low else "above" if shown > high else "in"
+
+
+def _criteria_rows(panel: dict) -> tuple[dict, dict, dict] | None:
+    """A panel's receiver, sender and full-reuse rows (the first of each, as heldout() takes its receiver); None
+    where one is missing."""
+    entry: dict[str, dict] = {}
+    for e in panel["rows"]:
+        if e["method"] in ("full_prefill", "sender", "full_reuse"):
+            entry.setdefault(e["method"], e)
+    return (entry["full_prefill"], entry["sender"], entry["full_reuse"]) if len(entry) == 3 else None
+
+
+def _informative_verdicts(receiver: dict, sender: dict, reuse: dict, criteria: dict[str, float]):
+    """(receiver in range, sender far enough below, full reuse costly enough, full reuse's loss share): point
+    estimates at the precision the page shows them (so a value printed on a threshold meets it); None where a
+    number is missing."""
+    low, high, gap, least = (criteria[k] for k in ("receiver_min", "receiver_max", "sender_gap", "full_reuse_loss"))
+    quality = receiver["quality"]
+    far = None if sender["delta"] is None else round(sender["delta"], 3) <= -gap
+    loss = None if reuse["delta"] is None or not quality else -reuse["delta"] / quality
+    return _range_verdict(quality, low, high) == "in", far, None if loss is None else round(loss, 2) >= least, loss
+
+
 def _informative_table(held_out: list[dict], criteria: dict[str, float]) -> list[str]:
     """Per held-out panel, whether its pair can test DroidSpeak: the receiver's quality within the criteria's range,
-    the sender alone far enough below it, and full reuse losing enough of it. Point estimates decide, at the precision
-    the page shows them (so a value printed on a threshold meets it); a number that is missing decides nothing ("–").
-    ``criteria``: the fields of the page config's ``informative`` (droidspeak.sweep.config.InformativeCriteria)."""
+    the sender alone far enough below it, and full reuse losing enough of it. Point estimates decide; a number that
+    is missing decides nothing ("–"). ``criteria``: the fields of the page config's ``informative``
+    (droidspeak.sweep.config.InformativeCriteria)."""
     low, high, gap, least = (criteria[k] for k in ("receiver_min", "receiver_max", "sender_gap", "full_reuse_loss"))
     rows = []
     for panel in held_out:
-        entry: dict[str, dict] = {}
-        for e in panel["rows"]:  # the first of each, as heldout() takes its receiver
-            if e["method"] in ("full_prefill", "sender", "full_reuse"):
-                entry.setdefault(e["method"], e)
-        if len(entry) < 3:
+        if (found := _criteria_rows(panel)) is None:
             continue
-        receiver, sender, reuse = entry["full_prefill"], entry["sender"], entry["full_reuse"]
-        quality = receiver["quality"]
-        in_range = low <= round(quality, 3) <= high
-        far = None if sender["delta"] is None else round(sender["delta"], 3) <= -gap
-        loss = None if reuse["delta"] is None or not quality else -reuse["delta"] / quality
-        costly = None if loss is None else round(loss, 2) >= least
+        receiver, sender, reuse = found
+        in_range, far, costly, loss = _informative_verdicts(receiver, sender, reuse, criteria)
         verdicts = (in_range, far, costly)
         overall = "no" if False in verdicts else "–" if None in verdicts else "**yes**"
         sender_cell = "–" if far is None else f"{sender['delta']:+.3f}" + (
             f" {interval_text(sender['delta_ci'], signed=True)}" if sender["delta_ci"] else "")
         loss_cell = "–" if loss is None else _share(loss) + (
-            f" [{_share(-reuse['delta_ci'][1] / quality)}, {_share(-reuse['delta_ci'][0] / quality)}]"
-            if reuse["delta_ci"] else "")
+            f" [{_share(-reuse['delta_ci'][1] / receiver['quality'])}, "
+            f"{_share(-reuse['delta_ci'][0] / receiver['quality'])}]" if reuse["delta_ci"] else "")
         rows.append([panel["pair"], f"{panel['task']} ({panel['split']}, {receiver['n']})",
-                     f"{quality:.3f}" + (f" {interval_text(receiver['ci'])}" if receiver["ci"] else ""),
+                     f"{receiver['quality']:.3f}" + (f" {interval_text(receiver['ci'])}" if receiver["ci"] else ""),
                      _verdict(in_range), sender_cell, _verdict(far), loss_cell,
                      _verdict(costly), overall])
     header = ["pair", "task (split, questions)", "receiver [95% CI]", f"in {low:.2f}–{high:.2f}?",
@@ -346,11 +380,135 @@ def _informative_table(held_out: list[dict], criteria: dict[str, float]) -> list
     return table(header, rows)
 
 
+def _margins_text(held_out: list[dict], criteria: dict[str, float]) -> str:
+    """Which informative pairs' 95% intervals reach past a criterion their point estimate meets: the verdicts are
+    the point estimates', and these are the ones other questions could turn."""
+    low, high, gap, least = (criteria[k] for k in ("receiver_min", "receiver_max", "sender_gap", "full_reuse_loss"))
+    informative, crossings = 0, []
+    for panel in held_out:
+        if (found := _criteria_rows(panel)) is None:
+            continue
+        receiver, sender, reuse = found
+        if _informative_verdicts(receiver, sender, reuse, criteria)[:3] != (True, True, True):
+            continue
+        informative += 1
+        reach = []
+        if receiver["ci"] and round(receiver["ci"][0], 3) < low:
+            reach.append(f"the receiver's interval down to {receiver['ci'][0]:.3f} (below {low:.2f})")
+        if receiver["ci"] and round(receiver["ci"][1], 3) > high:
+            reach.append(f"the receiver's interval up to {receiver['ci'][1]:.3f} (above {high:.2f})")
+        if sender["delta_ci"] and round(sender["delta_ci"][1], 3) > -gap:
+            reach.append(f"the sender's gap's up to {sender['delta_ci'][1]:+.3f} (short of −{gap:.2f})")
+        if reuse["delta_ci"] and round(-reuse["delta_ci"][1] / receiver["quality"], 2) < least:
+            reach.append(f"full reuse's loss down to {_share(-reuse['delta_ci'][1] / receiver['quality'])} "
+                         f"(under {least:.0%})")
+        if reach:
+            crossings.append(f"{panel['pair']}: {', '.join(reach)}")
+    if not informative:
+        return ""
+    if not crossings:
+        which = {1: "The informative pair meets", 2: "Both informative pairs meet"}.get(
+            informative, f"All {informative} informative pairs meet")
+        return f"{which} every criterion across {'its' if informative == 1 else 'their'} whole 95% intervals."
+    which = f"all {informative}" if len(crossings) == informative else f"{len(crossings)} of the {informative}"
+    return (f"Point estimates decide, and {which} informative pairs have a 95% interval reaching past a criterion "
+            f"their point estimate meets, so other questions could decide otherwise: {'; '.join(crossings)}.")
+
+
+def _receiver_name(config_receiver: str, names) -> str:
+    """A held-out panel's receiver (a pair config's name, e.g. ``smol-lora-code``) as the family names it: the
+    longest family name it ends with."""
+    return max((n for n in names if config_receiver.endswith(n)), key=len, default=config_receiver)
+
+
+def receiver_splits(page_dirs: list[Path], own_task: dict) -> dict[str, dict[str, float]]:
+    """Each receiver's quality on its own task, per split it was scored on (held-out and dev panels; the profile
+    split from profiles.json), over the given study pages (a study and those it set pairs aside to): where a receiver
+    falls against the range can differ from split to split."""
+    splits: dict[str, dict[str, float]] = {}
+    for page in page_dirs:
+        summary = json.loads((page / "summary.json").read_text()) if (page / "summary.json").exists() else {}
+        for panel in summary.get("held_out", []) + summary.get("dev", []):
+            name = _receiver_name(panel["pair"].split("<-")[0], own_task)
+            receiver = next((e for e in panel["rows"] if e["method"] == "full_prefill"), None)
+            if receiver is not None and panel["task"] == own_task.get(name):
+                splits.setdefault(name, {}).setdefault(panel["split"], receiver["quality"])
+        profiles = json.loads((page / "profiles.json").read_text()) if (page / "profiles.json").exists() else {}
+        for e in profiles.get("profiles", []):
+            if e["task"] == _own_task(e["pair"], own_task):
+                splits.setdefault(e["pair"].split("<-")[0], {}).setdefault("profile", e["receiver"])
+    return splits
+
+
+class ReceiverRange:
+    """The page's sentences on where receivers fall against the range, from :func:`receiver_splits`: ``placed``
+    (each on a split) and ``disagreements`` (those whose verdict on another split differs)."""
+
+    WORDS = {"below": "below the range", "in": "in range", "above": "above the range"}
+    KINDS = {"below": "weak", "above": "saturated"}
+
+    def __init__(self, splits: dict[str, dict[str, float]], held_out_split: str, low: float, high: float):
+        self.splits, self.held_out_split, self.low, self.high = splits, held_out_split, low, high
+
+    def _verdict(self, name: str, split: str) -> str:
+        return _range_verdict(self.splits[name][split], self.low, self.high)
+
+    def placed(self, names: list[str]) -> str:
+        """``names`` on the held-out split: "lora-fieldqa (0.992, above it: saturated), ..."."""
+        split = self.held_out_split
+        parts = [f"{n} ({self.splits[n][split]:.3f}, {self.WORDS[self._verdict(n, split)]}"
+                 + (f": {self.KINDS[self._verdict(n, split)]})" if self._verdict(n, split) in self.KINDS else ")")
+                 for n in names if split in self.splits.get(n, {})]
+        return _series(parts)
+
+    def outside(self, names: list[str]) -> list[str]:
+        """Those of ``names`` outside the range on the held-out split."""
+        split = self.held_out_split
+        return [n for n in names if split in self.splits.get(n, {}) and self._verdict(n, split) != "in"]
+
+    def disagreements(self) -> str:
+        """Every receiver whose verdict on the dev or profile split differs from the held-out split's."""
+        parts = []
+        for name, by in self.splits.items():
+            if self.held_out_split not in by:
+                continue
+            held = self._verdict(name, self.held_out_split)
+            other = [s for s in ("dev", "profile") if s in by and self._verdict(name, s) != held]
+            if other:
+                elsewhere = _series([f"{self.WORDS[self._verdict(name, s)]} on the {s} split ({by[s]:.3f})"
+                                     for s in other])
+                parts.append(f"{name} is {self.WORDS[held]} on {self.held_out_split} "
+                             f"({by[self.held_out_split]:.3f}), {elsewhere}")
+        return "; ".join(parts)
+
+
+def _series(parts: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join(parts) if len(parts) < 3 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _adapters_text(report: dict) -> str:
+    """What every fine-tune of the family adapts, from its recipes: kinds, ranks and the modules wrapped."""
+    recipes = _training_recipes(report).values()
+    kinds = sorted({r["kind"] for r in recipes}, key=("lora", "alora").index)
+    ranks = sorted({r["rank"] for r in recipes})
+    return (f"{' and '.join({'lora': 'LoRA', 'alora': 'activated LoRA'}[k] for k in kinds)} adapters (rank "
+            f"{'/'.join(map(str, ranks))}, on every linear layer of the decoder: {', '.join(LORA_TARGETS)})")
+
+
+def _held_out_receivers(page: Path, own_task: dict) -> list[str]:
+    """The receivers of a study page's held-out panels, in their order."""
+    summary = json.loads((page / "summary.json").read_text()) if (page / "summary.json").exists() else {}
+    names = [_receiver_name(panel["pair"].split("<-")[0], own_task) for panel in summary.get("held_out", [])]
+    return list(dict.fromkeys(names))
+
+
 def write_study_page(facts: dict, out_dir: str | Path, *, command: str, template: str | Path,
                      profiles: list[Profile] = (), tolerance: float = 0.05,
-                     criteria: dict[str, float] | None = None) -> Path:
+                     criteria: dict[str, float] | None = None, companions: list[str | Path] = ()) -> Path:
     """The page: ``template``'s prose (conf/pages/study.md.j2) over the tables of the study's files; ``criteria``: when
-    a pair is informative (no such table without it)."""
+    a pair is informative (no such table without it); ``companions``: the pages of related studies (pairs one set
+    aside from the other), whose receivers the prose places against the range beside this page's."""
     out = Path(out_dir)
     token_rows = facts["token_rows"]
     summary, profiles_json = out / "summary.json", out / "profiles.json"
@@ -358,6 +516,8 @@ def write_study_page(facts: dict, out_dir: str | Path, *, command: str, template
     summarized = json.loads(summary.read_text()) if summary.exists() else {}
     held_out, dev = summarized.get("held_out", []), summarized.get("dev", [])
     steps = sorted(recipe["steps"] for recipe in _training_recipes(facts["report"]).values())
+    others = [Path(c) for c in companions]
+    studied = _held_out_receivers(out, facts["own_task"])
     context = {
         "command": command, "tolerance": tolerance, "report": facts["report"], "base": facts["base"],
         "resamples": f"{RESAMPLES:,}", "seeds": len(SEEDS),
@@ -369,8 +529,16 @@ def write_study_page(facts: dict, out_dir: str | Path, *, command: str, template
         "criteria": criteria,
         "finetune_steps": "–".join(map(str, sorted({steps[0], steps[-1]}))),
         "informative_table": "\n".join(_informative_table(held_out, criteria)) if criteria and held_out else None,
+        "informative_margins": _margins_text(held_out, criteria) if criteria else "",
         "dev_table": "\n".join(_informative_table(dev, criteria)) if criteria and dev else None,
-        "profiles_table": "\n".join(_profile_section(json.loads(profiles_json.read_text())))
+        "adapters": _adapters_text(facts["report"]),
+        "studied": studied,
+        "companion_receivers": [n for c in others for n in _held_out_receivers(c, facts["own_task"])
+                                if n not in studied],
+        "receiver_range": ReceiverRange(receiver_splits([out, *others], facts["own_task"]),
+                                        held_out[0]["split"] if held_out else WIDE_TEST,
+                                        criteria["receiver_min"], criteria["receiver_max"]) if criteria else None,
+        "profiles_table": "\n".join(_profile_section(json.loads(profiles_json.read_text()), facts["own_task"]))
         if profiles_json.exists() else None,
         "transfer_table": "\n".join(_transfer_table(list(profiles), facts["own_task"], tolerance)),
         "critical_sets": {"resamples": f"{critical_sets.CHOICE_RESAMPLES:,}", "level": critical_sets.LEVEL},

@@ -154,6 +154,7 @@ class ProfileJobConfig:
     cacheblend_ratios: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5])
     batch_size: int = 32
     plans_per_batch: int = 1  # layer plans whose answers one decode batches (batch_size questions each)
+    drafts: bool = False  # check the receiver's own answers as each layer plan's first; decode only where they differ
     device: str = "cpu"
     dtype: str = "float32"
     output_root: str = "outputs"
@@ -276,6 +277,7 @@ class StudyPageConfig:
     profiles: list[str] = field(default_factory=list)
     tolerance: float = 0.05
     informative: InformativeCriteria = field(default_factory=InformativeCriteria)
+    companions: list[str] = field(default_factory=list)  # related studies' pages (pairs one set aside from the other)
 
 
 @dataclass

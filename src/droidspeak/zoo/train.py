@@ -15,6 +15,9 @@ from torch import nn
 
 from droidspeak.zoo.corpus import Example
 
+# the modules every adapter wraps: every linear layer of the decoder, lm_head excluded (the study pages name them)
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
 
 @dataclass
 class ModelConfig:
@@ -136,7 +139,7 @@ def add_lora(model: nn.Module, rank: int, alpha: int, seed: int, invocation: lis
         r=rank,
         lora_alpha=alpha,
         lora_dropout=0.0,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        target_modules=list(LORA_TARGETS),
         task_type="CAUSAL_LM",  # aLoRA needs it: without, peft silently applies no adapter
         **activated,
     )
