@@ -108,22 +108,49 @@ def test_proxy_and_comparisons(models):
     assert by_method["hybrid"]["compute_fraction"] == pytest.approx(2 / 3, abs=0.05)
 
 
-@pytest.mark.parametrize("plans_per_batch", [1, 3])
-def test_evaluate_many_scores_every_plan_as_evaluate_does(models, plans_per_batch):
+@pytest.mark.parametrize("plans_per_batch,drafts", [(1, False), (3, False), (1, True), (3, True)])
+def test_evaluate_many_scores_every_plan_as_evaluate_does(models, plans_per_batch, drafts):
     """Plans scored together from shared passes (in batches smaller than the rows), their answers decoded one plan
-    or three plans at a time, answer exactly as each plan scored alone, and each is charged a positive share of the
-    passes."""
+    or three plans at a time, with the receiver's own answers checked first as drafts or not, answer exactly as each
+    plan scored alone, and each is charged a positive share of the passes."""
     sender, receiver = models
     plans = ["full_reuse", "recompute:0-1", "recompute:0-3", "recompute:2-3", "recompute:2-5", "recompute:0-0+2-5",
              "full_prefill", "cacheblend:0.5"]
-    together = Profiler(receiver, sender, "mdqa", rows(3), batch_size=4,
-                        plans_per_batch=plans_per_batch).evaluate_many(plans)
+    profiler = Profiler(receiver, sender, "mdqa", rows(3), batch_size=4, plans_per_batch=plans_per_batch,
+                        drafts=drafts)
+    together = profiler.evaluate_many(plans)
+    assert profiler.answered == 6 * len(rows(3))  # the six layer plans'
+    assert profiler.decoded <= profiler.answered if drafts else profiler.decoded == profiler.answered
     alone = Profiler(receiver, sender, "mdqa", rows(3), batch_size=4)
     for plan, ev in zip(plans, together, strict=True):
         reference = alone.evaluate(plan)
         assert ev.name == plan and ev.answers == reference.answers and ev.per_input == reference.per_input, plan
         assert ev.compute_fraction == pytest.approx(reference.compute_fraction), plan
         assert ev.seconds >= ev.prefill_seconds > 0 or plan == "full_reuse", plan
+
+
+def test_a_draft_stands_only_where_it_is_the_greedy_answer(models):
+    """A plan that answers as the receiver does (the sender is the receiver) takes every draft without decoding; a
+    draft with a wrong token, or cut short of where generation stops, is decoded instead, to the same answers."""
+    import torch
+
+    from droidspeak.engine.answers import answer_tokens
+    from droidspeak.engine.batch import select_rows
+    from droidspeak.engine.prefill import receiver_prefill
+
+    base, _ = models
+    profiler = Profiler(base, base, "mdqa", rows(2), drafts=True)
+    profiler.evaluate_many(["full_reuse", "recompute:2-3"])
+    assert profiler.decoded == 0 and profiler.answered == 2 * len(rows(2))
+    reference = profiler.results["full_prefill"].tokens
+    contexts = [profiler.caches[c] for c in dict.fromkeys(r["context_id"] for r in profiler.rows.rows)]
+    index = [0 if r["context_id"] == profiler.rows.rows[0]["context_id"] else 1 for r in profiler.rows.rows]
+    prefilled = select_rows(receiver_prefill(base, contexts, "full_reuse"), index)
+    wrong = [torch.cat([(t[:1] + 1) % base.config.vocab_size, t[1:]]) for t in reference]
+    short = [t[:-1] for t in reference]
+    for drafts in (wrong, short):
+        tokens, decoded = answer_tokens(base, profiler.rows, 0, prefilled, drafts=drafts)
+        assert decoded == len(reference) and all(torch.equal(a, b) for a, b in zip(tokens, reference))
 
 
 def test_a_context_is_prefilled_once_however_small_the_batches(models, monkeypatch):

@@ -23,22 +23,26 @@ Loader = Callable[[str], tuple[LoadedModel, LoadedModel]]  # dtype -> (receiver,
 
 @dataclass(frozen=True)
 class ProfilePath:
-    """How a profile's plans are scored: the models' dtype and how many plans' answers one decode batches."""
+    """How a profile's plans are scored: the models' dtype, how many plans' answers one decode batches, and whether
+    the receiver's own answers are checked first as each plan's (Profiler's ``drafts``)."""
 
     dtype: str
     plans_per_batch: int
+    drafts: bool = False
 
     @property
     def name(self) -> str:
-        return f"{self.dtype} × {self.plans_per_batch}"
+        return f"{self.dtype} × {self.plans_per_batch}" + (" + drafts" if self.drafts else "")
 
     @classmethod
     def parse(cls, text: str) -> "ProfilePath":
-        """``float32x1``, ``bfloat16x8``: a dtype and the plans per decode."""
-        dtype, sep, plans = text.rpartition("x")
-        if not sep or not dtype or not plans.isdigit() or int(plans) < 1:
-            raise ValueError(f"profile path {text!r}: expected <dtype>x<plans per decode>, e.g. bfloat16x8")
-        return cls(dtype, int(plans))
+        """``float32x1``, ``bfloat16x8``, ``float32x1+drafts``: a dtype, the plans per decode, and drafts or not."""
+        path, plus, drafts = text.partition("+")
+        dtype, sep, plans = path.rpartition("x")
+        if not sep or not dtype or not plans.isdigit() or int(plans) < 1 or (plus and drafts != "drafts"):
+            raise ValueError(f"profile path {text!r}: expected <dtype>x<plans per decode>[+drafts], e.g. bfloat16x8 "
+                             "or float32x1+drafts")
+        return cls(dtype, int(plans), bool(plus))
 
 
 def measure(paths: Sequence[ProfilePath], load: Loader, *, pair: str, task: str, rows: Sequence[dict],
@@ -55,13 +59,14 @@ def measure(paths: Sequence[ProfilePath], load: Loader, *, pair: str, task: str,
             path = paths[(round_ + order) % len(paths)]
             receiver, sender = models[path.dtype]
             profiler = Profiler(receiver, sender, task, rows, batch_size=batch_size,
-                                plans_per_batch=path.plans_per_batch)
+                                plans_per_batch=path.plans_per_batch, drafts=path.drafts)
             started = time.perf_counter()
             evaluations = profiler.evaluate_many(plans)
             seconds = time.perf_counter() - started
             first = round_ == 0
             run = ProfileCostRun(
                 pair=pair, task=task, path=path.name, dtype=path.dtype, plans_per_batch=path.plans_per_batch,
+                drafts=path.drafts, decoded=profiler.decoded, answered=profiler.answered,
                 round=round_, order=order, seconds=round(seconds, 3),
                 prefill_seconds=round(sum(e.prefill_seconds for e in evaluations), 3), plans=list(plans),
                 num_layers=receiver.stack.num_layers, questions=len(rows),

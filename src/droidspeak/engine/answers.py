@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from droidspeak.engine.batch import PrefilledBatch, held_prefill, prefill_rows
+from droidspeak.engine.batch import PrefilledBatch, held_prefill, prefill_rows, select_rows
 from droidspeak.engine.cache import ContextCache
-from droidspeak.engine.infer import generate
+from droidspeak.engine.infer import checked_drafts, generate
 from droidspeak.engine.loading import LoadedModel
 from droidspeak.engine.prefill import receiver_prefill, sender_prefill
 
@@ -44,11 +44,11 @@ class Questions:
 
 @torch.inference_mode()
 def answer(model: LoadedModel, questions: Questions, prefill: Callable[[list[str]], PrefilledBatch],
-           batch_size: int = 32) -> tuple[list[str], list[PrefilledBatch]]:
-    """Greedy answers of ``model`` to every question, ``batch_size`` at a time; ``prefill(ids)`` prefills the distinct
-    contexts ``ids`` of a batch (first-seen order), once for a run of batches that read the same ones
-    (engine.batch.held_prefill). Returns the answers and each prefill made (its cost)."""
-    answers: list[str] = []
+           batch_size: int = 32) -> tuple[list[torch.Tensor], list[PrefilledBatch]]:
+    """Greedy answers of ``model`` to every question (tokens, through the first EOS), ``batch_size`` at a time;
+    ``prefill(ids)`` prefills the distinct contexts ``ids`` of a batch (first-seen order), once for a run of batches
+    that read the same ones (engine.batch.held_prefill). Returns the answers and each prefill made (its cost)."""
+    answers: list[torch.Tensor] = []
     prefills: list[PrefilledBatch] = []
 
     def made(distinct: list[str]) -> PrefilledBatch:
@@ -58,19 +58,31 @@ def answer(model: LoadedModel, questions: Questions, prefill: Callable[[list[str
     held = held_prefill(made)
     for start in range(0, len(questions.rows), batch_size):
         chunk = questions.rows[start : start + batch_size]
-        answers += answer_batch(model, questions, start, prefill_rows([r["context_id"] for r in chunk], held))
+        answers += answer_tokens(model, questions, start, prefill_rows([r["context_id"] for r in chunk], held))[0]
     return answers, prefills
 
 
-def answer_batch(model: LoadedModel, questions: Questions, start: int, prefilled: PrefilledBatch, *,
-                 plans: int = 1) -> list[str]:
-    """Greedy answers to the questions ``questions.rows[start:]`` that ``prefilled``'s rows hold the contexts of;
-    ``plans`` > 1: its rows are that many plans' copies of those questions, one plan after another
-    (engine.batch.stack_rows), answered in one decode."""
+def answer_tokens(model: LoadedModel, questions: Questions, start: int, prefilled: PrefilledBatch, *,
+                  plans: int = 1, drafts: Sequence[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], int]:
+    """Greedy answers (tokens, through the first EOS) to the questions ``questions.rows[start:]`` that
+    ``prefilled``'s rows hold the contexts of, and how many rows were decoded token by token. ``plans`` > 1: its rows
+    are that many plans' copies of those questions, one plan after another (engine.batch.stack_rows), answered in
+    one decode. ``drafts`` (one per question of ``questions``, e.g. the receiver's own answers): one forward checks
+    each row's draft (engine.infer.checked_drafts), and only the rows whose greedy answer is not their draft are
+    decoded."""
     rows = len(prefilled.token_ids) // plans
-    tokens = generate(model, prefilled, questions.suffixes[start : start + rows] * plans,
-                      max_new_tokens=questions.max_new_tokens)
-    return [questions.decode(t) for t in tokens]
+    suffixes = questions.suffixes[start : start + rows] * plans
+    if drafts is None:
+        return generate(model, prefilled, suffixes, max_new_tokens=questions.max_new_tokens), len(suffixes)
+    tokens = checked_drafts(model, prefilled, suffixes, list(drafts[start : start + rows]) * plans,
+                            questions.max_new_tokens)
+    missed = [row for row, found in enumerate(tokens) if found is None]
+    if missed:
+        decoded = generate(model, select_rows(prefilled, missed), [suffixes[row] for row in missed],
+                           max_new_tokens=questions.max_new_tokens)
+        for row, found in zip(missed, decoded):
+            tokens[row] = found
+    return tokens, len(missed)
 
 
 def predict(receiver: LoadedModel, questions: Questions, plan: str,
@@ -79,7 +91,7 @@ def predict(receiver: LoadedModel, questions: Questions, plan: str,
     def prefill(distinct: list[str]) -> PrefilledBatch:  # a context's questions share one receiver prefill
         return receiver_prefill(receiver, [caches[c] if caches else questions.contexts[c] for c in distinct], plan)
 
-    return answer(receiver, questions, prefill, batch_size)[0]
+    return [questions.decode(t) for t in answer(receiver, questions, prefill, batch_size)[0]]
 
 
 def prefill_contexts(sender: LoadedModel, questions: Questions, batch_size: int = 32) -> dict[str, ContextCache]:

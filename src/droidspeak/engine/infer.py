@@ -135,8 +135,10 @@ def rewind(prefilled: PrefilledBatch) -> None:
 
 
 @torch.inference_mode()
-def tail_logits(receiver: LoadedModel, prefilled: PrefilledBatch, tails: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Logits of every tail position, [B, S, vocab]; the cache is cropped back so it can serve the next tails."""
+def tail_logits(receiver: LoadedModel, prefilled: PrefilledBatch, tails: Sequence[torch.Tensor],
+                last: int = 0) -> torch.Tensor:
+    """Logits of every tail position, [B, S, vocab] (``last`` > 0: of the last ``last`` positions only); the cache is
+    cropped back so it can serve the next tails."""
     receiver.check_tails(tails)
     batch = tail_batch(prefilled, tails)
     check_window(receiver, prefilled, batch)
@@ -146,10 +148,49 @@ def tail_logits(receiver: LoadedModel, prefilled: PrefilledBatch, tails: Sequenc
         attention_mask=batch.attention_mask,
         position_ids=batch.position_ids,
         use_cache=True,
+        logits_to_keep=last,
         **cache_arg(prefilled.cache),
     )
     rewind(prefilled)
     return check_finite(out.logits, "over the tails")
+
+
+# generation settings under which greedy decoding is no longer the argmax of the model's own logits
+_LOGITS_SETTINGS = ("repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "suppress_tokens",
+                    "begin_suppress_tokens", "min_length", "min_new_tokens", "forced_bos_token_id",
+                    "forced_eos_token_id", "sequence_bias", "encoder_repetition_penalty",
+                    "exponential_decay_length_penalty")
+
+
+def greedy_is_argmax(model: LoadedModel) -> bool:
+    """Whether ``generate``'s greedy tokens are the argmax of the model's logits: no generation setting alters them
+    (an activated LoRA is left out too: a draft may hold its invocation, which check_tails refuses in a tail)."""
+    config, default = model.model.generation_config, type(model.model.generation_config)()
+    return not model.invocation and all(getattr(config, k, None) == getattr(default, k, None) for k in _LOGITS_SETTINGS)
+
+
+@torch.inference_mode()
+def checked_drafts(receiver: LoadedModel, prefilled: PrefilledBatch, suffixes: Sequence[torch.Tensor],
+                   drafts: Sequence[torch.Tensor], max_new_tokens: int) -> list[torch.Tensor | None]:
+    """Each row's greedy answer where ``drafts[row]`` is it, else None, from one forward over suffix + draft.
+
+    Why: greedy decoding reads the whole cache once per new token, and in a profile most plans answer as the
+    receiver does; teacher-forcing the receiver's own answer reads it once for all of them. A draft is the greedy
+    answer when each of its tokens is the argmax after the ones before it and it ends where ``generate`` stops: at
+    its first EOS, or after ``max_new_tokens`` tokens. (One forward over many positions may round differently from
+    one position at a time: bench.profile_cost counts the answers that differ.)"""
+    if not greedy_is_argmax(receiver):
+        return [None] * len(drafts)
+    stop = eos_ids(receiver)
+    ends = [0 < d.numel() <= max_new_tokens and (int(d[-1]) in stop or d.numel() == max_new_tokens) for d in drafts]
+    longest = max(d.numel() for d in drafts)
+    logits = tail_logits(receiver, prefilled, [torch.cat([s, d]) for s, d in zip(suffixes, drafts)], last=longest + 1)
+    width = logits.shape[1]
+    checked = []
+    for row, (draft, ends_right) in enumerate(zip(drafts, ends)):
+        greedy = logits[row, width - draft.numel() - 1 : width - 1].argmax(-1).cpu()
+        checked.append(draft if ends_right and torch.equal(greedy, draft) else None)
+    return checked
 
 
 def continuation_logprobs(

@@ -18,10 +18,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 
+import torch
 from tqdm.auto import tqdm
 
 from droidspeak.engine import receiver_prefill
-from droidspeak.engine.answers import answer, answer_batch, prefill_contexts
+from droidspeak.engine.answers import answer, answer_tokens, prefill_contexts
 from droidspeak.engine.batch import PrefilledBatch, distinct_rows, stack_rows
 from droidspeak.engine.cache import ContextCache
 from droidspeak.engine.loading import LoadedModel
@@ -51,6 +52,7 @@ class Evaluation:
     prefill_seconds: float  # receiver prefill only, summed over batches
     compute_fraction: float  # recomputed layer-tokens / a full prefill's
     answers: list[str] = field(repr=False, default_factory=list)
+    tokens: list[torch.Tensor] = field(repr=False, default_factory=list)  # the answers' tokens (drafts for others)
 
 
 @dataclass
@@ -58,6 +60,7 @@ class _Partial:
     """A plan's answers and seconds over the batches scored so far (Profiler.evaluate_many)."""
 
     answers: list[str] = field(default_factory=list)
+    tokens: list[torch.Tensor] = field(default_factory=list)
     seconds: float = 0.0
     prefill_seconds: float = 0.0
     costs: list[PrefillCost] = field(default_factory=list)
@@ -67,8 +70,9 @@ class _Partial:
         self.seconds += prefill.seconds
         self.costs.append(prefill.batch.cost)
 
-    def add(self, answers: list[str], answer_seconds: float) -> None:
+    def add(self, answers: list[str], tokens: list[torch.Tensor], answer_seconds: float) -> None:
         self.answers += answers
+        self.tokens += tokens
         self.seconds += answer_seconds
 
 
@@ -96,6 +100,7 @@ class Profiler:
         *,
         batch_size: int = 32,
         plans_per_batch: int = 1,
+        drafts: bool = False,
         tokenizer=None,
         allow_mismatch: Sequence[str] = (),
     ):
@@ -106,6 +111,8 @@ class Profiler:
         self.allow_mismatch = tuple(allow_mismatch)
         self.batch_size = batch_size
         self.plans_per_batch = plans_per_batch  # evaluate_many: how many layer plans' answers one decode batches
+        self.drafts = drafts  # evaluate_many: the receiver's own answers are each layer plan's drafts
+        self.decoded = self.answered = 0  # evaluate_many's rows: decoded token by token, and all of them
         start = time.perf_counter()
         self.caches = prefill_contexts(sender, self.rows, batch_size)
         self.sender_seconds = time.perf_counter() - start
@@ -140,8 +147,9 @@ class Profiler:
             return batch
 
         start = time.perf_counter()
-        answers, prefills = answer(model, self.rows, timed, self.batch_size)
-        return self._record(key, answers, time.perf_counter() - start, prefill_seconds, [p.cost for p in prefills])
+        tokens, prefills = answer(model, self.rows, timed, self.batch_size)
+        return self._record(key, [self.rows.decode(t) for t in tokens], time.perf_counter() - start, prefill_seconds,
+                            [p.cost for p in prefills], tokens)
 
     def point(self, plan: str) -> ProfilePoint:
         """A profile point of a layer plan (cost = evaluation wall seconds)."""
@@ -162,11 +170,14 @@ class Profiler:
         profile's groups and single-layer plans cost each start's pass once, and one decode answers
         ``plans_per_batch`` plans' questions at a time. Each plan's prefill seconds are its layers' share of those
         passes, its answer seconds its share of the decode; the plans that do not read the sender's cache are
-        evaluated one by one. (A decode of several plans' rows may round differently from one of a single plan's:
+        evaluated one by one. With ``drafts``, one forward checks the receiver's own answer as each plan's, and only
+        the questions a plan answers otherwise are decoded token by token (engine.infer.checked_drafts). (A decode of
+        several plans' rows, or a draft's check, may round differently from one of a single plan's:
         tests/test_profile_run.py checks the answers equal.)"""
         plans = list(plans)
         todo = [p for p in dict.fromkeys(plans) if p not in self.results]
         shared = [p for p in todo if parse_plan(p, self.num_layers).kind in ("full_reuse", "recompute")]
+        drafts = self.evaluate("full_prefill").tokens if self.drafts and shared else None
         bar = tqdm(total=len(todo), desc=desc, unit="plan", dynamic_ncols=True, leave=False, disable=not progress)
         for plan in todo:
             if plan not in shared:
@@ -184,29 +195,35 @@ class Profiler:
                 partial[item.plan].add_prefill(item)
                 group.append(item)
                 if len(group) == self.plans_per_batch:
-                    self._answer_group(group, run, partial)
+                    self._answer_group(group, run, partial, drafts)
                     group = []
             if group:
-                self._answer_group(group, run, partial)
+                self._answer_group(group, run, partial, drafts)
         for plan, done in partial.items():
-            self._record(plan, done.answers, done.seconds, done.prefill_seconds, done.costs)
+            self._record(plan, done.answers, done.seconds, done.prefill_seconds, done.costs, done.tokens)
             bar.update()
         bar.close()
         return [self.results[p] for p in plans]
 
     def _answer_group(self, group: list[SharedPrefill], batches: list[tuple[int, list, list[int]]],
-                      partial: dict[str, _Partial]) -> None:
+                      partial: dict[str, _Partial], drafts: list[torch.Tensor] | None) -> None:
         """Batch by batch of ``batches`` (start, distinct contexts, each row's context), one decode answers the batch's
-        questions under every plan of ``group``; each plan is charged its share."""
+        questions under every plan of ``group`` (checking ``drafts`` first, where given); each plan is charged its
+        share."""
         for start, _, row_index in batches:
             started = time.perf_counter()
-            answers = answer_batch(self.receiver, self.rows, start,
-                                   stack_rows([item.batch for item in group], row_index), plans=len(group))
+            tokens, decoded = answer_tokens(self.receiver, self.rows, start,
+                                            stack_rows([item.batch for item in group], row_index), plans=len(group),
+                                            drafts=drafts)
+            answers = [self.rows.decode(t) for t in tokens]
             share, rows = (time.perf_counter() - started) / len(group), len(row_index)
+            self.decoded, self.answered = self.decoded + decoded, self.answered + len(tokens)
             for index, item in enumerate(group):
-                partial[item.plan].add(answers[index * rows : (index + 1) * rows], share)
+                part = slice(index * rows, (index + 1) * rows)
+                partial[item.plan].add(answers[part], tokens[part], share)
 
-    def _record(self, key: str, answers: list[str], seconds: float, prefill_seconds: float, costs) -> Evaluation:
+    def _record(self, key: str, answers: list[str], seconds: float, prefill_seconds: float, costs,
+                tokens: list[torch.Tensor]) -> Evaluation:
         per_input = self.rows.scores(answers)
         self.results[key] = Evaluation(
             name=key,
@@ -216,6 +233,7 @@ class Profiler:
             prefill_seconds=prefill_seconds,
             compute_fraction=total_cost(costs).compute_fraction,
             answers=answers,
+            tokens=tokens,
         )
         return self.results[key]
 

@@ -67,7 +67,7 @@ def run_job(cfg, family) -> dict[str, Path]:
     receiver = load_model(receiver_path, adapter=receiver_adapter, dtype=cfg.dtype, device=cfg.device)
     sender = load_model(sender_path, adapter=sender_adapter, dtype=cfg.dtype, device=cfg.device)
     profiler = Profiler(receiver, sender, task, rows, batch_size=cfg.batch_size, plans_per_batch=cfg.plans_per_batch,
-                        allow_mismatch=cfg.pair.allow_mismatch)
+                        drafts=cfg.drafts, allow_mismatch=cfg.pair.allow_mismatch)
     for warning in profiler.warnings:
         log.warning("%s", warning)
     log.info("%s on %s/%s: %d contexts, %d questions", cfg.pair.name, task, cfg.split, len(profiler.caches), len(rows))

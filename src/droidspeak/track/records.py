@@ -152,6 +152,9 @@ class ProfileCostRun:
     git_sha: str
     code_version: str
     time: str
+    drafts: bool = False  # the receiver's own answers checked first as each plan's (Profiler's drafts)
+    decoded: int | None = None  # of the layer plans' answers, those decoded token by token (None: not counted)
+    answered: int | None = None  # the layer plans' answers in all
     kind: str = "profile_cost"
     schema: int = 1
 
