@@ -20,9 +20,24 @@ TEMPLATE = Path(__file__).resolve().parents[1] / "conf" / "pages" / "profile_cos
 def test_paths_parse_and_refuse_what_is_not_one():
     assert ProfilePath.parse("bfloat16x8") == ProfilePath("bfloat16", 8)
     assert ProfilePath.parse("float32x1").name == "float32 × 1"
-    for bad in ("bfloat16", "x8", "float32x0", "float32xy"):
+    assert ProfilePath.parse("float32x1+drafts") == ProfilePath("float32", 1, drafts=True)
+    assert ProfilePath.parse("bfloat16x4+drafts").name == "bfloat16 × 4 + drafts"
+    for bad in ("bfloat16", "x8", "float32x0", "float32xy", "float32x1+draft", "float32x1+"):
         with pytest.raises(ValueError, match="expected <dtype>x<plans per decode>"):
             ProfilePath.parse(bad)
+
+
+def test_a_drafted_path_counts_what_it_decoded_and_is_set_beside_the_same_path_without_drafts(llama_pair):
+    sender, receiver = llama_pair
+    plans = single_group_plans(receiver.stack.num_layers, 3)
+    paths = [ProfilePath("float32", 1), ProfilePath("float32", 1, drafts=True)]
+    runs = list(measure(paths, lambda dtype: (receiver, sender), pair="tuned<-base", task="mdqa", rows=qa_rows(2),
+                        plans=plans, rounds=1, batch_size=4, threads=1))
+    plain, drafted = cost_summary(runs, 0.05)
+    layer_answers = (len(plans) - 1) * 4  # every plan but full_prefill, on 4 questions
+    assert [r.answered for r in runs] == [layer_answers, layer_answers] and runs[0].decoded == layer_answers
+    assert 0 <= runs[1].decoded <= layer_answers and drafted["decoded"] == runs[1].decoded / layer_answers
+    assert plain["same_as_undrafted"] is None and drafted["same_as_undrafted"] == drafted["same_answers"] == 1.0
 
 
 def test_measure_rotates_the_paths_and_a_batched_decode_answers_as_one_plan_at_a_time(llama_pair, tmp_path):

@@ -30,10 +30,28 @@ def _chosen(run: ProfileCostRun, tolerance: float, rule: str) -> str:
     return choose_plan(points, statistics.fmean(reference), tolerance, rule=rule, reference_per_input=reference)
 
 
+def _decoded_share(runs: Sequence[ProfileCostRun]) -> float | None:
+    """Of the layer plans' answers over a path's rounds, the share decoded token by token (None: not counted)."""
+    counted = [r for r in runs if r.answered]
+    return sum(r.decoded for r in counted) / sum(r.answered for r in counted) if counted else None
+
+
+def _same_as_undrafted(run: ProfileCostRun, firsts) -> float | None:
+    """A drafted path's answers against the same dtype and batching without drafts (first rounds): what the drafts
+    change, apart from the dtype. None: not drafted, or no such path ran."""
+    plain = next((r for r in firsts if not r.drafts and r.dtype == run.dtype
+                  and r.plans_per_batch == run.plans_per_batch), None) if run.drafts else None
+    if plain is None:
+        return None
+    pairs = [(a, b) for plan in run.plans for a, b in zip(run.answers[plan], plain.answers[plan])]
+    return sum(a == b for a, b in pairs) / len(pairs)
+
+
 def cost_summary(runs: Sequence[ProfileCostRun], tolerance: float) -> list[dict]:
     """One entry per path, today's (the first path of the first round) first."""
     baseline = next(r for r in runs if r.round == 0 and r.order == 0)
     by_round = {r.round: r.seconds for r in runs if r.path == baseline.path}
+    firsts = {r.path: r for r in runs if r.round == 0}
     summary = []
     for name in dict.fromkeys(r.path for r in sorted(runs, key=lambda r: r.path != baseline.path)):
         mine = [r for r in runs if r.path == name]
@@ -50,6 +68,7 @@ def cost_summary(runs: Sequence[ProfileCostRun], tolerance: float) -> list[dict]
             "prefill_ms": per_answer * prefill_share, "answer_ms": per_answer * (1 - prefill_share),
             "ratio": ratio, "ratio_range": ratio_range,
             "same_answers": sum(a == b for a, b in pairs) / len(pairs), "answers": len(pairs),
+            "decoded": _decoded_share(mine), "same_as_undrafted": _same_as_undrafted(first, firsts.values()),
             "max_quality_gap": quality_gap,
             "chosen": {rule: _chosen(first, tolerance, rule) for rule in RULES},
         })
@@ -61,7 +80,8 @@ def cost_markdown(runs: Sequence[ProfileCostRun], summary: Sequence[dict], *, to
     """The page: ``template``'s prose (conf/pages/profile_cost.md.j2) over ``summary``."""
     first = runs[0]
     rows = [[f"`{s['path']}`", ranged_text(s["ms_per_answer"], s["ms_per_answer_range"], digits=0, unit=" ms"),
-             f"{100 * s['prefill_share']:.0f}%", ranged_text(s["ratio"], s["ratio_range"], unit="×"),
+             f"{100 * s['prefill_share']:.0f}%", "–" if s["decoded"] is None else f"{100 * s['decoded']:.0f}%",
+             ranged_text(s["ratio"], s["ratio_range"], unit="×"),
              f"{100 * s['same_answers']:.1f}% of {s['answers']}",
              f"{s['max_quality_gap']:.3f}", *(f"`{s['chosen'][rule]}`" for rule in RULES)] for s in summary]
     cheapest = max(summary[1:], key=lambda s: s["ratio"]) if len(summary) > 1 else summary[0]
@@ -72,9 +92,12 @@ def cost_markdown(runs: Sequence[ProfileCostRun], summary: Sequence[dict], *, to
         "devices": sorted({r.device for r in runs}), "amx": any("amx_bf16" in r.device for r in runs),
         "cheapest": cheapest, "goal_ratio": GOAL_RATIO, "met": cheapest["ratio_range"][0] >= GOAL_RATIO,
         "same_choice": all(cheapest["chosen"][rule] == summary[0]["chosen"][rule] for rule in RULES),
-        "rules": RULES, "paths": summary,
+        "rules": RULES, "paths": summary, "prefill_bound": 1 / summary[0]["prefill_share"],
+        "cheapest_prefill": min(summary, key=lambda s: s["prefill_ms"]),
+        "drafted": [s for s in summary if s["same_as_undrafted"] is not None],
         "table": "\n".join(table(["path (dtype × plans per decode)", "ms per (plan × question) [range]",
-                                  "of it prefill", "cheaper than today's, run by run [range]", "answers as today's",
+                                  "of it prefill", "layer plans' answers decoded token by token",
+                                  "cheaper than today's, run by run [range]", "answers as today's",
                                   "largest plan-quality change", *(f"chosen by `{r}`" for r in RULES)], rows)),
     }
     return render_page(template, context)
