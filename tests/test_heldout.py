@@ -186,7 +186,6 @@ def test_receivers_are_placed_against_the_range_and_those_that_move_between_spli
               "saturated": {"test_wide": 0.992, "dev": 0.958, "profile": 0.99},
               "weak": {"test_wide": 0.434, "dev": 0.469}}
     placed = ReceiverRange(splits, "test_wide", 0.70, 0.98)
-    assert placed.outside(list(splits)) == ["saturated", "weak"]
     assert placed.placed(["saturated", "weak"]) == ("saturated (0.992, above the range: saturated) and "
                                                     "weak (0.434, below the range: weak)")
     assert placed.disagreements() == ("saturated is above the range on test_wide (0.992), in range on the dev split "

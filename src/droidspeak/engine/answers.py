@@ -77,9 +77,9 @@ def answer_tokens(model: LoadedModel, questions: Questions, start: int, prefille
     tokens = checked_drafts(model, prefilled, suffixes, list(drafts[start : start + rows]) * plans,
                             questions.max_new_tokens)
     missed = [row for row, found in enumerate(tokens) if found is None]
-    if missed:
-        decoded = generate(model, select_rows(prefilled, missed), [suffixes[row] for row in missed],
-                           max_new_tokens=questions.max_new_tokens)
+    if missed:  # every row missed (or drafts do not apply): the batch as it is, no copy of its rows
+        rows_left = prefilled if len(missed) == len(tokens) else select_rows(prefilled, missed)
+        decoded = generate(model, rows_left, [suffixes[row] for row in missed], max_new_tokens=questions.max_new_tokens)
         for row, found in zip(missed, decoded):
             tokens[row] = found
     return tokens, len(missed)

@@ -36,15 +36,18 @@ def _decoded_share(runs: Sequence[ProfileCostRun]) -> float | None:
     return sum(r.decoded for r in counted) / sum(r.answered for r in counted) if counted else None
 
 
+def _agreement(run: ProfileCostRun, other: ProfileCostRun) -> tuple[float, int]:
+    """The share of every plan's answer to every question that two first rounds give alike, and how many they are."""
+    pairs = [(a, b) for plan in run.plans for a, b in zip(run.answers[plan], other.answers[plan])]
+    return sum(a == b for a, b in pairs) / len(pairs), len(pairs)
+
+
 def _same_as_undrafted(run: ProfileCostRun, firsts) -> float | None:
     """A drafted path's answers against the same dtype and batching without drafts (first rounds): what the drafts
     change, apart from the dtype. None: not drafted, or no such path ran."""
     plain = next((r for r in firsts if not r.drafts and r.dtype == run.dtype
                   and r.plans_per_batch == run.plans_per_batch), None) if run.drafts else None
-    if plain is None:
-        return None
-    pairs = [(a, b) for plan in run.plans for a, b in zip(run.answers[plan], plain.answers[plan])]
-    return sum(a == b for a, b in pairs) / len(pairs)
+    return None if plain is None else _agreement(run, plain)[0]
 
 
 def cost_summary(runs: Sequence[ProfileCostRun], tolerance: float) -> list[dict]:
@@ -59,7 +62,7 @@ def cost_summary(runs: Sequence[ProfileCostRun], tolerance: float) -> list[dict]
         per_answer, per_answer_range = median_range([1000 * r.seconds_per_answer for r in mine])
         prefill_share = statistics.median(r.prefill_seconds / r.seconds for r in mine)
         ratio, ratio_range = median_range([by_round[r.round] / r.seconds for r in mine])
-        pairs = [(a, b) for plan in first.plans for a, b in zip(first.answers[plan], baseline.answers[plan])]
+        same, answered = _agreement(first, baseline)
         quality_gap = max(abs(statistics.fmean(first.scores[p]) - statistics.fmean(baseline.scores[p]))
                           for p in first.plans)
         summary.append({
@@ -67,7 +70,7 @@ def cost_summary(runs: Sequence[ProfileCostRun], tolerance: float) -> list[dict]
             "ms_per_answer": per_answer, "ms_per_answer_range": per_answer_range, "prefill_share": prefill_share,
             "prefill_ms": per_answer * prefill_share, "answer_ms": per_answer * (1 - prefill_share),
             "ratio": ratio, "ratio_range": ratio_range,
-            "same_answers": sum(a == b for a, b in pairs) / len(pairs), "answers": len(pairs),
+            "same_answers": same, "answers": answered,
             "decoded": _decoded_share(mine), "same_as_undrafted": _same_as_undrafted(first, firsts.values()),
             "max_quality_gap": quality_gap,
             "chosen": {rule: _chosen(first, tolerance, rule) for rule in RULES},

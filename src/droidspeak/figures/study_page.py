@@ -421,20 +421,29 @@ def _receiver_name(config_receiver: str, names) -> str:
     return max((n for n in names if config_receiver.endswith(n)), key=len, default=config_receiver)
 
 
+def _read_json(path: Path) -> dict:
+    """A page's JSON file (summary.json, profiles.json), or {} where the study has not written it."""
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _panel_receiver(panel: dict, own_task: dict) -> str:
+    """A held-out or dev panel's receiver, as the family names it."""
+    return _receiver_name(panel["pair"].split("<-")[0], own_task)
+
+
 def receiver_splits(page_dirs: list[Path], own_task: dict) -> dict[str, dict[str, float]]:
     """Each receiver's quality on its own task, per split it was scored on (held-out and dev panels; the profile
     split from profiles.json), over the given study pages (a study and those it set pairs aside to): where a receiver
     falls against the range can differ from split to split."""
     splits: dict[str, dict[str, float]] = {}
     for page in page_dirs:
-        summary = json.loads((page / "summary.json").read_text()) if (page / "summary.json").exists() else {}
+        summary = _read_json(page / "summary.json")
         for panel in summary.get("held_out", []) + summary.get("dev", []):
-            name = _receiver_name(panel["pair"].split("<-")[0], own_task)
+            name = _panel_receiver(panel, own_task)
             receiver = next((e for e in panel["rows"] if e["method"] == "full_prefill"), None)
             if receiver is not None and panel["task"] == own_task.get(name):
                 splits.setdefault(name, {}).setdefault(panel["split"], receiver["quality"])
-        profiles = json.loads((page / "profiles.json").read_text()) if (page / "profiles.json").exists() else {}
-        for e in profiles.get("profiles", []):
+        for e in _read_json(page / "profiles.json").get("profiles", []):
             if e["task"] == _own_task(e["pair"], own_task):
                 splits.setdefault(e["pair"].split("<-")[0], {}).setdefault("profile", e["receiver"])
     return splits
@@ -454,17 +463,13 @@ class ReceiverRange:
         return _range_verdict(self.splits[name][split], self.low, self.high)
 
     def placed(self, names: list[str]) -> str:
-        """``names`` on the held-out split: "lora-fieldqa (0.992, above it: saturated), ..."."""
-        split = self.held_out_split
-        parts = [f"{n} ({self.splits[n][split]:.3f}, {self.WORDS[self._verdict(n, split)]}"
-                 + (f": {self.KINDS[self._verdict(n, split)]})" if self._verdict(n, split) in self.KINDS else ")")
-                 for n in names if split in self.splits.get(n, {})]
+        """``names`` on the held-out split: "lora-fieldqa (0.992, above the range: saturated), ..."."""
+        split, parts = self.held_out_split, []
+        for name in (n for n in names if split in self.splits.get(n, {})):
+            verdict = self._verdict(name, split)
+            kind = f": {self.KINDS[verdict]}" if verdict in self.KINDS else ""
+            parts.append(f"{name} ({self.splits[name][split]:.3f}, {self.WORDS[verdict]}{kind})")
         return _series(parts)
-
-    def outside(self, names: list[str]) -> list[str]:
-        """Those of ``names`` outside the range on the held-out split."""
-        split = self.held_out_split
-        return [n for n in names if split in self.splits.get(n, {}) and self._verdict(n, split) != "in"]
 
     def disagreements(self) -> str:
         """Every receiver whose verdict on the dev or profile split differs from the held-out split's."""
@@ -498,9 +503,8 @@ def _adapters_text(report: dict) -> str:
 
 def _held_out_receivers(page: Path, own_task: dict) -> list[str]:
     """The receivers of a study page's held-out panels, in their order."""
-    summary = json.loads((page / "summary.json").read_text()) if (page / "summary.json").exists() else {}
-    names = [_receiver_name(panel["pair"].split("<-")[0], own_task) for panel in summary.get("held_out", [])]
-    return list(dict.fromkeys(names))
+    return list(dict.fromkeys(_panel_receiver(panel, own_task)
+                              for panel in _read_json(page / "summary.json").get("held_out", [])))
 
 
 def write_study_page(facts: dict, out_dir: str | Path, *, command: str, template: str | Path,
@@ -513,7 +517,7 @@ def write_study_page(facts: dict, out_dir: str | Path, *, command: str, template
     token_rows = facts["token_rows"]
     summary, profiles_json = out / "summary.json", out / "profiles.json"
     own = [p for p in profiles if p.n_samples]
-    summarized = json.loads(summary.read_text()) if summary.exists() else {}
+    summarized, profiled = _read_json(summary), _read_json(profiles_json)
     held_out, dev = summarized.get("held_out", []), summarized.get("dev", [])
     steps = sorted(recipe["steps"] for recipe in _training_recipes(facts["report"]).values())
     others = [Path(c) for c in companions]
@@ -538,14 +542,12 @@ def write_study_page(facts: dict, out_dir: str | Path, *, command: str, template
         "receiver_range": ReceiverRange(receiver_splits([out, *others], facts["own_task"]),
                                         held_out[0]["split"] if held_out else WIDE_TEST,
                                         criteria["receiver_min"], criteria["receiver_max"]) if criteria else None,
-        "profiles_table": "\n".join(_profile_section(json.loads(profiles_json.read_text()), facts["own_task"]))
-        if profiles_json.exists() else None,
+        "profiles_table": "\n".join(_profile_section(profiled, facts["own_task"])) if profiles_json.exists() else None,
         "transfer_table": "\n".join(_transfer_table(list(profiles), facts["own_task"], tolerance)),
         "critical_sets": {"resamples": f"{critical_sets.CHOICE_RESAMPLES:,}", "level": critical_sets.LEVEL},
         "critical_sets_table": "\n".join(_critical_sets_table(list(profiles), facts["report"], facts["own_task"])),
-        "paper_table": "\n".join(_paper_comparison(
-            json.loads(summary.read_text()), json.loads(profiles_json.read_text()), out / "rows" / "results.jsonl",
-            tolerance)) if summary.exists() and profiles_json.exists() else None,
+        "paper_table": "\n".join(_paper_comparison(summarized, profiled, out / "rows" / "results.jsonl", tolerance))
+        if summary.exists() and profiles_json.exists() else None,
         "figures": [(stem, caption) for stem, caption in FIGURES if (out / f"{stem}.png").exists()],
         "shortest": min(r[5] for r in token_rows), "longest": max(r[6] for r in token_rows),
         "budget": {"questions": own[0].n_samples, "plans": len(own[0].points) + len(own[0].single_layer),

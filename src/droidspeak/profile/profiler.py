@@ -59,7 +59,6 @@ class Evaluation:
 class _Partial:
     """A plan's answers and seconds over the batches scored so far (Profiler.evaluate_many)."""
 
-    answers: list[str] = field(default_factory=list)
     tokens: list[torch.Tensor] = field(default_factory=list)
     seconds: float = 0.0
     prefill_seconds: float = 0.0
@@ -70,8 +69,7 @@ class _Partial:
         self.seconds += prefill.seconds
         self.costs.append(prefill.batch.cost)
 
-    def add(self, answers: list[str], tokens: list[torch.Tensor], answer_seconds: float) -> None:
-        self.answers += answers
+    def add(self, tokens: list[torch.Tensor], answer_seconds: float) -> None:
         self.tokens += tokens
         self.seconds += answer_seconds
 
@@ -148,8 +146,7 @@ class Profiler:
 
         start = time.perf_counter()
         tokens, prefills = answer(model, self.rows, timed, self.batch_size)
-        return self._record(key, [self.rows.decode(t) for t in tokens], time.perf_counter() - start, prefill_seconds,
-                            [p.cost for p in prefills], tokens)
+        return self._record(key, tokens, time.perf_counter() - start, prefill_seconds, [p.cost for p in prefills])
 
     def point(self, plan: str) -> ProfilePoint:
         """A profile point of a layer plan (cost = evaluation wall seconds)."""
@@ -200,7 +197,7 @@ class Profiler:
             if group:
                 self._answer_group(group, run, partial, drafts)
         for plan, done in partial.items():
-            self._record(plan, done.answers, done.seconds, done.prefill_seconds, done.costs, done.tokens)
+            self._record(plan, done.tokens, done.seconds, done.prefill_seconds, done.costs)
             bar.update()
         bar.close()
         return [self.results[p] for p in plans]
@@ -215,15 +212,15 @@ class Profiler:
             tokens, decoded = answer_tokens(self.receiver, self.rows, start,
                                             stack_rows([item.batch for item in group], row_index), plans=len(group),
                                             drafts=drafts)
-            answers = [self.rows.decode(t) for t in tokens]
             share, rows = (time.perf_counter() - started) / len(group), len(row_index)
             self.decoded, self.answered = self.decoded + decoded, self.answered + len(tokens)
             for index, item in enumerate(group):
                 part = slice(index * rows, (index + 1) * rows)
-                partial[item.plan].add(answers[part], tokens[part], share)
+                partial[item.plan].add(tokens[part], share)
 
-    def _record(self, key: str, answers: list[str], seconds: float, prefill_seconds: float, costs,
-                tokens: list[torch.Tensor]) -> Evaluation:
+    def _record(self, key: str, tokens: list[torch.Tensor], seconds: float, prefill_seconds: float,
+                costs) -> Evaluation:
+        answers = [self.rows.decode(t) for t in tokens]
         per_input = self.rows.scores(answers)
         self.results[key] = Evaluation(
             name=key,
