@@ -6,9 +6,16 @@ from __future__ import annotations
 import pytest
 
 from droidspeak.engine.plan import parse_plan
-from droidspeak.profile.candidates import single_group_plans
+from droidspeak.profile.candidates import contiguous_groups, single_group_plans
 from droidspeak.profile.choice import choose_plan
-from droidspeak.profile.coarse_to_fine import coarse_hull, coarse_to_fine, fine_candidates
+from droidspeak.profile.coarse_to_fine import (
+    coarse_hull,
+    coarse_to_fine,
+    fine_candidates,
+    hull_misses,
+    nested_inversions,
+    replay,
+)
 from droidspeak.profile.points import ProfilePoint
 
 L = 30
@@ -114,3 +121,34 @@ def test_a_steered_profile_chooses_only_with_the_rule_and_tolerance_that_steered
             profile.check_choice(tolerance, rule)
     with pytest.raises(ProfileError, match="search=exhaustive"):
         budget_choices(profile, [2], draws=1, rules=["point"], tolerance=0.05)
+
+
+def _exhaustive(quality, fine=2, layers=L):
+    return [ProfilePoint.from_plan(p, quality(p), num_layers=layers) for p in single_group_plans(layers, fine)]
+
+
+def test_replayed_from_an_exhaustive_profile_it_scores_what_the_live_search_scores():
+    def quality(plan):
+        return covered(plan, range(11, 17))
+
+    def evaluate(plans):  # a live search: each plan scored as it is asked for
+        return [ProfilePoint.from_plan(p, quality(p), num_layers=L) for p in plans]
+
+    live = [p.plan for p in coarse_to_fine(evaluate, lambda p: p.quality >= 0.95, L, coarse=6, fine=2)]
+    replayed = [p.plan for p in replay(_exhaustive(quality), lambda p: p.quality >= 0.95, L, coarse=6, fine=2)]
+    assert replayed == live and len(replayed) < len(_exhaustive(quality))
+    with pytest.raises(ValueError, match="exhaustive profile aligned to 2"):  # a coarser profile lacks the fine plans
+        replay(_exhaustive(quality, fine=6), lambda p: p.quality >= 0.95, L, coarse=6, fine=2)
+
+
+def test_the_premise_is_counted_where_a_group_beats_its_hull():
+    def spiky(plan):  # recomputing 10-17 alone is good, any more of the model (but all of it) is bad
+        return 1.0 if plan in ("recompute:10-17", "full_prefill") else 0.0
+
+    accepts = lambda p: p.quality >= 0.95  # noqa: E731
+    assert hull_misses(_exhaustive(spiky), accepts, L, 6) == [("recompute:10-17", "recompute:6-17")]
+    assert hull_misses(_exhaustive(lambda p: covered(p, range(11, 17))), accepts, L, 6) == []
+    inverted, nested = nested_inversions(_exhaustive(spiky), L)
+    holding = [(s, e) for s, e in contiguous_groups(L, 2) if s <= 10 and 17 <= e and (s, e) not in ((10, 17), (0, 29))]
+    assert inverted == len(holding) and nested > inverted  # each larger group but the whole model scores lower
+    assert nested_inversions(_exhaustive(lambda p: covered(p, range(11, 17))), L)[0] == 0

@@ -33,9 +33,35 @@ from droidspeak.figures.intervals import (
 )
 from droidspeak.figures.result_plots import eval_rows
 from droidspeak.figures.style import FigureDataError
+from droidspeak.track.records import ResultRow
 from droidspeak.zoo.tasks import WIDE_TEST
 
 BASELINES = ("full_prefill", "sender", "full_reuse")
+
+
+def plan_outcomes(heldout: Sequence[ResultRow], tolerance: float,
+                  contexts: Mapping[str, Mapping[str, Sequence[str]]] | None = None) -> dict[tuple[str, str], dict]:
+    """(pair, plan that ran) -> the plan on the test split: quality, paired difference with the receiver, whether
+    it holds (intervals.meets_target), speedup and its spread where timed. With ``contexts`` (a family's
+    ``question_contexts``) the intervals resample contexts whole, as the study pages' do; a row without the
+    receiver's questions' scores is refused, not called a miss."""
+    receivers = {r.pair: r for r in heldout if r.method == "full_prefill"}
+    outcomes = {}
+    for row in heldout:
+        receiver = receivers[row.pair]
+        if not row.per_sample or len(row.per_sample) != len(receiver.per_sample or ()):
+            raise FigureDataError(f"{row.pair} {row.resolved_plan} on {row.split}: no per-question scores of the "
+                                  "receiver's questions; score it again")
+        clusters = _question_contexts([receiver.to_dict()], contexts, row.pair, row.task, row.split)
+        entry = {"quality": row.quality, "tolerance": tolerance,
+                 **paired_delta(row.per_sample, receiver.per_sample, clusters)}
+        outcomes[(row.pair, row.resolved_plan)] = {
+            "quality": row.quality, "delta": entry["delta"], "delta_ci": entry["delta_ci"],
+            "holds": bool(meets_target(entry, receiver.quality)), "speedup": row.speedup,
+            "speedup_spread": row.speedup_spread, "timed_contexts": row.timed_contexts,
+            "timed_repeats": row.timed_repeats, "num_layers": row.num_layers, **_resampling(clusters),
+        }
+    return outcomes
 
 
 def _plan_of(row: Mapping) -> str:

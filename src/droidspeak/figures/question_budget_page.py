@@ -14,7 +14,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from droidspeak.figures.intervals import meets_target, paired_delta, ranged_text, timing_text
+from droidspeak.figures.heldout import plan_outcomes
+from droidspeak.figures.intervals import ranged_text, timing_text
 from droidspeak.figures.style import OKABE_ITO, new_figure, save_figure
 from droidspeak.figures.template import render_page
 from droidspeak.markdown import table
@@ -27,23 +28,6 @@ from droidspeak.track.results import read_rows
 CHOICES_FILE = "choices.jsonl"
 HELDOUT_FILE = "heldout.jsonl"
 RULE_STYLE = {"point": (OKABE_ITO["orange"], "o"), "bootstrap95": (OKABE_ITO["blue"], "s")}
-
-
-def plan_outcomes(heldout: Sequence[ResultRow], tolerance: float) -> dict[tuple[str, str], dict]:
-    """(pair, plan) -> the plan on the test split: quality, paired difference with the receiver, whether it holds
-    (intervals.meets_target), speedup and its spread where timed."""
-    receivers = {r.pair: r for r in heldout if r.method == "full_prefill"}
-    outcomes = {}
-    for row in heldout:
-        receiver = receivers[row.pair]
-        entry = {"quality": row.quality, "tolerance": tolerance, **paired_delta(row.per_sample, receiver.per_sample)}
-        outcomes[(row.pair, row.plan)] = {
-            "quality": row.quality, "delta": entry["delta"], "delta_ci": entry["delta_ci"],
-            "holds": bool(meets_target(entry, receiver.quality)), "speedup": row.speedup,
-            "speedup_spread": row.speedup_spread, "timed_contexts": row.timed_contexts,
-            "timed_repeats": row.timed_repeats, "num_layers": row.num_layers,
-        }
-    return outcomes
 
 
 def budget_summary(choices: Sequence[BudgetChoice], outcomes: Mapping[tuple[str, str], dict]) -> list[dict]:

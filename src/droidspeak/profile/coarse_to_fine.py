@@ -8,14 +8,15 @@ coarse-aligned group holding it), which the rule then accepts too and which has 
 coarse choice whose hull the rule accepted; they are scored shortest first, and the search stops at the first
 length where one is accepted (every group of that length is scored, so ties break as in the exhaustive search).
 For a bootstrap rule the premise is stronger: a superset must score at least as well question by question.
-Whether it holds on a pair is measured, not assumed: run the exhaustive search once beside it
-(``search=exhaustive``). The plans scored are steered by one rule and tolerance, which the profile records; a
-choice with others could miss plans the search never scored (``Profile.check_choice`` refuses it).
+Whether it holds on a pair is measured, not assumed: run the exhaustive search once (``search=exhaustive``), then
+:func:`replay` this search on its stored points and count :func:`hull_misses`. The plans scored are steered by one
+rule and tolerance, which the profile records; a choice with others could miss plans the search never scored
+(``Profile.check_choice`` refuses it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from droidspeak.engine.plan import parse_plan
 from droidspeak.profile.candidates import contiguous_groups, single_group_plans
@@ -73,3 +74,49 @@ def coarse_to_fine(
         if any(accepts(p) for p in scored):
             break
     return points
+
+
+def replay(
+    points: Iterable[ProfilePoint],
+    accepts: Callable[[ProfilePoint], bool],
+    num_layers: int,
+    *,
+    coarse: int,
+    fine: int,
+) -> list[ProfilePoint]:
+    """What :func:`coarse_to_fine` would score, read from an exhaustive ``fine``-aligned profile's ``points``
+    instead of a model: the same plans in the same order, so its choice and its plan count come without a run."""
+    scored = {p.plan: p for p in points}
+
+    def evaluate(plans: list[str]) -> list[ProfilePoint]:
+        missing = [plan for plan in plans if plan not in scored]
+        if missing:
+            raise ValueError(f"the profile did not score {missing[0]!r} (and {len(missing) - 1} more): replay needs "
+                             f"an exhaustive profile aligned to {fine} layers")
+        return [scored[plan] for plan in plans]
+
+    return coarse_to_fine(evaluate, accepts, num_layers, coarse=coarse, fine=fine)
+
+
+def hull_misses(points: Iterable[ProfilePoint], accepts: Callable[[ProfilePoint], bool], num_layers: int,
+                coarse: int) -> list[tuple[str, str]]:
+    """The search's premise, measured: each (group, its coarse hull) the profile scored where ``accepts`` takes
+    the group but not its hull, so the coarse stage could rule out a region holding an acceptable group."""
+    scored = {p.plan: p for p in points}
+    misses = []
+    for plan, point in scored.items():
+        if plan in ("full_reuse", "full_prefill") or not accepts(point):
+            continue
+        hull = scored.get(group_plan([coarse_hull(_group_of(plan, num_layers), coarse, num_layers)], num_layers))
+        if hull is not None and hull.plan != plan and not accepts(hull):
+            misses.append((plan, hull.plan))
+    return misses
+
+
+def nested_inversions(points: Iterable[ProfilePoint], num_layers: int) -> tuple[int, int]:
+    """How often recomputing more scores worse: of the (group, larger group holding it) pairs the profile scored,
+    those where the smaller group's quality is higher, and all such pairs."""
+    groups = [(_group_of(p.plan, num_layers), p.quality) for p in points if p.plan != "full_reuse"]
+    pairs = [(q, q_outer) for (inner, q) in groups for (outer, q_outer) in groups
+             if inner != outer and outer[0] <= inner[0] and inner[1] <= outer[1]]
+    return sum(q > q_outer for q, q_outer in pairs), len(pairs)

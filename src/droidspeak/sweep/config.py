@@ -306,6 +306,21 @@ class TransferPageConfig:
 
 
 @dataclass
+class GranularityPageConfig:
+    profile: str = "???"  # the exhaustive profile at the fine granularity
+    study_profile: str = "???"  # the same pair's profile in its study, on the same questions
+    results: str = "???"  # the pair's test-split rows: the receiver and the chosen plans
+    facts: str = "???"  # the family's facts (study_page write_facts): each question's context, for the intervals
+    out_dir: str = "???"
+    coarse: int = 10  # the replayed coarse-to-fine search's first alignment (a multiple of the fine one)
+    tolerance: float = 0.05
+    tolerances: list[float] = field(default_factory=lambda: [0.02, 0.05, 0.1, 0.2])  # the replay beside the
+    # exhaustive choice at each
+    command: str = "???"
+    template: str = "conf/pages/granularity.md.j2"  # the page's prose
+
+
+@dataclass
 class PageStep:
     """A study step that measures into files beside its page and renders it; ``page_only``: the page again from
     those files, no model run."""
@@ -463,7 +478,7 @@ SCHEMAS = {  # conf/<name>.yaml -> its schema
     "proxy_study": ProxyStudyConfig, "bench_answer_path": BenchAnswerPathConfig, "retime": RetimeConfig,
     "bench_transfer": BenchTransferConfig, "verify_model": VerifyModelConfig,
     "bench_profile_cost": BenchProfileCostConfig, "question_budget": QuestionBudgetConfig, "serve": ServeConfig,
-    "serving_page": ServingPageConfig,
+    "serving_page": ServingPageConfig, "granularity_page": GranularityPageConfig,
 }
 
 
