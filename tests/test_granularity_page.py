@@ -3,9 +3,11 @@ the coarse-to-fine search replayed from the stored scores, and the chosen plans 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from droidspeak.engine.plan import parse_plan
 from droidspeak.figures.granularity_page import granularity_summary, write_granularity_page
@@ -16,7 +18,8 @@ from droidspeak.track.records import ResultRow
 
 L, N = 30, 40
 CRITICAL = set(range(11, 17))
-TEMPLATE = Path(__file__).resolve().parents[1] / "conf/pages/granularity.md.j2"
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "conf/pages/granularity.md.j2"
 
 
 def _scores(plan: str) -> tuple[float, ...]:
@@ -120,3 +123,13 @@ def test_a_fine_profile_that_is_not_exhaustive_or_a_rule_apart_is_refused():
     with pytest.raises(ProfileError, match="choose by bootstrap95 and point"):
         granularity_summary(_profile(2), _profile(5, choice_rule="point"), ROWS, coarse=10, tolerance=0.05,
                             tolerances=[0.05])
+
+
+def test_the_study_scores_the_plan_its_replayed_coarse_to_fine_search_chooses():
+    """The study names that plan in its config (it is known only once the profile is); the committed page says it."""
+    study = yaml.safe_load((ROOT / "conf/study/smollm2_granularity.yaml").read_text())
+    layers = next(a.split("=", 1)[1] for a in study["steps"]["coarse_plan"]["args"] if a.startswith("method.layers="))
+    summary = json.loads((ROOT / "reports/smollm2_granularity/summary.json").read_text())
+    search = summary["choices"][2]
+    assert search["search"] == "coarse-to-fine" and search["plan"] == f"recompute:{layers}"
+    assert all(p["quality"] is not None for p in summary["test"]["plans"])  # every search's plan scored on test

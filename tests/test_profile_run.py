@@ -216,7 +216,8 @@ def test_profile_job_on_the_mini_family_feeds_the_profile_plan(mini_family, tmp_
                                               "progress=false", f"output_root={tmp_path}", "force=true"])
         run_job(again, family)
         assert written["profile"].stat().st_mtime_ns != stamp
-        assert load_profile(written["profile"]).extra["job"]["contexts"] == 1
+        job = load_profile(written["profile"]).extra["job"]
+        assert job["contexts"] == 1 and job["drafts"] is False  # how its answers were decoded is recorded
         main = compose("evaluate", overrides=["zoo=mini", "method=profile", f"method.path={written['profile']}",
                                               "method.tolerance=0.1"])
     receiver, sender = (family.load(name).fingerprint.identity for name in ("ft-mdqa", "base"))

@@ -120,8 +120,10 @@ def agreement(fine: Profile, *, coarse: int, tolerances: Sequence[float]) -> lis
             chooser = _Chooser(fine, choice_rule(name), tolerance)
             searched = replay(fine.points, chooser.accepts, fine.num_layers, coarse=coarse, fine=fine.granularity)
             exhaustive, fast = chooser.choose(fine.points), chooser.choose(searched)
+            extra = plan_layers(fast, fine.num_layers)[0] - plan_layers(exhaustive, fine.num_layers)[0]
             rows.append({"rule": name, "tolerance": tolerance, "exhaustive": exhaustive, "coarse_to_fine": fast,
-                         "same": exhaustive == fast, "plans": len(searched), "exhaustive_plans": len(fine.points),
+                         "same": exhaustive == fast, "extra_layers": extra, "plans": len(searched),
+                         "exhaustive_plans": len(fine.points),
                          "hull_misses": len(hull_misses(fine.points, chooser.accepts, fine.num_layers, coarse))})
     return rows
 
@@ -158,22 +160,24 @@ def heldout_table(fine: Profile, choices: Sequence[Mapping], rows: Sequence[Resu
 def plot_groups(fine: Profile, study: Profile, choices: Sequence[Mapping], tolerance: float,
                 out_dir: Path) -> list[Path]:
     """Every single-group plan's profile quality against the layers it recomputes, both alignments, the target and
-    the plans chosen."""
+    each plan a search chose (ringed, named in the legend with the searches that chose it)."""
     fig, (ax,) = new_figure(1, panel_size=(5.2, 3.4))
     for profile, colour, marker, size in ((fine, OKABE_ITO["sky"], "o", 14), (study, OKABE_ITO["orange"], "s", 22)):
         ax.scatter([p.recomputed_layers for p in profile.points], [p.quality for p in profile.points], s=size,
                    color=colour, marker=marker, alpha=0.75, lw=0, label=f"groups aligned to {profile.granularity}")
     ax.axhline(quality_target(fine.reference_quality, tolerance), color=OKABE_ITO["black"], lw=0.8, ls="--",
                label=f"receiver − {tolerance:.0%}")
-    for choice in {c["plan"]: c for c in choices}.values():
-        ax.scatter([choice["layers"]], [choice["quality"]], s=70, facecolors="none", edgecolors=OKABE_ITO["vermillion"],
-                   lw=1.2)
-        ax.annotate(choice["plan"], (choice["layers"], choice["quality"]), fontsize=6, xytext=(4, -9),
-                    textcoords="offset points")
+    chosen_by: dict[str, list[Mapping]] = {}
+    for choice in choices:
+        chosen_by.setdefault(choice["plan"], []).append(choice)
+    colours = [OKABE_ITO[c] for c in ("vermillion", "black", "green", "purple")]
+    for (plan, by), colour in zip(chosen_by.items(), colours):
+        ax.scatter([by[0]["layers"]], [by[0]["quality"]], s=80, facecolors="none", edgecolors=colour, lw=1.2,
+                   label=f"{plan}: {', '.join(c['search'] for c in by)}")
     ax.set_xlabel(f"layers recomputed (of {fine.num_layers})")
     ax.set_ylabel(f"{fine.metric} on the profile split ({fine.questions} questions)")
     ax.set_title(fine.pair, fontsize=8)
-    ax.legend(frameon=False, fontsize=7, loc="lower right")
+    ax.legend(frameon=False, fontsize=6, loc="lower right")
     return save_figure(fig, out_dir, "fig_granularity")
 
 
@@ -192,7 +196,7 @@ def granularity_summary(fine: Profile, study: Profile, rows: Sequence[ResultRow]
         "nested_pairs": nested, "inversions": inverted, "repeat": repeat_agreement(fine, study),
         "single_layers": len(fine.single_layer),
         "runs": {name: {"seconds": p.timing.get("total_seconds"), "dtype": (p.extra.get("job") or {}).get("dtype"),
-                        "drafts": bool((p.extra.get("job") or {}).get("drafts"))}
+                        "drafts": (p.extra.get("job") or {}).get("drafts")}  # None: not recorded
                  for name, p in (("fine", fine), ("study", study))},
         "test": heldout_table(fine, choices, rows, tolerance, contexts),
     }
@@ -218,8 +222,8 @@ def granularity_markdown(summary: Mapping, *, command: str, study_link: str, tem
             speedup_text(test.get("speedup"), test.get("speedup_spread")) if scored else "–",
             f"{layers / c['layers']:.2f}×" if c["layers"] else "–"])
     agreement_rows = [[f"`{a['rule']}`", f"{a['tolerance']:.0%}", f"`{a['exhaustive']}`", f"`{a['coarse_to_fine']}`",
-                       "yes" if a["same"] else "**no**", f"{a['plans']} of {a['exhaustive_plans']}", a["hull_misses"]]
-                      for a in summary["agreement"]]
+                       "yes" if a["same"] else "**no**", f"{a['extra_layers']:+d}",
+                       f"{a['plans']} of {a['exhaustive_plans']}", a["hull_misses"]] for a in summary["agreement"]]
     context = {
         **summary, "command": command, "study_link": study_link, "tested": tested,
         "all_agree": all(a["same"] for a in summary["agreement"]),
@@ -228,8 +232,9 @@ def granularity_markdown(summary: Mapping, *, command: str, study_link: str, tem
             "profile Δ, one-sided 95% lower bound", "test quality", "test Δ [95% CI]", "holds on test",
             "speedup [range]", "compute-only limit"], choice_rows)),
         "agreement_table": "\n".join(table([
-            "rule", "tolerance", "exhaustive choice", "coarse-to-fine choice", "same", "plans scored",
-            "hull misses"], agreement_rows)),
+            "rule", "tolerance", "exhaustive choice", "coarse-to-fine choice", "same", "layers more",
+            "plans scored", "hull misses"], agreement_rows)),
+        "missed": [a for a in summary["agreement"] if not a["same"]],
     }
     return render_page(template, context)
 

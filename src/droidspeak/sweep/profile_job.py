@@ -102,7 +102,7 @@ def run_job(cfg, family) -> dict[str, Path]:
 JOB_FIELDS = ("split", "contexts", "granularity", "search", "coarse_granularity", "max_group_layers", "transitions",
               "tolerance", "transition_layers", "max_transitions", "transition_plans_per_count", "max_groups",
               "proxy_samples", "comparisons", "comparison_kinds", "proxy_rule", "proxy_search_repeats", "choice_rule",
-              "hybrid_fractions", "cacheblend_ratios", "batch_size", "plans_per_batch", "device", "dtype")
+              "hybrid_fractions", "cacheblend_ratios", "batch_size", "plans_per_batch", "drafts", "device", "dtype")
 
 
 def check_search(search: str, granularity: int, coarse: int | None, max_group_layers: int | None = None) -> None:
