@@ -18,8 +18,9 @@ The pages: ``render`` (a sweep's figures and tables from its rows), ``summary`` 
 (README's results at a glance), ``heldout`` (the plan chosen on the profile split, scored on a held-out split),
 ``intervals`` (bootstrap intervals, the paired test and the rule for "significant", shared by every page),
 ``profiles_summary`` (profiling tables), ``study_page`` (a real-model study's page), ``codec_page``, ``proxy_page``,
-``alora_page``, ``profile_cost_page``, ``question_budget_page`` and ``serving_page`` (the pages of the
-compressed-transfer, proxy, activated-LoRA, profiling-cost, question-budget and serving studies); ``template``
+``alora_page``, ``profile_cost_page``, ``question_budget_page``, ``granularity_page`` and ``serving_page`` (the
+pages of the compressed-transfer, proxy, activated-LoRA, profiling-cost, question-budget, search-granularity and
+serving studies); ``template``
 renders a page's prose from its template (conf/pages/). The figure modules: ``result_plots``, ``profile_plots``,
 ``style``.
 """

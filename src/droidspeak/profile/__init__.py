@@ -11,6 +11,7 @@ Pure and model-free (plans go in as contract strings, qualities as floats; teste
 - ``groups_dp`` — multi-group search by dynamic programming over an additive model of quality;
 - ``beam`` — evaluation-driven multi-group search (a beam over a ``score(plan) -> float`` callable);
 - ``coarse_to_fine`` — the group search that scores coarse groups first, then only the fine ones that could win;
+  its replay from an exhaustive profile, and how often its premise fails there;
 - ``ranks`` — comparing rankings (proxy vs task metric) and frontiers (cross-dataset transfer);
 - ``profile_file`` — the profile JSON file, and :func:`resolve_profile_plan` for ``profile:PATH[@TOL][@RULE]`` plans;
 - ``question_budget`` — a profile's questions drawn again at smaller budgets, and the plan each rule picks.
