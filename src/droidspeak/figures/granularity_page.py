@@ -28,7 +28,7 @@ from droidspeak.stats import paired_lower_bound
 from droidspeak.track.records import ResultRow
 from droidspeak.zoo.tasks import WIDE_TEST
 
-SEARCHES = ("study", "coarse stage alone", "coarse-to-fine", "exhaustive")  # the page's rows, in its order
+PAGE_ROWS = ("study", "coarse stage alone", "coarse-to-fine", "exhaustive")  # the searches the page compares, in order
 
 
 def check_profiles(fine: Profile, study: Profile) -> None:
@@ -95,17 +95,17 @@ def _entry(search: str, alignment: str, points: Sequence[ProfilePoint], chooser:
 
 
 def search_choices(fine: Profile, study: Profile, *, coarse: int, tolerance: float) -> list[dict]:
-    """Per search, in SEARCHES' order: the study's exhaustive profile, the coarse stage alone, the coarse-to-fine
+    """Per search, in PAGE_ROWS' order: the study's exhaustive profile, the coarse stage alone, the coarse-to-fine
     search and the exhaustive fine one, each with its plan count and choice by the profiles' rule."""
     chooser = _Chooser(fine, fine.rule(), tolerance)
     layers, g = fine.num_layers, fine.granularity
     coarse_plans = set(single_group_plans(layers, coarse))
     searched = replay(fine.points, chooser.accepts, layers, coarse=coarse, fine=g)
     return [
-        _entry(SEARCHES[0], str(study.granularity), study.points, chooser),
-        _entry(SEARCHES[1], str(coarse), [p for p in fine.points if p.plan in coarse_plans], chooser),
-        _entry(SEARCHES[2], f"{coarse} → {g}", searched, chooser),
-        _entry(SEARCHES[3], str(g), fine.points, chooser),
+        _entry(PAGE_ROWS[0], str(study.granularity), study.points, chooser),
+        _entry(PAGE_ROWS[1], str(coarse), [p for p in fine.points if p.plan in coarse_plans], chooser),
+        _entry(PAGE_ROWS[2], f"{coarse} → {g}", searched, chooser),
+        _entry(PAGE_ROWS[3], str(g), fine.points, chooser),
     ]
 
 
