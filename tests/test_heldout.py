@@ -190,6 +190,43 @@ def test_receivers_are_placed_against_the_range_and_those_that_move_between_spli
                                                     "weak (0.434, below the range: weak)")
     assert placed.disagreements() == ("saturated is above the range on test_wide (0.992), in range on the dev split "
                                       "(0.958)")
+    assert placed.tried_only() == ""
+    tried = ReceiverRange({**splits, "tried": {"dev": 0.979}}, "test_wide", 0.70, 0.98)
+    assert tried.tried_only() == "tried (0.979 on the dev split, in range)"  # a recipe no other split scored
+
+
+def test_a_task_no_pair_makes_informative_is_named_with_the_criterion_every_panel_misses(tmp_path):
+    """The sentence is the panels' own verdicts across pages (a dev panel two pages share counted once); a task with
+    one informative panel, or panels missing different criteria, is not said to fail on one criterion."""
+    import json
+
+    from droidspeak.figures.study_page import never_informative
+    from droidspeak.sweep.config import InformativeCriteria
+
+    criteria = vars(InformativeCriteria())
+
+    def panel(pair: str, split: str, reuse: list[float], sender: float = 0.0) -> dict:
+        receiver = [1.0] * 9 + [0.0]  # 0.9
+        return baselines_on([{**r, "pair": pair, "split": split, "task": pair.split("-")[0]} for r in (
+            _row("full_prefill", 0.9, receiver), _row("sender", sender, [sender] * 10, plan="full_prefill"),
+            _row("full_reuse", sum(reuse) / 10, reuse))], split)[0]
+
+    cheap = [1.0] * 8 + [0.0] * 2  # full reuse 0.8: loses 11% of 0.9, enough
+    cheaper = [1.0] * 9 + [0.0]  # loses nothing
+    pages = {"study": {"held_out": [panel("fieldqa-a", "test_wide", cheaper)],
+                       "dev": [panel("fieldqa-a", "dev", cheaper), panel("fieldqa-b", "dev", [0.95] * 9 + [0.0]),
+                               panel("code-a", "dev", cheap)]},
+             "aside": {"dev": [panel("fieldqa-a", "dev", cheaper),
+                               panel("mixed-a", "dev", cheaper), panel("mixed-b", "dev", cheap, sender=0.8)]}}
+    for name, summary in pages.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    own = {f"{task}-{r}": task for task in ("fieldqa", "code", "mixed") for r in "ab"}
+    text = never_informative([tmp_path / "study", tmp_path / "aside"], own, criteria)
+    assert text == ("No pair on fieldqa is informative on any split it was scored on (dev and test_wide; 3 panels, "
+                    "2 pairs): in every one, full reuse loses too little of the receiver's quality (at most 5%, under "
+                    "10%). No pair on mixed is informative on any split it was scored on (dev; 2 panels, 2 pairs): "
+                    "each misses a criterion, no one criterion in all.")
 
 
 def test_the_profile_table_keeps_each_receiver_on_its_own_task_and_names_the_transfer_apart():

@@ -486,6 +486,46 @@ class ReceiverRange:
                              f"({by[self.held_out_split]:.3f}), {elsewhere}")
         return "; ".join(parts)
 
+    def tried_only(self) -> str:
+        """The receivers scored on the dev split alone (recipes tried and not studied), each with its dev quality."""
+        return _series([f"{name} ({by['dev']:.3f} on the dev split, {self.WORDS[self._verdict(name, 'dev')]})"
+                        for name, by in self.splits.items() if set(by) == {"dev"}])
+
+
+CRITERION_MISSES = ("the receiver falls outside the range", "the sender alone comes too close to the receiver",
+                    "full reuse loses too little of the receiver's quality")
+
+
+def never_informative(page_dirs: list[Path], own_task: dict, criteria: dict[str, float]) -> str:
+    """A sentence per task on which no pair of the pages is informative on any split it was scored on (dev and
+    held-out panels, on the receiver's own task), naming each criterion every one of those panels misses (with the
+    largest loss where full reuse never loses enough): what no recipe tried so far could change."""
+    panels: dict[tuple[str, str, str], tuple[dict, tuple]] = {}  # one per (task, pair, split): pages share dev panels
+    for page in page_dirs:
+        summary = _read_json(page / "summary.json")
+        for panel in summary.get("held_out", []) + summary.get("dev", []):
+            found = _criteria_rows(panel)
+            if found is not None and panel["task"] == own_task.get(_panel_receiver(panel, own_task)):
+                key = (panel["task"], panel["pair"], panel["split"])
+                panels.setdefault(key, (panel, _informative_verdicts(*found, criteria)))
+    by_task: dict[str, list[tuple[dict, tuple]]] = {}
+    for (task, _, _), entry in panels.items():
+        by_task.setdefault(task, []).append(entry)
+    sentences = []
+    for task, scored in by_task.items():
+        if any(verdicts[:3] == (True, True, True) for _, verdicts in scored):
+            continue
+        misses = [i for i in range(3) if all(verdicts[i] is False for _, verdicts in scored)]
+        why = "in every one, " + _series([CRITERION_MISSES[i] for i in misses]) if misses else \
+            "each misses a criterion, no one criterion in all"
+        if 2 in misses:
+            why += f" (at most {_share(max(verdicts[3] for _, verdicts in scored))}, under " \
+                   f"{criteria['full_reuse_loss']:.0%})"
+        splits = _series(sorted({panel["split"] for panel, _ in scored}))
+        sentences.append(f"No pair on {task} is informative on any split it was scored on ({splits}; "
+                         f"{len(scored)} panels, {len({p['pair'] for p, _ in scored})} pairs): {why}.")
+    return " ".join(sentences)
+
 
 def _series(parts: list[str]) -> str:
     """``a``, ``a and b``, ``a, b and c``."""
@@ -542,6 +582,7 @@ def write_study_page(facts: dict, out_dir: str | Path, *, command: str, template
         "receiver_range": ReceiverRange(receiver_splits([out, *others], facts["own_task"]),
                                         held_out[0]["split"] if held_out else WIDE_TEST,
                                         criteria["receiver_min"], criteria["receiver_max"]) if criteria else None,
+        "never_informative": never_informative([out, *others], facts["own_task"], criteria) if criteria else "",
         "profiles_table": "\n".join(_profile_section(profiled, facts["own_task"])) if profiles_json.exists() else None,
         "transfer_table": "\n".join(_transfer_table(list(profiles), facts["own_task"], tolerance)),
         "critical_sets": {"resamples": f"{critical_sets.CHOICE_RESAMPLES:,}", "level": critical_sets.LEVEL},
