@@ -14,7 +14,7 @@ from droidspeak.figures.question_budget_page import budget_summary
 from droidspeak.profile import Profile, ProfileError, ProfilePoint, load_profile, resolve_profile_plan, save_profile
 from droidspeak.profile.choice import CHOICE_RESAMPLES, choice_rule, choose_point
 from droidspeak.profile.question_budget import BudgetChoice, budget_choices, chosen_plans, restricted
-from droidspeak.stats import paired_lower_bound
+from droidspeak.stats import paired_lower_bound, simultaneous_lower_bounds
 from droidspeak.sweep.config import check_values
 
 L = 4
@@ -138,3 +138,54 @@ def test_the_budget_summary_counts_the_draws_whose_plan_holds():
     assert entry["holds"] == pytest.approx(1 / 3) and entry["distinct_plans"] == 2 and entry["layers"] == 0
     assert entry["speedup_of_holding"] == 2.0  # a plan that misses is never the speedup quoted
     assert entry["quality"] == 0.5 and entry["quality_range"] == [0.5, 0.9]
+
+
+def test_simultaneous_bounds_match_the_rule_for_one_plan_ignore_copies_and_widen_with_independent_plans():
+    """Max-t over the same paired resamples: one plan's bound is the percentile bound, a plan repeated adds nothing
+    to the search's noise, and many plans that err independently lower every bound; a plan that always agrees with
+    the receiver keeps its mean."""
+    reference = [1.0] * 48
+    plan = [0.0] * 3 + [1.0] * 45
+    alone = paired_lower_bound(plan, reference, resamples=CHOICE_RESAMPLES, level=0.95)
+    assert simultaneous_lower_bounds([plan], reference, resamples=CHOICE_RESAMPLES, level=0.95) == [alone]
+    assert simultaneous_lower_bounds([plan] * 30, reference, resamples=CHOICE_RESAMPLES, level=0.95) == [alone] * 30
+    others = [[0.0 if (i * 7 + j * 13) % 17 == 0 else 1.0 for i in range(48)] for j in range(30)]
+    together = simultaneous_lower_bounds([plan, *others], reference, resamples=CHOICE_RESAMPLES, level=0.95)
+    assert together[0] < alone - 0.02
+    assert simultaneous_lower_bounds([reference, plan], reference, resamples=100, level=0.95)[0] == 0.0
+    with pytest.raises(ValueError, match="same questions"):
+        simultaneous_lower_bounds([plan[:-1]], reference, resamples=10, level=0.95)
+
+
+def test_a_simultaneous_rule_refuses_the_fewest_layer_plan_that_only_its_own_bound_accepts():
+    """Many plans each a little noisy: the pointwise rule keeps the one that happened to lose least; the rule whose
+    bounds hold for every plan at once does not, and judging one plan alone is refused."""
+    n, reference = 48, [1.0] * 48
+    lucky = _point("recompute:0-0", [0.0] * 2 + [1.0] * (n - 2))
+    noisy = [_point(f"recompute:{s}-{s + 1}", [0.0 if (i + 5 * s) % 12 == 0 else 1.0 for i in range(n)])
+             for s in range(3)]
+    exact = _point("recompute:0-3", reference)
+    points = [lucky, *noisy, exact]
+    profile = Profile(receiver="r", sender="s", task="t", metric="em", num_layers=L, reference_quality=1.0,
+                      reference_per_input=reference, points=points, n_samples=n, inputs=[f"q{i}" for i in range(n)],
+                      receiver_identity=IDENTITY, sender_identity=IDENTITY)
+    assert choose_point(profile, tolerance=0.10, rule="bootstrap95").plan == "recompute:0-0"
+    assert choose_point(profile, tolerance=0.10, rule="simultaneous95").plan != "recompute:0-0"
+    with pytest.raises(PlanError, match="only beside every other plan"):
+        choice_rule("simultaneous95").passes(lucky, 1.0, reference, 0.10)
+    assert choice_rule("simultaneous90").record(48) == {"rule": "simultaneous90", "level": 0.9,
+                                                        "resamples": CHOICE_RESAMPLES, "questions": 48}
+    for bad in ("simultaneous5", "simultaneous100", "simultaneous"):
+        with pytest.raises(PlanError, match="unknown choice rule"):
+            choice_rule(bad)
+    assert format_plan(parse_plan("profile:p.json@0.05@simultaneous95")) == "profile:p.json@0.05@simultaneous95"
+
+
+def test_a_coarse_to_fine_search_is_never_steered_by_a_simultaneous_rule():
+    """It judges each plan as it scores it; the refusal comes before any model loads."""
+    from droidspeak.sweep.profile_job import check_search
+
+    check_search("coarse_to_fine", 2, 6, rule=choice_rule("bootstrap95"))
+    check_search("exhaustive", 2, None, rule=choice_rule("simultaneous95"))
+    with pytest.raises(DroidSpeakError, match="judges a plan only beside every plan scored"):
+        check_search("coarse_to_fine", 2, 6, rule=choice_rule("simultaneous95"))

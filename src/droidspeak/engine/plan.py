@@ -17,7 +17,7 @@ from droidspeak.errors import PlanError
 
 _RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
 DEFAULT_PROFILE_TOLERANCE = 0.05
-CHOICE_RULE_NAME = re.compile(r"point|bootstrap\d{2}")  # profile.choice.choice_rule checks the level's range
+CHOICE_RULE_NAME = re.compile(r"point|(bootstrap|simultaneous)\d{2}")  # profile.choice.choice_rule checks the level
 DEFAULT_CHOICE_RULE = "bootstrap95"
 
 

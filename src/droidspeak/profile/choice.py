@@ -4,19 +4,21 @@ accepts at a tolerance of the receiver's own quality.
 Why a rule with a level: a profile reads a sample of questions, and a plan whose mean on 8 of them sits inside the
 tolerance may well sit outside it on the next 64. The default rule (``bootstrap95``) accepts a plan only when the
 profile's own questions show it: the one-sided 95% lower confidence bound of its paired difference with the receiver
-stays above −tolerance × the receiver's quality. ``point`` (the mean alone) stays available by name.
+stays above −tolerance × the receiver's quality. ``point`` (the mean alone) stays available by name, and so does
+``simultaneous95``, whose bounds hold for every plan the profile scored at once: the fewest-layer plan among many, each
+bounded alone, is likelier than 5% to be one that scored high on these questions by chance.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from droidspeak.engine.plan import CHOICE_RULE_NAME, DEFAULT_CHOICE_RULE, DEFAULT_PROFILE_TOLERANCE
 from droidspeak.errors import PlanError
 from droidspeak.profile.points import HasPoints, ProfilePoint
-from droidspeak.stats import paired_lower_bound
+from droidspeak.stats import paired_lower_bound, simultaneous_lower_bounds
 
 CHOICE_RESAMPLES = 2_000
 
@@ -25,10 +27,13 @@ CHOICE_RESAMPLES = 2_000
 class ChoiceRule:
     """``point``: a plan passes when its mean quality reaches the target. ``bootstrap<NN>``: when the one-sided
     NN% lower bound of its paired bootstrap difference with the receiver (``CHOICE_RESAMPLES`` resamples of the
-    profile's questions, seed 0, the same resamples for every plan) reaches −tolerance × |receiver|."""
+    profile's questions, seed 0, the same resamples for every plan) reaches −tolerance × |receiver|.
+    ``simultaneous<NN>``: the same, with bounds that hold together for every plan judged at once
+    (stats.simultaneous_lower_bounds), so a plan is judged only beside the others (:meth:`accepted`)."""
 
     name: str
     level: float | None  # None for the point rule
+    simultaneous: bool = False
 
     def record(self, questions: int) -> dict:
         """What a profile or a row says of the rule it chose with."""
@@ -37,26 +42,52 @@ class ChoiceRule:
 
     def passes(self, point: ProfilePoint, reference_quality: float, reference_per_input: Sequence[float] | None,
                tolerance: float) -> bool:
+        """Whether the rule accepts ``point`` judged alone (never for a simultaneous rule)."""
+        if self.simultaneous:
+            raise PlanError(f"choice rule {self.name}: bounds a plan only beside every other plan judged with it "
+                            "(ChoiceRule.accepted)")
         target = quality_target(reference_quality, tolerance)
-        slack = 1e-12 * max(1.0, abs(reference_quality))  # float noise must not flip an exact tie
         if self.level is None:
-            return point.quality >= target - slack
-        if point.per_input is None or reference_per_input is None:
-            raise PlanError(f"choice rule {self.name}: the plan {point.plan!r} or the receiver has no per-question "
-                            "scores in this profile; profile the pair again, or choose with the point rule by name")
+            return point.quality >= target - _slack(reference_quality)
+        self._check_scores([point], reference_per_input)
         bound = paired_lower_bound(point.per_input, reference_per_input, resamples=CHOICE_RESAMPLES,
                                    level=self.level)
-        return bound >= target - reference_quality - slack
+        return bound >= target - reference_quality - _slack(reference_quality)
+
+    def accepted(self, points: Sequence[ProfilePoint], reference_quality: float,
+                 reference_per_input: Sequence[float] | None, tolerance: float) -> Iterator[ProfilePoint]:
+        """The points the rule accepts, in their order: one by one (lazily) for a rule that judges a plan alone, all
+        ``points`` together for a simultaneous one."""
+        if not self.simultaneous:
+            return (p for p in points if self.passes(p, reference_quality, reference_per_input, tolerance))
+        self._check_scores(points, reference_per_input)
+        floor = quality_target(reference_quality, tolerance) - reference_quality - _slack(reference_quality)
+        bounds = simultaneous_lower_bounds([p.per_input for p in points], reference_per_input,
+                                           resamples=CHOICE_RESAMPLES, level=self.level) if points else []
+        return iter([p for p, bound in zip(points, bounds) if bound >= floor])
+
+    def _check_scores(self, points: Sequence[ProfilePoint], reference_per_input: Sequence[float] | None) -> None:
+        bare = [p.plan for p in points if p.per_input is None]
+        if bare or reference_per_input is None:
+            raise PlanError(f"choice rule {self.name}: {'the plan ' + repr(bare[0]) if bare else 'the receiver'} has "
+                            "no per-question scores in this profile; profile the pair again, or choose with the "
+                            "point rule by name")
+
+
+def _slack(reference_quality: float) -> float:
+    """Float noise must not flip an exact tie."""
+    return 1e-12 * max(1.0, abs(reference_quality))
 
 
 def choice_rule(name: str = DEFAULT_CHOICE_RULE) -> ChoiceRule:
-    """The rule called ``name``: ``point`` or ``bootstrapNN`` (NN% one-sided, 50 < NN < 100)."""
+    """The rule called ``name``: ``point``, ``bootstrapNN`` or ``simultaneousNN`` (NN% one-sided, 50 < NN < 100)."""
     if name == "point":
         return ChoiceRule("point", None)
-    if CHOICE_RULE_NAME.fullmatch(name) is None or not 50 < int(name.removeprefix("bootstrap")) < 100:
-        raise PlanError(f"unknown choice rule {name!r}: expected point or bootstrapNN (a one-sided level, "
-                        f"e.g. {DEFAULT_CHOICE_RULE})")
-    return ChoiceRule(name, int(name.removeprefix("bootstrap")) / 100)
+    kind = name.rstrip("0123456789")
+    if CHOICE_RULE_NAME.fullmatch(name) is None or not 50 < int(name.removeprefix(kind)) < 100:
+        raise PlanError(f"unknown choice rule {name!r}: expected point, bootstrapNN or simultaneousNN (a one-sided "
+                        f"level, e.g. {DEFAULT_CHOICE_RULE})")
+    return ChoiceRule(name, int(name.removeprefix(kind)) / 100, simultaneous=kind == "simultaneous")
 
 
 def point_sort_key(p: ProfilePoint) -> tuple:
@@ -115,7 +146,7 @@ def choose_point(
     rule = choice_rule(rule) if isinstance(rule, str) else rule
     ordered = sorted((p for p in points if not math.isnan(p.quality)),
                      key=lambda p: (p.recomputed_layers, *point_sort_key(p)))
-    return next((p for p in ordered if rule.passes(p, reference_quality, reference_per_input, tolerance)), None)
+    return next(rule.accepted(ordered, reference_quality, reference_per_input, tolerance), None)
 
 
 def choose_plan(

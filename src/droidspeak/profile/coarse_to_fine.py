@@ -19,7 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 from droidspeak.engine.plan import parse_plan
+from droidspeak.errors import PlanError
 from droidspeak.profile.candidates import contiguous_groups, single_group_plans
+from droidspeak.profile.choice import ChoiceRule
 from droidspeak.profile.points import Group, ProfilePoint, group_plan
 
 SEARCHES = ("exhaustive", "coarse_to_fine")
@@ -43,6 +45,15 @@ def fine_candidates(accepted: set[Group], most: int, num_layers: int, coarse: in
     groups = [g for g in contiguous_groups(num_layers, fine)
               if g[1] - g[0] + 1 <= most and coarse_hull(g, coarse, num_layers) in accepted]
     return sorted(groups, key=lambda g: (g[1] - g[0], g[0]))
+
+
+def check_rule(rule: ChoiceRule) -> None:
+    """The search judges each plan as it scores it, so its rule must judge a plan alone: a simultaneous rule's bounds
+    hold only over a set of plans fixed before any is judged."""
+    if rule.simultaneous:
+        raise PlanError(f"search=coarse_to_fine judges each plan as it scores it, and choice rule {rule.name} judges "
+                        "a plan only beside every plan scored: profile with search=exhaustive, or steer the search "
+                        "with a bootstrapNN rule")
 
 
 def coarse_to_fine(

@@ -31,7 +31,7 @@ from droidspeak.engine.shared_passes import SharedPrefill, shared_prefills
 from droidspeak.engine.verify import check_pair
 from droidspeak.profile.candidates import single_group_plans, single_layer_plan, transition_plans
 from droidspeak.profile.choice import ChoiceRule, choice_rule
-from droidspeak.profile.coarse_to_fine import SEARCHES, coarse_to_fine
+from droidspeak.profile.coarse_to_fine import SEARCHES, check_rule, coarse_to_fine
 from droidspeak.profile.points import ProfilePoint
 from droidspeak.profile.profile_file import LayerSensitivity, Profile
 from droidspeak.profile.sensitivity import critical_layers
@@ -261,6 +261,9 @@ def profile_pair(
     ``transitions=False`` skips Fig. 10's study. ``search="coarse_to_fine"`` scores the groups aligned to
     ``coarse_granularity`` first, then only the ``granularity``-aligned ones that could beat their choice by ``rule``
     at ``tolerance`` (profile.coarse_to_fine); the default scores every ``granularity``-aligned group."""
+    rule = rule or choice_rule()
+    if search == "coarse_to_fine":
+        check_rule(rule)  # before any plan is scored
     start = time.perf_counter()
     layers = profiler.num_layers
     reference = profiler.evaluate("full_prefill")
@@ -271,7 +274,6 @@ def profile_pair(
         profiler.evaluate_many(group_plans + single_plans, "groups and single layers", progress)  # one pass per start
         points = [profiler.point(p) for p in group_plans]
     elif search == "coarse_to_fine":
-        rule = rule or choice_rule()
         pending = list(single_plans)  # scored with the first (coarse) groups: one pass per start for both
 
         def evaluate(plans: list[str]) -> list[ProfilePoint]:

@@ -18,8 +18,8 @@ from omegaconf import OmegaConf
 from droidspeak.atomic import write_text
 from droidspeak.engine.loading import load_model
 from droidspeak.errors import DroidSpeakError
-from droidspeak.profile.choice import choice_rule
-from droidspeak.profile.coarse_to_fine import SEARCHES
+from droidspeak.profile.choice import ChoiceRule, choice_rule
+from droidspeak.profile.coarse_to_fine import SEARCHES, check_rule
 from droidspeak.profile.comparisons import COMPARISON_KINDS, run_comparisons
 from droidspeak.profile.profile_file import ProfileError, comparisons_path, load_profile, save_profile
 from droidspeak.profile.profiler import Profiler, profile_pair, select_profile_rows
@@ -46,7 +46,7 @@ def run_job(cfg, family) -> dict[str, Path]:
         raise DroidSpeakError(f"comparison_kinds {sorted(cfg.comparison_kinds)}: each must be one of "
                               f"{', '.join(COMPARISON_KINDS)}")
     rule = choice_rule(cfg.choice_rule)  # an unknown rule fails here, before any model loads
-    check_search(cfg.search, cfg.granularity, cfg.coarse_granularity, cfg.max_group_layers)
+    check_search(cfg.search, cfg.granularity, cfg.coarse_granularity, cfg.max_group_layers, rule)
     check_family(cfg.pair, family)
     receiver_path, receiver_adapter = resolve_model(cfg.pair.receiver, cfg.pair.receiver_adapter, family)
     sender_path, sender_adapter = resolve_model(cfg.pair.sender, cfg.pair.sender_adapter, family)
@@ -105,14 +105,18 @@ JOB_FIELDS = ("split", "contexts", "granularity", "search", "coarse_granularity"
               "hybrid_fractions", "cacheblend_ratios", "batch_size", "plans_per_batch", "drafts", "device", "dtype")
 
 
-def check_search(search: str, granularity: int, coarse: int | None, max_group_layers: int | None = None) -> None:
+def check_search(search: str, granularity: int, coarse: int | None, max_group_layers: int | None = None,
+                 rule: ChoiceRule | None = None) -> None:
     """The group search named, and for coarse_to_fine a coarse alignment that is a larger multiple of the fine one
-    (and no cap on a group's length: a short group can sit under a long coarse hull)."""
+    (and no cap on a group's length: a short group can sit under a long coarse hull), steered by a ``rule`` that
+    judges a plan alone."""
     if search not in SEARCHES:
         raise DroidSpeakError(f"search={search}: one of {', '.join(SEARCHES)}")
     if search == "coarse_to_fine" and max_group_layers is not None:
         raise DroidSpeakError("search=coarse_to_fine scores groups under their coarse hulls, which a cap on a group's "
                               f"length would leave unscored: drop max_group_layers={max_group_layers}")
+    if search == "coarse_to_fine" and rule is not None:
+        check_rule(rule)
     if search == "coarse_to_fine" and (coarse is None or coarse <= granularity or coarse % granularity):
         raise DroidSpeakError(f"search=coarse_to_fine needs coarse_granularity, a multiple of granularity="
                               f"{granularity} larger than it (got {coarse})")
