@@ -62,8 +62,9 @@ ROWS = [_row("full_prefill", "full_prefill", 1.0), _row("profile", "recompute:10
 def test_every_search_chooses_from_the_same_questions_and_the_fine_one_saves_layers():
     summary = granularity_summary(_profile(2), _profile(5), ROWS, coarse=10, tolerance=0.05, tolerances=[0.05, 0.2])
     assert summary["repeat"] == {"plans": 30 + 7, "scores": 37 * N, "same": 37 * N}  # singles and 10-aligned groups
-    study, coarse_only, fast, full = summary["choices"]
+    study, coarse_only, fast, full, together = summary["choices"]
     assert (study["plan"], study["plans"]) == ("recompute:10-19", 22)
+    assert (together["rule"], together["plan"]) == ("simultaneous95", full["plan"])  # exact answers: nothing to widen
     assert coarse_only["plan"] == "recompute:10-19" and coarse_only["plans"] == 7
     assert full["plan"] == fast["plan"] == "recompute:10-17" and fast["plans"] < full["plans"] == 121
     assert all(a["same"] and a["hull_misses"] == 0 for a in summary["agreement"])
@@ -81,6 +82,7 @@ def test_the_page_says_what_each_search_chose_and_marks_what_the_test_split_did_
     assert "chooses `recompute:10-17`, 2 layers fewer than the study's `recompute:10-19`" in text
     assert "It was not scored on the test split; the study's plan misses on the test split" in text
     assert "It chooses the exhaustive search's plan, `recompute:10-17`" in text
+    assert "Chosen instead by `simultaneous95`" in text and "chooses `recompute:10-17`, the same plan" in text
     assert "| exhaustive | 2 | 121 | 8/30 `recompute:10-17` |" in text and "not scored" in text
     assert "does not always score better" not in text  # monotone: no group beats a larger one
     assert "](../study/long_code.json)" in text and "one-sided 95% lower bound" in text
@@ -128,8 +130,9 @@ def test_a_fine_profile_that_is_not_exhaustive_or_a_rule_apart_is_refused():
 def test_the_study_scores_the_plan_its_replayed_coarse_to_fine_search_chooses():
     """The study names that plan in its config (it is known only once the profile is); the committed page says it."""
     study = yaml.safe_load((ROOT / "conf/study/smollm2_granularity.yaml").read_text())
-    layers = next(a.split("=", 1)[1] for a in study["steps"]["coarse_plan"]["args"] if a.startswith("method.layers="))
     summary = json.loads((ROOT / "reports/smollm2_granularity/summary.json").read_text())
-    search = summary["choices"][2]
-    assert search["search"] == "coarse-to-fine" and search["plan"] == f"recompute:{layers}"
+    for step, index, search in (("coarse_plan", 2, "coarse-to-fine"), ("together_plan", 4, "exhaustive, bounds together")):
+        layers = next(a.split("=", 1)[1] for a in study["steps"][step]["args"] if a.startswith("method.layers="))
+        assert summary["choices"][index]["search"] == search
+        assert summary["choices"][index]["plan"] == f"recompute:{layers}"
     assert all(p["quality"] is not None for p in summary["test"]["plans"])  # every search's plan scored on test

@@ -241,6 +241,13 @@ def test_the_profile_table_keeps_each_receiver_on_its_own_task_and_names_the_tra
                              {"a": "code"})
     assert sum(line.startswith("| a<-base |") for line in lines) == 1 and "| code |" in lines[2]
     assert lines[-1].endswith("(the transfer section below): a<-base on qa.") and ": 0 of 1." in lines[-1]
+    together = [{**entry(f"{name}<-base", "code"), "rule": "bootstrap95", "together_rule": "simultaneous95",
+                 "chosen_together": plan} for name, plan in (("a", "recompute:0-4"), ("b", "recompute:0-9"))]
+    lines = _profile_section({"profiles": [*together, entry("c<-base", "code")], "tolerance": 0.05},
+                             {"a": "code", "b": "code", "c": "code"})
+    assert "plan chosen at 5% (bootstrap95)" in lines[0] and "chosen by simultaneous95 (bounds holding" in lines[0]
+    cells = {line.split(" | ")[0].strip("| "): line.split(" | ")[8] for line in lines[2:5]}
+    assert cells == {"a<-base": "same", "b<-base": "`recompute:0-9` (10/30)", "c<-base": "–"}  # c: none applies
 
 
 def test_a_speedup_is_judged_against_the_layer_count_bound_by_its_median_and_its_range():

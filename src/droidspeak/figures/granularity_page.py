@@ -1,7 +1,8 @@
 """The search-granularity page: one pair's exhaustive profile over groups aligned to a fine granularity, beside the
 study's coarser profile on the same questions and the coarse-to-fine search replayed from the fine profile's stored
-scores (profile.coarse_to_fine.replay): which plan each search chooses, how many plans it scored, whether the
-coarse-to-fine search's premise holds, and how the chosen plans do on the test split.
+scores (profile.coarse_to_fine.replay), and the exhaustive search chosen by bounds that hold for all its plans at
+once (the simultaneous rule at the profile's level): which plan each search chooses, how many plans it scored, whether
+the coarse-to-fine search's premise holds, and how the chosen plans do on the test split.
 
 Reads the two profiles, the test-split rows (ResultRow: the receiver and the chosen plans, re-timed by bench.retime
 where timings.jsonl sits beside them) and the family's question layout (its contexts: what the intervals resample).
@@ -20,15 +21,23 @@ from droidspeak.figures.style import OKABE_ITO, FigureDataError, new_figure, sav
 from droidspeak.figures.template import render_page
 from droidspeak.markdown import table
 from droidspeak.profile.candidates import single_group_plans
-from droidspeak.profile.choice import CHOICE_RESAMPLES, ChoiceRule, choice_rule, choose_plan, quality_target
-from droidspeak.profile.coarse_to_fine import hull_misses, nested_inversions, replay
+from droidspeak.profile.choice import (
+    CHOICE_RESAMPLES,
+    ChoiceRule,
+    choice_rule,
+    choose_plan,
+    quality_target,
+    simultaneous_rule,
+)
+from droidspeak.profile.coarse_to_fine import check_rule, hull_misses, nested_inversions, replay
 from droidspeak.profile.points import ProfilePoint, plan_layers
 from droidspeak.profile.profile_file import Profile, ProfileError
-from droidspeak.stats import paired_lower_bound
+from droidspeak.stats import paired_lower_bound, simultaneous_lower_bounds
 from droidspeak.track.records import ResultRow
 from droidspeak.zoo.tasks import WIDE_TEST
 
-PAGE_ROWS = ("study", "coarse stage alone", "coarse-to-fine", "exhaustive")  # the searches the page compares, in order
+# the searches the page compares, in order
+PAGE_ROWS = ("study", "coarse stage alone", "coarse-to-fine", "exhaustive", "exhaustive, bounds together")
 
 
 def check_profiles(fine: Profile, study: Profile) -> None:
@@ -47,6 +56,7 @@ def check_profiles(fine: Profile, study: Profile) -> None:
     if not fine.inputs or fine.inputs != study.inputs or fine.reference_per_input != study.reference_per_input:
         raise ProfileError(f"the two profiles of {fine.pair} read different (or unrecorded) questions, or the "
                            "receiver answered them differently: profile both on the same split with the same code")
+    check_rule(fine.rule())  # the page replays the coarse-to-fine search, steered by the profiles' rule
     if fine.rule().name != study.rule().name:
         raise ProfileError(f"the profiles of {fine.pair} choose by {fine.rule().name} and {study.rule().name}: "
                            "profile both with one rule")
@@ -81,12 +91,16 @@ class _Chooser:
 
 
 def _entry(search: str, alignment: str, points: Sequence[ProfilePoint], chooser: _Chooser) -> dict:
-    """A search's row: what it scored and chose, the choice's profile quality and its 95% lower bound."""
+    """A search's row: what it scored and chose, the choice's profile quality and its 95% lower bound (its own
+    alone, or, for a simultaneous rule, the one that holds with every other plan's)."""
     profile = chooser.profile
     plan = chooser.choose(points)
     point = next((p for p in points if p.plan == plan), None)
     bound = None
-    if point is not None and point.per_input is not None:
+    if point is not None and chooser.rule.simultaneous:
+        bound = simultaneous_lower_bounds([p.per_input for p in points], profile.reference_per_input,
+                                          resamples=CHOICE_RESAMPLES, level=chooser.rule.level)[points.index(point)]
+    elif point is not None and point.per_input is not None:
         bound = paired_lower_bound(point.per_input, profile.reference_per_input, resamples=CHOICE_RESAMPLES,
                                    level=0.95)
     return {"search": search, "alignment": alignment, "plans": len(points), "plan": plan,
@@ -96,8 +110,10 @@ def _entry(search: str, alignment: str, points: Sequence[ProfilePoint], chooser:
 
 def search_choices(fine: Profile, study: Profile, *, coarse: int, tolerance: float) -> list[dict]:
     """Per search, in PAGE_ROWS' order: the study's exhaustive profile, the coarse stage alone, the coarse-to-fine
-    search and the exhaustive fine one, each with its plan count and choice by the profiles' rule."""
+    search and the exhaustive fine one, each with its plan count and choice by the profiles' rule; then the exhaustive
+    fine one chosen by the simultaneous rule at that rule's level."""
     chooser = _Chooser(fine, fine.rule(), tolerance)
+    together = _Chooser(fine, simultaneous_rule(fine.rule()), tolerance)
     layers, g = fine.num_layers, fine.granularity
     coarse_plans = set(single_group_plans(layers, coarse))
     searched = replay(fine.points, chooser.accepts, layers, coarse=coarse, fine=g)
@@ -106,6 +122,7 @@ def search_choices(fine: Profile, study: Profile, *, coarse: int, tolerance: flo
         _entry(PAGE_ROWS[1], str(coarse), [p for p in fine.points if p.plan in coarse_plans], chooser),
         _entry(PAGE_ROWS[2], f"{coarse} → {g}", searched, chooser),
         _entry(PAGE_ROWS[3], str(g), fine.points, chooser),
+        {**_entry(PAGE_ROWS[4], str(g), fine.points, together), "rule": together.rule.name},
     ]
 
 
@@ -170,7 +187,7 @@ def plot_groups(fine: Profile, study: Profile, choices: Sequence[Mapping], toler
     chosen_by: dict[str, list[Mapping]] = {}
     for choice in choices:
         chosen_by.setdefault(choice["plan"], []).append(choice)
-    colours = [OKABE_ITO[c] for c in ("vermillion", "black", "green", "purple")]
+    colours = [OKABE_ITO[c] for c in ("vermillion", "black", "green", "purple", "blue")]
     for (plan, by), colour in zip(chosen_by.items(), colours):
         ax.scatter([by[0]["layers"]], [by[0]["quality"]], s=80, facecolors="none", edgecolors=colour, lw=1.2,
                    label=f"{plan}: {', '.join(c['search'] for c in by)}")

@@ -20,6 +20,7 @@ from droidspeak.figures.intervals import ranged_text
 from droidspeak.figures.profile_plots import transition_strata
 from droidspeak.figures.summary import fmt
 from droidspeak.markdown import table
+from droidspeak.profile.choice import simultaneous_rule
 from droidspeak.profile.points import plan_layers
 from droidspeak.profile.profile_file import Profile, comparisons_path, load_profile
 from droidspeak.track.results import read_rows
@@ -27,9 +28,21 @@ from droidspeak.track.results import read_rows
 HYBRID_METHODS = ("group", "cacheblend", "hybrid")
 
 
+def _choice_together(prof: Profile, tolerance: float) -> tuple[str | None, str | None]:
+    """(the simultaneous rule at the profile's level, the plan it chooses): what the choice becomes once its bounds
+    account for every plan the profile compared; (None, None) for a point-rule profile, and for a coarse-to-fine one,
+    which can choose only by the rule that steered it."""
+    rule = prof.rule()
+    if rule.level is None or (prof.extra.get("search") or {}).get("kind") == "coarse_to_fine":
+        return None, None
+    together = simultaneous_rule(rule).name
+    return together, prof.choose(tolerance, rule=together)
+
+
 def _profile_entry(path: Path, prof: Profile, tolerance: float) -> dict:
     plan = prof.choose(tolerance)
     point = prof.point(plan)  # only the full_prefill fallback can be unprofiled; its quality is the reference
+    together_rule, together_plan = _choice_together(prof, tolerance)
     return {
         "profile": str(path),
         "pair": prof.pair,
@@ -44,8 +57,11 @@ def _profile_entry(path: Path, prof: Profile, tolerance: float) -> dict:
         "full_reuse": prof.full_reuse_quality,
         "critical_layers": prof.critical_layers() if prof.single_layer else None,
         "tolerance": tolerance,
+        "rule": prof.rule().name,
         "chosen_plan": plan,
         "chosen_layers": plan_layers(plan, prof.num_layers)[0],
+        "together_rule": together_rule,
+        "chosen_together": together_plan,
         "chosen_quality": point.quality if point else prof.reference_quality,
         "uses_e_cache": uses_e_cache(plan, prof.num_layers),
         "plans_evaluated": prof.timing.get("evaluations"),

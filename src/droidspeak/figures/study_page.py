@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
 
 from droidspeak.figures.heldout import markdown as heldout_markdown
@@ -25,6 +26,7 @@ from droidspeak.figures.intervals import (
 from droidspeak.figures.template import render_page
 from droidspeak.markdown import table
 from droidspeak.profile import critical_sets
+from droidspeak.profile.points import plan_layers
 from droidspeak.profile.profile_file import Profile
 from droidspeak.profile.ranks import frontier_difference
 from droidspeak.track.records import read_results
@@ -145,9 +147,13 @@ def _profile_section(profiles: dict, own_task: dict) -> list[str]:
                      "–" if loss is None else f"{loss:.0%}",
                      ", ".join(map(str, e["critical_layers"] or [])) or "none",
                      f"`{e['chosen_plan']}` ({e['chosen_layers']}/{e['num_layers']})", f"{e['chosen_quality']:.3f}",
-                     "yes" if e.get("uses_e_cache") else "no", str(e["questions"])])
+                     _together_cell(e), "yes" if e.get("uses_e_cache") else "no", str(e["questions"])])
+    rules = sorted({e["rule"] for e in own if e.get("rule")}) or ["its rule"]
+    together = sorted({e["together_rule"] for e in own if e.get("together_rule")}) or ["a simultaneous rule"]
     header = ["pair", "task", "receiver", "full reuse", "full reuse loses", "critical layers (>10%)",
-              f"plan chosen at {profiles.get('tolerance', 0.05):.0%}", "its quality", "fed by the E cache", "questions"]
+              f"plan chosen at {profiles.get('tolerance', 0.05):.0%} ({', '.join(rules)})", "its quality",
+              f"chosen by {', '.join(together)} (bounds holding for all its plans at once)", "fed by the E cache",
+              "questions"]
     used = sum(1 for e in own if e.get("uses_e_cache"))
     lines = [*table(header, rows), "", f"Chosen plans fed by the sender's E cache (a group starting above layer 0): "
              f"{used} of {len(rows)}."]
@@ -156,6 +162,15 @@ def _profile_section(profiles: dict, own_task: dict) -> list[str]:
         lines[-1] += (" Not in this table, profiled on a task other than its receiver's own (the transfer section "
                       f"below): {'; '.join(others)}.")
     return lines
+
+
+def _together_cell(entry: Mapping) -> str:
+    """The plan the profile's simultaneous rule chooses: "same" where it is the chosen plan, "–" where none applies."""
+    plan = entry.get("chosen_together")
+    if plan is None:
+        return "–"
+    return "same" if plan == entry["chosen_plan"] else f"`{plan}` ({plan_layers(plan, entry['num_layers'])[0]}/" \
+                                                        f"{entry['num_layers']})"
 
 
 def _layer_ranges(layers: list[int]) -> str:

@@ -90,6 +90,12 @@ def choice_rule(name: str = DEFAULT_CHOICE_RULE) -> ChoiceRule:
     return ChoiceRule(name, int(name.removeprefix(kind)) / 100, simultaneous=kind == "simultaneous")
 
 
+def simultaneous_rule(rule: ChoiceRule) -> ChoiceRule:
+    """The simultaneous rule at ``rule``'s level (95% for the point rule): the same choice once its bounds account for
+    every plan compared."""
+    return choice_rule(f"simultaneous{round(100 * (rule.level or 0.95))}")
+
+
 def point_sort_key(p: ProfilePoint) -> tuple:
     """Among equal-layer points: higher quality, then fewer transitions, then lower cost, then plan text."""
     return (
