@@ -131,7 +131,8 @@ def test_the_study_scores_the_plan_its_replayed_coarse_to_fine_search_chooses():
     """The study names that plan in its config (it is known only once the profile is); the committed page says it."""
     study = yaml.safe_load((ROOT / "conf/study/smollm2_granularity.yaml").read_text())
     summary = json.loads((ROOT / "reports/smollm2_granularity/summary.json").read_text())
-    for step, index, search in (("coarse_plan", 2, "coarse-to-fine"), ("together_plan", 4, "exhaustive, bounds together")):
+    for step, index, search in (("coarse_plan", 2, "coarse-to-fine"),
+                                ("together_plan", 4, "exhaustive, bounds together")):
         layers = next(a.split("=", 1)[1] for a in study["steps"][step]["args"] if a.startswith("method.layers="))
         assert summary["choices"][index]["search"] == search
         assert summary["choices"][index]["plan"] == f"recompute:{layers}"
