@@ -82,7 +82,7 @@ def test_the_page_says_what_each_search_chose_and_marks_what_the_test_split_did_
     assert "chooses `recompute:10-17`, 2 layers fewer than the study's `recompute:10-19`" in text
     assert "It was not scored on the test split; the study's plan misses on the test split" in text
     assert "It chooses the exhaustive search's plan, `recompute:10-17`" in text
-    assert "Chosen instead by `simultaneous95`" in text and "chooses `recompute:10-17`, the same plan" in text
+    assert "By `simultaneous95` instead" in text and "chooses `recompute:10-17`, the same plan" in text
     assert "| exhaustive | 2 | 121 | 8/30 `recompute:10-17` |" in text and "not scored" in text
     assert "does not always score better" not in text  # monotone: no group beats a larger one
     assert "](../study/long_code.json)" in text and "one-sided 95% lower bound" in text

@@ -224,9 +224,9 @@ def test_a_task_no_pair_makes_informative_is_named_with_the_criterion_every_pane
     own = {f"{task}-{r}": task for task in ("fieldqa", "code", "mixed") for r in "ab"}
     text = never_informative([tmp_path / "study", tmp_path / "aside"], own, criteria)
     assert text == ("No pair on fieldqa is informative on any split it was scored on (dev and test_wide; 3 panels, "
-                    "2 pairs): in every one, full reuse loses too little of the receiver's quality (at most 5%, under "
-                    "10%). No pair on mixed is informative on any split it was scored on (dev; 2 panels, 2 pairs): "
-                    "each misses a criterion, no one criterion in all.")
+                    "2 pairs): in every one, full reuse loses too little of the receiver's quality (point estimates "
+                    "at most 5%, under 10%). No pair on mixed is informative on any split it was scored on (dev; "
+                    "2 panels, 2 pairs): each misses a criterion, no one criterion in all.")
 
 
 def test_the_profile_table_keeps_each_receiver_on_its_own_task_and_names_the_transfer_apart():
@@ -245,7 +245,8 @@ def test_the_profile_table_keeps_each_receiver_on_its_own_task_and_names_the_tra
                  "chosen_together": plan} for name, plan in (("a", "recompute:0-4"), ("b", "recompute:0-9"))]
     lines = _profile_section({"profiles": [*together, entry("c<-base", "code")], "tolerance": 0.05},
                              {"a": "code", "b": "code", "c": "code"})
-    assert "plan chosen at 5% (bootstrap95)" in lines[0] and "chosen by simultaneous95 (bounds holding" in lines[0]
+    assert "plan chosen at 5% (bootstrap95)" in lines[0]
+    assert "chosen by simultaneous95 (bounds holding for all the profile's plans" in lines[0]
     cells = {line.split(" | ")[0].strip("| "): line.split(" | ")[8] for line in lines[2:5]}
     assert cells == {"a<-base": "same", "b<-base": "`recompute:0-9` (10/30)", "c<-base": "–"}  # c: none applies
 

@@ -22,7 +22,6 @@ from droidspeak.figures.template import render_page
 from droidspeak.markdown import table
 from droidspeak.profile.candidates import single_group_plans
 from droidspeak.profile.choice import (
-    CHOICE_RESAMPLES,
     ChoiceRule,
     choice_rule,
     choose_plan,
@@ -32,7 +31,6 @@ from droidspeak.profile.choice import (
 from droidspeak.profile.coarse_to_fine import check_rule, hull_misses, nested_inversions, replay
 from droidspeak.profile.points import ProfilePoint, plan_layers
 from droidspeak.profile.profile_file import Profile, ProfileError
-from droidspeak.stats import paired_lower_bound, simultaneous_lower_bounds
 from droidspeak.track.records import ResultRow
 from droidspeak.zoo.tasks import WIDE_TEST
 
@@ -98,11 +96,10 @@ def _entry(search: str, alignment: str, points: Sequence[ProfilePoint], chooser:
     point = next((p for p in points if p.plan == plan), None)
     bound = None
     if point is not None and chooser.rule.simultaneous:
-        bound = simultaneous_lower_bounds([p.per_input for p in points], profile.reference_per_input,
-                                          resamples=CHOICE_RESAMPLES, level=chooser.rule.level)[points.index(point)]
-    elif point is not None and point.per_input is not None:
-        bound = paired_lower_bound(point.per_input, profile.reference_per_input, resamples=CHOICE_RESAMPLES,
-                                   level=0.95)
+        bound = chooser.rule.lower_bounds(points, profile.reference_per_input)[points.index(point)]
+    elif point is not None and point.per_input is not None:  # the rule's level; a point-rule page reads at 95%
+        bound = choice_rule(f"bootstrap{round(100 * (chooser.rule.level or 0.95))}").lower_bounds(
+            [point], profile.reference_per_input)[0]
     return {"search": search, "alignment": alignment, "plans": len(points), "plan": plan,
             "layers": plan_layers(plan, profile.num_layers)[0],
             "quality": point.quality if point else profile.reference_quality, "lower_bound": bound}
@@ -122,7 +119,8 @@ def search_choices(fine: Profile, study: Profile, *, coarse: int, tolerance: flo
         _entry(PAGE_ROWS[1], str(coarse), [p for p in fine.points if p.plan in coarse_plans], chooser),
         _entry(PAGE_ROWS[2], f"{coarse} → {g}", searched, chooser),
         _entry(PAGE_ROWS[3], str(g), fine.points, chooser),
-        {**_entry(PAGE_ROWS[4], str(g), fine.points, together), "rule": together.rule.name},
+        {**_entry(PAGE_ROWS[4], str(g), fine.points, together), "rule": together.rule.name,
+         "level": together.rule.level},
     ]
 
 
@@ -246,7 +244,8 @@ def granularity_markdown(summary: Mapping, *, command: str, study_link: str, tem
         "all_agree": all(a["same"] for a in summary["agreement"]),
         "choices_table": "\n".join(table([
             "search", "aligned to", "plans scored", "chosen (layers recomputed)", "profile quality",
-            "profile Δ, one-sided 95% lower bound", "test quality", "test Δ [95% CI]", "holds on test",
+            f"profile Δ, one-sided {100 * (summary['rule_level'] or 0.95):.0f}% lower bound", "test quality",
+            "test Δ [95% CI]", "holds on test",
             "speedup [range]", "compute-only limit"], choice_rows)),
         "agreement_table": "\n".join(table([
             "rule", "tolerance", "exhaustive choice", "coarse-to-fine choice", "same", "layers more",

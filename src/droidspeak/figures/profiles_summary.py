@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from droidspeak.engine.plan import parse_plan
+from droidspeak.errors import PlanError
 from droidspeak.figures.intervals import ranged_text
 from droidspeak.figures.profile_plots import transition_strata
 from droidspeak.figures.summary import fmt
@@ -30,13 +31,16 @@ HYBRID_METHODS = ("group", "cacheblend", "hybrid")
 
 def _choice_together(prof: Profile, tolerance: float) -> tuple[str | None, str | None]:
     """(the simultaneous rule at the profile's level, the plan it chooses): what the choice becomes once its bounds
-    account for every plan the profile compared; (None, None) for a point-rule profile, and for a coarse-to-fine one,
-    which can choose only by the rule that steered it."""
+    account for every plan the profile compared; (None, None) for a point-rule profile, for a coarse-to-fine one
+    (which can choose only by the rule that steered it) and where a plan lacks per-question scores."""
     rule = prof.rule()
     if rule.level is None or (prof.extra.get("search") or {}).get("kind") == "coarse_to_fine":
         return None, None
     together = simultaneous_rule(rule).name
-    return together, prof.choose(tolerance, rule=together)
+    try:
+        return together, prof.choose(tolerance, rule=together)
+    except PlanError:  # the profile's own rule may never have needed the bare plan's scores
+        return None, None
 
 
 def _profile_entry(path: Path, prof: Profile, tolerance: float) -> dict:

@@ -152,8 +152,8 @@ def _profile_section(profiles: dict, own_task: dict) -> list[str]:
     together = sorted({e["together_rule"] for e in own if e.get("together_rule")}) or ["a simultaneous rule"]
     header = ["pair", "task", "receiver", "full reuse", "full reuse loses", "critical layers (>10%)",
               f"plan chosen at {profiles.get('tolerance', 0.05):.0%} ({', '.join(rules)})", "its quality",
-              f"chosen by {', '.join(together)} (bounds holding for all its plans at once)", "fed by the E cache",
-              "questions"]
+              f"chosen by {', '.join(together)} (bounds holding for all the profile's plans at once)",
+              "fed by the E cache", "questions"]
     used = sum(1 for e in own if e.get("uses_e_cache"))
     lines = [*table(header, rows), "", f"Chosen plans fed by the sender's E cache (a group starting above layer 0): "
              f"{used} of {len(rows)}."]
@@ -534,7 +534,7 @@ def never_informative(page_dirs: list[Path], own_task: dict, criteria: dict[str,
         why = "in every one, " + _series([CRITERION_MISSES[i] for i in misses]) if misses else \
             "each misses a criterion, no one criterion in all"
         if 2 in misses:
-            why += f" (at most {_share(max(verdicts[3] for _, verdicts in scored))}, under " \
+            why += f" (point estimates at most {_share(max(verdicts[3] for _, verdicts in scored))}, under " \
                    f"{criteria['full_reuse_loss']:.0%})"
         splits = _series(sorted({panel["split"] for panel, _ in scored}))
         sentences.append(f"No pair on {task} is informative on any split it was scored on ({splits}; "

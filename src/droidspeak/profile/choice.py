@@ -5,8 +5,9 @@ Why a rule with a level: a profile reads a sample of questions, and a plan whose
 tolerance may well sit outside it on the next 64. The default rule (``bootstrap95``) accepts a plan only when the
 profile's own questions show it: the one-sided 95% lower confidence bound of its paired difference with the receiver
 stays above −tolerance × the receiver's quality. ``point`` (the mean alone) stays available by name, and so does
-``simultaneous95``, whose bounds hold for every plan the profile scored at once: the fewest-layer plan among many, each
-bounded alone, is likelier than 5% to be one that scored high on these questions by chance.
+``simultaneous95``, whose bounds are meant to hold for every plan the profile scored at once: a search that keeps the
+fewest-layer plan among many, each bounded alone, keeps one whose true loss is past the tolerance more often than 5% of
+the time; with simultaneous bounds, about 5% at most (stats.simultaneous_lower_bounds says where that falls short).
 """
 
 from __future__ import annotations
@@ -49,9 +50,7 @@ class ChoiceRule:
         target = quality_target(reference_quality, tolerance)
         if self.level is None:
             return point.quality >= target - _slack(reference_quality)
-        self._check_scores([point], reference_per_input)
-        bound = paired_lower_bound(point.per_input, reference_per_input, resamples=CHOICE_RESAMPLES,
-                                   level=self.level)
+        [bound] = self.lower_bounds([point], reference_per_input)
         return bound >= target - reference_quality - _slack(reference_quality)
 
     def accepted(self, points: Sequence[ProfilePoint], reference_quality: float,
@@ -60,11 +59,21 @@ class ChoiceRule:
         ``points`` together for a simultaneous one."""
         if not self.simultaneous:
             return (p for p in points if self.passes(p, reference_quality, reference_per_input, tolerance))
-        self._check_scores(points, reference_per_input)
         floor = quality_target(reference_quality, tolerance) - reference_quality - _slack(reference_quality)
-        bounds = simultaneous_lower_bounds([p.per_input for p in points], reference_per_input,
-                                           resamples=CHOICE_RESAMPLES, level=self.level) if points else []
+        bounds = self.lower_bounds(points, reference_per_input) if points else []
         return iter([p for p, bound in zip(points, bounds) if bound >= floor])
+
+    def lower_bounds(self, points: Sequence[ProfilePoint], reference_per_input: Sequence[float] | None) -> list[float]:
+        """Each point's one-sided lower bound of its paired difference with the receiver at the rule's level: its own
+        (bootstrapNN) or one that holds with every other point's (simultaneousNN)."""
+        if self.level is None:
+            raise PlanError("choice rule point: compares means, with no bound")
+        self._check_scores(points, reference_per_input)
+        if self.simultaneous:
+            return simultaneous_lower_bounds([p.per_input for p in points], reference_per_input,
+                                             resamples=CHOICE_RESAMPLES, level=self.level)
+        return [paired_lower_bound(p.per_input, reference_per_input, resamples=CHOICE_RESAMPLES, level=self.level)
+                for p in points]
 
     def _check_scores(self, points: Sequence[ProfilePoint], reference_per_input: Sequence[float] | None) -> None:
         bare = [p.plan for p in points if p.per_input is None]
@@ -167,7 +176,9 @@ def choose_plan(
     """The plan with the fewest recomputed layers that ``rule`` accepts at ``tolerance`` (the point rule: quality
     >= (1 - tolerance) × reference).
 
-    ``points`` is a list of :class:`ProfilePoint` (all points or just a frontier: the answer is the same) or
+    ``points`` is a list of :class:`ProfilePoint` (all points; a frontier gives the same answer by the point rule
+    only, for a bound can accept a plan the means rank off the frontier, and a simultaneous one widens with the
+    points judged) or
     a profile object with ``points`` and ``reference_quality`` (then ``reference_quality`` may be omitted).
     Ties at the same layer count go to the higher quality, then fewer transitions, then lower cost.
 
