@@ -31,6 +31,12 @@ def cluster_sums(scores: Sequence[float], clusters: Sequence[Hashable]) -> tuple
     return totals, np.bincount(labels, minlength=len(index)).astype(np.float64)
 
 
+def _resample_indices(size: int, resamples: int, seed: int) -> np.ndarray:
+    """``resamples`` draws of ``size`` indices with replacement: every bootstrap here draws through this, so bounds
+    computed apart (one plan's, many plans' together) read the same resamples."""
+    return np.random.default_rng(seed).integers(0, size, size=(resamples, size))
+
+
 def bootstrap_means(scores: Sequence[float], *, resamples: int, seed: int = 0,
                     clusters: Sequence[Hashable] | None = None) -> np.ndarray:
     """The mean of ``scores`` in each of ``resamples`` resamples with replacement: of questions, or, with
@@ -38,10 +44,10 @@ def bootstrap_means(scores: Sequence[float], *, resamples: int, seed: int = 0,
     if not scores:
         raise ValueError("no scores to bootstrap")
     if clusters is None:
-        picks = np.random.default_rng(seed).integers(0, len(scores), size=(resamples, len(scores)))
+        picks = _resample_indices(len(scores), resamples, seed)
         return np.asarray(scores, dtype=np.float64)[picks].mean(axis=1)
     totals, counts = cluster_sums(scores, clusters)
-    picks = np.random.default_rng(seed).integers(0, len(totals), size=(resamples, len(totals)))
+    picks = _resample_indices(len(totals), resamples, seed)
     return totals[picks].sum(axis=1) / counts[picks].sum(axis=1)
 
 
@@ -94,7 +100,7 @@ def simultaneous_lower_bounds(scores_by_plan: Sequence[Sequence[float]], referen
         raise ValueError("no plans to bound")
     differences = np.array([_differences(scores, reference) for scores in scores_by_plan], dtype=np.float64)
     questions = differences.shape[1]
-    picks = np.random.default_rng(seed).integers(0, questions, size=(resamples, questions))
+    picks = _resample_indices(questions, resamples, seed)
     counts = np.zeros((resamples, questions))
     np.add.at(counts, (np.arange(resamples)[:, None], picks), 1.0)  # a plans x resamples x questions array, avoided
     means = differences @ counts.T / questions  # plans x resamples

@@ -95,11 +95,10 @@ def _entry(search: str, alignment: str, points: Sequence[ProfilePoint], chooser:
     plan = chooser.choose(points)
     point = next((p for p in points if p.plan == plan), None)
     bound = None
-    if point is not None and chooser.rule.simultaneous:
-        bound = chooser.rule.lower_bounds(points, profile.reference_per_input)[points.index(point)]
-    elif point is not None and point.per_input is not None:  # the rule's level; a point-rule page reads at 95%
-        bound = choice_rule(f"bootstrap{round(100 * (chooser.rule.level or 0.95))}").lower_bounds(
-            [point], profile.reference_per_input)[0]
+    if point is not None and point.per_input is not None:
+        rule = chooser.rule if chooser.rule.level is not None else choice_rule()  # a point-rule page: the default's
+        judged = list(points) if rule.simultaneous else [point]  # a simultaneous bound holds beside every plan's
+        bound = rule.lower_bounds(judged, profile.reference_per_input)[judged.index(point)]
     return {"search": search, "alignment": alignment, "plans": len(points), "plan": plan,
             "layers": plan_layers(plan, profile.num_layers)[0],
             "quality": point.quality if point else profile.reference_quality, "lower_bound": bound}

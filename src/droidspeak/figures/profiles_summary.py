@@ -34,12 +34,13 @@ def _choice_together(prof: Profile, tolerance: float) -> tuple[str | None, str |
     account for every plan the profile compared; (None, None) for a point-rule profile, for a coarse-to-fine one
     (which can choose only by the rule that steered it) and where a plan lacks per-question scores."""
     rule = prof.rule()
-    if rule.level is None or (prof.extra.get("search") or {}).get("kind") == "coarse_to_fine":
+    if rule.level is None:
         return None, None
     together = simultaneous_rule(rule).name
     try:
+        prof.check_choice(tolerance, together)
         return together, prof.choose(tolerance, rule=together)
-    except PlanError:  # the profile's own rule may never have needed the bare plan's scores
+    except PlanError:  # a steered profile refuses the rule, or a plan lacks the scores its own rule never needed
         return None, None
 
 

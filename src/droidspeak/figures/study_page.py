@@ -446,17 +446,24 @@ def _panel_receiver(panel: dict, own_task: dict) -> str:
     return _receiver_name(panel["pair"].split("<-")[0], own_task)
 
 
+def _own_task_panels(page: Path, own_task: dict):
+    """(receiver, panel) for every held-out and dev panel of a study page that scores its receiver on its own task."""
+    summary = _read_json(page / "summary.json")
+    for panel in summary.get("held_out", []) + summary.get("dev", []):
+        name = _panel_receiver(panel, own_task)
+        if panel["task"] == own_task.get(name):
+            yield name, panel
+
+
 def receiver_splits(page_dirs: list[Path], own_task: dict) -> dict[str, dict[str, float]]:
     """Each receiver's quality on its own task, per split it was scored on (held-out and dev panels; the profile
     split from profiles.json), over the given study pages (a study and those it set pairs aside to): where a receiver
     falls against the range can differ from split to split."""
     splits: dict[str, dict[str, float]] = {}
     for page in page_dirs:
-        summary = _read_json(page / "summary.json")
-        for panel in summary.get("held_out", []) + summary.get("dev", []):
-            name = _panel_receiver(panel, own_task)
+        for name, panel in _own_task_panels(page, own_task):
             receiver = next((e for e in panel["rows"] if e["method"] == "full_prefill"), None)
-            if receiver is not None and panel["task"] == own_task.get(name):
+            if receiver is not None:
                 splits.setdefault(name, {}).setdefault(panel["split"], receiver["quality"])
         for e in _read_json(page / "profiles.json").get("profiles", []):
             if e["task"] == _own_task(e["pair"], own_task):
@@ -515,19 +522,14 @@ def never_informative(page_dirs: list[Path], own_task: dict, criteria: dict[str,
     """A sentence per task on which no pair of the pages is informative on any split it was scored on (dev and
     held-out panels, on the receiver's own task), naming each criterion every one of those panels misses (with the
     largest loss where full reuse never loses enough): what no recipe tried so far could change."""
-    panels: dict[tuple[str, str, str], tuple[dict, tuple]] = {}  # one per (task, pair, split): pages share dev panels
-    for page in page_dirs:
-        summary = _read_json(page / "summary.json")
-        for panel in summary.get("held_out", []) + summary.get("dev", []):
-            found = _criteria_rows(panel)
-            if found is not None and panel["task"] == own_task.get(_panel_receiver(panel, own_task)):
-                key = (panel["task"], panel["pair"], panel["split"])
-                panels.setdefault(key, (panel, _informative_verdicts(*found, criteria)))
-    by_task: dict[str, list[tuple[dict, tuple]]] = {}
-    for (task, _, _), entry in panels.items():
-        by_task.setdefault(task, []).append(entry)
+    by_task: dict[str, dict[tuple[str, str], tuple[dict, tuple]]] = {}  # (pair, split) once: pages share dev panels
+    for panel in (panel for page in page_dirs for _, panel in _own_task_panels(page, own_task)):
+        if (found := _criteria_rows(panel)) is not None:
+            by_task.setdefault(panel["task"], {}).setdefault((panel["pair"], panel["split"]),
+                                                             (panel, _informative_verdicts(*found, criteria)))
     sentences = []
-    for task, scored in by_task.items():
+    for task, by_panel in by_task.items():
+        scored = list(by_panel.values())
         if any(verdicts[:3] == (True, True, True) for _, verdicts in scored):
             continue
         misses = [i for i in range(3) if all(verdicts[i] is False for _, verdicts in scored)]
