@@ -81,6 +81,7 @@ def test_the_page_says_what_each_search_chose_and_marks_what_the_test_split_did_
     text = page.read_text()
     assert "chooses `recompute:10-17`, 2 layers fewer than the study's `recompute:10-19`" in text
     assert "It was not scored on the test split; the study's plan misses on the test split" in text
+    assert "| no | not quoted: misses |" in text  # a plan that misses its target has no speedup on the page
     assert "It chooses the exhaustive search's plan, `recompute:10-17`" in text
     assert "By `simultaneous95` instead" in text and "chooses `recompute:10-17`, the same plan" in text
     assert "| exhaustive | 2 | 121 | 8/30 `recompute:10-17` |" in text and "not scored" in text

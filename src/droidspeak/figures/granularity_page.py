@@ -233,7 +233,8 @@ def granularity_markdown(summary: Mapping, *, command: str, study_link: str, tem
             "–" if c["lower_bound"] is None else f"{c['lower_bound']:+.3f}",
             f"{test['quality']:.3f}" if scored else "not scored", _delta(test) if scored else "–",
             ("**yes**" if test["holds"] else "no") if scored else "–",
-            speedup_text(test.get("speedup"), test.get("speedup_spread")) if scored else "–",
+            (speedup_text(test.get("speedup"), test.get("speedup_spread")) if test["holds"] else "not quoted: misses")
+            if scored else "–",
             f"{layers / c['layers']:.2f}×" if c["layers"] else "–"])
     agreement_rows = [[f"`{a['rule']}`", f"{a['tolerance']:.0%}", f"`{a['exhaustive']}`", f"`{a['coarse_to_fine']}`",
                        "yes" if a["same"] else "**no**", f"{a['extra_layers']:+d}",
